@@ -1,0 +1,84 @@
+// swift-tools-version: 6.1
+import PackageDescription
+
+let package = Package(
+    name: "QuotaMesh",
+    platforms: [.macOS(.v14)],
+    products: [
+        .executable(name: "quotamesh", targets: ["quotamesh"]),
+        .library(name: "QuotaMeshCore", targets: ["QuotaMeshCore"]),
+        .library(name: "QuotaMeshNode", targets: ["QuotaMeshNode"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-http-structured-headers", from: "1.7.0"),
+        .package(url: "https://github.com/x-sheep/swift-property-based", from: "2.0.1"),
+    ],
+    targets: [
+        // libsodium, the only source of cryptography.
+        .systemLibrary(
+            name: "CSodium",
+            pkgConfig: "libsodium",
+            providers: [.apt(["libsodium-dev"]), .brew(["libsodium"])]
+        ),
+        // The Swift facade over libsodium: keys, signatures, sealed boxes. The only importer of CSodium.
+        .target(name: "QuotaMeshCrypto", dependencies: ["CSodium"]),
+        // The sans-IO protocol core: CRDTs, records, wire codec, gossip, enforcement policy, headers.
+        .target(
+            name: "QuotaMeshCore",
+            dependencies: [
+                "QuotaMeshCrypto",
+                .product(name: "StructuredFieldValues", package: "swift-http-structured-headers"),
+            ]
+        ),
+        // The shell: UDP, timers, persistence, trust store, configuration and the local HTTP API.
+        .target(
+            name: "QuotaMeshNode",
+            dependencies: [
+                "QuotaMeshCore",
+                "QuotaMeshCrypto",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        // The command-line interface: parses and wires, nothing else.
+        .executableTarget(
+            name: "quotamesh",
+            dependencies: [
+                "QuotaMeshNode",
+                "QuotaMeshCore",
+                "QuotaMeshCrypto",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .testTarget(name: "QuotaMeshCryptoTests", dependencies: ["QuotaMeshCrypto"]),
+        .testTarget(
+            name: "QuotaMeshCoreTests",
+            dependencies: [
+                "QuotaMeshCore",
+                "QuotaMeshCrypto",
+                .product(name: "PropertyBased", package: "swift-property-based"),
+            ]
+        ),
+        .testTarget(
+            name: "QuotaMeshNodeTests",
+            dependencies: [
+                "QuotaMeshNode",
+                "QuotaMeshCore",
+                "QuotaMeshCrypto",
+                .product(name: "HummingbirdTesting", package: "hummingbird"),
+            ]
+        ),
+        .testTarget(
+            name: "QuotaMeshIntegrationTests",
+            dependencies: ["QuotaMeshCrypto", "quotamesh"]
+        ),
+    ],
+    swiftLanguageModes: [.v6]
+)

@@ -1,0 +1,189 @@
+/// A join-semilattice: `merging` is commutative, associative and idempotent, so replicas that have seen
+/// the same updates in any order, any number of times, hold equal values (Shapiro et al., "Conflict-free
+/// Replicated Data Types", 2011).
+public protocol JoinSemilattice: Equatable, Sendable {
+    /// The least upper bound of `self` and `other`.
+    func merging(_ other: Self) -> Self
+}
+
+extension Optional: JoinSemilattice where Wrapped: JoinSemilattice {
+    /// `nil` is the bottom element.
+    public func merging(_ other: Wrapped?) -> Wrapped? {
+        switch (self, other) {
+        case (nil, let value), (let value, nil): value
+        case (let a?, let b?): a.merging(b)
+        }
+    }
+}
+
+/// One origin's consumption of one quota key: a grow-only lifetime total plus the count within the
+/// window that ends at `windowEnd`. Only the origin writes its own entry; copies merge by maximum.
+public struct ConsumptionEntry: JoinSemilattice, Hashable, Codable {
+    /// Everything this origin ever admitted for the key (grow-only; anchors upstream observations).
+    public var total: UInt64
+    /// The end of the window that `windowCount` belongs to (Unix ms).
+    public var windowEnd: UnixMillis
+    /// What this origin admitted in that window.
+    public var windowCount: UInt64
+
+    /// Creates an entry.
+    public init(total: UInt64 = 0, windowEnd: UnixMillis = 0, windowCount: UInt64 = 0) {
+        self.total = total
+        self.windowEnd = windowEnd
+        self.windowCount = windowCount
+    }
+
+    /// `total` by maximum; `(windowEnd, windowCount)` by lexicographic maximum (a later window supersedes).
+    public func merging(_ other: ConsumptionEntry) -> ConsumptionEntry {
+        let window = (windowEnd, windowCount) >= (other.windowEnd, other.windowCount)
+            ? (windowEnd, windowCount) : (other.windowEnd, other.windowCount)
+        return ConsumptionEntry(total: max(total, other.total), windowEnd: window.0, windowCount: window.1)
+    }
+
+    /// The count that still applies at `now` (zero once its window has ended).
+    public func count(at now: UnixMillis) -> UInt64 { windowEnd > now ? windowCount : 0 }
+}
+
+/// A per-origin grow-only counter (a G-Counter generalised to windows): merge is the entry-wise join,
+/// the global value is the sum over origins.
+public struct ConsumptionCounter<Origin: Hashable & Sendable>: JoinSemilattice {
+    /// Each origin's entry.
+    public var entries: [Origin: ConsumptionEntry]
+
+    /// Creates a counter.
+    public init(entries: [Origin: ConsumptionEntry] = [:]) { self.entries = entries }
+
+    /// The entry-wise join.
+    public func merging(_ other: ConsumptionCounter) -> ConsumptionCounter {
+        ConsumptionCounter(entries: entries.merging(other.entries) { $0.merging($1) })
+    }
+
+    /// The sum of every origin's count in windows that have not ended at `now`.
+    public func windowTotal(at now: UnixMillis) -> UInt64 {
+        entries.values.reduce(0) { $0 &+ $1.count(at: now) }
+    }
+
+    /// The sum of every origin's lifetime total.
+    public var lifetimeTotal: UInt64 { entries.values.reduce(0) { $0 &+ $1.total } }
+}
+
+/// What the upstream API said about a quota at one moment. Ordered as a lattice: a later window
+/// (`resetAt`) supersedes an earlier one; within one window the lowest `remaining` wins; remaining
+/// ties are broken by the other fields so the join is a total order and deterministic.
+public struct UpstreamObservation: JoinSemilattice, Hashable, Codable {
+    /// When the upstream window resets (Unix ms).
+    public var resetAt: UnixMillis
+    /// What the upstream said remained in the window.
+    public var remaining: Int64
+    /// The upstream's limit for the window, 0 if it did not say.
+    public var limit: Int64
+    /// The window's length in ms, 0 if unknown.
+    public var windowMillis: Int64
+    /// When the observation was made (Unix ms, the observer's clock).
+    public var observedAt: UnixMillis
+    /// The lifetime consumption total the observer knew for the key when it observed; what has been
+    /// consumed since is subtracted from `remaining` when estimating what is left.
+    public var consumedTotalAtObservation: UInt64
+
+    /// Creates an observation.
+    public init(
+        resetAt: UnixMillis, remaining: Int64, limit: Int64, windowMillis: Int64, observedAt: UnixMillis,
+        consumedTotalAtObservation: UInt64
+    ) {
+        self.resetAt = resetAt
+        self.remaining = remaining
+        self.limit = limit
+        self.windowMillis = windowMillis
+        self.observedAt = observedAt
+        self.consumedTotalAtObservation = consumedTotalAtObservation
+    }
+
+    private var order: (UnixMillis, Int64, UInt64, Int64, Int64, UnixMillis) {
+        (resetAt, -remaining, consumedTotalAtObservation, limit, windowMillis, observedAt)
+    }
+
+    /// The later window; within a window the lower remaining.
+    public func merging(_ other: UpstreamObservation) -> UpstreamObservation {
+        order >= other.order ? self : other
+    }
+}
+
+/// The shared circuit breaker as a lattice of three timestamps merged by maximum: an opening seen
+/// anywhere opens it everywhere until `openUntil`; a successful probe after the latest opening
+/// (`closedAt ≥ openedAt`) closes it everywhere.
+public struct BreakerRegister: JoinSemilattice, Hashable, Codable {
+    /// When the latest opening happened (0: never).
+    public var openedAt: UnixMillis
+    /// Until when calls are refused (Unix ms).
+    public var openUntil: UnixMillis
+    /// When a successful probe last closed it (0: never).
+    public var closedAt: UnixMillis
+
+    /// Creates a register; the default is closed.
+    public init(openedAt: UnixMillis = 0, openUntil: UnixMillis = 0, closedAt: UnixMillis = 0) {
+        self.openedAt = openedAt
+        self.openUntil = openUntil
+        self.closedAt = closedAt
+    }
+
+    /// Component-wise maximum.
+    public func merging(_ other: BreakerRegister) -> BreakerRegister {
+        BreakerRegister(
+            openedAt: max(openedAt, other.openedAt), openUntil: max(openUntil, other.openUntil),
+            closedAt: max(closedAt, other.closedAt))
+    }
+
+    /// The breaker's state at `now`.
+    public func state(at now: UnixMillis) -> BreakerState {
+        if openedAt == 0 || closedAt >= openedAt { return .closed }
+        return now < openUntil ? .open : .halfOpen
+    }
+}
+
+/// The three states of a circuit breaker (Nygard, "Release It!").
+public enum BreakerState: String, Sendable, Codable {
+    /// Calls flow.
+    case closed
+    /// Calls are refused until the open period ends.
+    case open
+    /// The open period ended; a few probe calls decide whether to close it.
+    case halfOpen = "half_open"
+}
+
+/// An origin's recent demand for one key: the rate of requested cost per second, by priority.
+public struct Demand: Hashable, Sendable, Codable {
+    /// Urgent cost per second.
+    public var urgent: Double
+    /// Normal cost per second.
+    public var normal: Double
+    /// Low cost per second.
+    public var low: Double
+
+    /// Creates a demand.
+    public init(urgent: Double = 0, normal: Double = 0, low: Double = 0) {
+        self.urgent = urgent
+        self.normal = normal
+        self.low = low
+    }
+
+    /// The rate for one priority.
+    public subscript(priority: Priority) -> Double {
+        get {
+            switch priority {
+            case .urgent: urgent
+            case .normal: normal
+            case .low: low
+            }
+        }
+        set {
+            switch priority {
+            case .urgent: urgent = newValue
+            case .normal: normal = newValue
+            case .low: low = newValue
+            }
+        }
+    }
+
+    /// All priorities together.
+    public var total: Double { urgent + normal + low }
+}

@@ -1,0 +1,213 @@
+import QuotaMeshCrypto
+
+/// What an agent asks for before an upstream call.
+public struct AcquireRequest: Hashable, Sendable {
+    /// The upstream service.
+    public var service: String
+    /// How urgent the call is.
+    public var priority: Priority
+    /// What the call costs in requests (≥ 1).
+    public var cost: Int64
+    /// How long the agent is willing to wait for a grant (ms); 0 answers at once.
+    public var waitMillis: Int64
+
+    /// Creates a request.
+    public init(service: String, priority: Priority = .normal, cost: Int64 = 1, waitMillis: Int64 = 0) {
+        self.service = service
+        self.priority = priority
+        self.cost = cost
+        self.waitMillis = waitMillis
+    }
+}
+
+/// Why an acquire was refused.
+public enum DenialReason: String, Sendable, Codable, CaseIterable {
+    /// Nothing (or not enough) is left for this node in the window, or its paced rate is used up.
+    case quotaExhausted = "quota_exhausted"
+    /// What is left is kept for higher priorities.
+    case reservedForHigherPriority = "reserved_for_higher_priority"
+    /// The shared circuit breaker is open.
+    case breakerOpen = "breaker_open"
+    /// No configuration or observation names this service.
+    case unknownService = "unknown_service"
+}
+
+/// The answer to an acquire.
+public struct AcquireDecision: Hashable, Sendable {
+    /// Whether the call may go ahead.
+    public var granted: Bool
+    /// The key (and so the account) charged or examined.
+    public var key: QuotaKey?
+    /// Why not, when refused.
+    public var reason: DenialReason?
+    /// When it may next succeed (Unix ms), when refused.
+    public var retryAt: UnixMillis?
+    /// A finer explanation (`paced`, `share`, `window`, `half_open_probe_in_flight`, …).
+    public var detail: String?
+
+    /// A grant charged to `key`.
+    public static func grant(_ key: QuotaKey, detail: String? = nil) -> AcquireDecision {
+        AcquireDecision(granted: true, key: key, reason: nil, retryAt: nil, detail: detail)
+    }
+
+    /// A refusal.
+    public static func deny(
+        _ reason: DenialReason, key: QuotaKey?, retryAt: UnixMillis?, detail: String? = nil
+    ) -> AcquireDecision {
+        AcquireDecision(granted: false, key: key, reason: reason, retryAt: retryAt, detail: detail)
+    }
+}
+
+/// Why a packet or record was dropped: a fixed vocabulary for metrics and logs.
+public enum DropReason: String, Sendable, CaseIterable {
+    case truncated
+    case oversized
+    case badMagic = "bad_magic"
+    case unknownVersion = "unknown_version"
+    case unknownType = "unknown_type"
+    case malformed
+    case trailingBytes = "trailing_bytes"
+    /// The packet's sender is not in the trust store.
+    case unknownSender = "unknown_sender"
+    /// A record's origin is not in the trust store.
+    case unknownOrigin = "unknown_origin"
+    /// A packet that was already seen, or is older than the replay window.
+    case replayed
+    /// A packet or record signature that does not verify.
+    case badSignature = "bad_signature"
+    /// A packet or record stamped too far in the future.
+    case fromFuture = "from_future"
+    /// A packet that claims to come from this node.
+    case fromSelf = "from_self"
+    /// Two different records signed with the same origin and version.
+    case equivocation
+
+    init(_ error: DecodeError) {
+        switch error {
+        case .truncated: self = .truncated
+        case .oversized: self = .oversized
+        case .badMagic: self = .badMagic
+        case .unknownVersion: self = .unknownVersion
+        case .unknownType: self = .unknownType
+        case .malformed: self = .malformed
+        case .trailingBytes: self = .trailingBytes
+        }
+    }
+}
+
+/// Something worth logging or counting.
+public enum MeshEvent: Hashable, Sendable {
+    /// A packet (or one record in it) was dropped.
+    case dropped(DropReason, from: Endpoint?, sender: VerifyingKey?)
+    /// A record newer than what was held was accepted.
+    case recordAccepted(origin: VerifyingKey, slot: RecordSlot)
+    /// A record no newer than what was held was ignored.
+    case recordStale(origin: VerifyingKey)
+    /// A peer was heard from after being down or unknown.
+    case peerUp(VerifyingKey)
+    /// A peer stayed silent past the liveness timeout.
+    case peerDown(VerifyingKey)
+    /// This node opened the shared breaker for a key.
+    case breakerOpened(QuotaKey, until: UnixMillis)
+    /// This node closed the shared breaker after a successful probe.
+    case breakerClosed(QuotaKey)
+    /// A service was learned from an upstream observation or a peer's record.
+    case serviceLearned(String)
+}
+
+/// An effect the shell must carry out, in order.
+public enum MeshDirective: Hashable, Sendable {
+    /// Send a datagram.
+    case send([UInt8], to: Endpoint)
+    /// Answer the acquire with this ticket.
+    case reply(ticket: UInt64, AcquireDecision)
+    /// Save this state durably before carrying out the directives that follow it.
+    case persist(PersistedNodeState)
+    /// Log or count something.
+    case event(MeshEvent)
+    /// Call `tick` again no later than this.
+    case wake(at: UnixMillis)
+}
+
+/// What a node keeps on disk: its incarnation and its own state per key, so that a restart neither
+/// forgets consumption nor reuses record versions.
+public struct PersistedNodeState: Hashable, Sendable, Codable {
+    /// The incarnation in use; the next start uses a larger one.
+    public var incarnation: UInt64
+    /// The node's own state per key.
+    public var quotas: [PersistedQuota]
+
+    /// Creates a persisted state.
+    public init(incarnation: UInt64, quotas: [PersistedQuota]) {
+        self.incarnation = incarnation
+        self.quotas = quotas
+    }
+}
+
+/// One key's own state, as saved.
+public struct PersistedQuota: Hashable, Sendable, Codable {
+    /// The key.
+    public var service: String
+    /// The account.
+    public var account: String
+    /// The node's own state for it.
+    public var state: QuotaState
+
+    /// Creates an entry.
+    public init(key: QuotaKey, state: QuotaState) {
+        self.service = key.service
+        self.account = key.account
+        self.state = state
+    }
+
+    /// The key.
+    public var key: QuotaKey { QuotaKey(service: service, account: account) }
+}
+
+/// The merged view of one key, as the API reports it.
+public struct QuotaView: Hashable, Sendable {
+    /// The key.
+    public var key: QuotaKey
+    /// The window's limit, if known.
+    public var limit: Int64?
+    /// The window's length in ms, if known.
+    public var windowMillis: Int64?
+    /// What is estimated to be left in the current window across the mesh.
+    public var remaining: Int64?
+    /// When the current window ends (Unix ms).
+    public var resetAt: UnixMillis?
+    /// For each priority, how long until a call of cost 1 could be granted here (ms).
+    public var nextAvailableMillis: [Priority: Int64]
+    /// The mesh's consumption in the current window.
+    public var consumedGlobal: UInt64
+    /// This node's consumption in the current window.
+    public var consumedLocal: UInt64
+    /// The breaker's state.
+    public var breakerState: BreakerState
+    /// Until when it is open, if it is.
+    public var breakerOpenUntil: UnixMillis?
+    /// Peers heard from within the liveness timeout.
+    public var peersLive: Int
+    /// Peers in the trust store.
+    public var peersKnown: Int
+    /// The latest upstream observation merged into the view.
+    public var observation: UpstreamObservation?
+    /// This node's fair share of what is left (0…1).
+    public var share: Double
+}
+
+/// A peer as the API reports it.
+public struct PeerView: Hashable, Sendable {
+    /// The trust store's name for it.
+    public var name: String
+    /// Its key.
+    public var key: VerifyingKey
+    /// Where packets go (the address it was last heard from, else its configured endpoint).
+    public var endpoint: Endpoint?
+    /// Whether it was heard from within the liveness timeout.
+    public var live: Bool
+    /// When it was last heard from (directly or through a record it signed).
+    public var lastHeardAt: UnixMillis?
+    /// Record slots held from this origin.
+    public var records: Int
+}

@@ -1,0 +1,125 @@
+import QuotaMeshCrypto
+
+/// Wall-clock time in milliseconds since the Unix epoch. The core never reads a clock: the shell passes
+/// `now` into every call.
+public typealias UnixMillis = Int64
+
+/// What a quota is counted against: an upstream service and one of its accounts (a label, never a
+/// credential).
+public struct QuotaKey: Hashable, Comparable, Sendable, Codable, CustomStringConvertible {
+    /// The longest service or account label accepted, in UTF-8 bytes, so that every record fits a packet.
+    public static let maxLabelBytes = 64
+
+    /// The upstream service, e.g. `openai` or `github`.
+    public var service: String
+    /// The account label within the service; `default` when the service has a single account.
+    public var account: String
+
+    /// Creates a key. Use `isValidLabel` first on input from outside.
+    public init(service: String, account: String = "default") {
+        self.service = service
+        self.account = account
+    }
+
+    /// `true` if `label` is 1–64 bytes of letters, digits, `-`, `_`, `.` or `:`.
+    public static func isValidLabel(_ label: String) -> Bool {
+        let bytes = Array(label.utf8)
+        guard !bytes.isEmpty, bytes.count <= maxLabelBytes else { return false }
+        return bytes.allSatisfy { b in
+            (b >= 0x30 && b <= 0x39) || (b >= 0x41 && b <= 0x5A) || (b >= 0x61 && b <= 0x7A)
+                || b == 0x2D || b == 0x5F || b == 0x2E || b == 0x3A
+        }
+    }
+
+    public static func < (lhs: QuotaKey, rhs: QuotaKey) -> Bool {
+        (lhs.service, lhs.account) < (rhs.service, rhs.account)
+    }
+
+    public var description: String { "\(service)/\(account)" }
+}
+
+/// How urgent an agent's call is. Higher priorities may dig deeper into the window's limit.
+public enum Priority: String, CaseIterable, Sendable, Codable, Comparable {
+    /// Work a user is waiting on; may use all of the limit.
+    case urgent
+    /// Ordinary work; stops when the reserve for urgent work is reached.
+    case normal
+    /// Background work; stops first.
+    case low
+
+    /// 0 for urgent, 1 for normal, 2 for low: the order waiting requests are served in.
+    public var rank: Int {
+        switch self {
+        case .urgent: 0
+        case .normal: 1
+        case .low: 2
+        }
+    }
+
+    public static func < (lhs: Priority, rhs: Priority) -> Bool { lhs.rank < rhs.rank }
+}
+
+/// A host and UDP port as written in peer files and flags (`HOST:PORT`, `[v6]:PORT`).
+public struct Endpoint: Hashable, Sendable, Codable, CustomStringConvertible {
+    /// A host name or IP literal (without brackets).
+    public var host: String
+    /// The port, 1–65535 (0 only for "pick any" when binding).
+    public var port: Int
+
+    /// Creates an endpoint from its parts.
+    public init(host: String, port: Int) {
+        self.host = host
+        self.port = port
+    }
+
+    /// Parses `HOST:PORT` or `[IPv6]:PORT`; returns `nil` for anything else.
+    public init?(parsing text: String) {
+        let trimmed = text.trimmingASCIIWhitespace()
+        var host: Substring
+        var portText: Substring
+        if trimmed.hasPrefix("[") {
+            guard let close = trimmed.firstIndex(of: "]") else { return nil }
+            host = trimmed[trimmed.index(after: trimmed.startIndex)..<close]
+            let rest = trimmed[trimmed.index(after: close)...]
+            guard rest.hasPrefix(":") else { return nil }
+            portText = rest.dropFirst()
+        } else {
+            guard let colon = trimmed.lastIndex(of: ":") else { return nil }
+            host = trimmed[..<colon]
+            portText = trimmed[trimmed.index(after: colon)...]
+            if host.contains(":") { return nil }
+        }
+        guard !host.isEmpty, let port = Int(portText), (0...65535).contains(port) else { return nil }
+        self.host = String(host)
+        self.port = port
+    }
+
+    public var description: String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
+}
+
+extension StringProtocol {
+    /// The text without leading and trailing spaces, tabs, CR and LF.
+    func trimmingASCIIWhitespace() -> String {
+        let isSpace: (Character) -> Bool = { $0 == " " || $0 == "\t" || $0 == "\r" || $0 == "\n" }
+        guard let first = firstIndex(where: { !isSpace($0) }), let last = lastIndex(where: { !isSpace($0) })
+        else { return "" }
+        return String(self[first...last])
+    }
+}
+
+/// A vouched peer as the core sees it: its identity and where to reach it first.
+public struct PeerInfo: Hashable, Sendable {
+    /// The peer's display name (the trust store's file name).
+    public var name: String
+    /// The peer's Ed25519 public key: its identity.
+    public var key: VerifyingKey
+    /// Where to send to it until it is heard from elsewhere.
+    public var endpoint: Endpoint?
+
+    /// Creates a peer entry.
+    public init(name: String, key: VerifyingKey, endpoint: Endpoint?) {
+        self.name = name
+        self.key = key
+        self.endpoint = endpoint
+    }
+}

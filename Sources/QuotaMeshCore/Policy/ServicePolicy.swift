@@ -1,0 +1,115 @@
+/// How far into the window's limit each priority may go: a priority stops when less than
+/// `fraction × limit` would remain.
+public struct Reserves: Hashable, Sendable, Codable {
+    /// Fraction of the limit kept from urgent work (default 0: urgent may use all of it).
+    public var urgent: Double
+    /// Fraction of the limit kept from normal work (default 0.1).
+    public var normal: Double
+    /// Fraction of the limit kept from low-priority work (default 0.5).
+    public var low: Double
+
+    /// Creates reserves; the defaults match the documented policy.
+    public init(urgent: Double = 0, normal: Double = 0.1, low: Double = 0.5) {
+        self.urgent = urgent
+        self.normal = normal
+        self.low = low
+    }
+
+    /// The reserve below which `priority` stops.
+    public subscript(priority: Priority) -> Double {
+        switch priority {
+        case .urgent: urgent
+        case .normal: normal
+        case .low: low
+        }
+    }
+}
+
+/// When the shared circuit breaker opens, and for how long.
+public struct BreakerPolicy: Hashable, Sendable, Codable {
+    /// Consecutive failures (429, 5xx) seen by one node that open the breaker.
+    public var failureThreshold: Int
+    /// How long it stays open when no `Retry-After` says otherwise (ms).
+    public var openMillis: Int64
+    /// How long a half-open probe may stay unanswered before another node-local probe is allowed (ms).
+    public var probeTimeoutMillis: Int64
+
+    /// Creates a breaker policy.
+    public init(failureThreshold: Int = 5, openMillis: Int64 = 30_000, probeTimeoutMillis: Int64 = 10_000) {
+        self.failureThreshold = failureThreshold
+        self.openMillis = openMillis
+        self.probeTimeoutMillis = probeTimeoutMillis
+    }
+}
+
+/// What a node enforces for one service.
+public struct ServicePolicy: Hashable, Sendable, Codable {
+    /// Calls allowed per window across the whole mesh, if known in advance.
+    public var limit: Int64?
+    /// The window's length in ms, if known in advance.
+    public var windowMillis: Int64?
+    /// Priority reserves.
+    public var reserves: Reserves
+    /// Account labels; calls rotate across them. Never credentials.
+    public var accounts: [String]
+    /// Breaker thresholds.
+    public var breaker: BreakerPolicy
+    /// The burst a node may send ahead of its paced rate, as a fraction of the limit (default 0.1).
+    public var burstFraction: Double
+
+    /// Creates a policy.
+    public init(
+        limit: Int64? = nil, windowMillis: Int64? = nil, reserves: Reserves = .init(),
+        accounts: [String] = ["default"], breaker: BreakerPolicy = .init(), burstFraction: Double = 0.1
+    ) {
+        self.limit = limit
+        self.windowMillis = windowMillis
+        self.reserves = reserves
+        self.accounts = accounts.isEmpty ? ["default"] : accounts
+        self.breaker = breaker
+        self.burstFraction = burstFraction
+    }
+}
+
+/// The protocol's parameters. Defaults follow memberlist's LAN profile (200 ms rounds, fanout 3).
+public struct MeshConfiguration: Sendable {
+    /// Domain separation for every signature: nodes of different clusters never accept each other.
+    public var cluster: String
+    /// Time between gossip rounds (ms).
+    public var gossipIntervalMillis: Int64
+    /// Peers pushed to per round.
+    public var fanout: Int
+    /// A peer not heard from for this long is down (ms).
+    public var livenessTimeoutMillis: Int64
+    /// How often a node re-signs its heartbeat record (ms).
+    public var heartbeatIntervalMillis: Int64
+    /// Each new record is pushed `retransmitMultiplier × ⌈log2(N + 1)⌉` times.
+    public var retransmitMultiplier: Int
+    /// Records and packets stamped further than this in the future are refused (ms).
+    public var maxClockSkewMillis: Int64
+    /// How often demand rates are re-estimated (ms).
+    public var demandIntervalMillis: Int64
+    /// Packets sent in answer to one digest, at most.
+    public var maxAnswerPackets: Int
+    /// Per-service policies.
+    public var services: [String: ServicePolicy]
+
+    /// Creates a configuration.
+    public init(
+        cluster: String = "quotamesh", gossipIntervalMillis: Int64 = 200, fanout: Int = 3,
+        livenessTimeoutMillis: Int64 = 10_000, heartbeatIntervalMillis: Int64 = 2_000,
+        retransmitMultiplier: Int = 3, maxClockSkewMillis: Int64 = 300_000, demandIntervalMillis: Int64 = 1_000,
+        maxAnswerPackets: Int = 8, services: [String: ServicePolicy] = [:]
+    ) {
+        self.cluster = cluster
+        self.gossipIntervalMillis = gossipIntervalMillis
+        self.fanout = fanout
+        self.livenessTimeoutMillis = livenessTimeoutMillis
+        self.heartbeatIntervalMillis = heartbeatIntervalMillis
+        self.retransmitMultiplier = retransmitMultiplier
+        self.maxClockSkewMillis = maxClockSkewMillis
+        self.demandIntervalMillis = demandIntervalMillis
+        self.maxAnswerPackets = maxAnswerPackets
+        self.services = services
+    }
+}

@@ -1,0 +1,146 @@
+import QuotaMeshCrypto
+
+/// A record's version: the origin's incarnation (bumped and saved at every start) and a sequence number
+/// that grows with every record the origin signs in that incarnation. Newer versions win.
+public struct RecordVersion: Hashable, Comparable, Sendable, Codable, CustomStringConvertible {
+    /// Which life of the origin made the record.
+    public var incarnation: UInt64
+    /// The origin's counter within that life.
+    public var sequence: UInt64
+
+    /// Creates a version.
+    public init(incarnation: UInt64, sequence: UInt64) {
+        self.incarnation = incarnation
+        self.sequence = sequence
+    }
+
+    /// The version before any record.
+    public static let zero = RecordVersion(incarnation: 0, sequence: 0)
+
+    public static func < (lhs: RecordVersion, rhs: RecordVersion) -> Bool {
+        (lhs.incarnation, lhs.sequence) < (rhs.incarnation, rhs.sequence)
+    }
+
+    public var description: String { "\(incarnation).\(sequence)" }
+}
+
+/// The limit and window an origin enforces for a key (from its configuration or learned upstream), so
+/// that peers without a configuration for the service learn it.
+public struct AdvertisedPolicy: Hashable, Sendable, Codable {
+    /// Calls allowed per window.
+    public var limit: Int64
+    /// The window's length in ms.
+    public var windowMillis: Int64
+
+    /// Creates a policy advertisement.
+    public init(limit: Int64, windowMillis: Int64) {
+        self.limit = limit
+        self.windowMillis = windowMillis
+    }
+}
+
+/// Everything one origin says about one quota key.
+public struct QuotaState: Hashable, Sendable, Codable {
+    /// The origin's own consumption.
+    public var consumption: ConsumptionEntry
+    /// The origin's latest upstream observation, if any.
+    public var observation: UpstreamObservation?
+    /// The breaker as the origin sees it.
+    public var breaker: BreakerRegister
+    /// The origin's recent demand.
+    public var demand: Demand
+    /// The limit the origin enforces, if it knows one.
+    public var policy: AdvertisedPolicy?
+
+    /// Creates a state.
+    public init(
+        consumption: ConsumptionEntry = .init(), observation: UpstreamObservation? = nil,
+        breaker: BreakerRegister = .init(), demand: Demand = .init(), policy: AdvertisedPolicy? = nil
+    ) {
+        self.consumption = consumption
+        self.observation = observation
+        self.breaker = breaker
+        self.demand = demand
+        self.policy = policy
+    }
+}
+
+/// What a record is about.
+public enum RecordBody: Hashable, Sendable {
+    /// The origin is alive (its signed timestamp is the evidence).
+    case heartbeat
+    /// The origin's state for one quota key.
+    case quota(QuotaKey, QuotaState)
+
+    /// The slot the body occupies: receivers keep the newest record per origin and slot.
+    public var slot: RecordSlot {
+        switch self {
+        case .heartbeat: .heartbeat
+        case .quota(let key, _): .quota(key)
+        }
+    }
+}
+
+/// Where a record lives within its origin's state.
+public enum RecordSlot: Hashable, Sendable, Comparable {
+    /// The origin's liveness record.
+    case heartbeat
+    /// The origin's record for a quota key.
+    case quota(QuotaKey)
+}
+
+/// A record signed by its origin. Relaying nodes forward the exact bytes; nobody but the origin can make
+/// one that verifies.
+public struct SignedRecord: Hashable, Sendable {
+    /// The node that wrote and signed the record.
+    public let origin: VerifyingKey
+    /// The record's version.
+    public let version: RecordVersion
+    /// When the origin signed it (its clock, Unix ms).
+    public let timestamp: UnixMillis
+    /// The decoded body.
+    public let body: RecordBody
+    /// The body exactly as signed.
+    public let bodyBytes: [UInt8]
+    /// The origin's Ed25519 signature over the domain-separated record layout.
+    public let signature: Signature
+
+    /// The record's size on the wire.
+    public var encodedCount: Int { 32 + 8 + 8 + 8 + 2 + bodyBytes.count + Signature.byteCount }
+
+    /// Creates and signs a record.
+    public init(
+        signing body: RecordBody, version: RecordVersion, timestamp: UnixMillis, with key: SigningKey,
+        cluster: String
+    ) {
+        self.origin = key.publicKey
+        self.version = version
+        self.timestamp = timestamp
+        self.body = body
+        self.bodyBytes = WireFormat.encode(body: body)
+        self.signature = key.signature(
+            for: WireFormat.recordSigningBytes(
+                cluster: cluster, origin: origin, version: version, timestamp: timestamp, body: bodyBytes))
+    }
+
+    /// Assembles a record read from the wire; its signature is not checked here.
+    init(
+        origin: VerifyingKey, version: RecordVersion, timestamp: UnixMillis, body: RecordBody,
+        bodyBytes: [UInt8], signature: Signature
+    ) {
+        self.origin = origin
+        self.version = version
+        self.timestamp = timestamp
+        self.body = body
+        self.bodyBytes = bodyBytes
+        self.signature = signature
+    }
+
+    /// `true` if the origin's signature covers exactly these fields in `cluster`.
+    public func hasValidSignature(cluster: String) -> Bool {
+        origin.isValidSignature(
+            signature,
+            for: WireFormat.recordSigningBytes(
+                cluster: cluster, origin: origin, version: version, timestamp: timestamp, body: bodyBytes))
+    }
+}

@@ -1,0 +1,309 @@
+import QuotaMeshCrypto
+
+/// One entry of an anti-entropy digest: which record slot (a 64-bit hash of origin and slot) and the
+/// newest version the sender holds for it (`.zero`: it holds none and asks for it).
+public struct DigestEntry: Hashable, Sendable {
+    /// `RecordSlotID.hash` of the slot.
+    public var slotHash: UInt64
+    /// The sender's version of that slot.
+    public var version: RecordVersion
+
+    /// Creates an entry.
+    public init(slotHash: UInt64, version: RecordVersion) {
+        self.slotHash = slotHash
+        self.version = version
+    }
+}
+
+/// What a packet carries after its header.
+public enum PacketPayload: Hashable, Sendable {
+    /// Signed records, pushed or sent in answer to a digest.
+    case records([SignedRecord])
+    /// An anti-entropy digest. A first digest (`isReply == false`) is answered with the records the
+    /// sender lacks and a reply digest naming what the receiver lacks; a reply is answered with records
+    /// only, so an exchange ends after three packets.
+    case digest(isReply: Bool, entries: [DigestEntry])
+}
+
+/// The authenticated header of every packet: who sent it and its place in the sender's packet sequence.
+public struct PacketHeader: Hashable, Sendable {
+    /// The sending peer (which need not be the origin of the records inside).
+    public var sender: VerifyingKey
+    /// The sender's incarnation.
+    public var incarnation: UInt64
+    /// The sender's packet counter in this incarnation, for replay detection.
+    public var sequence: UInt64
+    /// When the sender sent it (its clock).
+    public var sentAt: UnixMillis
+
+    /// Creates a header.
+    public init(sender: VerifyingKey, incarnation: UInt64, sequence: UInt64, sentAt: UnixMillis) {
+        self.sender = sender
+        self.incarnation = incarnation
+        self.sequence = sequence
+        self.sentAt = sentAt
+    }
+}
+
+/// The byte layout of QuotaMesh packets and records (version 1). Everything is big-endian; every packet
+/// fits in `maxPacketBytes`, so no IP fragmentation occurs on any path (IPv6's minimum MTU is 1280).
+///
+/// Packet: `"QM" | version u8 | kind u8 | sender [32] | incarnation u64 | sequence u64 | sentAt i64 |
+/// payload | signature [64]`; the signature is the sender's Ed25519 signature over
+/// `"quotamesh/packet/v1\0" | cluster | "\0" | everything before it`.
+/// Record: `origin [32] | incarnation u64 | sequence u64 | timestamp i64 | bodyLength u16 | body |
+/// signature [64]`, signed by the origin over `"quotamesh/record/v1\0" | cluster | "\0" | origin |
+/// incarnation | sequence | timestamp | body` (a fixed, domain-separated layout: bytes are signed, not
+/// structures).
+public enum WireFormat {
+    /// The largest packet sent or accepted.
+    public static let maxPacketBytes = 1200
+    /// The wire version spoken.
+    public static let version: UInt8 = 1
+    /// Header bytes before the payload.
+    public static let headerBytes = 2 + 1 + 1 + 32 + 8 + 8 + 8
+    /// Payload room in one packet.
+    public static let maxPayloadBytes = maxPacketBytes - headerBytes - Signature.byteCount
+    /// Bytes per digest entry.
+    public static let digestEntryBytes = 8 + 8 + 8
+
+    static let magic: [UInt8] = [0x51, 0x4D]  // "QM"
+    static let packetDomain = Array("quotamesh/packet/v1".utf8) + [0]
+    static let recordDomain = Array("quotamesh/record/v1".utf8) + [0]
+
+    enum Kind: UInt8 {
+        case records = 1
+        case digest = 2
+    }
+
+    // MARK: Packets
+
+    /// Encodes and signs a packet.
+    public static func encodePacket(
+        header: PacketHeader, payload: PacketPayload, signingKey: SigningKey, cluster: String
+    ) -> [UInt8] {
+        var writer = ByteWriter(capacity: maxPacketBytes)
+        writer.write(bytes: magic)
+        writer.write(version)
+        switch payload {
+        case .records: writer.write(Kind.records.rawValue)
+        case .digest: writer.write(Kind.digest.rawValue)
+        }
+        writer.write(bytes: header.sender.rawRepresentation)
+        writer.write(header.incarnation)
+        writer.write(header.sequence)
+        writer.write(header.sentAt)
+        switch payload {
+        case .records(let records):
+            writer.write(UInt8(records.count))
+            for record in records { encode(record: record, into: &writer) }
+        case .digest(let isReply, let entries):
+            writer.write(UInt8(isReply ? 1 : 0))
+            writer.write(UInt16(entries.count))
+            for entry in entries {
+                writer.write(entry.slotHash)
+                writer.write(entry.version.incarnation)
+                writer.write(entry.version.sequence)
+            }
+        }
+        let signature = signingKey.signature(for: packetSigningBytes(cluster: cluster, unsigned: writer.bytes))
+        writer.write(bytes: signature.rawRepresentation)
+        return writer.bytes
+    }
+
+    /// Reads only the header, so that unknown senders and replays are dropped before any signature work.
+    public static func decodeHeader(_ bytes: [UInt8]) throws(DecodeError) -> PacketHeader {
+        guard bytes.count <= maxPacketBytes else { throw .oversized }
+        guard bytes.count >= headerBytes + Signature.byteCount else { throw .truncated }
+        var reader = ByteReader(bytes)
+        guard try reader.readBytes(2) == magic else { throw .badMagic }
+        let wireVersion = try reader.readUInt8()
+        guard wireVersion == version else { throw .unknownVersion(wireVersion) }
+        let kind = try reader.readUInt8()
+        guard Kind(rawValue: kind) != nil else { throw .unknownType(kind) }
+        let sender: VerifyingKey
+        do { sender = try VerifyingKey(rawRepresentation: reader.readBytes(32)) } catch { throw .malformed("sender") }
+        return PacketHeader(
+            sender: sender, incarnation: try reader.readUInt64(), sequence: try reader.readUInt64(),
+            sentAt: try reader.readInt64())
+    }
+
+    /// `true` if the packet's trailing signature is the sender's over everything before it.
+    public static func hasValidPacketSignature(_ bytes: [UInt8], sender: VerifyingKey, cluster: String) -> Bool {
+        guard bytes.count >= headerBytes + Signature.byteCount else { return false }
+        let split = bytes.count - Signature.byteCount
+        guard let signature = try? Signature(rawRepresentation: Array(bytes[split...])) else { return false }
+        return sender.isValidSignature(
+            signature, for: packetSigningBytes(cluster: cluster, unsigned: Array(bytes[..<split])))
+    }
+
+    /// Decodes the payload of a packet whose header was read by `decodeHeader`. Record signatures are not
+    /// checked here.
+    public static func decodePayload(_ bytes: [UInt8]) throws(DecodeError) -> PacketPayload {
+        guard bytes.count <= maxPacketBytes else { throw .oversized }
+        guard bytes.count >= headerBytes + Signature.byteCount else { throw .truncated }
+        let payloadEnd = bytes.count - Signature.byteCount
+        var reader = ByteReader(Array(bytes[..<payloadEnd]), offset: 3)
+        let kind = try reader.readUInt8()
+        _ = try reader.readBytes(headerBytes - 4)
+        let payload: PacketPayload
+        switch Kind(rawValue: kind) {
+        case .records:
+            let count = Int(try reader.readUInt8())
+            var records: [SignedRecord] = []
+            records.reserveCapacity(count)
+            for _ in 0..<count { records.append(try decodeRecord(from: &reader)) }
+            payload = .records(records)
+        case .digest:
+            let flags = try reader.readUInt8()
+            guard flags <= 1 else { throw .malformed("digest flags") }
+            let count = Int(try reader.readUInt16())
+            guard count * digestEntryBytes <= reader.remainingCount else { throw .truncated }
+            var entries: [DigestEntry] = []
+            entries.reserveCapacity(count)
+            for _ in 0..<count {
+                let hash = try reader.readUInt64()
+                let version = RecordVersion(incarnation: try reader.readUInt64(), sequence: try reader.readUInt64())
+                entries.append(DigestEntry(slotHash: hash, version: version))
+            }
+            payload = .digest(isReply: flags == 1, entries: entries)
+        case nil:
+            throw .unknownType(kind)
+        }
+        guard reader.isAtEnd else { throw .trailingBytes }
+        return payload
+    }
+
+    static func packetSigningBytes(cluster: String, unsigned: [UInt8]) -> [UInt8] {
+        packetDomain + Array(cluster.utf8) + [0] + unsigned
+    }
+
+    // MARK: Records
+
+    static func recordSigningBytes(
+        cluster: String, origin: VerifyingKey, version: RecordVersion, timestamp: UnixMillis, body: [UInt8]
+    ) -> [UInt8] {
+        var writer = ByteWriter(capacity: recordDomain.count + cluster.utf8.count + 60 + body.count)
+        writer.write(bytes: recordDomain)
+        writer.write(bytes: Array(cluster.utf8))
+        writer.write(UInt8(0))
+        writer.write(bytes: origin.rawRepresentation)
+        writer.write(version.incarnation)
+        writer.write(version.sequence)
+        writer.write(timestamp)
+        writer.write(bytes: body)
+        return writer.bytes
+    }
+
+    static func encode(record: SignedRecord, into writer: inout ByteWriter) {
+        writer.write(bytes: record.origin.rawRepresentation)
+        writer.write(record.version.incarnation)
+        writer.write(record.version.sequence)
+        writer.write(record.timestamp)
+        writer.write(UInt16(record.bodyBytes.count))
+        writer.write(bytes: record.bodyBytes)
+        writer.write(bytes: record.signature.rawRepresentation)
+    }
+
+    static func decodeRecord(from reader: inout ByteReader) throws(DecodeError) -> SignedRecord {
+        let origin: VerifyingKey
+        do { origin = try VerifyingKey(rawRepresentation: reader.readBytes(32)) } catch { throw .malformed("origin") }
+        let version = RecordVersion(incarnation: try reader.readUInt64(), sequence: try reader.readUInt64())
+        let timestamp = try reader.readInt64()
+        let length = Int(try reader.readUInt16())
+        let bodyBytes = try reader.readBytes(length)
+        let body = try decode(body: bodyBytes)
+        let signature: Signature
+        do { signature = try Signature(rawRepresentation: reader.readBytes(Signature.byteCount)) } catch {
+            throw .truncated
+        }
+        return SignedRecord(
+            origin: origin, version: version, timestamp: timestamp, body: body, bodyBytes: bodyBytes,
+            signature: signature)
+    }
+
+    enum BodyKind: UInt8 {
+        case heartbeat = 0
+        case quota = 1
+    }
+
+    /// Encodes a record body (the bytes the origin signs).
+    public static func encode(body: RecordBody) -> [UInt8] {
+        var writer = ByteWriter(capacity: 160)
+        switch body {
+        case .heartbeat:
+            writer.write(BodyKind.heartbeat.rawValue)
+        case .quota(let key, let state):
+            writer.write(BodyKind.quota.rawValue)
+            writer.write(shortString: key.service)
+            writer.write(shortString: key.account)
+            writer.write(state.consumption.total)
+            writer.write(state.consumption.windowEnd)
+            writer.write(state.consumption.windowCount)
+            var flags: UInt8 = 0
+            if state.observation != nil { flags |= 1 }
+            if state.policy != nil { flags |= 2 }
+            writer.write(flags)
+            if let observation = state.observation {
+                writer.write(observation.resetAt)
+                writer.write(observation.remaining)
+                writer.write(observation.limit)
+                writer.write(observation.windowMillis)
+                writer.write(observation.observedAt)
+                writer.write(observation.consumedTotalAtObservation)
+            }
+            writer.write(state.breaker.openedAt)
+            writer.write(state.breaker.openUntil)
+            writer.write(state.breaker.closedAt)
+            for priority in Priority.allCases {
+                writer.write(UInt32(clamping: Int64((state.demand[priority] * 1000).rounded())))
+            }
+            if let policy = state.policy {
+                writer.write(policy.limit)
+                writer.write(policy.windowMillis)
+            }
+        }
+        return writer.bytes
+    }
+
+    /// Decodes a record body, rejecting labels that are not valid quota-key labels.
+    public static func decode(body bytes: [UInt8]) throws(DecodeError) -> RecordBody {
+        var reader = ByteReader(bytes)
+        let kind = try reader.readUInt8()
+        let body: RecordBody
+        switch BodyKind(rawValue: kind) {
+        case .heartbeat:
+            body = .heartbeat
+        case .quota:
+            let service = try reader.readShortString(field: "service")
+            let account = try reader.readShortString(field: "account")
+            guard QuotaKey.isValidLabel(service) else { throw .malformed("service") }
+            guard QuotaKey.isValidLabel(account) else { throw .malformed("account") }
+            var state = QuotaState()
+            state.consumption = ConsumptionEntry(
+                total: try reader.readUInt64(), windowEnd: try reader.readInt64(),
+                windowCount: try reader.readUInt64())
+            let flags = try reader.readUInt8()
+            guard flags & ~3 == 0 else { throw .malformed("flags") }
+            if flags & 1 != 0 {
+                state.observation = UpstreamObservation(
+                    resetAt: try reader.readInt64(), remaining: try reader.readInt64(), limit: try reader.readInt64(),
+                    windowMillis: try reader.readInt64(), observedAt: try reader.readInt64(),
+                    consumedTotalAtObservation: try reader.readUInt64())
+            }
+            state.breaker = BreakerRegister(
+                openedAt: try reader.readInt64(), openUntil: try reader.readInt64(), closedAt: try reader.readInt64())
+            for priority in Priority.allCases {
+                state.demand[priority] = Double(try reader.readUInt32()) / 1000
+            }
+            if flags & 2 != 0 {
+                state.policy = AdvertisedPolicy(limit: try reader.readInt64(), windowMillis: try reader.readInt64())
+            }
+            body = .quota(QuotaKey(service: service, account: account), state)
+        case nil:
+            throw .unknownType(kind)
+        }
+        guard reader.isAtEnd else { throw .trailingBytes }
+        return body
+    }
+}

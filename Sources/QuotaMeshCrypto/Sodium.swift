@@ -1,0 +1,96 @@
+internal import CSodium
+
+/// Initialises libsodium once per process; every entry point of this module calls it first.
+enum Sodium {
+    /// `true` once `sodium_init` has succeeded (it is idempotent and thread-safe).
+    static let isReady: Bool = sodium_init() >= 0
+
+    /// Traps if libsodium cannot be initialised: no cryptography would be trustworthy.
+    static func ensureReady() {
+        precondition(isReady, "libsodium failed to initialise")
+    }
+}
+
+/// Why a key, signature or sealed box was refused.
+public enum CryptoError: Error, Equatable, Sendable {
+    /// The bytes have the wrong length for this kind of value.
+    case wrongLength(expected: Int, actual: Int)
+    /// The text is not valid base64.
+    case invalidBase64
+    /// A sealed box could not be opened (wrong key or altered ciphertext).
+    case cannotOpen
+    /// libsodium reported a failure while creating a key.
+    case keyGenerationFailed
+}
+
+extension CryptoError: CustomStringConvertible {
+    public var description: String {
+        switch self {
+        case .wrongLength(let expected, let actual):
+            return "expected \(expected) bytes, got \(actual)"
+        case .invalidBase64:
+            return "not valid base64"
+        case .cannotOpen:
+            return "sealed box cannot be opened with this key"
+        case .keyGenerationFailed:
+            return "libsodium could not generate a key"
+        }
+    }
+}
+
+/// Constant-time comparison of two byte arrays (libsodium `sodium_memcmp`).
+public func constantTimeEqual(_ a: [UInt8], _ b: [UInt8]) -> Bool {
+    Sodium.ensureReady()
+    guard a.count == b.count else { return false }
+    if a.isEmpty { return true }
+    return sodium_memcmp(a, b, a.count) == 0
+}
+
+/// Cryptographically secure random bytes (libsodium `randombytes_buf`).
+public func secureRandomBytes(count: Int) -> [UInt8] {
+    Sodium.ensureReady()
+    var bytes = [UInt8](repeating: 0, count: count)
+    randombytes_buf(&bytes, count)
+    return bytes
+}
+
+/// A uniformly random 64-bit value from libsodium, for seeding deterministic generators in the shell.
+public func secureRandomUInt64() -> UInt64 {
+    let bytes = secureRandomBytes(count: 8)
+    return bytes.reduce(0) { ($0 << 8) | UInt64($1) }
+}
+
+/// A 64-bit keyed-free digest (BLAKE2b via `crypto_generichash`) of `bytes`, for compact identifiers.
+public func shortHash(_ bytes: [UInt8]) -> UInt64 {
+    Sodium.ensureReady()
+    var out = [UInt8](repeating: 0, count: 8)
+    _ = crypto_generichash(&out, 8, bytes, UInt64(bytes.count), nil, 0)
+    return out.reduce(0) { ($0 << 8) | UInt64($1) }
+}
+
+enum Base64 {
+    /// Decodes standard base64 (with padding) through libsodium.
+    static func decode(_ text: String) throws(CryptoError) -> [UInt8] {
+        Sodium.ensureReady()
+        let input = Array(text.utf8).map { CChar(bitPattern: $0) }
+        guard !input.isEmpty else { throw .invalidBase64 }
+        var output = [UInt8](repeating: 0, count: input.count * 3 / 4 + 3)
+        var length = 0
+        let capacity = output.count
+        let status = sodium_base642bin(
+            &output, capacity, input, input.count, nil, &length, nil,
+            Int32(sodium_base64_VARIANT_ORIGINAL))
+        guard status == 0 else { throw .invalidBase64 }
+        return Array(output.prefix(length))
+    }
+
+    /// Encodes bytes as standard base64 with padding.
+    static func encode(_ bytes: [UInt8]) -> String {
+        Sodium.ensureReady()
+        let variant = Int32(sodium_base64_VARIANT_ORIGINAL)
+        let size = sodium_base64_encoded_len(bytes.count, variant)
+        var output = [CChar](repeating: 0, count: size)
+        _ = sodium_bin2base64(&output, size, bytes, bytes.count, variant)
+        return String(decoding: output.prefix(size - 1).map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
+}

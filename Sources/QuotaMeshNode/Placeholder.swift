@@ -1,0 +1,1 @@
+import Hummingbird; import NIOPosix; public enum Placeholder2 {}

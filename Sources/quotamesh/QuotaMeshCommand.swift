@@ -1,0 +1,1 @@
+import ArgumentParser; @main struct Q: ParsableCommand { func run() {} }
