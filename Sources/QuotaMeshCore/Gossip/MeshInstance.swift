@@ -31,7 +31,7 @@ public struct MeshInstance: Sendable {
     private var waiters: [Waiter] = []
     private var nextWaiterOrder: UInt64 = 0
     private var nextGossipAt: UnixMillis
-    private var lastHeartbeatAt: UnixMillis = .min
+    private var lastHeartbeatAt: UnixMillis?
     private var demandWindowStart: UnixMillis
     private var digestCursor = 0
     private var pendingPersist = false
@@ -172,7 +172,7 @@ public struct MeshInstance: Sendable {
         var out: [MeshDirective] = []
         updateDemand(now: now)
         if now >= nextGossipAt {
-            if now - lastHeartbeatAt >= configuration.heartbeatIntervalMillis {
+            if lastHeartbeatAt.map({ now - $0 >= configuration.heartbeatIntervalMillis }) ?? true {
                 lastHeartbeatAt = now
                 store(ownRecord(.heartbeat, now: now), receivedFrom: nil)
             }
@@ -268,7 +268,8 @@ public struct MeshInstance: Sendable {
                 windowMillis: windowMillis, observedAt: now, consumedTotalAtObservation: merged.lifetimeTotal)
             quota.state.observation = quota.state.observation.merging(observation)
             if configuration.services[service]?.limit == nil, limit > 0 {
-                let window = windowMillis > 0 ? windowMillis : max(1000, resetAt - now)
+                // Without a stated window, the time to reset (in whole seconds) is the best estimate.
+                let window = windowMillis > 0 ? windowMillis : max(1000, (resetAt - now + 999) / 1000 * 1000)
                 quota.state.policy = AdvertisedPolicy(limit: limit, windowMillis: window)
             }
         }

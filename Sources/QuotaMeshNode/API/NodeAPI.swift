@@ -1,0 +1,253 @@
+import Foundation
+import Hummingbird
+import NIOCore
+import QuotaMeshCore
+
+/// The local HTTP/JSON API an agent calls: acquire before an upstream call, observe its response, query
+/// the merged quota. Bodies are limited to `maxBodyBytes`; every error is JSON with a message.
+public enum NodeAPI {
+    /// The largest request body accepted.
+    public static let maxBodyBytes = 64 * 1024
+    /// The longest an acquire may wait.
+    public static let maxWaitMillis: Int64 = 600_000
+
+    /// Builds the router over `node`.
+    public static func buildRouter(node: MeshNode) -> Router<BasicRequestContext> {
+        let router = Router(context: BasicRequestContext.self)
+        router.get("/healthz") { _, _ in
+            let stats = await node.statistics()
+            let persistence = await node.persistenceError
+            let peers = await node.peers()
+            var body: [String: Any] = [
+                "status": persistence == nil ? "ok" : "degraded",
+                "identity": node.publicKey.base64,
+                "incarnation": NSNumber(value: await node.incarnation),
+                "peers": ["live": peers.filter(\.live).count, "known": peers.count],
+                "counters": stats,
+            ]
+            body["persistence_error"] = persistence ?? NSNull()
+            return json(.ok, body)
+        }
+        router.get("/v1/peers") { _, _ in
+            let now = node.now()
+            let peers = await node.peers()
+            return json(
+                .ok,
+                [
+                    "self": ["key": node.publicKey.base64, "incarnation": NSNumber(value: await node.incarnation)],
+                    "peers": peers.map { QuotaJSON.object($0, now: now) },
+                    "counters": await node.statistics(),
+                ] as [String: Any])
+        }
+        router.get("/v1/quota") { _, _ in
+            let now = node.now()
+            let views = await node.quotas()
+            return json(.ok, ["quotas": views.map { QuotaJSON.object($0, now: now) }])
+        }
+        router.get("/v1/quota/:service") { _, context in
+            let service = context.parameters.get("service") ?? ""
+            let now = node.now()
+            let views = await node.quotas(service: service)
+            guard let first = views.first else {
+                return problem(.notFound, "unknown service `\(service)`: configure it or report an observation with limit headers")
+            }
+            var object = QuotaJSON.object(first, now: now)
+            object["accounts"] = views.map { QuotaJSON.object($0, now: now) }
+            return json(.ok, object)
+        }
+        router.post("/v1/acquire") { request, context in
+            let body: [String: Any]
+            switch await readObject(request, context: context) {
+            case .success(let object): body = object
+            case .failure(let failure): return failure.response
+            }
+            let parsed: AcquireRequest
+            switch parseAcquire(body) {
+            case .success(let value): parsed = value
+            case .failure(let failure): return failure.response
+            }
+            let decision = await node.acquire(parsed)
+            return await acquireResponse(decision, node: node)
+        }
+        router.post("/v1/observe") { request, context in
+            let body: [String: Any]
+            switch await readObject(request, context: context) {
+            case .success(let object): body = object
+            case .failure(let failure): return failure.response
+            }
+            let parsed: ObserveInput
+            switch parseObserve(body) {
+            case .success(let value): parsed = value
+            case .failure(let failure): return failure.response
+            }
+            let (outcome, report) = await node.observe(
+                service: parsed.service, account: parsed.account, status: parsed.status, headers: parsed.headers)
+            let now = node.now()
+            var object: [String: Any] = [
+                "understood": report.understood,
+                "ignored": report.ignored.map { ["header": $0.name, "reason": $0.reason] },
+                "breaker_opened": outcome.openedBreaker,
+                "breaker_closed": outcome.closedBreaker,
+            ]
+            if let key = outcome.key, let view = await node.quotas(service: key.service).first(where: { $0.key == key }) {
+                object["quota"] = QuotaJSON.object(view, now: now)
+            } else {
+                object["quota"] = NSNull()
+                object["message"] = "unknown service `\(parsed.service)` and no limit headers to learn it from"
+            }
+            return json(.ok, object)
+        }
+        return router
+    }
+
+    static func acquireResponse(_ decision: AcquireDecision, node: MeshNode) async -> Response {
+        let now = node.now()
+        var quota: Any = NSNull()
+        if let key = decision.key, let view = await node.quotas(service: key.service).first(where: { $0.key == key }) {
+            quota = QuotaJSON.object(view, now: now)
+        }
+        if decision.granted {
+            var object: [String: Any] = [
+                "granted": true, "service": decision.key?.service ?? "", "account": decision.key?.account ?? "",
+                "quota": quota,
+            ]
+            if let detail = decision.detail { object["detail"] = detail }
+            return json(.ok, object)
+        }
+        let retryMillis = max(0, (decision.retryAt ?? now) - now)
+        var object: [String: Any] = [
+            "granted": false,
+            "reason": decision.reason?.rawValue ?? DenialReason.quotaExhausted.rawValue,
+            "retry_after_ms": NSNumber(value: retryMillis),
+            "retry_at_ms": NSNumber(value: decision.retryAt ?? now),
+            "quota": quota,
+        ]
+        if let key = decision.key { object["account"] = key.account }
+        if let detail = decision.detail { object["detail"] = detail }
+        var headers = HTTPFields()
+        headers[.retryAfter] = "\(max(1, (retryMillis + 999) / 1000))"
+        return json(.tooManyRequests, object, headers: headers)
+    }
+
+    // MARK: Parsing
+
+    struct Failure: Error {
+        var response: Response
+    }
+
+    static func readObject(_ request: Request, context: BasicRequestContext) async -> Result<[String: Any], Failure> {
+        let buffer: ByteBuffer
+        do {
+            buffer = try await request.body.collect(upTo: maxBodyBytes)
+        } catch {
+            return .failure(Failure(response: problem(.contentTooLarge, "request body is larger than \(maxBodyBytes) bytes")))
+        }
+        let data = Data(buffer.readableBytesView)
+        guard let object = try? JSONSerialization.jsonObject(with: data, options: []) else {
+            return .failure(Failure(response: problem(.badRequest, "body is not valid JSON")))
+        }
+        guard let dictionary = object as? [String: Any] else {
+            return .failure(Failure(response: problem(.badRequest, "body must be a JSON object")))
+        }
+        return .success(dictionary)
+    }
+
+    static func parseAcquire(_ body: [String: Any]) -> Result<AcquireRequest, Failure> {
+        guard let service = body["service"] as? String else {
+            return .failure(Failure(response: problem(.badRequest, "`service` is required and must be a string")))
+        }
+        guard QuotaKey.isValidLabel(service) else {
+            return .failure(Failure(response: problem(.badRequest, "`service` must be 1-64 letters, digits, '-', '_', '.', ':'")))
+        }
+        var request = AcquireRequest(service: service)
+        if let value = body["priority"], !(value is NSNull) {
+            guard let text = value as? String, let priority = Priority(rawValue: text) else {
+                return .failure(Failure(response: problem(.badRequest, "`priority` must be one of urgent, normal, low")))
+            }
+            request.priority = priority
+        }
+        switch integer(body["cost"], name: "cost", range: 1...1_000_000) {
+        case .success(let cost?): request.cost = cost
+        case .success(nil): break
+        case .failure(let failure): return .failure(failure)
+        }
+        switch integer(body["wait_ms"], name: "wait_ms", range: 0...maxWaitMillis) {
+        case .success(let wait?): request.waitMillis = wait
+        case .success(nil): break
+        case .failure(let failure): return .failure(failure)
+        }
+        return .success(request)
+    }
+
+    struct ObserveInput {
+        var service: String
+        var account: String?
+        var status: Int
+        var headers: [(name: String, value: String)]
+    }
+
+    static func parseObserve(_ body: [String: Any]) -> Result<ObserveInput, Failure> {
+        guard let service = body["service"] as? String, QuotaKey.isValidLabel(service) else {
+            return .failure(Failure(response: problem(.badRequest, "`service` is required: 1-64 letters, digits, '-', '_', '.', ':'")))
+        }
+        var account: String?
+        if let value = body["account"], !(value is NSNull) {
+            guard let text = value as? String, QuotaKey.isValidLabel(text) else {
+                return .failure(Failure(response: problem(.badRequest, "`account` must be a label (never a credential)")))
+            }
+            account = text
+        }
+        let status: Int
+        switch integer(body["status"], name: "status", range: 100...599) {
+        case .success(let value?): status = Int(value)
+        case .success(nil):
+            return .failure(Failure(response: problem(.badRequest, "`status` is required: the upstream's HTTP status")))
+        case .failure(let failure): return .failure(failure)
+        }
+        var headers: [(name: String, value: String)] = []
+        if let value = body["headers"], !(value is NSNull) {
+            guard let object = value as? [String: Any] else {
+                return .failure(Failure(response: problem(.badRequest, "`headers` must be an object of name: value")))
+            }
+            for (name, raw) in object.sorted(by: { $0.key < $1.key }) {
+                if let text = raw as? String {
+                    headers.append((name, text))
+                } else if let list = raw as? [Any], list.allSatisfy({ $0 is String }) {
+                    for item in list { if let text = item as? String { headers.append((name, text)) } }
+                } else {
+                    return .failure(Failure(response: problem(.badRequest, "header `\(name)` must be a string or a list of strings")))
+                }
+            }
+        }
+        return .success(ObserveInput(service: service, account: account, status: status, headers: headers))
+    }
+
+    static func integer(_ value: Any?, name: String, range: ClosedRange<Int64>) -> Result<Int64?, Failure> {
+        guard let value, !(value is NSNull) else { return .success(nil) }
+        guard !(value is String), let number = value as? NSNumber else {
+            return .failure(Failure(response: problem(.badRequest, "`\(name)` must be a whole number")))
+        }
+        let double = number.doubleValue
+        guard double.isFinite, double.rounded() == double else {
+            return .failure(Failure(response: problem(.badRequest, "`\(name)` must be a whole number")))
+        }
+        guard double >= Double(range.lowerBound), double <= Double(range.upperBound) else {
+            return .failure(
+                Failure(response: problem(.badRequest, "`\(name)` must be between \(range.lowerBound) and \(range.upperBound)")))
+        }
+        return .success(Int64(double))
+    }
+
+    // MARK: Responses
+
+    static func json(_ status: HTTPResponse.Status, _ object: Any, headers: HTTPFields = [:]) -> Response {
+        var fields = headers
+        fields[.contentType] = "application/json"
+        let data = QuotaJSON.data(object)
+        return Response(status: status, headers: fields, body: ResponseBody(byteBuffer: ByteBuffer(bytes: data)))
+    }
+
+    static func problem(_ status: HTTPResponse.Status, _ message: String) -> Response {
+        json(status, ["error": message, "status": status.code])
+    }
+}

@@ -1,1 +1,0 @@
-import Hummingbird; import NIOPosix; public enum Placeholder2 {}

@@ -1,0 +1,247 @@
+import Foundation
+import Logging
+import NIOCore
+import QuotaMeshCore
+import QuotaMeshCrypto
+
+/// The wall clock in Unix milliseconds: the only clock the node reads.
+public func wallClockMillis() -> UnixMillis {
+    UnixMillis((Date().timeIntervalSince1970 * 1000).rounded())
+}
+
+/// The shell around `MeshInstance`: it owns the instance and carries out its directives — datagrams go to
+/// the UDP channel, persistence to the state folder, replies to waiting agents, wake-ups to a timer.
+/// Being an actor, it feeds the instance one event at a time.
+public actor MeshNode {
+    private var instance: MeshInstance
+    private let stateStore: StateStore?
+    private let logger: Logger
+    private let clock: @Sendable () -> UnixMillis
+    private var channel: (any Channel)?
+    private var addresses: [Endpoint: SocketAddress] = [:]
+    private var pending: [UInt64: CheckedContinuation<AcquireDecision, Never>] = [:]
+    private var nextTicket: UInt64 = 1
+    private var timer: Task<Void, Never>?
+    private var scheduledWake: UnixMillis = .max
+    private var counters: [String: Int] = [:]
+    /// The last error saving state, if the last save failed.
+    public private(set) var persistenceError: String?
+    /// When the node started.
+    public let startedAt: UnixMillis
+
+    /// The node's public key.
+    public nonisolated let publicKey: VerifyingKey
+
+    /// Creates a node.
+    /// - Parameters:
+    ///   - identity: the signing key.
+    ///   - configuration: protocol parameters and services.
+    ///   - peers: the trust store's peers.
+    ///   - stateStore: where to persist (nil keeps nothing, for tests).
+    ///   - logger: where to log.
+    ///   - clock: the wall clock (injectable for tests).
+    public init(
+        identity: SigningKey, configuration: MeshConfiguration, peers: [PeerInfo], stateStore: StateStore?,
+        logger: Logger, clock: @escaping @Sendable () -> UnixMillis = wallClockMillis
+    ) throws {
+        let now = clock()
+        let restored = try stateStore?.load()
+        self.instance = MeshInstance(
+            identity: identity, configuration: configuration, peers: peers, restored: restored, now: now,
+            seed: secureRandomUInt64())
+        self.stateStore = stateStore
+        self.logger = logger
+        self.clock = clock
+        self.startedAt = now
+        self.publicKey = identity.publicKey
+    }
+
+    /// The incarnation this run signs with.
+    public var incarnation: UInt64 { instance.incarnation }
+
+    /// Connects the UDP channel and starts gossiping.
+    public func attach(channel: any Channel) {
+        self.channel = channel
+        apply(instance.start(now: clock()))
+    }
+
+    /// Starts the timers without a channel (nothing is sent), for an API-only node in tests.
+    public func startWithoutNetwork() {
+        apply(instance.start(now: clock()))
+    }
+
+    /// Stops the timer and answers every waiting agent; call on shutdown.
+    public func stop() {
+        timer?.cancel()
+        timer = nil
+        channel = nil
+        for (ticket, continuation) in pending {
+            instance.cancel(ticket: ticket)
+            continuation.resume(returning: .deny(.quotaExhausted, key: nil, retryAt: clock() + 1000, detail: "shutting_down"))
+        }
+        pending = [:]
+        try? stateStore?.save(instance.persistedState())
+    }
+
+    /// Handles a datagram from the UDP channel.
+    public func receive(_ bytes: [UInt8], from address: SocketAddress) {
+        let source = Endpoint(host: address.ipAddress ?? "unknown", port: address.port ?? 0)
+        apply(instance.receive(datagram: bytes, from: source, now: clock()))
+    }
+
+    /// Asks for a grant; returns when the instance answers (at once, or after waiting).
+    public func acquire(_ request: AcquireRequest) async -> AcquireDecision {
+        let ticket = nextTicket
+        nextTicket += 1
+        return await withTaskCancellationHandler {
+            await withCheckedContinuation { (continuation: CheckedContinuation<AcquireDecision, Never>) in
+                pending[ticket] = continuation
+                apply(instance.acquire(request, ticket: ticket, now: clock()))
+            }
+        } onCancel: {
+            Task { await self.abandon(ticket: ticket) }
+        }
+    }
+
+    private func abandon(ticket: UInt64) {
+        instance.cancel(ticket: ticket)
+        pending.removeValue(forKey: ticket)?.resume(
+            returning: .deny(.quotaExhausted, key: nil, retryAt: clock(), detail: "cancelled"))
+    }
+
+    /// Reports an upstream response.
+    public func observe(
+        service: String, account: String?, status: Int, headers: [(name: String, value: String)]
+    ) -> (outcome: MeshInstance.ObserveOutcome, report: RateLimitReport) {
+        let now = clock()
+        let report = RateLimitHeaderParser.parse(headers: headers, status: status, now: now)
+        let (directives, outcome) = instance.observe(
+            service: service, account: account, status: status, report: report, now: now)
+        apply(directives)
+        return (outcome, report)
+    }
+
+    /// The merged view of every key.
+    public func quotas() -> [QuotaView] { instance.quotas(now: clock()) }
+
+    /// The merged view of one service's accounts, most remaining first; empty if unknown.
+    public func quotas(service: String) -> [QuotaView] {
+        guard instance.isKnown(service: service) else { return [] }
+        return instance.quotas(service: service, now: clock())
+    }
+
+    /// Every trusted peer.
+    public func peers() -> [PeerView] { instance.peerViews(now: clock()) }
+
+    /// Replaces the trust store after a reload.
+    public func replacePeers(_ peers: [PeerInfo]) { instance.replacePeers(peers) }
+
+    /// Counts of dropped packets by reason and other events, for health and metrics.
+    public func statistics() -> [String: Int] { counters }
+
+    /// The current time as the node sees it.
+    public nonisolated func now() -> UnixMillis { clock() }
+
+    // MARK: Directives
+
+    private func apply(_ directives: [MeshDirective]) {
+        for directive in directives {
+            switch directive {
+            case .send(let bytes, let endpoint):
+                send(bytes, to: endpoint)
+            case .reply(let ticket, let decision):
+                pending.removeValue(forKey: ticket)?.resume(returning: decision)
+            case .persist(let state):
+                guard let stateStore else { continue }
+                do {
+                    try stateStore.save(state)
+                    if persistenceError != nil {
+                        logger.notice("State saved again", metadata: ["state.path": "\(stateStore.path)"])
+                    }
+                    persistenceError = nil
+                } catch {
+                    if persistenceError == nil {
+                        logger.error(
+                            "Cannot save state; keeping the last good copy",
+                            metadata: ["state.path": "\(stateStore.path)", "error": "\(error)"])
+                    }
+                    persistenceError = "\(error)"
+                    counters["persist_failures", default: 0] += 1
+                }
+            case .event(let event):
+                record(event)
+            case .wake(let at):
+                schedule(at)
+            }
+        }
+    }
+
+    private func record(_ event: MeshEvent) {
+        switch event {
+        case .dropped(let reason, let from, let sender):
+            counters["dropped_\(reason.rawValue)", default: 0] += 1
+            logger.debug(
+                "Dropped packet",
+                metadata: [
+                    "drop.reason": "\(reason.rawValue)", "peer.address": "\(from.map(\.description) ?? "-")",
+                    "peer.id": "\(sender?.shortID ?? "-")",
+                ])
+        case .recordAccepted:
+            counters["records_accepted", default: 0] += 1
+        case .recordStale:
+            counters["records_stale", default: 0] += 1
+        case .peerUp(let key):
+            counters["peer_up", default: 0] += 1
+            logger.info("Peer up", metadata: ["peer.id": "\(key.shortID)"])
+        case .peerDown(let key):
+            counters["peer_down", default: 0] += 1
+            logger.info("Peer down", metadata: ["peer.id": "\(key.shortID)"])
+        case .breakerOpened(let key, let until):
+            logger.notice(
+                "Breaker opened",
+                metadata: ["service": "\(key.service)", "account": "\(key.account)", "breaker.open_until_ms": "\(until)"])
+        case .breakerClosed(let key):
+            logger.notice("Breaker closed", metadata: ["service": "\(key.service)", "account": "\(key.account)"])
+        case .serviceLearned(let service):
+            logger.info("Service learned", metadata: ["service": "\(service)"])
+        }
+    }
+
+    private func send(_ bytes: [UInt8], to endpoint: Endpoint) {
+        guard let channel else { return }
+        let address: SocketAddress
+        if let cached = addresses[endpoint] {
+            address = cached
+        } else {
+            do {
+                address = try SocketAddress.makeAddressResolvingHost(endpoint.host, port: endpoint.port)
+                addresses[endpoint] = address
+            } catch {
+                counters["send_unresolved", default: 0] += 1
+                return
+            }
+        }
+        counters["datagrams_sent", default: 0] += 1
+        counters["bytes_sent", default: 0] += bytes.count
+        let envelope = AddressedEnvelope(remoteAddress: address, data: ByteBuffer(bytes: bytes))
+        channel.writeAndFlush(envelope, promise: nil)
+    }
+
+    private func schedule(_ wake: UnixMillis) {
+        guard timer == nil || wake < scheduledWake else { return }
+        timer?.cancel()
+        scheduledWake = wake
+        let delay = max(0, wake - clock())
+        timer = Task { [weak self] in
+            try? await Task.sleep(for: .milliseconds(delay))
+            guard !Task.isCancelled else { return }
+            await self?.fire()
+        }
+    }
+
+    private func fire() {
+        timer = nil
+        scheduledWake = .max
+        apply(instance.tick(now: clock()))
+    }
+}

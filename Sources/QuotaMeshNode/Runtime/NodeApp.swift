@@ -1,0 +1,159 @@
+import Foundation
+import Hummingbird
+import Logging
+import NIOCore
+import QuotaMeshCore
+import QuotaMeshCrypto
+import ServiceLifecycle
+
+/// Why the node would not start; the message says what to do.
+public struct StartupError: Error, CustomStringConvertible, Sendable {
+    /// The reason.
+    public var message: String
+
+    public var description: String { message }
+}
+
+/// Assembles and runs a node: identity, trust store, state, gossip socket, local API, lifecycle.
+public enum NodeApp {
+    /// Everything a started node is made of.
+    public struct Parts: Sendable {
+        /// The node.
+        public var node: MeshNode
+        /// The identity in use.
+        public var identity: SigningKey
+        /// Whether the identity was created by this start.
+        public var createdIdentity: Bool
+        /// The trust store's peers at start.
+        public var peers: [PeerInfo]
+        /// Files the trust store skipped.
+        public var problems: [TrustStoreProblem]
+    }
+
+    /// Loads (or creates) the identity, the trust store and the saved state, and builds the node.
+    public static func assemble(_ configuration: NodeConfiguration, logger: Logger) throws -> Parts {
+        if !configuration.allowRemoteAPI && !isLoopback(configuration.api.host) {
+            throw StartupError(
+                message: "the API address \(configuration.api) is not loopback; the API has no authentication yet, "
+                    + "so it listens on 127.0.0.1 unless `allow_remote_api` is set in the configuration")
+        }
+        let created = !FileManager.default.fileExists(atPath: configuration.identityPath)
+        let identity: SigningKey
+        if created {
+            identity = try IdentityStore.create(at: configuration.identityPath)
+        } else {
+            identity = try IdentityStore.load(from: configuration.identityPath)
+        }
+        let store = TrustStore(directory: configuration.peersDirectory)
+        let contents = store.load()
+        let stateStore = try StateStore(directory: configuration.stateDirectory)
+        let node = try MeshNode(
+            identity: identity, configuration: configuration.mesh, peers: contents.peers, stateStore: stateStore,
+            logger: logger)
+        return Parts(
+            node: node, identity: identity, createdIdentity: created, peers: contents.peers, problems: contents.problems)
+    }
+
+    /// Runs the node until SIGTERM or SIGINT; state is flushed on the way out.
+    public static func run(_ configuration: NodeConfiguration, logger: Logger) async throws {
+        let parts = try assemble(configuration, logger: logger)
+        if parts.createdIdentity {
+            logger.notice(
+                "Created a new identity", metadata: ["identity.path": "\(configuration.identityPath)"])
+        }
+        for problem in parts.problems {
+            logger.warning("Skipped peer file", metadata: ["peer.file": "\(problem.file)", "reason": "\(problem)"])
+        }
+        let gossip = GossipService(node: parts.node, endpoint: configuration.gossip, logger: logger)
+        let channel: NIOAsyncChannel<AddressedEnvelope<ByteBuffer>, AddressedEnvelope<ByteBuffer>>
+        do {
+            channel = try await gossip.bind()
+        } catch {
+            throw StartupError(message: "cannot listen for gossip on \(configuration.gossip): \(error)")
+        }
+        let gossipAddress = channel.channel.localAddress
+        let router = NodeAPI.buildRouter(node: parts.node)
+        let incarnation = await parts.node.incarnation
+        let app = Application(
+            router: router,
+            configuration: .init(
+                address: .hostname(configuration.api.host, port: configuration.api.port), serverName: "quotamesh"),
+            onServerRunning: { channel in
+                logger.notice(
+                    "QuotaMesh node running",
+                    metadata: [
+                        "identity": "\(parts.identity.publicKey.base64)",
+                        "gossip": "\(gossipAddress.map(describe) ?? configuration.gossip.description)",
+                        "api": "\(channel.localAddress.map(describe) ?? configuration.api.description)",
+                        "peers.trusted": "\(parts.peers.count)",
+                        "peers.path": "\(configuration.peersDirectory)",
+                        "state.path": "\(configuration.stateDirectory)",
+                        "incarnation": "\(incarnation)",
+                    ])
+            },
+            logger: logger)
+        let reload = TrustStoreReloadService(
+            node: parts.node, store: TrustStore(directory: configuration.peersDirectory), initial: parts.peers,
+            logger: logger)
+        let group = ServiceGroup(
+            configuration: .init(
+                services: [
+                    .init(service: GossipRunner(service: gossip, channel: channel)),
+                    .init(service: reload),
+                    .init(service: app),
+                ],
+                gracefulShutdownSignals: [.sigterm, .sigint],
+                logger: logger))
+        try await group.run()
+        await parts.node.stop()
+        logger.notice("QuotaMesh node stopped; state saved", metadata: ["state.path": "\(configuration.stateDirectory)"])
+    }
+
+    static func describe(_ address: SocketAddress) -> String {
+        "\(address.ipAddress ?? "?"):\(address.port ?? 0)"
+    }
+
+    /// `true` for 127.0.0.0/8, ::1 and `localhost`.
+    public static func isLoopback(_ host: String) -> Bool {
+        host == "localhost" || host == "::1" || host.hasPrefix("127.")
+    }
+}
+
+/// Runs the gossip service on a socket bound before the group started (so bind errors stop the start).
+struct GossipRunner: Service {
+    let service: GossipService
+    let channel: NIOAsyncChannel<AddressedEnvelope<ByteBuffer>, AddressedEnvelope<ByteBuffer>>
+
+    func run() async throws { try await service.run(on: channel) }
+}
+
+/// Re-reads the trust store every two seconds; a changed set of peers replaces the node's. Files are read
+/// whole and parsed before use, and a malformed file is skipped with a warning, never half-trusted.
+struct TrustStoreReloadService: Service {
+    let node: MeshNode
+    let store: TrustStore
+    let initial: [PeerInfo]
+    let logger: Logger
+
+    func run() async throws {
+        var current = Set(initial)
+        var reported: [TrustStoreProblem] = []
+        while !Task.isCancelled && !Task.isShuttingDownGracefully {
+            try? await Task.sleep(for: .seconds(2))
+            if Task.isShuttingDownGracefully { break }
+            let contents = store.load()
+            if contents.problems != reported {
+                for problem in contents.problems where !reported.contains(problem) {
+                    logger.warning("Skipped peer file", metadata: ["peer.file": "\(problem.file)", "reason": "\(problem)"])
+                }
+                reported = contents.problems
+            }
+            let next = Set(contents.peers)
+            if next != current {
+                await node.replacePeers(contents.peers)
+                logger.notice("Trust store reloaded", metadata: ["peers.trusted": "\(contents.peers.count)"])
+                current = next
+            }
+        }
+    }
+}

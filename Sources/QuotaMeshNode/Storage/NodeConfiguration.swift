@@ -1,0 +1,242 @@
+import Foundation
+import QuotaMeshCore
+
+/// A configuration error that names the key and the reason; the node does not start.
+public struct ConfigurationError: Error, CustomStringConvertible, Sendable, Equatable {
+    /// The file (or flag) the error is in.
+    public var source: String
+    /// The dotted key path, e.g. `services.openai.limit`.
+    public var key: String
+    /// What is wrong with it.
+    public var reason: String
+
+    public var description: String { "\(source): \(key): \(reason)" }
+}
+
+/// Everything `quotamesh run` needs: addresses, file locations and the protocol configuration.
+public struct NodeConfiguration: Sendable {
+    /// Where gossip listens (UDP).
+    public var gossip = Endpoint(host: "0.0.0.0", port: 9720)
+    /// Where the local HTTP API listens.
+    public var api = Endpoint(host: "127.0.0.1", port: 9721)
+    /// The identity file.
+    public var identityPath = IdentityStore.defaultPath
+    /// The trust store folder.
+    public var peersDirectory = "Peers"
+    /// The state folder.
+    public var stateDirectory = StateStore.defaultDirectory
+    /// Protocol parameters and services.
+    public var mesh = MeshConfiguration()
+    /// Allows the API to listen on a non-loopback address.
+    public var allowRemoteAPI = false
+
+    /// The defaults.
+    public init() {}
+
+    /// Reads a JSON configuration file. Unknown keys are errors (a typo must not silently change
+    /// nothing).
+    ///
+    /// ```json
+    /// {
+    ///   "cluster": "quotamesh", "gossip": "0.0.0.0:9720", "api": "127.0.0.1:9721",
+    ///   "identity": ".quotamesh/identity", "peers": "Peers", "state": ".quotamesh",
+    ///   "gossip_interval": "200ms", "fanout": 3, "liveness_timeout": "10s",
+    ///   "services": {
+    ///     "openai": { "limit": 500, "window": "60s", "accounts": ["team-a", "team-b"],
+    ///                 "reserves": { "low": 0.5, "normal": 0.1, "urgent": 0 },
+    ///                 "breaker": { "failure_threshold": 5, "open": "30s" }, "burst": 0.1 }
+    ///   }
+    /// }
+    /// ```
+    public static func load(file path: String) throws(ConfigurationError) -> NodeConfiguration {
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw ConfigurationError(source: path, key: "(file)", reason: "cannot be read")
+        }
+        let object: Any
+        do {
+            object = try JSONSerialization.jsonObject(with: data, options: [])
+        } catch {
+            throw ConfigurationError(source: path, key: "(file)", reason: "not valid JSON: \(error.localizedDescription)")
+        }
+        guard let root = object as? [String: Any] else {
+            throw ConfigurationError(source: path, key: "(file)", reason: "must be a JSON object")
+        }
+        return try parse(root, source: path)
+    }
+
+    /// Builds a configuration from a decoded JSON object.
+    public static func parse(_ root: [String: Any], source: String) throws(ConfigurationError) -> NodeConfiguration {
+        var reader = ObjectReader(object: root, path: "", source: source)
+        var config = NodeConfiguration()
+        if let cluster = try reader.string("cluster") {
+            guard !cluster.isEmpty, cluster.utf8.count <= 64 else { throw reader.error("cluster", "must be 1-64 characters") }
+            config.mesh.cluster = cluster
+        }
+        if let gossip = try reader.endpoint("gossip") { config.gossip = gossip }
+        if let api = try reader.endpoint("api") { config.api = api }
+        if let identity = try reader.string("identity") { config.identityPath = identity }
+        if let peers = try reader.string("peers") { config.peersDirectory = peers }
+        if let state = try reader.string("state") { config.stateDirectory = state }
+        if let remote = try reader.bool("allow_remote_api") { config.allowRemoteAPI = remote }
+        if let interval = try reader.duration("gossip_interval", range: 10...60_000) {
+            config.mesh.gossipIntervalMillis = interval
+        }
+        if let fanout = try reader.integer("fanout", range: 1...64) { config.mesh.fanout = Int(fanout) }
+        if let timeout = try reader.duration("liveness_timeout", range: 100...3_600_000) {
+            config.mesh.livenessTimeoutMillis = timeout
+        }
+        if let heartbeat = try reader.duration("heartbeat_interval", range: 10...3_600_000) {
+            config.mesh.heartbeatIntervalMillis = heartbeat
+        }
+        if let services = try reader.object("services") {
+            for name in services.keys.sorted() {
+                guard QuotaKey.isValidLabel(name) else {
+                    throw reader.error("services.\(name)", "service names are 1-64 letters, digits, '-', '_', '.', ':'")
+                }
+                guard let body = services[name] as? [String: Any] else {
+                    throw reader.error("services.\(name)", "must be an object")
+                }
+                var service = ObjectReader(object: body, path: "services.\(name).", source: source)
+                config.mesh.services[name] = try service.servicePolicy()
+                try service.rejectUnknownKeys()
+            }
+        }
+        try reader.rejectUnknownKeys()
+        return config
+    }
+}
+
+/// Reads typed fields from a JSON object, remembering which keys were used.
+struct ObjectReader {
+    let object: [String: Any]
+    let path: String
+    let source: String
+    private var used: Set<String> = []
+
+    init(object: [String: Any], path: String, source: String) {
+        self.object = object
+        self.path = path
+        self.source = source
+    }
+
+    func error(_ key: String, _ reason: String) -> ConfigurationError {
+        ConfigurationError(source: source, key: key.hasPrefix(path) ? key : path + key, reason: reason)
+    }
+
+    mutating func value(_ key: String) -> Any? {
+        used.insert(key)
+        guard let value = object[key], !(value is NSNull) else { return nil }
+        return value
+    }
+
+    mutating func string(_ key: String) throws(ConfigurationError) -> String? {
+        guard let value = value(key) else { return nil }
+        guard let text = value as? String else { throw error(key, "must be a string") }
+        return text
+    }
+
+    mutating func bool(_ key: String) throws(ConfigurationError) -> Bool? {
+        guard let value = value(key) else { return nil }
+        guard let flag = value as? Bool else { throw error(key, "must be true or false") }
+        return flag
+    }
+
+    mutating func integer(_ key: String, range: ClosedRange<Int64>) throws(ConfigurationError) -> Int64? {
+        guard let value = value(key) else { return nil }
+        guard let number = value as? NSNumber else { throw error(key, "must be a whole number") }
+        let double = number.doubleValue
+        guard double.rounded() == double, double >= Double(range.lowerBound), double <= Double(range.upperBound) else {
+            throw error(key, "must be a whole number from \(range.lowerBound) to \(range.upperBound)")
+        }
+        return Int64(double)
+    }
+
+    mutating func fraction(_ key: String) throws(ConfigurationError) -> Double? {
+        guard let value = value(key) else { return nil }
+        guard let number = value as? NSNumber else { throw error(key, "must be a number") }
+        let double = number.doubleValue
+        guard double.isFinite, double >= 0, double <= 1 else { throw error(key, "must be between 0 and 1") }
+        return double
+    }
+
+    mutating func duration(_ key: String, range: ClosedRange<Int64>) throws(ConfigurationError) -> Int64? {
+        guard let value = value(key) else { return nil }
+        let millis: Int64?
+        if let text = value as? String {
+            millis = DurationText.milliseconds(text)
+        } else if let number = value as? NSNumber, number.doubleValue.isFinite, number.doubleValue >= 0 {
+            millis = Int64(number.doubleValue * 1000)
+        } else {
+            millis = nil
+        }
+        guard let millis else { throw error(key, "must be a duration such as \"500ms\", \"30s\", \"1m\"") }
+        guard range.contains(millis) else {
+            throw error(key, "must be between \(range.lowerBound) ms and \(range.upperBound) ms")
+        }
+        return millis
+    }
+
+    mutating func endpoint(_ key: String) throws(ConfigurationError) -> Endpoint? {
+        guard let text = try string(key) else { return nil }
+        guard let endpoint = Endpoint(parsing: text) else { throw error(key, "must be HOST:PORT") }
+        return endpoint
+    }
+
+    mutating func object(_ key: String) throws(ConfigurationError) -> [String: Any]? {
+        guard let value = value(key) else { return nil }
+        guard let object = value as? [String: Any] else { throw error(key, "must be an object") }
+        return object
+    }
+
+    mutating func servicePolicy() throws(ConfigurationError) -> ServicePolicy {
+        var policy = ServicePolicy()
+        policy.limit = try integer("limit", range: 1...1_000_000_000_000)
+        policy.windowMillis = try duration("window", range: 1...(366 * 86_400_000))
+        if (policy.limit == nil) != (policy.windowMillis == nil) {
+            throw error("window", "`limit` and `window` go together")
+        }
+        if let accountsValue = value("accounts") {
+            guard let accounts = accountsValue as? [Any], !accounts.isEmpty else {
+                throw error("accounts", "must be a non-empty list of labels")
+            }
+            var labels: [String] = []
+            for item in accounts {
+                guard let label = item as? String, QuotaKey.isValidLabel(label) else {
+                    throw error("accounts", "labels are 1-64 letters, digits, '-', '_', '.', ':' (never credentials)")
+                }
+                guard !labels.contains(label) else { throw error("accounts", "`\(label)` is listed twice") }
+                labels.append(label)
+            }
+            policy.accounts = labels
+        }
+        if let reserves = try object("reserves") {
+            var reader = ObjectReader(object: reserves, path: path + "reserves.", source: source)
+            if let urgent = try reader.fraction("urgent") { policy.reserves.urgent = urgent }
+            if let normal = try reader.fraction("normal") { policy.reserves.normal = normal }
+            if let low = try reader.fraction("low") { policy.reserves.low = low }
+            try reader.rejectUnknownKeys()
+            guard policy.reserves.urgent <= policy.reserves.normal, policy.reserves.normal <= policy.reserves.low else {
+                throw error("reserves", "must satisfy urgent <= normal <= low")
+            }
+        }
+        if let breaker = try object("breaker") {
+            var reader = ObjectReader(object: breaker, path: path + "breaker.", source: source)
+            if let threshold = try reader.integer("failure_threshold", range: 1...10_000) {
+                policy.breaker.failureThreshold = Int(threshold)
+            }
+            if let open = try reader.duration("open", range: 1...86_400_000) { policy.breaker.openMillis = open }
+            if let probe = try reader.duration("probe_timeout", range: 1...86_400_000) {
+                policy.breaker.probeTimeoutMillis = probe
+            }
+            try reader.rejectUnknownKeys()
+        }
+        if let burst = try fraction("burst") { policy.burstFraction = burst }
+        return policy
+    }
+
+    func rejectUnknownKeys() throws(ConfigurationError) {
+        if let unknown = object.keys.sorted().first(where: { !used.contains($0) }) {
+            throw error(unknown, "unknown key")
+        }
+    }
+}

@@ -1,0 +1,202 @@
+import ArgumentParser
+import Foundation
+import QuotaMeshCore
+
+/// `quotamesh quota [SERVICE]`: the merged quota as the node sees it.
+struct Quota: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Show the merged quota (all services, or one).")
+
+    @Argument(help: "A service; all services when omitted.")
+    var service: String?
+
+    @Flag(help: "Print the API's JSON.")
+    var json = false
+
+    @OptionGroup var options: APIOptions
+
+    func run() async throws {
+        try await withExitCodes {
+            let client = APIClient(endpoint: options.endpoint)
+            let reply = try await client.get(service.map { "/v1/quota/\($0)" } ?? "/v1/quota")
+            guard reply.status == 200 else {
+                throw CLIError(code: ExitCodes.dataError, message: reply.json["error"] as? String ?? "HTTP \(reply.status)")
+            }
+            if json {
+                print(renderJSON(reply.json))
+                return
+            }
+            let quotas: [[String: Any]]
+            if service != nil {
+                quotas = reply.json["accounts"] as? [[String: Any]] ?? [reply.json]
+            } else {
+                quotas = reply.json["quotas"] as? [[String: Any]] ?? []
+            }
+            if quotas.isEmpty { print("no services known yet (configure one, or report an observation)") }
+            print(table(quotas))
+        }
+    }
+
+    private func table(_ quotas: [[String: Any]]) -> String {
+        var rows = [["SERVICE", "ACCOUNT", "REMAINING", "LIMIT", "RESET", "BREAKER", "CONSUMED g/l", "NEXT u/n/l", "PEERS"]]
+        let now = Date().timeIntervalSince1970
+        for quota in quotas {
+            let next = quota["next_available"] as? [String: Any] ?? [:]
+            let consumed = quota["consumed"] as? [String: Any] ?? [:]
+            let breaker = quota["breaker"] as? [String: Any] ?? [:]
+            let peers = quota["peers"] as? [String: Any] ?? [:]
+            let reset = (quota["reset_at"] as? NSNumber).map { humanDuration(seconds: max(0, $0.doubleValue - now)) } ?? "-"
+            rows.append([
+                quota["service"] as? String ?? "?",
+                quota["account"] as? String ?? "?",
+                (quota["remaining"] as? NSNumber)?.stringValue ?? "-",
+                (quota["limit"] as? NSNumber)?.stringValue ?? "-",
+                reset,
+                breaker["state"] as? String ?? "?",
+                "\(consumed["global"] ?? "-")/\(consumed["local"] ?? "-")",
+                ["urgent", "normal", "low"].map { humanDuration(seconds: (next[$0] as? NSNumber)?.doubleValue ?? 0) }
+                    .joined(separator: "/"),
+                "\(peers["live"] ?? 0)/\(peers["known"] ?? 0)",
+            ])
+        }
+        let widths = rows[0].indices.map { column in rows.map { $0[column].count }.max() ?? 0 }
+        return rows.map { row in
+            row.enumerated().map { $1.padding(toLength: widths[$0], withPad: " ", startingAt: 0) }
+                .joined(separator: "  ")
+        }.joined(separator: "\n")
+    }
+}
+
+/// `quotamesh acquire SERVICE`: asks for permission to make one upstream call.
+struct Acquire: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Ask for permission to call SERVICE. Exit 0 granted, 75 denied (printing why and when to retry).")
+
+    @Argument(help: "The upstream service.")
+    var service: String
+
+    @Option(help: "urgent, normal or low.")
+    var priority: String = "normal"
+
+    @Option(help: "The call's cost in requests.")
+    var cost: Int = 1
+
+    @Option(help: "How long to wait for a grant, e.g. 500ms, 5s. Default: answer at once.")
+    var wait: String = "0"
+
+    @Flag(help: "Print the API's JSON.")
+    var json = false
+
+    @OptionGroup var options: APIOptions
+
+    func validate() throws {
+        guard QuotaKey.isValidLabel(service) else { throw ValidationError("SERVICE must be 1-64 letters, digits, '-', '_', '.', ':'") }
+        guard Priority(rawValue: priority) != nil else { throw ValidationError("--priority must be urgent, normal or low") }
+        guard cost >= 1 else { throw ValidationError("--cost must be at least 1") }
+        guard let millis = DurationText.milliseconds(wait), millis <= 600_000 else {
+            throw ValidationError("--wait must be a duration up to 10m, such as 500ms or 5s")
+        }
+        _ = millis
+    }
+
+    func run() async throws {
+        try await withExitCodes {
+            let client = APIClient(endpoint: options.endpoint)
+            let reply = try await client.post(
+                "/v1/acquire",
+                [
+                    "service": service, "priority": priority, "cost": cost,
+                    "wait_ms": DurationText.milliseconds(wait) ?? 0,
+                ])
+            if json { print(renderJSON(reply.json)) }
+            switch reply.status {
+            case 200:
+                if !json {
+                    let quota = reply.json["quota"] as? [String: Any]
+                    print("granted: \(quota.map(summary) ?? service)")
+                }
+            case 429:
+                if !json {
+                    let reason = reply.json["reason"] as? String ?? "denied"
+                    let retry = (reply.json["retry_after_ms"] as? NSNumber)?.doubleValue ?? 0
+                    var line = "denied: \(reason); retry in \(humanDuration(seconds: retry / 1000))"
+                    if let detail = reply.json["detail"] as? String { line += " (\(detail))" }
+                    print(line)
+                    if let quota = reply.json["quota"] as? [String: Any] { print("quota: \(summary(quota))") }
+                }
+                throw ExitCode(ExitCodes.denied)
+            default:
+                throw CLIError(code: ExitCodes.dataError, message: reply.json["error"] as? String ?? "HTTP \(reply.status)")
+            }
+        }
+    }
+}
+
+/// `quotamesh observe SERVICE --status N --header 'name: value'`: reports an upstream response.
+struct Observe: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Report an upstream response (status and headers).")
+
+    @Argument(help: "The upstream service.")
+    var service: String
+
+    @Option(help: "The HTTP status the upstream answered.")
+    var status: Int
+
+    @Option(name: .customLong("header"), help: "A response header, 'name: value' (repeatable).")
+    var headers: [String] = []
+
+    @Option(help: "The account label used, if the service has several.")
+    var account: String?
+
+    @Flag(help: "Print the API's JSON.")
+    var json = false
+
+    @OptionGroup var options: APIOptions
+
+    func validate() throws {
+        guard QuotaKey.isValidLabel(service) else { throw ValidationError("SERVICE must be 1-64 letters, digits, '-', '_', '.', ':'") }
+        guard (100...599).contains(status) else { throw ValidationError("--status must be an HTTP status (100-599)") }
+        for header in headers where !header.contains(":") {
+            throw ValidationError("--header must be 'name: value', got '\(header)'")
+        }
+    }
+
+    func run() async throws {
+        try await withExitCodes {
+            var fields: [String: Any] = [:]
+            for header in headers {
+                guard let colon = header.firstIndex(of: ":") else { continue }
+                let name = header[..<colon].trimmingCharacters(in: .whitespaces)
+                let value = header[header.index(after: colon)...].trimmingCharacters(in: .whitespaces)
+                if let existing = fields[name] as? [String] {
+                    fields[name] = existing + [value]
+                } else if let existing = fields[name] as? String {
+                    fields[name] = [existing, value]
+                } else {
+                    fields[name] = value
+                }
+            }
+            var body: [String: Any] = ["service": service, "status": status, "headers": fields]
+            if let account { body["account"] = account }
+            let reply = try await APIClient(endpoint: options.endpoint).post("/v1/observe", body)
+            guard reply.status == 200 else {
+                throw CLIError(code: ExitCodes.dataError, message: reply.json["error"] as? String ?? "HTTP \(reply.status)")
+            }
+            if json {
+                print(renderJSON(reply.json))
+                return
+            }
+            let understood = reply.json["understood"] as? [String] ?? []
+            print("understood: \(understood.isEmpty ? "nothing" : understood.joined(separator: ", "))")
+            for ignored in reply.json["ignored"] as? [[String: Any]] ?? [] {
+                print("ignored: \(ignored["header"] ?? "?"): \(ignored["reason"] ?? "?")")
+            }
+            if reply.json["breaker_opened"] as? Bool == true { print("breaker opened for every node") }
+            if reply.json["breaker_closed"] as? Bool == true { print("breaker closed for every node") }
+            if let quota = reply.json["quota"] as? [String: Any] {
+                print("quota: \(summary(quota))")
+            } else if let message = reply.json["message"] as? String {
+                print(message)
+            }
+        }
+    }
+}

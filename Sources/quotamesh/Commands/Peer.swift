@@ -1,0 +1,107 @@
+import ArgumentParser
+import Foundation
+import QuotaMeshCore
+import QuotaMeshCrypto
+import QuotaMeshNode
+
+/// `--peers DIR`, shared by the peer subcommands.
+struct PeersOption: ParsableArguments {
+    @Option(help: "The trust store folder.")
+    var peers: String = "Peers"
+}
+
+/// `quotamesh peer`: manage the trust store.
+struct Peer: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Manage vouched peers (the trust store).", subcommands: [Add.self, List.self, Remove.self])
+
+    struct Add: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Trust a peer's key.")
+
+        @Argument(help: "A name for the peer (file name NAME.peer).")
+        var name: String
+
+        @Option(help: "The peer's Ed25519 public key in base64 (from `quotamesh id`).")
+        var key: String
+
+        @Option(help: "The peer's gossip address, HOST:PORT.")
+        var endpoint: String
+
+        @OptionGroup var store: PeersOption
+
+        func validate() throws {
+            guard TrustStore.isValidPeerName(name) else {
+                throw ValidationError("NAME must be 1-64 letters, digits, '-', '_' or '.'")
+            }
+            do { _ = try VerifyingKey(base64: key) } catch { throw ValidationError("--key: \(error)") }
+            guard let parsed = Endpoint(parsing: endpoint), parsed.port > 0 else {
+                throw ValidationError("--endpoint must be HOST:PORT, got '\(endpoint)'")
+            }
+        }
+
+        func run() async throws {
+            let peer = PeerInfo(
+                name: name, key: try VerifyingKey(base64: key), endpoint: Endpoint(parsing: endpoint))
+            do {
+                try TrustStore(directory: store.peers).add(peer)
+                print("trusted \(name) (\(peer.key.shortID)…) at \(endpoint) in \(TrustStore(directory: store.peers).path(for: name))")
+            } catch {
+                printError("error: \(error)")
+                throw ExitCode(ExitCodes.cannotCreate)
+            }
+        }
+    }
+
+    struct List: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "List trusted peers and any malformed peer files.")
+
+        @OptionGroup var store: PeersOption
+
+        @Flag(help: "Print JSON.")
+        var json = false
+
+        func run() async throws {
+            let contents = TrustStore(directory: store.peers).load()
+            if json {
+                print(
+                    renderJSON([
+                        "peers": contents.peers.map {
+                            ["name": $0.name, "key": $0.key.base64, "endpoint": $0.endpoint?.description ?? NSNull()] as [String: Any]
+                        },
+                        "problems": contents.problems.map { $0.description },
+                    ]))
+            } else {
+                if contents.peers.isEmpty { print("no peers in \(store.peers)") }
+                for peer in contents.peers {
+                    print("\(peer.name)\t\(peer.key.base64)\t\(peer.endpoint?.description ?? "-")")
+                }
+                for problem in contents.problems { printError("skipped: \(problem)") }
+            }
+            if !contents.problems.isEmpty { throw ExitCode(ExitCodes.dataError) }
+        }
+    }
+
+    struct Remove: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Stop trusting a peer.")
+
+        @Argument(help: "The peer's name.")
+        var name: String
+
+        @OptionGroup var store: PeersOption
+
+        func run() async throws {
+            let removed: Bool
+            do {
+                removed = try TrustStore(directory: store.peers).remove(name: name)
+            } catch {
+                printError("error: \(error)")
+                throw ExitCode(ExitCodes.cannotCreate)
+            }
+            guard removed else {
+                printError("error: no peer named '\(name)' in \(store.peers)")
+                throw ExitCode(ExitCodes.dataError)
+            }
+            print("removed \(name)")
+        }
+    }
+}

@@ -1,0 +1,76 @@
+import ArgumentParser
+import Foundation
+import Logging
+import QuotaMeshCore
+import QuotaMeshNode
+
+/// `quotamesh run`: runs a node until SIGTERM or SIGINT.
+struct Run: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run a node: gossip with vouched peers and serve the local API.",
+        discussion: "Works with no configuration and an empty trust store; creates an identity on first start.")
+
+    @Option(help: "A JSON configuration file; flags override it.")
+    var config: String?
+
+    @Option(help: "The identity file (created if missing). Default: .quotamesh/identity")
+    var identity: String?
+
+    @Option(help: "The trust store folder. Default: Peers")
+    var peers: String?
+
+    @Option(help: "The state folder. Default: .quotamesh")
+    var state: String?
+
+    @Option(help: "Gossip UDP address, HOST:PORT. Default: 0.0.0.0:9720")
+    var gossip: String?
+
+    @Option(help: "Local API address, HOST:PORT. Default: 127.0.0.1:9721")
+    var api: String?
+
+    @Option(help: "Log level: trace, debug, info, notice, warning, error.")
+    var logLevel: String = "info"
+
+    func validate() throws {
+        if let gossip, Endpoint(parsing: gossip) == nil { throw ValidationError("--gossip must be HOST:PORT") }
+        if let api, Endpoint(parsing: api) == nil { throw ValidationError("--api must be HOST:PORT") }
+        if Logger.Level(rawValue: logLevel) == nil { throw ValidationError("--log-level: unknown level '\(logLevel)'") }
+    }
+
+    func run() async throws {
+        var configuration = NodeConfiguration()
+        if let config {
+            do {
+                configuration = try NodeConfiguration.load(file: config)
+            } catch {
+                printError("error: configuration: \(error)")
+                throw ExitCode(ExitCodes.configuration)
+            }
+        }
+        if let identity { configuration.identityPath = identity }
+        if let peers { configuration.peersDirectory = peers }
+        if let state { configuration.stateDirectory = state }
+        if let gossip, let endpoint = Endpoint(parsing: gossip) { configuration.gossip = endpoint }
+        if let api, let endpoint = Endpoint(parsing: api) { configuration.api = endpoint }
+
+        let level = Logger.Level(rawValue: logLevel) ?? .info
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
+        }
+        let logger = Logger(label: "quotamesh")
+        do {
+            try await NodeApp.run(configuration, logger: logger)
+        } catch let error as IdentityError {
+            printError("error: \(error)")
+            throw ExitCode(ExitCodes.dataError)
+        } catch let error as StartupError {
+            printError("error: \(error)")
+            throw ExitCode(ExitCodes.configuration)
+        } catch let error as FileError {
+            printError("error: \(error)")
+            throw ExitCode(ExitCodes.cannotCreate)
+        }
+    }
+}

@@ -1,0 +1,126 @@
+import ArgumentParser
+import Foundation
+import QuotaMeshCore
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
+
+enum FileHandleWriter {
+    static func writeStandardError(_ string: String) {
+        FileHandle.standardError.write(Data(string.utf8))
+    }
+}
+
+/// `--api HOST:PORT` for commands that talk to a running node.
+struct APIOptions: ParsableArguments {
+    @Option(name: .customLong("api"), help: "The node's local API (HOST:PORT). Default: $QUOTAMESH_API or 127.0.0.1:9721.")
+    var api: String?
+
+    func validate() throws {
+        if let api, Endpoint(parsing: api) == nil { throw ValidationError("--api must be HOST:PORT, got '\(api)'") }
+    }
+
+    var endpoint: Endpoint {
+        let text = api ?? ProcessInfo.processInfo.environment["QUOTAMESH_API"] ?? "127.0.0.1:9721"
+        return Endpoint(parsing: text) ?? Endpoint(host: "127.0.0.1", port: 9721)
+    }
+}
+
+/// A minimal JSON-over-HTTP client for the loopback API.
+struct APIClient {
+    let endpoint: Endpoint
+
+    struct Reply {
+        var status: Int
+        var json: [String: Any]
+    }
+
+    func get(_ path: String) async throws -> Reply { try await send("GET", path, body: nil) }
+
+    func post(_ path: String, _ body: [String: Any]) async throws -> Reply {
+        try await send("POST", path, body: try JSONSerialization.data(withJSONObject: body, options: [.sortedKeys]))
+    }
+
+    private func send(_ method: String, _ path: String, body: Data?) async throws -> Reply {
+        guard let url = URL(string: "http://\(endpoint)\(path)") else {
+            throw CLIError(code: ExitCodes.unavailable, message: "bad API address \(endpoint)")
+        }
+        var request = URLRequest(url: url, timeoutInterval: 660)
+        request.httpMethod = method
+        if let body {
+            request.httpBody = body
+            request.setValue("application/json", forHTTPHeaderField: "Content-Type")
+        }
+        let data: Data
+        let response: URLResponse
+        do {
+            (data, response) = try await URLSession.shared.data(for: request)
+        } catch {
+            throw CLIError(
+                code: ExitCodes.unavailable,
+                message: "cannot reach the QuotaMesh node at \(endpoint) (is `quotamesh run` running?): \(error.localizedDescription)")
+        }
+        let status = (response as? HTTPURLResponse)?.statusCode ?? 0
+        let json = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] ?? [:]
+        return Reply(status: status, json: json)
+    }
+}
+
+/// An error that ends the command with a specific exit code and message.
+struct CLIError: Error, CustomStringConvertible {
+    var code: Int32
+    var message: String
+    var description: String { message }
+}
+
+extension AsyncParsableCommand {
+    /// Runs `body`, turning `CLIError` into its message and exit code.
+    func withExitCodes(_ body: () async throws -> Void) async throws {
+        do {
+            try await body()
+        } catch let error as CLIError {
+            printError("error: \(error.message)")
+            throw ExitCode(error.code)
+        }
+    }
+}
+
+/// Renders JSON for `--json` output.
+func renderJSON(_ object: Any) -> String {
+    let data = (try? JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys])) ?? Data()
+    return String(decoding: data, as: UTF8.self)
+}
+
+/// "1.2s", "3m04s", "1h02m".
+func humanDuration(seconds: Double) -> String {
+    if seconds < 0.001 { return "now" }
+    if seconds < 10 { return String(format: "%.1fs", seconds) }
+    let total = Int(seconds.rounded(.up))
+    if total < 60 { return "\(total)s" }
+    if total < 3600 { return String(format: "%dm%02ds", total / 60, total % 60) }
+    return String(format: "%dh%02dm", total / 3600, (total % 3600) / 60)
+}
+
+/// One line describing a Q object.
+func summary(_ quota: [String: Any]) -> String {
+    let service = quota["service"] as? String ?? "?"
+    let account = quota["account"] as? String ?? "?"
+    var parts = ["\(service)/\(account)"]
+    if let remaining = quota["remaining"] as? NSNumber {
+        if let limit = quota["limit"] as? NSNumber {
+            parts.append("remaining \(remaining) of \(limit)")
+        } else {
+            parts.append("remaining \(remaining)")
+        }
+    } else {
+        parts.append("no limit known")
+    }
+    if let reset = quota["reset_at"] as? NSNumber {
+        let seconds = reset.doubleValue - Date().timeIntervalSince1970
+        parts.append("resets in \(humanDuration(seconds: max(0, seconds)))")
+    }
+    if let breaker = quota["breaker"] as? [String: Any], let state = breaker["state"] as? String, state != "closed" {
+        parts.append("breaker \(state)")
+    }
+    return parts.joined(separator: ", ")
+}
