@@ -1,0 +1,198 @@
+import Testing
+@testable import QuotaMeshCore
+import QuotaMeshCrypto
+
+@Suite struct MeshBehaviourTests {
+    @Test func observationAtOneNodeConvergesEverywhere() {
+        var mesh = TestMesh(count: 5)
+        let reset = mesh.now + 30_000
+        mesh.observe(2, service: "github", status: 200, report: report(limit: 5000, remaining: 1234, resetAt: reset))
+        mesh.run(for: 2_000)
+        for index in 0..<5 {
+            let view = mesh.view(index, "github")
+            #expect(view?.remaining == 1234, "node \(index)")
+            #expect(view?.resetAt == reset)
+            #expect(view?.limit == 5000)
+        }
+    }
+
+    @Test func consumptionAtTwoNodesSumsAtTheThird() {
+        var mesh = TestMesh(count: 3, services: ["openai": ServicePolicy(limit: 100, windowMillis: 60_000)])
+        mesh.run(for: 400)
+        for _ in 0..<3 { #expect(mesh.acquire(0, AcquireRequest(service: "openai", priority: .urgent))?.granted == true) }
+        for _ in 0..<2 { #expect(mesh.acquire(1, AcquireRequest(service: "openai", priority: .urgent))?.granted == true) }
+        mesh.run(for: 1_000)
+        let views = (0..<3).map { mesh.view($0, "openai") }
+        #expect(views[2]?.consumedGlobal == 5)
+        #expect(views[2]?.consumedLocal == 0)
+        #expect(views[0]?.consumedLocal == 3)
+        #expect(Set(views.map { $0?.remaining }) == [95])
+    }
+
+    @Test func partitionedNodeCatchesUpThroughAntiEntropy() {
+        var mesh = TestMesh(count: 3, services: ["openai": ServicePolicy(limit: 100, windowMillis: 60_000)])
+        mesh.cut = [[0, 2], [1, 2], [2, 0], [2, 1]]
+        for _ in 0..<4 { _ = mesh.acquire(0, AcquireRequest(service: "openai", priority: .urgent)) }
+        // Long enough for every push retransmission to be spent while node 2 is cut off.
+        mesh.run(for: 10_000)
+        #expect(mesh.view(2, "openai")?.consumedGlobal == 0)
+        mesh.cut = []
+        mesh.run(for: 3_000)
+        #expect(mesh.view(2, "openai")?.consumedGlobal == 4)
+        let held = (0..<3).map { Set(mesh.nodes[$0].heldRecords.filter { $0.origin == testKey(0).publicKey }) }
+        #expect(held[1] == held[2])
+    }
+
+    @Test func priorityReservesStopLowThenNormal() {
+        var mesh = TestMesh(count: 1, services: ["svc": ServicePolicy(limit: 10, windowMillis: 3_600_000, burstFraction: 1)])
+        var outcomes: [Priority: [Bool]] = [:]
+        for _ in 0..<12 {
+            for priority in [Priority.low, .normal, .urgent] {
+                outcomes[priority, default: []].append(mesh.acquire(0, AcquireRequest(service: "svc", priority: priority))?.granted == true)
+            }
+        }
+        let granted = outcomes.mapValues { $0.filter { $0 }.count }
+        // low stops while ≥ 50% remain, normal at 10%, urgent takes the rest; never above the limit.
+        #expect(granted[.low, default: 0] + granted[.normal, default: 0] + granted[.urgent, default: 0] == 10)
+        let denial = mesh.acquire(0, AcquireRequest(service: "svc", priority: .low))
+        #expect(denial?.reason == .quotaExhausted || denial?.reason == .reservedForHigherPriority)
+        #expect(granted[.low, default: 0] <= 5)
+        #expect(granted[.urgent, default: 0] >= 1)
+    }
+
+    @Test func lowIsReservedWhileUrgentStillGranted() {
+        var mesh = TestMesh(count: 1, services: ["svc": ServicePolicy(limit: 10, windowMillis: 3_600_000, burstFraction: 1)])
+        for _ in 0..<5 { #expect(mesh.acquire(0, AcquireRequest(service: "svc", priority: .urgent))?.granted == true) }
+        let low = mesh.acquire(0, AcquireRequest(service: "svc", priority: .low))
+        #expect(low?.granted == false)
+        #expect(low?.reason == .reservedForHigherPriority)
+        #expect(low?.retryAt == mesh.view(0, "svc")?.resetAt)
+        #expect(mesh.acquire(0, AcquireRequest(service: "svc", priority: .normal))?.granted == true)
+        #expect(mesh.acquire(0, AcquireRequest(service: "svc", priority: .urgent))?.granted == true)
+    }
+
+    @Test func unknownServiceIsDeniedWithReason() {
+        var mesh = TestMesh(count: 1)
+        let decision = mesh.acquire(0, AcquireRequest(service: "nobody"))
+        #expect(decision?.granted == false)
+        #expect(decision?.reason == .unknownService)
+    }
+
+    @Test func a429WithRetryAfterOpensTheBreakerEverywhereUntilThen() {
+        var mesh = TestMesh(count: 3, services: ["openai": ServicePolicy(limit: 100, windowMillis: 60_000)])
+        mesh.run(for: 400)
+        let until = mesh.now + 20_000
+        mesh.observe(0, service: "openai", status: 429, report: report(limit: nil, remaining: nil, resetAt: nil, retryAt: until, limited: true))
+        mesh.run(for: 1_000)
+        for index in 0..<3 {
+            let decision = mesh.acquire(index, AcquireRequest(service: "openai", priority: .urgent))
+            #expect(decision?.reason == .breakerOpen, "node \(index)")
+            #expect(decision?.retryAt == until)
+            #expect(mesh.view(index, "openai")?.breakerState == .open)
+        }
+        // After the time passes: half-open, one probe per node; a successful probe closes it for all.
+        mesh.run(for: 20_000)
+        #expect(mesh.view(1, "openai")?.breakerState == .halfOpen)
+        #expect(mesh.acquire(1, AcquireRequest(service: "openai", priority: .normal))?.granted == true)
+        let second = mesh.acquire(1, AcquireRequest(service: "openai", priority: .normal))
+        #expect(second?.reason == .breakerOpen)
+        mesh.observe(1, service: "openai", status: 200, report: RateLimitReport())
+        mesh.run(for: 1_000)
+        for index in 0..<3 { #expect(mesh.view(index, "openai")?.breakerState == .closed, "node \(index)") }
+    }
+
+    @Test func consecutiveFailuresOpenTheBreakerAndAFailedProbeReopensIt() {
+        var policy = ServicePolicy(limit: 100, windowMillis: 60_000)
+        policy.breaker = BreakerPolicy(failureThreshold: 3, openMillis: 5_000)
+        var mesh = TestMesh(count: 1, services: ["svc": policy])
+        for _ in 0..<2 { mesh.observe(0, service: "svc", status: 503, report: RateLimitReport()) }
+        #expect(mesh.view(0, "svc")?.breakerState == .closed)
+        mesh.observe(0, service: "svc", status: 500, report: RateLimitReport())
+        #expect(mesh.view(0, "svc")?.breakerState == .open)
+        mesh.run(for: 5_000)
+        #expect(mesh.view(0, "svc")?.breakerState == .halfOpen)
+        mesh.observe(0, service: "svc", status: 502, report: RateLimitReport())
+        #expect(mesh.view(0, "svc")?.breakerState == .open)
+    }
+
+    @Test func maxMinFairSharesAreWaterFilled() {
+        #expect(FairShare.maxMin(capacity: 100, needs: [10]) == [100])
+        #expect(FairShare.maxMin(capacity: 90, needs: [10, 100, 100]) == [10, 40, 40])
+        #expect(FairShare.maxMin(capacity: 60, needs: [10, 20, 0]) == [20, 30, 10])
+        #expect(FairShare.maxMin(capacity: 30, needs: [100, 100, 100]) == [10, 10, 10])
+        #expect(FairShare.jainIndex([5, 5, 5]) == 1)
+        #expect(abs(FairShare.jainIndex([9, 0, 0]) - 1.0 / 3) < 1e-9)
+    }
+
+    @Test func busyNodesSplitTheLimitFairlyAndNeverExceedIt() {
+        let policy = ServicePolicy(limit: 60, windowMillis: 60_000, burstFraction: 0.05)
+        var mesh = TestMesh(count: 3, services: ["svc": policy])
+        // Align to a window start.
+        mesh.now = (mesh.now / 60_000 + 1) * 60_000
+        mesh.run(for: 1_000)
+        var granted = [0, 0, 0]
+        for _ in 0..<(58 * 5) {
+            for index in 0..<3 where mesh.acquire(index, AcquireRequest(service: "svc", priority: .normal))?.granted == true {
+                granted[index] += 1
+            }
+            mesh.run(for: 200)
+        }
+        let total = granted.reduce(0, +)
+        #expect(total <= 60)
+        #expect(total >= 45, "the limit should not be wasted: \(granted)")
+        #expect(FairShare.jainIndex(granted.map(Double.init)) > 0.9, "\(granted)")
+    }
+
+    @Test func waitingAcquiresAreServedUrgentFirst() {
+        var mesh = TestMesh(count: 1, services: ["svc": ServicePolicy(limit: 10, windowMillis: 10_000, reserves: Reserves(urgent: 0, normal: 0, low: 0), burstFraction: 0)])
+        mesh.now = (mesh.now / 10_000) * 10_000
+        // Use the burst, so the next calls are paced.
+        var first = 0
+        while mesh.acquire(0, AcquireRequest(service: "svc", priority: .urgent))?.granted == true { first += 1 }
+        #expect(first >= 1)
+        let lowTicket = mesh.nextTicket
+        _ = mesh.acquire(0, AcquireRequest(service: "svc", priority: .low, waitMillis: 9_000))
+        let urgentTicket = mesh.nextTicket
+        _ = mesh.acquire(0, AcquireRequest(service: "svc", priority: .urgent, waitMillis: 9_000))
+        #expect(mesh.replies[0]?[lowTicket] == nil)
+        #expect(mesh.replies[0]?[urgentTicket] == nil)
+        var order: [UInt64] = []
+        for _ in 0..<90 where order.count < 2 {
+            mesh.run(for: 100, step: 100)
+            for ticket in [urgentTicket, lowTicket] where !order.contains(ticket) && mesh.replies[0]?[ticket]?.granted == true {
+                order.append(ticket)
+            }
+        }
+        #expect(order == [urgentTicket, lowTicket])
+    }
+
+    @Test func waitBeyondTheRetryTimeIsAnsweredAtOnce() {
+        var mesh = TestMesh(count: 1, services: ["svc": ServicePolicy(limit: 1, windowMillis: 60_000)])
+        mesh.now = (mesh.now / 60_000) * 60_000 + 1_000
+        #expect(mesh.acquire(0, AcquireRequest(service: "svc", priority: .urgent))?.granted == true)
+        let decision = mesh.acquire(0, AcquireRequest(service: "svc", priority: .urgent, waitMillis: 1_000))
+        #expect(decision?.granted == false)
+        #expect(decision?.reason == .quotaExhausted)
+        #expect(decision?.retryAt == (mesh.now / 60_000 + 1) * 60_000)
+    }
+
+    @Test func restartKeepsConsumptionAndUsesANewerIncarnation() {
+        var mesh = TestMesh(count: 2, services: ["svc": ServicePolicy(limit: 100, windowMillis: 3_600_000)])
+        for _ in 0..<7 { _ = mesh.acquire(0, AcquireRequest(service: "svc", priority: .urgent)) }
+        guard let saved = mesh.persisted[0] else {
+            Issue.record("nothing persisted")
+            return
+        }
+        mesh.run(for: 1_000)
+        let oldIncarnation = mesh.nodes[0].incarnation
+        var configuration = MeshConfiguration(services: ["svc": ServicePolicy(limit: 100, windowMillis: 3_600_000)])
+        configuration.livenessTimeoutMillis = 5_000
+        let peers = (0..<2).map { PeerInfo(name: "n\($0)", key: testKey($0).publicKey, endpoint: endpoint($0)) }
+        mesh.nodes[0] = MeshInstance(identity: testKey(0), configuration: configuration, peers: peers, restored: saved, now: mesh.now, seed: 9)
+        #expect(mesh.nodes[0].incarnation > oldIncarnation)
+        #expect(mesh.view(0, "svc")?.consumedLocal == 7)
+        _ = mesh.acquire(0, AcquireRequest(service: "svc", priority: .urgent))
+        mesh.run(for: 1_000)
+        #expect(mesh.view(1, "svc")?.consumedGlobal == 8)
+    }
+}

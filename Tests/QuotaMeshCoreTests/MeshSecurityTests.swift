@@ -1,0 +1,149 @@
+import Testing
+@testable import QuotaMeshCore
+import QuotaMeshCrypto
+
+/// Unknown senders, forged signatures, altered relayed records and replays: each is dropped, counted,
+/// and changes nothing.
+@Suite struct MeshSecurityTests {
+    let services = ["openai": ServicePolicy(limit: 100, windowMillis: 60_000)]
+
+    /// A packet from node 0 carrying node 0's openai record after one grant.
+    func signedPushFromNode0(_ mesh: inout TestMesh) -> [UInt8] {
+        _ = mesh.acquire(0, AcquireRequest(service: "openai", priority: .urgent))
+        mesh.cut = [[0, 1], [0, 2], [1, 0], [1, 2], [2, 0], [2, 1]]
+        mesh.run(for: 200)
+        guard let packet = mesh.wire.last(where: { $0.from == 0 && $0.to == 1 && isRecords($0.bytes) }) else {
+            Issue.record("node 0 sent no records to node 1")
+            return []
+        }
+        return packet.bytes
+    }
+
+    func isRecords(_ bytes: [UInt8]) -> Bool {
+        if case .records(let records)? = try? WireFormat.decodePayload(bytes) {
+            return records.contains { if case .quota = $0.body { return true } else { return false } }
+        }
+        return false
+    }
+
+    @Test func packetFromUnknownSenderIsDroppedAndCounted() {
+        var mesh = TestMesh(count: 2, services: services)
+        let stranger = SigningKey()
+        let record = SignedRecord(
+            signing: .quota(QuotaKey(service: "openai"), QuotaState(consumption: ConsumptionEntry(total: 99, windowEnd: mesh.now + 60_000, windowCount: 99))),
+            version: RecordVersion(incarnation: 1, sequence: 1), timestamp: mesh.now, with: stranger, cluster: "quotamesh")
+        let bytes = WireFormat.encodePacket(
+            header: PacketHeader(sender: stranger.publicKey, incarnation: 1, sequence: 1, sentAt: mesh.now),
+            payload: .records([record]), signingKey: stranger, cluster: "quotamesh")
+        let directives = mesh.nodes[1].receive(datagram: bytes, from: Endpoint(host: "10.9.9.9", port: 1), now: mesh.now)
+        mesh.apply(directives, from: 1)
+        #expect(mesh.drops(1, .unknownSender) == 1)
+        #expect(mesh.view(1, "openai")?.consumedGlobal == 0)
+        #expect(!directives.contains { if case .send = $0 { return true } else { return false } })
+    }
+
+    @Test func forgedPacketSignatureIsDropped() {
+        var mesh = TestMesh(count: 3, services: services)
+        var bytes = signedPushFromNode0(&mesh)
+        guard !bytes.isEmpty else { return }
+        bytes[bytes.count - 1] ^= 0x01
+        let before = mesh.view(1, "openai")?.consumedGlobal
+        mesh.apply(mesh.nodes[1].receive(datagram: bytes, from: endpoint(0), now: mesh.now), from: 1)
+        #expect(mesh.drops(1, .badSignature) == 1)
+        #expect(mesh.view(1, "openai")?.consumedGlobal == before)
+    }
+
+    @Test func relayedRecordWithOneBitChangedIsRejected() throws {
+        var mesh = TestMesh(count: 3, services: services)
+        let original = signedPushFromNode0(&mesh)
+        guard case .records(let records)? = try? WireFormat.decodePayload(original),
+            let record = records.first(where: { if case .quota = $0.body { return true } else { return false } })
+        else {
+            Issue.record("no quota record")
+            return
+        }
+        // Node 2 (vouched) relays node 0's record with the consumption changed, under its own valid packet signature.
+        var body = record.bodyBytes
+        body[body.count - 30] ^= 0x40
+        let altered = SignedRecord(
+            origin: record.origin, version: RecordVersion(incarnation: record.version.incarnation, sequence: record.version.sequence + 1),
+            timestamp: record.timestamp, body: try WireFormat.decode(body: body), bodyBytes: body, signature: record.signature)
+        let relay = testKey(2)
+        let packet = WireFormat.encodePacket(
+            header: PacketHeader(sender: relay.publicKey, incarnation: 99_999_999_999, sequence: 1, sentAt: mesh.now),
+            payload: .records([altered]), signingKey: relay, cluster: "quotamesh")
+        let before = mesh.nodes[1].heldRecords.count
+        mesh.apply(mesh.nodes[1].receive(datagram: packet, from: endpoint(2), now: mesh.now), from: 1)
+        #expect(mesh.drops(1, .badSignature) == 1)
+        #expect(mesh.nodes[1].heldRecords.count == before)
+        #expect(!mesh.nodes[1].heldRecords.contains(altered))
+    }
+
+    @Test func replayedPacketChangesNothing() {
+        var mesh = TestMesh(count: 3, services: services)
+        mesh.cut = []
+        let packet = signedPushFromNode0(&mesh)
+        guard !packet.isEmpty else { return }
+        // Deliver once (it was cut), then again.
+        mesh.apply(mesh.nodes[1].receive(datagram: packet, from: endpoint(0), now: mesh.now), from: 1)
+        let held = Set(mesh.nodes[1].heldRecords)
+        let view = mesh.view(1, "openai")
+        #expect(view?.consumedGlobal == 1)
+        mesh.apply(mesh.nodes[1].receive(datagram: packet, from: endpoint(0), now: mesh.now + 10), from: 1)
+        #expect(mesh.drops(1, .replayed) == 1)
+        #expect(Set(mesh.nodes[1].heldRecords) == held)
+        // Hours later, after the sender moved on, it is still refused.
+        mesh.cut = []
+        mesh.run(for: 2_000)
+        mesh.apply(mesh.nodes[1].receive(datagram: packet, from: endpoint(0), now: mesh.now + 3_600_000), from: 1)
+        #expect(mesh.drops(1, .replayed) == 2)
+    }
+
+    @Test func olderRecordNeverReplacesNewer() {
+        var mesh = TestMesh(count: 2, services: services)
+        _ = mesh.acquire(0, AcquireRequest(service: "openai", priority: .urgent))
+        mesh.run(for: 400)
+        let old = mesh.nodes[1].heldRecords.filter { $0.origin == testKey(0).publicKey }
+        _ = mesh.acquire(0, AcquireRequest(service: "openai", priority: .urgent))
+        mesh.run(for: 400)
+        #expect(mesh.view(1, "openai")?.consumedGlobal == 2)
+        // Re-sent old records (as a fresh packet from a vouched relay) are stale.
+        let relay = testKey(0)
+        let packet = WireFormat.encodePacket(
+            header: PacketHeader(sender: relay.publicKey, incarnation: 99_999_999_999, sequence: 1, sentAt: mesh.now),
+            payload: .records(old), signingKey: relay, cluster: "quotamesh")
+        mesh.apply(mesh.nodes[1].receive(datagram: packet, from: endpoint(0), now: mesh.now), from: 1)
+        #expect(mesh.view(1, "openai")?.consumedGlobal == 2)
+    }
+
+    @Test func recordFromTheFarFutureIsRefused() {
+        var mesh = TestMesh(count: 2, services: services)
+        let origin = testKey(0)
+        let record = SignedRecord(
+            signing: .heartbeat, version: RecordVersion(incarnation: 5_000_000_000, sequence: 1),
+            timestamp: mesh.now + 3_600_000, with: origin, cluster: "quotamesh")
+        let packet = WireFormat.encodePacket(
+            header: PacketHeader(sender: origin.publicKey, incarnation: 5_000_000_000, sequence: 1, sentAt: mesh.now),
+            payload: .records([record]), signingKey: origin, cluster: "quotamesh")
+        mesh.apply(mesh.nodes[1].receive(datagram: packet, from: endpoint(0), now: mesh.now), from: 1)
+        #expect(mesh.drops(1, .fromFuture) == 1)
+        #expect(!mesh.nodes[1].heldRecords.contains(record))
+    }
+
+    @Test func peerIsKnownByKeyNotAddress() {
+        var mesh = TestMesh(count: 2, services: services)
+        _ = mesh.acquire(0, AcquireRequest(service: "openai", priority: .urgent))
+        mesh.run(for: 400)
+        let packet = mesh.wire.last { $0.from == 0 && $0.to == 1 }
+        // The same authenticated packet from a new address (NAT rebinding) is accepted once and the address learned.
+        #expect(packet != nil)
+        let moved = Endpoint(host: "192.0.2.7", port: 4444)
+        var node = mesh.nodes[1]
+        _ = node.tick(now: mesh.now)
+        let directives = mesh.nodes[0].tick(now: mesh.now + 200)
+        for case .send(let bytes, _) in directives {
+            _ = node.receive(datagram: bytes, from: moved, now: mesh.now + 200)
+        }
+        #expect(node.peerViews(now: mesh.now + 200).first { $0.key == testKey(0).publicKey }?.endpoint == moved)
+    }
+}

@@ -1,0 +1,122 @@
+import Testing
+@testable import QuotaMeshCore
+import QuotaMeshCrypto
+
+@Suite struct WireFormatTests {
+    let cluster = "test"
+
+    func sampleState() -> QuotaState {
+        QuotaState(
+            consumption: ConsumptionEntry(total: 42, windowEnd: 1_800_000_060_000, windowCount: 7),
+            observation: UpstreamObservation(
+                resetAt: 1_800_000_060_000, remaining: 93, limit: 100, windowMillis: 60_000,
+                observedAt: 1_800_000_001_000, consumedTotalAtObservation: 40),
+            breaker: BreakerRegister(openedAt: 5, openUntil: 9, closedAt: 3),
+            demand: Demand(urgent: 0.5, normal: 2.25, low: 10),
+            policy: AdvertisedPolicy(limit: 100, windowMillis: 60_000))
+    }
+
+    @Test func recordBodiesRoundTrip() throws {
+        let bodies: [RecordBody] = [
+            .heartbeat,
+            .quota(QuotaKey(service: "openai", account: "team-a"), sampleState()),
+            .quota(QuotaKey(service: "github"), QuotaState()),
+        ]
+        for body in bodies {
+            #expect(try WireFormat.decode(body: WireFormat.encode(body: body)) == body)
+        }
+    }
+
+    @Test func recordsPacketRoundTripsWithValidSignatures() throws {
+        let origin = testKey(0)
+        let relay = testKey(1)
+        let record = SignedRecord(
+            signing: .quota(QuotaKey(service: "openai"), sampleState()), version: RecordVersion(incarnation: 3, sequence: 9),
+            timestamp: 1_800_000_000_000, with: origin, cluster: cluster)
+        let header = PacketHeader(sender: relay.publicKey, incarnation: 1, sequence: 2, sentAt: 1_800_000_000_000)
+        let bytes = WireFormat.encodePacket(header: header, payload: .records([record]), signingKey: relay, cluster: cluster)
+        #expect(bytes.count <= WireFormat.maxPacketBytes)
+        #expect(try WireFormat.decodeHeader(bytes) == header)
+        #expect(WireFormat.hasValidPacketSignature(bytes, sender: relay.publicKey, cluster: cluster))
+        #expect(!WireFormat.hasValidPacketSignature(bytes, sender: relay.publicKey, cluster: "other-cluster"))
+        guard case .records(let decoded) = try WireFormat.decodePayload(bytes) else {
+            Issue.record("expected records")
+            return
+        }
+        #expect(decoded == [record])
+        #expect(decoded[0].hasValidSignature(cluster: cluster))
+        #expect(!decoded[0].hasValidSignature(cluster: "other-cluster"))
+    }
+
+    @Test func digestPacketRoundTrips() throws {
+        let key = testKey(0)
+        let entries = (0..<40).map { DigestEntry(slotHash: UInt64($0) &* 0x9E37, version: RecordVersion(incarnation: 2, sequence: UInt64($0))) }
+        let header = PacketHeader(sender: key.publicKey, incarnation: 2, sequence: 5, sentAt: 1)
+        let bytes = WireFormat.encodePacket(header: header, payload: .digest(isReply: true, entries: entries), signingKey: key, cluster: cluster)
+        #expect(bytes.count <= WireFormat.maxPacketBytes)
+        #expect(try WireFormat.decodePayload(bytes) == .digest(isReply: true, entries: entries))
+    }
+
+    @Test func everyTruncationIsRejectedWithoutCrashing() throws {
+        let key = testKey(0)
+        let record = SignedRecord(
+            signing: .quota(QuotaKey(service: "openai"), sampleState()), version: RecordVersion(incarnation: 1, sequence: 1),
+            timestamp: 1, with: key, cluster: cluster)
+        let bytes = WireFormat.encodePacket(
+            header: PacketHeader(sender: key.publicKey, incarnation: 1, sequence: 1, sentAt: 1), payload: .records([record]),
+            signingKey: key, cluster: cluster)
+        for length in 0..<bytes.count {
+            let prefix = Array(bytes.prefix(length))
+            let header = try? WireFormat.decodeHeader(prefix)
+            let payload = try? WireFormat.decodePayload(prefix)
+            // A prefix may still parse as a header, but its signature never verifies and its payload never decodes.
+            if header != nil { #expect(!WireFormat.hasValidPacketSignature(prefix, sender: key.publicKey, cluster: cluster)) }
+            #expect(payload == nil || length == bytes.count)
+        }
+    }
+
+    @Test func oversizedAndMalformedPacketsAreRejectedWithReasons() {
+        #expect(throws: DecodeError.oversized) { try WireFormat.decodeHeader([UInt8](repeating: 0, count: 1201)) }
+        #expect(throws: DecodeError.truncated) { try WireFormat.decodeHeader([0x51, 0x4D, 1]) }
+        var bad = [UInt8](repeating: 0, count: 200)
+        #expect(throws: DecodeError.badMagic) { try WireFormat.decodeHeader(bad) }
+        bad[0] = 0x51
+        bad[1] = 0x4D
+        bad[2] = 9
+        #expect(throws: DecodeError.unknownVersion(9)) { try WireFormat.decodeHeader(bad) }
+        bad[2] = 1
+        bad[3] = 77
+        #expect(throws: DecodeError.unknownType(77)) { try WireFormat.decodeHeader(bad) }
+    }
+
+    @Test func trailingBytesInABodyAreRejected() {
+        var bytes = WireFormat.encode(body: .heartbeat)
+        bytes.append(0)
+        #expect(throws: DecodeError.trailingBytes) { try WireFormat.decode(body: bytes) }
+    }
+
+    @Test func invalidLabelsInRecordsAreRejected() {
+        let bytes = WireFormat.encode(body: .quota(QuotaKey(service: "bad service!"), QuotaState()))
+        #expect(throws: DecodeError.malformed("service")) { try WireFormat.decode(body: bytes) }
+    }
+
+    @Test func randomBytesNeverCrashTheDecoder() {
+        var rng = SplitMix64(seed: 2026)
+        let key = testKey(0)
+        let valid = WireFormat.encodePacket(
+            header: PacketHeader(sender: key.publicKey, incarnation: 1, sequence: 1, sentAt: 1),
+            payload: .digest(isReply: false, entries: [DigestEntry(slotHash: 1, version: .zero)]), signingKey: key,
+            cluster: cluster)
+        for _ in 0..<2_000 {
+            var bytes = valid
+            let flips = Int.random(in: 1...8, using: &rng)
+            for _ in 0..<flips {
+                let index = Int.random(in: 0..<bytes.count, using: &rng)
+                bytes[index] = UInt8.random(in: 0...255, using: &rng)
+            }
+            if Bool.random(using: &rng) { bytes = Array(bytes.prefix(Int.random(in: 0...bytes.count, using: &rng))) }
+            _ = try? WireFormat.decodeHeader(bytes)
+            _ = try? WireFormat.decodePayload(bytes)
+        }
+    }
+}
