@@ -1,0 +1,181 @@
+import Foundation
+import Hummingbird
+import HummingbirdTesting
+import Logging
+import NIOCore
+import Testing
+@testable import QuotaMeshCore
+@testable import QuotaMeshNode
+import QuotaMeshCrypto
+
+/// The local API through Hummingbird's router, with a real node behind it (no socket).
+@Suite struct APITests {
+    func makeNode(services: [String: ServicePolicy] = ["openai": ServicePolicy(limit: 10, windowMillis: 3_600_000, burstFraction: 1)])
+        async throws -> MeshNode
+    {
+        let node = try MeshNode(
+            identity: SigningKey(), configuration: MeshConfiguration(services: services), peers: [], stateStore: nil,
+            logger: Logger(label: "test"))
+        await node.startWithoutNetwork()
+        return node
+    }
+
+    func post(_ client: some TestClientProtocol, _ path: String, _ body: String) async throws -> (Int, [String: Any], HTTPFields) {
+        try await client.execute(uri: path, method: .post, body: ByteBuffer(string: body)) { response in
+            let json = (try? JSONSerialization.jsonObject(with: Data(response.body.readableBytesView))) as? [String: Any] ?? [:]
+            return (Int(response.status.code), json, response.headers)
+        }
+    }
+
+    func get(_ client: some TestClientProtocol, _ path: String) async throws -> (Int, [String: Any]) {
+        try await client.execute(uri: path, method: .get) { response in
+            let json = (try? JSONSerialization.jsonObject(with: Data(response.body.readableBytesView))) as? [String: Any] ?? [:]
+            return (Int(response.status.code), json)
+        }
+    }
+
+    @Test func acquireGrantsThenDeniesWithRetryAfterAndReason() async throws {
+        let node = try await makeNode()
+        let app = Application(router: NodeAPI.buildRouter(node: node))
+        try await app.test(.router) { client in
+            let (status, body, _) = try await post(client, "/v1/acquire", #"{"service":"openai","priority":"urgent","cost":10}"#)
+            #expect(status == 200)
+            #expect(body["granted"] as? Bool == true)
+            #expect(body["account"] as? String == "default")
+            let quota = body["quota"] as? [String: Any]
+            #expect(quota?["remaining"] as? Int == 0)
+            #expect((quota?["consumed"] as? [String: Any])?["local"] as? Int == 10)
+
+            let (denied, denial, headers) = try await post(client, "/v1/acquire", #"{"service":"openai"}"#)
+            #expect(denied == 429)
+            #expect(denial["granted"] as? Bool == false)
+            #expect(denial["reason"] as? String == "quota_exhausted")
+            let retryMillis = denial["retry_after_ms"] as? Int ?? -1
+            #expect(retryMillis > 0)
+            #expect(headers[.retryAfter].flatMap { Int($0) } == (retryMillis + 999) / 1000)
+        }
+    }
+
+    @Test(arguments: [
+        ("not json", "not valid JSON"),
+        ("[1,2]", "JSON object"),
+        (#"{"priority":"urgent"}"#, "`service` is required"),
+        (#"{"service":42}"#, "`service` is required"),
+        (#"{"service":"openai","cost":-1}"#, "`cost` must be between"),
+        (#"{"service":"openai","cost":"one"}"#, "`cost` must be a whole number"),
+        (#"{"service":"openai","cost":1.5}"#, "`cost` must be a whole number"),
+        (#"{"service":"openai","priority":"asap"}"#, "`priority` must be one of"),
+        (#"{"service":"openai","priority":3}"#, "`priority` must be one of"),
+        (#"{"service":"openai","wait_ms":-5}"#, "`wait_ms` must be between"),
+        (#"{"service":"bad name!"}"#, "`service` must be"),
+    ])
+    func badAcquireBodiesAreRejectedWithAMessage(body: String, message: String) async throws {
+        let node = try await makeNode()
+        let app = Application(router: NodeAPI.buildRouter(node: node))
+        try await app.test(.router) { client in
+            let (status, json, _) = try await post(client, "/v1/acquire", body)
+            #expect(status == 400)
+            #expect((json["error"] as? String)?.contains(message) == true, "\(json)")
+        }
+        // Nothing was charged by any rejected request.
+        #expect(await node.quotas().first?.consumedLocal == 0)
+    }
+
+    @Test func oversizedBodyIsRefused() async throws {
+        let node = try await makeNode()
+        let app = Application(router: NodeAPI.buildRouter(node: node))
+        try await app.test(.router) { client in
+            let huge = #"{"service":"openai","pad":""# + String(repeating: "x", count: 70_000) + #""}"#
+            let (status, _, _) = try await post(client, "/v1/acquire", huge)
+            #expect(status == 413)
+        }
+    }
+
+    @Test func observeLearnsAServiceFromHeadersAndQuotaReportsIt() async throws {
+        let node = try await makeNode(services: [:])
+        let app = Application(router: NodeAPI.buildRouter(node: node))
+        let reset = Int(Date().timeIntervalSince1970) + 120
+        try await app.test(.router) { client in
+            let (unknown, _) = try await get(client, "/v1/quota/github")
+            #expect(unknown == 404)
+            let body = """
+                {"service":"github","status":200,"headers":{"X-RateLimit-Limit":"5000","x-ratelimit-remaining":"4990",
+                 "x-ratelimit-reset":"\(reset)","x-ratelimit-resource":"core"}}
+                """
+            let (status, json, _) = try await post(client, "/v1/observe", body)
+            #expect(status == 200)
+            #expect((json["understood"] as? [String])?.contains("x-ratelimit-remaining") == true)
+            let (ok, quota) = try await get(client, "/v1/quota/github")
+            #expect(ok == 200)
+            #expect(quota["remaining"] as? Int == 4990)
+            #expect(quota["limit"] as? Int == 5000)
+            #expect(quota["reset_at"] as? Int == reset)
+            #expect((quota["breaker"] as? [String: Any])?["state"] as? String == "closed")
+            #expect((quota["next_available"] as? [String: Any])?.keys.sorted() == ["low", "normal", "urgent"])
+            #expect((quota["peers"] as? [String: Any])?["known"] as? Int == 0)
+            let (_, all) = try await get(client, "/v1/quota")
+            #expect((all["quotas"] as? [[String: Any]])?.count == 1)
+        }
+    }
+
+    @Test func observed429OpensTheBreakerAndAcquireSaysSo() async throws {
+        let node = try await makeNode()
+        let app = Application(router: NodeAPI.buildRouter(node: node))
+        try await app.test(.router) { client in
+            let (status, json, _) = try await post(
+                client, "/v1/observe", #"{"service":"openai","status":429,"headers":{"retry-after":"30"}}"#)
+            #expect(status == 200)
+            #expect(json["breaker_opened"] as? Bool == true)
+            let (denied, denial, headers) = try await post(client, "/v1/acquire", #"{"service":"openai","priority":"urgent"}"#)
+            #expect(denied == 429)
+            #expect(denial["reason"] as? String == "breaker_open")
+            #expect((29_000...30_000).contains(denial["retry_after_ms"] as? Int ?? 0))
+            #expect(headers[.retryAfter] == "30")
+        }
+    }
+
+    @Test func badObserveBodiesAreRejected() async throws {
+        let node = try await makeNode()
+        let app = Application(router: NodeAPI.buildRouter(node: node))
+        try await app.test(.router) { client in
+            for body in [
+                #"{"service":"openai"}"#, #"{"service":"openai","status":"200"}"#, #"{"service":"openai","status":999}"#,
+                #"{"service":"openai","status":200,"headers":[1]}"#, #"{"service":"openai","status":200,"headers":{"a":1}}"#,
+                #"{"service":"openai","status":200,"account":"sk-live key"}"#,
+            ] {
+                let (status, json, _) = try await post(client, "/v1/observe", body)
+                #expect(status == 400, "\(body)")
+                #expect(json["error"] is String)
+            }
+        }
+    }
+
+    @Test func waitingAcquireIsGrantedWhenThePacedSlotArrives() async throws {
+        let node = try await makeNode(services: ["svc": ServicePolicy(limit: 600, windowMillis: 60_000, burstFraction: 0)])
+        let app = Application(router: NodeAPI.buildRouter(node: node))
+        try await app.test(.router) { client in
+            var statuses: [Int] = []
+            for _ in 0..<3 {
+                let (status, _, _) = try await post(client, "/v1/acquire", #"{"service":"svc"}"#)
+                statuses.append(status)
+            }
+            #expect(statuses.contains(429), "a burst of 0 paces calls ~100 ms apart: \(statuses)")
+            let (waited, json, _) = try await post(client, "/v1/acquire", #"{"service":"svc","wait_ms":2000}"#)
+            #expect(waited == 200, "\(json)")
+        }
+    }
+
+    @Test func healthAndPeersAnswer() async throws {
+        let node = try await makeNode()
+        let app = Application(router: NodeAPI.buildRouter(node: node))
+        try await app.test(.router) { client in
+            let (status, health) = try await get(client, "/healthz")
+            #expect(status == 200)
+            #expect(health["status"] as? String == "ok")
+            #expect(health["identity"] as? String == node.publicKey.base64)
+            let (peersStatus, peers) = try await get(client, "/v1/peers")
+            #expect(peersStatus == 200)
+            #expect((peers["peers"] as? [Any])?.isEmpty == true)
+        }
+    }
+}

@@ -1,0 +1,142 @@
+import Foundation
+import Testing
+@testable import QuotaMeshCore
+@testable import QuotaMeshNode
+import QuotaMeshCrypto
+
+func temporaryDirectory() -> String {
+    let path = NSTemporaryDirectory() + "quotamesh-test-\(UUID().uuidString)"
+    try? FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+    return path
+}
+
+@Suite struct StorageTests {
+    @Test func identityIsCreatedPrivateAndLoadsBack() throws {
+        let dir = temporaryDirectory()
+        let path = dir + "/id/identity"
+        let key = try IdentityStore.create(at: path)
+        #expect(try Files.mode(of: path) == 0o600)
+        #expect(try IdentityStore.load(from: path).publicKey == key.publicKey)
+        #expect(throws: IdentityError.self) { try IdentityStore.create(at: path) }
+    }
+
+    @Test func worldReadableSecretIsRefused() throws {
+        let dir = temporaryDirectory()
+        let path = dir + "/identity"
+        try IdentityStore.create(at: path)
+        chmod(path, 0o644)
+        do {
+            _ = try IdentityStore.load(from: path)
+            Issue.record("a world-readable secret was accepted")
+        } catch IdentityError.tooOpen(_, let mode) {
+            #expect(mode == 0o644)
+        }
+    }
+
+    @Test func malformedIdentityNamesTheLine() throws {
+        let dir = temporaryDirectory()
+        let path = dir + "/identity"
+        try Files.writeAtomically(Array("# comment\nsecret = !!!\n".utf8), to: path, mode: 0o600)
+        do {
+            _ = try IdentityStore.load(from: path)
+            Issue.record("malformed identity accepted")
+        } catch IdentityError.malformed(_, let line, _) {
+            #expect(line == 2)
+        }
+    }
+
+    @Test func trustStoreAddsListsAndRemovesPeers() throws {
+        let dir = temporaryDirectory()
+        let store = TrustStore(directory: dir)
+        let key = SigningKey().publicKey
+        try store.add(PeerInfo(name: "alice", key: key, endpoint: Endpoint(host: "127.0.0.1", port: 9720)))
+        #expect(throws: (any Error).self) { try store.add(PeerInfo(name: "alice2", key: key, endpoint: nil)) }
+        let contents = store.load()
+        #expect(contents.peers.map(\.name) == ["alice"])
+        #expect(contents.peers.first?.key == key)
+        #expect(contents.peers.first?.endpoint == Endpoint(host: "127.0.0.1", port: 9720))
+        #expect(try store.remove(name: "alice"))
+        #expect(store.load().peers.isEmpty)
+        #expect(try !store.remove(name: "alice"))
+    }
+
+    @Test(arguments: [
+        ("name = bob\nkey = AAAA\n", 2, "key"),
+        ("name = bob\nkey = \(SigningKey().publicKey.base64)\nendpoint = nowhere\n", 3, "endpoint"),
+        ("name = bob\ncolour = blue\n", 2, "unknown field"),
+        ("just some text\n", 1, "expected"),
+        ("name = bob\n", 0, "no `key"),
+    ])
+    func malformedPeerFilesAreSkippedAndReportedByFileAndLine(text: String, line: Int, reason: String) throws {
+        let dir = temporaryDirectory()
+        let good = SigningKey().publicKey
+        try Files.writeAtomically(Array("key = \(good.base64)\n".utf8), to: dir + "/good.peer")
+        try Files.writeAtomically(Array(text.utf8), to: dir + "/bad.peer")
+        try Files.writeAtomically(Array("not a peer".utf8), to: dir + "/README.md")
+        let contents = TrustStore(directory: dir).load()
+        #expect(contents.peers.map(\.key) == [good])
+        #expect(contents.problems.count == 1)
+        #expect(contents.problems.first?.file.hasSuffix("bad.peer") == true)
+        #expect(contents.problems.first?.line == line)
+        #expect(contents.problems.first?.reason.contains(reason) == true, "\(contents.problems)")
+    }
+
+    @Test func stateRoundTripsAndCorruptionRefusesToStart() throws {
+        let dir = temporaryDirectory()
+        let store = try StateStore(directory: dir)
+        #expect(try store.load() == nil)
+        let state = PersistedNodeState(
+            incarnation: 7,
+            quotas: [PersistedQuota(key: QuotaKey(service: "a"), state: QuotaState(consumption: ConsumptionEntry(total: 3, windowEnd: 9, windowCount: 2)))])
+        try store.save(state)
+        #expect(try store.load() == state)
+        try Files.writeAtomically(Array("{ not json".utf8), to: store.path)
+        #expect(throws: FileError.self) { try store.load() }
+    }
+
+    @Test func configurationParsesServicesAndNamesBadKeys() throws {
+        let good: [String: Any] = [
+            "gossip": "127.0.0.1:7000", "gossip_interval": "100ms", "fanout": 4,
+            "services": ["openai": ["limit": 500, "window": "1m", "accounts": ["a", "b"], "reserves": ["low": 0.6, "normal": 0.2], "breaker": ["failure_threshold": 3, "open": "10s"]]],
+        ]
+        let config = try NodeConfiguration.parse(good, source: "test.json")
+        #expect(config.gossip == Endpoint(host: "127.0.0.1", port: 7000))
+        #expect(config.mesh.gossipIntervalMillis == 100)
+        #expect(config.mesh.fanout == 4)
+        let openai = config.mesh.services["openai"]
+        #expect(openai?.limit == 500)
+        #expect(openai?.windowMillis == 60_000)
+        #expect(openai?.accounts == ["a", "b"])
+        #expect(openai?.reserves.low == 0.6)
+        #expect(openai?.breaker.failureThreshold == 3)
+        #expect(openai?.breaker.openMillis == 10_000)
+
+        let cases: [([String: Any], String)] = [
+            (["services": ["openai": ["limit": -1, "window": "1m"]]], "services.openai.limit"),
+            (["services": ["openai": ["limit": 5]]], "services.openai.window"),
+            (["services": ["openai": ["limit": 5, "window": "soon"]]], "services.openai.window"),
+            (["services": ["openai": ["limit": 5, "window": "1m", "reserves": ["low": 2]]]], "services.openai.reserves.low"),
+            (["services": ["openai": ["limits": 5]]], "services.openai.limits"),
+            (["fanout": 0], "fanout"),
+            (["gossip": "nowhere"], "gossip"),
+            (["colour": "blue"], "colour"),
+        ]
+        for (object, key) in cases {
+            do {
+                _ = try NodeConfiguration.parse(object, source: "test.json")
+                Issue.record("accepted \(object)")
+            } catch {
+                #expect(error.key == key, "\(error)")
+            }
+        }
+    }
+
+    @Test func durationsParse() {
+        #expect(DurationText.milliseconds("500ms") == 500)
+        #expect(DurationText.milliseconds("1.5s") == 1500)
+        #expect(DurationText.milliseconds("2m") == 120_000)
+        #expect(DurationText.milliseconds("3") == 3000)
+        #expect(DurationText.milliseconds("-1s") == nil)
+        #expect(DurationText.milliseconds("soon") == nil)
+    }
+}
