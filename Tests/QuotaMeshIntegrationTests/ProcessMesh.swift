@@ -1,0 +1,188 @@
+import Foundation
+import Testing
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The `quotamesh` binary built beside the tests.
+func quotameshBinary() throws -> String {
+    var candidates: [String] = []
+    if let first = CommandLine.arguments.first {
+        var url = URL(fileURLWithPath: first).deletingLastPathComponent()
+        // On some platforms the test bundle is a folder; walk up until the binary is found.
+        for _ in 0..<4 {
+            candidates.append(url.appendingPathComponent("quotamesh").path)
+            url = url.deletingLastPathComponent()
+        }
+    }
+    let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+    candidates.append(root.appendingPathComponent(".build/debug/quotamesh").path)
+    guard let found = candidates.first(where: { FileManager.default.isExecutableFile(atPath: $0) }) else {
+        throw TestFailure("quotamesh binary not found in \(candidates)")
+    }
+    return found
+}
+
+struct TestFailure: Error, CustomStringConvertible {
+    var description: String
+    init(_ description: String) { self.description = description }
+}
+
+/// A free loopback port for `type` (SOCK_DGRAM or SOCK_STREAM), found by binding port 0.
+func freePort(udp: Bool) -> Int {
+    let fd = socket(AF_INET, Int32(udp ? SOCK_DGRAM.rawValue : SOCK_STREAM.rawValue), 0)
+    defer { close(fd) }
+    var address = sockaddr_in()
+    address.sin_family = sa_family_t(AF_INET)
+    address.sin_port = 0
+    address.sin_addr.s_addr = inet_addr("127.0.0.1")
+    var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+    _ = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) } }
+    _ = withUnsafeMutablePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) } }
+    return Int(UInt16(bigEndian: address.sin_port))
+}
+
+/// Runs a `quotamesh` subcommand to completion.
+@discardableResult
+func runCLI(_ arguments: [String], in directory: String) throws -> (status: Int32, output: String) {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: try quotameshBinary())
+    process.arguments = arguments
+    process.currentDirectoryURL = URL(fileURLWithPath: directory)
+    let pipe = Pipe()
+    process.standardOutput = pipe
+    process.standardError = pipe
+    try process.run()
+    let data = pipe.fileHandleForReading.readDataToEndOfFile()
+    process.waitUntilExit()
+    return (process.terminationStatus, String(decoding: data, as: UTF8.self))
+}
+
+/// One real node process in its own folder.
+final class NodeProcess: @unchecked Sendable {
+    // Mutated only from the test's own task.
+    let name: String
+    let directory: String
+    let gossipPort: Int
+    let apiPort: Int
+    var process: Process?
+    var publicKey = ""
+
+    init(name: String, root: String) throws {
+        self.name = name
+        self.directory = root + "/" + name
+        self.gossipPort = freePort(udp: true)
+        self.apiPort = freePort(udp: false)
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        let keygen = try runCLI(["keygen"], in: directory)
+        guard keygen.status == 0 else { throw TestFailure("keygen failed: \(keygen.output)") }
+        let id = try runCLI(["id", "--name", name, "--endpoint", "127.0.0.1:\(gossipPort)"], in: directory)
+        publicKey = id.output.split(separator: "\n").first.map(String.init) ?? ""
+    }
+
+    var api: String { "127.0.0.1:\(apiPort)" }
+
+    func trust(_ other: NodeProcess) throws {
+        let result = try runCLI(
+            ["peer", "add", other.name, "--key", other.publicKey, "--endpoint", "127.0.0.1:\(other.gossipPort)"], in: directory)
+        guard result.status == 0 else { throw TestFailure("peer add failed: \(result.output)") }
+    }
+
+    func writeConfig(_ json: String) throws {
+        try json.write(toFile: directory + "/config.json", atomically: true, encoding: .utf8)
+    }
+
+    func start() throws {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: try quotameshBinary())
+        var arguments = ["run", "--gossip", "127.0.0.1:\(gossipPort)", "--api", api]
+        if FileManager.default.fileExists(atPath: directory + "/config.json") { arguments += ["--config", "config.json"] }
+        process.arguments = arguments
+        process.currentDirectoryURL = URL(fileURLWithPath: directory)
+        let log = FileHandle(forWritingAtPath: logPath) ?? {
+            FileManager.default.createFile(atPath: logPath, contents: nil)
+            return FileHandle(forWritingAtPath: logPath)
+        }()
+        log?.seekToEndOfFile()
+        process.standardOutput = log
+        process.standardError = log
+        try process.run()
+        self.process = process
+    }
+
+    var logPath: String { directory + "/node.log" }
+
+    func kill(signal: Int32 = SIGKILL) {
+        guard let process, process.isRunning else { return }
+        Glibc.kill(process.processIdentifier, signal)
+        process.waitUntilExit()
+    }
+
+    deinit { kill() }
+
+    // MARK: HTTP
+
+    func request(_ method: String, _ path: String, body: [String: Any]? = nil) async throws -> (Int, [String: Any]) {
+        var request = URLRequest(url: URL(string: "http://\(api)\(path)")!, timeoutInterval: 10)
+        request.httpMethod = method
+        if let body { request.httpBody = try JSONSerialization.data(withJSONObject: body) }
+        let (data, response) = try await URLSession.shared.data(for: request)
+        let json = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] ?? [:]
+        return ((response as? HTTPURLResponse)?.statusCode ?? 0, json)
+    }
+
+    /// Polls `condition` until it holds or `timeout` passes; the condition is the event awaited.
+    func waitUntil(
+        _ what: String, timeout: Duration = .seconds(20), _ condition: () async throws -> Bool
+    ) async throws {
+        let clock = ContinuousClock()
+        let deadline = clock.now + timeout
+        while clock.now < deadline {
+            if (try? await condition()) == true { return }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        let log = (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? ""
+        throw TestFailure("\(name): timed out waiting for \(what)\n--- log ---\n\(log.suffix(3000))")
+    }
+
+    func waitForAPI() async throws {
+        try await waitUntil("the API") { try await self.request("GET", "/healthz").0 == 200 }
+    }
+
+    func waitForLivePeers(_ count: Int) async throws {
+        try await waitUntil("\(count) live peers") {
+            let (_, json) = try await self.request("GET", "/healthz")
+            return ((json["peers"] as? [String: Any])?["live"] as? Int ?? 0) >= count
+        }
+    }
+
+    func quota(_ service: String) async throws -> [String: Any] {
+        let (status, json) = try await request("GET", "/v1/quota/\(service)")
+        guard status == 200 else { throw TestFailure("quota \(service): HTTP \(status) \(json)") }
+        return json
+    }
+}
+
+/// A temporary folder for one test's nodes.
+func makeRoot() -> String {
+    let path = NSTemporaryDirectory() + "quotamesh-it-\(UUID().uuidString.prefix(8))"
+    try? FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+    return path
+}
+
+/// Builds `count` nodes that all trust each other, with the same configuration, and starts them.
+func startMesh(count: Int, config: String?) async throws -> [NodeProcess] {
+    let root = makeRoot()
+    let nodes = try (0..<count).map { try NodeProcess(name: "node\($0)", root: root) }
+    for node in nodes {
+        for other in nodes where other !== node { try node.trust(other) }
+        if let config { try node.writeConfig(config) }
+    }
+    for node in nodes { try node.start() }
+    for node in nodes { try await node.waitForAPI() }
+    for node in nodes { try await node.waitForLivePeers(count - 1) }
+    return nodes
+}

@@ -1,0 +1,132 @@
+import Foundation
+import Testing
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Real `quotamesh` processes on loopback, with generated keys, talking real UDP and HTTP.
+@Suite(.serialized) struct ProcessMeshTests {
+    static let config = """
+        {"gossip_interval": "100ms", "liveness_timeout": "3s",
+         "services": {"openai": {"limit": 100, "window": "1h"}}}
+        """
+
+    @Test func a429WithRetryAfterAtOneNodeOpensTheBreakerOnTheOtherTwo() async throws {
+        let nodes = try await startMesh(count: 3, config: Self.config)
+        defer { nodes.forEach { $0.kill(signal: SIGTERM) } }
+        let observed = try runCLI(
+            ["observe", "openai", "--status", "429", "--header", "Retry-After: 30", "--api", nodes[0].api],
+            in: nodes[0].directory)
+        #expect(observed.status == 0, "\(observed.output)")
+        #expect(observed.output.contains("breaker opened"))
+        for node in nodes[1...] {
+            try await node.waitUntil("breaker open") {
+                let quota = try await node.quota("openai")
+                return (quota["breaker"] as? [String: Any])?["state"] as? String == "open"
+            }
+            let acquire = try runCLI(["acquire", "openai", "--priority", "urgent", "--api", node.api], in: node.directory)
+            #expect(acquire.status == 75, "\(acquire.output)")
+            #expect(acquire.output.contains("breaker_open"))
+        }
+    }
+
+    @Test func consumptionAtTwoNodesIsGlobalConsumptionAtTheThirdAndViewsAgree() async throws {
+        let nodes = try await startMesh(count: 3, config: Self.config)
+        defer { nodes.forEach { $0.kill(signal: SIGTERM) } }
+        for (node, calls) in [(nodes[0], 3), (nodes[1], 2)] {
+            for _ in 0..<calls {
+                let result = try runCLI(["acquire", "openai", "--priority", "urgent", "--api", node.api], in: node.directory)
+                #expect(result.status == 0, "\(result.output)")
+            }
+        }
+        try await nodes[2].waitUntil("global consumption of 5") {
+            let consumed = try await nodes[2].quota("openai")["consumed"] as? [String: Any]
+            return consumed?["global"] as? Int == 5
+        }
+        var views: [[String: Any]] = []
+        for node in nodes {
+            try await node.waitUntil("global consumption of 5") {
+                (try await node.quota("openai")["consumed"] as? [String: Any])?["global"] as? Int == 5
+            }
+            views.append(try await node.quota("openai"))
+        }
+        let remaining = Set(views.map { $0["remaining"] as? Int ?? -1 })
+        let resets = Set(views.map { $0["reset_at"] as? Int ?? -1 })
+        #expect(remaining == [95])
+        #expect(resets.count == 1)
+        #expect(views.map { ($0["consumed"] as? [String: Any])?["local"] as? Int ?? -1 } == [3, 2, 0])
+    }
+
+    @Test func consumptionSurvivesSigkillAndRestart() async throws {
+        let nodes = try await startMesh(count: 1, config: Self.config)
+        let node = nodes[0]
+        defer { node.kill(signal: SIGTERM) }
+        for _ in 0..<4 {
+            let result = try runCLI(["acquire", "openai", "--priority", "urgent", "--api", node.api], in: node.directory)
+            #expect(result.status == 0, "\(result.output)")
+        }
+        let (_, before) = try await node.request("GET", "/healthz")
+        node.kill(signal: SIGKILL)
+        try node.start()
+        try await node.waitForAPI()
+        let quota = try await node.quota("openai")
+        #expect((quota["consumed"] as? [String: Any])?["local"] as? Int == 4)
+        #expect(quota["remaining"] as? Int == 96)
+        let (_, after) = try await node.request("GET", "/healthz")
+        #expect((after["incarnation"] as? Int ?? 0) > (before["incarnation"] as? Int ?? Int.max))
+    }
+
+    @Test func runStartsWithNoConfigurationAndCreatesAnIdentity() async throws {
+        let root = makeRoot()
+        let api = "127.0.0.1:\(freePort(udp: false))"
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: try quotameshBinary())
+        process.arguments = ["run", "--gossip", "127.0.0.1:\(freePort(udp: true))", "--api", api]
+        process.currentDirectoryURL = URL(fileURLWithPath: root)
+        let pipe = Pipe()
+        process.standardError = pipe
+        process.standardOutput = pipe
+        try process.run()
+        defer {
+            if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+        }
+        let clock = ContinuousClock()
+        let deadline = clock.now + .seconds(20)
+        var healthy = false
+        while clock.now < deadline && !healthy {
+            healthy = (try? runCLI(["quota", "--api", api], in: root).status) == 0
+            if !healthy { try await Task.sleep(for: .milliseconds(100)) }
+        }
+        #expect(healthy)
+        #expect(FileManager.default.fileExists(atPath: root + "/.quotamesh/identity"))
+        kill(process.processIdentifier, SIGTERM)
+        process.waitUntilExit()
+        let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        #expect(output.contains("Created a new identity"))
+        #expect(output.contains("state saved"))
+        #expect(process.terminationStatus == 0)
+    }
+
+    @Test func worldReadableIdentityStopsTheNodeWithAClearMessage() throws {
+        let root = makeRoot()
+        #expect(try runCLI(["keygen"], in: root).status == 0)
+        chmod(root + "/.quotamesh/identity", 0o644)
+        let result = try runCLI(["run", "--gossip", "127.0.0.1:0", "--api", "127.0.0.1:0"], in: root)
+        #expect(result.status != 0)
+        #expect(result.output.contains("readable by others"))
+    }
+
+    @Test func peerCommandsRejectBadInput() throws {
+        let root = makeRoot()
+        let badKey = try runCLI(["peer", "add", "bob", "--key", "nope", "--endpoint", "127.0.0.1:1"], in: root)
+        #expect(badKey.status == 64)
+        #expect(badKey.output.contains("--key"))
+        let badEndpoint = try runCLI(["peer", "add", "bob", "--key", String(repeating: "A", count: 43) + "=", "--endpoint", "x"], in: root)
+        #expect(badEndpoint.status == 64)
+        let missing = try runCLI(["peer", "remove", "nobody"], in: root)
+        #expect(missing.status != 0)
+        let unreachable = try runCLI(["acquire", "openai", "--api", "127.0.0.1:\(freePort(udp: false))"], in: root)
+        #expect(unreachable.status == 69)
+        #expect(unreachable.output.contains("cannot reach"))
+    }
+}
