@@ -813,8 +813,14 @@ public struct MeshInstance: Sendable {
                 decision: .deny(.reservedForHigherPriority, key: key, retryAt: window.resetAt, detail: "reserve"),
                 headroom: 0)
         }
-        let share = fairShare(merged, remaining: remaining, resetAt: window.resetAt, now: now)
-        let usable = share * (remaining - floor)
+        let share = fairShare(merged, remaining: remaining, limit: limit, policy: policy, resetAt: window.resetAt, now: now)
+        var usable = share * (remaining - floor)
+        // Urgent work is not held to the node's share while a healthy part of the normal reserve is left:
+        // that reserve exists for it, and the margin absorbs nodes granting at the same moment.
+        let urgentMargin = policy.reserves.normal * limit / 2
+        if request.priority == .urgent, remaining - cost >= urgentMargin {
+            usable = max(usable, remaining - urgentMargin)
+        }
         if usable + 1e-9 < cost {
             let retry = min(window.resetAt, now + max(configuration.gossipIntervalMillis * 5, 1000))
             return Assessment(decision: .deny(.quotaExhausted, key: key, retryAt: retry, detail: "share"), headroom: 0)
@@ -822,6 +828,7 @@ public struct MeshInstance: Sendable {
         // Pace the node's share over what is left of the window.
         let millisLeft = Double(max(window.resetAt - now, 1))
         let rate = share * remaining / millisLeft
+        guard rate > 0 else { return Assessment(decision: .grant(key), headroom: usable - cost) }
         let burst = max(1, share * policy.burstFraction * limit)
         let tolerance = (request.priority == .urgent ? 2 * burst : burst) / rate
         var bucket = quota.bucket
@@ -852,7 +859,10 @@ public struct MeshInstance: Sendable {
         quota.state.consumption = entry
         if assessment.decision.detail == "half_open_probe" { quota.probeGrantedAt = now }
         if let window = merged.window, let remainingCount = remaining(merged, now: now), remainingCount > 0 {
-            let share = fairShare(merged, remaining: Double(remainingCount), resetAt: window.resetAt, now: now)
+            let limit = Double(window.limit ?? remainingCount)
+            let share = fairShare(
+                merged, remaining: Double(remainingCount), limit: limit, policy: servicePolicy(key.service),
+                resetAt: window.resetAt, now: now)
             let rate = share * Double(remainingCount) / Double(max(window.resetAt - now, 1))
             if rate > 0 {
                 quota.bucket.enter(windowEnd: window.resetAt, now: now)
@@ -866,14 +876,22 @@ public struct MeshInstance: Sendable {
 
     /// This node's max-min fair fraction of what is left, by the demand of every live node over the
     /// rest of the window.
-    private func fairShare(_ merged: Merged, remaining: Double, resetAt: UnixMillis, now: UnixMillis) -> Double {
+    ///
+    /// Every live node is deemed to need at least a small floor (its share of the burst), so a node that
+    /// was idle can make its first call at once; its demand reaches the others within a round. All nodes
+    /// compute the same needs from the same merged state, so the allocations sum to what is left.
+    private func fairShare(
+        _ merged: Merged, remaining: Double, limit: Double, policy: ServicePolicy, resetAt: UnixMillis, now: UnixMillis
+    ) -> Double {
         guard remaining > 0 else { return 0 }
         let live = livePeers(now: now)
         if live.isEmpty { return 1 }
         let seconds = Double(max(resetAt - now, 1)) / 1000
         var participants = [publicKey] + live
         participants.sort()
-        let needs = participants.map { (merged.demands[$0]?.total ?? 0) * seconds }
+        let count = Double(participants.count)
+        let floorNeed = min(remaining / count, max(1, policy.burstFraction * limit / count))
+        let needs = participants.map { max(floorNeed, (merged.demands[$0]?.total ?? 0) * seconds) }
         let allocation = FairShare.maxMin(capacity: remaining, needs: needs)
         guard let mine = participants.firstIndex(of: publicKey) else { return 0 }
         return min(1, max(0, allocation[mine] / remaining))
@@ -890,7 +908,11 @@ public struct MeshInstance: Sendable {
         }
         let breakerState = merged.breaker.state(at: now)
         let share = remainingCount.map { count in
-            merged.window.map { fairShare(merged, remaining: Double(count), resetAt: $0.resetAt, now: now) } ?? 1
+            merged.window.map {
+                fairShare(
+                    merged, remaining: Double(count), limit: Double($0.limit ?? count), policy: servicePolicy(key.service),
+                    resetAt: $0.resetAt, now: now)
+            } ?? 1
         } ?? 1
         return QuotaView(
             key: key, limit: merged.window?.limit ?? merged.policy?.limit,
