@@ -196,3 +196,18 @@ import QuotaMeshCrypto
         #expect(mesh.view(1, "svc")?.consumedGlobal == 8)
     }
 }
+
+@Suite struct WaiterWakeTests {
+    @Test func aLowerPriorityWaiterBehindAHigherOneDoesNotBusyWake() {
+        var mesh = TestMesh(count: 1, services: ["svc": ServicePolicy(limit: 10, windowMillis: 60_000, reserves: Reserves(urgent: 0, normal: 0, low: 0), burstFraction: 0)])
+        mesh.now = (mesh.now / 60_000) * 60_000
+        while mesh.acquire(0, AcquireRequest(service: "svc", priority: .urgent))?.granted == true {}
+        _ = mesh.acquire(0, AcquireRequest(service: "svc", priority: .urgent, waitMillis: 30_000))
+        _ = mesh.acquire(0, AcquireRequest(service: "svc", priority: .low, waitMillis: 30_000))
+        #expect(mesh.nodes[0].waitingCount == 2)
+        var wakes: [UnixMillis] = []
+        for case .wake(let at) in mesh.nodes[0].tick(now: mesh.now + 1) { wakes.append(at) }
+        let wake = wakes.last ?? 0
+        #expect(wake >= mesh.now + 100, "wakes \(wake - mesh.now) ms later")
+    }
+}

@@ -147,3 +147,49 @@ import QuotaMeshCrypto
         #expect(node.peerViews(now: mesh.now + 200).first { $0.key == testKey(0).publicKey }?.endpoint == moved)
     }
 }
+
+/// A vouched peer that signs absurd values is answered with a drop, never a crash or a switched-off limit.
+@Suite struct AbsurdPeerTests {
+    func deliver(_ state: QuotaState?, timestamp: UnixMillis? = nil, to mesh: inout TestMesh) {
+        let origin = testKey(0)
+        let body: RecordBody = state.map { .quota(QuotaKey(service: "openai"), $0) } ?? .heartbeat
+        let record = SignedRecord(
+            signing: body, version: RecordVersion(incarnation: 9_000_000_000, sequence: UInt64(mesh.nextTicket)),
+            timestamp: timestamp ?? mesh.now, with: origin, cluster: "quotamesh")
+        mesh.nextTicket += 1
+        let packet = WireFormat.encodePacket(
+            header: PacketHeader(sender: origin.publicKey, incarnation: 9_000_000_000, sequence: mesh.nextTicket, sentAt: mesh.now),
+            payload: .records([record]), signingKey: origin, cluster: "quotamesh")
+        mesh.apply(mesh.nodes[1].receive(datagram: packet, from: endpoint(0), now: mesh.now), from: 1)
+    }
+
+    @Test func absurdTimesAndCountsAreDroppedAndEnforcementHolds() {
+        var mesh = TestMesh(count: 2, services: ["openai": ServicePolicy(limit: 100, windowMillis: 60_000)])
+        let now = mesh.now
+        let cases: [QuotaState] = [
+            QuotaState(observation: UpstreamObservation(resetAt: .min, remaining: 5, limit: 100, windowMillis: 1000, observedAt: now, consumedTotalAtObservation: 0)),
+            QuotaState(observation: UpstreamObservation(resetAt: now + 1, remaining: .min, limit: 100, windowMillis: .max, observedAt: now, consumedTotalAtObservation: 0)),
+            QuotaState(breaker: BreakerRegister(openedAt: .max, openUntil: 0, closedAt: 0)),
+            QuotaState(consumption: ConsumptionEntry(total: .max, windowEnd: now + 60_000, windowCount: .max)),
+            QuotaState(policy: AdvertisedPolicy(limit: 5, windowMillis: .max)),
+        ]
+        for state in cases { deliver(state, to: &mesh) }
+        deliver(nil, timestamp: .min, to: &mesh)
+        #expect(mesh.drops(1, .absurd) == cases.count + 1)
+        // Nothing was merged: node 1 still enforces the configured limit, and its views compute.
+        #expect(mesh.view(1, "openai")?.remaining == 100)
+        #expect(mesh.acquire(1, AcquireRequest(service: "openai", priority: .urgent))?.granted == true)
+        mesh.run(for: 1_000)
+        #expect(mesh.view(1, "openai")?.breakerState == .closed)
+    }
+
+    @Test func hugeCostsAndWaitsAreClampedNotCrashing() {
+        var mesh = TestMesh(count: 1, services: ["svc": ServicePolicy(limit: 10, windowMillis: 60_000)])
+        let decision = mesh.acquire(0, AcquireRequest(service: "svc", priority: .urgent, cost: .max, waitMillis: .max))
+        #expect(decision?.granted == false)
+        #expect(decision?.reason == .quotaExhausted)
+        let zero = mesh.acquire(0, AcquireRequest(service: "svc", priority: .urgent, cost: 0))
+        #expect(zero?.granted == true)
+        #expect(mesh.view(0, "svc")?.consumedLocal == 1)
+    }
+}

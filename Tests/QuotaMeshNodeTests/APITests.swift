@@ -151,7 +151,8 @@ import QuotaMeshCrypto
     }
 
     @Test func waitingAcquireIsGrantedWhenThePacedSlotArrives() async throws {
-        let node = try await makeNode(services: ["svc": ServicePolicy(limit: 600, windowMillis: 60_000, burstFraction: 0)])
+        // 30 calls a minute with no burst: calls are paced two seconds apart.
+        let node = try await makeNode(services: ["svc": ServicePolicy(limit: 30, windowMillis: 60_000, burstFraction: 0)])
         let app = Application(router: NodeAPI.buildRouter(node: node))
         try await app.test(.router) { client in
             var statuses: [Int] = []
@@ -159,8 +160,8 @@ import QuotaMeshCrypto
                 let (status, _, _) = try await post(client, "/v1/acquire", #"{"service":"svc"}"#)
                 statuses.append(status)
             }
-            #expect(statuses.contains(429), "a burst of 0 paces calls ~100 ms apart: \(statuses)")
-            let (waited, json, _) = try await post(client, "/v1/acquire", #"{"service":"svc","wait_ms":2000}"#)
+            #expect(statuses.contains(429), "a burst of 0 paces calls ~2 s apart: \(statuses)")
+            let (waited, json, _) = try await post(client, "/v1/acquire", #"{"service":"svc","wait_ms":5000}"#)
             #expect(waited == 200, "\(json)")
         }
     }

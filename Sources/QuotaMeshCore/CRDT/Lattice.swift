@@ -60,11 +60,11 @@ public struct ConsumptionCounter<Origin: Hashable & Sendable>: JoinSemilattice {
 
     /// The sum of every origin's count in windows that have not ended at `now`.
     public func windowTotal(at now: UnixMillis) -> UInt64 {
-        entries.values.reduce(0) { $0 &+ $1.count(at: now) }
+        entries.values.reduce(0) { $0.saturatingAdd($1.count(at: now)) }
     }
 
     /// The sum of every origin's lifetime total.
-    public var lifetimeTotal: UInt64 { entries.values.reduce(0) { $0 &+ $1.total } }
+    public var lifetimeTotal: UInt64 { entries.values.reduce(0) { $0.saturatingAdd($1.total) } }
 }
 
 /// What the upstream API said about a quota at one moment. Ordered as a lattice: a later window
@@ -99,7 +99,8 @@ public struct UpstreamObservation: JoinSemilattice, Hashable, Codable {
     }
 
     private var order: (UnixMillis, Int64, UInt64, Int64, Int64, UnixMillis) {
-        (resetAt, -remaining, consumedTotalAtObservation, limit, windowMillis, observedAt)
+        // `~remaining` reverses the order of `remaining` without overflowing at Int64.min.
+        (resetAt, ~remaining, consumedTotalAtObservation, limit, windowMillis, observedAt)
     }
 
     /// The later window; within a window the lower remaining.
@@ -186,4 +187,18 @@ public struct Demand: Hashable, Sendable, Codable {
 
     /// All priorities together.
     public var total: Double { urgent + normal + low }
+}
+
+extension FixedWidthInteger {
+    /// `self + other`, or the largest value instead of overflowing.
+    func saturatingAdd(_ other: Self) -> Self {
+        let (sum, overflow) = addingReportingOverflow(other)
+        return overflow ? (other > 0 ? .max : .min) : sum
+    }
+
+    /// `self - other`, or the smallest/largest value instead of overflowing.
+    func saturatingSubtract(_ other: Self) -> Self {
+        let (difference, overflow) = subtractingReportingOverflow(other)
+        return overflow ? (other > 0 ? .min : .max) : difference
+    }
 }

@@ -81,6 +81,8 @@ public enum DropReason: String, Sendable, CaseIterable {
     case fromSelf = "from_self"
     /// Two different records signed with the same origin and version.
     case equivocation
+    /// A signed record whose times or counts are out of any plausible range.
+    case absurd = "absurd_values"
 
     init(_ error: DecodeError) {
         switch error {

@@ -16,25 +16,36 @@ public struct MeshInstance: Sendable {
     /// This node's identity.
     public let identity: SigningKey
     /// The protocol's parameters.
-    public private(set) var configuration: MeshConfiguration
+    public internal(set) var configuration: MeshConfiguration
     /// The incarnation this run signs with.
     public let incarnation: UInt64
 
-    private var sequence: UInt64 = 0
-    private var packetSequence: UInt64 = 0
-    private var rng: SplitMix64
-    private var peers: [VerifyingKey: PeerState] = [:]
-    private var records: [SlotID: StoredRecord] = [:]
-    private var slotsByHash: [UInt64: SlotID] = [:]
-    private var local: [QuotaKey: LocalQuota] = [:]
-    private var learnedServices: Set<String> = []
-    private var waiters: [Waiter] = []
-    private var nextWaiterOrder: UInt64 = 0
-    private var nextGossipAt: UnixMillis
-    private var lastHeartbeatAt: UnixMillis?
-    private var demandWindowStart: UnixMillis
-    private var digestCursor = 0
-    private var pendingPersist = false
+    var sequence: UInt64 = 0
+    var packetSequence: UInt64 = 0
+    var rng: SplitMix64
+    var peers: [VerifyingKey: PeerState] = [:]
+    var records: [SlotID: StoredRecord] = [:]
+    var slotsByHash: [UInt64: SlotID] = [:]
+    /// Slots in arrival order, for rotating digests without sorting.
+    var slotOrder: [SlotID] = []
+    var hotSlots: Set<SlotID> = []
+    /// Peers' states per key, merged incrementally.
+    var remote: [QuotaKey: KeyAggregate] = [:]
+    var accountsByService: [String: Set<String>] = [:]
+    var learnedServices: Set<String> = []
+    var local: [QuotaKey: LocalQuota] = [:]
+    var waiters: [Waiter] = []
+    var nextWaiterOrder: UInt64 = 0
+    var nextGossipAt: UnixMillis
+    var lastHeartbeatAt: UnixMillis?
+    var demandWindowStart: UnixMillis
+    var digestCursor = 0
+    var pendingPersist = false
+    /// Live peers, sorted; recomputed every round and extended when a peer comes up.
+    var live: [VerifyingKey] = []
+    var liveVersion: UInt64 = 0
+    var round: UInt64 = 0
+    var shareCache: [QuotaKey: ShareCache] = [:]
 
     /// The public key of this node.
     public var publicKey: VerifyingKey { identity.publicKey }
@@ -55,16 +66,18 @@ public struct MeshInstance: Sendable {
         self.configuration = configuration
         // Strictly greater than any incarnation used before, even if the state folder was lost (the clock
         // in seconds is a floor), so peers accept the new records and packets.
-        self.incarnation = max((restored?.incarnation ?? 0) + 1, UInt64(max(0, now / 1000)))
+        self.incarnation = max((restored?.incarnation ?? 0).saturatingAdd(1), UInt64(max(0, now / 1000)))
         self.rng = SplitMix64(seed: seed)
         self.nextGossipAt = now
         self.demandWindowStart = now
-        for entry in restored?.quotas ?? [] where QuotaKey.isValidLabel(entry.service) {
+        for entry in restored?.quotas ?? []
+        where QuotaKey.isValidLabel(entry.service) && QuotaKey.isValidLabel(entry.account) {
             var quota = LocalQuota()
             quota.state = entry.state
             quota.state.demand = Demand()
             quota.dirty = true
             local[entry.key] = quota
+            noteAccount(entry.key)
             if configuration.services[entry.service] == nil, entry.state.policy != nil {
                 learnedServices.insert(entry.service)
             }
@@ -72,6 +85,7 @@ public struct MeshInstance: Sendable {
         for (service, policy) in configuration.services {
             for account in policy.accounts {
                 let key = QuotaKey(service: service, account: account)
+                noteAccount(key)
                 if local[key] == nil {
                     var quota = LocalQuota()
                     quota.dirty = true
@@ -92,13 +106,21 @@ public struct MeshInstance: Sendable {
         for info in newPeers where info.key != publicKey {
             var state = peers[info.key] ?? PeerState(info: info)
             state.info = info
-            if state.observedEndpoint == nil { state.observedEndpoint = nil }
             next[info.key] = state
         }
         peers = next
-        for (id, _) in records where peers[id.origin] == nil {
-            removeRecord(id)
+        let untrusted = records.keys.filter { peers[$0.origin] == nil }
+        if !untrusted.isEmpty {
+            for id in untrusted {
+                records[id] = nil
+                slotsByHash[id.hash] = nil
+                hotSlots.remove(id)
+            }
+            slotOrder.removeAll { records[$0] == nil }
+            rebuildAggregates()
         }
+        live = live.filter { peers[$0] != nil }
+        liveVersion += 1
     }
 
     /// The first directives after start: persist the new incarnation, then gossip at once.
@@ -133,22 +155,24 @@ public struct MeshInstance: Sendable {
             out.append(.event(.dropped(.replayed, from: source, sender: header.sender)))
             return finish(out, now: now)
         }
-        guard header.sentAt <= now + configuration.maxClockSkewMillis else {
+        guard header.sentAt <= now.saturatingAdd(configuration.maxClockSkewMillis) else {
             out.append(.event(.dropped(.fromFuture, from: source, sender: header.sender)))
             return finish(out, now: now)
         }
-        guard WireFormat.hasValidPacketSignature(datagram, sender: header.sender, cluster: configuration.cluster)
+        guard
+            WireFormat.hasValidPacketSignature(
+                datagram, sender: header.sender, cluster: configuration.cluster, scheme: configuration.signatures)
         else {
             out.append(.event(.dropped(.badSignature, from: source, sender: header.sender)))
             return finish(out, now: now)
         }
+        // Only the newest packet moves the peer's address, so a re-sent older packet cannot redirect it.
+        let newest = !peer.replay.hasStarted || header.incarnation > peer.replay.incarnation
+            || header.sequence > peer.replay.highest
         peer.replay.accept(incarnation: header.incarnation, sequence: header.sequence)
-        peer.observedEndpoint = source
-        let wasLive = peer.isLive(now: now, timeout: configuration.livenessTimeoutMillis)
-        peer.lastHeardAt = max(peer.lastHeardAt ?? .min, now)
-        peer.announcedLive = true
+        if newest { peer.observedEndpoint = source }
         peers[header.sender] = peer
-        if !wasLive { out.append(.event(.peerUp(header.sender))) }
+        markHeard(header.sender, at: now, now: now, into: &out)
 
         let payload: PacketPayload
         do {
@@ -160,6 +184,11 @@ public struct MeshInstance: Sendable {
         switch payload {
         case .records(let incoming):
             for record in incoming { accept(record, from: header.sender, source: source, now: now, into: &out) }
+            if pendingPersist {
+                out.append(.persist(persistedState()))
+                pendingPersist = false
+            }
+            serveWaiters(now: now, into: &out)
         case .digest(let isReply, let entries):
             answerDigest(entries, isReply: isReply, from: header.sender, now: now, into: &out)
         }
@@ -172,36 +201,34 @@ public struct MeshInstance: Sendable {
         var out: [MeshDirective] = []
         updateDemand(now: now)
         if now >= nextGossipAt {
-            if lastHeartbeatAt.map({ now - $0 >= configuration.heartbeatIntervalMillis }) ?? true {
+            round += 1
+            refreshLiveness(now: now, into: &out)
+            if lastHeartbeatAt.map({ now.saturatingSubtract($0) >= configuration.heartbeatIntervalMillis }) ?? true {
                 lastHeartbeatAt = now
                 store(ownRecord(.heartbeat, now: now), receivedFrom: nil)
             }
             signDirtyRecords(now: now)
             gossipRound(now: now, into: &out)
-            nextGossipAt = max(nextGossipAt + configuration.gossipIntervalMillis, now + 1)
-            for (key, var peer) in peers where peer.announcedLive
-                && !peer.isLive(now: now, timeout: configuration.livenessTimeoutMillis)
-            {
-                peer.announcedLive = false
-                peers[key] = peer
-                out.append(.event(.peerDown(key)))
-            }
+            nextGossipAt = max(nextGossipAt.saturatingAdd(configuration.gossipIntervalMillis), now + 1)
         }
         serveWaiters(now: now, into: &out)
         return finish(out, now: now)
     }
 
     /// Decides an agent's acquire. The reply comes as a `.reply(ticket:_:)` directive, at once or, when
-    /// the request may wait, from a later call.
+    /// the request may wait, from a later call. Costs are clamped to 1…10⁹ and waits to at most an hour.
     public mutating func acquire(_ request: AcquireRequest, ticket: UInt64, now: UnixMillis) -> [MeshDirective] {
+        var request = request
+        request.cost = min(max(request.cost, 1), 1_000_000_000)
+        request.waitMillis = min(max(request.waitMillis, 0), 3_600_000)
         var out: [MeshDirective] = []
         noteDemand(service: request.service, priority: request.priority, cost: request.cost)
-        let decision = decide(request, now: now, blockedPriorities: [])
+        let decision = decide(request, now: now)
         if decision.granted {
             out.append(.persist(persistedState()))
             pendingPersist = false
             out.append(.reply(ticket: ticket, decision))
-        } else if request.waitMillis > 0, decision.reason != .unknownService,
+        } else if request.waitMillis > 0, decision.reason != .unknownService, decision.detail != "cost_exceeds_limit",
             let retryAt = decision.retryAt, retryAt <= now + request.waitMillis
         {
             waiters.append(
@@ -256,11 +283,12 @@ public struct MeshInstance: Sendable {
         outcome.serviceKnown = true
         let key = QuotaKey(service: service, account: account ?? accounts(of: service).first ?? "default")
         outcome.key = key
+        noteAccount(key)
         var quota = local[key] ?? LocalQuota()
         let merged = mergedView(key, now: now)
 
         if let primary, let remaining = primary.remaining {
-            let windowMillis = primary.windowSeconds.map { $0 * 1000 } ?? merged.policy?.windowMillis ?? 0
+            let windowMillis = primary.windowSeconds.map { $0.saturatingMultiply(1000) } ?? merged.policy?.windowMillis ?? 0
             let limit = primary.limit ?? merged.policy?.limit ?? 0
             let resetAt = primary.resetAt ?? (merged.window?.resetAt ?? now + max(windowMillis, 1000))
             let observation = UpstreamObservation(
@@ -293,7 +321,7 @@ public struct MeshInstance: Sendable {
                 openUntil = now + policy.breaker.openMillis
             }
             if let until = openUntil, until > now {
-                let openedAt = max(now, merged.breaker.openedAt + 1, merged.breaker.closedAt + 1)
+                let openedAt = max(now, merged.breaker.openedAt.saturatingAdd(1), merged.breaker.closedAt.saturatingAdd(1))
                 quota.state.breaker = quota.state.breaker.merging(
                     BreakerRegister(openedAt: openedAt, openUntil: until, closedAt: 0))
                 outcome.openedBreaker = true
@@ -303,7 +331,7 @@ public struct MeshInstance: Sendable {
             quota.consecutiveFailures = 0
             if breakerNow == .halfOpen {
                 quota.state.breaker = quota.state.breaker.merging(
-                    BreakerRegister(openedAt: 0, openUntil: 0, closedAt: max(now, merged.breaker.openedAt + 1)))
+                    BreakerRegister(openedAt: 0, openUntil: 0, closedAt: max(now, merged.breaker.openedAt.saturatingAdd(1))))
                 quota.probeGrantedAt = nil
                 outcome.closedBreaker = true
                 out.append(.event(.breakerClosed(key)))
@@ -333,21 +361,17 @@ public struct MeshInstance: Sendable {
     /// Whether a configuration, an observation or a peer's record names `service`.
     public func isKnown(service: String) -> Bool {
         configuration.services[service] != nil || learnedServices.contains(service)
-            || records.values.contains { stored in
-                if case .quota(let key, let state) = stored.record.body, key.service == service {
-                    return state.policy != nil || state.observation != nil
-                }
-                return false
-            }
     }
 
     /// Every trusted peer.
     public func peerViews(now: UnixMillis) -> [PeerView] {
-        peers.values.map { peer in
+        var counts: [VerifyingKey: Int] = [:]
+        for id in records.keys { counts[id.origin, default: 0] += 1 }
+        return peers.values.map { peer in
             PeerView(
                 name: peer.info.name, key: peer.info.key, endpoint: peer.observedEndpoint ?? peer.info.endpoint,
                 live: peer.isLive(now: now, timeout: configuration.livenessTimeoutMillis),
-                lastHeardAt: peer.lastHeardAt, records: records.keys.filter { $0.origin == peer.info.key }.count)
+                lastHeardAt: peer.lastHeardAt, records: counts[peer.info.key] ?? 0)
         }.sorted { $0.name < $1.name }
     }
 
@@ -361,716 +385,11 @@ public struct MeshInstance: Sendable {
     /// Every record held, newest per origin and slot (for tests and the simulator).
     public var heldRecords: [SignedRecord] { records.values.map(\.record) }
 
-    // MARK: - Records
-
-    private func retransmitLimit() -> Int {
-        configuration.retransmitMultiplier * ceilLog2(Double(peers.count + 2))
+    /// The version held for `origin`'s `slot`, if any (for the simulator's convergence probes).
+    public func heldVersion(origin: VerifyingKey, slot: RecordSlot) -> RecordVersion? {
+        records[SlotID(origin: origin, slot: slot)]?.record.version
     }
 
-    private func ceilLog2(_ x: Double) -> Int {
-        var value = 1.0
-        var bits = 0
-        while value < x {
-            value *= 2
-            bits += 1
-        }
-        return max(1, bits)
-    }
-
-    private mutating func ownRecord(_ body: RecordBody, now: UnixMillis) -> SignedRecord {
-        sequence += 1
-        return SignedRecord(
-            signing: body, version: RecordVersion(incarnation: incarnation, sequence: sequence), timestamp: now,
-            with: identity, cluster: configuration.cluster)
-    }
-
-    private mutating func signDirtyRecords(now: UnixMillis) {
-        for (key, quota) in local.sorted(by: { $0.key < $1.key }) where quota.dirty {
-            var state = quota.state
-            state.demand = quota.demand
-            if state.policy == nil, let configured = configuration.services[key.service],
-                let limit = configured.limit, let window = configured.windowMillis
-            {
-                state.policy = AdvertisedPolicy(limit: limit, windowMillis: window)
-            }
-            store(ownRecord(.quota(key, state), now: now), receivedFrom: nil)
-            local[key]?.dirty = false
-        }
-    }
-
-    private mutating func store(_ record: SignedRecord, receivedFrom: VerifyingKey?) {
-        let id = SlotID(origin: record.origin, slot: record.body.slot)
-        if records[id] == nil { slotsByHash[id.hash] = id }
-        records[id] = StoredRecord(record: record, receivedFrom: receivedFrom, transmitsLeft: retransmitLimit())
-    }
-
-    private mutating func removeRecord(_ id: SlotID) {
-        records[id] = nil
-        slotsByHash[id.hash] = nil
-    }
-
-    private mutating func accept(
-        _ record: SignedRecord, from sender: VerifyingKey, source: Endpoint, now: UnixMillis,
-        into out: inout [MeshDirective]
-    ) {
-        guard record.origin == publicKey || peers[record.origin] != nil else {
-            out.append(.event(.dropped(.unknownOrigin, from: source, sender: sender)))
-            return
-        }
-        guard record.timestamp <= now + configuration.maxClockSkewMillis else {
-            out.append(.event(.dropped(.fromFuture, from: source, sender: sender)))
-            return
-        }
-        let id = SlotID(origin: record.origin, slot: record.body.slot)
-        if record.origin == publicKey {
-            // Our own record relayed back, e.g. from before a restart: adopt what it says we consumed.
-            guard record.version.incarnation < incarnation, record.hasValidSignature(cluster: configuration.cluster),
-                case .quota(let key, let state) = record.body
-            else { return }
-            var quota = local[key] ?? LocalQuota()
-            let before = quota.state.consumption
-            quota.state.consumption = before.merging(state.consumption)
-            quota.state.breaker = quota.state.breaker.merging(state.breaker)
-            if quota.state.consumption != before {
-                quota.dirty = true
-                pendingPersist = true
-            }
-            local[key] = quota
-            return
-        }
-        if let held = records[id] {
-            if held.record.version > record.version {
-                out.append(.event(.recordStale(origin: record.origin)))
-                return
-            }
-            if held.record.version == record.version {
-                if held.record.bodyBytes == record.bodyBytes && held.record.signature == record.signature
-                    && held.record.timestamp == record.timestamp
-                {
-                    out.append(.event(.recordStale(origin: record.origin)))
-                    return
-                }
-                // Same version, different bytes: either forged (fails below) or the origin equivocated.
-                if record.hasValidSignature(cluster: configuration.cluster) {
-                    out.append(.event(.dropped(.equivocation, from: source, sender: sender)))
-                } else {
-                    out.append(.event(.dropped(.badSignature, from: source, sender: sender)))
-                }
-                return
-            }
-        }
-        guard record.hasValidSignature(cluster: configuration.cluster) else {
-            out.append(.event(.dropped(.badSignature, from: source, sender: sender)))
-            return
-        }
-        store(record, receivedFrom: sender)
-        if var origin = peers[record.origin] {
-            let evidence = min(now, record.timestamp)
-            let wasLive = origin.isLive(now: now, timeout: configuration.livenessTimeoutMillis)
-            origin.lastHeardAt = max(origin.lastHeardAt ?? .min, evidence)
-            if !wasLive && origin.isLive(now: now, timeout: configuration.livenessTimeoutMillis) {
-                origin.announcedLive = true
-                out.append(.event(.peerUp(record.origin)))
-            }
-            peers[record.origin] = origin
-        }
-        if case .quota(let key, let state) = record.body, configuration.services[key.service] == nil,
-            state.policy != nil || state.observation != nil, !learnedServices.contains(key.service)
-        {
-            learnedServices.insert(key.service)
-            out.append(.event(.serviceLearned(key.service)))
-        }
-        out.append(.event(.recordAccepted(origin: record.origin, slot: record.body.slot)))
-    }
-
-    // MARK: - Gossip
-
-    private func livePeers(now: UnixMillis) -> [VerifyingKey] {
-        peers.values.filter { $0.isLive(now: now, timeout: configuration.livenessTimeoutMillis) }
-            .map(\.info.key).sorted()
-    }
-
-    private func endpoint(of key: VerifyingKey) -> Endpoint? {
-        guard let peer = peers[key] else { return nil }
-        return peer.observedEndpoint ?? peer.info.endpoint
-    }
-
-    private mutating func chooseTargets(now: UnixMillis) -> [VerifyingKey] {
-        var live = livePeers(now: now).filter { endpoint(of: $0) != nil }
-        live.shuffle(using: &rng)
-        var targets = Array(live.prefix(configuration.fanout))
-        let liveSet = Set(live)
-        var down = peers.keys.filter { !liveSet.contains($0) && endpoint(of: $0) != nil }.sorted()
-        down.shuffle(using: &rng)
-        if targets.count < configuration.fanout {
-            targets += down.prefix(configuration.fanout - targets.count)
-        } else if let probe = down.first, Int.random(in: 0..<4, using: &rng) == 0 {
-            // Now and then, try a peer that is down, so that it is found again when it returns.
-            targets.append(probe)
-        }
-        return targets
-    }
-
-    private mutating func nextPacketHeader(now: UnixMillis) -> PacketHeader {
-        packetSequence += 1
-        return PacketHeader(sender: publicKey, incarnation: incarnation, sequence: packetSequence, sentAt: now)
-    }
-
-    private mutating func sendRecords(
-        _ chosen: [SignedRecord], to target: VerifyingKey, now: UnixMillis, into out: inout [MeshDirective]
-    ) {
-        guard let address = endpoint(of: target), !chosen.isEmpty else { return }
-        var batch: [SignedRecord] = []
-        var size = 1
-        func flush(_ me: inout MeshInstance) {
-            guard !batch.isEmpty else { return }
-            let bytes = WireFormat.encodePacket(
-                header: me.nextPacketHeader(now: now), payload: .records(batch), signingKey: me.identity,
-                cluster: me.configuration.cluster)
-            out.append(.send(bytes, to: address))
-            batch = []
-            size = 1
-        }
-        for record in chosen {
-            if size + record.encodedCount > WireFormat.maxPayloadBytes || batch.count == 255 { flush(&self) }
-            batch.append(record)
-            size += record.encodedCount
-        }
-        flush(&self)
-    }
-
-    private mutating func gossipRound(now: UnixMillis, into out: inout [MeshDirective]) {
-        let targets = chooseTargets(now: now)
-        guard !targets.isEmpty else { return }
-        let hot = records.filter { $0.value.transmitsLeft > 0 }
-            .sorted { ($1.value.transmitsLeft, $0.value.record.version) < ($0.value.transmitsLeft, $1.value.record.version) }
-        for target in targets {
-            var chosen: [SignedRecord] = []
-            var size = 1
-            for (id, stored) in hot where stored.receivedFrom != target && id.origin != target {
-                guard size + stored.record.encodedCount <= WireFormat.maxPayloadBytes else { break }
-                chosen.append(stored.record)
-                size += stored.record.encodedCount
-                records[id]?.transmitsLeft -= 1
-            }
-            sendRecords(chosen, to: target, now: now, into: &out)
-        }
-        // Anti-entropy: one digest per round to one of the targets.
-        if let target = targets.randomElement(using: &rng), let address = endpoint(of: target) {
-            let entries = digestSample(excluding: [], count: Self.maxDigestEntries)
-            let bytes = WireFormat.encodePacket(
-                header: nextPacketHeader(now: now), payload: .digest(isReply: false, entries: entries),
-                signingKey: identity, cluster: configuration.cluster)
-            out.append(.send(bytes, to: address))
-        }
-    }
-
-    static let maxDigestEntries = (WireFormat.maxPayloadBytes - 3) / WireFormat.digestEntryBytes
-
-    /// A rotating sample of held slots, own slots first, so repeated digests cover everything.
-    private mutating func digestSample(excluding: Set<UInt64>, count: Int) -> [DigestEntry] {
-        guard count > 0 else { return [] }
-        let all = records.sorted { ($0.key.origin, $0.key.slot) < ($1.key.origin, $1.key.slot) }
-            .filter { !excluding.contains($0.key.hash) }
-        guard !all.isEmpty else { return [] }
-        let own = all.filter { $0.key.origin == publicKey }
-        let others = all.filter { $0.key.origin != publicKey }
-        var entries = own.prefix(count).map { DigestEntry(slotHash: $0.key.hash, version: $0.value.record.version) }
-        let room = count - entries.count
-        if room > 0, !others.isEmpty {
-            let start = digestCursor % others.count
-            let take = min(room, others.count)
-            for offset in 0..<take {
-                let item = others[(start + offset) % others.count]
-                entries.append(DigestEntry(slotHash: item.key.hash, version: item.value.record.version))
-            }
-            digestCursor = (start + take) % others.count
-        }
-        return entries
-    }
-
-    private mutating func answerDigest(
-        _ entries: [DigestEntry], isReply: Bool, from sender: VerifyingKey, now: UnixMillis,
-        into out: inout [MeshDirective]
-    ) {
-        var toSend: [SignedRecord] = []
-        var wants: [DigestEntry] = []
-        var mentioned = Set<UInt64>()
-        for entry in entries {
-            mentioned.insert(entry.slotHash)
-            if let id = slotsByHash[entry.slotHash], let held = records[id] {
-                if held.record.version > entry.version {
-                    toSend.append(held.record)
-                } else if held.record.version < entry.version {
-                    wants.append(DigestEntry(slotHash: entry.slotHash, version: held.record.version))
-                }
-            } else if entry.version > .zero {
-                wants.append(DigestEntry(slotHash: entry.slotHash, version: .zero))
-            }
-        }
-        let budget = configuration.maxAnswerPackets * (WireFormat.maxPayloadBytes / 300)
-        sendRecords(Array(toSend.sorted { $0.version < $1.version }.prefix(budget)), to: sender, now: now, into: &out)
-        var reply = Array(wants.prefix(Self.maxDigestEntries))
-        if !isReply {
-            reply += digestSample(excluding: mentioned, count: Self.maxDigestEntries - reply.count)
-        }
-        if !reply.isEmpty, let address = endpoint(of: sender) {
-            let bytes = WireFormat.encodePacket(
-                header: nextPacketHeader(now: now), payload: .digest(isReply: true, entries: reply),
-                signingKey: identity, cluster: configuration.cluster)
-            out.append(.send(bytes, to: address))
-        }
-    }
-
-    // MARK: - Merged state
-
-    private func accounts(of service: String) -> [String] {
-        var names = Set(configuration.services[service]?.accounts ?? [])
-        for key in local.keys where key.service == service { names.insert(key.account) }
-        for id in records.keys {
-            if case .quota(let key) = id.slot, key.service == service { names.insert(key.account) }
-        }
-        return names.sorted()
-    }
-
-    private func knownKeys() -> [QuotaKey] {
-        var keys = Set(local.keys)
-        for id in records.keys {
-            if case .quota(let key) = id.slot { keys.insert(key) }
-        }
-        return keys.filter { isKnown(service: $0.service) }.sorted()
-    }
-
-    private func servicePolicy(_ service: String) -> ServicePolicy {
-        configuration.services[service] ?? ServicePolicy()
-    }
-
-    struct Window {
-        var resetAt: UnixMillis
-        var limit: Int64?
-        var windowMillis: Int64?
-    }
-
-    struct Merged {
-        var consumption = ConsumptionCounter<VerifyingKey>()
-        var observation: UpstreamObservation?
-        var breaker = BreakerRegister()
-        var policy: AdvertisedPolicy?
-        var demands: [VerifyingKey: Demand] = [:]
-        var window: Window?
-        var lifetimeTotal: UInt64 { consumption.lifetimeTotal }
-    }
-
-    private func mergedView(_ key: QuotaKey, now: UnixMillis) -> Merged {
-        var merged = Merged()
-        var advertised: AdvertisedPolicy?
-        for (id, stored) in records where id.origin != publicKey {
-            guard case .quota(let recordKey, let state) = stored.record.body, recordKey == key else { continue }
-            merged.consumption = merged.consumption.merging(ConsumptionCounter(entries: [id.origin: state.consumption]))
-            merged.observation = merged.observation.merging(state.observation.map(Self.sanitized))
-            merged.breaker = merged.breaker.merging(state.breaker)
-            if peers[id.origin]?.isLive(now: now, timeout: configuration.livenessTimeoutMillis) == true {
-                merged.demands[id.origin] = state.demand
-            }
-            if let policy = state.policy, policy.limit > 0, policy.windowMillis > 0 {
-                // Of several advertised limits, the lowest is the safe one; ties by window.
-                if let current = advertised {
-                    if (policy.limit, -policy.windowMillis) < (current.limit, -current.windowMillis) { advertised = policy }
-                } else {
-                    advertised = policy
-                }
-            }
-        }
-        if let own = local[key] {
-            merged.consumption = merged.consumption.merging(ConsumptionCounter(entries: [publicKey: own.state.consumption]))
-            merged.observation = merged.observation.merging(own.state.observation)
-            merged.breaker = merged.breaker.merging(own.state.breaker)
-            merged.demands[publicKey] = own.demand
-            if let policy = own.state.policy { advertised = policy }
-        } else {
-            merged.demands[publicKey] = Demand()
-        }
-        if let configured = configuration.services[key.service], let limit = configured.limit,
-            let window = configured.windowMillis
-        {
-            merged.policy = AdvertisedPolicy(limit: limit, windowMillis: window)
-        } else {
-            merged.policy = advertised
-        }
-        merged.window = Self.window(observation: merged.observation, policy: merged.policy, now: now)
-        return merged
-    }
-
-    private static func sanitized(_ observation: UpstreamObservation) -> UpstreamObservation {
-        var clean = observation
-        clean.remaining = max(0, clean.remaining)
-        if clean.limit > 0 { clean.remaining = min(clean.remaining, clean.limit) }
-        return clean
-    }
-
-    static func window(observation: UpstreamObservation?, policy: AdvertisedPolicy?, now: UnixMillis) -> Window? {
-        if let observation, observation.resetAt > now {
-            return Window(
-                resetAt: observation.resetAt,
-                limit: observation.limit > 0 ? observation.limit : policy?.limit,
-                windowMillis: observation.windowMillis > 0 ? observation.windowMillis : policy?.windowMillis)
-        }
-        let length = policy?.windowMillis ?? (observation.map { $0.windowMillis } ?? 0)
-        let limit = policy?.limit ?? observation.flatMap { $0.limit > 0 ? $0.limit : nil }
-        guard length > 0 else { return nil }
-        if let observation, policy == nil || observation.windowMillis > 0 {
-            // Project the upstream's last known window forward.
-            let elapsed = now - observation.resetAt
-            let periods = elapsed / length + 1
-            return Window(resetAt: observation.resetAt + periods * length, limit: limit, windowMillis: length)
-        }
-        // Windows aligned to the epoch, so every node agrees on their edges.
-        return Window(resetAt: (now / length + 1) * length, limit: limit, windowMillis: length)
-    }
-
-    /// What is left in the current window, estimated from the limit, the counted consumption and the
-    /// latest upstream observation (minus what was consumed since it).
-    private func remaining(_ merged: Merged, now: UnixMillis) -> Int64? {
-        var estimate: Int64?
-        if let window = merged.window, let limit = window.limit {
-            estimate = limit - Int64(clamping: merged.consumption.windowTotal(at: now))
-        }
-        if let observation = merged.observation, observation.resetAt > now {
-            let since = merged.lifetimeTotal >= observation.consumedTotalAtObservation
-                ? merged.lifetimeTotal - observation.consumedTotalAtObservation : 0
-            let fromUpstream = observation.remaining - Int64(clamping: since)
-            estimate = min(estimate ?? .max, fromUpstream)
-        }
-        return estimate.map { max(0, $0) }
-    }
-
-    // MARK: - Enforcement
-
-    private struct Assessment {
-        var decision: AcquireDecision
-        var headroom: Double
-    }
-
-    private mutating func decide(
-        _ request: AcquireRequest, now: UnixMillis, blockedPriorities: Set<Priority>
-    ) -> AcquireDecision {
-        guard isKnown(service: request.service) else {
-            return .deny(.unknownService, key: nil, retryAt: now + 1000, detail: "no configuration or observation names this service")
-        }
-        var best: (key: QuotaKey, headroom: Double)?
-        var soonestDenial: AcquireDecision?
-        for account in accounts(of: request.service) {
-            let key = QuotaKey(service: request.service, account: account)
-            let assessment = assess(key, request: request, now: now)
-            if assessment.decision.granted {
-                if best == nil || assessment.headroom > best!.headroom { best = (key, assessment.headroom) }
-            } else if soonestDenial == nil
-                || (assessment.decision.retryAt ?? .max) < (soonestDenial?.retryAt ?? .max)
-            {
-                soonestDenial = assessment.decision
-            }
-        }
-        guard let chosen = best else {
-            return soonestDenial ?? .deny(.quotaExhausted, key: nil, retryAt: now + configuration.gossipIntervalMillis)
-        }
-        return commit(chosen.key, request: request, now: now)
-    }
-
-    /// Everything needed to decide for one key, without changing anything.
-    private func assess(_ key: QuotaKey, request: AcquireRequest, now: UnixMillis) -> Assessment {
-        let merged = mergedView(key, now: now)
-        let quota = local[key] ?? LocalQuota()
-        let policy = servicePolicy(key.service)
-        let cost = Double(max(0, request.cost))
-        switch merged.breaker.state(at: now) {
-        case .open:
-            return Assessment(decision: .deny(.breakerOpen, key: key, retryAt: merged.breaker.openUntil), headroom: 0)
-        case .halfOpen:
-            if let probe = quota.probeGrantedAt, now < probe + policy.breaker.probeTimeoutMillis {
-                return Assessment(
-                    decision: .deny(
-                        .breakerOpen, key: key, retryAt: probe + policy.breaker.probeTimeoutMillis,
-                        detail: "half_open_probe_in_flight"),
-                    headroom: 0)
-            }
-            return Assessment(decision: .grant(key, detail: "half_open_probe"), headroom: 0)
-        case .closed:
-            break
-        }
-        guard let window = merged.window, let remainingCount = remaining(merged, now: now) else {
-            // A known service with no limit and no current observation: nothing to enforce but the breaker.
-            return Assessment(decision: .grant(key, detail: "no_limit_known"), headroom: .infinity)
-        }
-        let remaining = Double(remainingCount)
-        let limit = Double(window.limit ?? remainingCount)
-        let floor = policy.reserves[request.priority] * limit
-        if remaining < cost {
-            return Assessment(
-                decision: .deny(.quotaExhausted, key: key, retryAt: window.resetAt, detail: "window"), headroom: 0)
-        }
-        if remaining - cost < floor {
-            return Assessment(
-                decision: .deny(.reservedForHigherPriority, key: key, retryAt: window.resetAt, detail: "reserve"),
-                headroom: 0)
-        }
-        let share = fairShare(merged, remaining: remaining, limit: limit, policy: policy, resetAt: window.resetAt, now: now)
-        var usable = share * (remaining - floor)
-        // Urgent work is not held to the node's share while a healthy part of the normal reserve is left:
-        // that reserve exists for it, and the margin absorbs nodes granting at the same moment.
-        let urgentMargin = policy.reserves.normal * limit / 2
-        if request.priority == .urgent, remaining - cost >= urgentMargin {
-            usable = max(usable, remaining - urgentMargin)
-        }
-        if usable + 1e-9 < cost {
-            let retry = min(window.resetAt, now + max(configuration.gossipIntervalMillis * 5, 1000))
-            return Assessment(decision: .deny(.quotaExhausted, key: key, retryAt: retry, detail: "share"), headroom: 0)
-        }
-        // Pace the node's share over what is left of the window.
-        let millisLeft = Double(max(window.resetAt - now, 1))
-        let rate = share * remaining / millisLeft
-        guard rate > 0 else { return Assessment(decision: .grant(key), headroom: usable - cost) }
-        let burst = max(1, share * policy.burstFraction * limit)
-        let tolerance = (request.priority == .urgent ? 2 * burst : burst) / rate
-        var bucket = quota.bucket
-        bucket.enter(windowEnd: window.resetAt, now: now)
-        let earliest = bucket.earliestAdmission(tolerance: tolerance)
-        if earliest > Double(now) {
-            return Assessment(
-                decision: .deny(.quotaExhausted, key: key, retryAt: UnixMillis(earliest.rounded(.up)), detail: "paced"),
-                headroom: 0)
-        }
-        return Assessment(decision: .grant(key), headroom: usable - cost)
-    }
-
-    private mutating func commit(_ key: QuotaKey, request: AcquireRequest, now: UnixMillis) -> AcquireDecision {
-        let merged = mergedView(key, now: now)
-        let assessment = assess(key, request: request, now: now)
-        var quota = local[key] ?? LocalQuota()
-        let cost = UInt64(max(0, request.cost))
-        let resetAt = merged.window?.resetAt ?? 0
-        var entry = quota.state.consumption
-        entry.total &+= cost
-        if resetAt > entry.windowEnd {
-            entry.windowEnd = resetAt
-            entry.windowCount = cost
-        } else {
-            entry.windowCount &+= cost
-        }
-        quota.state.consumption = entry
-        if assessment.decision.detail == "half_open_probe" { quota.probeGrantedAt = now }
-        if let window = merged.window, let remainingCount = remaining(merged, now: now), remainingCount > 0 {
-            let limit = Double(window.limit ?? remainingCount)
-            let share = fairShare(
-                merged, remaining: Double(remainingCount), limit: limit, policy: servicePolicy(key.service),
-                resetAt: window.resetAt, now: now)
-            let rate = share * Double(remainingCount) / Double(max(window.resetAt - now, 1))
-            if rate > 0 {
-                quota.bucket.enter(windowEnd: window.resetAt, now: now)
-                quota.bucket.charge(cost: Double(cost), ratePerMillisecond: rate, now: now)
-            }
-        }
-        quota.dirty = true
-        local[key] = quota
-        return assessment.decision
-    }
-
-    /// This node's max-min fair fraction of what is left, by the demand of every live node over the
-    /// rest of the window.
-    ///
-    /// Every live node is deemed to need at least a small floor (its share of the burst), so a node that
-    /// was idle can make its first call at once; its demand reaches the others within a round. All nodes
-    /// compute the same needs from the same merged state, so the allocations sum to what is left.
-    private func fairShare(
-        _ merged: Merged, remaining: Double, limit: Double, policy: ServicePolicy, resetAt: UnixMillis, now: UnixMillis
-    ) -> Double {
-        guard remaining > 0 else { return 0 }
-        let live = livePeers(now: now)
-        if live.isEmpty { return 1 }
-        let seconds = Double(max(resetAt - now, 1)) / 1000
-        var participants = [publicKey] + live
-        participants.sort()
-        let count = Double(participants.count)
-        let floorNeed = min(remaining / count, max(1, policy.burstFraction * limit / count))
-        let needs = participants.map { max(floorNeed, (merged.demands[$0]?.total ?? 0) * seconds) }
-        let allocation = FairShare.maxMin(capacity: remaining, needs: needs)
-        guard let mine = participants.firstIndex(of: publicKey) else { return 0 }
-        return min(1, max(0, allocation[mine] / remaining))
-    }
-
-    private func view(of key: QuotaKey, now: UnixMillis) -> QuotaView {
-        let merged = mergedView(key, now: now)
-        let remainingCount = remaining(merged, now: now)
-        var next: [Priority: Int64] = [:]
-        for priority in Priority.allCases {
-            let probe = AcquireRequest(service: key.service, priority: priority, cost: 1)
-            let decision = assess(key, request: probe, now: now).decision
-            next[priority] = decision.granted ? 0 : max(0, (decision.retryAt ?? now) - now)
-        }
-        let breakerState = merged.breaker.state(at: now)
-        let share = remainingCount.map { count in
-            merged.window.map {
-                fairShare(
-                    merged, remaining: Double(count), limit: Double($0.limit ?? count), policy: servicePolicy(key.service),
-                    resetAt: $0.resetAt, now: now)
-            } ?? 1
-        } ?? 1
-        return QuotaView(
-            key: key, limit: merged.window?.limit ?? merged.policy?.limit,
-            windowMillis: merged.window?.windowMillis ?? merged.policy?.windowMillis, remaining: remainingCount,
-            resetAt: merged.window?.resetAt, nextAvailableMillis: next,
-            consumedGlobal: merged.consumption.windowTotal(at: now),
-            consumedLocal: local[key]?.state.consumption.count(at: now) ?? 0, breakerState: breakerState,
-            breakerOpenUntil: breakerState == .closed ? nil : merged.breaker.openUntil,
-            peersLive: livePeers(now: now).count, peersKnown: peers.count, observation: merged.observation,
-            share: share)
-    }
-
-    // MARK: - Demand and waiting
-
-    private mutating func noteDemand(service: String, priority: Priority, cost: Int64) {
-        guard isKnown(service: service) else { return }
-        for account in accounts(of: service) {
-            let key = QuotaKey(service: service, account: account)
-            var quota = local[key] ?? LocalQuota()
-            quota.requested[priority] += Double(max(0, cost))
-            local[key] = quota
-        }
-    }
-
-    private mutating func updateDemand(now: UnixMillis) {
-        let elapsed = now - demandWindowStart
-        guard elapsed >= configuration.demandIntervalMillis else { return }
-        demandWindowStart = now
-        let seconds = Double(elapsed) / 1000
-        for (key, var quota) in local {
-            var changed = false
-            for priority in Priority.allCases {
-                let rate = quota.requested[priority] / seconds
-                let old = quota.demand[priority]
-                var next = 0.5 * rate + 0.5 * old
-                if next < 0.01 { next = 0 }
-                if (old == 0) != (next == 0) || abs(next - old) > 0.2 * max(old, next) { changed = true }
-                quota.demand[priority] = next
-            }
-            quota.requested = Demand()
-            if changed { quota.dirty = true }
-            local[key] = quota
-        }
-    }
-
-    private mutating func serveWaiters(now: UnixMillis, into out: inout [MeshDirective]) {
-        guard !waiters.isEmpty else { return }
-        waiters.sort { ($0.request.priority.rank, $0.order) < ($1.request.priority.rank, $1.order) }
-        var blocked: [String: Priority] = [:]
-        var kept: [Waiter] = []
-        var grantedAny = false
-        for var waiter in waiters {
-            if let higher = blocked[waiter.request.service], higher < waiter.request.priority {
-                // Urgent first: lower priorities wait while a higher one for the service still waits.
-                if now >= waiter.deadline {
-                    out.append(.reply(ticket: waiter.ticket, waiter.lastDecision))
-                } else {
-                    kept.append(waiter)
-                }
-                continue
-            }
-            let decision = decide(waiter.request, now: now, blockedPriorities: [])
-            if decision.granted {
-                grantedAny = true
-                out.append(.persist(persistedState()))
-                out.append(.reply(ticket: waiter.ticket, decision))
-                continue
-            }
-            waiter.lastDecision = decision
-            if now >= waiter.deadline || (decision.retryAt ?? .max) > waiter.deadline {
-                out.append(.reply(ticket: waiter.ticket, decision))
-            } else {
-                kept.append(waiter)
-                if blocked[waiter.request.service] == nil { blocked[waiter.request.service] = waiter.request.priority }
-            }
-        }
-        if grantedAny { pendingPersist = false }
-        waiters = kept
-    }
-
-    private mutating func finish(_ directives: [MeshDirective], now: UnixMillis) -> [MeshDirective] {
-        var out = directives
-        if pendingPersist {
-            out.insert(.persist(persistedState()), at: 0)
-            pendingPersist = false
-        }
-        var wake = nextGossipAt
-        for waiter in waiters {
-            wake = min(wake, waiter.deadline, max(now + 1, waiter.lastDecision.retryAt ?? waiter.deadline))
-        }
-        out.append(.wake(at: max(wake, now + 1)))
-        return out
-    }
-}
-
-// MARK: - Internal state
-
-struct SlotID: Hashable, Sendable {
-    let origin: VerifyingKey
-    let slot: RecordSlot
-    let hash: UInt64
-
-    init(origin: VerifyingKey, slot: RecordSlot) {
-        self.origin = origin
-        self.slot = slot
-        var bytes = origin.rawRepresentation
-        switch slot {
-        case .heartbeat:
-            bytes.append(0)
-        case .quota(let key):
-            bytes.append(1)
-            bytes += Array(key.service.utf8) + [0] + Array(key.account.utf8)
-        }
-        self.hash = shortHash(bytes)
-    }
-
-    static func == (lhs: SlotID, rhs: SlotID) -> Bool { lhs.origin == rhs.origin && lhs.slot == rhs.slot }
-    func hash(into hasher: inout Hasher) {
-        hasher.combine(origin)
-        hasher.combine(slot)
-    }
-}
-
-struct StoredRecord: Sendable {
-    var record: SignedRecord
-    var receivedFrom: VerifyingKey?
-    var transmitsLeft: Int
-}
-
-struct PeerState: Sendable {
-    var info: PeerInfo
-    var observedEndpoint: Endpoint?
-    var lastHeardAt: UnixMillis?
-    var replay = ReplayWindow()
-    var announcedLive = false
-
-    init(info: PeerInfo) { self.info = info }
-
-    func isLive(now: UnixMillis, timeout: Int64) -> Bool {
-        guard let last = lastHeardAt else { return false }
-        return now - last < timeout
-    }
-}
-
-struct LocalQuota: Sendable {
-    var state = QuotaState()
-    var demand = Demand()
-    var requested = Demand()
-    var bucket = LeakyBucket()
-    var consecutiveFailures = 0
-    var probeGrantedAt: UnixMillis?
-    var dirty = false
-}
-
-struct Waiter: Sendable {
-    var ticket: UInt64
-    var request: AcquireRequest
-    var deadline: UnixMillis
-    var order: UInt64
-    var lastDecision: AcquireDecision
+    /// How many waiting acquires there are.
+    public var waitingCount: Int { waiters.count }
 }

@@ -119,6 +119,9 @@ public struct ReplayWindow: Sendable, Hashable {
     private var seen: UInt64 = 0
     private var started = false
 
+    /// Whether any packet was accepted yet.
+    public var hasStarted: Bool { started }
+
     /// Creates an empty window.
     public init() {}
 

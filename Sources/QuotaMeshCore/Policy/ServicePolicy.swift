@@ -93,14 +93,18 @@ public struct MeshConfiguration: Sendable {
     public var maxAnswerPackets: Int
     /// Per-service policies.
     public var services: [String: ServicePolicy]
+    /// How records and packets are signed: always Ed25519 in a node; the simulator may substitute.
+    public var signatures: any SignatureScheme
 
     /// Creates a configuration.
     public init(
         cluster: String = "quotamesh", gossipIntervalMillis: Int64 = 200, fanout: Int = 3,
         livenessTimeoutMillis: Int64 = 10_000, heartbeatIntervalMillis: Int64 = 2_000,
         retransmitMultiplier: Int = 3, maxClockSkewMillis: Int64 = 300_000, demandIntervalMillis: Int64 = 1_000,
-        maxAnswerPackets: Int = 8, services: [String: ServicePolicy] = [:]
+        maxAnswerPackets: Int = 8, services: [String: ServicePolicy] = [:],
+        signatures: any SignatureScheme = Ed25519Signatures()
     ) {
+        self.signatures = signatures
         self.cluster = cluster
         self.gossipIntervalMillis = gossipIntervalMillis
         self.fanout = fanout

@@ -111,16 +111,17 @@ public struct SignedRecord: Hashable, Sendable {
     /// Creates and signs a record.
     public init(
         signing body: RecordBody, version: RecordVersion, timestamp: UnixMillis, with key: SigningKey,
-        cluster: String
+        cluster: String, scheme: any SignatureScheme = Ed25519Signatures()
     ) {
         self.origin = key.publicKey
         self.version = version
         self.timestamp = timestamp
         self.body = body
         self.bodyBytes = WireFormat.encode(body: body)
-        self.signature = key.signature(
-            for: WireFormat.recordSigningBytes(
-                cluster: cluster, origin: origin, version: version, timestamp: timestamp, body: bodyBytes))
+        self.signature = scheme.sign(
+            WireFormat.recordSigningBytes(
+                cluster: cluster, origin: origin, version: version, timestamp: timestamp, body: bodyBytes),
+            with: key)
     }
 
     /// Assembles a record read from the wire; its signature is not checked here.
@@ -137,10 +138,11 @@ public struct SignedRecord: Hashable, Sendable {
     }
 
     /// `true` if the origin's signature covers exactly these fields in `cluster`.
-    public func hasValidSignature(cluster: String) -> Bool {
-        origin.isValidSignature(
+    public func hasValidSignature(cluster: String, scheme: any SignatureScheme = Ed25519Signatures()) -> Bool {
+        scheme.isValid(
             signature,
             for: WireFormat.recordSigningBytes(
-                cluster: cluster, origin: origin, version: version, timestamp: timestamp, body: bodyBytes))
+                cluster: cluster, origin: origin, version: version, timestamp: timestamp, body: bodyBytes),
+            by: origin)
     }
 }

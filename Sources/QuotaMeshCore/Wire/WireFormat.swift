@@ -80,7 +80,8 @@ public enum WireFormat {
 
     /// Encodes and signs a packet.
     public static func encodePacket(
-        header: PacketHeader, payload: PacketPayload, signingKey: SigningKey, cluster: String
+        header: PacketHeader, payload: PacketPayload, signingKey: SigningKey, cluster: String,
+        scheme: any SignatureScheme = Ed25519Signatures()
     ) -> [UInt8] {
         var writer = ByteWriter(capacity: maxPacketBytes)
         writer.write(bytes: magic)
@@ -106,7 +107,7 @@ public enum WireFormat {
                 writer.write(entry.version.sequence)
             }
         }
-        let signature = signingKey.signature(for: packetSigningBytes(cluster: cluster, unsigned: writer.bytes))
+        let signature = scheme.sign(packetSigningBytes(cluster: cluster, unsigned: writer.bytes), with: signingKey)
         writer.write(bytes: signature.rawRepresentation)
         return writer.bytes
     }
@@ -129,12 +130,14 @@ public enum WireFormat {
     }
 
     /// `true` if the packet's trailing signature is the sender's over everything before it.
-    public static func hasValidPacketSignature(_ bytes: [UInt8], sender: VerifyingKey, cluster: String) -> Bool {
+    public static func hasValidPacketSignature(
+        _ bytes: [UInt8], sender: VerifyingKey, cluster: String, scheme: any SignatureScheme = Ed25519Signatures()
+    ) -> Bool {
         guard bytes.count >= headerBytes + Signature.byteCount else { return false }
         let split = bytes.count - Signature.byteCount
         guard let signature = try? Signature(rawRepresentation: Array(bytes[split...])) else { return false }
-        return sender.isValidSignature(
-            signature, for: packetSigningBytes(cluster: cluster, unsigned: Array(bytes[..<split])))
+        return scheme.isValid(
+            signature, for: packetSigningBytes(cluster: cluster, unsigned: Array(bytes[..<split])), by: sender)
     }
 
     /// Decodes the payload of a packet whose header was read by `decodeHeader`. Record signatures are not
@@ -256,7 +259,8 @@ public enum WireFormat {
             writer.write(state.breaker.openUntil)
             writer.write(state.breaker.closedAt)
             for priority in Priority.allCases {
-                writer.write(UInt32(clamping: Int64((state.demand[priority] * 1000).rounded())))
+                let milli = (state.demand[priority] * 1000).rounded()
+                writer.write(milli.isFinite ? UInt32(min(max(milli, 0), Double(UInt32.max))) : 0)
             }
             if let policy = state.policy {
                 writer.write(policy.limit)

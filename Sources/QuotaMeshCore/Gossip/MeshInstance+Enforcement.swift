@@ -1,0 +1,406 @@
+import QuotaMeshCrypto
+
+extension MeshInstance {
+    // MARK: - Merged state
+
+    func accounts(of service: String) -> [String] {
+        var names = accountsByService[service] ?? []
+        for account in configuration.services[service]?.accounts ?? [] { names.insert(account) }
+        return names.sorted()
+    }
+
+    func knownKeys() -> [QuotaKey] {
+        accountsByService.flatMap { service, accounts in
+            isKnown(service: service) ? accounts.map { QuotaKey(service: service, account: $0) } : []
+        }.sorted()
+    }
+
+    func servicePolicy(_ service: String) -> ServicePolicy {
+        configuration.services[service] ?? ServicePolicy()
+    }
+
+    struct Window {
+        var resetAt: UnixMillis
+        var limit: Int64?
+        var windowMillis: Int64?
+    }
+
+    struct Merged {
+        var consumption = ConsumptionCounter<VerifyingKey>()
+        var ownConsumption = ConsumptionEntry()
+        var observation: UpstreamObservation?
+        var breaker = BreakerRegister()
+        var policy: AdvertisedPolicy?
+        var window: Window?
+
+        func windowTotal(at now: UnixMillis) -> UInt64 {
+            consumption.windowTotal(at: now).saturatingAdd(ownConsumption.count(at: now))
+        }
+
+        var lifetimeTotal: UInt64 { consumption.lifetimeTotal.saturatingAdd(ownConsumption.total) }
+    }
+
+    func mergedView(_ key: QuotaKey, now: UnixMillis) -> Merged {
+        var merged = Merged()
+        var advertised: AdvertisedPolicy?
+        if let aggregate = remote[key] {
+            merged.consumption = aggregate.consumption
+            merged.observation = aggregate.observation
+            merged.breaker = aggregate.breaker
+            advertised = aggregate.lowestPolicy
+        }
+        if let own = local[key] {
+            merged.ownConsumption = own.state.consumption
+            merged.observation = merged.observation.merging(own.state.observation.map(KeyAggregate.sanitized))
+            merged.breaker = merged.breaker.merging(own.state.breaker)
+            if let policy = own.state.policy { advertised = KeyAggregate.lower(advertised, policy) }
+        }
+        if let configured = configuration.services[key.service], let limit = configured.limit,
+            let window = configured.windowMillis
+        {
+            merged.policy = AdvertisedPolicy(limit: limit, windowMillis: window)
+        } else {
+            merged.policy = advertised
+        }
+        merged.window = Self.window(observation: merged.observation, policy: merged.policy, now: now)
+        return merged
+    }
+
+    static func window(observation: UpstreamObservation?, policy: AdvertisedPolicy?, now: UnixMillis) -> Window? {
+        if let observation, observation.resetAt > now {
+            return Window(
+                resetAt: observation.resetAt,
+                limit: observation.limit > 0 ? observation.limit : policy?.limit,
+                windowMillis: observation.windowMillis > 0 ? observation.windowMillis : policy?.windowMillis)
+        }
+        let length = policy?.windowMillis ?? (observation.map { $0.windowMillis } ?? 0)
+        let limit = policy?.limit ?? observation.flatMap { $0.limit > 0 ? $0.limit : nil }
+        guard length > 0 else { return nil }
+        if let observation, policy == nil || observation.windowMillis > 0, observation.resetAt > 0 {
+            // Project the upstream's last known window forward.
+            let elapsed = now.saturatingSubtract(observation.resetAt)
+            let periods = elapsed / length + 1
+            let end = observation.resetAt.saturatingAdd(periods.saturatingMultiply(length))
+            if end > now { return Window(resetAt: end, limit: limit, windowMillis: length) }
+        }
+        // Windows aligned to the epoch, so every node agrees on their edges.
+        return Window(resetAt: (now / length + 1).saturatingMultiply(length), limit: limit, windowMillis: length)
+    }
+
+    /// What is left in the current window, estimated from the limit, the counted consumption and the
+    /// latest upstream observation (minus what was consumed since it).
+    func remaining(_ merged: Merged, now: UnixMillis) -> Int64? {
+        var estimate: Int64?
+        if let window = merged.window, let limit = window.limit {
+            estimate = limit.saturatingSubtract(Int64(clamping: merged.windowTotal(at: now)))
+        }
+        if let observation = merged.observation, observation.resetAt > now {
+            let lifetime = merged.lifetimeTotal
+            let since = lifetime >= observation.consumedTotalAtObservation
+                ? lifetime - observation.consumedTotalAtObservation : 0
+            let fromUpstream = observation.remaining.saturatingSubtract(Int64(clamping: since))
+            estimate = min(estimate ?? .max, fromUpstream)
+        }
+        return estimate.map { max(0, $0) }
+    }
+
+    // MARK: - Enforcement
+
+    struct Assessment {
+        var decision: AcquireDecision
+        var headroom: Double
+        /// The pacing rate (calls per ms) the decision used, 0 if unpaced.
+        var rate: Double
+        var resetAt: UnixMillis
+    }
+
+    mutating func decide(_ request: AcquireRequest, now: UnixMillis) -> AcquireDecision {
+        guard isKnown(service: request.service) else {
+            return .deny(
+                .unknownService, key: nil, retryAt: now + 1000, detail: "no configuration or observation names this service")
+        }
+        var best: (key: QuotaKey, assessment: Assessment)?
+        var soonestDenial: AcquireDecision?
+        for account in accounts(of: request.service) {
+            let key = QuotaKey(service: request.service, account: account)
+            let assessment = assess(key, request: request, now: now)
+            if assessment.decision.granted {
+                if best.map({ assessment.headroom > $0.assessment.headroom }) ?? true { best = (key, assessment) }
+            } else if (assessment.decision.retryAt ?? .max) < (soonestDenial?.retryAt ?? .max) || soonestDenial == nil {
+                soonestDenial = assessment.decision
+            }
+        }
+        guard let chosen = best else {
+            return soonestDenial ?? .deny(.quotaExhausted, key: nil, retryAt: now + configuration.gossipIntervalMillis)
+        }
+        commit(chosen.key, request: request, assessment: chosen.assessment, now: now)
+        return chosen.assessment.decision
+    }
+
+    /// Everything needed to decide for one key, without changing anything.
+    mutating func assess(_ key: QuotaKey, request: AcquireRequest, now: UnixMillis) -> Assessment {
+        let merged = mergedView(key, now: now)
+        let quota = local[key] ?? LocalQuota()
+        let policy = servicePolicy(key.service)
+        let cost = Double(max(1, request.cost))
+        let resetAt = merged.window?.resetAt ?? 0
+        func result(_ decision: AcquireDecision, headroom: Double = 0, rate: Double = 0) -> Assessment {
+            Assessment(decision: decision, headroom: headroom, rate: rate, resetAt: resetAt)
+        }
+        switch merged.breaker.state(at: now) {
+        case .open:
+            return result(.deny(.breakerOpen, key: key, retryAt: merged.breaker.openUntil))
+        case .halfOpen:
+            if let probe = quota.probeGrantedAt, now < probe.saturatingAdd(policy.breaker.probeTimeoutMillis) {
+                return result(
+                    .deny(
+                        .breakerOpen, key: key, retryAt: probe.saturatingAdd(policy.breaker.probeTimeoutMillis),
+                        detail: "half_open_probe_in_flight"))
+            }
+            return result(.grant(key, detail: "half_open_probe"))
+        case .closed:
+            break
+        }
+        guard let window = merged.window, let remainingCount = remaining(merged, now: now) else {
+            // A known service with no limit and no current observation: nothing to enforce but the breaker.
+            return result(.grant(key, detail: "no_limit_known"), headroom: .infinity)
+        }
+        let remaining = Double(remainingCount)
+        let limit = Double(window.limit ?? remainingCount)
+        let floor = policy.reserves[request.priority] * limit
+        if cost > limit {
+            // Can never succeed in any window: say so at once rather than let the agent wait.
+            return result(.deny(.quotaExhausted, key: key, retryAt: window.resetAt, detail: "cost_exceeds_limit"))
+        }
+        if remaining < cost {
+            return result(.deny(.quotaExhausted, key: key, retryAt: window.resetAt, detail: "window"))
+        }
+        if remaining - cost < floor {
+            return result(.deny(.reservedForHigherPriority, key: key, retryAt: window.resetAt, detail: "reserve"))
+        }
+        let share = fairShare(key, remaining: remaining, limit: limit, policy: policy, resetAt: window.resetAt, now: now)
+        var usable = share * (remaining - floor)
+        // Urgent work is not held to the node's share while a healthy part of the normal reserve is left:
+        // that reserve exists for it, and the margin absorbs nodes granting at the same moment.
+        let urgentMargin = policy.reserves.normal * limit / 2
+        if request.priority == .urgent, remaining - cost >= urgentMargin {
+            usable = max(usable, remaining - urgentMargin)
+        }
+        if usable + 1e-9 < cost {
+            let retry = min(window.resetAt, now + max(configuration.gossipIntervalMillis * 5, 1000))
+            return result(.deny(.quotaExhausted, key: key, retryAt: retry, detail: "share"))
+        }
+        // Pace the node's share over what is left of the window.
+        let millisLeft = Double(max(window.resetAt - now, 1))
+        let rate = share * remaining / millisLeft
+        guard rate > 0 else { return result(.grant(key), headroom: usable - cost) }
+        let burst = max(1, share * policy.burstFraction * limit)
+        let tolerance = (request.priority == .urgent ? 2 * burst : burst) / rate
+        var bucket = quota.bucket
+        bucket.enter(windowEnd: window.resetAt, now: now)
+        let earliest = bucket.earliestAdmission(tolerance: tolerance)
+        if earliest > Double(now) {
+            let retry = earliest < 9e15 ? UnixMillis(earliest.rounded(.up)) : window.resetAt
+            return result(.deny(.quotaExhausted, key: key, retryAt: min(retry, window.resetAt), detail: "paced"))
+        }
+        return result(.grant(key), headroom: usable - cost, rate: rate)
+    }
+
+    mutating func commit(_ key: QuotaKey, request: AcquireRequest, assessment: Assessment, now: UnixMillis) {
+        var quota = local[key] ?? LocalQuota()
+        let cost = UInt64(max(1, request.cost))
+        var entry = quota.state.consumption
+        entry.total = entry.total.saturatingAdd(cost)
+        if assessment.resetAt > entry.windowEnd && now >= entry.windowEnd {
+            // A new window.
+            entry.windowEnd = assessment.resetAt
+            entry.windowCount = cost
+        } else {
+            // The same window, perhaps with its end moved later by a fresher observation: keep counting.
+            entry.windowEnd = max(entry.windowEnd, assessment.resetAt)
+            entry.windowCount = entry.windowCount.saturatingAdd(cost)
+        }
+        quota.state.consumption = entry
+        if assessment.decision.detail == "half_open_probe" { quota.probeGrantedAt = now }
+        if assessment.rate > 0 {
+            quota.bucket.enter(windowEnd: assessment.resetAt, now: now)
+            quota.bucket.charge(cost: Double(cost), ratePerMillisecond: assessment.rate, now: now)
+        }
+        quota.dirty = true
+        local[key] = quota
+    }
+
+    /// This node's max-min fair fraction of what is left, by the demand of every live node (rates from
+    /// their signed records, this node's own from its last signed record too, so every node computes the
+    /// same allocation).
+    ///
+    /// Every live node is deemed to need at least a small floor (its share of the burst), so a node that
+    /// was idle can make its first call at once; its demand reaches the others within a round.
+    mutating func fairShare(
+        _ key: QuotaKey, remaining: Double, limit: Double, policy: ServicePolicy, resetAt: UnixMillis, now: UnixMillis
+    ) -> Double {
+        guard remaining > 0 else { return 0 }
+        if live.isEmpty { return 1 }
+        // Other live nodes' demand rates, sorted, cached for the round.
+        let others: [Double]
+        if let cached = shareCache[key], cached.round == round, cached.liveVersion == liveVersion {
+            others = cached.sortedRates
+        } else {
+            let aggregate = remote[key]
+            others = live.map { aggregate?.demands[$0]?.total ?? 0 }.sorted()
+            shareCache[key] = ShareCache(round: round, liveVersion: liveVersion, sortedRates: others)
+        }
+        let own = local[key]?.signedDemand.total ?? 0
+        let seconds = Double(max(resetAt - now, 1)) / 1000
+        let count = Double(others.count + 1)
+        let floorNeed = min(remaining / count, max(1, policy.burstFraction * limit / count))
+        // Water-filling over the sorted needs (the floor keeps them sorted), own need merged in.
+        let ownNeed = max(floorNeed, own * seconds)
+        var left = remaining
+        var open = Int(count)
+        var ownPlaced = false
+        var index = 0
+        while open > 0 {
+            let level = left / Double(open)
+            let nextOther = index < others.count ? max(floorNeed, others[index] * seconds) : Double.infinity
+            if !ownPlaced && ownNeed <= nextOther {
+                if ownNeed > level { return min(1, level / remaining) }
+                left -= ownNeed
+                open -= 1
+                ownPlaced = true
+                continue
+            }
+            if nextOther > level {
+                // Every remaining claimant, own included, gets the level.
+                return min(1, level / remaining)
+            }
+            left -= nextOther
+            open -= 1
+            index += 1
+        }
+        // Every need is met; what is left is split equally.
+        return min(1, (ownNeed + left / count) / remaining)
+    }
+
+    func view(of key: QuotaKey, now: UnixMillis) -> QuotaView {
+        var scratch = self
+        let merged = scratch.mergedView(key, now: now)
+        let remainingCount = scratch.remaining(merged, now: now)
+        var next: [Priority: Int64] = [:]
+        for priority in Priority.allCases {
+            let probe = AcquireRequest(service: key.service, priority: priority, cost: 1)
+            let decision = scratch.assess(key, request: probe, now: now).decision
+            next[priority] = decision.granted ? 0 : max(0, (decision.retryAt ?? now).saturatingSubtract(now))
+        }
+        let breakerState = merged.breaker.state(at: now)
+        var share = 1.0
+        if let count = remainingCount, let window = merged.window {
+            share = scratch.fairShare(
+                key, remaining: Double(count), limit: Double(window.limit ?? count), policy: servicePolicy(key.service),
+                resetAt: window.resetAt, now: now)
+        }
+        return QuotaView(
+            key: key, limit: merged.window?.limit ?? merged.policy?.limit,
+            windowMillis: merged.window?.windowMillis ?? merged.policy?.windowMillis, remaining: remainingCount,
+            resetAt: merged.window?.resetAt, nextAvailableMillis: next, consumedGlobal: merged.windowTotal(at: now),
+            consumedLocal: local[key]?.state.consumption.count(at: now) ?? 0, breakerState: breakerState,
+            breakerOpenUntil: breakerState == .closed ? nil : merged.breaker.openUntil,
+            peersLive: live.count, peersKnown: peers.count, observation: merged.observation, share: share)
+    }
+
+    // MARK: - Demand and waiting
+
+    mutating func noteDemand(service: String, priority: Priority, cost: Int64) {
+        guard isKnown(service: service) else { return }
+        for account in accounts(of: service) {
+            let key = QuotaKey(service: service, account: account)
+            var quota = local[key] ?? LocalQuota()
+            quota.requested[priority] += Double(max(0, cost))
+            local[key] = quota
+        }
+    }
+
+    mutating func updateDemand(now: UnixMillis) {
+        let elapsed = now.saturatingSubtract(demandWindowStart)
+        guard elapsed >= configuration.demandIntervalMillis else { return }
+        demandWindowStart = now
+        let seconds = Double(elapsed) / 1000
+        for key in local.keys {
+            guard var quota = local[key] else { continue }
+            var changed = false
+            for priority in Priority.allCases {
+                let rate = quota.requested[priority] / seconds
+                let old = quota.demand[priority]
+                var next = 0.5 * rate + 0.5 * old
+                if next < 0.01 { next = 0 }
+                if (old == 0) != (next == 0) || abs(next - old) > 0.2 * max(old, next) { changed = true }
+                quota.demand[priority] = next
+            }
+            quota.requested = Demand()
+            if changed { quota.dirty = true }
+            local[key] = quota
+        }
+    }
+
+    mutating func serveWaiters(now: UnixMillis, into out: inout [MeshDirective]) {
+        guard !waiters.isEmpty else { return }
+        waiters.sort { ($0.request.priority.rank, $0.order) < ($1.request.priority.rank, $1.order) }
+        // Per service, the highest waiting priority and when it may next pass.
+        var blocked: [String: (priority: Priority, retryAt: UnixMillis)] = [:]
+        var kept: [Waiter] = []
+        var grantedAny = false
+        for var waiter in waiters {
+            if let blocker = blocked[waiter.request.service], blocker.priority < waiter.request.priority {
+                // Urgent first: lower priorities wait while a higher one for the service still waits.
+                if now >= waiter.deadline {
+                    out.append(.reply(ticket: waiter.ticket, waiter.lastDecision))
+                } else {
+                    waiter.lastDecision.retryAt = max(waiter.lastDecision.retryAt ?? now, blocker.retryAt)
+                    kept.append(waiter)
+                }
+                continue
+            }
+            let decision = decide(waiter.request, now: now)
+            if decision.granted {
+                grantedAny = true
+                out.append(.persist(persistedState()))
+                out.append(.reply(ticket: waiter.ticket, decision))
+                continue
+            }
+            waiter.lastDecision = decision
+            if now >= waiter.deadline || (decision.retryAt ?? .max) > waiter.deadline {
+                out.append(.reply(ticket: waiter.ticket, decision))
+            } else {
+                kept.append(waiter)
+                if blocked[waiter.request.service] == nil {
+                    blocked[waiter.request.service] = (waiter.request.priority, decision.retryAt ?? now + 1)
+                }
+            }
+        }
+        if grantedAny { pendingPersist = false }
+        waiters = kept
+    }
+
+    mutating func finish(_ directives: [MeshDirective], now: UnixMillis) -> [MeshDirective] {
+        var out = directives
+        if pendingPersist {
+            out.insert(.persist(persistedState()), at: 0)
+            pendingPersist = false
+        }
+        var wake = nextGossipAt
+        for waiter in waiters {
+            wake = min(wake, waiter.deadline, max(now + 1, waiter.lastDecision.retryAt ?? waiter.deadline))
+        }
+        out.append(.wake(at: max(wake, now + 1)))
+        return out
+    }
+}
+
+extension Int64 {
+    /// `self × other`, or the largest/smallest value instead of overflowing.
+    func saturatingMultiply(_ other: Int64) -> Int64 {
+        let (product, overflow) = multipliedReportingOverflow(by: other)
+        if !overflow { return product }
+        return (self < 0) == (other < 0) ? .max : .min
+    }
+}

@@ -1,0 +1,371 @@
+import QuotaMeshCrypto
+
+/// Bounds on what a signed record may claim; records outside them are dropped as `absurd_values`, so a
+/// buggy or compromised peer cannot make arithmetic overflow or switch enforcement off.
+enum Plausible {
+    /// How far in the past a record's time stamp may be.
+    static let maxAgeMillis: Int64 = 30 * 86_400_000
+    /// How far a reset, an open-until or a window end may lie ahead of the record.
+    static let maxAheadMillis: Int64 = 400 * 86_400_000
+    /// The largest limit, remaining or count.
+    static let maxCount: Int64 = 1_000_000_000_000_000
+    /// The longest window.
+    static let maxWindowMillis: Int64 = 400 * 86_400_000
+
+    static func isPlausible(_ state: QuotaState, stamped timestamp: UnixMillis) -> Bool {
+        let latest = timestamp.saturatingAdd(maxAheadMillis)
+        let time: (Int64) -> Bool = { $0 >= 0 && $0 <= latest }
+        let count: (UInt64) -> Bool = { $0 <= UInt64(maxCount) }
+        guard time(state.consumption.windowEnd), count(state.consumption.total), count(state.consumption.windowCount)
+        else { return false }
+        if let observation = state.observation {
+            guard time(observation.resetAt), time(observation.observedAt),
+                (0...maxCount).contains(observation.limit), (-maxCount...maxCount).contains(observation.remaining),
+                (0...maxWindowMillis).contains(observation.windowMillis),
+                count(observation.consumedTotalAtObservation)
+            else { return false }
+        }
+        guard time(state.breaker.openedAt), time(state.breaker.openUntil), time(state.breaker.closedAt),
+            state.breaker.openedAt <= timestamp.saturatingAdd(Plausible.maxAgeMillis),
+            state.breaker.closedAt <= timestamp.saturatingAdd(Plausible.maxAgeMillis)
+        else { return false }
+        if let policy = state.policy {
+            guard (1...maxCount).contains(policy.limit), (1...maxWindowMillis).contains(policy.windowMillis) else {
+                return false
+            }
+        }
+        return true
+    }
+}
+
+extension MeshInstance {
+    // MARK: - Records
+
+    func retransmitLimit() -> Int {
+        var value = 1.0
+        var bits = 0
+        let target = Double(peers.count + 2)
+        while value < target {
+            value *= 2
+            bits += 1
+        }
+        return configuration.retransmitMultiplier * max(1, bits)
+    }
+
+    mutating func ownRecord(_ body: RecordBody, now: UnixMillis) -> SignedRecord {
+        sequence += 1
+        return SignedRecord(
+            signing: body, version: RecordVersion(incarnation: incarnation, sequence: sequence), timestamp: now,
+            with: identity, cluster: configuration.cluster, scheme: configuration.signatures)
+    }
+
+    mutating func signDirtyRecords(now: UnixMillis) {
+        for key in local.keys.sorted() where local[key]?.dirty == true {
+            guard var quota = local[key] else { continue }
+            var state = quota.state
+            state.demand = quota.demand
+            if state.policy == nil, let configured = configuration.services[key.service],
+                let limit = configured.limit, let window = configured.windowMillis
+            {
+                state.policy = AdvertisedPolicy(limit: limit, windowMillis: window)
+            }
+            store(ownRecord(.quota(key, state), now: now), receivedFrom: nil)
+            quota.dirty = false
+            quota.signedDemand = quota.demand
+            local[key] = quota
+        }
+    }
+
+    mutating func store(_ record: SignedRecord, receivedFrom: VerifyingKey?) {
+        let id = SlotID(origin: record.origin, slot: record.body.slot)
+        if records[id] == nil {
+            slotsByHash[id.hash] = id
+            slotOrder.append(id)
+        }
+        records[id] = StoredRecord(record: record, receivedFrom: receivedFrom, transmitsLeft: retransmitLimit())
+        hotSlots.insert(id)
+        if record.origin != publicKey, case .quota(let key, let state) = record.body {
+            remote[key, default: KeyAggregate()].update(origin: record.origin, state: state)
+            noteAccount(key)
+        }
+    }
+
+    /// Rebuilds every key's aggregate from the held records (after peers were removed).
+    mutating func rebuildAggregates() {
+        remote = [:]
+        for stored in records.values where stored.record.origin != publicKey {
+            if case .quota(let key, let state) = stored.record.body {
+                remote[key, default: KeyAggregate()].update(origin: stored.record.origin, state: state)
+            }
+        }
+    }
+
+    mutating func noteAccount(_ key: QuotaKey) {
+        accountsByService[key.service, default: []].insert(key.account)
+    }
+
+    mutating func accept(
+        _ record: SignedRecord, from sender: VerifyingKey, source: Endpoint, now: UnixMillis,
+        into out: inout [MeshDirective]
+    ) {
+        let scheme = configuration.signatures
+        guard record.origin == publicKey || peers[record.origin] != nil else {
+            out.append(.event(.dropped(.unknownOrigin, from: source, sender: sender)))
+            return
+        }
+        guard record.timestamp <= now.saturatingAdd(configuration.maxClockSkewMillis) else {
+            out.append(.event(.dropped(.fromFuture, from: source, sender: sender)))
+            return
+        }
+        var plausible = record.timestamp >= now.saturatingSubtract(Plausible.maxAgeMillis)
+        if case .quota(_, let state) = record.body {
+            plausible = plausible && Plausible.isPlausible(state, stamped: record.timestamp)
+        }
+        guard plausible else {
+            out.append(.event(.dropped(.absurd, from: source, sender: sender)))
+            return
+        }
+        let id = SlotID(origin: record.origin, slot: record.body.slot)
+        if record.origin == publicKey {
+            // Our own record relayed back, e.g. from before a restart: adopt what it says we consumed.
+            guard record.version.incarnation < incarnation,
+                record.hasValidSignature(cluster: configuration.cluster, scheme: scheme),
+                case .quota(let key, let state) = record.body
+            else { return }
+            var quota = local[key] ?? LocalQuota()
+            let before = quota.state.consumption
+            quota.state.consumption = before.merging(state.consumption)
+            quota.state.breaker = quota.state.breaker.merging(state.breaker)
+            if quota.state.consumption != before {
+                quota.dirty = true
+                pendingPersist = true
+            }
+            local[key] = quota
+            noteAccount(key)
+            return
+        }
+        if let held = records[id] {
+            if held.record.version > record.version {
+                out.append(.event(.recordStale(origin: record.origin)))
+                return
+            }
+            if held.record.version == record.version {
+                if held.record == record {
+                    out.append(.event(.recordStale(origin: record.origin)))
+                    return
+                }
+                // Same version, different bytes: forged (fails here) or the origin equivocated. Every node
+                // keeps the same one of the two (the larger signature), so views still converge.
+                guard record.hasValidSignature(cluster: configuration.cluster, scheme: scheme) else {
+                    out.append(.event(.dropped(.badSignature, from: source, sender: sender)))
+                    return
+                }
+                out.append(.event(.dropped(.equivocation, from: source, sender: sender)))
+                guard record.signature.rawRepresentation.lexicographicallyPrecedes(held.record.signature.rawRepresentation)
+                    == false
+                else { return }
+                store(record, receivedFrom: sender)
+                return
+            }
+        }
+        guard record.hasValidSignature(cluster: configuration.cluster, scheme: scheme) else {
+            out.append(.event(.dropped(.badSignature, from: source, sender: sender)))
+            return
+        }
+        store(record, receivedFrom: sender)
+        // Liveness only from what the origin itself signed, never later than now.
+        markHeard(record.origin, at: min(now, record.timestamp), now: now, into: &out)
+        if case .quota(let key, let state) = record.body, configuration.services[key.service] == nil,
+            state.policy != nil || state.observation != nil, !learnedServices.contains(key.service)
+        {
+            learnedServices.insert(key.service)
+            out.append(.event(.serviceLearned(key.service)))
+        }
+        out.append(.event(.recordAccepted(origin: record.origin, slot: record.body.slot)))
+    }
+
+    // MARK: - Liveness
+
+    mutating func markHeard(_ key: VerifyingKey, at time: UnixMillis, now: UnixMillis, into out: inout [MeshDirective]) {
+        guard var peer = peers[key] else { return }
+        let timeout = configuration.livenessTimeoutMillis
+        let wasLive = peer.isLive(now: now, timeout: timeout)
+        peer.lastHeardAt = max(peer.lastHeardAt ?? time, time)
+        if !wasLive && peer.isLive(now: now, timeout: timeout) {
+            peer.announcedLive = true
+            out.append(.event(.peerUp(key)))
+            if !live.contains(key) {
+                live.append(key)
+                live.sort()
+                liveVersion += 1
+            }
+        }
+        peers[key] = peer
+    }
+
+    mutating func refreshLiveness(now: UnixMillis, into out: inout [MeshDirective]) {
+        let timeout = configuration.livenessTimeoutMillis
+        var next: [VerifyingKey] = []
+        for (key, var peer) in peers {
+            if peer.isLive(now: now, timeout: timeout) {
+                next.append(key)
+            } else if peer.announcedLive {
+                peer.announcedLive = false
+                peers[key] = peer
+                out.append(.event(.peerDown(key)))
+            }
+        }
+        next.sort()
+        if next != live {
+            live = next
+            liveVersion += 1
+        }
+    }
+
+    // MARK: - Gossip
+
+    func endpoint(of key: VerifyingKey) -> Endpoint? {
+        guard let peer = peers[key] else { return nil }
+        return peer.observedEndpoint ?? peer.info.endpoint
+    }
+
+    mutating func chooseTargets(now: UnixMillis) -> [VerifyingKey] {
+        let reachable = live.filter { endpoint(of: $0) != nil }
+        var targets: [VerifyingKey] = []
+        if reachable.count <= configuration.fanout {
+            targets = reachable
+        } else {
+            // A partial Fisher-Yates draw: fanout distinct peers without shuffling the whole list.
+            var pool = reachable
+            for index in 0..<configuration.fanout {
+                let pick = Int.random(in: index..<pool.count, using: &rng)
+                pool.swapAt(index, pick)
+            }
+            targets = Array(pool.prefix(configuration.fanout))
+        }
+        let downCount = peers.count - live.count
+        guard downCount > 0 else { return targets }
+        let wanted = targets.count < configuration.fanout ? configuration.fanout - targets.count : 1
+        // Now and then (always while short of live peers), try peers that are down, so that they are found
+        // again when they return.
+        if targets.count < configuration.fanout || Int.random(in: 0..<4, using: &rng) == 0 {
+            let liveSet = Set(live)
+            let down = peers.keys.filter { !liveSet.contains($0) && endpoint(of: $0) != nil }.sorted()
+            var pool = down
+            for index in 0..<min(wanted, pool.count) {
+                let pick = Int.random(in: index..<pool.count, using: &rng)
+                pool.swapAt(index, pick)
+                targets.append(pool[index])
+            }
+        }
+        return targets
+    }
+
+    mutating func nextPacketHeader(now: UnixMillis) -> PacketHeader {
+        packetSequence += 1
+        return PacketHeader(sender: publicKey, incarnation: incarnation, sequence: packetSequence, sentAt: now)
+    }
+
+    mutating func sendRecords(
+        _ chosen: [SignedRecord], to target: VerifyingKey, now: UnixMillis, into out: inout [MeshDirective]
+    ) {
+        guard let address = endpoint(of: target), !chosen.isEmpty else { return }
+        var batch: [SignedRecord] = []
+        var size = 1
+        for record in chosen {
+            if !batch.isEmpty && (size + record.encodedCount > WireFormat.maxPayloadBytes || batch.count == 255) {
+                out.append(.send(encode(.records(batch), now: now), to: address))
+                batch = []
+                size = 1
+            }
+            batch.append(record)
+            size += record.encodedCount
+        }
+        if !batch.isEmpty { out.append(.send(encode(.records(batch), now: now), to: address)) }
+    }
+
+    mutating func encode(_ payload: PacketPayload, now: UnixMillis) -> [UInt8] {
+        WireFormat.encodePacket(
+            header: nextPacketHeader(now: now), payload: payload, signingKey: identity, cluster: configuration.cluster,
+            scheme: configuration.signatures)
+    }
+
+    mutating func gossipRound(now: UnixMillis, into out: inout [MeshDirective]) {
+        let targets = chooseTargets(now: now)
+        guard !targets.isEmpty else { return }
+        // Least-sent first, then newest first.
+        let hot = hotSlots.compactMap { id in records[id].map { (id, $0) } }
+            .sorted {
+                ($1.1.transmitsLeft, $0.1.record.version, $0.0.hash) < ($0.1.transmitsLeft, $1.1.record.version, $1.0.hash)
+            }
+        for target in targets {
+            var chosen: [SignedRecord] = []
+            var size = 1
+            for (id, stored) in hot where stored.receivedFrom != target && id.origin != target {
+                guard size + stored.record.encodedCount <= WireFormat.maxPayloadBytes else { break }
+                chosen.append(stored.record)
+                size += stored.record.encodedCount
+                records[id]?.transmitsLeft -= 1
+                if (records[id]?.transmitsLeft ?? 0) <= 0 { hotSlots.remove(id) }
+            }
+            sendRecords(chosen, to: target, now: now, into: &out)
+        }
+        // Anti-entropy: one digest per round to one of the targets.
+        let target = targets[Int.random(in: 0..<targets.count, using: &rng)]
+        if endpoint(of: target) != nil {
+            let entries = digestSample(excluding: [], count: Self.maxDigestEntries)
+            if !entries.isEmpty, let address = endpoint(of: target) {
+                out.append(.send(encode(.digest(isReply: false, entries: entries), now: now), to: address))
+            }
+        }
+    }
+
+    static var maxDigestEntries: Int { (WireFormat.maxPayloadBytes - 3) / WireFormat.digestEntryBytes }
+
+    /// A rotating sample of every held slot (own and relayed alike), so repeated digests cover all of them.
+    mutating func digestSample(excluding: Set<UInt64>, count: Int) -> [DigestEntry] {
+        guard count > 0, !slotOrder.isEmpty else { return [] }
+        var entries: [DigestEntry] = []
+        let total = slotOrder.count
+        var offset = 0
+        let start = digestCursor % total
+        while entries.count < count && offset < total {
+            let id = slotOrder[(start + offset) % total]
+            offset += 1
+            guard !excluding.contains(id.hash), let stored = records[id] else { continue }
+            entries.append(DigestEntry(slotHash: id.hash, version: stored.record.version))
+        }
+        digestCursor = (start + offset) % total
+        return entries
+    }
+
+    mutating func answerDigest(
+        _ entries: [DigestEntry], isReply: Bool, from sender: VerifyingKey, now: UnixMillis,
+        into out: inout [MeshDirective]
+    ) {
+        var toSend: [SignedRecord] = []
+        var wants: [DigestEntry] = []
+        var mentioned = Set<UInt64>()
+        for entry in entries {
+            mentioned.insert(entry.slotHash)
+            if let id = slotsByHash[entry.slotHash], let held = records[id] {
+                if held.record.version > entry.version {
+                    if id.origin != sender { toSend.append(held.record) }
+                } else if held.record.version < entry.version {
+                    wants.append(DigestEntry(slotHash: entry.slotHash, version: held.record.version))
+                }
+            } else if entry.version > .zero {
+                wants.append(DigestEntry(slotHash: entry.slotHash, version: .zero))
+            }
+        }
+        let budget = configuration.maxAnswerPackets * 4
+        sendRecords(Array(toSend.sorted { $0.version < $1.version }.prefix(budget)), to: sender, now: now, into: &out)
+        var reply = Array(wants.prefix(Self.maxDigestEntries))
+        if !isReply {
+            reply += digestSample(excluding: mentioned, count: Self.maxDigestEntries - reply.count)
+        }
+        if !reply.isEmpty, let address = endpoint(of: sender) {
+            out.append(.send(encode(.digest(isReply: true, entries: reply), now: now), to: address))
+        }
+    }
+}

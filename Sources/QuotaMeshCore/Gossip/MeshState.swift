@@ -1,0 +1,109 @@
+import QuotaMeshCrypto
+
+/// A record slot of one origin, with a 64-bit hash used in digests.
+struct SlotID: Hashable, Sendable {
+    let origin: VerifyingKey
+    let slot: RecordSlot
+    let hash: UInt64
+
+    init(origin: VerifyingKey, slot: RecordSlot) {
+        self.origin = origin
+        self.slot = slot
+        var bytes = origin.rawRepresentation
+        switch slot {
+        case .heartbeat:
+            bytes.append(0)
+        case .quota(let key):
+            bytes.append(1)
+            bytes += Array(key.service.utf8) + [0] + Array(key.account.utf8)
+        }
+        self.hash = shortHash(bytes)
+    }
+
+    static func == (lhs: SlotID, rhs: SlotID) -> Bool { lhs.hash == rhs.hash && lhs.origin == rhs.origin && lhs.slot == rhs.slot }
+    func hash(into hasher: inout Hasher) { hasher.combine(hash) }
+}
+
+struct StoredRecord: Sendable {
+    var record: SignedRecord
+    var receivedFrom: VerifyingKey?
+    var transmitsLeft: Int
+}
+
+struct PeerState: Sendable {
+    var info: PeerInfo
+    var observedEndpoint: Endpoint?
+    var lastHeardAt: UnixMillis?
+    var replay = ReplayWindow()
+    var announcedLive = false
+
+    init(info: PeerInfo) { self.info = info }
+
+    func isLive(now: UnixMillis, timeout: Int64) -> Bool {
+        guard let last = lastHeardAt else { return false }
+        return now.saturatingSubtract(last) < timeout
+    }
+}
+
+struct LocalQuota: Sendable {
+    var state = QuotaState()
+    var demand = Demand()
+    /// The demand in the last signed record: what peers use for this node's fair share, so this node
+    /// uses it too.
+    var signedDemand = Demand()
+    var requested = Demand()
+    var bucket = LeakyBucket()
+    var consecutiveFailures = 0
+    var probeGrantedAt: UnixMillis?
+    var dirty = false
+}
+
+struct Waiter: Sendable {
+    var ticket: UInt64
+    var request: AcquireRequest
+    var deadline: UnixMillis
+    var order: UInt64
+    var lastDecision: AcquireDecision
+}
+
+struct ShareCache: Sendable {
+    var round: UInt64
+    var liveVersion: UInt64
+    var sortedRates: [Double]
+}
+
+/// Peers' states for one key, merged as records arrive: consumption by per-origin join, observations and
+/// breakers by lattice join, demands and policies as last signed.
+struct KeyAggregate: Sendable {
+    var consumption = ConsumptionCounter<VerifyingKey>()
+    var observation: UpstreamObservation?
+    var breaker = BreakerRegister()
+    var demands: [VerifyingKey: Demand] = [:]
+    var policies: [VerifyingKey: AdvertisedPolicy] = [:]
+    var lowestPolicy: AdvertisedPolicy?
+
+    mutating func update(origin: VerifyingKey, state: QuotaState) {
+        consumption.entries[origin] = (consumption.entries[origin] ?? ConsumptionEntry()).merging(state.consumption)
+        observation = observation.merging(state.observation.map(Self.sanitized))
+        breaker = breaker.merging(state.breaker)
+        demands[origin] = state.demand
+        let previous = policies[origin]
+        policies[origin] = state.policy
+        if previous != state.policy {
+            lowestPolicy = policies.values.reduce(nil) { Self.lower($0, $1) }
+        }
+    }
+
+    static func sanitized(_ observation: UpstreamObservation) -> UpstreamObservation {
+        var clean = observation
+        clean.remaining = max(0, clean.remaining)
+        if clean.limit > 0 { clean.remaining = min(clean.remaining, clean.limit) }
+        return clean
+    }
+
+    /// Of two advertised limits the lower is the safe one; ties by the longer window.
+    static func lower(_ a: AdvertisedPolicy?, _ b: AdvertisedPolicy) -> AdvertisedPolicy {
+        guard let a else { return b }
+        return (b.limit, -b.windowMillis) < (a.limit, -a.windowMillis) ? b : a
+    }
+}
