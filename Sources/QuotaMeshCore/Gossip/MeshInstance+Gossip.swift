@@ -83,7 +83,7 @@ extension MeshInstance {
             slotOrder.append(id)
         }
         records[id] = StoredRecord(record: record, receivedFrom: receivedFrom, transmitsLeft: retransmitLimit())
-        hotSlots.insert(id)
+        hotQueue.append((id, record.version))
         if record.origin != publicKey, case .quota(let key, let state) = record.body {
             remote[key, default: KeyAggregate()].update(origin: record.origin, state: state)
             noteAccount(key)
@@ -188,7 +188,7 @@ extension MeshInstance {
 
     mutating func markHeard(_ key: VerifyingKey, at time: UnixMillis, now: UnixMillis, into out: inout [MeshDirective]) {
         guard var peer = peers[key] else { return }
-        let timeout = configuration.livenessTimeoutMillis
+        let timeout = livenessTimeout
         let wasLive = peer.isLive(now: now, timeout: timeout)
         peer.lastHeardAt = max(peer.lastHeardAt ?? time, time)
         if !wasLive && peer.isLive(now: now, timeout: timeout) {
@@ -204,7 +204,7 @@ extension MeshInstance {
     }
 
     mutating func refreshLiveness(now: UnixMillis, into out: inout [MeshDirective]) {
-        let timeout = configuration.livenessTimeoutMillis
+        let timeout = livenessTimeout
         var next: [VerifyingKey] = []
         for (key, var peer) in peers {
             if peer.isLive(now: now, timeout: timeout) {
@@ -247,16 +247,24 @@ extension MeshInstance {
         guard downCount > 0 else { return targets }
         let wanted = targets.count < configuration.fanout ? configuration.fanout - targets.count : 1
         // Now and then (always while short of live peers), try peers that are down, so that they are found
-        // again when they return.
+        // again when they return. Sampled, not listed: a few draws find one when many are down, and when
+        // few are, a full pass finds them.
         if targets.count < configuration.fanout || Int.random(in: 0..<4, using: &rng) == 0 {
             let liveSet = Set(live)
-            let down = peers.keys.filter { !liveSet.contains($0) && endpoint(of: $0) != nil }.sorted()
-            var pool = down
-            for index in 0..<min(wanted, pool.count) {
-                let pick = Int.random(in: index..<pool.count, using: &rng)
-                pool.swapAt(index, pick)
-                targets.append(pool[index])
+            var found: [VerifyingKey] = []
+            for _ in 0..<(4 * wanted) where found.count < wanted {
+                let candidate = allPeers[Int.random(in: 0..<allPeers.count, using: &rng)]
+                if !liveSet.contains(candidate) && !found.contains(candidate) && endpoint(of: candidate) != nil {
+                    found.append(candidate)
+                }
             }
+            if found.count < wanted {
+                var down = allPeers.filter { !liveSet.contains($0) && !found.contains($0) && endpoint(of: $0) != nil }
+                while found.count < wanted, !down.isEmpty {
+                    found.append(down.remove(at: Int.random(in: 0..<down.count, using: &rng)))
+                }
+            }
+            targets += found
         }
         return targets
     }
@@ -293,23 +301,25 @@ extension MeshInstance {
     mutating func gossipRound(now: UnixMillis, into out: inout [MeshDirective]) {
         let targets = chooseTargets(now: now)
         guard !targets.isEmpty else { return }
-        // Least-sent first, then newest first.
-        let hot = hotSlots.compactMap { id in records[id].map { (id, $0) } }
-            .sorted {
-                ($1.1.transmitsLeft, $0.1.record.version, $0.0.hash) < ($0.1.transmitsLeft, $1.1.record.version, $1.0.hash)
-            }
+        // Newest first (memberlist's order: the least-sent are the newest), each until its transmits run out.
         for target in targets {
             var chosen: [SignedRecord] = []
             var size = 1
-            for (id, stored) in hot where stored.receivedFrom != target && id.origin != target {
+            var index = hotQueue.count - 1
+            while index >= 0 {
+                let (id, version) = hotQueue[index]
+                index -= 1
+                guard let stored = records[id], stored.record.version == version, stored.transmitsLeft > 0,
+                    stored.receivedFrom != target, id.origin != target
+                else { continue }
                 guard size + stored.record.encodedCount <= WireFormat.maxPayloadBytes else { break }
                 chosen.append(stored.record)
                 size += stored.record.encodedCount
                 records[id]?.transmitsLeft -= 1
-                if (records[id]?.transmitsLeft ?? 0) <= 0 { hotSlots.remove(id) }
             }
             sendRecords(chosen, to: target, now: now, into: &out)
         }
+        compactHotQueue()
         // Anti-entropy: one digest per round to one of the targets.
         let target = targets[Int.random(in: 0..<targets.count, using: &rng)]
         if endpoint(of: target) != nil {
@@ -318,6 +328,19 @@ extension MeshInstance {
                 out.append(.send(encode(.digest(isReply: false, entries: entries), now: now), to: address))
             }
         }
+    }
+
+    /// Drops spent and superseded entries once they outnumber the live ones.
+    mutating func compactHotQueue() {
+        guard hotQueue.count > 64 else { return }
+        let held = records
+        let isLive: ((id: SlotID, version: RecordVersion)) -> Bool = { entry in
+            guard let stored = held[entry.id] else { return false }
+            return stored.record.version == entry.version && stored.transmitsLeft > 0
+        }
+        var liveCount = 0
+        for entry in hotQueue where isLive(entry) { liveCount += 1 }
+        if hotQueue.count > 2 * liveCount + 64 { hotQueue = hotQueue.filter(isLive) }
     }
 
     static var maxDigestEntries: Int { (WireFormat.maxPayloadBytes - 3) / WireFormat.digestEntryBytes }

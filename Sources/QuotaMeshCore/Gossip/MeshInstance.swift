@@ -28,7 +28,10 @@ public struct MeshInstance: Sendable {
     var slotsByHash: [UInt64: SlotID] = [:]
     /// Slots in arrival order, for rotating digests without sorting.
     var slotOrder: [SlotID] = []
-    var hotSlots: Set<SlotID> = []
+    /// Records still to be pushed, newest last: (slot, version) pairs; stale pairs are skipped and compacted.
+    var hotQueue: [(id: SlotID, version: RecordVersion)] = []
+    /// Every trusted peer, sorted, for sampling peers that are down.
+    var allPeers: [VerifyingKey] = []
     /// Peers' states per key, merged incrementally.
     var remote: [QuotaKey: KeyAggregate] = [:]
     var accountsByService: [String: Set<String>] = [:]
@@ -109,12 +112,12 @@ public struct MeshInstance: Sendable {
             next[info.key] = state
         }
         peers = next
+        allPeers = next.keys.sorted()
         let untrusted = records.keys.filter { peers[$0.origin] == nil }
         if !untrusted.isEmpty {
             for id in untrusted {
                 records[id] = nil
                 slotsByHash[id.hash] = nil
-                hotSlots.remove(id)
             }
             slotOrder.removeAll { records[$0] == nil }
             rebuildAggregates()
@@ -202,8 +205,9 @@ public struct MeshInstance: Sendable {
         updateDemand(now: now)
         if now >= nextGossipAt {
             round += 1
-            refreshLiveness(now: now, into: &out)
-            if lastHeartbeatAt.map({ now.saturatingSubtract($0) >= configuration.heartbeatIntervalMillis }) ?? true {
+            // Liveness changes on a scale of seconds: refresh it every fifth round.
+            if round % 5 == 1 { refreshLiveness(now: now, into: &out) }
+            if lastHeartbeatAt.map({ now.saturatingSubtract($0) >= heartbeatInterval }) ?? true {
                 lastHeartbeatAt = now
                 store(ownRecord(.heartbeat, now: now), receivedFrom: nil)
             }
@@ -370,7 +374,7 @@ public struct MeshInstance: Sendable {
         return peers.values.map { peer in
             PeerView(
                 name: peer.info.name, key: peer.info.key, endpoint: peer.observedEndpoint ?? peer.info.endpoint,
-                live: peer.isLive(now: now, timeout: configuration.livenessTimeoutMillis),
+                live: peer.isLive(now: now, timeout: livenessTimeout),
                 lastHeardAt: peer.lastHeardAt, records: counts[peer.info.key] ?? 0)
         }.sorted { $0.name < $1.name }
     }
@@ -389,6 +393,16 @@ public struct MeshInstance: Sendable {
     public func heldVersion(origin: VerifyingKey, slot: RecordSlot) -> RecordVersion? {
         records[SlotID(origin: origin, slot: slot)]?.record.version
     }
+
+    /// The heartbeat interval in force: the configured one, stretched with the cluster's size so that
+    /// heartbeats (N²/interval deliveries a second) stay within the gossip capacity (about
+    /// N × fanout × records per packet per round). Liveness timeouts stretch with it.
+    public var heartbeatInterval: Int64 {
+        max(configuration.heartbeatIntervalMillis, Int64(peers.count + 1) * configuration.gossipIntervalMillis / 25)
+    }
+
+    /// The liveness timeout in force (at least four heartbeat intervals).
+    public var livenessTimeout: Int64 { max(configuration.livenessTimeoutMillis, 4 * heartbeatInterval) }
 
     /// How many waiting acquires there are.
     public var waitingCount: Int { waiters.count }
