@@ -8,6 +8,7 @@ let package = Package(
         .executable(name: "quotamesh", targets: ["quotamesh"]),
         .library(name: "QuotaMeshCore", targets: ["QuotaMeshCore"]),
         .library(name: "QuotaMeshNode", targets: ["QuotaMeshNode"]),
+        .library(name: "QuotaMeshSimulator", targets: ["QuotaMeshSimulator"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
@@ -48,6 +49,8 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
+        // A deterministic network simulator driving many real protocol cores in virtual time.
+        .target(name: "QuotaMeshSimulator", dependencies: ["QuotaMeshCore", "QuotaMeshCrypto"]),
         // The command-line interface: parses and wires, nothing else.
         .executableTarget(
             name: "quotamesh",
@@ -55,6 +58,7 @@ let package = Package(
                 "QuotaMeshNode",
                 "QuotaMeshCore",
                 "QuotaMeshCrypto",
+                "QuotaMeshSimulator",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -77,6 +81,7 @@ let package = Package(
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
             ]
         ),
+        .testTarget(name: "QuotaMeshSimulatorTests", dependencies: ["QuotaMeshSimulator", "QuotaMeshCore"]),
         .testTarget(
             name: "QuotaMeshIntegrationTests",
             dependencies: ["QuotaMeshCrypto", "quotamesh"]

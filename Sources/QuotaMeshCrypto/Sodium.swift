@@ -94,3 +94,12 @@ enum Base64 {
         return String(decoding: output.prefix(size - 1).map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
 }
+
+/// BLAKE2b (`crypto_generichash`) of `message` keyed with `key` (16–64 bytes), `outputCount` bytes long
+/// (16–64).
+public func keyedHash(_ message: [UInt8], key: [UInt8], outputCount: Int) -> [UInt8] {
+    Sodium.ensureReady()
+    var out = [UInt8](repeating: 0, count: outputCount)
+    _ = crypto_generichash(&out, outputCount, message, UInt64(message.count), key, key.count)
+    return out
+}

@@ -143,17 +143,18 @@ import QuotaMeshCrypto
         #expect(FairShare.jainIndex(granted.map(Double.init)) > 0.9, "\(granted)")
     }
 
-    @Test func waitingAcquiresAreServedUrgentFirst() {
+    @Test func waitingAcquiresAreServedHigherPriorityFirst() {
         var mesh = TestMesh(count: 1, services: ["svc": ServicePolicy(limit: 10, windowMillis: 10_000, reserves: Reserves(urgent: 0, normal: 0, low: 0), burstFraction: 0)])
         mesh.now = (mesh.now / 10_000) * 10_000
-        // Use the burst, so the next calls are paced.
+        // Use the burst with normal calls (urgent ones are not paced), so the next calls are paced.
         var first = 0
-        while mesh.acquire(0, AcquireRequest(service: "svc", priority: .urgent))?.granted == true { first += 1 }
+        while mesh.acquire(0, AcquireRequest(service: "svc", priority: .normal))?.granted == true { first += 1 }
         #expect(first >= 1)
         let lowTicket = mesh.nextTicket
         _ = mesh.acquire(0, AcquireRequest(service: "svc", priority: .low, waitMillis: 9_000))
+        // Arrives later, but outranks the waiting low call.
         let urgentTicket = mesh.nextTicket
-        _ = mesh.acquire(0, AcquireRequest(service: "svc", priority: .urgent, waitMillis: 9_000))
+        _ = mesh.acquire(0, AcquireRequest(service: "svc", priority: .normal, waitMillis: 9_000))
         #expect(mesh.replies[0]?[lowTicket] == nil)
         #expect(mesh.replies[0]?[urgentTicket] == nil)
         var order: [UInt64] = []
@@ -201,8 +202,8 @@ import QuotaMeshCrypto
     @Test func aLowerPriorityWaiterBehindAHigherOneDoesNotBusyWake() {
         var mesh = TestMesh(count: 1, services: ["svc": ServicePolicy(limit: 10, windowMillis: 60_000, reserves: Reserves(urgent: 0, normal: 0, low: 0), burstFraction: 0)])
         mesh.now = (mesh.now / 60_000) * 60_000
-        while mesh.acquire(0, AcquireRequest(service: "svc", priority: .urgent))?.granted == true {}
-        _ = mesh.acquire(0, AcquireRequest(service: "svc", priority: .urgent, waitMillis: 30_000))
+        while mesh.acquire(0, AcquireRequest(service: "svc", priority: .normal))?.granted == true {}
+        _ = mesh.acquire(0, AcquireRequest(service: "svc", priority: .normal, waitMillis: 30_000))
         _ = mesh.acquire(0, AcquireRequest(service: "svc", priority: .low, waitMillis: 30_000))
         #expect(mesh.nodes[0].waitingCount == 2)
         var wakes: [UnixMillis] = []

@@ -621,6 +621,12 @@ struct ClockSkewTests {
             understood: ["retry-after", "x-ratelimit-reset-requests"]
         ),
         HeaderCase(
+            label: "a Date within its one-second resolution of the node's clock corrects nothing",
+            headers: [("Date", "Tue, 14 Nov 2023 22:13:20 GMT"), ("x-ratelimit-reset", "1700000660")],
+            dimensions: [requests(resetAt: 1_700_000_660_000)],
+            understood: ["x-ratelimit-reset"]
+        ),
+        HeaderCase(
             label: "a malformed Date is ignored and nothing is corrected",
             headers: [("Date", "yesterday"), ("x-ratelimit-reset", "1700000660")],
             dimensions: [requests(resetAt: now + 660_000)],

@@ -167,7 +167,11 @@ extension MeshInstance {
         }
         let remaining = Double(remainingCount)
         let limit = Double(window.limit ?? remainingCount)
-        let floor = policy.reserves[request.priority] * limit
+        // A reserve holds back what higher priorities may still need in the rest of the window, so it
+        // shrinks as the window runs out and nothing is left unused at the reset.
+        let windowLength = Double(window.windowMillis ?? max(window.resetAt - now, 1))
+        let timeLeft = min(1, Double(max(window.resetAt - now, 0)) / max(windowLength, 1))
+        let floor = policy.reserves[request.priority] * limit * timeLeft
         if cost > limit {
             // Can never succeed in any window: say so at once rather than let the agent wait.
             return result(.deny(.quotaExhausted, key: key, retryAt: window.resetAt, detail: "cost_exceeds_limit"))
@@ -182,9 +186,14 @@ extension MeshInstance {
         var usable = share * (remaining - floor)
         // Urgent work is not held to the node's share while a healthy part of the normal reserve is left:
         // that reserve exists for it, and the margin absorbs nodes granting at the same moment.
-        let urgentMargin = policy.reserves.normal * limit / 2
-        if request.priority == .urgent, remaining - cost >= urgentMargin {
-            usable = max(usable, remaining - urgentMargin)
+        let urgentMargin = policy.reserves.normal * limit * timeLeft / 2
+        let urgentUnpaced = request.priority == .urgent && remaining - cost >= urgentMargin
+        if urgentUnpaced { usable = max(usable, remaining - urgentMargin) }
+        // When the node's share is worth less than one call (many nodes, little left), a whole call is
+        // granted with probability share ÷ cost: randomised rounding, so the expected total still equals
+        // what is left and the last calls of a window are not stranded in fractions.
+        if usable + 1e-9 < cost, usable > 0, Double.random(in: 0..<1, using: &rng) < usable / cost {
+            usable = cost
         }
         if usable + 1e-9 < cost {
             let retry = min(window.resetAt, now + max(configuration.gossipIntervalMillis * 5, 1000))
@@ -194,6 +203,9 @@ extension MeshInstance {
         let millisLeft = Double(max(window.resetAt - now, 1))
         let rate = share * remaining / millisLeft
         guard rate > 0 else { return result(.grant(key), headroom: usable - cost) }
+        // Urgent calls are not held behind the pacing of normal and low work, but are charged to it, so
+        // the node's other work slows down to make room.
+        if urgentUnpaced { return result(.grant(key), headroom: usable - cost, rate: rate) }
         let burst = max(1, share * policy.burstFraction * limit)
         let tolerance = (request.priority == .urgent ? 2 * burst : burst) / rate
         var bucket = quota.bucket
@@ -402,5 +414,25 @@ extension Int64 {
         let (product, overflow) = multipliedReportingOverflow(by: other)
         if !overflow { return product }
         return (self < 0) == (other < 0) ? .max : .min
+    }
+}
+
+extension MeshInstance {
+    /// The pieces of the remaining estimate for `key`, for diagnosis: (limit − window total, observation
+    /// estimate, window total, lifetime total, the observation's anchor and remaining).
+    public func remainingBreakdown(_ key: QuotaKey, now: UnixMillis) -> [String: Int64] {
+        let merged = mergedView(key, now: now)
+        var out: [String: Int64] = [
+            "window_total": Int64(clamping: merged.windowTotal(at: now)),
+            "lifetime": Int64(clamping: merged.lifetimeTotal),
+            "reset_at": merged.window?.resetAt ?? -1,
+        ]
+        if let limit = merged.window?.limit { out["limit_estimate"] = limit - out["window_total", default: 0] }
+        if let observation = merged.observation {
+            out["obs_remaining"] = observation.remaining
+            out["obs_anchor"] = Int64(clamping: observation.consumedTotalAtObservation)
+            out["obs_reset"] = observation.resetAt
+        }
+        return out
     }
 }

@@ -320,7 +320,8 @@ extension MeshInstance {
             sendRecords(chosen, to: target, now: now, into: &out)
         }
         compactHotQueue()
-        // Anti-entropy: one digest per round to one of the targets.
+        // Anti-entropy: a digest to one of the targets every few rounds.
+        guard round % UInt64(max(1, configuration.antiEntropyEveryRounds)) == 0 else { return }
         let target = targets[Int.random(in: 0..<targets.count, using: &rng)]
         if endpoint(of: target) != nil {
             let entries = digestSample(excluding: [], count: Self.maxDigestEntries)

@@ -357,7 +357,11 @@ struct RateLimitParseRun {
         guard let text = single(name) else { return }
         switch RateLimitValueFormats.httpDateMillis(text, now: now) {
         case .failure(let error): ignore(name, error.reason)
-        case .success(let millis): serverDate = millis
+        case .success(let millis):
+            // `Date` has one-second resolution: an offset below two seconds is rounding, not skew, and
+            // "correcting" it would move every reset by up to a second from one response to the next.
+            let offset = RateLimitValueFormats.subtracting(millis, now)
+            if offset <= -2000 || offset >= 2000 { serverDate = millis }
         }
     }
 

@@ -89,6 +89,8 @@ public struct MeshConfiguration: Sendable {
     public var maxClockSkewMillis: Int64
     /// How often demand rates are re-estimated (ms).
     public var demandIntervalMillis: Int64
+    /// An anti-entropy digest goes out every this many rounds.
+    public var antiEntropyEveryRounds: Int
     /// Packets sent in answer to one digest, at most.
     public var maxAnswerPackets: Int
     /// Per-service policies.
@@ -101,7 +103,7 @@ public struct MeshConfiguration: Sendable {
         cluster: String = "quotamesh", gossipIntervalMillis: Int64 = 200, fanout: Int = 3,
         livenessTimeoutMillis: Int64 = 10_000, heartbeatIntervalMillis: Int64 = 2_000,
         retransmitMultiplier: Int = 3, maxClockSkewMillis: Int64 = 300_000, demandIntervalMillis: Int64 = 1_000,
-        maxAnswerPackets: Int = 8, services: [String: ServicePolicy] = [:],
+        maxAnswerPackets: Int = 8, antiEntropyEveryRounds: Int = 5, services: [String: ServicePolicy] = [:],
         signatures: any SignatureScheme = Ed25519Signatures()
     ) {
         self.signatures = signatures
@@ -114,6 +116,7 @@ public struct MeshConfiguration: Sendable {
         self.maxClockSkewMillis = maxClockSkewMillis
         self.demandIntervalMillis = demandIntervalMillis
         self.maxAnswerPackets = maxAnswerPackets
+        self.antiEntropyEveryRounds = antiEntropyEveryRounds
         self.services = services
     }
 }

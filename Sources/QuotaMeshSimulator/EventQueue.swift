@@ -1,0 +1,44 @@
+/// A binary min-heap of timed events; ties keep insertion order, so runs are deterministic.
+struct EventQueue<Payload> {
+    private var heap: [(time: Int64, order: UInt64, payload: Payload)] = []
+    private var nextOrder: UInt64 = 0
+
+    var isEmpty: Bool { heap.isEmpty }
+    var count: Int { heap.count }
+
+    mutating func push(_ payload: Payload, at time: Int64) {
+        heap.append((time, nextOrder, payload))
+        nextOrder += 1
+        var child = heap.count - 1
+        while child > 0 {
+            let parent = (child - 1) / 2
+            guard Self.less(heap[child], heap[parent]) else { break }
+            heap.swapAt(child, parent)
+            child = parent
+        }
+    }
+
+    mutating func pop() -> (time: Int64, payload: Payload)? {
+        guard !heap.isEmpty else { return nil }
+        heap.swapAt(0, heap.count - 1)
+        let top = heap.removeLast()
+        var parent = 0
+        while true {
+            let left = 2 * parent + 1
+            let right = left + 1
+            var smallest = parent
+            if left < heap.count && Self.less(heap[left], heap[smallest]) { smallest = left }
+            if right < heap.count && Self.less(heap[right], heap[smallest]) { smallest = right }
+            if smallest == parent { break }
+            heap.swapAt(parent, smallest)
+            parent = smallest
+        }
+        return (top.time, top.payload)
+    }
+
+    private static func less(
+        _ a: (time: Int64, order: UInt64, payload: Payload), _ b: (time: Int64, order: UInt64, payload: Payload)
+    ) -> Bool {
+        (a.time, a.order) < (b.time, b.order)
+    }
+}

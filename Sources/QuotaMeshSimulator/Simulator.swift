@@ -1,0 +1,597 @@
+import QuotaMeshCore
+import QuotaMeshCrypto
+
+/// What one simulation run measured.
+public struct SimulationReport: Sendable {
+    /// The configuration's node count, seconds and seed.
+    public var nodes: Int
+    public var seconds: Double
+    public var seed: UInt64
+    /// Gossip rounds until every live node held a probe observation, median and 99th percentile.
+    public var convergenceRoundsP50: Double
+    public var convergenceRoundsP99: Double
+    /// Probes that reached every live node before the run ended, and all probes.
+    public var probesConverged: Int
+    public var probes: Int
+    /// Epidemic theory's estimate for push gossip: log_fanout(N) + ln(N)/fanout rounds.
+    public var theoreticalRounds: Double
+    /// Calls sent upstream in the worst window ÷ the limit (outside any partition).
+    public var maxAdmittedRatio: Double
+    /// The same, over windows that overlap the partition.
+    public var partitionMaxAdmittedRatio: Double?
+    /// Successful upstream calls ÷ min(offered, limit), over full windows.
+    public var utilization: Double
+    /// Jain's index over per-node successful calls.
+    public var jainIndex: Double
+    /// Urgent tasks that succeeded ÷ urgent tasks (created before the last two windows).
+    public var urgentSuccessRatio: Double
+    /// Urgent time to success, 99th percentile (ms).
+    public var urgentWaitP99Millis: Double
+    /// Tasks per priority and how many succeeded.
+    public var tasks: [Priority: (created: Int, succeeded: Int)]
+    /// Upstream calls and 429s.
+    public var upstreamCalls: Int
+    public var upstream429s: Int
+    /// Denials the agents were given ("not now, retry at T").
+    public var denials: Int
+    /// Bytes sent per node per virtual second.
+    public var bytesPerNodePerSecond: Double
+    /// Signature verifications per node per virtual second.
+    public var verificationsPerNodePerSecond: Double
+    /// Datagrams delivered and lost.
+    public var datagramsDelivered: Int
+    public var datagramsLost: Int
+    /// Wall-clock seconds the run took.
+    public var wallSeconds: Double
+    /// Per full window: calls sent upstream, calls it accepted, and calls offered (capped at the limit).
+    public var windows: [(sent: Int, accepted: Int, offered: Int)] = []
+}
+
+/// A deterministic discrete-event simulation of a QuotaMesh cluster: N real `MeshInstance`s (the code
+/// the node runs) over a simulated network (latency, loss, duplication, reordering, partitions), with
+/// crashes and clock skew, agents with demand by priority, and an upstream that enforces a real quota
+/// and answers with rate-limit headers and 429s. One seed reproduces a run exactly.
+public struct Simulator {
+    enum Event {
+        case deliver(from: Int, to: Int, bytes: [UInt8])
+        case wake(node: Int)
+        case arrival(node: Int)
+        case attempt(task: Int)
+        case upstream(task: Int)
+        case response(task: Int, status: Int, headers: [(name: String, value: String)])
+        case crash(node: Int)
+        case restart(node: Int)
+        case probe(index: Int)
+        case checkProbes
+    }
+
+    struct Node {
+        var instance: MeshInstance?
+        var key: SigningKey
+        var skew: Int64
+        var persisted: PersistedNodeState?
+        var scheduledWake: Int64 = .max
+        var weight: Double
+        var tickets: [UInt64: Int] = [:]
+        var successes = 0
+    }
+
+    struct Task {
+        var node: Int
+        var priority: Priority
+        var created: Int64
+        var succeeded: Int64?
+        var inFlight = false
+    }
+
+    struct Probe {
+        var origin: Int
+        var key: QuotaKey
+        var signedAt: Int64?
+        var convergedAt: Int64?
+    }
+
+    public let configuration: SimulationConfiguration
+    let start: Int64 = 1_800_000_000_000
+    let service = "api"
+    var rng: SplitMix64
+    var queue = EventQueue<Event>()
+    var nodes: [Node] = []
+    var tasks: [Task] = []
+    var probes: [Probe] = []
+    var now: Int64
+    var nextTicket: UInt64 = 1
+    let scheme: (any SignatureScheme)
+    let simulated: SimulatedSignatures?
+    // Upstream state.
+    var windowSent: [Int64: Int] = [:]
+    var windowAccepted: [Int64: Int] = [:]
+    var windowCreated: [Int64: Int] = [:]
+    var backlogAtWindowStart: [Int64: Int] = [:]
+    var tokens: Double
+    var tokensAt: Int64
+    var upstreamCalls = 0
+    var upstream429s = 0
+    var denials = 0
+    var bytesSent = 0
+    var delivered = 0
+    var lost = 0
+    var pending = 0
+    var traced = 0
+    let debugNoHeaders = getenv("QUOTAMESH_SIM_NOHEADERS") != nil
+    /// Denials per window by reason/detail, for diagnosis.
+    public var denialDetails: [Int64: [String: Int]] = [:]
+
+    /// Prepares a run.
+    public init(_ configuration: SimulationConfiguration) {
+        self.configuration = configuration
+        self.rng = SplitMix64(seed: configuration.seed)
+        self.now = start
+        self.tokens = Double(configuration.limit)
+        self.tokensAt = start
+        if configuration.realSignatures {
+            scheme = Ed25519Signatures()
+            simulated = nil
+        } else {
+            let fast = SimulatedSignatures()
+            scheme = fast
+            simulated = fast
+        }
+    }
+
+    func endpoint(_ index: Int) -> Endpoint { Endpoint(host: "sim", port: index + 1) }
+
+    var endTime: Int64 { start + Int64(configuration.seconds * 1000) }
+
+    func meshConfiguration() -> MeshConfiguration {
+        let policy = ServicePolicy(
+            limit: configuration.limit, windowMillis: configuration.windowMillis, reserves: configuration.reserves,
+            burstFraction: configuration.burstFraction)
+        return MeshConfiguration(
+            gossipIntervalMillis: configuration.gossipIntervalMillis, fanout: configuration.fanout,
+            services: [service: policy], signatures: scheme)
+    }
+
+    /// Runs to the end and reports.
+    public mutating func run() -> SimulationReport {
+        let wallStart = ContinuousClock.now
+        setUp()
+        var lastProgress = 0.0
+        while let (time, event) = queue.pop(), time <= endTime {
+            now = time
+            handle(event)
+            let done = Double(now - start) / Double(endTime - start)
+            if done - lastProgress >= 0.05 {
+                lastProgress = done
+                configuration.progress?(done)
+            }
+        }
+        now = endTime
+        let elapsed = ContinuousClock.now - wallStart
+        let wall = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+        return report(wallSeconds: wall)
+    }
+
+    // MARK: Set-up
+
+    mutating func setUp() {
+        let count = configuration.nodes
+        var keys: [SigningKey] = []
+        for index in 0..<count {
+            var seed = [UInt8](repeating: 0, count: 32)
+            var mixer = SplitMix64(seed: configuration.seed ^ (UInt64(index) &* 0x9E37_79B9_7F4A_7C15))
+            for byteIndex in 0..<32 { seed[byteIndex] = UInt8(truncatingIfNeeded: mixer.next()) }
+            // 32 bytes by construction.
+            keys.append(try! SigningKey(seed: seed))
+        }
+        let infos = keys.enumerated().map { PeerInfo(name: "n\($0.offset)", key: $0.element.publicKey, endpoint: endpoint($0.offset)) }
+        let mesh = meshConfiguration()
+        for index in 0..<count {
+            let skew = configuration.clockSkewMillis > 0
+                ? Int64.random(in: -configuration.clockSkewMillis...configuration.clockSkewMillis, using: &rng) : 0
+            let weight = configuration.skewedDemand ? 1 / Double(index + 1) : 1
+            let instance = MeshInstance(
+                identity: keys[index], configuration: mesh, peers: infos, restored: nil, now: start + skew,
+                seed: rng.next())
+            nodes.append(Node(instance: instance, key: keys[index], skew: skew, weight: weight))
+        }
+        // Stagger the nodes' first rounds across one interval.
+        for index in 0..<count {
+            let offset = Int64.random(in: 0..<configuration.gossipIntervalMillis, using: &rng)
+            schedule(.wake(node: index), at: start + offset)
+            nodes[index].scheduledWake = start + offset
+        }
+        let totalWeight = nodes.reduce(0) { $0 + $1.weight }
+        for index in 0..<count {
+            nodes[index].weight /= totalWeight
+            scheduleArrival(index)
+        }
+        for index in 0..<configuration.crashes {
+            let at = start + Int64(Double(endTime - start) * (Double(index) + 0.5 + Double.random(in: -0.3...0.3, using: &rng)) / Double(configuration.crashes + 1))
+            schedule(.crash(node: Int.random(in: 0..<count, using: &rng)), at: at)
+        }
+        for index in 0..<configuration.probes {
+            let at = start + Int64(Double(endTime - start) * (0.1 + 0.6 * Double(index) / Double(max(1, configuration.probes))))
+            schedule(.probe(index: index), at: at)
+        }
+        schedule(.checkProbes, at: start + configuration.gossipIntervalMillis)
+    }
+
+    mutating func schedule(_ event: Event, at time: Int64) { queue.push(event, at: time) }
+
+    /// The demand rate of node `index` at the current time (tasks per ms).
+    func rate(of index: Int) -> Double {
+        let total = configuration.demand * Double(configuration.limit) / Double(configuration.windowMillis)
+        var weightIndex = index
+        if let shift = configuration.demandShiftAt, now >= start + Int64(Double(endTime - start) * shift) {
+            weightIndex = (index + nodes.count / 2) % nodes.count
+        }
+        return total * nodes[weightIndex].weight
+    }
+
+    mutating func scheduleArrival(_ index: Int) {
+        let rate = rate(of: index)
+        guard rate > 0 else { return }
+        let gap = -log(max(1e-12, Double.random(in: 0..<1, using: &rng))) / rate
+        schedule(.arrival(node: index), at: now + max(1, Int64(gap)))
+    }
+
+    // MARK: Events
+
+    mutating func handle(_ event: Event) {
+        switch event {
+        case .deliver(let from, let to, let bytes):
+            guard nodes[to].instance != nil else {
+                lost += 1
+                return
+            }
+            delivered += 1
+            let source = endpoint(from)
+            drive(to) { instance, nodeTime in instance.receive(datagram: bytes, from: source, now: nodeTime) }
+        case .wake(let index):
+            guard nodes[index].scheduledWake == now, nodes[index].instance != nil else { return }
+            nodes[index].scheduledWake = .max
+            drive(index) { instance, nodeTime in instance.tick(now: nodeTime) }
+        case .arrival(let index):
+            let priority = drawPriority()
+            tasks.append(Task(node: index, priority: priority, created: now))
+            windowCreated[upstreamWindow(now), default: 0] += 1
+            pending += 1
+            attempt(tasks.count - 1)
+            scheduleArrival(index)
+        case .attempt(let task):
+            attempt(task)
+        case .upstream(let task):
+            callUpstream(task)
+        case .response(let task, let status, let headers):
+            let index = tasks[task].node
+            tasks[task].inFlight = false
+            guard nodes[index].instance != nil else {
+                schedule(.attempt(task: task), at: now + 500)
+                return
+            }
+            let service = service
+            drive(index) { instance, nodeTime in
+                let report = RateLimitHeaderParser.parse(headers: headers, status: status, now: nodeTime)
+                return instance.observe(service: service, account: nil, status: status, report: report, now: nodeTime).directives
+            }
+            if status == 200 {
+                tasks[task].succeeded = now
+                nodes[index].successes += 1
+                pending -= 1
+            } else {
+                schedule(.attempt(task: task), at: now + 1)
+            }
+        case .crash(let index):
+            guard nodes[index].instance != nil else { return }
+            nodes[index].instance = nil
+            nodes[index].tickets = [:]
+            nodes[index].scheduledWake = .max
+            schedule(.restart(node: index), at: now + configuration.downtimeMillis)
+        case .restart(let index):
+            let nodeTime = now + nodes[index].skew
+            let infos = nodes.enumerated().map { PeerInfo(name: "n\($0.offset)", key: $0.element.key.publicKey, endpoint: endpoint($0.offset)) }
+            var instance = MeshInstance(
+                identity: nodes[index].key, configuration: meshConfiguration(), peers: infos,
+                restored: nodes[index].persisted, now: nodeTime, seed: rng.next())
+            let directives = instance.start(now: nodeTime)
+            nodes[index].instance = instance
+            apply(directives, from: index)
+            // Tasks that were waiting on the crashed node try again.
+            for task in tasks.indices where tasks[task].node == index && tasks[task].succeeded == nil && !tasks[task].inFlight {
+                schedule(.attempt(task: task), at: now + 1)
+            }
+        case .probe(let index):
+            startProbe(index)
+        case .checkProbes:
+            checkProbes()
+            schedule(.checkProbes, at: now + configuration.gossipIntervalMillis)
+        }
+    }
+
+    mutating func drawPriority() -> Priority {
+        let mix = configuration.priorityMix
+        let draw = Double.random(in: 0..<(mix.urgent + mix.normal + mix.low), using: &rng)
+        if draw < mix.urgent { return .urgent }
+        if draw < mix.urgent + mix.normal { return .normal }
+        return .low
+    }
+
+    mutating func attempt(_ task: Int) {
+        let index = tasks[task].node
+        guard tasks[task].succeeded == nil, !tasks[task].inFlight else { return }
+        guard nodes[index].instance != nil else { return }  // retried on restart
+        let ticket = nextTicket
+        nextTicket += 1
+        nodes[index].tickets[ticket] = task
+        let request = AcquireRequest(service: service, priority: tasks[task].priority, cost: 1)
+        drive(index) { instance, nodeTime in instance.acquire(request, ticket: ticket, now: nodeTime) }
+    }
+
+    // MARK: Directives
+
+    /// Runs `body` on node `index`'s instance in its own time and carries out the directives.
+    mutating func drive(_ index: Int, _ body: (inout MeshInstance, Int64) -> [MeshDirective]) {
+        guard var instance = nodes[index].instance else { return }
+        // Moved out so the instance's storage stays uniquely referenced while it changes.
+        nodes[index].instance = nil
+        let directives = body(&instance, now + nodes[index].skew)
+        nodes[index].instance = instance
+        apply(directives, from: index)
+    }
+
+    mutating func apply(_ directives: [MeshDirective], from index: Int) {
+        for directive in directives {
+            switch directive {
+            case .send(let bytes, let target):
+                let destination = target.port - 1
+                guard destination >= 0, destination < nodes.count else { continue }
+                bytesSent += bytes.count
+                if isCut(index, destination) || Double.random(in: 0..<1, using: &rng) < configuration.loss {
+                    lost += 1
+                    continue
+                }
+                let latency = Int64.random(in: configuration.latencyMillis, using: &rng)
+                schedule(.deliver(from: index, to: destination, bytes: bytes), at: now + latency)
+                if Double.random(in: 0..<1, using: &rng) < configuration.duplication {
+                    let again = Int64.random(in: configuration.latencyMillis, using: &rng)
+                    schedule(.deliver(from: index, to: destination, bytes: bytes), at: now + again)
+                }
+            case .reply(let ticket, let decision):
+                guard let task = nodes[index].tickets.removeValue(forKey: ticket) else { continue }
+                if decision.granted {
+                    tasks[task].inFlight = true
+                    schedule(.upstream(task: task), at: now + configuration.upstreamLatencyMillis / 2)
+                } else {
+                    denials += 1
+                    if getenv("QUOTAMESH_SIM_TRACE") != nil, decision.detail == "window", traced < 30 {
+                        traced += 1
+                        let w = upstreamWindow(now)
+                        print("t=\(now - start) w=\(w) sent=\(windowSent[w, default: 0]) node=\(index) \(nodes[index].instance?.remainingBreakdown(QuotaKey(service: service), now: now + nodes[index].skew).sorted { $0.key < $1.key } ?? [])")
+                    }
+                    denialDetails[upstreamWindow(now), default: [:]]["\(decision.reason?.rawValue ?? "-")/\(decision.detail ?? "-")", default: 0] += 1
+                    let retryAt = (decision.retryAt ?? (now + nodes[index].skew + 1000)) - nodes[index].skew
+                    let jitter = Int64.random(in: 0...20, using: &rng)
+                    schedule(.attempt(task: task), at: max(now + 1, retryAt + jitter))
+                }
+            case .persist(let state):
+                nodes[index].persisted = state
+            case .event:
+                break
+            case .wake(let at):
+                let global = at - nodes[index].skew
+                if global < nodes[index].scheduledWake {
+                    nodes[index].scheduledWake = global
+                    schedule(.wake(node: index), at: global)
+                }
+            }
+        }
+    }
+
+    func isCut(_ a: Int, _ b: Int) -> Bool {
+        guard let plan = configuration.partition else { return false }
+        let from = start + Int64(plan.start * 1000)
+        let to = start + Int64(plan.end * 1000)
+        guard now >= from && now < to else { return false }
+        let boundary = Int(Double(nodes.count) * plan.fraction)
+        return (a < boundary) != (b < boundary)
+    }
+
+    // MARK: Upstream
+
+    func upstreamWindow(_ time: Int64) -> Int64 { time / configuration.windowMillis }
+
+    mutating func callUpstream(_ task: Int) {
+        upstreamCalls += 1
+        let window = upstreamWindow(now)
+        if backlogAtWindowStart[window] == nil { backlogAtWindowStart[window] = pending }
+        windowSent[window, default: 0] += 1
+        let limit = configuration.limit
+        var headers: [(name: String, value: String)] = [("date", Self.httpDate(now))]
+        var status = 200
+        switch configuration.upstream {
+        case .fixedWindow:
+            let accepted = windowAccepted[window, default: 0]
+            let windowEnd = (window + 1) * configuration.windowMillis
+            if accepted < limit {
+                windowAccepted[window] = accepted + 1
+            } else {
+                status = 429
+                headers.append(("retry-after", "\(max(1, (windowEnd - now + 999) / 1000))"))
+            }
+            if debugNoHeaders { break }
+            headers += [
+                ("x-ratelimit-limit", "\(limit)"),
+                ("x-ratelimit-remaining", "\(max(0, limit - Int64(windowAccepted[window, default: 0])))"),
+                ("x-ratelimit-reset", "\((windowEnd + 999) / 1000)"),
+            ]
+        case .tokenBucket:
+            let refill = Double(limit) / Double(configuration.windowMillis)
+            tokens = min(Double(limit), tokens + Double(now - tokensAt) * refill)
+            tokensAt = now
+            if tokens >= 1 {
+                tokens -= 1
+                windowAccepted[window, default: 0] += 1
+            } else {
+                status = 429
+                headers.append(("retry-after-ms", "\(Int64(((1 - tokens) / refill).rounded(.up)))"))
+            }
+            headers += [
+                ("ratelimit-policy", "\"default\";q=\(limit);w=\(configuration.windowMillis / 1000)"),
+                ("ratelimit", "\"default\";r=\(Int64(tokens));t=\(Int64(((Double(limit) - tokens) / refill / 1000).rounded(.up)))"),
+            ]
+        }
+        if status == 429 { upstream429s += 1 }
+        schedule(.response(task: task, status: status, headers: headers), at: now + configuration.upstreamLatencyMillis / 2)
+    }
+
+    // MARK: Convergence probes
+
+    mutating func startProbe(_ index: Int) {
+        let liveNodes = nodes.indices.filter { nodes[$0].instance != nil }
+        guard !liveNodes.isEmpty else { return }
+        let origin = liveNodes[Int.random(in: 0..<liveNodes.count, using: &rng)]
+        let key = QuotaKey(service: "probe\(index)", account: "default")
+        drive(origin) { instance, nodeTime in
+            var dimension = RateLimitDimension(name: "requests")
+            dimension.limit = 1000
+            dimension.remaining = 500
+            dimension.resetAt = nodeTime + 3_600_000
+            var report = RateLimitReport()
+            report.dimensions = [dimension]
+            return instance.observe(service: key.service, account: nil, status: 200, report: report, now: nodeTime).directives
+        }
+        probes.append(Probe(origin: origin, key: key))
+    }
+
+    mutating func checkProbes() {
+        for index in probes.indices where probes[index].convergedAt == nil {
+            let probe = probes[index]
+            let originKey = nodes[probe.origin].key.publicKey
+            guard let origin = nodes[probe.origin].instance,
+                let version = origin.heldVersion(origin: originKey, slot: .quota(probe.key))
+            else { continue }
+            if probe.signedAt == nil { probes[index].signedAt = now }
+            let everywhere = nodes.indices.allSatisfy { other in
+                other == probe.origin || nodes[other].instance == nil
+                    || (nodes[other].instance?.heldVersion(origin: originKey, slot: .quota(probe.key)).map { $0 >= version } ?? false)
+            }
+            if everywhere { probes[index].convergedAt = now }
+        }
+    }
+
+    // MARK: Report
+
+    func report(wallSeconds: Double) -> SimulationReport {
+        let interval = Double(configuration.gossipIntervalMillis)
+        let rounds = probes.compactMap { probe -> Double? in
+            guard let signed = probe.signedAt, let converged = probe.convergedAt else { return nil }
+            return Double(converged - signed) / interval
+        }.sorted()
+        let n = Double(configuration.nodes)
+        let fanout = Double(configuration.fanout)
+        let theory = n > 1 ? log(n) / log(fanout) + log(n) / fanout : 0
+
+        let firstWindow = upstreamWindow(start) + 1
+        let lastWindow = upstreamWindow(endTime) - 1
+        var worst = 0.0
+        var worstPartition: Double?
+        var offered = 0.0
+        var accepted = 0.0
+        var windowRows: [(sent: Int, accepted: Int, offered: Int)] = []
+        if lastWindow >= firstWindow {
+            for window in firstWindow...lastWindow {
+                windowRows.append((
+                    windowSent[window, default: 0], windowAccepted[window, default: 0],
+                    min(backlogAtWindowStart[window, default: 0] + windowCreated[window, default: 0], Int(configuration.limit))
+                ))
+                let sent = Double(windowSent[window, default: 0]) / Double(configuration.limit)
+                if overlapsPartition(window) {
+                    worstPartition = max(worstPartition ?? 0, sent)
+                } else {
+                    worst = max(worst, sent)
+                }
+                let demandInWindow = Double(backlogAtWindowStart[window, default: 0] + windowCreated[window, default: 0])
+                offered += min(demandInWindow, Double(configuration.limit))
+                accepted += Double(windowAccepted[window, default: 0])
+            }
+        }
+        var perPriority: [Priority: (created: Int, succeeded: Int)] = [:]
+        var urgentWaits: [Double] = []
+        let cutoff = endTime - 2 * configuration.windowMillis
+        var urgentCounted = 0
+        var urgentSucceeded = 0
+        for task in tasks {
+            var entry = perPriority[task.priority] ?? (0, 0)
+            entry.created += 1
+            if task.succeeded != nil { entry.succeeded += 1 }
+            perPriority[task.priority] = entry
+            if task.priority == .urgent && task.created < cutoff {
+                urgentCounted += 1
+                if let done = task.succeeded {
+                    urgentSucceeded += 1
+                    urgentWaits.append(Double(done - task.created))
+                }
+            }
+        }
+        urgentWaits.sort()
+        let seconds = configuration.seconds
+        return SimulationReport(
+            nodes: configuration.nodes, seconds: seconds, seed: configuration.seed,
+            convergenceRoundsP50: Self.percentile(rounds, 0.5), convergenceRoundsP99: Self.percentile(rounds, 0.99),
+            probesConverged: rounds.count, probes: probes.count, theoreticalRounds: theory,
+            maxAdmittedRatio: worst, partitionMaxAdmittedRatio: worstPartition,
+            utilization: offered > 0 ? accepted / offered : 1,
+            jainIndex: FairShare.jainIndex(nodes.map { Double($0.successes) }),
+            urgentSuccessRatio: urgentCounted > 0 ? Double(urgentSucceeded) / Double(urgentCounted) : 1,
+            urgentWaitP99Millis: Self.percentile(urgentWaits, 0.99), tasks: perPriority,
+            upstreamCalls: upstreamCalls, upstream429s: upstream429s, denials: denials,
+            bytesPerNodePerSecond: Double(bytesSent) / n / seconds,
+            verificationsPerNodePerSecond: Double(simulated?.verifications ?? 0) / n / seconds,
+            datagramsDelivered: delivered, datagramsLost: lost, wallSeconds: wallSeconds, windows: windowRows)
+    }
+
+    func overlapsPartition(_ window: Int64) -> Bool {
+        guard let plan = configuration.partition else { return false }
+        let windowStart = window * configuration.windowMillis
+        let windowEnd = windowStart + configuration.windowMillis
+        let from = start + Int64(plan.start * 1000)
+        // A window just after the heal still pays for what each side spent.
+        let to = start + Int64(plan.end * 1000) + configuration.windowMillis
+        return windowStart < to && windowEnd > from
+    }
+
+    static func percentile(_ sorted: [Double], _ q: Double) -> Double {
+        guard !sorted.isEmpty else { return .nan }
+        let rank = min(sorted.count - 1, Int((q * Double(sorted.count)).rounded(.up)) - 1)
+        return sorted[max(0, rank)]
+    }
+
+    /// IMF-fixdate for a Unix-ms time (RFC 9110 §5.6.7).
+    static func httpDate(_ millis: Int64) -> String {
+        let seconds = millis / 1000
+        let days = seconds / 86_400
+        let secondOfDay = seconds % 86_400
+        // Civil-from-days (Howard Hinnant's algorithm).
+        let z = days + 719_468
+        let era = (z >= 0 ? z : z - 146_096) / 146_097
+        let dayOfEra = z - era * 146_097
+        let yearOfEra = (dayOfEra - dayOfEra / 1460 + dayOfEra / 36_524 - dayOfEra / 146_096) / 365
+        let dayOfYear = dayOfEra - (365 * yearOfEra + yearOfEra / 4 - yearOfEra / 100)
+        let mp = (5 * dayOfYear + 2) / 153
+        let day = dayOfYear - (153 * mp + 2) / 5 + 1
+        let month = mp < 10 ? mp + 3 : mp - 9
+        let year = yearOfEra + era * 400 + (month <= 2 ? 1 : 0)
+        let weekdays = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"]
+        let months = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
+        let weekday = weekdays[Int(((days % 7) + 7) % 7)]
+        func two(_ value: Int64) -> String { value < 10 ? "0\(value)" : "\(value)" }
+        return "\(weekday), \(two(day)) \(months[Int(month - 1)]) \(year) \(two(secondOfDay / 3600)):\(two(secondOfDay / 60 % 60)):\(two(secondOfDay % 60)) GMT"
+    }
+}
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
