@@ -117,8 +117,6 @@ public struct Simulator {
     var delivered = 0
     var lost = 0
     var pending = 0
-    var traced = 0
-    let debugNoHeaders = getenv("QUOTAMESH_SIM_NOHEADERS") != nil
     /// Denials per window by reason/detail, for diagnosis.
     public var denialDetails: [Int64: [String: Int]] = [:]
 
@@ -364,11 +362,6 @@ public struct Simulator {
                     schedule(.upstream(task: task), at: now + configuration.upstreamLatencyMillis / 2)
                 } else {
                     denials += 1
-                    if getenv("QUOTAMESH_SIM_TRACE") != nil, decision.detail == "window", traced < 30 {
-                        traced += 1
-                        let w = upstreamWindow(now)
-                        print("t=\(now - start) w=\(w) sent=\(windowSent[w, default: 0]) node=\(index) \(nodes[index].instance?.remainingBreakdown(QuotaKey(service: service), now: now + nodes[index].skew).sorted { $0.key < $1.key } ?? [])")
-                    }
                     denialDetails[upstreamWindow(now), default: [:]]["\(decision.reason?.rawValue ?? "-")/\(decision.detail ?? "-")", default: 0] += 1
                     let retryAt = (decision.retryAt ?? (now + nodes[index].skew + 1000)) - nodes[index].skew
                     let jitter = Int64.random(in: 0...20, using: &rng)
@@ -419,7 +412,6 @@ public struct Simulator {
                 status = 429
                 headers.append(("retry-after", "\(max(1, (windowEnd - now + 999) / 1000))"))
             }
-            if debugNoHeaders { break }
             headers += [
                 ("x-ratelimit-limit", "\(limit)"),
                 ("x-ratelimit-remaining", "\(max(0, limit - Int64(windowAccepted[window, default: 0])))"),

@@ -152,10 +152,10 @@ extension MeshInstance {
             return result(.deny(.breakerOpen, key: key, retryAt: merged.breaker.openUntil))
         case .halfOpen:
             if let probe = quota.probeGrantedAt, now < probe.saturatingAdd(policy.breaker.probeTimeoutMillis) {
-                return result(
-                    .deny(
-                        .breakerOpen, key: key, retryAt: probe.saturatingAdd(policy.breaker.probeTimeoutMillis),
-                        detail: "half_open_probe_in_flight"))
+                // The probe's answer is usually back within a round or two; look again then.
+                let retry = min(
+                    probe.saturatingAdd(policy.breaker.probeTimeoutMillis), now + 2 * configuration.gossipIntervalMillis)
+                return result(.deny(.breakerOpen, key: key, retryAt: retry, detail: "half_open_probe_in_flight"))
             }
             return result(.grant(key, detail: "half_open_probe"))
         case .closed:
