@@ -102,7 +102,8 @@ public struct Simulator {
     var now: Int64
     var nextTicket: UInt64 = 1
     let scheme: (any SignatureScheme)
-    let simulated: SimulatedSignatures?
+    /// The simulated scheme, when in use (for its counters).
+    public let simulated: SimulatedSignatures?
     // Upstream state.
     var windowSent: [Int64: Int] = [:]
     var windowAccepted: [Int64: Int] = [:]
@@ -117,6 +118,11 @@ public struct Simulator {
     var delivered = 0
     var lost = 0
     var pending = 0
+    /// Records accepted (new versions) across all nodes.
+    public var recordsAccepted = 0
+    /// Bytes and datagrams sent, by packet kind (1 records, 2 digest).
+    public var bytesByKind: [UInt8: Int] = [:]
+    public var packetsByKind: [UInt8: Int] = [:]
     /// Denials per window by reason/detail, for diagnosis.
     public var denialDetails: [Int64: [String: Int]] = [:]
 
@@ -345,6 +351,7 @@ public struct Simulator {
                 let destination = target.port - 1
                 guard destination >= 0, destination < nodes.count else { continue }
                 bytesSent += bytes.count
+                if bytes.count > 3 { bytesByKind[bytes[3], default: 0] += bytes.count; packetsByKind[bytes[3], default: 0] += 1 }
                 if isCut(index, destination) || Double.random(in: 0..<1, using: &rng) < configuration.loss {
                     lost += 1
                     continue
@@ -369,8 +376,8 @@ public struct Simulator {
                 }
             case .persist(let state):
                 nodes[index].persisted = state
-            case .event:
-                break
+            case .event(let event):
+                if case .recordAccepted = event { recordsAccepted += 1 }
             case .wake(let at):
                 let global = at - nodes[index].skew
                 if global < nodes[index].scheduledWake {

@@ -349,7 +349,7 @@ extension MeshInstance {
                 quota.demand[priority] = next
             }
             quota.requested = Demand()
-            if changed { quota.dirty = true }
+            if changed { quota.demandDirty = true }
             local[key] = quota
         }
     }

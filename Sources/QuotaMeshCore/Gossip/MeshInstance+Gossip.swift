@@ -41,15 +41,15 @@ enum Plausible {
 extension MeshInstance {
     // MARK: - Records
 
+    /// memberlist's retransmit limit: `retransmitMultiplier × ⌈log10(N + 1)⌉` pushes per record per node.
     func retransmitLimit() -> Int {
-        var value = 1.0
-        var bits = 0
-        let target = Double(peers.count + 2)
-        while value < target {
-            value *= 2
-            bits += 1
+        var scale = 1
+        var bound = 10
+        while bound < peers.count + 2 {
+            bound *= 10
+            scale += 1
         }
-        return configuration.retransmitMultiplier * max(1, bits)
+        return configuration.retransmitMultiplier * scale
     }
 
     mutating func ownRecord(_ body: RecordBody, now: UnixMillis) -> SignedRecord {
@@ -59,9 +59,16 @@ extension MeshInstance {
             with: identity, cluster: configuration.cluster, scheme: configuration.signatures)
     }
 
+    /// Signs new records for keys whose state changed. Changes to consumption, observations, the breaker
+    /// or the policy go out at the next round (they are bounded by the upstream's own rate); changes to
+    /// the demand estimate alone wait for `demandUpdateInterval`, so that the records competing for the
+    /// cluster's fixed gossip capacity stay few however large the cluster grows.
     mutating func signDirtyRecords(now: UnixMillis) {
-        for key in local.keys.sorted() where local[key]?.dirty == true {
-            guard var quota = local[key] else { continue }
+        let demandDue = lastDemandSignAt.map { now.saturatingSubtract($0) >= demandUpdateInterval } ?? true
+        var signedDemand = false
+        for key in local.keys.sorted() {
+            guard var quota = local[key], quota.dirty || (quota.demandDirty && demandDue) else { continue }
+            if !quota.dirty { signedDemand = true }
             var state = quota.state
             state.demand = quota.demand
             if state.policy == nil, let configured = configuration.services[key.service],
@@ -71,9 +78,12 @@ extension MeshInstance {
             }
             store(ownRecord(.quota(key, state), now: now), receivedFrom: nil)
             quota.dirty = false
+            quota.demandDirty = false
             quota.signedDemand = quota.demand
             local[key] = quota
+            lastSignedAt = now
         }
+        if signedDemand { lastDemandSignAt = now }
     }
 
     mutating func store(_ record: SignedRecord, receivedFrom: VerifyingKey?) {
@@ -82,7 +92,9 @@ extension MeshInstance {
             slotsByHash[id.hash] = id
             slotOrder.append(id)
         }
-        records[id] = StoredRecord(record: record, receivedFrom: receivedFrom, transmitsLeft: retransmitLimit())
+        records[id] = StoredRecord(
+            record: record, receivedFrom: receivedFrom, transmitsLeft: retransmitLimit(),
+            knownBy: receivedFrom.map { [$0] } ?? [])
         hotQueue.append((id, record.version))
         if record.origin != publicKey, case .quota(let key, let state) = record.body {
             remote[key, default: KeyAggregate()].update(origin: record.origin, state: state)
@@ -151,6 +163,7 @@ extension MeshInstance {
             }
             if held.record.version == record.version {
                 if held.record == record {
+                    records[id]?.noteKnown(by: sender)
                     out.append(.event(.recordStale(origin: record.origin)))
                     return
                 }
@@ -310,12 +323,15 @@ extension MeshInstance {
                 let (id, version) = hotQueue[index]
                 index -= 1
                 guard let stored = records[id], stored.record.version == version, stored.transmitsLeft > 0,
-                    stored.receivedFrom != target, id.origin != target
+                    id.origin != target, !stored.knownBy.contains(target)
                 else { continue }
                 guard size + stored.record.encodedCount <= WireFormat.maxPayloadBytes else { break }
                 chosen.append(stored.record)
                 size += stored.record.encodedCount
                 records[id]?.transmitsLeft -= 1
+                records[id]?.noteKnown(by: target)
+                // Once every peer is known to hold it, there is nobody left to push it to.
+                if let known = records[id]?.knownBy.count, known >= peers.count - 1 { records[id]?.transmitsLeft = 0 }
             }
             sendRecords(chosen, to: target, now: now, into: &out)
         }
@@ -373,6 +389,7 @@ extension MeshInstance {
         for entry in entries {
             mentioned.insert(entry.slotHash)
             if let id = slotsByHash[entry.slotHash], let held = records[id] {
+                if held.record.version <= entry.version { records[id]?.noteKnown(by: sender) }
                 if held.record.version > entry.version {
                     if id.origin != sender { toSend.append(held.record) }
                 } else if held.record.version < entry.version {

@@ -41,6 +41,9 @@ public struct MeshInstance: Sendable {
     var nextWaiterOrder: UInt64 = 0
     var nextGossipAt: UnixMillis
     var lastHeartbeatAt: UnixMillis?
+    /// When this node last signed any record (a signed record is liveness evidence too).
+    var lastSignedAt: UnixMillis?
+    var lastDemandSignAt: UnixMillis?
     var demandWindowStart: UnixMillis
     var digestCursor = 0
     var pendingPersist = false
@@ -207,11 +210,13 @@ public struct MeshInstance: Sendable {
             round += 1
             // Liveness changes on a scale of seconds: refresh it every fifth round.
             if round % 5 == 1 { refreshLiveness(now: now, into: &out) }
-            if lastHeartbeatAt.map({ now.saturatingSubtract($0) >= heartbeatInterval }) ?? true {
+            signDirtyRecords(now: now)
+            // A heartbeat only when nothing else this node signed lately says it is alive.
+            let latest = max(lastHeartbeatAt ?? .min, lastSignedAt ?? .min)
+            if lastHeartbeatAt == nil || now.saturatingSubtract(latest) >= heartbeatInterval {
                 lastHeartbeatAt = now
                 store(ownRecord(.heartbeat, now: now), receivedFrom: nil)
             }
-            signDirtyRecords(now: now)
             gossipRound(now: now, into: &out)
             nextGossipAt = max(nextGossipAt.saturatingAdd(configuration.gossipIntervalMillis), now + 1)
         }
@@ -398,7 +403,14 @@ public struct MeshInstance: Sendable {
     /// heartbeats (N²/interval deliveries a second) stay within the gossip capacity (about
     /// N × fanout × records per packet per round). Liveness timeouts stretch with it.
     public var heartbeatInterval: Int64 {
-        max(configuration.heartbeatIntervalMillis, Int64(peers.count + 1) * configuration.gossipIntervalMillis / 25)
+        max(configuration.heartbeatIntervalMillis, Int64(peers.count + 1) * configuration.gossipIntervalMillis)
+    }
+
+    /// How often a change in the demand estimate alone may be signed: the cluster can spread only a
+    /// fixed number of records a second (about fanout × records per packet per round, whatever N is),
+    /// so each node's share of that budget shrinks as N grows.
+    public var demandUpdateInterval: Int64 {
+        max(configuration.demandIntervalMillis, Int64(peers.count + 1) * configuration.gossipIntervalMillis / 4)
     }
 
     /// The liveness timeout in force (at least four heartbeat intervals).

@@ -28,6 +28,17 @@ struct StoredRecord: Sendable {
     var record: SignedRecord
     var receivedFrom: VerifyingKey?
     var transmitsLeft: Int
+    /// Peers known to hold this version (they sent it, were sent it, or said so in a digest); pushes skip
+    /// them. Capped, so memory stays bounded in large clusters.
+    var knownBy: [VerifyingKey] = []
+
+    static let knownByCap = 32
+
+    mutating func noteKnown(by peer: VerifyingKey) {
+        guard !knownBy.contains(peer) else { return }
+        if knownBy.count >= Self.knownByCap { knownBy.removeFirst() }
+        knownBy.append(peer)
+    }
 }
 
 struct PeerState: Sendable {
@@ -55,7 +66,10 @@ struct LocalQuota: Sendable {
     var bucket = LeakyBucket()
     var consecutiveFailures = 0
     var probeGrantedAt: UnixMillis?
+    /// Consumption, observation, breaker or policy changed: re-sign at the next round.
     var dirty = false
+    /// Only the demand estimate changed: re-sign when the demand budget allows.
+    var demandDirty = false
 }
 
 struct Waiter: Sendable {

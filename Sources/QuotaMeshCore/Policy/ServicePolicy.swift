@@ -83,7 +83,7 @@ public struct MeshConfiguration: Sendable {
     public var livenessTimeoutMillis: Int64
     /// How often a node re-signs its heartbeat record (ms).
     public var heartbeatIntervalMillis: Int64
-    /// Each new record is pushed `retransmitMultiplier × ⌈log2(N + 1)⌉` times.
+    /// Each new record is pushed `retransmitMultiplier × ⌈log10(N + 1)⌉` times by each node (memberlist).
     public var retransmitMultiplier: Int
     /// Records and packets stamped further than this in the future are refused (ms).
     public var maxClockSkewMillis: Int64
@@ -102,7 +102,7 @@ public struct MeshConfiguration: Sendable {
     public init(
         cluster: String = "quotamesh", gossipIntervalMillis: Int64 = 200, fanout: Int = 3,
         livenessTimeoutMillis: Int64 = 10_000, heartbeatIntervalMillis: Int64 = 2_000,
-        retransmitMultiplier: Int = 3, maxClockSkewMillis: Int64 = 300_000, demandIntervalMillis: Int64 = 1_000,
+        retransmitMultiplier: Int = 4, maxClockSkewMillis: Int64 = 300_000, demandIntervalMillis: Int64 = 1_000,
         maxAnswerPackets: Int = 8, antiEntropyEveryRounds: Int = 5, services: [String: ServicePolicy] = [:],
         signatures: any SignatureScheme = Ed25519Signatures()
     ) {

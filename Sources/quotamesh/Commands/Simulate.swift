@@ -114,6 +114,7 @@ struct Simulate: AsyncParsableCommand {
         var simulator = Simulator(configuration)
         let report = simulator.run()
         if ProcessInfo.processInfo.environment["QUOTAMESH_SIM_TRACE"] != nil {
+            FileHandleWriter.writeStandardError("bytes by kind: \(simulator.bytesByKind), packets: \(simulator.packetsByKind), signatures: \(simulator.simulated?.signatures ?? 0), accepted: \(simulator.recordsAccepted)\n")
             for (window, details) in simulator.denialDetails.sorted(by: { $0.key < $1.key }) {
                 FileHandleWriter.writeStandardError("window \(window): \(details.sorted { $0.key < $1.key })\n")
             }

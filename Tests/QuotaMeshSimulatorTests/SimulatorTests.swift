@@ -1,0 +1,151 @@
+import Testing
+import QuotaMeshCore
+@testable import QuotaMeshSimulator
+
+/// Fixed-seed simulations of the real protocol core. Every expectation names its seed, so a failure can
+/// be replayed with `quotamesh simulate --seed K` and the same flags.
+@Suite struct SimulatorTests {
+    func run(_ build: (inout SimulationConfiguration) -> Void) -> SimulationReport {
+        var configuration = SimulationConfiguration()
+        build(&configuration)
+        var simulator = Simulator(configuration)
+        return simulator.run()
+    }
+
+    @Test func theSameSeedReplaysExactly() {
+        let configure: (inout SimulationConfiguration) -> Void = {
+            $0.nodes = 8
+            $0.seconds = 20
+            $0.loss = 0.1
+            $0.seed = 42
+        }
+        let first = run(configure)
+        let second = run(configure)
+        #expect(first.upstreamCalls == second.upstreamCalls)
+        #expect(first.denials == second.denials)
+        #expect(first.datagramsDelivered == second.datagramsDelivered)
+        #expect(first.convergenceRoundsP99 == second.convergenceRoundsP99)
+        let other = run {
+            configure(&$0)
+            $0.seed = 43
+        }
+        #expect(other.datagramsDelivered != first.datagramsDelivered)
+    }
+
+    @Test(arguments: [(UInt64(1), 0.0), (UInt64(2), 0.2)])
+    func observationsReachEveryNode(seed: UInt64, loss: Double) {
+        let report = run {
+            $0.nodes = 40
+            $0.seconds = 20
+            $0.loss = loss
+            $0.seed = seed
+            $0.probes = 6
+            $0.demand = 0.5
+        }
+        #expect(report.probesConverged == report.probes, "seed \(seed)")
+        #expect(report.convergenceRoundsP99 <= 3 * report.theoreticalRounds, "seed \(seed): \(report.convergenceRoundsP99) rounds")
+    }
+
+    @Test(arguments: [UInt64(1), 2, 3])
+    func demandAtTwiceTheLimitNeverOvershootsAndUsesTheLimit(seed: UInt64) {
+        let report = run {
+            $0.nodes = 10
+            $0.seconds = 50
+            $0.seed = seed
+            $0.demand = 2
+        }
+        #expect(report.maxAdmittedRatio <= 1.01, "seed \(seed)")
+        #expect(report.utilization >= 0.9, "seed \(seed): utilization \(report.utilization)")
+        #expect(report.jainIndex >= 0.95, "seed \(seed)")
+        #expect(report.urgentSuccessRatio == 1, "seed \(seed)")
+    }
+
+    @Test func urgentWorkSucceedsWhileLowDemandIsTenTimesTheLimit() {
+        let seed: UInt64 = 7
+        let report = run {
+            $0.nodes = 10
+            $0.seconds = 50
+            $0.seed = seed
+            $0.demand = 10
+            $0.priorityMix = (0.02, 0.08, 0.9)
+        }
+        #expect(report.urgentSuccessRatio == 1, "seed \(seed)")
+        #expect(report.maxAdmittedRatio <= 1.01, "seed \(seed)")
+        let low = report.tasks[.low] ?? (0, 0)
+        #expect(low.succeeded < low.created, "low work is held back, seed \(seed)")
+    }
+
+    @Test func crashesAndRestartsNeverOverAdmit() {
+        let seed: UInt64 = 11
+        let report = run {
+            $0.nodes = 10
+            $0.seconds = 50
+            $0.seed = seed
+            $0.crashes = 6
+            $0.downtimeMillis = 1_500
+        }
+        #expect(report.maxAdmittedRatio <= 1.02, "seed \(seed)")
+        #expect(report.utilization >= 0.8, "seed \(seed)")
+    }
+
+    @Test func duplicatedAndReorderedPacketsChangeNothingThatMatters() {
+        let seed: UInt64 = 5
+        let report = run {
+            $0.nodes = 10
+            $0.seconds = 40
+            $0.seed = seed
+            $0.duplication = 0.3
+            $0.latencyMillis = 1...150
+        }
+        #expect(report.maxAdmittedRatio <= 1.01, "seed \(seed)")
+        #expect(report.probesConverged == report.probes, "seed \(seed)")
+    }
+
+    @Test func aHealedPartitionConvergesAndEachSideSpendsAtMostWhatItKnewWasLeft() {
+        let seed: UInt64 = 3
+        let report = run {
+            $0.nodes = 10
+            $0.seconds = 60
+            $0.seed = seed
+            $0.partition = PartitionPlan(start: 15, end: 32, fraction: 0.5)
+            $0.probes = 10
+        }
+        // Outside the partition the bound holds; inside, each side may spend what it knows is left, so a
+        // window can reach at most twice the limit (two sides).
+        #expect(report.maxAdmittedRatio <= 1.01, "seed \(seed)")
+        #expect((report.partitionMaxAdmittedRatio ?? 0) <= 2.0, "seed \(seed)")
+        #expect(report.probesConverged == report.probes, "seed \(seed): every probe, including those made during the partition, reached every node after the heal")
+    }
+
+    @Test func skewedClocksAndSkewedDemandStayWithinTheLimit() {
+        let seed: UInt64 = 9
+        let report = run {
+            $0.nodes = 12
+            $0.seconds = 50
+            $0.seed = seed
+            $0.clockSkewMillis = 400
+            $0.skewedDemand = true
+            $0.demandShiftAt = 0.5
+        }
+        #expect(report.maxAdmittedRatio <= 1.02, "seed \(seed)")
+        #expect(report.utilization >= 0.85, "seed \(seed)")
+    }
+
+    @Test func tokenBucketUpstreamIsRespected() {
+        let seed: UInt64 = 4
+        let report = run {
+            $0.nodes = 6
+            $0.seconds = 40
+            $0.seed = seed
+            $0.upstream = .tokenBucket
+        }
+        // A bucket of `limit` tokens refilled at `limit` per window admits at most two limits in a window.
+        #expect(report.maxAdmittedRatio <= 2.0, "seed \(seed)")
+        #expect(report.upstream429s * 20 <= report.upstreamCalls, "seed \(seed): \(report.upstream429s) of \(report.upstreamCalls)")
+    }
+
+    @Test func httpDatesAreFormattedAsIMFFixdate() {
+        #expect(Simulator.httpDate(784_111_777_000) == "Sun, 06 Nov 1994 08:49:37 GMT")
+        #expect(Simulator.httpDate(1_700_000_000_000) == "Tue, 14 Nov 2023 22:13:20 GMT")
+    }
+}
