@@ -118,6 +118,8 @@ public struct Simulator {
     var delivered = 0
     var lost = 0
     var pending = 0
+    var traced = 0
+    let traceGrants = getenv("QUOTAMESH_SIM_GRANTS") != nil
     /// Records accepted (new versions) across all nodes.
     public var recordsAccepted = 0
     /// Bytes and datagrams sent, by packet kind (1 records, 2 digest).
@@ -365,6 +367,11 @@ public struct Simulator {
             case .reply(let ticket, let decision):
                 guard let task = nodes[index].tickets.removeValue(forKey: ticket) else { continue }
                 if decision.granted {
+                    if traceGrants, upstreamWindow(now) == upstreamWindow(start) + 2, traced < 60 {
+                        traced += 1
+                        let breakdown = nodes[index].instance?.remainingBreakdown(QuotaKey(service: service), now: now + nodes[index].skew) ?? [:]
+                        print("t=\(now - start) node=\(index) prio=\(tasks[task].priority) detail=\(decision.detail ?? "-") sent=\(windowSent[upstreamWindow(now), default: 0]) view=\(breakdown["limit_estimate"] ?? -1) obs=\(breakdown["obs_remaining"] ?? -1) live=\(nodes[index].instance?.peerViews(now: now).filter(\.live).count ?? -1)")
+                    }
                     tasks[task].inFlight = true
                     schedule(.upstream(task: task), at: now + configuration.upstreamLatencyMillis / 2)
                 } else {

@@ -147,9 +147,7 @@ import QuotaMeshCrypto
         var mesh = TestMesh(count: 1, services: ["svc": ServicePolicy(limit: 10, windowMillis: 10_000, reserves: Reserves(urgent: 0, normal: 0, low: 0), burstFraction: 0)])
         mesh.now = (mesh.now / 10_000) * 10_000
         // Use the burst with normal calls (urgent ones are not paced), so the next calls are paced.
-        var first = 0
-        while mesh.acquire(0, AcquireRequest(service: "svc", priority: .normal))?.granted == true { first += 1 }
-        #expect(first >= 1)
+        while mesh.acquire(0, AcquireRequest(service: "svc", priority: .normal))?.granted == true {}
         let lowTicket = mesh.nextTicket
         _ = mesh.acquire(0, AcquireRequest(service: "svc", priority: .low, waitMillis: 9_000))
         // Arrives later, but outranks the waiting low call.

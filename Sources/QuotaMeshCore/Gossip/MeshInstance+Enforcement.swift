@@ -161,6 +161,11 @@ extension MeshInstance {
         case .closed:
             break
         }
+        // Learning after a start: until an anti-entropy exchange or two have brought in what the peers
+        // consumed, this node's view undercounts, so only urgent work may go ahead (Doorman's learning mode).
+        if isLearning(now: now) && request.priority != .urgent {
+            return result(.deny(.quotaExhausted, key: key, retryAt: learningEndsAt, detail: "learning"))
+        }
         guard let window = merged.window, let remainingCount = remaining(merged, now: now) else {
             // A known service with no limit and no current observation: nothing to enforce but the breaker.
             return result(.grant(key, detail: "no_limit_known"), headroom: .infinity)
@@ -183,33 +188,30 @@ extension MeshInstance {
             return result(.deny(.reservedForHigherPriority, key: key, retryAt: window.resetAt, detail: "reserve"))
         }
         let share = fairShare(key, remaining: remaining, limit: limit, policy: policy, resetAt: window.resetAt, now: now)
-        var usable = share * (remaining - floor)
-        // Urgent work is not held to the node's share while a healthy part of the normal reserve is left:
-        // that reserve exists for it, and the margin absorbs nodes granting at the same moment.
-        let urgentMargin = policy.reserves.normal * limit * timeLeft / 2
-        let urgentUnpaced = request.priority == .urgent && remaining - cost >= urgentMargin
-        if urgentUnpaced { usable = max(usable, remaining - urgentMargin) }
-        // When the node's share is worth less than one call (many nodes, little left), a whole call is
-        // granted with probability share ÷ cost: randomised rounding, so the expected total still equals
-        // what is left and the last calls of a window are not stranded in fractions.
-        if usable + 1e-9 < cost, usable > 0, Double.random(in: 0..<1, using: &rng) < usable / cost {
-            usable = cost
-        }
-        if usable + 1e-9 < cost {
+        let usable = share * (remaining - floor)
+        // The node's share is enforced by pacing it over the rest of the window: calls are spaced
+        // `cost ÷ rate` apart, with rate = share × what is left ÷ time left (reserves are enforced above,
+        // on the merged total). Summed over the nodes that is what is left ÷ time left, so the cluster
+        // drains the window evenly however many nodes there are, and a share worth less than one call
+        // becomes a call with that probability (each node starts a window at a random phase).
+        let millisLeft = Double(max(window.resetAt - now, 1))
+        let rate = share * remaining / millisLeft
+        guard rate > 0 else {
             let retry = min(window.resetAt, now + max(configuration.gossipIntervalMillis * 5, 1000))
             return result(.deny(.quotaExhausted, key: key, retryAt: retry, detail: "share"))
         }
-        // Pace the node's share over what is left of the window.
-        let millisLeft = Double(max(window.resetAt - now, 1))
-        let rate = share * remaining / millisLeft
-        guard rate > 0 else { return result(.grant(key), headroom: usable - cost) }
-        // Urgent calls are not held behind the pacing of normal and low work, but are charged to it, so
-        // the node's other work slows down to make room.
-        if urgentUnpaced { return result(.grant(key), headroom: usable - cost, rate: rate) }
-        let burst = max(1, share * policy.burstFraction * limit)
-        let tolerance = (request.priority == .urgent ? 2 * burst : burst) / rate
         var bucket = quota.bucket
-        bucket.enter(windowEnd: window.resetAt, now: now)
+        if bucket.windowEnd != window.resetAt {
+            let phase = Double.random(in: 0..<1, using: &rng) * cost / rate
+            bucket.enter(windowEnd: window.resetAt, now: now, phase: min(phase, millisLeft))
+            local[key, default: LocalQuota()].bucket = bucket
+        }
+        // Urgent calls may run one call ahead of the pacing while a healthy part of the normal reserve is
+        // left (that reserve exists for them); they are charged to it, so the node's other work slows.
+        let urgentMargin = policy.reserves.normal * limit * timeLeft / 2
+        let burst = share * policy.burstFraction * limit
+        var tolerance = burst / rate
+        if request.priority == .urgent && remaining - cost >= urgentMargin { tolerance += cost / rate }
         let earliest = bucket.earliestAdmission(tolerance: tolerance)
         if earliest > Double(now) {
             let retry = earliest < 9e15 ? UnixMillis(earliest.rounded(.up)) : window.resetAt
@@ -235,7 +237,9 @@ extension MeshInstance {
         quota.state.consumption = entry
         if assessment.decision.detail == "half_open_probe" { quota.probeGrantedAt = now }
         if assessment.rate > 0 {
-            quota.bucket.enter(windowEnd: assessment.resetAt, now: now)
+            if quota.bucket.windowEnd != assessment.resetAt {
+                quota.bucket.enter(windowEnd: assessment.resetAt, now: now, phase: 0)
+            }
             quota.bucket.charge(cost: Double(cost), ratePerMillisecond: assessment.rate, now: now)
         }
         quota.dirty = true
@@ -252,14 +256,19 @@ extension MeshInstance {
         _ key: QuotaKey, remaining: Double, limit: Double, policy: ServicePolicy, resetAt: UnixMillis, now: UnixMillis
     ) -> Double {
         guard remaining > 0 else { return 0 }
-        if live.isEmpty { return 1 }
+        // Until a liveness timeout has passed since start, peers not heard from yet still count (with no
+        // demand): a node that has just started must not believe it is alone and spend everyone's share.
+        let pending = now.saturatingSubtract(startedAt) < livenessTimeout ? unheard : 0
+        if live.isEmpty && pending == 0 { return 1 }
         // Other live nodes' demand rates, sorted, cached for the round.
         let others: [Double]
-        if let cached = shareCache[key], cached.round == round, cached.liveVersion == liveVersion {
+        if let cached = shareCache[key], cached.round == round, cached.liveVersion == liveVersion,
+            cached.sortedRates.count == live.count + pending
+        {
             others = cached.sortedRates
         } else {
             let aggregate = remote[key]
-            others = live.map { aggregate?.demands[$0]?.total ?? 0 }.sorted()
+            others = (live.map { aggregate?.demands[$0]?.total ?? 0 } + [Double](repeating: 0, count: pending)).sorted()
             shareCache[key] = ShareCache(round: round, liveVersion: liveVersion, sortedRates: others)
         }
         let own = local[key]?.signedDemand.total ?? 0
@@ -319,6 +328,14 @@ extension MeshInstance {
             breakerOpenUntil: breakerState == .closed ? nil : merged.breaker.openUntil,
             peersLive: live.count, peersKnown: peers.count, observation: merged.observation, share: share)
     }
+
+    /// When learning after a start ends: two anti-entropy periods.
+    var learningEndsAt: UnixMillis {
+        startedAt + 2 * Int64(max(1, configuration.antiEntropyEveryRounds)) * configuration.gossipIntervalMillis
+    }
+
+    /// Whether this node is still learning the cluster's state after a start (never when it is alone).
+    func isLearning(now: UnixMillis) -> Bool { !peers.isEmpty && now < learningEndsAt }
 
     // MARK: - Demand and waiting
 

@@ -219,7 +219,9 @@ extension MeshInstance {
     mutating func refreshLiveness(now: UnixMillis, into out: inout [MeshDirective]) {
         let timeout = livenessTimeout
         var next: [VerifyingKey] = []
+        unheard = 0
         for (key, var peer) in peers {
+            if peer.lastHeardAt == nil { unheard += 1 }
             if peer.isLive(now: now, timeout: timeout) {
                 next.append(key)
             } else if peer.announcedLive {
@@ -329,9 +331,6 @@ extension MeshInstance {
                 chosen.append(stored.record)
                 size += stored.record.encodedCount
                 records[id]?.transmitsLeft -= 1
-                records[id]?.noteKnown(by: target)
-                // Once every peer is known to hold it, there is nobody left to push it to.
-                if let known = records[id]?.knownBy.count, known >= peers.count - 1 { records[id]?.transmitsLeft = 0 }
             }
             sendRecords(chosen, to: target, now: now, into: &out)
         }

@@ -49,6 +49,9 @@ public struct MeshInstance: Sendable {
     var pendingPersist = false
     /// Live peers, sorted; recomputed every round and extended when a peer comes up.
     var live: [VerifyingKey] = []
+    /// Peers never heard from since start; while the start is recent they still count for fair shares.
+    var unheard = 0
+    let startedAt: UnixMillis
     var liveVersion: UInt64 = 0
     var round: UInt64 = 0
     var shareCache: [QuotaKey: ShareCache] = [:]
@@ -75,6 +78,7 @@ public struct MeshInstance: Sendable {
         self.incarnation = max((restored?.incarnation ?? 0).saturatingAdd(1), UInt64(max(0, now / 1000)))
         self.rng = SplitMix64(seed: seed)
         self.nextGossipAt = now
+        self.startedAt = now
         self.demandWindowStart = now
         for entry in restored?.quotas ?? []
         where QuotaKey.isValidLabel(entry.service) && QuotaKey.isValidLabel(entry.account) {
@@ -410,7 +414,7 @@ public struct MeshInstance: Sendable {
     /// fixed number of records a second (about fanout × records per packet per round, whatever N is),
     /// so each node's share of that budget shrinks as N grows.
     public var demandUpdateInterval: Int64 {
-        max(configuration.demandIntervalMillis, Int64(peers.count + 1) * configuration.gossipIntervalMillis / 4)
+        max(configuration.demandIntervalMillis, Int64(peers.count + 1) * configuration.gossipIntervalMillis / 2)
     }
 
     /// The liveness timeout in force (at least four heartbeat intervals).

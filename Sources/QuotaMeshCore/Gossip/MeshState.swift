@@ -28,8 +28,8 @@ struct StoredRecord: Sendable {
     var record: SignedRecord
     var receivedFrom: VerifyingKey?
     var transmitsLeft: Int
-    /// Peers known to hold this version (they sent it, were sent it, or said so in a digest); pushes skip
-    /// them. Capped, so memory stays bounded in large clusters.
+    /// Peers known to hold this version (they sent it to us, or said so in a digest; a push may be lost,
+    /// so sending is no evidence); pushes skip them. Capped, so memory stays bounded in large clusters.
     var knownBy: [VerifyingKey] = []
 
     static let knownByCap = 32

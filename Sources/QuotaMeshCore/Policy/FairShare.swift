@@ -57,12 +57,11 @@ public struct LeakyBucket: Sendable, Hashable {
         windowEnd = 0
     }
 
-    /// Empties the bucket when the window changes.
-    public mutating func enter(windowEnd: UnixMillis, now: UnixMillis) {
-        if windowEnd != self.windowEnd {
-            self.windowEnd = windowEnd
-            theoreticalArrival = Double(now)
-        }
+    /// Starts metering a new window: the first call may pass `phase` ms from now (a random phase spreads
+    /// the first calls of many nodes across the window instead of all at its start).
+    public mutating func enter(windowEnd: UnixMillis, now: UnixMillis, phase: Double = 0) {
+        self.windowEnd = windowEnd
+        theoreticalArrival = Double(now) + max(0, phase)
     }
 
     /// The earliest time a call may pass with burst tolerance `tolerance` (ms).
