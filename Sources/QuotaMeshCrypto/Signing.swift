@@ -7,6 +7,8 @@ public struct VerifyingKey: Hashable, Sendable, Comparable, CustomStringConverti
 
     /// The raw 32 key bytes.
     public let rawRepresentation: [UInt8]
+    /// The same bytes as four words, so that hashing and comparing keys (done for every record) is cheap.
+    private let words: (UInt64, UInt64, UInt64, UInt64)
 
     /// Creates a key from its raw bytes.
     /// - Throws: `CryptoError.wrongLength` unless exactly 32 bytes are given.
@@ -15,6 +17,22 @@ public struct VerifyingKey: Hashable, Sendable, Comparable, CustomStringConverti
             throw .wrongLength(expected: Self.byteCount, actual: rawRepresentation.count)
         }
         self.rawRepresentation = rawRepresentation
+        func word(_ index: Int) -> UInt64 {
+            rawRepresentation[(index * 8)..<(index * 8 + 8)].reduce(0) { ($0 << 8) | UInt64($1) }
+        }
+        self.words = (word(0), word(1), word(2), word(3))
+    }
+
+    public static func == (lhs: VerifyingKey, rhs: VerifyingKey) -> Bool {
+        lhs.words.0 == rhs.words.0 && lhs.words.1 == rhs.words.1 && lhs.words.2 == rhs.words.2
+            && lhs.words.3 == rhs.words.3
+    }
+
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(words.0)
+        hasher.combine(words.1)
+        hasher.combine(words.2)
+        hasher.combine(words.3)
     }
 
     /// Creates a key from standard base64 text.
@@ -30,12 +48,12 @@ public struct VerifyingKey: Hashable, Sendable, Comparable, CustomStringConverti
     public var shortID: String { String(base64.prefix(8)) }
 
     /// The first eight bytes as an integer, used as a compact origin identifier in digests.
-    public var prefix64: UInt64 { rawRepresentation.prefix(8).reduce(0) { ($0 << 8) | UInt64($1) } }
+    public var prefix64: UInt64 { words.0 }
 
     public var description: String { shortID }
 
     public static func < (lhs: VerifyingKey, rhs: VerifyingKey) -> Bool {
-        lhs.rawRepresentation.lexicographicallyPrecedes(rhs.rawRepresentation)
+        (lhs.words.0, lhs.words.1, lhs.words.2, lhs.words.3) < (rhs.words.0, rhs.words.1, rhs.words.2, rhs.words.3)
     }
 
     /// Checks an Ed25519 detached signature over `message`.

@@ -118,8 +118,6 @@ public struct Simulator {
     var delivered = 0
     var lost = 0
     var pending = 0
-    var traced = 0
-    let traceGrants = getenv("QUOTAMESH_SIM_GRANTS") != nil
     /// Records accepted (new versions) across all nodes.
     public var recordsAccepted = 0
     /// Bytes and datagrams sent, by packet kind (1 records, 2 digest).
@@ -217,7 +215,9 @@ public struct Simulator {
             schedule(.crash(node: Int.random(in: 0..<count, using: &rng)), at: at)
         }
         for index in 0..<configuration.probes {
-            let at = start + Int64(Double(endTime - start) * (0.1 + 0.6 * Double(index) / Double(max(1, configuration.probes))))
+            // After a warm-up (the first records of every node flood the cluster at start), spread over
+            // the rest of the run, leaving time to converge.
+            let at = start + Int64(Double(endTime - start) * (0.3 + 0.5 * Double(index) / Double(max(1, configuration.probes))))
             schedule(.probe(index: index), at: at)
         }
         schedule(.checkProbes, at: start + configuration.gossipIntervalMillis)
@@ -367,11 +367,6 @@ public struct Simulator {
             case .reply(let ticket, let decision):
                 guard let task = nodes[index].tickets.removeValue(forKey: ticket) else { continue }
                 if decision.granted {
-                    if traceGrants, upstreamWindow(now) == upstreamWindow(start) + 2, traced < 60 {
-                        traced += 1
-                        let breakdown = nodes[index].instance?.remainingBreakdown(QuotaKey(service: service), now: now + nodes[index].skew) ?? [:]
-                        print("t=\(now - start) node=\(index) prio=\(tasks[task].priority) detail=\(decision.detail ?? "-") sent=\(windowSent[upstreamWindow(now), default: 0]) view=\(breakdown["limit_estimate"] ?? -1) obs=\(breakdown["obs_remaining"] ?? -1) live=\(nodes[index].instance?.peerViews(now: now).filter(\.live).count ?? -1)")
-                    }
                     tasks[task].inFlight = true
                     schedule(.upstream(task: task), at: now + configuration.upstreamLatencyMillis / 2)
                 } else {

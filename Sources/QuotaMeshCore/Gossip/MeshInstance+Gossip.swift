@@ -95,7 +95,7 @@ extension MeshInstance {
         records[id] = StoredRecord(
             record: record, receivedFrom: receivedFrom, transmitsLeft: retransmitLimit(),
             knownBy: receivedFrom.map { [$0] } ?? [])
-        hotQueue.append((id, record.version))
+        enqueueHot(id, version: record.version, level: retransmitLimit())
         if record.origin != publicKey, case .quota(let key, let state) = record.body {
             remote[key, default: KeyAggregate()].update(origin: record.origin, state: state)
             noteAccount(key)
@@ -245,18 +245,17 @@ extension MeshInstance {
     }
 
     mutating func chooseTargets(now: UnixMillis) -> [VerifyingKey] {
-        let reachable = live.filter { endpoint(of: $0) != nil }
         var targets: [VerifyingKey] = []
-        if reachable.count <= configuration.fanout {
-            targets = reachable
+        if live.count <= configuration.fanout {
+            targets = live.filter { endpoint(of: $0) != nil }
         } else {
-            // A partial Fisher-Yates draw: fanout distinct peers without shuffling the whole list.
-            var pool = reachable
-            for index in 0..<configuration.fanout {
-                let pick = Int.random(in: index..<pool.count, using: &rng)
-                pool.swapAt(index, pick)
+            // Distinct random draws (rejection sampling): fanout peers without copying or shuffling the list.
+            var attempts = 0
+            while targets.count < configuration.fanout && attempts < 8 * configuration.fanout {
+                attempts += 1
+                let candidate = live[Int.random(in: 0..<live.count, using: &rng)]
+                if !targets.contains(candidate) && endpoint(of: candidate) != nil { targets.append(candidate) }
             }
-            targets = Array(pool.prefix(configuration.fanout))
         }
         let downCount = peers.count - live.count
         guard downCount > 0 else { return targets }
@@ -316,23 +315,46 @@ extension MeshInstance {
     mutating func gossipRound(now: UnixMillis, into out: inout [MeshDirective]) {
         let targets = chooseTargets(now: now)
         guard !targets.isEmpty else { return }
-        // Newest first (memberlist's order: the least-sent are the newest), each until its transmits run out.
+        // Candidates in memberlist's order: fewest pushes first, newest first within a level, so that
+        // every record gets its turn however many arrive. Within a round a record goes to every target
+        // (classic push gossip: a new record reaches `fanout` peers in its first round), then moves down
+        // by the number of pushes.
+        var candidates: [SlotID] = []
+        var level = hotLevels.count - 1
+        let wanted = targets.count * 12
+        while level >= 1 && candidates.count < wanted {
+            var index = hotLevels[level].count - 1
+            while index >= 0 && candidates.count < wanted {
+                let (id, version) = hotLevels[level][index]
+                index -= 1
+                guard let stored = records[id], stored.record.version == version, stored.transmitsLeft == level else {
+                    continue
+                }
+                candidates.append(id)
+            }
+            level -= 1
+        }
+        var pushes: [SlotID: Int] = [:]
         for target in targets {
             var chosen: [SignedRecord] = []
             var size = 1
-            var index = hotQueue.count - 1
-            while index >= 0 {
-                let (id, version) = hotQueue[index]
-                index -= 1
-                guard let stored = records[id], stored.record.version == version, stored.transmitsLeft > 0,
-                    id.origin != target, !stored.knownBy.contains(target)
+            for id in candidates {
+                guard let stored = records[id], id.origin != target, !stored.knownBy.contains(target),
+                    (pushes[id] ?? 0) < stored.transmitsLeft
                 else { continue }
                 guard size + stored.record.encodedCount <= WireFormat.maxPayloadBytes else { break }
                 chosen.append(stored.record)
                 size += stored.record.encodedCount
-                records[id]?.transmitsLeft -= 1
+                pushes[id, default: 0] += 1
             }
             sendRecords(chosen, to: target, now: now, into: &out)
+        }
+        // In candidate order, not dictionary order, so that runs replay exactly.
+        for id in candidates {
+            guard let count = pushes[id], let stored = records[id] else { continue }
+            let left = max(0, stored.transmitsLeft - count)
+            records[id]?.transmitsLeft = left
+            enqueueHot(id, version: stored.record.version, level: left)
         }
         compactHotQueue()
         // Anti-entropy: a digest to one of the targets every few rounds.
@@ -346,17 +368,23 @@ extension MeshInstance {
         }
     }
 
-    /// Drops spent and superseded entries once they outnumber the live ones.
+    mutating func enqueueHot(_ id: SlotID, version: RecordVersion, level: Int) {
+        guard level > 0 else { return }
+        while hotLevels.count <= level { hotLevels.append([]) }
+        hotLevels[level].append((id, version))
+    }
+
+    /// Drops stale entries once they outnumber the live ones (at most one live entry per held slot).
     mutating func compactHotQueue() {
-        guard hotQueue.count > 64 else { return }
+        let total = hotLevels.reduce(0) { $0 + $1.count }
+        guard total > 2 * records.count + 64 else { return }
         let held = records
-        let isLive: ((id: SlotID, version: RecordVersion)) -> Bool = { entry in
-            guard let stored = held[entry.id] else { return false }
-            return stored.record.version == entry.version && stored.transmitsLeft > 0
+        for level in hotLevels.indices {
+            hotLevels[level] = hotLevels[level].filter { entry in
+                guard let stored = held[entry.id] else { return false }
+                return stored.record.version == entry.version && stored.transmitsLeft == level
+            }
         }
-        var liveCount = 0
-        for entry in hotQueue where isLive(entry) { liveCount += 1 }
-        if hotQueue.count > 2 * liveCount + 64 { hotQueue = hotQueue.filter(isLive) }
     }
 
     static var maxDigestEntries: Int { (WireFormat.maxPayloadBytes - 3) / WireFormat.digestEntryBytes }

@@ -28,8 +28,10 @@ public struct MeshInstance: Sendable {
     var slotsByHash: [UInt64: SlotID] = [:]
     /// Slots in arrival order, for rotating digests without sorting.
     var slotOrder: [SlotID] = []
-    /// Records still to be pushed, newest last: (slot, version) pairs; stale pairs are skipped and compacted.
-    var hotQueue: [(id: SlotID, version: RecordVersion)] = []
+    /// Records still to be pushed, by how many pushes they have left (memberlist's transmit-limited
+    /// queue): level k holds (slot, version) pairs with k pushes left, newest last. Entries whose record
+    /// moved on (superseded, or pushed and so moved down a level) are skipped and compacted away.
+    var hotLevels: [[(id: SlotID, version: RecordVersion)]] = []
     /// Every trusted peer, sorted, for sampling peers that are down.
     var allPeers: [VerifyingKey] = []
     /// Peers' states per key, merged incrementally.
