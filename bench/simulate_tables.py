@@ -1,0 +1,121 @@
+#!/usr/bin/env python3
+"""Runs `quotamesh simulate` over a grid and prints the tables recorded in BENCHMARKS.md.
+
+Usage: python3 bench/simulate_tables.py [--binary PATH] [--quick]
+Build first: swift build -c release --product quotamesh
+"""
+import argparse
+import json
+import math
+import statistics
+import subprocess
+import sys
+
+
+def run(binary, **flags):
+    args = [binary, "simulate", "--json"]
+    for key, value in flags.items():
+        flag = "--" + key.replace("_", "-")
+        if value is True:
+            args.append(flag)
+        elif value is not None and value is not False:
+            args += [flag, str(value)]
+    out = subprocess.run(args, check=True, capture_output=True, text=True).stdout
+    return json.loads(out)
+
+
+def fmt(value, digits=3):
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def table(title, header, rows):
+    print(f"\n### {title}\n")
+    print("| " + " | ".join(header) + " |")
+    print("|" + "|".join("---" for _ in header) + "|")
+    for row in rows:
+        print("| " + " | ".join(fmt(cell) for cell in row) + " |")
+    sys.stdout.flush()
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--binary", default=".build/release/quotamesh")
+    parser.add_argument("--quick", action="store_true", help="fewer seeds and nodes")
+    parser.add_argument("--max-nodes", type=int, default=1000)
+    options = parser.parse_args()
+    b = options.binary
+    seeds = [1, 2] if options.quick else [1, 2, 3]
+    sizes = [n for n in ([10, 100, 1000] if not options.quick else [10, 100]) if n <= options.max_nodes]
+
+    rows = []
+    for n in sizes:
+        for loss in (0.0, 0.2):
+            p50s, p99s, walls, bytes_, verifs = [], [], [], [], []
+            for seed in seeds:
+                seconds = 30 if n >= 1000 else 40
+                r = run(b, nodes=n, seconds=seconds, loss=loss, seed=seed, demand=0.5, probes=12)
+                if r["convergence_rounds_p50"] is not None:
+                    p50s.append(r["convergence_rounds_p50"])
+                    p99s.append(r["convergence_rounds_p99"])
+                walls.append(r["wall_s"] / seconds * 60)
+                bytes_.append(r["bytes_per_node_per_s"])
+                verifs.append(r["verifications_per_node_per_s"])
+                theory = r["convergence_rounds_theory"]
+            rows.append([n, f"{int(loss*100)}%", statistics.median(p50s) if p50s else None,
+                         max(p99s) if p99s else None, theory, statistics.median(bytes_),
+                         statistics.median(verifs), statistics.median(walls)])
+    table("Convergence and cost (demand 0.5x, medians over seeds; p99 is the worst seed)",
+          ["N", "loss", "rounds p50", "rounds p99", "theory log_k N + ln N/k", "bytes/node/s",
+           "verifications/node/s", "wall s per 60 virtual s"], rows)
+
+    rows = []
+    for demand in (1, 2, 10):
+        for loss in (0.0, 0.2):
+            results = [run(b, nodes=10, seconds=60, loss=loss, seed=s, demand=demand) for s in seeds]
+            rows.append([f"{demand}x", f"{int(loss*100)}%",
+                         max(r["max_admitted_ratio"] for r in results),
+                         statistics.median(r["utilization"] for r in results),
+                         statistics.median(r["jain_index"] for r in results),
+                         min(r["urgent_success_ratio"] for r in results),
+                         statistics.median(r["urgent_wait_p99_ms"] for r in results),
+                         sum(r["upstream_429s"] for r in results)])
+    for label, extra in (("skewed", {"skewed": True}), ("shifting", {"skewed": True, "shift_at": 0.5})):
+        results = [run(b, nodes=10, seconds=60, seed=s, demand=2, **extra) for s in seeds]
+        rows.append([f"2x {label}", "0%", max(r["max_admitted_ratio"] for r in results),
+                     statistics.median(r["utilization"] for r in results),
+                     statistics.median(r["jain_index"] for r in results),
+                     min(r["urgent_success_ratio"] for r in results),
+                     statistics.median(r["urgent_wait_p99_ms"] for r in results),
+                     sum(r["upstream_429s"] for r in results)])
+    table("Overshoot, utilization, fairness, priority (N=10, limit 100 per 10 s; worst seed for max, medians otherwise)",
+          ["demand", "loss", "max admitted/limit", "utilization", "Jain", "urgent success (min)",
+           "urgent wait p99 ms", "upstream 429s (all seeds)"], rows)
+
+    rows = []
+    results = [run(b, nodes=10, seconds=60, seed=s, demand=10, mix="0.02,0.08,0.9") for s in seeds]
+    rows.append(["low at 10x the limit", min(r["urgent_success_ratio"] for r in results),
+                 statistics.median(r["urgent_wait_p99_ms"] for r in results),
+                 max(r["max_admitted_ratio"] for r in results)])
+    table("Priority under a flood of low-priority work", ["scenario", "urgent success (min)", "urgent wait p99 ms",
+                                                         "max admitted/limit"], rows)
+
+    rows = []
+    for label, extra in (("partition 15-32 s, halves", {"partition": "15-32:0.5"}),
+                         ("6 crash-restarts", {"crashes": 6}),
+                         ("30% duplicates, 1-150 ms latency", {"duplication": 0.3, "latency": "1-150"}),
+                         ("clock skew +-400 ms", {"clock_skew": "400ms"})):
+        results = [run(b, nodes=10, seconds=60, seed=s, demand=2, **extra) for s in seeds]
+        rows.append([label, max(r["max_admitted_ratio"] for r in results),
+                     max((r["partition_max_admitted_ratio"] or 0) for r in results) if "partition" in extra else None,
+                     statistics.median(r["utilization"] for r in results),
+                     min(r["probes_converged"] / max(1, r["probes"]) for r in results)])
+    table("Faults (N=10, demand 2x)", ["fault", "max admitted/limit outside", "max admitted/limit in partition windows",
+                                       "utilization", "probes converged (min fraction)"], rows)
+
+
+if __name__ == "__main__":
+    main()
