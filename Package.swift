@@ -6,6 +6,7 @@ let package = Package(
     platforms: [.macOS(.v14)],
     products: [
         .executable(name: "quotamesh", targets: ["quotamesh"]),
+        .library(name: "QuotaMeshCrypto", targets: ["QuotaMeshCrypto"]),
         .library(name: "QuotaMeshCore", targets: ["QuotaMeshCore"]),
         .library(name: "QuotaMeshNode", targets: ["QuotaMeshNode"]),
         .library(name: "QuotaMeshSimulator", targets: ["QuotaMeshSimulator"]),

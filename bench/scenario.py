@@ -1,0 +1,290 @@
+#!/usr/bin/env python3
+"""Scenario benchmark (issue 5): the same agent load three ways, side by side, with real processes,
+real HTTP and real UDP on loopback.
+
+  naive     each task retries the upstream with exponential backoff and jitter (5 tries, 2^n + U(0,1) s)
+  central   every agent asks one shared limiter (a single quotamesh node) before each call
+  quotamesh every agent has its own quotamesh node; it acquires before each call and observes each reply
+
+Halfway through, one node is killed (in central mode: the shared limiter).
+
+Usage: python3 bench/scenario.py [--binary .build/release/quotamesh] [--seconds 60] [--agents 20]
+"""
+import argparse
+import http.client
+import http.server
+import json
+import os
+import random
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+LIMIT = 100
+WINDOW = 10.0
+
+
+def free_port(kind=socket.SOCK_STREAM):
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Upstream:
+    """A stand-in API with a real fixed-window quota: LIMIT calls per WINDOW seconds."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.calls = []  # (time, status)
+        self.window_counts = {}
+        upstream = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                now = time.time()
+                window = int(now // WINDOW)
+                end = (window + 1) * WINDOW
+                with upstream.lock:
+                    used = upstream.window_counts.get(window, 0)
+                    status = 200 if used < LIMIT else 429
+                    if status == 200:
+                        upstream.window_counts[window] = used + 1
+                        used += 1
+                    upstream.calls.append((now, status))
+                self.send_response(status)
+                self.send_header("x-ratelimit-limit", str(LIMIT))
+                self.send_header("x-ratelimit-remaining", str(max(0, LIMIT - used)))
+                self.send_header("x-ratelimit-reset", str(int(end + 0.999)))
+                if status == 429:
+                    self.send_header("retry-after", str(max(1, int(end - now + 0.999))))
+                self.send_header("content-length", "0")
+                self.end_headers()
+
+        self.port = free_port()
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def call(self):
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        conn.request("POST", "/v1/complete", body=b"{}")
+        response = conn.getresponse()
+        headers = {k.lower(): v for k, v in response.getheaders()}
+        response.read()
+        conn.close()
+        return response.status, headers
+
+    def stop(self):
+        self.server.shutdown()
+
+
+def post(port, path, body, timeout=15):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    conn.request("POST", path, body=json.dumps(body), headers={"content-type": "application/json"})
+    response = conn.getresponse()
+    data = response.read()
+    conn.close()
+    return response.status, json.loads(data or b"{}")
+
+
+class Mesh:
+    """quotamesh nodes in a temporary folder, all trusting each other."""
+
+    def __init__(self, binary, count, root):
+        self.binary = binary
+        self.nodes = []
+        for index in range(count):
+            folder = os.path.join(root, f"n{index}")
+            os.makedirs(folder)
+            subprocess.run([binary, "keygen"], cwd=folder, check=True, capture_output=True)
+            key = subprocess.run([binary, "id"], cwd=folder, check=True, capture_output=True, text=True).stdout.split()[0]
+            self.nodes.append({"dir": folder, "key": key, "gossip": free_port(socket.SOCK_DGRAM), "api": free_port(), "proc": None})
+        for node in self.nodes:
+            for other in self.nodes:
+                if other is not node:
+                    subprocess.run([binary, "peer", "add", os.path.basename(other["dir"]), "--key", other["key"],
+                                    "--endpoint", f"127.0.0.1:{other['gossip']}"], cwd=node["dir"], check=True, capture_output=True)
+            with open(os.path.join(node["dir"], "config.json"), "w") as f:
+                json.dump({"services": {"api": {"limit": LIMIT, "window": f"{int(WINDOW)}s"}}}, f)
+        for node in self.nodes:
+            node["proc"] = subprocess.Popen([binary, "run", "--config", "config.json", "--gossip", f"127.0.0.1:{node['gossip']}",
+                                             "--api", f"127.0.0.1:{node['api']}"], cwd=node["dir"],
+                                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 30
+        for node in self.nodes:
+            while time.time() < deadline:
+                try:
+                    conn = http.client.HTTPConnection("127.0.0.1", node["api"], timeout=1)
+                    conn.request("GET", "/healthz")
+                    if conn.getresponse().status == 200:
+                        break
+                except OSError:
+                    time.sleep(0.1)
+        time.sleep(3)  # past the learning period
+
+    def kill(self, index):
+        self.nodes[index]["proc"].send_signal(signal.SIGKILL)
+
+    def stop(self):
+        for node in self.nodes:
+            if node["proc"].poll() is None:
+                node["proc"].send_signal(signal.SIGTERM)
+        for node in self.nodes:
+            try:
+                node["proc"].wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                node["proc"].kill()
+
+
+def run_mode(mode, binary, seconds, agents, seed):
+    random.seed(seed)
+    upstream = Upstream()
+    root = tempfile.mkdtemp(prefix=f"qm-{mode}-")
+    mesh = None
+    if mode == "central":
+        mesh = Mesh(binary, 1, root)
+    elif mode == "quotamesh":
+        mesh = Mesh(binary, agents, root)
+    priorities = ["urgent"] * 2 + ["normal"] * 12 + ["low"] * 6
+    priorities = (priorities * ((agents // 20) + 1))[:agents]
+    rate = 2.0 * LIMIT / WINDOW / agents  # tasks per second per agent: about 2x the limit in total
+    results = []  # (agent, priority, created, finished or None, told_not_now, answered)
+    lock = threading.Lock()
+    start = time.time()
+    stop_at = start + seconds
+    killed = {"at": None}
+
+    def agent_loop(index):
+        priority = priorities[index]
+        node_port = None
+        if mode == "central":
+            node_port = mesh.nodes[0]["api"]
+        elif mode == "quotamesh":
+            node_port = mesh.nodes[index]["api"]
+        rng = random.Random(seed * 1000 + index)
+        next_task = time.time() + rng.expovariate(rate)
+        threads = []
+
+        def task(created):
+            told, answered, finished = 0, True, None
+            if mode == "naive":
+                for attempt in range(5):
+                    status, _ = upstream.call()
+                    if status == 200:
+                        finished = time.time()
+                        break
+                    time.sleep(2 ** attempt + rng.random())
+            else:
+                while time.time() < stop_at + 30:
+                    try:
+                        status, body = post(node_port, "/v1/acquire", {"service": "api", "priority": priority, "wait_ms": 2000})
+                    except OSError:
+                        answered = False
+                        # The node is gone: the agent has no answer; retry later.
+                        time.sleep(1)
+                        continue
+                    if status == 200:
+                        code, headers = upstream.call()
+                        try:
+                            post(node_port, "/v1/observe", {"service": "api", "status": code, "headers": headers})
+                        except OSError:
+                            pass
+                        if code == 200:
+                            finished = time.time()
+                            break
+                        continue
+                    told += 1
+                    retry = body.get("retry_after_ms", 1000) / 1000.0
+                    time.sleep(min(max(retry, 0.01), 5))
+            with lock:
+                results.append((index, priority, created, finished, told, answered))
+
+        while time.time() < stop_at:
+            now = time.time()
+            if now >= next_task:
+                thread = threading.Thread(target=task, args=(now,), daemon=True)
+                thread.start()
+                threads.append(thread)
+                next_task += rng.expovariate(rate)
+            time.sleep(min(0.05, max(0, next_task - time.time())))
+        for thread in threads:
+            thread.join(timeout=40)
+
+    def killer():
+        time.sleep(seconds / 2)
+        if mesh is not None:
+            mesh.kill(0)
+            killed["at"] = time.time()
+
+    workers = [threading.Thread(target=agent_loop, args=(i,), daemon=True) for i in range(agents)]
+    threading.Thread(target=killer, daemon=True).start()
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(timeout=seconds + 60)
+    upstream.stop()
+    if mesh is not None:
+        mesh.stop()
+    shutil.rmtree(root, ignore_errors=True)
+
+    calls = upstream.calls
+    windows = {}
+    for t, status in calls:
+        windows.setdefault(int(t // WINDOW), [0, 0])
+        windows[int(t // WINDOW)][0] += 1
+        if status == 200:
+            windows[int(t // WINDOW)][1] += 1
+    full = sorted(windows)[1:-1]
+    max_admitted = max((windows[w][0] for w in full), default=0) / LIMIT
+    utilization = statistics.mean(windows[w][1] for w in full) / LIMIT if full else 0
+    summary = {"mode": mode, "upstream_calls": len(calls), "upstream_429s": sum(1 for _, s in calls if s == 429),
+               "max_admitted_ratio": round(max_admitted, 3), "utilization": round(utilization, 3), "priorities": {}}
+    for priority in ("urgent", "normal", "low"):
+        mine = [r for r in results if r[1] == priority]
+        waits = sorted(r[3] - r[2] for r in mine if r[3] is not None)
+        summary["priorities"][priority] = {
+            "tasks": len(mine), "succeeded": len(waits),
+            "p50_s": round(waits[len(waits) // 2], 3) if waits else None,
+            "p99_s": round(waits[min(len(waits) - 1, int(len(waits) * 0.99))], 3) if waits else None,
+            "told_not_now": sum(r[4] for r in mine),
+            "unanswered": sum(1 for r in mine if not r[5]),
+        }
+    return summary
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--binary", default=".build/release/quotamesh")
+    parser.add_argument("--seconds", type=int, default=60)
+    parser.add_argument("--agents", type=int, default=20)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--modes", default="naive,central,quotamesh")
+    options = parser.parse_args()
+    rows = []
+    for mode in options.modes.split(","):
+        print(f"running {mode} for {options.seconds}s ...", file=sys.stderr, flush=True)
+        rows.append(run_mode(mode, os.path.abspath(options.binary), options.seconds, options.agents, options.seed))
+    print("| mode | upstream calls | upstream 429s | max admitted/limit | utilization | urgent ok/tasks, p50/p99 s | normal ok/tasks, p50/p99 s | low ok/tasks, p50/p99 s | told not now | unanswered |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        cells = []
+        for priority in ("urgent", "normal", "low"):
+            p = r["priorities"][priority]
+            cells.append(f"{p['succeeded']}/{p['tasks']}, {p['p50_s']}/{p['p99_s']}")
+        told = sum(r["priorities"][p]["told_not_now"] for p in r["priorities"])
+        unanswered = sum(r["priorities"][p]["unanswered"] for p in r["priorities"])
+        print(f"| {r['mode']} | {r['upstream_calls']} | {r['upstream_429s']} | {r['max_admitted_ratio']} | {r['utilization']} | "
+              + " | ".join(cells) + f" | {told} | {unanswered} |")
+    print(json.dumps(rows), file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
