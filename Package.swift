@@ -3,7 +3,7 @@ import PackageDescription
 
 let package = Package(
     name: "QuotaMesh",
-    platforms: [.macOS(.v14)],
+    platforms: [.macOS(.v15)],
     products: [
         .executable(name: "quotamesh", targets: ["quotamesh"]),
         .library(name: "QuotaMeshCrypto", targets: ["QuotaMeshCrypto"]),

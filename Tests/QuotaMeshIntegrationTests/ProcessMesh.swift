@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import Testing
 #if canImport(FoundationNetworking)
 import FoundationNetworking
@@ -31,8 +32,20 @@ struct TestFailure: Error, CustomStringConvertible {
     init(_ description: String) { self.description = description }
 }
 
-/// A free loopback port for `type` (SOCK_DGRAM or SOCK_STREAM), found by binding port 0.
+/// Ports handed out in this test process, so two nodes never get the same one.
+private let handedOut = Mutex<Set<Int>>([])
+
+/// A free loopback port (UDP or TCP), found by binding port 0, never one handed out before.
 func freePort(udp: Bool) -> Int {
+    for _ in 0..<50 {
+        let port = probePort(udp: udp)
+        let fresh = handedOut.withLock { ports in ports.insert(port).inserted }
+        if fresh { return port }
+    }
+    return probePort(udp: udp)
+}
+
+private func probePort(udp: Bool) -> Int {
     let fd = socket(AF_INET, Int32(udp ? SOCK_DGRAM.rawValue : SOCK_STREAM.rawValue), 0)
     defer { close(fd) }
     var address = sockaddr_in()
@@ -149,11 +162,12 @@ final class NodeProcess: @unchecked Sendable {
     }
 
     func waitForAPI() async throws {
-        try await waitUntil("the API") { try await self.request("GET", "/healthz").0 == 200 }
+        // Generous: other test suites may be loading both cores while the node starts.
+        try await waitUntil("the API", timeout: .seconds(60)) { try await self.request("GET", "/healthz").0 == 200 }
     }
 
     func waitForLivePeers(_ count: Int) async throws {
-        try await waitUntil("\(count) live peers") {
+        try await waitUntil("\(count) live peers", timeout: .seconds(60)) {
             let (_, json) = try await self.request("GET", "/healthz")
             return ((json["peers"] as? [String: Any])?["live"] as? Int ?? 0) >= count
         }
