@@ -56,13 +56,8 @@ public enum NodeAPI {
             return json(.ok, object)
         }
         router.post("/v1/acquire") { request, context in
-            let body: [String: Any]
-            switch await readObject(request, context: context) {
-            case .success(let object): body = object
-            case .failure(let failure): return failure.response
-            }
             let parsed: AcquireRequest
-            switch parseAcquire(body) {
+            switch await readBody(request, context: context, parse: parseAcquire) {
             case .success(let value): parsed = value
             case .failure(let failure): return failure.response
             }
@@ -70,13 +65,8 @@ public enum NodeAPI {
             return await acquireResponse(decision, node: node)
         }
         router.post("/v1/observe") { request, context in
-            let body: [String: Any]
-            switch await readObject(request, context: context) {
-            case .success(let object): body = object
-            case .failure(let failure): return failure.response
-            }
             let parsed: ObserveInput
-            switch parseObserve(body) {
+            switch await readBody(request, context: context, parse: parseObserve) {
             case .success(let value): parsed = value
             case .failure(let failure): return failure.response
             }
@@ -133,6 +123,16 @@ public enum NodeAPI {
 
     struct Failure: Error {
         var response: Response
+    }
+
+    /// Reads a JSON object body and parses it; either failure is a ready response.
+    static func readBody<Value>(
+        _ request: Request, context: BasicRequestContext, parse: ([String: Any]) -> Result<Value, Failure>
+    ) async -> Result<Value, Failure> {
+        switch await readObject(request, context: context) {
+        case .success(let object): parse(object)
+        case .failure(let failure): .failure(failure)
+        }
     }
 
     static func readObject(_ request: Request, context: BasicRequestContext) async -> Result<[String: Any], Failure> {
