@@ -120,3 +120,14 @@ import QuotaMeshCrypto
         }
     }
 }
+
+@Suite struct HTTPDateTests {
+    @Test func formatsIMFFixdateAndParsesBack() {
+        #expect(HTTPDate.imfFixdate(784_111_777_000) == "Sun, 06 Nov 1994 08:49:37 GMT")
+        #expect(HTTPDate.imfFixdate(951_782_400_000) == "Tue, 29 Feb 2000 00:00:00 GMT")
+        let now: UnixMillis = 1_700_000_000_000
+        let report = RateLimitHeaderParser.parse(
+            headers: [("retry-after", HTTPDate.imfFixdate(now + 30_000))], status: 429, now: now)
+        #expect(report.retryAt == now + 30_000)
+    }
+}

@@ -137,3 +137,20 @@ public enum RateLimitHeaderParser {
         return parser.run()
     }
 }
+
+/// HTTP dates as servers write them.
+public enum HTTPDate {
+    /// IMF-fixdate for a Unix-ms time (RFC 9110 §5.6.7), e.g. `Sun, 06 Nov 1994 08:49:37 GMT`.
+    public static func imfFixdate(_ millis: UnixMillis) -> String {
+        let seconds = RateLimitValueFormats.floorDiv(millis, 1000)
+        let days = RateLimitValueFormats.floorDiv(seconds, 86_400)
+        let secondOfDay = seconds - days * 86_400
+        let (year, month, day) = RateLimitValueFormats.civilFromDays(days)
+        let weekdays = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"]
+        let months = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
+        let weekday = weekdays[Int(((days % 7) + 7) % 7)]
+        func two(_ value: Int64) -> String { value < 10 ? "0\(value)" : "\(value)" }
+        return "\(weekday), \(two(day)) \(months[Int(month - 1)]) \(year) "
+            + "\(two(secondOfDay / 3600)):\(two(secondOfDay / 60 % 60)):\(two(secondOfDay % 60)) GMT"
+    }
+}

@@ -280,17 +280,21 @@ enum RateLimitValueFormats {
         return era * 146_097 + dayOfEra - 719_468
     }
 
-    /// The proleptic Gregorian year containing `days` since 1970-01-01 (`civil_from_days`).
-    static func yearFromDays(_ days: Int64) -> Int64 {
+    /// The proleptic Gregorian date of `days` since 1970-01-01 (Howard Hinnant's `civil_from_days`).
+    static func civilFromDays(_ days: Int64) -> (year: Int64, month: Int64, day: Int64) {
         let z = days + 719_468
         let era = (z >= 0 ? z : z - 146_096) / 146_097
         let dayOfEra = z - era * 146_097
         let yearOfEra = (dayOfEra - dayOfEra / 1460 + dayOfEra / 36524 - dayOfEra / 146_096) / 365
         let dayOfYear = dayOfEra - (365 * yearOfEra + yearOfEra / 4 - yearOfEra / 100)
         let mp = (5 * dayOfYear + 2) / 153
+        let day = dayOfYear - (153 * mp + 2) / 5 + 1
         let month = mp < 10 ? mp + 3 : mp - 9
-        return yearOfEra + era * 400 + (month <= 2 ? 1 : 0)
+        return (yearOfEra + era * 400 + (month <= 2 ? 1 : 0), month, day)
     }
+
+    /// The proleptic Gregorian year containing `days` since 1970-01-01.
+    static func yearFromDays(_ days: Int64) -> Int64 { civilFromDays(days).year }
 
     static func daysInMonth(year: Int, month: Int) -> Int {
         switch month {
