@@ -18,23 +18,15 @@ let benchmarks: @Sendable () -> Void = {
     let warm = Benchmark.Configuration(
         metrics: [.wallClock, .throughput, .mallocCountTotal], scalingFactor: .kilo, maxDuration: .seconds(3))
 
-    Benchmark("acquire decision, in-process (10 peers)", configuration: warm) { benchmark in
-        var instance = Fixtures.instance(peers: 10, now: now)
-        var ticket: UInt64 = 0
-        benchmark.startMeasurement()
-        for _ in benchmark.scaledIterations {
-            ticket += 1
-            blackHole(instance.acquire(AcquireRequest(service: "svc", priority: .urgent), ticket: ticket, now: now))
-        }
-    }
-
-    Benchmark("acquire decision, in-process (1000 peers)", configuration: warm) { benchmark in
-        var instance = Fixtures.instance(peers: 1000, now: now)
-        var ticket: UInt64 = 0
-        benchmark.startMeasurement()
-        for _ in benchmark.scaledIterations {
-            ticket += 1
-            blackHole(instance.acquire(AcquireRequest(service: "svc", priority: .urgent), ticket: ticket, now: now))
+    for peers in [10, 1000] {
+        Benchmark("acquire decision, in-process (\(peers) peers)", configuration: warm) { benchmark in
+            var instance = Fixtures.instance(peers: peers, now: now)
+            var ticket: UInt64 = 0
+            benchmark.startMeasurement()
+            for _ in benchmark.scaledIterations {
+                ticket += 1
+                blackHole(instance.acquire(AcquireRequest(service: "svc", priority: .urgent), ticket: ticket, now: now))
+            }
         }
     }
 

@@ -314,16 +314,8 @@ struct RateLimitParseRun {
 
     /// `retry-after-ms`: milliseconds, possibly with a fraction (rounded up).
     private mutating func readRetryAfterMillis() -> UnixMillis? {
-        let name = "retry-after-ms"
-        guard let text = singleNumber(name) else { return nil }
-        switch RateLimitValueFormats.decimalScaled(text, fractionDigits: 0) {
-        case .failure(let error):
-            ignore(name, error.reason)
-            return nil
-        case .success(let millis):
-            understood.insert(name)
-            return RateLimitValueFormats.adding(now, millis)
-        }
+        readParsed("retry-after-ms") { RateLimitValueFormats.decimalScaled($0, fractionDigits: 0) }
+            .map { RateLimitValueFormats.adding(now, $0) }
     }
 
     /// `Retry-After`: delta-seconds (a fraction is tolerated) or an HTTP-date (skew-corrected).
@@ -367,9 +359,13 @@ struct RateLimitParseRun {
 
     // MARK: - Typed readers
 
-    private mutating func readInteger(_ name: String) -> Int64? {
+    /// Reads a single-valued field and parses it: a failure is listed under `ignored` with its reason, a
+    /// success under `understood`.
+    private mutating func readParsed<Value>(
+        _ name: String, _ parse: (String) -> Result<Value, RateLimitFieldError>
+    ) -> Value? {
         guard let text = singleNumber(name) else { return nil }
-        switch RateLimitValueFormats.nonNegativeInteger(text) {
+        switch parse(text) {
         case .failure(let error):
             ignore(name, error.reason)
             return nil
@@ -379,57 +375,34 @@ struct RateLimitParseRun {
         }
     }
 
+    private mutating func readInteger(_ name: String) -> Int64? {
+        readParsed(name, RateLimitValueFormats.nonNegativeInteger)
+    }
+
     /// Seconds, decimals allowed: epoch seconds (skew-corrected) from 10^9 on, else seconds from now.
     private mutating func readEpochOrDeltaReset(_ name: String) -> UnixMillis? {
-        guard let text = singleNumber(name) else { return nil }
-        switch RateLimitValueFormats.decimalScaled(text, fractionDigits: 3) {
-        case .failure(let error):
-            ignore(name, error.reason)
+        guard let millis = readParsed(name, { RateLimitValueFormats.decimalScaled($0, fractionDigits: 3) }) else {
             return nil
-        case .success(let millis):
-            understood.insert(name)
-            if millis >= Self.epochThresholdMillis {
-                return clamp(absolute(millis), aheadAtMost: Self.maximumResetAheadMillis)
-            }
-            return resetIn(millis: millis)
         }
+        if millis >= Self.epochThresholdMillis {
+            return clamp(absolute(millis), aheadAtMost: Self.maximumResetAheadMillis)
+        }
+        return resetIn(millis: millis)
     }
 
     /// Seconds from now, decimals allowed.
     private mutating func readDeltaSecondsReset(_ name: String) -> UnixMillis? {
-        guard let text = singleNumber(name) else { return nil }
-        switch RateLimitValueFormats.decimalScaled(text, fractionDigits: 3) {
-        case .failure(let error):
-            ignore(name, error.reason)
-            return nil
-        case .success(let millis):
-            understood.insert(name)
-            return resetIn(millis: millis)
-        }
+        readParsed(name) { RateLimitValueFormats.decimalScaled($0, fractionDigits: 3) }.map { resetIn(millis: $0) }
     }
 
     private mutating func readDurationReset(_ name: String) -> UnixMillis? {
-        guard let text = singleNumber(name) else { return nil }
-        switch RateLimitValueFormats.goDurationNanoseconds(text) {
-        case .failure(let error):
-            ignore(name, error.reason)
-            return nil
-        case .success(let nanoseconds):
-            understood.insert(name)
-            return resetIn(millis: RateLimitValueFormats.millisRoundingUp(nanoseconds: nanoseconds))
-        }
+        readParsed(name, RateLimitValueFormats.goDurationNanoseconds)
+            .map { resetIn(millis: RateLimitValueFormats.millisRoundingUp(nanoseconds: $0)) }
     }
 
     private mutating func readRFC3339Reset(_ name: String) -> UnixMillis? {
-        guard let text = singleNumber(name) else { return nil }
-        switch RateLimitValueFormats.rfc3339Millis(text) {
-        case .failure(let error):
-            ignore(name, error.reason)
-            return nil
-        case .success(let millis):
-            understood.insert(name)
-            return clamp(absolute(millis), aheadAtMost: Self.maximumResetAheadMillis)
-        }
+        guard let millis = readParsed(name, RateLimitValueFormats.rfc3339Millis) else { return nil }
+        return clamp(absolute(millis), aheadAtMost: Self.maximumResetAheadMillis)
     }
 
     private mutating func readBool(_ name: String) -> Bool? {
