@@ -5,10 +5,19 @@ public struct VerifyingKey: Hashable, Sendable, Comparable, CustomStringConverti
     /// The size of the raw key in bytes.
     public static let byteCount = 32
 
+    /// The key as four big-endian words: the only storage, so a key is copied, hashed and compared
+    /// (for every record and packet) without touching the heap.
+    public let words: (UInt64, UInt64, UInt64, UInt64)
+
     /// The raw 32 key bytes.
-    public let rawRepresentation: [UInt8]
-    /// The same bytes as four words, so that hashing and comparing keys (done for every record) is cheap.
-    private let words: (UInt64, UInt64, UInt64, UInt64)
+    public var rawRepresentation: [UInt8] {
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(Self.byteCount)
+        for word in [words.0, words.1, words.2, words.3] {
+            for shift in stride(from: 56, through: 0, by: -8) { bytes.append(UInt8(truncatingIfNeeded: word >> UInt64(shift))) }
+        }
+        return bytes
+    }
 
     /// Creates a key from its raw bytes.
     /// - Throws: `CryptoError.wrongLength` unless exactly 32 bytes are given.
@@ -16,11 +25,15 @@ public struct VerifyingKey: Hashable, Sendable, Comparable, CustomStringConverti
         guard rawRepresentation.count == Self.byteCount else {
             throw .wrongLength(expected: Self.byteCount, actual: rawRepresentation.count)
         }
-        self.rawRepresentation = rawRepresentation
         func word(_ index: Int) -> UInt64 {
             rawRepresentation[(index * 8)..<(index * 8 + 8)].reduce(0) { ($0 << 8) | UInt64($1) }
         }
         self.words = (word(0), word(1), word(2), word(3))
+    }
+
+    /// Creates a key from its four big-endian words (as read straight off the wire).
+    public init(words: (UInt64, UInt64, UInt64, UInt64)) {
+        self.words = words
     }
 
     public static func == (lhs: VerifyingKey, rhs: VerifyingKey) -> Bool {

@@ -72,6 +72,10 @@ public struct SimulationConfiguration: Sendable {
     public var gossipIntervalMillis: Int64 = 200
     /// Gossip fanout.
     public var fanout = 3
+    /// Pushes per record per node: this × ⌈log10(N + 1)⌉ (memberlist's retransmit multiplier).
+    public var retransmitMultiplier = MeshConfiguration.defaultRetransmitMultiplier
+    /// An anti-entropy digest every this many rounds.
+    public var antiEntropyEveryRounds = MeshConfiguration.defaultAntiEntropyEveryRounds
     /// Priority reserves and burst for the simulated service.
     public var reserves = Reserves()
     /// The burst fraction for the simulated service.

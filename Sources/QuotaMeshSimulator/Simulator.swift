@@ -66,7 +66,16 @@ public struct Simulator {
     }
 
     struct Node {
-        var instance: MeshInstance?
+        /// The running instance; `nil` while the node is down. Held in a box, so that an event changes it
+        /// in place instead of copying it out of (and back into) the array of nodes.
+        let box: InstanceBox
+        var instance: MeshInstance? {
+            get { box.instance }
+            nonmutating set { box.instance = newValue }
+        }
+        /// Whether the node is running (checked for every event without touching the instance); set with
+        /// `instance` on crash and restart.
+        var isUp = true
         var key: SigningKey
         var skew: Int64
         var persisted: PersistedNodeState?
@@ -120,6 +129,8 @@ public struct Simulator {
     var pending = 0
     /// Records accepted (new versions) across all nodes.
     public var recordsAccepted = 0
+    /// Records received that were already held (the redundancy of push gossip).
+    public var recordsStale = 0
     /// Bytes and datagrams sent, by packet kind (1 records, 2 digest).
     public var bytesByKind: [UInt8: Int] = [:]
     public var packetsByKind: [UInt8: Int] = [:]
@@ -153,7 +164,8 @@ public struct Simulator {
             burstFraction: configuration.burstFraction)
         return MeshConfiguration(
             gossipIntervalMillis: configuration.gossipIntervalMillis, fanout: configuration.fanout,
-            services: [service: policy], signatures: scheme)
+            retransmitMultiplier: configuration.retransmitMultiplier,
+            antiEntropyEveryRounds: configuration.antiEntropyEveryRounds, services: [service: policy], signatures: scheme)
     }
 
     /// Runs to the end and reports.
@@ -197,7 +209,7 @@ public struct Simulator {
             let instance = MeshInstance(
                 identity: keys[index], configuration: mesh, peers: infos, restored: nil, now: start + skew,
                 seed: rng.next())
-            nodes.append(Node(instance: instance, key: keys[index], skew: skew, weight: weight))
+            nodes.append(Node(box: InstanceBox(instance), key: keys[index], skew: skew, weight: weight))
         }
         // Stagger the nodes' first rounds across one interval.
         for index in 0..<count {
@@ -247,7 +259,7 @@ public struct Simulator {
     mutating func handle(_ event: Event) {
         switch event {
         case .deliver(let from, let to, let bytes):
-            guard nodes[to].instance != nil else {
+            guard nodes[to].isUp else {
                 lost += 1
                 return
             }
@@ -255,7 +267,7 @@ public struct Simulator {
             let source = endpoint(from)
             drive(to) { instance, nodeTime in instance.receive(datagram: bytes, from: source, now: nodeTime) }
         case .wake(let index):
-            guard nodes[index].scheduledWake == now, nodes[index].instance != nil else { return }
+            guard nodes[index].scheduledWake == now, nodes[index].isUp else { return }
             nodes[index].scheduledWake = .max
             drive(index) { instance, nodeTime in instance.tick(now: nodeTime) }
         case .arrival(let index):
@@ -272,7 +284,7 @@ public struct Simulator {
         case .response(let task, let status, let headers):
             let index = tasks[task].node
             tasks[task].inFlight = false
-            guard nodes[index].instance != nil else {
+            guard nodes[index].isUp else {
                 schedule(.attempt(task: task), at: now + 500)
                 return
             }
@@ -289,8 +301,9 @@ public struct Simulator {
                 schedule(.attempt(task: task), at: now + 1)
             }
         case .crash(let index):
-            guard nodes[index].instance != nil else { return }
+            guard nodes[index].isUp else { return }
             nodes[index].instance = nil
+            nodes[index].isUp = false
             nodes[index].tickets = [:]
             nodes[index].scheduledWake = .max
             schedule(.restart(node: index), at: now + configuration.downtimeMillis)
@@ -302,6 +315,7 @@ public struct Simulator {
                 restored: nodes[index].persisted, now: nodeTime, seed: rng.next())
             let directives = instance.start(now: nodeTime)
             nodes[index].instance = instance
+            nodes[index].isUp = true
             apply(directives, from: index)
             // Tasks that were waiting on the crashed node try again.
             for task in tasks.indices where tasks[task].node == index && tasks[task].succeeded == nil && !tasks[task].inFlight {
@@ -326,7 +340,7 @@ public struct Simulator {
     mutating func attempt(_ task: Int) {
         let index = tasks[task].node
         guard tasks[task].succeeded == nil, !tasks[task].inFlight else { return }
-        guard nodes[index].instance != nil else { return }  // retried on restart
+        guard nodes[index].isUp else { return }  // retried on restart
         let ticket = nextTicket
         nextTicket += 1
         nodes[index].tickets[ticket] = task
@@ -338,11 +352,8 @@ public struct Simulator {
 
     /// Runs `body` on node `index`'s instance in its own time and carries out the directives.
     mutating func drive(_ index: Int, _ body: (inout MeshInstance, Int64) -> [MeshDirective]) {
-        guard var instance = nodes[index].instance else { return }
-        // Moved out so the instance's storage stays uniquely referenced while it changes.
-        nodes[index].instance = nil
-        let directives = body(&instance, now + nodes[index].skew)
-        nodes[index].instance = instance
+        let box = nodes[index].box
+        guard let directives = box.instance?.run(body, now: now + nodes[index].skew) else { return }
         apply(directives, from: index)
     }
 
@@ -380,6 +391,7 @@ public struct Simulator {
                 nodes[index].persisted = state
             case .event(let event):
                 if case .recordAccepted = event { recordsAccepted += 1 }
+                if case .recordStale = event { recordsStale += 1 }
             case .wake(let at):
                 let global = at - nodes[index].skew
                 if global < nodes[index].scheduledWake {
@@ -449,7 +461,7 @@ public struct Simulator {
     // MARK: Convergence probes
 
     mutating func startProbe(_ index: Int) {
-        let liveNodes = nodes.indices.filter { nodes[$0].instance != nil }
+        let liveNodes = nodes.indices.filter { nodes[$0].isUp }
         guard !liveNodes.isEmpty else { return }
         let origin = liveNodes[Int.random(in: 0..<liveNodes.count, using: &rng)]
         let key = QuotaKey(service: "probe\(index)", account: "default")
@@ -469,13 +481,12 @@ public struct Simulator {
         for index in probes.indices where probes[index].convergedAt == nil {
             let probe = probes[index]
             let originKey = nodes[probe.origin].key.publicKey
-            guard let origin = nodes[probe.origin].instance,
-                let version = origin.heldVersion(origin: originKey, slot: .quota(probe.key))
+            guard let version = nodes[probe.origin].box.instance?.heldVersion(origin: originKey, slot: .quota(probe.key))
             else { continue }
             if probe.signedAt == nil { probes[index].signedAt = now }
             let everywhere = nodes.indices.allSatisfy { other in
-                other == probe.origin || nodes[other].instance == nil
-                    || (nodes[other].instance?.heldVersion(origin: originKey, slot: .quota(probe.key)).map { $0 >= version } ?? false)
+                other == probe.origin || !nodes[other].isUp
+                    || (nodes[other].box.instance?.heldVersion(origin: originKey, slot: .quota(probe.key)).map { $0 >= version } ?? false)
             }
             if everywhere { probes[index].convergedAt = now }
         }
@@ -577,3 +588,19 @@ import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
+
+extension MeshInstance {
+    /// Runs `body` on this instance: lets the simulator change an instance where it is stored.
+    fileprivate mutating func run(
+        _ body: (inout MeshInstance, Int64) -> [MeshDirective], now: Int64
+    ) -> [MeshDirective] {
+        body(&self, now)
+    }
+}
+
+/// A simulated node's instance, by reference: see `Simulator.Node.box`.
+final class InstanceBox {
+    var instance: MeshInstance?
+
+    init(_ instance: MeshInstance?) { self.instance = instance }
+}

@@ -331,7 +331,7 @@ extension MeshInstance {
 
     /// When learning after a start ends: two anti-entropy periods.
     var learningEndsAt: UnixMillis {
-        startedAt + 2 * Int64(max(1, configuration.antiEntropyEveryRounds)) * configuration.gossipIntervalMillis
+        startedAt + 2 * Int64(digestPeriodRounds) * configuration.gossipIntervalMillis
     }
 
     /// Whether this node is still learning the cluster's state after a start (never when it is alone).

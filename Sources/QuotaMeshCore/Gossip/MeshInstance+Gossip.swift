@@ -68,6 +68,14 @@ extension MeshInstance {
         var signedDemand = false
         for key in local.keys.sorted() {
             guard var quota = local[key], quota.dirty || (quota.demandDirty && demandDue) else { continue }
+            if quota.state == QuotaState() && quota.demand == Demand() {
+                // Nothing to say yet (a configured key at start): no record, so that a cluster starting
+                // at once does not flood itself with N empty ones.
+                quota.dirty = false
+                quota.demandDirty = false
+                local[key] = quota
+                continue
+            }
             if !quota.dirty { signedDemand = true }
             var state = quota.state
             state.demand = quota.demand
@@ -96,6 +104,7 @@ extension MeshInstance {
             record: record, receivedFrom: receivedFrom, transmitsLeft: retransmitLimit(),
             knownBy: receivedFrom.map { [$0] } ?? [])
         enqueueHot(id, version: record.version, level: retransmitLimit())
+        noteRecent(id)
         if record.origin != publicKey, case .quota(let key, let state) = record.body {
             remote[key, default: KeyAggregate()].update(origin: record.origin, state: state)
             noteAccount(key)
@@ -163,7 +172,16 @@ extension MeshInstance {
             }
             if held.record.version == record.version {
                 if held.record == record {
-                    records[id]?.noteKnown(by: sender)
+                    // A duplicate is evidence the record is widespread: it counts as a round of pushes
+                    // (Demers et al.'s rumor mongering with feedback), so a record costs far fewer than
+                    // N × limit pushes; the few nodes the pushes miss catch up from digests, which name
+                    // recently updated slots first.
+                    if held.transmitsLeft > 0 {
+                        records[id]?.noteKnown(by: sender)
+                        let left = max(0, held.transmitsLeft - configuration.fanout)
+                        records[id]?.transmitsLeft = left
+                        enqueueHot(id, version: record.version, level: left)
+                    }
                     out.append(.event(.recordStale(origin: record.origin)))
                     return
                 }
@@ -203,13 +221,21 @@ extension MeshInstance {
         guard var peer = peers[key] else { return }
         let timeout = livenessTimeout
         let wasLive = peer.isLive(now: now, timeout: timeout)
+        if peer.lastHeardAt == nil { unheard -= 1 }
         peer.lastHeardAt = max(peer.lastHeardAt ?? time, time)
         if !wasLive && peer.isLive(now: now, timeout: timeout) {
             peer.announcedLive = true
             out.append(.event(.peerUp(key)))
-            if !live.contains(key) {
-                live.append(key)
-                live.sort()
+            livenessCheckAt = min(livenessCheckAt, (peer.lastHeardAt ?? time).saturatingAdd(timeout))
+            // Binary search for the insertion point: `live` stays sorted without re-sorting it.
+            var low = 0
+            var high = live.count
+            while low < high {
+                let middle = (low + high) / 2
+                if live[middle] < key { low = middle + 1 } else { high = middle }
+            }
+            if low == live.count || live[low] != key {
+                live.insert(key, at: low)
                 liveVersion += 1
             }
         }
@@ -219,18 +245,21 @@ extension MeshInstance {
     mutating func refreshLiveness(now: UnixMillis, into out: inout [MeshDirective]) {
         let timeout = livenessTimeout
         var next: [VerifyingKey] = []
-        unheard = 0
-        for (key, var peer) in peers {
-            if peer.lastHeardAt == nil { unheard += 1 }
-            if peer.isLive(now: now, timeout: timeout) {
+        next.reserveCapacity(live.count)
+        var checkAt = UnixMillis.max
+        // In `allPeers` order, which is sorted, so `next` needs no sort.
+        for key in allPeers {
+            guard var peer = peers[key] else { continue }
+            if peer.isLive(now: now, timeout: timeout), let heard = peer.lastHeardAt {
                 next.append(key)
+                checkAt = min(checkAt, heard.saturatingAdd(timeout))
             } else if peer.announcedLive {
                 peer.announcedLive = false
                 peers[key] = peer
                 out.append(.event(.peerDown(key)))
             }
         }
-        next.sort()
+        livenessCheckAt = checkAt
         if next != live {
             live = next
             liveVersion += 1
@@ -264,16 +293,20 @@ extension MeshInstance {
         // again when they return. Sampled, not listed: a few draws find one when many are down, and when
         // few are, a full pass finds them.
         if targets.count < configuration.fanout || Int.random(in: 0..<4, using: &rng) == 0 {
-            let liveSet = Set(live)
+            let timeout = livenessTimeout
+            let isDown: (VerifyingKey) -> Bool = { [peers] key in
+                guard let peer = peers[key] else { return false }
+                return !peer.isLive(now: now, timeout: timeout) && (peer.observedEndpoint ?? peer.info.endpoint) != nil
+            }
             var found: [VerifyingKey] = []
             for _ in 0..<(4 * wanted) where found.count < wanted {
                 let candidate = allPeers[Int.random(in: 0..<allPeers.count, using: &rng)]
-                if !liveSet.contains(candidate) && !found.contains(candidate) && endpoint(of: candidate) != nil {
+                if !found.contains(candidate) && isDown(candidate) {
                     found.append(candidate)
                 }
             }
             if found.count < wanted {
-                var down = allPeers.filter { !liveSet.contains($0) && !found.contains($0) && endpoint(of: $0) != nil }
+                var down = allPeers.filter { !found.contains($0) && isDown($0) }
                 while found.count < wanted, !down.isEmpty {
                     found.append(down.remove(at: Int.random(in: 0..<down.count, using: &rng)))
                 }
@@ -319,46 +352,63 @@ extension MeshInstance {
         // every record gets its turn however many arrive. Within a round a record goes to every target
         // (classic push gossip: a new record reaches `fanout` peers in its first round), then moves down
         // by the number of pushes.
-        var candidates: [SlotID] = []
+        // Each candidate is looked up once; the targets then pick from this list.
+        var candidates: [(id: SlotID, stored: StoredRecord, pushes: Int)] = []
         var level = hotLevels.count - 1
-        let wanted = targets.count * 12
+        let wanted = targets.count * 12 * Self.pushPacketsPerTarget
         while level >= 1 && candidates.count < wanted {
             var index = hotLevels[level].count - 1
+            var stale = 0
             while index >= 0 && candidates.count < wanted {
                 let (id, version) = hotLevels[level][index]
                 index -= 1
                 guard let stored = records[id], stored.record.version == version, stored.transmitsLeft == level else {
+                    if index + 1 == hotLevels[level].count - 1 {
+                        hotLevels[level].removeLast()  // stale at the tail: gone at no cost
+                    } else {
+                        stale += 1
+                    }
                     continue
                 }
-                candidates.append(id)
+                candidates.append((id, stored, 0))
+            }
+            if index < 0 && stale > 0 {
+                // The whole level was read: drop its stale entries now, so later rounds do not read them
+                // again (a quiet node would otherwise rescan every superseded entry each round).
+                let held = records
+                hotLevels[level].removeAll { entry in
+                    guard let stored = held[entry.id] else { return true }
+                    return stored.record.version != entry.version || stored.transmitsLeft != level
+                }
             }
             level -= 1
         }
-        var pushes: [SlotID: Int] = [:]
+        let budget = Self.pushPacketsPerTarget * WireFormat.maxPayloadBytes
         for target in targets {
             var chosen: [SignedRecord] = []
-            var size = 1
-            for id in candidates {
-                guard let stored = records[id], id.origin != target, !stored.knownBy.contains(target),
-                    (pushes[id] ?? 0) < stored.transmitsLeft
+            var size = 0
+            for index in candidates.indices {
+                let candidate = candidates[index]
+                guard candidate.id.origin != target, candidate.pushes < candidate.stored.transmitsLeft,
+                    !candidate.stored.knownBy.contains(target)
                 else { continue }
-                guard size + stored.record.encodedCount <= WireFormat.maxPayloadBytes else { break }
-                chosen.append(stored.record)
-                size += stored.record.encodedCount
-                pushes[id, default: 0] += 1
+                let count = candidate.stored.record.encodedCount
+                guard size + count <= budget else { break }
+                chosen.append(candidate.stored.record)
+                size += count
+                candidates[index].pushes += 1
             }
             sendRecords(chosen, to: target, now: now, into: &out)
         }
         // In candidate order, not dictionary order, so that runs replay exactly.
-        for id in candidates {
-            guard let count = pushes[id], let stored = records[id] else { continue }
-            let left = max(0, stored.transmitsLeft - count)
-            records[id]?.transmitsLeft = left
-            enqueueHot(id, version: stored.record.version, level: left)
+        for candidate in candidates where candidate.pushes > 0 {
+            let left = max(0, candidate.stored.transmitsLeft - candidate.pushes)
+            records[candidate.id]?.transmitsLeft = left
+            enqueueHot(candidate.id, version: candidate.stored.record.version, level: left)
         }
         compactHotQueue()
         // Anti-entropy: a digest to one of the targets every few rounds.
-        guard round % UInt64(max(1, configuration.antiEntropyEveryRounds)) == 0 else { return }
+        guard round % UInt64(digestPeriodRounds) == 0 else { return }
         let target = targets[Int.random(in: 0..<targets.count, using: &rng)]
         if endpoint(of: target) != nil {
             let entries = digestSample(excluding: [], count: Self.maxDigestEntries)
@@ -387,23 +437,46 @@ extension MeshInstance {
         }
     }
 
+    /// Packets of pushed records per target per round, at most: two, so that a burst of updates (a
+    /// cluster of a thousand nodes spends about 25 records a second) drains instead of queueing.
+    static let pushPacketsPerTarget = 1
+
     static var maxDigestEntries: Int { (WireFormat.maxPayloadBytes - 3) / WireFormat.digestEntryBytes }
 
-    /// A rotating sample of every held slot (own and relayed alike), so repeated digests cover all of them.
+    /// A digest's entries: half the most recently updated slots (so a node that missed a recent push
+    /// hears of it within a few digests, however many slots the cluster holds), half a rotating sample of
+    /// every held slot (own and relayed alike), so repeated digests cover all of them.
     mutating func digestSample(excluding: Set<UInt64>, count: Int) -> [DigestEntry] {
         guard count > 0, !slotOrder.isEmpty else { return [] }
         var entries: [DigestEntry] = []
+        var named = excluding
+        var index = recentSlots.count - 1
+        while index >= 0 && entries.count < count / 2 {
+            let id = recentSlots[index]
+            index -= 1
+            guard !named.contains(id.hash), let stored = records[id] else { continue }
+            named.insert(id.hash)
+            entries.append(DigestEntry(slotHash: id.hash, version: stored.record.version))
+        }
         let total = slotOrder.count
         var offset = 0
         let start = digestCursor % total
         while entries.count < count && offset < total {
             let id = slotOrder[(start + offset) % total]
             offset += 1
-            guard !excluding.contains(id.hash), let stored = records[id] else { continue }
+            guard !named.contains(id.hash), let stored = records[id] else { continue }
             entries.append(DigestEntry(slotHash: id.hash, version: stored.record.version))
         }
         digestCursor = (start + offset) % total
         return entries
+    }
+
+    /// Notes that `id` was updated, for the recent half of digests; keeps the list short.
+    mutating func noteRecent(_ id: SlotID) {
+        recentSlots.append(id)
+        if recentSlots.count > 4 * Self.maxDigestEntries {
+            recentSlots.removeFirst(recentSlots.count - 2 * Self.maxDigestEntries)
+        }
     }
 
     mutating func answerDigest(
@@ -416,7 +489,10 @@ extension MeshInstance {
         for entry in entries {
             mentioned.insert(entry.slotHash)
             if let id = slotsByHash[entry.slotHash], let held = records[id] {
-                if held.record.version <= entry.version { records[id]?.noteKnown(by: sender) }
+                // Who knows a record matters only while it is still pushed.
+                if held.record.version <= entry.version && held.transmitsLeft > 0 {
+                    records[id]?.noteKnown(by: sender)
+                }
                 if held.record.version > entry.version {
                     if id.origin != sender { toSend.append(held.record) }
                 } else if held.record.version < entry.version {

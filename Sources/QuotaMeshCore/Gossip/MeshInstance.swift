@@ -28,6 +28,8 @@ public struct MeshInstance: Sendable {
     var slotsByHash: [UInt64: SlotID] = [:]
     /// Slots in arrival order, for rotating digests without sorting.
     var slotOrder: [SlotID] = []
+    /// Slots in the order they were last updated (with repeats), newest last, for digests.
+    var recentSlots: [SlotID] = []
     /// Records still to be pushed, by how many pushes they have left (memberlist's transmit-limited
     /// queue): level k holds (slot, version) pairs with k pushes left, newest last. Entries whose record
     /// moved on (superseded, or pushed and so moved down a level) are skipped and compacted away.
@@ -43,6 +45,9 @@ public struct MeshInstance: Sendable {
     var nextWaiterOrder: UInt64 = 0
     var nextGossipAt: UnixMillis
     var lastHeartbeatAt: UnixMillis?
+    /// When the first heartbeat is due: at start in a small cluster; in a large one, at a random point in
+    /// the part of the heartbeat interval that was stretched for the cluster's size.
+    var firstHeartbeatAt: UnixMillis
     /// When this node last signed any record (a signed record is liveness evidence too).
     var lastSignedAt: UnixMillis?
     var lastDemandSignAt: UnixMillis?
@@ -53,6 +58,8 @@ public struct MeshInstance: Sendable {
     var live: [VerifyingKey] = []
     /// Peers never heard from since start; while the start is recent they still count for fair shares.
     var unheard = 0
+    /// The earliest time a live peer can time out: liveness is refreshed only from then on.
+    var livenessCheckAt: UnixMillis = .min
     let startedAt: UnixMillis
     var liveVersion: UInt64 = 0
     var round: UInt64 = 0
@@ -80,6 +87,7 @@ public struct MeshInstance: Sendable {
         self.incarnation = max((restored?.incarnation ?? 0).saturatingAdd(1), UInt64(max(0, now / 1000)))
         self.rng = SplitMix64(seed: seed)
         self.nextGossipAt = now
+        self.firstHeartbeatAt = now
         self.startedAt = now
         self.demandWindowStart = now
         for entry in restored?.quotas ?? []
@@ -106,6 +114,8 @@ public struct MeshInstance: Sendable {
             }
         }
         replacePeers(peers)
+        let spread = heartbeatInterval - max(0, configuration.heartbeatIntervalMillis)
+        firstHeartbeatAt = spread > 0 ? now + Int64.random(in: 0..<spread, using: &rng) : now
         pendingPersist = true
     }
 
@@ -115,6 +125,7 @@ public struct MeshInstance: Sendable {
     /// known peers keep their liveness and replay state.
     public mutating func replacePeers(_ newPeers: [PeerInfo]) {
         var next: [VerifyingKey: PeerState] = [:]
+        next.reserveCapacity(newPeers.count)
         for info in newPeers where info.key != publicKey {
             var state = peers[info.key] ?? PeerState(info: info)
             state.info = info
@@ -133,6 +144,8 @@ public struct MeshInstance: Sendable {
         }
         live = live.filter { peers[$0] != nil }
         liveVersion += 1
+        unheard = peers.values.count { $0.lastHeardAt == nil }
+        livenessCheckAt = .min
     }
 
     /// The first directives after start: persist the new incarnation, then gossip at once.
@@ -215,11 +228,16 @@ public struct MeshInstance: Sendable {
         if now >= nextGossipAt {
             round += 1
             // Liveness changes on a scale of seconds: refresh it every fifth round.
-            if round % 5 == 1 { refreshLiveness(now: now, into: &out) }
+            if round % 5 == 1 && now >= livenessCheckAt { refreshLiveness(now: now, into: &out) }
             signDirtyRecords(now: now)
             // A heartbeat only when nothing else this node signed lately says it is alive.
+            // The first heartbeat waits for its random start-up slot, and a record signed meanwhile
+            // stands in for it: a cluster that starts at once does not flood itself with N heartbeats.
+            if lastHeartbeatAt == nil, lastSignedAt != nil {
+                lastHeartbeatAt = lastSignedAt
+            }
             let latest = max(lastHeartbeatAt ?? .min, lastSignedAt ?? .min)
-            if lastHeartbeatAt == nil || now.saturatingSubtract(latest) >= heartbeatInterval {
+            if lastHeartbeatAt == nil ? now >= firstHeartbeatAt : now.saturatingSubtract(latest) >= heartbeatInterval {
                 lastHeartbeatAt = now
                 store(ownRecord(.heartbeat, now: now), receivedFrom: nil)
             }
@@ -352,7 +370,17 @@ public struct MeshInstance: Sendable {
                 out.append(.event(.breakerClosed(key)))
             }
         }
-        quota.dirty = true
+        // A limit response (or a first observation, a new policy, a breaker change) goes out at the next
+        // round; the headers of a successful call are news at the demand-update pace, so that the records
+        // the cluster must spread stay within its gossip capacity as it grows.
+        let before = local[key]?.state ?? QuotaState()
+        if failed || before.observation == nil || before.breaker != quota.state.breaker
+            || before.policy != quota.state.policy
+        {
+            quota.dirty = true
+        } else if before != quota.state {
+            quota.demandDirty = true
+        }
         local[key] = quota
         out.append(.persist(persistedState()))
         pendingPersist = false
@@ -417,6 +445,23 @@ public struct MeshInstance: Sendable {
     /// so each node's share of that budget shrinks as N grows.
     public var demandUpdateInterval: Int64 {
         max(configuration.demandIntervalMillis, Int64(peers.count + 1) * configuration.gossipIntervalMillis / 2)
+    }
+
+    /// Rounds between anti-entropy digests: the configured period divided by about log10(N + 1). Pushes
+    /// miss a small fraction of nodes whatever N is, so more nodes miss each record as N grows, and
+    /// digests (which name recently updated slots first) are how they catch up: every 5 rounds up to a
+    /// few dozen nodes, every 2 or 3 from a hundred.
+    public var digestPeriodRounds: Int {
+        // log10 by decades, linear within a decade (the core imports no maths library).
+        var value = Double(peers.count + 2)
+        var scale = 0.0
+        while value >= 10 {
+            value /= 10
+            scale += 1
+        }
+        scale += (value - 1) / 9
+        let configured = Double(max(1, configuration.antiEntropyEveryRounds))
+        return max(1, Int((configured / max(1, scale)).rounded()))
     }
 
     /// The liveness timeout in force (at least four heartbeat intervals).

@@ -102,8 +102,13 @@ struct KeyAggregate: Sendable {
         breaker = breaker.merging(state.breaker)
         demands[origin] = state.demand
         let previous = policies[origin]
+        guard previous != state.policy else { return }
         policies[origin] = state.policy
-        if previous != state.policy {
+        if let policy = state.policy, previous == nil || previous != lowestPolicy {
+            // A new policy, or one replacing a policy other than the lowest: the lowest is the lower of
+            // the two, with no scan, so that a start-up with N origins stays linear.
+            lowestPolicy = Self.lower(lowestPolicy, policy)
+        } else {
             lowestPolicy = policies.values.reduce(nil) { Self.lower($0, $1) }
         }
     }

@@ -98,12 +98,22 @@ public struct MeshConfiguration: Sendable {
     /// How records and packets are signed: always Ed25519 in a node; the simulator may substitute.
     public var signatures: any SignatureScheme
 
+    /// The default retransmit multiplier: memberlist's 4. Duplicates received cut a record's pushes short
+    /// (rumor mongering with feedback), so large clusters push far less than this bound.
+    public static let defaultRetransmitMultiplier = 4
+
+    /// The default digest period: every second round. Pushes miss a few nodes of a large cluster; digests,
+    /// which name recently updated slots first, are how those catch up, so their period bounds the tail of
+    /// convergence (measured in BENCHMARKS.md with `quotamesh simulate --digest-every`).
+    public static let defaultAntiEntropyEveryRounds = 5
+
     /// Creates a configuration.
     public init(
         cluster: String = "quotamesh", gossipIntervalMillis: Int64 = 200, fanout: Int = 3,
         livenessTimeoutMillis: Int64 = 10_000, heartbeatIntervalMillis: Int64 = 2_000,
-        retransmitMultiplier: Int = 4, maxClockSkewMillis: Int64 = 300_000, demandIntervalMillis: Int64 = 1_000,
-        maxAnswerPackets: Int = 8, antiEntropyEveryRounds: Int = 5, services: [String: ServicePolicy] = [:],
+        retransmitMultiplier: Int = MeshConfiguration.defaultRetransmitMultiplier, maxClockSkewMillis: Int64 = 300_000, demandIntervalMillis: Int64 = 1_000,
+        maxAnswerPackets: Int = 8,
+        antiEntropyEveryRounds: Int = MeshConfiguration.defaultAntiEntropyEveryRounds, services: [String: ServicePolicy] = [:],
         signatures: any SignatureScheme = Ed25519Signatures()
     ) {
         self.signatures = signatures

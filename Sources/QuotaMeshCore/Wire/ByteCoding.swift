@@ -1,3 +1,5 @@
+import QuotaMeshCrypto
+
 /// Why bytes from the network could not be decoded. One case per reason, so that metrics and logs can
 /// count reasons without parsing strings.
 public enum DecodeError: Error, Equatable, Sendable {
@@ -42,6 +44,13 @@ struct ByteWriter {
     mutating func write(_ value: UInt64) { append(value, width: 8) }
     mutating func write(_ value: Int64) { append(UInt64(bitPattern: value), width: 8) }
     mutating func write(bytes other: [UInt8]) { bytes.append(contentsOf: other) }
+    mutating func write(utf8 text: String) { bytes += text.utf8 }
+    mutating func write(key: VerifyingKey) {
+        write(key.words.0)
+        write(key.words.1)
+        write(key.words.2)
+        write(key.words.3)
+    }
 
     /// A string of at most 255 UTF-8 bytes, preceded by its length.
     mutating func write(shortString: String) {
@@ -80,6 +89,11 @@ struct ByteReader {
     mutating func readUInt32() throws(DecodeError) -> UInt32 { UInt32(try read(width: 4)) }
     mutating func readUInt64() throws(DecodeError) -> UInt64 { try read(width: 8) }
     mutating func readInt64() throws(DecodeError) -> Int64 { Int64(bitPattern: try read(width: 8)) }
+
+    /// Reads a 32-byte public key as four big-endian words, without an intermediate array.
+    mutating func readKey() throws(DecodeError) -> VerifyingKey {
+        VerifyingKey(words: (try readUInt64(), try readUInt64(), try readUInt64(), try readUInt64()))
+    }
 
     mutating func readBytes(_ count: Int) throws(DecodeError) -> [UInt8] {
         guard count >= 0, remainingCount >= count else { throw .truncated }

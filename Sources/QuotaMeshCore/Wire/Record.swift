@@ -91,37 +91,63 @@ public enum RecordSlot: Hashable, Sendable, Comparable {
 
 /// A record signed by its origin. Relaying nodes forward the exact bytes; nobody but the origin can make
 /// one that verifies.
+///
+/// A record is immutable and is copied into every queue, packet and table that holds it, so its fields
+/// live in one shared storage object: a copy costs one reference count, not one per field.
 public struct SignedRecord: Hashable, Sendable {
+    private final class Storage: Sendable {
+        let origin: VerifyingKey
+        let version: RecordVersion
+        let timestamp: UnixMillis
+        let body: RecordBody
+        let bodyBytes: [UInt8]
+        let signature: Signature
+
+        init(
+            origin: VerifyingKey, version: RecordVersion, timestamp: UnixMillis, body: RecordBody,
+            bodyBytes: [UInt8], signature: Signature
+        ) {
+            self.origin = origin
+            self.version = version
+            self.timestamp = timestamp
+            self.body = body
+            self.bodyBytes = bodyBytes
+            self.signature = signature
+        }
+    }
+
+    private let storage: Storage
+
     /// The node that wrote and signed the record.
-    public let origin: VerifyingKey
+    public var origin: VerifyingKey { storage.origin }
     /// The record's version.
-    public let version: RecordVersion
+    public var version: RecordVersion { storage.version }
     /// When the origin signed it (its clock, Unix ms).
-    public let timestamp: UnixMillis
+    public var timestamp: UnixMillis { storage.timestamp }
     /// The decoded body.
-    public let body: RecordBody
+    public var body: RecordBody { storage.body }
     /// The body exactly as signed.
-    public let bodyBytes: [UInt8]
+    public var bodyBytes: [UInt8] { storage.bodyBytes }
     /// The origin's Ed25519 signature over the domain-separated record layout.
-    public let signature: Signature
+    public var signature: Signature { storage.signature }
 
     /// The record's size on the wire.
-    public var encodedCount: Int { 32 + 8 + 8 + 8 + 2 + bodyBytes.count + Signature.byteCount }
+    public var encodedCount: Int { 32 + 8 + 8 + 8 + 2 + storage.bodyBytes.count + Signature.byteCount }
 
     /// Creates and signs a record.
     public init(
         signing body: RecordBody, version: RecordVersion, timestamp: UnixMillis, with key: SigningKey,
         cluster: String, scheme: any SignatureScheme = Ed25519Signatures()
     ) {
-        self.origin = key.publicKey
-        self.version = version
-        self.timestamp = timestamp
-        self.body = body
-        self.bodyBytes = WireFormat.encode(body: body)
-        self.signature = scheme.sign(
+        let origin = key.publicKey
+        let bodyBytes = WireFormat.encode(body: body)
+        let signature = scheme.sign(
             WireFormat.recordSigningBytes(
                 cluster: cluster, origin: origin, version: version, timestamp: timestamp, body: bodyBytes),
             with: key)
+        self.init(
+            origin: origin, version: version, timestamp: timestamp, body: body, bodyBytes: bodyBytes,
+            signature: signature)
     }
 
     /// Assembles a record read from the wire; its signature is not checked here.
@@ -129,12 +155,22 @@ public struct SignedRecord: Hashable, Sendable {
         origin: VerifyingKey, version: RecordVersion, timestamp: UnixMillis, body: RecordBody,
         bodyBytes: [UInt8], signature: Signature
     ) {
-        self.origin = origin
-        self.version = version
-        self.timestamp = timestamp
-        self.body = body
-        self.bodyBytes = bodyBytes
-        self.signature = signature
+        storage = Storage(
+            origin: origin, version: version, timestamp: timestamp, body: body, bodyBytes: bodyBytes,
+            signature: signature)
+    }
+
+    /// Two records are equal when every field is; shared storage answers at once.
+    public static func == (lhs: SignedRecord, rhs: SignedRecord) -> Bool {
+        if lhs.storage === rhs.storage { return true }
+        return lhs.version == rhs.version && lhs.timestamp == rhs.timestamp && lhs.origin == rhs.origin
+            && lhs.signature == rhs.signature && lhs.bodyBytes == rhs.bodyBytes && lhs.body == rhs.body
+    }
+
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(origin)
+        hasher.combine(version)
+        hasher.combine(signature)
     }
 
     /// `true` if the origin's signature covers exactly these fields in `cluster`.

@@ -90,7 +90,7 @@ public enum WireFormat {
         case .records: writer.write(Kind.records.rawValue)
         case .digest: writer.write(Kind.digest.rawValue)
         }
-        writer.write(bytes: header.sender.rawRepresentation)
+        writer.write(key: header.sender)
         writer.write(header.incarnation)
         writer.write(header.sequence)
         writer.write(header.sentAt)
@@ -122,8 +122,7 @@ public enum WireFormat {
         guard wireVersion == version else { throw .unknownVersion(wireVersion) }
         let kind = try reader.readUInt8()
         guard Kind(rawValue: kind) != nil else { throw .unknownType(kind) }
-        let sender: VerifyingKey
-        do { sender = try VerifyingKey(rawRepresentation: reader.readBytes(32)) } catch { throw .malformed("sender") }
+        let sender = try reader.readKey()
         return PacketHeader(
             sender: sender, incarnation: try reader.readUInt64(), sequence: try reader.readUInt64(),
             sentAt: try reader.readInt64())
@@ -136,8 +135,7 @@ public enum WireFormat {
         guard bytes.count >= headerBytes + Signature.byteCount else { return false }
         let split = bytes.count - Signature.byteCount
         guard let signature = try? Signature(rawRepresentation: Array(bytes[split...])) else { return false }
-        return scheme.isValid(
-            signature, for: packetSigningBytes(cluster: cluster, unsigned: Array(bytes[..<split])), by: sender)
+        return scheme.isValid(signature, for: packetSigningBytes(cluster: cluster, unsigned: bytes[..<split]), by: sender)
     }
 
     /// Decodes the payload of a packet whose header was read by `decodeHeader`. Record signatures are not
@@ -177,8 +175,15 @@ public enum WireFormat {
         return payload
     }
 
-    static func packetSigningBytes(cluster: String, unsigned: [UInt8]) -> [UInt8] {
-        packetDomain + Array(cluster.utf8) + [0] + unsigned
+    /// The bytes a packet signature covers, built in one allocation.
+    static func packetSigningBytes(cluster: String, unsigned: some Collection<UInt8>) -> [UInt8] {
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(packetDomain.count + cluster.utf8.count + 1 + unsigned.count)
+        bytes += packetDomain
+        bytes += cluster.utf8
+        bytes.append(0)
+        bytes += unsigned
+        return bytes
     }
 
     // MARK: Records
@@ -188,9 +193,9 @@ public enum WireFormat {
     ) -> [UInt8] {
         var writer = ByteWriter(capacity: recordDomain.count + cluster.utf8.count + 60 + body.count)
         writer.write(bytes: recordDomain)
-        writer.write(bytes: Array(cluster.utf8))
+        writer.write(utf8: cluster)
         writer.write(UInt8(0))
-        writer.write(bytes: origin.rawRepresentation)
+        writer.write(key: origin)
         writer.write(version.incarnation)
         writer.write(version.sequence)
         writer.write(timestamp)
@@ -199,7 +204,7 @@ public enum WireFormat {
     }
 
     static func encode(record: SignedRecord, into writer: inout ByteWriter) {
-        writer.write(bytes: record.origin.rawRepresentation)
+        writer.write(key: record.origin)
         writer.write(record.version.incarnation)
         writer.write(record.version.sequence)
         writer.write(record.timestamp)
@@ -209,8 +214,7 @@ public enum WireFormat {
     }
 
     static func decodeRecord(from reader: inout ByteReader) throws(DecodeError) -> SignedRecord {
-        let origin: VerifyingKey
-        do { origin = try VerifyingKey(rawRepresentation: reader.readBytes(32)) } catch { throw .malformed("origin") }
+        let origin = try reader.readKey()
         let version = RecordVersion(incarnation: try reader.readUInt64(), sequence: try reader.readUInt64())
         let timestamp = try reader.readInt64()
         let length = Int(try reader.readUInt16())

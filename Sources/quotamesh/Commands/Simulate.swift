@@ -27,6 +27,10 @@ struct Simulate: AsyncParsableCommand {
     @Option(help: "Convergence probes.") var probes: Int = 10
     @Option(help: "Gossip interval, e.g. 200ms.") var interval: String = "200ms"
     @Option(help: "Gossip fanout.") var fanout: Int = 3
+    @Option(help: "Retransmit multiplier: pushes per record per node = this × ⌈log10(N+1)⌉.")
+    var retransmit: Int = MeshConfiguration.defaultRetransmitMultiplier
+    @Option(help: "Send an anti-entropy digest every this many rounds.")
+    var digestEvery: Int = MeshConfiguration.defaultAntiEntropyEveryRounds
     @Option(help: "Task mix urgent,normal,low (shares).") var mix: String = "0.1,0.6,0.3"
     @Flag(help: "Use real Ed25519 signatures (slow) instead of the simulated MAC.") var realSignatures = false
     @Flag(help: "Print one JSON object.") var json = false
@@ -52,6 +56,8 @@ struct Simulate: AsyncParsableCommand {
             throw ValidationError("--interval must be a duration of at least 10ms")
         }
         guard fanout >= 1 else { throw ValidationError("--fanout must be >= 1") }
+        guard retransmit >= 1 else { throw ValidationError("--retransmit must be >= 1") }
+        guard digestEvery >= 1 else { throw ValidationError("--digest-every must be >= 1") }
         guard parseMix() != nil else { throw ValidationError("--mix must be three non-negative shares, e.g. 0.1,0.6,0.3") }
         if let shiftAt, !(0...1).contains(shiftAt) { throw ValidationError("--shift-at must be 0-1") }
     }
@@ -99,6 +105,8 @@ struct Simulate: AsyncParsableCommand {
         configuration.probes = probes
         configuration.gossipIntervalMillis = DurationText.milliseconds(interval) ?? 200
         configuration.fanout = fanout
+        configuration.retransmitMultiplier = retransmit
+        configuration.antiEntropyEveryRounds = digestEvery
         if let (urgent, normal, low) = parseMix() { configuration.priorityMix = (urgent, normal, low) }
         configuration.realSignatures = realSignatures
         return configuration
@@ -114,7 +122,7 @@ struct Simulate: AsyncParsableCommand {
         var simulator = Simulator(configuration)
         let report = simulator.run()
         if ProcessInfo.processInfo.environment["QUOTAMESH_SIM_TRACE"] != nil {
-            FileHandleWriter.writeStandardError("bytes by kind: \(simulator.bytesByKind), packets: \(simulator.packetsByKind), signatures: \(simulator.simulated?.signatures ?? 0), accepted: \(simulator.recordsAccepted)\n")
+            FileHandleWriter.writeStandardError("bytes by kind: \(simulator.bytesByKind), packets: \(simulator.packetsByKind), signatures: \(simulator.simulated?.signatures ?? 0), accepted: \(simulator.recordsAccepted), stale: \(simulator.recordsStale)\n")
             for (window, details) in simulator.denialDetails.sorted(by: { $0.key < $1.key }) {
                 FileHandleWriter.writeStandardError("window \(window): \(details.sorted { $0.key < $1.key })\n")
             }
