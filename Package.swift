@@ -10,6 +10,8 @@ let package = Package(
         .library(name: "QuotaMeshCore", targets: ["QuotaMeshCore"]),
         .library(name: "QuotaMeshNode", targets: ["QuotaMeshNode"]),
         .library(name: "QuotaMeshSimulator", targets: ["QuotaMeshSimulator"]),
+        .library(name: "QuotaMeshRequests", targets: ["QuotaMeshRequests"]),
+        .library(name: "QuotaMeshFuzzing", targets: ["QuotaMeshFuzzing"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
@@ -37,12 +39,18 @@ let package = Package(
                 .product(name: "StructuredFieldValues", package: "swift-http-structured-headers"),
             ]
         ),
+        // Decoding and validation of the local API's JSON bodies (Foundation only, no server).
+        .target(name: "QuotaMeshRequests", dependencies: ["QuotaMeshCore"]),
+        // Fuzz targets over every decoder of untrusted input; driven by libFuzzer (Fuzz/) and by a
+        // corpus-replay test.
+        .target(name: "QuotaMeshFuzzing", dependencies: ["QuotaMeshCore", "QuotaMeshCrypto", "QuotaMeshRequests"]),
         // The shell: UDP, timers, persistence, trust store, configuration and the local HTTP API.
         .target(
             name: "QuotaMeshNode",
             dependencies: [
                 "QuotaMeshCore",
                 "QuotaMeshCrypto",
+                "QuotaMeshRequests",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Hummingbird", package: "hummingbird"),
@@ -82,6 +90,7 @@ let package = Package(
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
             ]
         ),
+        .testTarget(name: "QuotaMeshFuzzingTests", dependencies: ["QuotaMeshFuzzing", "QuotaMeshRequests"]),
         .testTarget(name: "QuotaMeshSimulatorTests", dependencies: ["QuotaMeshSimulator", "QuotaMeshCore"]),
         .testTarget(
             name: "QuotaMeshIntegrationTests",

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Runs `quotamesh simulate` over a grid and prints the tables recorded in BENCHMARKS.md.
 
-Usage: python3 bench/simulate_tables.py [--binary PATH] [--quick]
+Usage: python3 bench/simulate_tables.py [--binary PATH] [--quick] [--scale]
+  --scale: only the large-cluster tables (N = 1000, 60 virtual s; gossip parameters side by side)
 Build first: swift build -c release --product quotamesh
 """
 import argparse
@@ -46,8 +47,12 @@ def main():
     parser.add_argument("--binary", default=".build/release/quotamesh")
     parser.add_argument("--quick", action="store_true", help="fewer seeds and nodes")
     parser.add_argument("--max-nodes", type=int, default=1000)
+    parser.add_argument("--scale", action="store_true", help="only the large-cluster tables")
     options = parser.parse_args()
     b = options.binary
+    if options.scale:
+        scale_tables(b)
+        return
     seeds = [1, 2] if options.quick else [1, 2, 3]
     sizes = [n for n in ([10, 100, 1000] if not options.quick else [10, 100]) if n <= options.max_nodes]
 
@@ -115,6 +120,28 @@ def main():
                      min(r["probes_converged"] / max(1, r["probes"]) for r in results)])
     table("Faults (N=10, demand 2x)", ["fault", "max admitted/limit outside", "max admitted/limit in partition windows",
                                        "utilization", "probes converged (min fraction)"], rows)
+
+
+def scale_tables(b):
+    rows = []
+    for demand in (0.01, 2):
+        r = run(b, nodes=1000, seconds=60, seed=1, demand=demand)
+        rows.append([1000, 60, f"{demand}x", r["wall_s"], r["convergence_rounds_p50"], r["convergence_rounds_p99"],
+                     r["convergence_rounds_theory"], f'{r["probes_converged"]}/{r["probes"]}',
+                     r["bytes_per_node_per_s"], r["verifications_per_node_per_s"]])
+    table("1,000 nodes, 60 virtual seconds, defaults (seed 1)",
+          ["N", "virtual s", "demand", "wall s", "rounds p50", "rounds p99", "theory", "probes converged",
+           "bytes/node/s", "verifications/node/s"], rows)
+    rows = []
+    # The configured digest period is divided by about log10(N + 1) = 3 at N = 1000: 3 -> 1, 6 -> 2, 15 -> 5.
+    for retransmit in (1, 2, 4):
+        for configured, effective in ((3, 1), (6, 2), (15, 5)):
+            r = run(b, nodes=1000, seconds=20, seed=1, demand=2, retransmit=retransmit, digest_every=configured)
+            rows.append([retransmit, effective, r["convergence_rounds_p50"], r["convergence_rounds_p99"],
+                         f'{r["probes_converged"]}/{r["probes"]}', r["bytes_per_node_per_s"], r["wall_s"]])
+    table("Gossip parameters side by side (N = 1000, 20 virtual s, demand 2x, seed 1)",
+          ["retransmit multiplier", "digest every (rounds)", "rounds p50", "rounds p99", "probes converged",
+           "bytes/node/s", "wall s"], rows)
 
 
 if __name__ == "__main__":

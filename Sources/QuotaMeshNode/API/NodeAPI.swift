@@ -2,14 +2,15 @@ import Foundation
 import Hummingbird
 import NIOCore
 import QuotaMeshCore
+import QuotaMeshRequests
 
 /// The local HTTP/JSON API an agent calls: acquire before an upstream call, observe its response, query
 /// the merged quota. Bodies are limited to `maxBodyBytes`; every error is JSON with a message.
 public enum NodeAPI {
     /// The largest request body accepted.
-    public static let maxBodyBytes = 64 * 1024
+    public static let maxBodyBytes = RequestBodies.maxBytes
     /// The longest an acquire may wait.
-    public static let maxWaitMillis: Int64 = 600_000
+    public static let maxWaitMillis = RequestBodies.maxWaitMillis
 
     /// Builds the router over `node`.
     public static func buildRouter(node: MeshNode) -> Router<BasicRequestContext> {
@@ -65,7 +66,7 @@ public enum NodeAPI {
             return await acquireResponse(decision, node: node)
         }
         router.post("/v1/observe") { request, context in
-            let parsed: ObserveInput
+            let parsed: ObservedResponse
             switch await readBody(request, context: context, parse: parseObserve) {
             case .success(let value): parsed = value
             case .failure(let failure): return failure.response
@@ -123,6 +124,12 @@ public enum NodeAPI {
 
     struct Failure: Error {
         var response: Response
+
+        init(response: Response) { self.response = response }
+
+        init(_ error: BodyError) {
+            response = problem(HTTPResponse.Status(code: error.status), error.message)
+        }
     }
 
     /// Reads a JSON object body and parses it; either failure is a ready response.
@@ -142,100 +149,15 @@ public enum NodeAPI {
         } catch {
             return .failure(Failure(response: problem(.contentTooLarge, "request body is larger than \(maxBodyBytes) bytes")))
         }
-        let data = Data(buffer.readableBytesView)
-        guard let object = try? JSONSerialization.jsonObject(with: data, options: []) else {
-            return .failure(Failure(response: problem(.badRequest, "body is not valid JSON")))
-        }
-        guard let dictionary = object as? [String: Any] else {
-            return .failure(Failure(response: problem(.badRequest, "body must be a JSON object")))
-        }
-        return .success(dictionary)
+        return RequestBodies.object(from: buffer.readableBytesView).mapError(Failure.init)
     }
 
     static func parseAcquire(_ body: [String: Any]) -> Result<AcquireRequest, Failure> {
-        guard let service = body["service"] as? String else {
-            return .failure(Failure(response: problem(.badRequest, "`service` is required and must be a string")))
-        }
-        guard QuotaKey.isValidLabel(service) else {
-            return .failure(Failure(response: problem(.badRequest, "`service` must be 1-64 letters, digits, '-', '_', '.', ':'")))
-        }
-        var request = AcquireRequest(service: service)
-        if let value = body["priority"], !(value is NSNull) {
-            guard let text = value as? String, let priority = Priority(rawValue: text) else {
-                return .failure(Failure(response: problem(.badRequest, "`priority` must be one of urgent, normal, low")))
-            }
-            request.priority = priority
-        }
-        switch integer(body["cost"], name: "cost", range: 1...1_000_000) {
-        case .success(let cost?): request.cost = cost
-        case .success(nil): break
-        case .failure(let failure): return .failure(failure)
-        }
-        switch integer(body["wait_ms"], name: "wait_ms", range: 0...maxWaitMillis) {
-        case .success(let wait?): request.waitMillis = wait
-        case .success(nil): break
-        case .failure(let failure): return .failure(failure)
-        }
-        return .success(request)
+        RequestBodies.acquire(body).mapError(Failure.init)
     }
 
-    struct ObserveInput {
-        var service: String
-        var account: String?
-        var status: Int
-        var headers: [(name: String, value: String)]
-    }
-
-    static func parseObserve(_ body: [String: Any]) -> Result<ObserveInput, Failure> {
-        guard let service = body["service"] as? String, QuotaKey.isValidLabel(service) else {
-            return .failure(Failure(response: problem(.badRequest, "`service` is required: 1-64 letters, digits, '-', '_', '.', ':'")))
-        }
-        var account: String?
-        if let value = body["account"], !(value is NSNull) {
-            guard let text = value as? String, QuotaKey.isValidLabel(text) else {
-                return .failure(Failure(response: problem(.badRequest, "`account` must be a label (never a credential)")))
-            }
-            account = text
-        }
-        let status: Int
-        switch integer(body["status"], name: "status", range: 100...599) {
-        case .success(let value?): status = Int(value)
-        case .success(nil):
-            return .failure(Failure(response: problem(.badRequest, "`status` is required: the upstream's HTTP status")))
-        case .failure(let failure): return .failure(failure)
-        }
-        var headers: [(name: String, value: String)] = []
-        if let value = body["headers"], !(value is NSNull) {
-            guard let object = value as? [String: Any] else {
-                return .failure(Failure(response: problem(.badRequest, "`headers` must be an object of name: value")))
-            }
-            for (name, raw) in object.sorted(by: { $0.key < $1.key }) {
-                if let text = raw as? String {
-                    headers.append((name, text))
-                } else if let list = raw as? [Any], list.allSatisfy({ $0 is String }) {
-                    for item in list { if let text = item as? String { headers.append((name, text)) } }
-                } else {
-                    return .failure(Failure(response: problem(.badRequest, "header `\(name)` must be a string or a list of strings")))
-                }
-            }
-        }
-        return .success(ObserveInput(service: service, account: account, status: status, headers: headers))
-    }
-
-    static func integer(_ value: Any?, name: String, range: ClosedRange<Int64>) -> Result<Int64?, Failure> {
-        guard let value, !(value is NSNull) else { return .success(nil) }
-        guard !(value is String), let number = value as? NSNumber else {
-            return .failure(Failure(response: problem(.badRequest, "`\(name)` must be a whole number")))
-        }
-        let double = number.doubleValue
-        guard double.isFinite, double.rounded() == double else {
-            return .failure(Failure(response: problem(.badRequest, "`\(name)` must be a whole number")))
-        }
-        guard double >= Double(range.lowerBound), double <= Double(range.upperBound) else {
-            return .failure(
-                Failure(response: problem(.badRequest, "`\(name)` must be between \(range.lowerBound) and \(range.upperBound)")))
-        }
-        return .success(Int64(double))
+    static func parseObserve(_ body: [String: Any]) -> Result<ObservedResponse, Failure> {
+        RequestBodies.observe(body).mapError(Failure.init)
     }
 
     // MARK: Responses

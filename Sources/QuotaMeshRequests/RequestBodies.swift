@@ -1,0 +1,143 @@
+import Foundation
+import QuotaMeshCore
+
+/// Why a request body was refused: the HTTP status to answer with and a message for the agent.
+public struct BodyError: Error, Sendable, Equatable {
+    /// The HTTP status code: 400 for a malformed body, 413 for one that is too large.
+    public var status: Int
+    /// What was wrong, for a human reading the agent's logs.
+    public var message: String
+
+    /// Creates an error.
+    public init(status: Int, message: String) {
+        self.status = status
+        self.message = message
+    }
+
+    static func badRequest(_ message: String) -> BodyError { BodyError(status: 400, message: message) }
+}
+
+/// An upstream response as an agent reports it to `POST /v1/observe`.
+public struct ObservedResponse: Sendable {
+    /// The upstream service.
+    public var service: String
+    /// The account label used, if the agent names one (a label, never a credential).
+    public var account: String?
+    /// The upstream's HTTP status.
+    public var status: Int
+    /// The upstream's response headers, in a stable order.
+    public var headers: [(name: String, value: String)]
+}
+
+/// Decoding and validation of the local API's JSON request bodies, kept apart from the HTTP server so
+/// that the rules are tested and fuzzed on their own. Every refusal names the field and the rule.
+public enum RequestBodies {
+    /// The largest body accepted.
+    public static let maxBytes = 64 * 1024
+    /// The longest an acquire may wait (ms).
+    public static let maxWaitMillis: Int64 = 600_000
+    /// The largest cost of one acquire.
+    public static let maxCost: Int64 = 1_000_000
+
+    /// Parses a body that must be one JSON object.
+    public static func object(from bytes: some Collection<UInt8>) -> Result<[String: Any], BodyError> {
+        guard bytes.count <= maxBytes else {
+            return .failure(BodyError(status: 413, message: "request body is larger than \(maxBytes) bytes"))
+        }
+        guard let object = try? JSONSerialization.jsonObject(with: Data(bytes), options: []) else {
+            return .failure(.badRequest("body is not valid JSON"))
+        }
+        guard let dictionary = object as? [String: Any] else {
+            return .failure(.badRequest("body must be a JSON object"))
+        }
+        return .success(dictionary)
+    }
+
+    /// Validates the body of `POST /v1/acquire`.
+    public static func acquire(_ body: [String: Any]) -> Result<AcquireRequest, BodyError> {
+        guard let service = body["service"] as? String else {
+            return .failure(.badRequest("`service` is required and must be a string"))
+        }
+        guard QuotaKey.isValidLabel(service) else {
+            return .failure(.badRequest("`service` must be 1-64 letters, digits, '-', '_', '.', ':'"))
+        }
+        var request = AcquireRequest(service: service)
+        if let value = body["priority"], !(value is NSNull) {
+            guard let text = value as? String, let priority = Priority(rawValue: text) else {
+                return .failure(.badRequest("`priority` must be one of urgent, normal, low"))
+            }
+            request.priority = priority
+        }
+        switch integer(body["cost"], name: "cost", range: 1...maxCost) {
+        case .success(let cost?): request.cost = cost
+        case .success(nil): break
+        case .failure(let failure): return .failure(failure)
+        }
+        switch integer(body["wait_ms"], name: "wait_ms", range: 0...maxWaitMillis) {
+        case .success(let wait?): request.waitMillis = wait
+        case .success(nil): break
+        case .failure(let failure): return .failure(failure)
+        }
+        return .success(request)
+    }
+
+    /// Validates the body of `POST /v1/observe`.
+    public static func observe(_ body: [String: Any]) -> Result<ObservedResponse, BodyError> {
+        guard let service = body["service"] as? String, QuotaKey.isValidLabel(service) else {
+            return .failure(.badRequest("`service` is required: 1-64 letters, digits, '-', '_', '.', ':'"))
+        }
+        var account: String?
+        if let value = body["account"], !(value is NSNull) {
+            guard let text = value as? String, QuotaKey.isValidLabel(text) else {
+                return .failure(.badRequest("`account` must be a label (never a credential)"))
+            }
+            account = text
+        }
+        let status: Int
+        switch integer(body["status"], name: "status", range: 100...599) {
+        case .success(let value?): status = Int(value)
+        case .success(nil): return .failure(.badRequest("`status` is required: the upstream's HTTP status"))
+        case .failure(let failure): return .failure(failure)
+        }
+        var headers: [(name: String, value: String)] = []
+        if let value = body["headers"], !(value is NSNull) {
+            guard let object = value as? [String: Any] else {
+                return .failure(.badRequest("`headers` must be an object of name: value"))
+            }
+            for (name, raw) in object.sorted(by: { $0.key < $1.key }) {
+                if let text = raw as? String {
+                    headers.append((name, text))
+                } else if let list = raw as? [Any], list.allSatisfy({ $0 is String }) {
+                    for item in list { if let text = item as? String { headers.append((name, text)) } }
+                } else {
+                    return .failure(.badRequest("header `\(name)` must be a string or a list of strings"))
+                }
+            }
+        }
+        return .success(ObservedResponse(service: service, account: account, status: status, headers: headers))
+    }
+
+    /// A whole number within `range`, or `nil` when absent. Strings, booleans, fractions and values out of
+    /// range are refused (JSON `true` must not pass as the number 1).
+    static func integer(_ value: Any?, name: String, range: ClosedRange<Int64>) -> Result<Int64?, BodyError> {
+        guard let value, !(value is NSNull) else { return .success(nil) }
+        guard !(value is String), !isBoolean(value), let number = value as? NSNumber else {
+            return .failure(.badRequest("`\(name)` must be a whole number"))
+        }
+        let double = number.doubleValue
+        guard double.isFinite, double.rounded() == double else {
+            return .failure(.badRequest("`\(name)` must be a whole number"))
+        }
+        guard double >= Double(range.lowerBound), double <= Double(range.upperBound) else {
+            return .failure(.badRequest("`\(name)` must be between \(range.lowerBound) and \(range.upperBound)"))
+        }
+        return .success(Int64(double))
+    }
+
+    /// Whether a decoded JSON value is a boolean: Foundation hands booleans over as numbers whose type
+    /// code is `c` (JSON numbers decode as integers or doubles, never as a char).
+    static func isBoolean(_ value: Any) -> Bool {
+        guard let number = value as? NSNumber else { return false }
+        return String(cString: number.objCType) == "c"
+    }
+}
