@@ -23,6 +23,10 @@ enum ExitCodes {
     static let configuration: Int32 = 78
     /// Cannot create or write a file (EX_CANTCREAT).
     static let cannotCreate: Int32 = 73
+    /// The node refused the request: a missing or wrong API token (EX_NOPERM).
+    static let noPermission: Int32 = 77
+    /// Bad usage: an unreadable token file, a malformed flag (EX_USAGE).
+    static let usage: Int32 = 64
 }
 
 /// Prints to standard error.

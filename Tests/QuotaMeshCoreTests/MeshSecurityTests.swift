@@ -197,3 +197,53 @@ import QuotaMeshCrypto
         #expect(mesh.view(0, "svc")?.consumedLocal == 1)
     }
 }
+
+/// Ed25519, counting the verifications asked of it.
+final class CountingSignatures: SignatureScheme, @unchecked Sendable {
+    // Used from one test's task only.
+    private(set) var verifications = 0
+    let inner = Ed25519Signatures()
+
+    func sign(_ message: [UInt8], with key: SigningKey) -> Signature { inner.sign(message, with: key) }
+
+    func isValid(_ signature: Signature, for message: [UInt8], by key: VerifyingKey) -> Bool {
+        verifications += 1
+        return inner.isValid(signature, for: message, by: key)
+    }
+}
+
+@Suite struct FloodTests {
+    @Test func aFloodFromAnUnknownKeyCostsNoSignatureWorkAndTheAgentIsStillServed() {
+        let scheme = CountingSignatures()
+        let now: UnixMillis = 1_800_000_000_000
+        let friend = SigningKey()
+        var node = MeshInstance(
+            identity: SigningKey(),
+            configuration: MeshConfiguration(
+                services: ["openai": ServicePolicy(limit: 100, windowMillis: 60_000)], signatures: scheme),
+            peers: [PeerInfo(name: "friend", key: friend.publicKey, endpoint: Endpoint(host: "127.0.0.1", port: 1))],
+            restored: nil, now: now, seed: 1)
+        _ = node.start(now: now)
+        let stranger = SigningKey()
+        let record = SignedRecord(
+            signing: .quota(QuotaKey(service: "openai"), QuotaState(consumption: ConsumptionEntry(total: 99, windowEnd: now + 60_000, windowCount: 99))),
+            version: RecordVersion(incarnation: 1, sequence: 1), timestamp: now, with: stranger, cluster: "quotamesh")
+        var dropped = 0
+        let flood = 5_000
+        for sequence in 1...flood {
+            // Validly signed by the stranger: only trust keeps it out.
+            let bytes = WireFormat.encodePacket(
+                header: PacketHeader(sender: stranger.publicKey, incarnation: 1, sequence: UInt64(sequence), sentAt: now),
+                payload: .records([record]), signingKey: stranger, cluster: "quotamesh")
+            for case .event(.dropped(.unknownSender, _, _)) in node.receive(datagram: bytes, from: Endpoint(host: "10.0.0.9", port: 9), now: now) {
+                dropped += 1
+            }
+        }
+        #expect(dropped == flood, "every packet is dropped and counted")
+        #expect(scheme.verifications == 0, "an unknown sender is refused from its header, before any signature work")
+        let directives = node.acquire(AcquireRequest(service: "openai", priority: .urgent), ticket: 1, now: now + 1)
+        let granted = directives.contains { if case .reply(_, let decision) = $0 { return decision.granted } else { return false } }
+        #expect(granted, "the agent is still served, and nothing the stranger claimed was counted")
+        #expect(node.quotas(now: now + 1).first?.consumedGlobal == 1)
+    }
+}

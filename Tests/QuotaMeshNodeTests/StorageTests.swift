@@ -120,6 +120,11 @@ func temporaryDirectory() -> String {
             (["fanout": 0], "fanout"),
             (["gossip": "nowhere"], "gossip"),
             (["colour": "blue"], "colour"),
+            (["allow_remote_api": 1], "allow_remote_api"),
+            (["fanout": true], "fanout"),
+            ((try JSONSerialization.jsonObject(with: Data(#"{"allow_remote_api": 1}"#.utf8))) as? [String: Any] ?? [:], "allow_remote_api"),
+            ((try JSONSerialization.jsonObject(with: Data(#"{"fanout": true}"#.utf8))) as? [String: Any] ?? [:], "fanout"),
+            (["api_idle_timeout": "0s"], "api_idle_timeout"),
         ]
         for (object, key) in cases {
             do {

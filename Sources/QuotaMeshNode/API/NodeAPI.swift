@@ -12,9 +12,10 @@ public enum NodeAPI {
     /// The longest an acquire may wait.
     public static let maxWaitMillis = RequestBodies.maxWaitMillis
 
-    /// Builds the router over `node`.
-    public static func buildRouter(node: MeshNode) -> Router<BasicRequestContext> {
+    /// Builds the router over `node`; with a token, every request must present it.
+    public static func buildRouter(node: MeshNode, token: APIToken? = nil) -> Router<BasicRequestContext> {
         let router = Router(context: BasicRequestContext.self)
+        if let token { router.add(middleware: BearerTokenMiddleware(token: token)) }
         router.get("/healthz") { _, _ in
             let stats = await node.statistics()
             let persistence = await node.persistenceError

@@ -28,14 +28,24 @@ public enum NodeApp {
         public var peers: [PeerInfo]
         /// Files the trust store skipped.
         public var problems: [TrustStoreProblem]
+        /// The API's bearer token, if one is configured.
+        public var token: APIToken?
     }
 
     /// Loads (or creates) the identity, the trust store and the saved state, and builds the node.
     public static func assemble(_ configuration: NodeConfiguration, logger: Logger) throws -> Parts {
-        if !configuration.allowRemoteAPI && !isLoopback(configuration.api.host) {
-            throw StartupError(
-                message: "the API address \(configuration.api) is not loopback; the API has no authentication yet, "
-                    + "so it listens on 127.0.0.1 unless `allow_remote_api` is set in the configuration")
+        let token = try configuration.apiTokenFile.map { (path) throws(StartupError) in try APIToken.load(from: path) }
+        if !isLoopback(configuration.api.host) {
+            guard configuration.allowRemoteAPI else {
+                throw StartupError(
+                    message: "the API address \(configuration.api) is not loopback; the API listens on 127.0.0.1 "
+                        + "unless --allow-remote-api (or `allow_remote_api`) is given, with an API token")
+            }
+            guard token != nil else {
+                throw StartupError(
+                    message: "the API address \(configuration.api) is not loopback, so it needs a token: "
+                        + "--api-token-file FILE (mode 0600, at least \(APIToken.minimumLength) characters)")
+            }
         }
         let created = !FileManager.default.fileExists(atPath: configuration.identityPath)
         let identity: SigningKey
@@ -51,7 +61,8 @@ public enum NodeApp {
             identity: identity, configuration: configuration.mesh, peers: contents.peers, stateStore: stateStore,
             logger: logger)
         return Parts(
-            node: node, identity: identity, createdIdentity: created, peers: contents.peers, problems: contents.problems)
+            node: node, identity: identity, createdIdentity: created, peers: contents.peers, problems: contents.problems,
+            token: token)
     }
 
     /// Runs the node until SIGTERM or SIGINT; state is flushed on the way out.
@@ -72,10 +83,13 @@ public enum NodeApp {
             throw StartupError(message: "cannot listen for gossip on \(configuration.gossip): \(error)")
         }
         let gossipAddress = channel.channel.localAddress
-        let router = NodeAPI.buildRouter(node: parts.node)
+        let router = NodeAPI.buildRouter(node: parts.node, token: parts.token)
         let incarnation = await parts.node.incarnation
         let app = Application(
             router: router,
+            // A client that goes silent, mid-request or between requests, is cut off: it cannot hold a
+            // connection (and its memory) for ever. Bodies are capped by NodeAPI.maxBodyBytes.
+            server: .http1(configuration: .init(idleTimeout: .milliseconds(configuration.apiIdleTimeoutMillis))),
             configuration: .init(
                 address: .hostname(configuration.api.host, port: configuration.api.port), serverName: "quotamesh"),
             onServerRunning: { channel in
@@ -85,6 +99,7 @@ public enum NodeApp {
                         "identity": "\(parts.identity.publicKey.base64)",
                         "gossip": "\(gossipAddress.map(describe) ?? configuration.gossip.description)",
                         "api": "\(channel.localAddress.map(describe) ?? configuration.api.description)",
+                        "api.token": "\(parts.token == nil ? "none" : "required")",
                         "peers.trusted": "\(parts.peers.count)",
                         "peers.path": "\(configuration.peersDirectory)",
                         "state.path": "\(configuration.stateDirectory)",
@@ -128,12 +143,31 @@ struct GossipRunner: Service {
 }
 
 /// Re-reads the trust store every two seconds; a changed set of peers replaces the node's. Files are read
-/// whole and parsed before use, and a malformed file is skipped with a warning, never half-trusted.
+/// whole and parsed before use, and a malformed file is skipped with a warning, never half-trusted. A
+/// peer whose file turns malformed (a torn write, an editor's half-saved file) keeps its last good
+/// version until the file is fixed or removed.
 struct TrustStoreReloadService: Service {
     let node: MeshNode
     let store: TrustStore
     let initial: [PeerInfo]
     let logger: Logger
+
+    /// The peers to trust after a reload: those loaded, plus the current version of every peer whose file
+    /// is now malformed (named in `kept`).
+    static func merge(loaded: [PeerInfo], problems: [TrustStoreProblem], current: Set<PeerInfo>)
+        -> (peers: Set<PeerInfo>, kept: [String])
+    {
+        var peers = Set(loaded)
+        var kept: [String] = []
+        let names = Set(loaded.map(\.name))
+        for problem in problems {
+            let stem = URL(fileURLWithPath: problem.file).deletingPathExtension().lastPathComponent
+            guard !names.contains(stem), let previous = current.first(where: { $0.name == stem }) else { continue }
+            peers.insert(previous)
+            kept.append(stem)
+        }
+        return (peers, kept.sorted())
+    }
 
     func run() async throws {
         var current = Set(initial)
@@ -142,17 +176,20 @@ struct TrustStoreReloadService: Service {
             try? await Task.sleep(for: .seconds(2))
             if Task.isShuttingDownGracefully { break }
             let contents = store.load()
+            let next = Self.merge(loaded: contents.peers, problems: contents.problems, current: current)
             if contents.problems != reported {
                 for problem in contents.problems where !reported.contains(problem) {
                     logger.warning("Skipped peer file", metadata: ["peer.file": "\(problem.file)", "reason": "\(problem)"])
                 }
+                for name in next.kept {
+                    logger.warning("Kept the last good version of a peer whose file is now malformed", metadata: ["peer.name": "\(name)"])
+                }
                 reported = contents.problems
             }
-            let next = Set(contents.peers)
-            if next != current {
-                await node.replacePeers(contents.peers)
-                logger.notice("Trust store reloaded", metadata: ["peers.trusted": "\(contents.peers.count)"])
-                current = next
+            if next.peers != current {
+                await node.replacePeers(next.peers.sorted { $0.name < $1.name })
+                logger.notice("Trust store reloaded", metadata: ["peers.trusted": "\(next.peers.count)"])
+                current = next.peers
             }
         }
     }

@@ -27,8 +27,12 @@ public struct NodeConfiguration: Sendable {
     public var stateDirectory = StateStore.defaultDirectory
     /// Protocol parameters and services.
     public var mesh = MeshConfiguration()
-    /// Allows the API to listen on a non-loopback address.
+    /// Allows the API to listen on a non-loopback address (which also requires `apiTokenFile`).
     public var allowRemoteAPI = false
+    /// A file holding the API's bearer token (mode 0600); when set, every API request must present it.
+    public var apiTokenFile: String?
+    /// How long an API connection may stay silent (mid-request or between requests) before it is closed.
+    public var apiIdleTimeoutMillis: Int64 = 30_000
 
     /// The defaults.
     public init() {}
@@ -78,6 +82,8 @@ public struct NodeConfiguration: Sendable {
         if let peers = try reader.string("peers") { config.peersDirectory = peers }
         if let state = try reader.string("state") { config.stateDirectory = state }
         if let remote = try reader.bool("allow_remote_api") { config.allowRemoteAPI = remote }
+        if let tokenFile = try reader.string("api_token_file") { config.apiTokenFile = tokenFile }
+        if let idle = try reader.duration("api_idle_timeout", range: 100...3_600_000) { config.apiIdleTimeoutMillis = idle }
         if let interval = try reader.duration("gossip_interval", range: 10...60_000) {
             config.mesh.gossipIntervalMillis = interval
         }
@@ -137,13 +143,19 @@ struct ObjectReader {
 
     mutating func bool(_ key: String) throws(ConfigurationError) -> Bool? {
         guard let value = value(key) else { return nil }
-        guard let flag = value as? Bool else { throw error(key, "must be true or false") }
+        // Foundation hands JSON booleans over as numbers of type `c`; `1` must not pass for `true`.
+        guard let number = value as? NSNumber, String(cString: number.objCType) == "c" else {
+            throw error(key, "must be true or false")
+        }
+        let flag = number.boolValue
         return flag
     }
 
     mutating func integer(_ key: String, range: ClosedRange<Int64>) throws(ConfigurationError) -> Int64? {
         guard let value = value(key) else { return nil }
-        guard let number = value as? NSNumber else { throw error(key, "must be a whole number") }
+        guard let number = value as? NSNumber, String(cString: number.objCType) != "c" else {
+            throw error(key, "must be a whole number")
+        }
         let double = number.doubleValue
         guard double.rounded() == double, double >= Double(range.lowerBound), double <= Double(range.upperBound) else {
             throw error(key, "must be a whole number from \(range.lowerBound) to \(range.upperBound)")

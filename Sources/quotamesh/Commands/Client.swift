@@ -16,7 +16,7 @@ struct Quota: AsyncParsableCommand {
 
     func run() async throws {
         try await withExitCodes {
-            let client = APIClient(endpoint: options.endpoint)
+            let client = try options.client()
             let reply = try await client.get(service.map { "/v1/quota/\($0)" } ?? "/v1/quota")
             guard reply.status == 200 else {
                 throw CLIError(code: ExitCodes.dataError, message: reply.json["error"] as? String ?? "HTTP \(reply.status)")
@@ -100,7 +100,7 @@ struct Acquire: AsyncParsableCommand {
 
     func run() async throws {
         try await withExitCodes {
-            let client = APIClient(endpoint: options.endpoint)
+            let client = try options.client()
             let reply = try await client.post(
                 "/v1/acquire",
                 [
@@ -177,7 +177,7 @@ struct Observe: AsyncParsableCommand {
             }
             var body: [String: Any] = ["service": service, "status": status, "headers": fields]
             if let account { body["account"] = account }
-            let reply = try await APIClient(endpoint: options.endpoint).post("/v1/observe", body)
+            let reply = try await options.client().post("/v1/observe", body)
             guard reply.status == 200 else {
                 throw CLIError(code: ExitCodes.dataError, message: reply.json["error"] as? String ?? "HTTP \(reply.status)")
             }

@@ -28,6 +28,12 @@ struct Run: AsyncParsableCommand {
     @Option(help: "Local API address, HOST:PORT. Default: 127.0.0.1:9721")
     var api: String?
 
+    @Flag(help: "Allow the local API to listen on a non-loopback address (requires --api-token-file).")
+    var allowRemoteAPI = false
+
+    @Option(help: "A file (mode 0600) holding the API's bearer token; every API request must then present it.")
+    var apiTokenFile: String?
+
     @Option(help: "Log level: trace, debug, info, notice, warning, error.")
     var logLevel: String = "info"
 
@@ -52,6 +58,8 @@ struct Run: AsyncParsableCommand {
         if let state { configuration.stateDirectory = state }
         if let gossip, let endpoint = Endpoint(parsing: gossip) { configuration.gossip = endpoint }
         if let api, let endpoint = Endpoint(parsing: api) { configuration.api = endpoint }
+        if allowRemoteAPI { configuration.allowRemoteAPI = true }
+        if let apiTokenFile { configuration.apiTokenFile = apiTokenFile }
 
         let level = Logger.Level(rawValue: logLevel) ?? .info
         LoggingSystem.bootstrap { label in

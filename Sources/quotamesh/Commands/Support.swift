@@ -16,6 +16,9 @@ struct APIOptions: ParsableArguments {
     @Option(name: .customLong("api"), help: "The node's local API (HOST:PORT). Default: $QUOTAMESH_API or 127.0.0.1:9721.")
     var api: String?
 
+    @Option(help: "A file holding the node's API token, if it requires one. Default: $QUOTAMESH_API_TOKEN_FILE.")
+    var tokenFile: String?
+
     func validate() throws {
         if let api, Endpoint(parsing: api) == nil { throw ValidationError("--api must be HOST:PORT, got '\(api)'") }
     }
@@ -24,11 +27,25 @@ struct APIOptions: ParsableArguments {
         let text = api ?? ProcessInfo.processInfo.environment["QUOTAMESH_API"] ?? "127.0.0.1:9721"
         return Endpoint(parsing: text) ?? Endpoint(host: "127.0.0.1", port: 9721)
     }
+
+    /// A client for the chosen node, with its token if one is given.
+    func client() throws -> APIClient {
+        guard let path = tokenFile ?? ProcessInfo.processInfo.environment["QUOTAMESH_API_TOKEN_FILE"] else {
+            return APIClient(endpoint: endpoint, token: nil)
+        }
+        guard let data = FileManager.default.contents(atPath: path),
+            let text = String(data: data, encoding: .utf8)?.trimmingCharacters(in: .whitespacesAndNewlines), !text.isEmpty
+        else {
+            throw CLIError(code: ExitCodes.usage, message: "cannot read an API token from \(path)")
+        }
+        return APIClient(endpoint: endpoint, token: text)
+    }
 }
 
 /// A minimal JSON-over-HTTP client for the loopback API.
 struct APIClient {
     let endpoint: Endpoint
+    let token: String?
 
     struct Reply {
         var status: Int
@@ -47,6 +64,7 @@ struct APIClient {
         }
         var request = URLRequest(url: url, timeoutInterval: 660)
         request.httpMethod = method
+        if let token { request.setValue("Bearer \(token)", forHTTPHeaderField: "Authorization") }
         if let body {
             request.httpBody = body
             request.setValue("application/json", forHTTPHeaderField: "Content-Type")
@@ -62,6 +80,11 @@ struct APIClient {
         }
         let status = (response as? HTTPURLResponse)?.statusCode ?? 0
         let json = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] ?? [:]
+        if status == 401 {
+            throw CLIError(
+                code: ExitCodes.noPermission,
+                message: "the node at \(endpoint) requires an API token: --token-file FILE or $QUOTAMESH_API_TOKEN_FILE")
+        }
         return Reply(status: status, json: json)
     }
 }

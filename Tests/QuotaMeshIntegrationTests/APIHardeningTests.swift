@@ -1,0 +1,103 @@
+import Foundation
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The local API against slow and unauthenticated clients, with a real node process.
+@Suite(.serialized) struct APIHardeningTests {
+    /// Connects to 127.0.0.1:`port` and sends `bytes`; returns the socket.
+    func connectAndSend(port: Int, _ text: String) throws -> Int32 {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { throw TestFailure("socket: \(errno)") }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = in_port_t(UInt16(port).bigEndian)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        let connected = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        guard connected == 0 else { throw TestFailure("connect: \(errno)") }
+        _ = text.withCString { send(fd, $0, strlen($0), 0) }
+        return fd
+    }
+
+    /// Waits up to `seconds` for the peer to close `fd`: `true` if it did, `false` on timeout.
+    func closedByPeer(_ fd: Int32, within seconds: Int) -> Bool {
+        var timeout = timeval(tv_sec: seconds, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        while true {
+            let count = recv(fd, &buffer, buffer.count, 0)
+            if count == 0 { return true }  // orderly close
+            if count < 0 { return errno == ECONNRESET }  // EAGAIN: still open when the time ran out
+        }
+    }
+
+    @Test func aSlowClientIsCutOffWhileOthersAreServedAndTheTokenIsRequired() async throws {
+        let node = try NodeProcess(name: "solo", root: makeRoot())
+        let token = node.directory + "/api-token"
+        try "a-token-of-twenty-four-chars".write(toFile: token, atomically: true, encoding: .utf8)
+        chmod(token, 0o600)
+        try node.writeConfig(#"{"api_idle_timeout": "1s", "api_token_file": "api-token"}"#)
+        try node.start()
+        defer { node.kill(signal: SIGTERM) }
+        // Any answer means the API is up (it is 401 here: the helper sends no token).
+        try await node.waitUntil("the API", timeout: .seconds(60)) { try await node.request("GET", "/healthz").0 != 0 }
+
+        // A client that sends half a request and then nothing.
+        let slow = try connectAndSend(port: node.apiPort, "GET /v1/quota HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        defer { close(slow) }
+
+        // Meanwhile other agents are answered: with the token, and refused without it.
+        let withToken = try runCLI(["quota", "--api", node.api, "--token-file", token], in: node.directory)
+        #expect(withToken.status == 0, "\(withToken.output)")
+        let without = try runCLI(["quota", "--api", node.api], in: node.directory)
+        #expect(without.status == 77)
+        #expect(without.output.contains("requires an API token"))
+        let (status, body) = try await node.request("GET", "/v1/quota")
+        #expect(status == 401)
+        #expect((body["error"] as? String)?.contains("Bearer") == true)
+
+        // The silent connection is closed by the node after its idle timeout (1 s), not held for ever.
+        #expect(closedByPeer(slow, within: 15))
+    }
+}
+
+/// The trust store changed under a running node.
+@Suite(.serialized) struct TrustStoreReloadTests {
+    func peerNames(_ node: NodeProcess) async throws -> [String: String] {
+        let (_, json) = try await node.request("GET", "/v1/peers")
+        let peers = json["peers"] as? [[String: Any]] ?? []
+        return Dictionary(uniqueKeysWithValues: peers.compactMap { peer in
+            (peer["name"] as? String).map { ($0, peer["key"] as? String ?? "") }
+        })
+    }
+
+    @Test func aPeerAddedIsTrustedATornFileKeepsTheLastGoodVersionARemovalIsHonoured() async throws {
+        let root = makeRoot()
+        let node = try NodeProcess(name: "host", root: root)
+        let friend = try NodeProcess(name: "friend", root: root)
+        try node.start()
+        defer { node.kill(signal: SIGTERM) }
+        try await node.waitForAPI()
+        #expect(try await peerNames(node).isEmpty)
+
+        try node.trust(friend)
+        try await node.waitUntil("the new peer to be trusted") { try await peerNames(node)["friend"] == friend.publicKey }
+
+        // A half-written file: skipped with a message, and the peer keeps its last good version.
+        try "# friend\nkey = \(friend.publicKey.prefix(10))".write(
+            toFile: node.directory + "/Peers/friend.peer", atomically: false, encoding: .utf8)
+        try await node.waitUntil("the torn file to be reported") {
+            let log = (try? String(contentsOfFile: node.logPath, encoding: .utf8)) ?? ""
+            return log.contains("Kept the last good version")
+        }
+        #expect(try await peerNames(node)["friend"] == friend.publicKey)
+
+        let removed = try runCLI(["peer", "remove", "friend"], in: node.directory)
+        #expect(removed.status == 0, "\(removed.output)")
+        try await node.waitUntil("the removal to be honoured") { try await peerNames(node).isEmpty }
+    }
+}
