@@ -59,7 +59,12 @@ enum Files {
             unlink(temporary)
             throw FileError(path: temporary, reason: reason)
         }
-        close(fd)
+        // A late write error (a full disk on some file systems) can surface only here.
+        guard close(fd) == 0 else {
+            let reason = String(cString: strerror(errno))
+            unlink(temporary)
+            throw FileError(path: temporary, reason: reason)
+        }
         guard rename(temporary, path) == 0 else {
             let reason = String(cString: strerror(errno))
             unlink(temporary)

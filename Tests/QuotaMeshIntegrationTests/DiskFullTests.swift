@@ -1,0 +1,86 @@
+import Foundation
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Mounts a tiny tmpfs at `path`; `false` without the privilege (the test is then skipped, saying why).
+func mountTinyFileSystem(at path: String, kilobytes: Int) -> Bool {
+    guard getuid() == 0 else { return false }
+    try? FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+    let mount = Process()
+    mount.executableURL = URL(fileURLWithPath: "/bin/mount")
+    mount.arguments = ["-t", "tmpfs", "-o", "size=\(kilobytes)k", "tmpfs", path]
+    guard (try? mount.run()) != nil else { return false }
+    mount.waitUntilExit()
+    return mount.terminationStatus == 0
+}
+
+func unmount(_ path: String) {
+    let umount = Process()
+    umount.executableURL = URL(fileURLWithPath: "/bin/umount")
+    umount.arguments = [path]
+    try? umount.run()
+    umount.waitUntilExit()
+}
+
+let canMount: Bool = {
+    let probe = NSTemporaryDirectory() + "quotamesh-mount-probe-\(getpid())"
+    defer { unmount(probe); try? FileManager.default.removeItem(atPath: probe) }
+    return mountTinyFileSystem(at: probe, kilobytes: 16)
+}()
+
+@Suite(.serialized) struct DiskFullTests {
+    /// Fills the file system under `folder` with one file until the kernel says it is full.
+    func fill(_ folder: String) -> String {
+        let path = folder + "/filler"
+        let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+        let chunk = [UInt8](repeating: 0xAA, count: 1024)
+        while chunk.withUnsafeBytes({ write(fd, $0.baseAddress, chunk.count) }) > 0 {}
+        close(fd)
+        return path
+    }
+
+    func consumedInStateFile(_ folder: String) throws -> Int {
+        let data = try Data(contentsOf: URL(fileURLWithPath: folder + "/state.json"))
+        let object = try JSONSerialization.jsonObject(with: data) as? [String: Any]
+        let quotas = object?["quotas"] as? [[String: Any]] ?? []
+        let consumption = quotas.first { $0["service"] as? String == "api" }.flatMap { ($0["state"] as? [String: Any])?["consumption"] as? [String: Any] }
+        return consumption?["total"] as? Int ?? -1
+    }
+
+    @Test(.enabled(if: canMount, "needs root (CAP_SYS_ADMIN) to mount a tmpfs for the state folder"))
+    func aFullDiskIsReportedAndTheLastGoodStateIsKept() async throws {
+        let node = try NodeProcess(name: "full", root: makeRoot())
+        let state = node.directory + "/statefs"
+        #expect(mountTinyFileSystem(at: state, kilobytes: 64))
+        defer { unmount(state) }
+        try node.writeConfig(#"{"state": "statefs", "services": {"api": {"limit": 1000, "window": "1h"}}}"#)
+        try node.start()
+        defer { node.kill(signal: SIGTERM) }
+        try await node.waitForAPI()
+
+        func acquire() async throws -> Int {
+            try await node.request("POST", "/v1/acquire", body: ["service": "api", "priority": "urgent"]).0
+        }
+        for _ in 0..<3 { #expect(try await acquire() == 200) }
+        #expect(try consumedInStateFile(state) == 3)
+
+        let filler = fill(state)
+        #expect(try await acquire() == 200, "grants go on: peers hold copies of this node's records")
+        let (_, health) = try await node.request("GET", "/healthz")
+        #expect(health["status"] as? String == "degraded")
+        #expect((health["persistence_error"] as? String)?.contains("No space left") == true, "\(health)")
+        #expect(try consumedInStateFile(state) == 3, "the last good state file is intact")
+
+        try FileManager.default.removeItem(atPath: filler)
+        #expect(try await acquire() == 200)
+        let (_, healed) = try await node.request("GET", "/healthz")
+        #expect(healed["status"] as? String == "ok")
+        #expect(try consumedInStateFile(state) == 5, "saved again once there is room, nothing lost")
+        let log = (try? String(contentsOfFile: node.logPath, encoding: .utf8)) ?? ""
+        #expect(log.contains("Cannot save state"))
+        #expect(log.contains("State saved again"))
+    }
+}
