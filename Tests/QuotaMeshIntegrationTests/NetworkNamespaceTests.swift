@@ -173,13 +173,17 @@ final class NamespaceMesh: @unchecked Sendable {
             }
         }
 
-        // Partition {0, 1} | {2, 3, 4}; every node spends what it may. Node 4 is SIGKILLed mid-way and
+        // Partition {0, 1} | {2, 3, 4}; every node spends what it may, and one is SIGKILLed mid-way and
         // restarted.
         try mesh.partition([0, 1], cut: true)
         var grants: [(node: Int, window: Int64)] = []
+        // SIGKILL at a random point (printed, so a failure can be replayed with it).
+        let killAt = Int.random(in: 2..<20)
+        let victim = Int.random(in: 0..<5)
+        print("partition: SIGKILL node \(victim) before sweep \(killAt), restart 4 sweeps later")
         for sweep in 0..<30 {
-            if sweep == 8 { mesh.kill(4, signal: SIGKILL) }
-            if sweep == 12 { try mesh.start(4) }
+            if sweep == killAt { mesh.kill(victim, signal: SIGKILL) }
+            if sweep == killAt + 4 { try mesh.start(victim) }
             for index in 0..<5 {
                 let result = try mesh.cli(index, ["acquire", "api", "--priority", "urgent"])
                 if result.status == 0, let window = (result.json["quota"] as? [String: Any])?["reset_at_ms"] as? Int {
@@ -211,10 +215,10 @@ final class NamespaceMesh: @unchecked Sendable {
             }
             return byWindow[Int64(window)].map { $0 == global } ?? true
         }
-        if let view = try mesh.quota(4), let window = view["reset_at_ms"] as? Int {
-            let own = grants.filter { $0.node == 4 && $0.window == Int64(window) }.count
+        if let view = try mesh.quota(victim), let window = view["reset_at_ms"] as? Int {
+            let own = grants.filter { $0.node == victim && $0.window == Int64(window) }.count
             let local = (view["consumed"] as? [String: Any])?["local"] as? Int ?? -1
-            #expect(local >= own, "node 4 counts \(local) of its own \(own) grants in this window after SIGKILL")
+            #expect(local >= own, "node \(victim) counts \(local) of its own \(own) grants in this window after SIGKILL")
         }
     }
 }
