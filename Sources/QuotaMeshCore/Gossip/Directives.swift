@@ -212,4 +212,7 @@ public struct PeerView: Hashable, Sendable {
     public var lastHeardAt: UnixMillis?
     /// Record slots held from this origin.
     public var records: Int
+    /// When the newest of those records was signed (its origin's clock): now minus this is how far
+    /// behind this node's view of that peer is.
+    public var newestRecordAt: UnixMillis?
 }

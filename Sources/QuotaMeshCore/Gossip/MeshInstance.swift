@@ -409,12 +409,17 @@ public struct MeshInstance: Sendable {
     /// Every trusted peer.
     public func peerViews(now: UnixMillis) -> [PeerView] {
         var counts: [VerifyingKey: Int] = [:]
-        for id in records.keys { counts[id.origin, default: 0] += 1 }
+        var newest: [VerifyingKey: UnixMillis] = [:]
+        for (id, stored) in records {
+            counts[id.origin, default: 0] += 1
+            newest[id.origin] = max(newest[id.origin] ?? .min, stored.record.timestamp)
+        }
         return peers.values.map { peer in
             PeerView(
                 name: peer.info.name, key: peer.info.key, endpoint: peer.observedEndpoint ?? peer.info.endpoint,
                 live: peer.isLive(now: now, timeout: livenessTimeout),
-                lastHeardAt: peer.lastHeardAt, records: counts[peer.info.key] ?? 0)
+                lastHeardAt: peer.lastHeardAt, records: counts[peer.info.key] ?? 0,
+                newestRecordAt: newest[peer.info.key])
         }.sorted { $0.name < $1.name }
     }
 

@@ -30,6 +30,12 @@ public enum NodeAPI {
             body["persistence_error"] = persistence ?? NSNull()
             return json(.ok, body)
         }
+        router.get("/metrics") { _, _ in
+            let text = await node.metricsText()
+            return Response(
+                status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
+                body: ResponseBody(byteBuffer: ByteBuffer(string: text)))
+        }
         router.get("/v1/peers") { _, _ in
             let now = node.now()
             let peers = await node.peers()

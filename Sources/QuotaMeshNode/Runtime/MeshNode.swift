@@ -24,6 +24,7 @@ public actor MeshNode {
     private var timer: Task<Void, Never>?
     private var scheduledWake: UnixMillis = .max
     private var counters: [String: Int] = [:]
+    private let metrics = NodeMetrics()
     /// The last error saving state, if the last save failed.
     public private(set) var persistenceError: String?
     /// When the node started.
@@ -86,6 +87,7 @@ public actor MeshNode {
     /// Handles a datagram from the UDP channel.
     public func receive(_ bytes: [UInt8], from address: SocketAddress) {
         let source = Endpoint(host: address.ipAddress ?? "unknown", port: address.port ?? 0)
+        metrics.packetIn(bytes: bytes.count)
         apply(instance.receive(datagram: bytes, from: source, now: clock()))
     }
 
@@ -93,7 +95,8 @@ public actor MeshNode {
     public func acquire(_ request: AcquireRequest) async -> AcquireDecision {
         let ticket = nextTicket
         nextTicket += 1
-        return await withTaskCancellationHandler {
+        let started = ContinuousClock.now
+        let decision = await withTaskCancellationHandler {
             await withCheckedContinuation { (continuation: CheckedContinuation<AcquireDecision, Never>) in
                 pending[ticket] = continuation
                 apply(instance.acquire(request, ticket: ticket, now: clock()))
@@ -101,6 +104,16 @@ public actor MeshNode {
         } onCancel: {
             Task { await self.abandon(ticket: ticket) }
         }
+        metrics.acquired(request, decision: decision, waited: ContinuousClock.now - started)
+        return decision
+    }
+
+    /// Every metric in the Prometheus text format, gauges set from the current state.
+    public func metricsText() -> String {
+        let now = clock()
+        return metrics.render(
+            quotas: instance.quotas(now: now), peers: instance.peerViews(now: now), waiting: instance.waitingCount,
+            persistenceFailing: persistenceError != nil, now: now)
     }
 
     private func abandon(ticket: UInt64) {
@@ -180,6 +193,7 @@ public actor MeshNode {
         switch event {
         case .dropped(let reason, let from, let sender):
             counters["dropped_\(reason.rawValue)", default: 0] += 1
+            metrics.dropped(reason)
             logger.debug(
                 "Dropped packet",
                 metadata: [
@@ -188,8 +202,10 @@ public actor MeshNode {
                 ])
         case .recordAccepted:
             counters["records_accepted", default: 0] += 1
+            metrics.record(accepted: true)
         case .recordStale:
             counters["records_stale", default: 0] += 1
+            metrics.record(accepted: false)
         case .peerUp(let key):
             counters["peer_up", default: 0] += 1
             logger.info("Peer up", metadata: ["peer.id": "\(key.shortID)"])
@@ -223,6 +239,7 @@ public actor MeshNode {
         }
         counters["datagrams_sent", default: 0] += 1
         counters["bytes_sent", default: 0] += bytes.count
+        metrics.packetOut(bytes: bytes.count)
         let envelope = AddressedEnvelope(remoteAddress: address, data: ByteBuffer(bytes: bytes))
         channel.writeAndFlush(envelope, promise: nil)
     }

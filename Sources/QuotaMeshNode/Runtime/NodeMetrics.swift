@@ -1,0 +1,88 @@
+import CoreMetrics
+import Prometheus
+import QuotaMeshCore
+
+/// The node's metrics, recorded through swift-metrics into a Prometheus registry of this node's own (so
+/// that several nodes in one process, as in tests, keep separate counts) and rendered at `/metrics`.
+///
+/// Counters and histograms move as events happen; gauges (remaining, consumption, queue depth, peers,
+/// lag) are set from the node's state when the registry is rendered.
+final class NodeMetrics: Sendable {
+    let registry = PrometheusCollectorRegistry()
+    let factory: PrometheusMetricsFactory
+
+    init() {
+        var factory = PrometheusMetricsFactory(registry: registry)
+        factory.defaultDurationHistogramBuckets = [
+            .milliseconds(1), .milliseconds(5), .milliseconds(25), .milliseconds(100), .milliseconds(250),
+            .milliseconds(500), .seconds(1), .seconds(2.5), .seconds(5), .seconds(10), .seconds(30), .seconds(60),
+        ]
+        self.factory = factory
+    }
+
+    private func count(_ label: String, _ dimensions: [(String, String)] = [], by amount: Int = 1) {
+        Counter(label: label, dimensions: dimensions, factory: factory).increment(by: amount)
+    }
+
+    private func gauge(_ label: String, _ dimensions: [(String, String)] = [], _ value: Double) {
+        Gauge(label: label, dimensions: dimensions, factory: factory).record(value)
+    }
+
+    /// An acquire was answered: a grant or a denial (by reason), and how long the agent waited.
+    func acquired(_ request: AcquireRequest, decision: AcquireDecision, waited: Duration) {
+        let service = ("service", request.service)
+        let priority = ("priority", request.priority.rawValue)
+        if decision.granted {
+            count("quotamesh_acquire_grants_total", [service, priority])
+        } else {
+            count("quotamesh_acquire_denials_total", [service, priority, ("reason", decision.reason?.rawValue ?? "unknown")])
+        }
+        Timer(label: "quotamesh_acquire_wait_seconds", dimensions: [service, priority], factory: factory)
+            .recordNanoseconds(max(0, waited.components.seconds * 1_000_000_000 + waited.components.attoseconds / 1_000_000_000))
+    }
+
+    /// A datagram came in.
+    func packetIn(bytes: Int) {
+        count("quotamesh_gossip_packets_in_total")
+        count("quotamesh_gossip_bytes_in_total", by: bytes)
+    }
+
+    /// A datagram went out.
+    func packetOut(bytes: Int) {
+        count("quotamesh_gossip_packets_out_total")
+        count("quotamesh_gossip_bytes_out_total", by: bytes)
+    }
+
+    /// A record was merged, or was already held.
+    func record(accepted: Bool) {
+        count(accepted ? "quotamesh_gossip_records_accepted_total" : "quotamesh_gossip_records_stale_total")
+    }
+
+    /// A packet or record was refused.
+    func dropped(_ reason: DropReason) {
+        count("quotamesh_gossip_dropped_total", [("reason", reason.rawValue)])
+    }
+
+    /// Sets the gauges from the node's state and renders every metric in the Prometheus text format.
+    func render(quotas: [QuotaView], peers: [PeerView], waiting: Int, persistenceFailing: Bool, now: UnixMillis) -> String {
+        for view in quotas {
+            let key = [("service", view.key.service), ("account", view.key.account)]
+            if let remaining = view.remaining { gauge("quotamesh_quota_remaining", key, Double(remaining)) }
+            if let limit = view.limit { gauge("quotamesh_quota_limit", key, Double(limit)) }
+            gauge("quotamesh_quota_consumed", key + [("scope", "local")], Double(view.consumedLocal))
+            gauge("quotamesh_quota_consumed", key + [("scope", "global")], Double(view.consumedGlobal))
+            gauge("quotamesh_quota_breaker_open", key, view.breakerState == .closed ? 0 : 1)
+            if let reset = view.resetAt { gauge("quotamesh_quota_reset_seconds", key, Double(max(0, reset - now)) / 1000) }
+        }
+        gauge("quotamesh_acquire_waiting", [], Double(waiting))
+        gauge("quotamesh_peers_live", [], Double(peers.filter(\.live).count))
+        gauge("quotamesh_peers_known", [], Double(peers.count))
+        for peer in peers {
+            if let newest = peer.newestRecordAt {
+                gauge("quotamesh_peer_record_age_seconds", [("peer", peer.name)], Double(max(0, now - newest)) / 1000)
+            }
+        }
+        gauge("quotamesh_persistence_failing", [], persistenceFailing ? 1 : 0)
+        return registry.emitToString()
+    }
+}
