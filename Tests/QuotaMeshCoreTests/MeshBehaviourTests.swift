@@ -71,6 +71,15 @@ import QuotaMeshCrypto
         #expect(mesh.acquire(0, AcquireRequest(service: "svc", priority: .urgent))?.granted == true)
     }
 
+    @Test(arguments: 1...20) func aLoneNodeWithASmallLimitGrantsItsFirstCallAtOnce(seed: Int) {
+        // With the default burst, pacing would once wait a random part of the hour before the first call.
+        var mesh = TestMesh(count: 1, services: ["svc": ServicePolicy(limit: 1, windowMillis: 3_600_000)], seed: UInt64(seed))
+        #expect(mesh.acquire(0, AcquireRequest(service: "svc", priority: .urgent))?.granted == true, "seed \(seed)")
+        let second = mesh.acquire(0, AcquireRequest(service: "svc", priority: .urgent))
+        #expect(second?.granted == false)
+        #expect(second?.retryAt == mesh.view(0, "svc")?.resetAt, "the next call waits for the reset, and says so")
+    }
+
     @Test func unknownServiceIsDeniedWithReason() {
         var mesh = TestMesh(count: 1)
         let decision = mesh.acquire(0, AcquireRequest(service: "nobody"))

@@ -22,7 +22,7 @@ struct TestMesh {
     var cut: Set<[Int]> = []
     var nextTicket: UInt64 = 1
 
-    init(count: Int, services: [String: ServicePolicy] = [:], now: UnixMillis = 1_800_000_000_000) {
+    init(count: Int, services: [String: ServicePolicy] = [:], now: UnixMillis = 1_800_000_000_000, seed: UInt64 = 0) {
         self.now = now
         var configuration = MeshConfiguration(services: services)
         configuration.livenessTimeoutMillis = 5_000
@@ -30,7 +30,7 @@ struct TestMesh {
         nodes = (0..<count).map { index in
             MeshInstance(
                 identity: testKey(index), configuration: configuration, peers: infos, restored: nil, now: now,
-                seed: UInt64(index))
+                seed: seed &+ UInt64(index))
         }
     }
 

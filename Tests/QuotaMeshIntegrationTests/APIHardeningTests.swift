@@ -101,3 +101,57 @@ import Glibc
         try await node.waitUntil("the removal to be honoured") { try await peerNames(node).isEmpty }
     }
 }
+
+/// SIGTERM and SIGINT: state saved and a clean exit; waiting agents answered at once; a second signal
+/// exits at once.
+@Suite(.serialized) struct ShutdownTests {
+    @Test func sigtermAnswersWaitingAgentsAndExitsCleanly() async throws {
+        let node = try NodeProcess(name: "term", root: makeRoot())
+        try node.writeConfig(#"{"services": {"api": {"limit": 1, "window": "10m"}}}"#)
+        try node.start()
+        try await node.waitForAPI()
+        #expect(try await node.request("POST", "/v1/acquire", body: ["service": "api", "priority": "urgent"]).0 == 200)
+
+        // An agent waiting for a turn that will not come for an hour.
+        let waiting = Task {
+            let (status, body) = try await node.request("POST", "/v1/acquire", body: ["service": "api", "wait_ms": 600_000])
+            return (status, body["detail"] as? String)
+        }
+        try await node.waitUntil("the acquire to be waiting") { try await node.metric("quotamesh_acquire_waiting") == 1 }
+        let clock = ContinuousClock()
+        let signalled = clock.now
+        kill(node.process?.processIdentifier ?? 0, SIGTERM)
+        let (status, detail) = try await waiting.value
+        #expect(status == 429)
+        #expect(detail == "shutting_down")
+        node.process?.waitUntilExit()
+        #expect(clock.now - signalled < .seconds(10), "the waiting agent did not hold the shutdown")
+        #expect(node.process?.terminationStatus == 0)
+        let log = (try? String(contentsOfFile: node.logPath, encoding: .utf8)) ?? ""
+        #expect(log.contains("state saved"))
+    }
+
+    @Test func aSecondSignalExitsAtOnce() async throws {
+        let node = try NodeProcess(name: "twice", root: makeRoot())
+        try node.start()
+        try await node.waitForAPI()
+        // Half a request keeps the HTTP server's graceful shutdown waiting (until its idle timeout).
+        let slow = try APIHardeningTests().connectAndSend(port: node.apiPort, "POST /v1/acquire HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{")
+        defer { close(slow) }
+        try await Task.sleep(for: .milliseconds(200))
+        guard let pid = node.process?.processIdentifier else { throw TestFailure("no process") }
+        kill(pid, SIGTERM)
+        try await Task.sleep(for: .seconds(1))
+        let stillRunning = node.process?.isRunning == true
+        print("shutdown: after one SIGTERM and 1 s the node is \(stillRunning ? "still shutting down" : "gone")")
+        if stillRunning {
+            kill(pid, SIGTERM)
+            node.process?.waitUntilExit()
+            #expect(node.process?.terminationStatus == 130)
+            let log = (try? String(contentsOfFile: node.logPath, encoding: .utf8)) ?? ""
+            #expect(log.contains("Second signal: exiting at once"))
+        } else {
+            #expect(node.process?.terminationStatus == 0)
+        }
+    }
+}

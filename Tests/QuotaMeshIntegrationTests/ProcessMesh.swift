@@ -173,6 +173,14 @@ final class NodeProcess: @unchecked Sendable {
         }
     }
 
+    /// The value of an unlabelled metric from `/metrics`.
+    func metric(_ name: String) async throws -> Double? {
+        let (data, _) = try await URLSession.shared.data(from: URL(string: "http://\(api)/metrics")!)
+        let text = String(decoding: data, as: UTF8.self)
+        return text.split(separator: "\n").first { $0.hasPrefix(name + " ") }.flatMap { $0.split(separator: " ").last }
+            .flatMap { Double($0) }
+    }
+
     func quota(_ service: String) async throws -> [String: Any] {
         let (status, json) = try await request("GET", "/v1/quota/\(service)")
         guard status == 200 else { throw TestFailure("quota \(service): HTTP \(status) \(json)") }

@@ -202,7 +202,10 @@ extension MeshInstance {
         }
         var bucket = quota.bucket
         if bucket.windowEnd != window.resetAt {
-            let phase = Double.random(in: 0..<1, using: &rng) * cost / rate
+            // The random phase spreads the first calls of many nodes over the window and turns a share
+            // worth less than one call into a call with that probability. A node alone with the whole
+            // limit needs neither: it must not wait a random part of an hour for its first call.
+            let phase = share >= 1 ? 0 : Double.random(in: 0..<1, using: &rng) * cost / rate
             bucket.enter(windowEnd: window.resetAt, now: now, phase: min(phase, millisLeft))
             local[key, default: LocalQuota()].bucket = bucket
         }

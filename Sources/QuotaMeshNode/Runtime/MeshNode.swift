@@ -76,12 +76,17 @@ public actor MeshNode {
         timer?.cancel()
         timer = nil
         channel = nil
+        releaseWaiters()
+        try? stateStore?.save(instance.persistedState())
+    }
+
+    /// Answers every waiting acquire with a denial (`shutting_down`, retry in a second).
+    public func releaseWaiters() {
         for (ticket, continuation) in pending {
             instance.cancel(ticket: ticket)
             continuation.resume(returning: .deny(.quotaExhausted, key: nil, retryAt: clock() + 1000, detail: "shutting_down"))
         }
         pending = [:]
-        try? stateStore?.save(instance.persistedState())
     }
 
     /// Handles a datagram from the UDP channel.

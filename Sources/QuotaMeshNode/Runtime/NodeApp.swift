@@ -5,6 +5,7 @@ import NIOCore
 import QuotaMeshCore
 import QuotaMeshCrypto
 import ServiceLifecycle
+import UnixSignals
 
 /// Why the node would not start; the message says what to do.
 public struct StartupError: Error, CustomStringConvertible, Sendable {
@@ -116,9 +117,27 @@ public enum NodeApp {
                     .init(service: GossipRunner(service: gossip, channel: channel)),
                     .init(service: reload),
                     .init(service: app),
+                    // Last, so first to hear of a graceful shutdown (the group signals services in
+                    // reverse order): waiters are answered before the server waits for its requests.
+                    .init(service: WaiterRelease(node: parts.node)),
                 ],
                 gracefulShutdownSignals: [.sigterm, .sigint],
                 logger: logger))
+        // A second SIGTERM or SIGINT while shutting down exits at once. Nothing is lost: state is saved
+        // before every grant is answered.
+        let forcedExit = Task {
+            var caught = 0
+            for await signal in await UnixSignalsSequence(trapping: .sigterm, .sigint) {
+                caught += 1
+                if caught == 1 {
+                    logger.notice("Shutting down: saving state; send the signal again to exit at once", metadata: ["signal": "\(signal)"])
+                } else {
+                    logger.warning("Second signal: exiting at once", metadata: ["signal": "\(signal)"])
+                    exit(130)
+                }
+            }
+        }
+        defer { forcedExit.cancel() }
         try await group.run()
         await parts.node.stop()
         logger.notice("QuotaMesh node stopped; state saved", metadata: ["state.path": "\(configuration.stateDirectory)"])
@@ -131,6 +150,17 @@ public enum NodeApp {
     /// `true` for 127.0.0.0/8, ::1 and `localhost`.
     public static func isLoopback(_ host: String) -> Bool {
         host == "localhost" || host == "::1" || host.hasPrefix("127.")
+    }
+}
+
+/// At the start of a graceful shutdown, answers every waiting acquire ("shutting_down") so that the HTTP
+/// server, which waits for requests in flight, is not held up by an agent waiting for its turn.
+struct WaiterRelease: Service {
+    let node: MeshNode
+
+    func run() async throws {
+        try? await gracefulShutdown()
+        await node.releaseWaiters()
     }
 }
 
