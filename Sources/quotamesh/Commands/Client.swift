@@ -12,32 +12,72 @@ struct Quota: AsyncParsableCommand {
     @Flag(help: "Print the API's JSON.")
     var json = false
 
+    @Flag(help: "Keep the view open, refreshed every --interval (Ctrl-C to quit).")
+    var watch = false
+
+    @Option(help: "Refresh interval for --watch, e.g. 1s, 500ms.")
+    var interval: String = "1s"
+
     @OptionGroup var options: APIOptions
+
+    func validate() throws {
+        guard let millis = DurationText.milliseconds(interval), millis >= 100 else {
+            throw ValidationError("--interval must be a duration of at least 100ms, e.g. 1s")
+        }
+        if watch && json { throw ValidationError("--watch and --json do not go together") }
+    }
 
     func run() async throws {
         try await withExitCodes {
             let client = try options.client()
-            let reply = try await client.get(service.map { "/v1/quota/\($0)" } ?? "/v1/quota")
-            guard reply.status == 200 else {
-                throw CLIError(code: ExitCodes.dataError, message: reply.json["error"] as? String ?? "HTTP \(reply.status)")
-            }
-            if json {
-                print(renderJSON(reply.json))
+            guard watch else {
+                let quotas = try await fetch(client)
+                if json { return }
+                if quotas.isEmpty { print("no services known yet (configure one, or report an observation)") }
+                print(table(quotas))
                 return
             }
-            let quotas: [[String: Any]]
-            if service != nil {
-                quotas = reply.json["accounts"] as? [[String: Any]] ?? [reply.json]
-            } else {
-                quotas = reply.json["quotas"] as? [[String: Any]] ?? []
+            let pause = Duration.milliseconds(DurationText.milliseconds(interval) ?? 1000)
+            while !Task.isCancelled {
+                let screen: String
+                do {
+                    let quotas = try await fetch(client)
+                    screen = quotas.isEmpty ? "no services known yet (configure one, or report an observation)" : table(quotas)
+                } catch let error as CLIError where error.code == ExitCodes.unavailable {
+                    // Keep watching: a node restarting comes back on its own.
+                    screen = "node unreachable, retrying: \(error.message)"
+                }
+                let time = Date().formatted(.dateTime.hour(.twoDigits(amPM: .omitted)).minute(.twoDigits).second(.twoDigits))
+                // Home, clear, then the frame: the terminal shows one current view, not a scroll.
+                let frame = "\u{1B}[H\u{1B}[2J" + "quotamesh quota: node \(options.endpoint), \(time), every \(interval) (Ctrl-C to quit)\n\n"
+                    + screen + "\n"
+                FileHandle.standardOutput.write(Data(frame.utf8))
+                try await Task.sleep(for: pause)
             }
-            if quotas.isEmpty { print("no services known yet (configure one, or report an observation)") }
-            print(table(quotas))
         }
     }
 
+    /// Fetches the quotas; with --json prints the API's answer as it is.
+    private func fetch(_ client: APIClient) async throws -> [[String: Any]] {
+        let reply = try await client.get(service.map { "/v1/quota/\($0)" } ?? "/v1/quota")
+        guard reply.status == 200 else {
+            throw CLIError(code: ExitCodes.dataError, message: reply.json["error"] as? String ?? "HTTP \(reply.status)")
+        }
+        if json { print(renderJSON(reply.json)) }
+        if service != nil { return reply.json["accounts"] as? [[String: Any]] ?? [reply.json] }
+        return reply.json["quotas"] as? [[String: Any]] ?? []
+    }
+
+    /// A bar of `width` cells, filled in proportion to what is left of the limit.
+    private func bar(_ remaining: NSNumber?, of limit: NSNumber?, width: Int = 16) -> String {
+        guard let remaining, let limit, limit.doubleValue > 0 else { return String(repeating: " ", count: width + 2) }
+        let filled = Int((remaining.doubleValue / limit.doubleValue * Double(width)).rounded())
+        let cells = min(width, max(0, filled))
+        return "[" + String(repeating: "#", count: cells) + String(repeating: ".", count: width - cells) + "]"
+    }
+
     private func table(_ quotas: [[String: Any]]) -> String {
-        var rows = [["SERVICE", "ACCOUNT", "REMAINING", "LIMIT", "RESET", "BREAKER", "CONSUMED g/l", "NEXT u/n/l", "PEERS"]]
+        var rows = [["SERVICE", "ACCOUNT", "REMAINING", "LIMIT", "LEFT", "RESET", "BREAKER", "CONSUMED g/l", "NEXT u/n/l", "PEERS"]]
         let now = Date().timeIntervalSince1970
         for quota in quotas {
             let next = quota["next_available"] as? [String: Any] ?? [:]
@@ -50,6 +90,7 @@ struct Quota: AsyncParsableCommand {
                 quota["account"] as? String ?? "?",
                 (quota["remaining"] as? NSNumber)?.stringValue ?? "-",
                 (quota["limit"] as? NSNumber)?.stringValue ?? "-",
+                bar(quota["remaining"] as? NSNumber, of: quota["limit"] as? NSNumber),
                 reset,
                 breaker["state"] as? String ?? "?",
                 "\(consumed["global"] ?? "-")/\(consumed["local"] ?? "-")",

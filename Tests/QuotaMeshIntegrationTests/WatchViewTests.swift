@@ -1,0 +1,75 @@
+import Foundation
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+let hasTmux = FileManager.default.isExecutableFile(atPath: "/usr/bin/tmux")
+
+/// `quotamesh quota --watch` in a real terminal (tmux), compared with the API's JSON.
+@Suite(.serialized) struct WatchViewTests {
+    func capture(_ session: String) throws -> String {
+        try shell(["tmux", "capture-pane", "-p", "-t", session])
+    }
+
+    /// The cells of the table row for `service` (columns split on two or more spaces).
+    func row(_ screen: String, service: String) -> [String]? {
+        screen.split(separator: "\n").map(String.init).first { $0.hasPrefix(service + " ") }.map { line in
+            line.components(separatedBy: "  ").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+        }
+    }
+
+    @Test(.enabled(if: hasTmux, "needs tmux to capture the terminal"))
+    func theWatchViewShowsWhatTheAPISaysAndRefreshes() async throws {
+        let node = try NodeProcess(name: "watched", root: makeRoot())
+        try node.writeConfig(#"{"services": {"api": {"limit": 40, "window": "1h", "burst": 1}}}"#)
+        try node.start()
+        defer { node.kill(signal: SIGTERM) }
+        try await node.waitForAPI()
+        for _ in 0..<3 { _ = try await node.request("POST", "/v1/acquire", body: ["service": "api", "priority": "urgent"]) }
+
+        let session = "qmwatch\(getpid())"
+        // Not through `shell`: the tmux server it starts would hold the output pipe open.
+        let tmux = Process()
+        tmux.executableURL = URL(fileURLWithPath: "/usr/bin/tmux")
+        tmux.arguments = [
+            "new-session", "-d", "-s", session, "-x", "160", "-y", "12",
+            "\(try quotameshBinary()) quota --watch --interval 200ms --api \(node.api)",
+        ]
+        tmux.standardOutput = FileHandle.nullDevice
+        tmux.standardError = FileHandle.nullDevice
+        try tmux.run()
+        tmux.waitUntilExit()
+        #expect(tmux.terminationStatus == 0)
+        defer { _ = try? shell(["tmux", "kill-session", "-t", session]) }
+
+        // The view matches the API: remaining, limit, the bar, breaker, consumption, peers.
+        let api = try await node.quota("api")
+        let remaining = api["remaining"] as? Int ?? -1
+        try await node.waitUntil("the watch view to show the table") {
+            row(try capture(session), service: "api")?.count ?? 0 >= 10
+        }
+        let screen = try capture(session)
+        #expect(screen.contains("quotamesh quota: node \(node.api)"))
+        let cells = row(screen, service: "api") ?? []
+        #expect(cells.count >= 10, "\(screen)")
+        if cells.count >= 10 {
+            #expect(cells[1] == "default")
+            #expect(cells[2] == "\(remaining)")
+            #expect(cells[3] == "\(api["limit"] as? Int ?? -1)")
+            #expect(cells[4] == "[" + String(repeating: "#", count: 15) + "." + "]", "37 of 40 left is 15 of 16 cells")
+            #expect(cells[6] == (api["breaker"] as? [String: Any])?["state"] as? String)
+            let consumed = api["consumed"] as? [String: Any] ?? [:]
+            #expect(cells[7] == "\(consumed["global"] ?? "?")/\(consumed["local"] ?? "?")")
+            let peers = api["peers"] as? [String: Any] ?? [:]
+            #expect(cells[9] == "\(peers["live"] ?? "?")/\(peers["known"] ?? "?")")
+        }
+
+        // It refreshes: an acquire shows up without touching the terminal.
+        _ = try await node.request("POST", "/v1/acquire", body: ["service": "api", "priority": "urgent"])
+        try await node.waitUntil("the watch view to refresh") {
+            row(try capture(session), service: "api")?[2] == "\(remaining - 1)"
+        }
+    }
+}
