@@ -12,6 +12,7 @@ let package = Package(
         .library(name: "QuotaMeshSimulator", targets: ["QuotaMeshSimulator"]),
         .library(name: "QuotaMeshRequests", targets: ["QuotaMeshRequests"]),
         .library(name: "QuotaMeshFuzzing", targets: ["QuotaMeshFuzzing"]),
+        .library(name: "QuotaMeshClient", targets: ["QuotaMeshClient"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
@@ -46,6 +47,8 @@ let package = Package(
         // Fuzz targets over every decoder of untrusted input; driven by libFuzzer (Fuzz/) and by a
         // corpus-replay test.
         .target(name: "QuotaMeshFuzzing", dependencies: ["QuotaMeshCore", "QuotaMeshCrypto", "QuotaMeshRequests"]),
+        // A client of a node's local API for Swift agents (Foundation only).
+        .target(name: "QuotaMeshClient"),
         // The shell: UDP, timers, persistence, trust store, configuration and the local HTTP API.
         .target(
             name: "QuotaMeshNode",
@@ -99,7 +102,7 @@ let package = Package(
         .testTarget(name: "QuotaMeshSimulatorTests", dependencies: ["QuotaMeshSimulator", "QuotaMeshCore"]),
         .testTarget(
             name: "QuotaMeshIntegrationTests",
-            dependencies: ["QuotaMeshCrypto", "quotamesh"]
+            dependencies: ["QuotaMeshCrypto", "QuotaMeshClient", "quotamesh"]
         ),
     ],
     swiftLanguageModes: [.v6]

@@ -165,11 +165,17 @@ import QuotaMeshCrypto
         let app = Application(router: NodeAPI.buildRouter(node: node))
         try await app.test(.router) { client in
             var statuses: [Int] = []
+            let clock = ContinuousClock()
+            let started = clock.now
             for _ in 0..<3 {
                 let (status, _, _) = try await post(client, "/v1/acquire", #"{"service":"svc"}"#)
                 statuses.append(status)
             }
-            #expect(statuses.contains(429), "a burst of 0 paces calls ~2 s apart: \(statuses)")
+            // Three calls inside the ~2 s pacing interval cannot all pass. (On a machine so loaded that
+            // the three took longer, each may rightly pass in its own slot.)
+            if clock.now - started < .milliseconds(1_500) {
+                #expect(statuses.contains(429), "a burst of 0 paces calls ~2 s apart: \(statuses)")
+            }
             let (waited, json, _) = try await post(client, "/v1/acquire", #"{"service":"svc","wait_ms":5000}"#)
             #expect(waited == 200, "\(json)")
         }
