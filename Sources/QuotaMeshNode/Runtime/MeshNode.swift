@@ -25,6 +25,8 @@ public actor MeshNode {
     private var scheduledWake: UnixMillis = .max
     private var counters: [String: Int] = [:]
     private let metrics = NodeMetrics()
+    /// Set once shutdown has begun: acquires are answered at once, never held.
+    private var draining = false
     /// The last error saving state, if the last save failed.
     public private(set) var persistenceError: String?
     /// When the node started.
@@ -80,8 +82,10 @@ public actor MeshNode {
         try? stateStore?.save(instance.persistedState())
     }
 
-    /// Answers every waiting acquire with a denial (`shutting_down`, retry in a second).
+    /// Answers every waiting acquire with a denial (`shutting_down`, retry in a second); from then on no
+    /// acquire waits (the node is shutting down).
     public func releaseWaiters() {
+        draining = true
         for (ticket, continuation) in pending {
             instance.cancel(ticket: ticket)
             continuation.resume(returning: .deny(.quotaExhausted, key: nil, retryAt: clock() + 1000, detail: "shutting_down"))
@@ -98,6 +102,8 @@ public actor MeshNode {
 
     /// Asks for a grant; returns when the instance answers (at once, or after waiting).
     public func acquire(_ request: AcquireRequest) async -> AcquireDecision {
+        var request = request
+        if draining { request.waitMillis = 0 }
         let ticket = nextTicket
         nextTicket += 1
         let started = ContinuousClock.now
