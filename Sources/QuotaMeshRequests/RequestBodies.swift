@@ -136,7 +136,7 @@ public enum RequestBodies {
 
     /// Whether a decoded JSON value is a boolean: Foundation hands booleans over as numbers whose type
     /// code is `c` (JSON numbers decode as integers or doubles, never as a char).
-    static func isBoolean(_ value: Any) -> Bool {
+    public static func isBoolean(_ value: Any) -> Bool {
         guard let number = value as? NSNumber else { return false }
         return String(cString: number.objCType) == "c"
     }

@@ -1,5 +1,6 @@
 import Foundation
 import QuotaMeshCore
+import QuotaMeshRequests
 
 /// A configuration error that names the key and the reason; the node does not start.
 public struct ConfigurationError: Error, CustomStringConvertible, Sendable, Equatable {
@@ -143,8 +144,8 @@ struct ObjectReader {
 
     mutating func bool(_ key: String) throws(ConfigurationError) -> Bool? {
         guard let value = value(key) else { return nil }
-        // Foundation hands JSON booleans over as numbers of type `c`; `1` must not pass for `true`.
-        guard let number = value as? NSNumber, String(cString: number.objCType) == "c" else {
+        // `1` must not pass for `true`.
+        guard RequestBodies.isBoolean(value), let number = value as? NSNumber else {
             throw error(key, "must be true or false")
         }
         let flag = number.boolValue
@@ -153,7 +154,7 @@ struct ObjectReader {
 
     mutating func integer(_ key: String, range: ClosedRange<Int64>) throws(ConfigurationError) -> Int64? {
         guard let value = value(key) else { return nil }
-        guard let number = value as? NSNumber, String(cString: number.objCType) != "c" else {
+        guard !RequestBodies.isBoolean(value), let number = value as? NSNumber else {
             throw error(key, "must be a whole number")
         }
         let double = number.doubleValue
