@@ -6,7 +6,7 @@ import Glibc
 #endif
 
 /// The local API against slow and unauthenticated clients, with a real node process.
-@Suite(.serialized) struct APIHardeningTests {
+@Suite(.serialized, .timeLimit(.minutes(5))) struct APIHardeningTests {
     /// Connects to 127.0.0.1:`port` and sends `bytes`; returns the socket.
     func connectAndSend(port: Int, _ text: String) throws -> Int32 {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
@@ -66,7 +66,7 @@ import Glibc
 }
 
 /// The trust store changed under a running node.
-@Suite(.serialized) struct TrustStoreReloadTests {
+@Suite(.serialized, .timeLimit(.minutes(5))) struct TrustStoreReloadTests {
     func peerNames(_ node: NodeProcess) async throws -> [String: String] {
         let (_, json) = try await node.request("GET", "/v1/peers")
         let peers = json["peers"] as? [[String: Any]] ?? []
@@ -104,7 +104,7 @@ import Glibc
 
 /// SIGTERM and SIGINT: state saved and a clean exit; waiting agents answered at once; a second signal
 /// exits at once.
-@Suite(.serialized) struct ShutdownTests {
+@Suite(.serialized, .timeLimit(.minutes(5))) struct ShutdownTests {
     @Test func sigtermAnswersWaitingAgentsAndExitsCleanly() async throws {
         let node = try NodeProcess(name: "term", root: makeRoot())
         try node.writeConfig(#"{"services": {"api": {"limit": 1, "window": "10m"}}}"#)
@@ -120,13 +120,14 @@ import Glibc
         try await node.waitUntil("the acquire to be waiting") { try await node.metric("quotamesh_acquire_waiting") == 1 }
         let clock = ContinuousClock()
         let signalled = clock.now
-        kill(node.process?.processIdentifier ?? 0, SIGTERM)
+        guard let child = node.child else { throw TestFailure("no process") }
+        child.signal(SIGTERM)
         let (status, detail) = try await waiting.value
         #expect(status == 429)
         #expect(detail == "shutting_down")
-        node.process?.waitUntilExit()
+        #expect(await child.waitForExit(timeout: .seconds(30)), "the node did not exit after SIGTERM")
         #expect(clock.now - signalled < .seconds(10), "the waiting agent did not hold the shutdown")
-        #expect(node.process?.terminationStatus == 0)
+        #expect(child.status == 0)
         let log = (try? String(contentsOfFile: node.logPath, encoding: .utf8)) ?? ""
         #expect(log.contains("state saved"))
     }
@@ -139,19 +140,22 @@ import Glibc
         let slow = try APIHardeningTests().connectAndSend(port: node.apiPort, "POST /v1/acquire HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{")
         defer { close(slow) }
         try await Task.sleep(for: .milliseconds(200))
-        guard let pid = node.process?.processIdentifier else { throw TestFailure("no process") }
-        kill(pid, SIGTERM)
-        try await Task.sleep(for: .seconds(1))
-        let stillRunning = node.process?.isRunning == true
-        print("shutdown: after one SIGTERM and 1 s the node is \(stillRunning ? "still shutting down" : "gone")")
+        guard let child = node.child else { throw TestFailure("no process") }
+        child.signal(SIGTERM)
+        // The node says it is shutting down once it has heard the first signal.
+        try await node.waitUntil("the first signal to be heard") {
+            ((try? String(contentsOfFile: node.logPath, encoding: .utf8)) ?? "").contains("Shutting down")
+        }
+        let stillRunning = !child.hasExited
+        print("shutdown: after one SIGTERM the node is \(stillRunning ? "still shutting down" : "gone")")
         if stillRunning {
-            kill(pid, SIGTERM)
-            node.process?.waitUntilExit()
-            #expect(node.process?.terminationStatus == 130)
+            child.signal(SIGTERM)
+            #expect(await child.waitForExit(timeout: .seconds(10)), "the node did not exit at the second signal")
+            #expect(child.status == 130)
             let log = (try? String(contentsOfFile: node.logPath, encoding: .utf8)) ?? ""
             #expect(log.contains("Second signal: exiting at once"))
         } else {
-            #expect(node.process?.terminationStatus == 0)
+            #expect(child.status == 0)
         }
     }
 }

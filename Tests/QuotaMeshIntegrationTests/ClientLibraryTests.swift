@@ -6,7 +6,7 @@ import FoundationNetworking
 #endif
 
 /// The Swift client library against a real node process.
-@Suite(.serialized) struct ClientLibraryTests {
+@Suite(.serialized, .timeLimit(.minutes(5))) struct ClientLibraryTests {
     @Test func acquireObserveAndQuotaThroughTheClient() async throws {
         let node = try NodeProcess(name: "client", root: makeRoot())
         try node.writeConfig(#"{"services": {"api": {"limit": 2, "window": "10m", "burst": 1}}}"#)

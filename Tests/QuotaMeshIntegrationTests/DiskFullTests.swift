@@ -9,20 +9,12 @@ import Glibc
 func mountTinyFileSystem(at path: String, kilobytes: Int) -> Bool {
     guard getuid() == 0 else { return false }
     try? FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
-    let mount = Process()
-    mount.executableURL = URL(fileURLWithPath: "/bin/mount")
-    mount.arguments = ["-t", "tmpfs", "-o", "size=\(kilobytes)k", "tmpfs", path]
-    guard (try? mount.run()) != nil else { return false }
-    mount.waitUntilExit()
-    return mount.terminationStatus == 0
+    let mounted = try? runToCompletion("/bin/mount", ["-t", "tmpfs", "-o", "size=\(kilobytes)k", "tmpfs", path], timeout: .seconds(30))
+    return mounted?.status == 0
 }
 
 func unmount(_ path: String) {
-    let umount = Process()
-    umount.executableURL = URL(fileURLWithPath: "/bin/umount")
-    umount.arguments = [path]
-    try? umount.run()
-    umount.waitUntilExit()
+    _ = try? runToCompletion("/bin/umount", [path], timeout: .seconds(30))
 }
 
 let canMount: Bool = {
@@ -31,7 +23,7 @@ let canMount: Bool = {
     return mountTinyFileSystem(at: probe, kilobytes: 16)
 }()
 
-@Suite(.serialized) struct DiskFullTests {
+@Suite(.serialized, .timeLimit(.minutes(5))) struct DiskFullTests {
     /// Fills the file system under `folder` with one file until the kernel says it is full.
     func fill(_ folder: String) -> String {
         let path = folder + "/filler"

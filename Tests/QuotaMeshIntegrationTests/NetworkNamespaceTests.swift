@@ -8,19 +8,11 @@ import Glibc
 /// Runs a command to completion; throws with its output when it fails.
 @discardableResult
 func shell(_ arguments: [String]) throws -> String {
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-    process.arguments = arguments
-    let pipe = Pipe()
-    process.standardOutput = pipe
-    process.standardError = pipe
-    try process.run()
-    let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-    process.waitUntilExit()
-    guard process.terminationStatus == 0 else {
-        throw TestFailure("`\(arguments.joined(separator: " "))` exited \(process.terminationStatus): \(output)")
+    let result = try runToCompletion("/usr/bin/env", arguments, timeout: .seconds(60))
+    guard result.status == 0 else {
+        throw TestFailure("`\(arguments.joined(separator: " "))` exited \(result.status): \(result.output)")
     }
-    return output
+    return result.output
 }
 
 /// Whether this process may make network namespaces (root with CAP_NET_ADMIN and iproute2).
@@ -41,7 +33,7 @@ final class NamespaceMesh: @unchecked Sendable {
     let count: Int
     let root = makeRoot()
     var nodes: [NodeProcess] = []
-    var processes: [Process?] = []
+    var processes: [ChildProcess?] = []
     /// Whether `tc netem` could be applied (the kernel module may be missing in a container).
     var netem = true
 
@@ -89,41 +81,28 @@ final class NamespaceMesh: @unchecked Sendable {
     }
 
     func start(_ index: Int) throws {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/sbin/ip")
-        process.arguments = ["netns", "exec", namespace(index), try quotameshBinary(), "run", "--config", "config.json",
-                             "--gossip", "\(address(index)):9720", "--api", "127.0.0.1:9721"]
-        process.currentDirectoryURL = URL(fileURLWithPath: nodes[index].directory)
-        let log = FileHandle(forWritingAtPath: nodes[index].logPath) ?? {
-            FileManager.default.createFile(atPath: nodes[index].logPath, contents: nil)
-            return FileHandle(forWritingAtPath: nodes[index].logPath)
-        }()
-        log?.seekToEndOfFile()
-        process.standardOutput = log
-        process.standardError = log
-        try process.run()
-        processes[index] = process
+        let child = try ChildProcess(
+            "/usr/sbin/ip",
+            ["netns", "exec", namespace(index), try quotameshBinary(), "run", "--config", "config.json",
+             "--gossip", "\(address(index)):9720", "--api", "127.0.0.1:9721"],
+            in: nodes[index].directory, output: .append(nodes[index].logPath))
+        try child.run()
+        processes[index] = child
     }
 
     func kill(_ index: Int, signal: Int32) {
-        guard let process = processes[index], process.isRunning else { return }
-        Glibc.kill(process.processIdentifier, signal)
-        process.waitUntilExit()
+        guard let child = processes[index], !child.hasExited else { return }
+        child.signal(signal)
+        if !child.waitForExitBlocking(timeout: .seconds(30)) { child.killAndWait() }
     }
 
     /// Runs a client command against node `index`'s API, inside its namespace.
     func cli(_ index: Int, _ arguments: [String]) throws -> (status: Int32, json: [String: Any]) {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/sbin/ip")
-        process.arguments = ["netns", "exec", namespace(index), try quotameshBinary()] + arguments
-            + ["--api", "127.0.0.1:9721", "--json"]
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        process.standardError = FileHandle.nullDevice
-        try process.run()
-        let data = pipe.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        return (process.terminationStatus, (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] ?? [:])
+        let result = try runToCompletion(
+            "/usr/sbin/ip",
+            ["netns", "exec", namespace(index), try quotameshBinary()] + arguments + ["--api", "127.0.0.1:9721", "--json"],
+            output: .captureStandardOutput, timeout: .seconds(60))
+        return (result.status, (try? JSONSerialization.jsonObject(with: Data(result.output.utf8))) as? [String: Any] ?? [:])
     }
 
     func quota(_ index: Int) throws -> [String: Any]? {
@@ -155,7 +134,7 @@ final class NamespaceMesh: @unchecked Sendable {
     }
 }
 
-@Suite(.serialized) struct NetworkNamespaceTests {
+@Suite(.serialized, .timeLimit(.minutes(5))) struct NetworkNamespaceTests {
     static let limit = 60
 
     @Test(.enabled(if: canMakeNamespaces, "needs root with CAP_NET_ADMIN and iproute2 to make network namespaces"))

@@ -58,20 +58,10 @@ private func probePort(udp: Bool) -> Int {
     return Int(UInt16(bigEndian: address.sin_port))
 }
 
-/// Runs a `quotamesh` subcommand to completion.
+/// Runs a `quotamesh` subcommand to completion (killed, and the test failed, after `timeout`).
 @discardableResult
-func runCLI(_ arguments: [String], in directory: String) throws -> (status: Int32, output: String) {
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: try quotameshBinary())
-    process.arguments = arguments
-    process.currentDirectoryURL = URL(fileURLWithPath: directory)
-    let pipe = Pipe()
-    process.standardOutput = pipe
-    process.standardError = pipe
-    try process.run()
-    let data = pipe.fileHandleForReading.readDataToEndOfFile()
-    process.waitUntilExit()
-    return (process.terminationStatus, String(decoding: data, as: UTF8.self))
+func runCLI(_ arguments: [String], in directory: String, timeout: Duration = .seconds(60)) throws -> (status: Int32, output: String) {
+    try runToCompletion(try quotameshBinary(), arguments, in: directory, timeout: timeout)
 }
 
 /// One real node process in its own folder.
@@ -81,7 +71,7 @@ final class NodeProcess: @unchecked Sendable {
     let directory: String
     let gossipPort: Int
     let apiPort: Int
-    var process: Process?
+    var child: ChildProcess?
     var publicKey = ""
 
     init(name: String, root: String) throws {
@@ -109,32 +99,23 @@ final class NodeProcess: @unchecked Sendable {
     }
 
     func start() throws {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: try quotameshBinary())
         var arguments = ["run", "--gossip", "127.0.0.1:\(gossipPort)", "--api", api]
         if FileManager.default.fileExists(atPath: directory + "/config.json") { arguments += ["--config", "config.json"] }
-        process.arguments = arguments
-        process.currentDirectoryURL = URL(fileURLWithPath: directory)
-        let log = FileHandle(forWritingAtPath: logPath) ?? {
-            FileManager.default.createFile(atPath: logPath, contents: nil)
-            return FileHandle(forWritingAtPath: logPath)
-        }()
-        log?.seekToEndOfFile()
-        process.standardOutput = log
-        process.standardError = log
-        try process.run()
-        self.process = process
+        let child = try ChildProcess(try quotameshBinary(), arguments, in: directory, output: .append(logPath))
+        try child.run()
+        self.child = child
     }
 
     var logPath: String { directory + "/node.log" }
 
+    /// Sends `signal` and waits (bounded) for the node to exit.
     func kill(signal: Int32 = SIGKILL) {
-        guard let process, process.isRunning else { return }
-        Glibc.kill(process.processIdentifier, signal)
-        process.waitUntilExit()
+        guard let child, !child.hasExited else { return }
+        child.signal(signal)
+        if !child.waitForExitBlocking(timeout: .seconds(30)) { child.killAndWait() }
     }
 
-    deinit { kill() }
+    deinit { child?.killAndWait() }
 
     // MARK: HTTP
 

@@ -5,7 +5,7 @@ import Glibc
 #endif
 
 /// Real `quotamesh` processes on loopback, with generated keys, talking real UDP and HTTP.
-@Suite(.serialized) struct ProcessMeshTests {
+@Suite(.serialized, .timeLimit(.minutes(5))) struct ProcessMeshTests {
     static let config = """
         {"gossip_interval": "100ms", "liveness_timeout": "3s",
          "services": {"openai": {"limit": 100, "window": "1h"}}}
@@ -79,17 +79,10 @@ import Glibc
     @Test func runStartsWithNoConfigurationAndCreatesAnIdentity() async throws {
         let root = makeRoot()
         let api = "127.0.0.1:\(freePort(udp: false))"
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: try quotameshBinary())
-        process.arguments = ["run", "--gossip", "127.0.0.1:\(freePort(udp: true))", "--api", api]
-        process.currentDirectoryURL = URL(fileURLWithPath: root)
-        let pipe = Pipe()
-        process.standardError = pipe
-        process.standardOutput = pipe
-        try process.run()
-        defer {
-            if process.isRunning { kill(process.processIdentifier, SIGKILL) }
-        }
+        let node = try ChildProcess(
+            try quotameshBinary(), ["run", "--gossip", "127.0.0.1:\(freePort(udp: true))", "--api", api], in: root)
+        try node.run()
+        defer { node.killAndWait() }
         let clock = ContinuousClock()
         let deadline = clock.now + .seconds(20)
         var healthy = false
@@ -99,12 +92,11 @@ import Glibc
         }
         #expect(healthy)
         #expect(FileManager.default.fileExists(atPath: root + "/.quotamesh/identity"))
-        kill(process.processIdentifier, SIGTERM)
-        process.waitUntilExit()
-        let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        #expect(output.contains("Created a new identity"))
-        #expect(output.contains("state saved"))
-        #expect(process.terminationStatus == 0)
+        node.signal(SIGTERM)
+        #expect(await node.waitForExit(timeout: .seconds(30)), "the node did not exit after SIGTERM")
+        #expect(node.output.contains("Created a new identity"))
+        #expect(node.output.contains("state saved"))
+        #expect(node.status == 0)
     }
 
     @Test func worldReadableIdentityStopsTheNodeWithAClearMessage() throws {

@@ -8,9 +8,12 @@ import Glibc
 let hasTmux = FileManager.default.isExecutableFile(atPath: "/usr/bin/tmux")
 
 /// `quotamesh quota --watch` in a real terminal (tmux), compared with the API's JSON.
-@Suite(.serialized) struct WatchViewTests {
+@Suite(.serialized, .timeLimit(.minutes(5))) struct WatchViewTests {
+    /// A tmux server of this test's own (`tmux -L`), so no other server is touched or reused.
+    let server = "qmwatch\(getpid())"
+
     func capture(_ session: String) throws -> String {
-        try shell(["tmux", "capture-pane", "-p", "-t", session])
+        try shell(["tmux", "-L", server, "capture-pane", "-p", "-t", session])
     }
 
     /// The cells of the table row for `service` (columns split on two or more spaces).
@@ -29,20 +32,21 @@ let hasTmux = FileManager.default.isExecutableFile(atPath: "/usr/bin/tmux")
         try await node.waitForAPI()
         for _ in 0..<3 { _ = try await node.request("POST", "/v1/acquire", body: ["service": "api", "priority": "urgent"]) }
 
-        let session = "qmwatch\(getpid())"
-        // Not through `shell`: the tmux server it starts would hold the output pipe open.
-        let tmux = Process()
-        tmux.executableURL = URL(fileURLWithPath: "/usr/bin/tmux")
-        tmux.arguments = [
-            "new-session", "-d", "-s", session, "-x", "160", "-y", "12",
-            "\(try quotameshBinary()) quota --watch --interval 200ms --api \(node.api)",
-        ]
-        tmux.standardOutput = FileHandle.nullDevice
-        tmux.standardError = FileHandle.nullDevice
-        try tmux.run()
-        tmux.waitUntilExit()
-        #expect(tmux.terminationStatus == 0)
-        defer { _ = try? shell(["tmux", "kill-session", "-t", session]) }
+        let session = "watch"
+        defer { _ = try? shell(["tmux", "-L", server, "kill-server"]) }
+        // The tmux server outlives the client that starts it, and would keep every descriptor the client
+        // inherited, among them the one Foundation watches to learn that the client has exited. So the
+        // client is started from a shell that closes every descriptor above 2 first.
+        let command = "\(try quotameshBinary()) quota --watch --interval 200ms --api \(node.api)"
+        let started = try runToCompletion(
+            "/bin/bash",
+            ["-c", #"for fd in /proc/$$/fd/*; do n=${fd##*/}; [ "$n" -gt 2 ] && eval "exec $n>&-"; done; exec "$@""#,
+             "bash", "tmux", "-L", server, "new-session", "-d", "-s", session, "-x", "160", "-y", "12", command],
+            output: .discard, timeout: .seconds(30))
+        #expect(started.status == 0)
+        // The server and the watching process end with the test, whatever tmux's kill-server does to them.
+        let owned = (try? shell(["tmux", "-L", server, "display-message", "-p", "-t", session, "#{pid} #{pane_pid}"])) ?? ""
+        defer { for pid in owned.split(whereSeparator: \.isWhitespace).compactMap({ Int32($0) }) { kill(pid, SIGKILL) } }
 
         // The view matches the API: remaining, limit, the bar, breaker, consumption, peers.
         let api = try await node.quota("api")

@@ -133,7 +133,10 @@ public enum NodeApp {
                     logger.notice("Shutting down: saving state; send the signal again to exit at once", metadata: ["signal": "\(signal)"])
                 } else {
                     logger.warning("Second signal: exiting at once", metadata: ["signal": "\(signal)"])
-                    exit(130)
+                    // `_exit`, not `exit`: no atexit handler or destructor may hold up a forced exit
+                    // while other threads are still running.
+                    fflush(nil)
+                    _exit(130)
                 }
             }
         }

@@ -51,7 +51,11 @@ struct Quota: AsyncParsableCommand {
                 // Home, clear, then the frame: the terminal shows one current view, not a scroll.
                 let frame = "\u{1B}[H\u{1B}[2J" + "quotamesh quota: node \(options.endpoint), \(time), every \(interval) (Ctrl-C to quit)\n\n"
                     + screen + "\n"
-                FileHandle.standardOutput.write(Data(frame.utf8))
+                do {
+                    try FileHandle.standardOutput.write(contentsOf: Data(frame.utf8))
+                } catch {
+                    return  // The terminal is gone (closed window, broken pipe): nothing left to show.
+                }
                 try await Task.sleep(for: pause)
             }
         }
