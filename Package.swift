@@ -17,6 +17,7 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
         .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
+        .package(url: "https://github.com/apple/swift-http-types", from: "1.8.0"),
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/apple/swift-http-structured-headers", from: "1.7.0"),
@@ -68,6 +69,20 @@ let package = Package(
         ),
         // A deterministic network simulator driving many real protocol cores in virtual time.
         .target(name: "QuotaMeshSimulator", dependencies: ["QuotaMeshCore", "QuotaMeshCrypto"]),
+        // `quotamesh demo`: embedded nodes, a stand-in upstream and agents using the client library.
+        .target(
+            name: "QuotaMeshDemo",
+            dependencies: [
+                "QuotaMeshNode",
+                "QuotaMeshClient",
+                "QuotaMeshCore",
+                "QuotaMeshCrypto",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
+        ),
         // The command-line interface: parses and wires, nothing else.
         .executableTarget(
             name: "quotamesh",
@@ -76,6 +91,7 @@ let package = Package(
                 "QuotaMeshCore",
                 "QuotaMeshCrypto",
                 "QuotaMeshSimulator",
+                "QuotaMeshDemo",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]

@@ -61,6 +61,8 @@ public struct QuotaMeshClient: Sendable {
         public var consumed: Consumed
         /// The shared breaker.
         public var breaker: Breaker
+        /// Peers of the answering node: live now, and known (in its trust store).
+        public var peers: Peers?
 
         /// Consumption in the current window.
         public struct Consumed: Sendable, Decodable, Equatable {
@@ -76,8 +78,16 @@ public struct QuotaMeshClient: Sendable {
             public var state: String
         }
 
+        /// The answering node's peers.
+        public struct Peers: Sendable, Decodable, Equatable {
+            /// Heard from within the liveness timeout.
+            public var live: Int
+            /// In the trust store.
+            public var known: Int
+        }
+
         enum CodingKeys: String, CodingKey {
-            case service, account, limit, remaining, consumed, breaker
+            case service, account, limit, remaining, consumed, breaker, peers
             case resetAtMillis = "reset_at_ms"
         }
     }
@@ -96,12 +106,17 @@ public struct QuotaMeshClient: Sendable {
     public let endpoint: URL
     /// The API token, when the node requires one.
     public let token: String?
+    /// The session requests go through.
+    public let session: URLSession
 
     /// Creates a client.
     /// - Parameters:
     ///   - endpoint: the node's API; defaults to `$QUOTAMESH_API` or `127.0.0.1:9721`.
     ///   - token: the bearer token, when the node has an `api_token_file`.
-    public init(endpoint: URL? = nil, token: String? = nil) {
+    ///   - session: the session to send through; give one with a higher `httpMaximumConnectionsPerHost`
+    ///     when many acquires wait at once.
+    public init(endpoint: URL? = nil, token: String? = nil, session: URLSession = .shared) {
+        self.session = session
         let fallback = ProcessInfo.processInfo.environment["QUOTAMESH_API"] ?? "127.0.0.1:9721"
         self.endpoint = endpoint ?? URL(string: "http://\(fallback)") ?? URL(fileURLWithPath: "/")
         self.token = token
@@ -175,7 +190,7 @@ public struct QuotaMeshClient: Sendable {
             request.setValue("application/json", forHTTPHeaderField: "Content-Type")
         }
         do {
-            let (data, response) = try await URLSession.shared.data(for: request)
+            let (data, response) = try await session.data(for: request)
             return ((response as? HTTPURLResponse)?.statusCode ?? 0, data)
         } catch {
             throw Failure(status: 0, message: "cannot reach the QuotaMesh node at \(endpoint): \(error.localizedDescription)")

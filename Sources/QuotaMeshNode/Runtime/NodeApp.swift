@@ -68,69 +68,20 @@ public enum NodeApp {
 
     /// Runs the node until SIGTERM or SIGINT; state is flushed on the way out.
     public static func run(_ configuration: NodeConfiguration, logger: Logger) async throws {
-        let parts = try assemble(configuration, logger: logger)
-        if parts.createdIdentity {
-            logger.notice(
-                "Created a new identity", metadata: ["identity.path": "\(configuration.identityPath)"])
-        }
-        for problem in parts.problems {
-            logger.warning("Skipped peer file", metadata: ["peer.file": "\(problem.file)", "reason": "\(problem)"])
-        }
-        let gossip = GossipService(node: parts.node, endpoint: configuration.gossip, logger: logger)
-        let channel: NIOAsyncChannel<AddressedEnvelope<ByteBuffer>, AddressedEnvelope<ByteBuffer>>
-        do {
-            channel = try await gossip.bind()
-        } catch {
-            throw StartupError(message: "cannot listen for gossip on \(configuration.gossip): \(error)")
-        }
-        let gossipAddress = channel.channel.localAddress
-        let router = NodeAPI.buildRouter(node: parts.node, token: parts.token)
-        let incarnation = await parts.node.incarnation
-        let app = Application(
-            router: router,
-            // A client that goes silent, mid-request or between requests, is cut off: it cannot hold a
-            // connection (and its memory) for ever. Bodies are capped by NodeAPI.maxBodyBytes.
-            server: .http1(configuration: .init(idleTimeout: .milliseconds(configuration.apiIdleTimeoutMillis))),
-            configuration: .init(
-                address: .hostname(configuration.api.host, port: configuration.api.port), serverName: "quotamesh"),
-            onServerRunning: { channel in
-                logger.notice(
-                    "QuotaMesh node running",
-                    metadata: [
-                        "identity": "\(parts.identity.publicKey.base64)",
-                        "gossip": "\(gossipAddress.map(describe) ?? configuration.gossip.description)",
-                        "api": "\(channel.localAddress.map(describe) ?? configuration.api.description)",
-                        "api.token": "\(parts.token == nil ? "none" : "required")",
-                        "peers.trusted": "\(parts.peers.count)",
-                        "peers.path": "\(configuration.peersDirectory)",
-                        "state.path": "\(configuration.stateDirectory)",
-                        "incarnation": "\(incarnation)",
-                    ])
-            },
-            logger: logger)
-        let reload = TrustStoreReloadService(
-            node: parts.node, store: TrustStore(directory: configuration.peersDirectory), initial: parts.peers,
-            logger: logger)
-        let group = ServiceGroup(
-            configuration: .init(
-                services: [
-                    .init(service: GossipRunner(service: gossip, channel: channel)),
-                    .init(service: reload),
-                    .init(service: app),
-                    // Last, so first to hear of a graceful shutdown (the group signals services in
-                    // reverse order): waiters are answered before the server waits for its requests.
-                    .init(service: WaiterRelease(node: parts.node)),
-                ],
-                gracefulShutdownSignals: [.sigterm, .sigint],
-                logger: logger))
-        // A second SIGTERM or SIGINT while shutting down exits at once. Nothing is lost: state is saved
-        // before every grant is answered.
-        let forcedExit = Task {
+        // The second-signal listener is registered before the node starts, so it never misses the first.
+        let signals = await UnixSignalsSequence(trapping: .sigterm, .sigint)
+        let running = try await EmbeddedNode.start(configuration, logger: logger)
+        // The first SIGTERM or SIGINT starts a graceful shutdown; a second one exits at once. Nothing is
+        // lost: state is saved before every grant is answered.
+        let listener = Task {
             var caught = 0
-            for await signal in await UnixSignalsSequence(trapping: .sigterm, .sigint) {
+            for await signal in signals {
                 caught += 1
                 if caught == 1 {
-                    logger.notice("Shutting down: saving state; send the signal again to exit at once", metadata: ["signal": "\(signal)"])
+                    logger.notice(
+                        "Shutting down: saving state; send the signal again to exit at once",
+                        metadata: ["signal": "\(signal)"])
+                    await running.beginShutdown()
                 } else {
                     logger.warning("Second signal: exiting at once", metadata: ["signal": "\(signal)"])
                     // `_exit`, not `exit`: no atexit handler or destructor may hold up a forced exit
@@ -140,10 +91,8 @@ public enum NodeApp {
                 }
             }
         }
-        defer { forcedExit.cancel() }
-        try await group.run()
-        await parts.node.stop()
-        logger.notice("QuotaMesh node stopped; state saved", metadata: ["state.path": "\(configuration.stateDirectory)"])
+        defer { listener.cancel() }
+        try await running.waitUntilStopped()
     }
 
     static func describe(_ address: SocketAddress) -> String {

@@ -1,0 +1,52 @@
+import Foundation
+import Testing
+
+/// `quotamesh demo` end to end, in its short mode: real embedded nodes, real UDP and HTTP on loopback.
+@Suite(.serialized, .timeLimit(.minutes(5))) struct DemoTests {
+    @Test func theShortDemoRunsAgreesAndCleansUp() throws {
+        let root = makeRoot()
+        let run = try runCLI(
+            ["demo", "--nodes", "3", "--seconds", "8", "--limit", "40", "--window", "60", "--demand", "15", "--json"],
+            in: root, timeout: .seconds(120))
+        #expect(run.status == 0, "\(run.output)")
+        // Progress went to standard error, one line at least (a log, not a terminal).
+        #expect(run.output.contains("demo: 5/8 s"), "\(run.output)")
+        guard let start = run.output.firstIndex(of: "{"),
+            let report = try JSONSerialization.jsonObject(with: Data(run.output[start...].utf8)) as? [String: Any]
+        else {
+            Issue.record("no JSON report in: \(run.output)")
+            return
+        }
+        let nodes = report["nodes"] as? [[String: Any]] ?? []
+        #expect(nodes.count == 3)
+        #expect(report["agree"] as? Bool == true, "\(nodes)")
+        // Every node sees both others live, and the mesh's consumption is the sum of each node's own.
+        #expect(nodes.allSatisfy { $0["peers_live"] as? Int == 2 }, "\(nodes)")
+        let locals = nodes.compactMap { $0["consumed_local"] as? Int }
+        #expect(nodes.allSatisfy { $0["consumed_global"] as? Int == locals.reduce(0, +) }, "\(nodes)")
+        // Demand far above the limit, yet the upstream was never made to refuse a call, and the
+        // mesh's count of calls is the upstream's own.
+        let calls = report["upstream_calls"] as? Int ?? -1
+        #expect(report["upstream_429s"] as? Int == 0, "\(report)")
+        #expect(calls > 0)
+        #expect(locals.reduce(0, +) == calls, "every grant is one upstream call, and the mesh counted each")
+        // Urgent work all succeeded, low-priority work was told to wait, and every agent was answered.
+        let priorities = Dictionary(
+            uniqueKeysWithValues: (report["priorities"] as? [[String: Any]] ?? []).map { ($0["priority"] as? String ?? "", $0) })
+        let urgent = priorities["urgent"] ?? [:]
+        #expect((urgent["tasks"] as? Int ?? 0) > 0)
+        #expect(urgent["succeeded"] as? Int == urgent["tasks"] as? Int, "\(urgent)")
+        #expect((priorities["low"]?["told_to_wait"] as? Int ?? 0) > 0, "\(priorities)")
+        #expect(report["unanswered"] as? Int == 0)
+        // The temporary folder is gone.
+        let folder = report["folder"] as? String ?? ""
+        #expect(report["removed"] as? Bool == true)
+        #expect(!folder.isEmpty && !FileManager.default.fileExists(atPath: folder))
+    }
+
+    @Test func badFlagsAreRefusedWithAMessage() throws {
+        let result = try runCLI(["demo", "--nodes", "0"], in: makeRoot())
+        #expect(result.status == 64)
+        #expect(result.output.contains("--nodes must be between 1 and 20"))
+    }
+}
