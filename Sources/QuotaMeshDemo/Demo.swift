@@ -169,16 +169,23 @@ public enum Demo {
                 priorities: tally.outcomes(), unanswered: tally.unanswered, folder: folder,
                 removed: false)
         } catch {
-            for node in nodes { try? await node.stop() }
+            await stopAll(nodes)
             await upstream.stop()
             if !options.keep { try? FileManager.default.removeItem(atPath: folder) }
             throw error
         }
-        for node in nodes { try? await node.stop() }
+        await stopAll(nodes)
         await upstream.stop()
         var final = report
         final.removed = !options.keep && (try? FileManager.default.removeItem(atPath: folder)) != nil
         return final
+    }
+
+    /// Stops every node at once, each saving its state.
+    static func stopAll(_ nodes: [EmbeddedNode]) async {
+        await withTaskGroup(of: Void.self) { group in
+            for node in nodes { group.addTask { try? await node.stop() } }
+        }
     }
 
     /// Makes `options.nodes` identities and trust stores in `folder`, starts a node for each, and has every

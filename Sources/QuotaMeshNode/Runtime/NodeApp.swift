@@ -155,8 +155,9 @@ struct TrustStoreReloadService: Service {
         var current = Set(initial)
         var reported: [TrustStoreProblem] = []
         while !Task.isCancelled && !Task.isShuttingDownGracefully {
-            try? await Task.sleep(for: .seconds(2))
-            if Task.isShuttingDownGracefully { break }
+            // A shutdown ends the pause at once rather than waiting out the two seconds.
+            try? await cancelWhenGracefulShutdown { try await Task.sleep(for: .seconds(2)) }
+            if Task.isCancelled || Task.isShuttingDownGracefully { break }
             let contents = store.load()
             let next = Self.merge(loaded: contents.peers, problems: contents.problems, current: current)
             if contents.problems != reported {
