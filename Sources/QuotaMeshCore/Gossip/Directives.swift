@@ -60,12 +60,19 @@ public struct AcquireDecision: Hashable, Sendable {
 
 /// Why a packet or record was dropped: a fixed vocabulary for metrics and logs.
 public enum DropReason: String, Sendable, CaseIterable {
+    /// Shorter than its header or its own length fields say.
     case truncated
+    /// Larger than a packet may be (1200 bytes).
     case oversized
+    /// Not a QuotaMesh packet: the first bytes are wrong.
     case badMagic = "bad_magic"
+    /// A wire version this node does not speak.
     case unknownVersion = "unknown_version"
+    /// A packet or record type this node does not know.
     case unknownType = "unknown_type"
+    /// Fields that do not decode: a bad label, a length out of range.
     case malformed
+    /// Bytes left over after the last field.
     case trailingBytes = "trailing_bytes"
     /// The packet's sender is not in the trust store.
     case unknownSender = "unknown_sender"

@@ -32,6 +32,8 @@ struct Simulate: AsyncParsableCommand {
     @Option(help: "Send an anti-entropy digest every this many rounds.")
     var digestEvery: Int = MeshConfiguration.defaultAntiEntropyEveryRounds
     @Option(help: "Task mix urgent,normal,low (shares).") var mix: String = "0.1,0.6,0.3"
+    @Option(help: "Priority reserves urgent,normal,low: the fraction of the limit each priority leaves to those above it.")
+    var reserves: String = "0,0.1,0.5"
     @Flag(help: "Use real Ed25519 signatures (slow) instead of the simulated MAC.") var realSignatures = false
     @Flag(help: "Print one JSON object.") var json = false
 
@@ -59,6 +61,9 @@ struct Simulate: AsyncParsableCommand {
         guard retransmit >= 1 else { throw ValidationError("--retransmit must be >= 1") }
         guard digestEvery >= 1 else { throw ValidationError("--digest-every must be >= 1") }
         guard parseMix() != nil else { throw ValidationError("--mix must be three non-negative shares, e.g. 0.1,0.6,0.3") }
+        guard parseReserves() != nil else {
+            throw ValidationError("--reserves must be three fractions 0-1, urgent ≤ normal ≤ low, e.g. 0,0.1,0.5")
+        }
         if let shiftAt, !(0...1).contains(shiftAt) { throw ValidationError("--shift-at must be 0-1") }
     }
 
@@ -85,6 +90,14 @@ struct Simulate: AsyncParsableCommand {
         return (parts[0], parts[1], parts[2])
     }
 
+    func parseReserves() -> Reserves? {
+        let parts = reserves.split(separator: ",").compactMap { Double($0) }
+        guard parts.count == 3, parts.allSatisfy({ (0...1).contains($0) }), parts[0] <= parts[1], parts[1] <= parts[2] else {
+            return nil
+        }
+        return Reserves(urgent: parts[0], normal: parts[1], low: parts[2])
+    }
+
     func makeConfiguration() -> SimulationConfiguration {
         var configuration = SimulationConfiguration()
         configuration.nodes = nodes
@@ -108,6 +121,7 @@ struct Simulate: AsyncParsableCommand {
         configuration.retransmitMultiplier = retransmit
         configuration.antiEntropyEveryRounds = digestEvery
         if let (urgent, normal, low) = parseMix() { configuration.priorityMix = (urgent, normal, low) }
+        if let reserves = parseReserves() { configuration.reserves = reserves }
         configuration.realSignatures = realSignatures
         return configuration
     }
