@@ -219,10 +219,10 @@ public actor MeshNode {
             metrics.record(accepted: false)
         case .peerUp(let key):
             counters["peer_up", default: 0] += 1
-            logger.info("Peer up", metadata: ["peer.id": "\(key.shortID)"])
+            logger.info("Peer up", metadata: ["peer": "\(peerName(key))", "peer.id": "\(key.shortID)"])
         case .peerDown(let key):
             counters["peer_down", default: 0] += 1
-            logger.info("Peer down", metadata: ["peer.id": "\(key.shortID)"])
+            logger.info("Peer down", metadata: ["peer": "\(peerName(key))", "peer.id": "\(key.shortID)"])
         case .breakerOpened(let key, let until):
             logger.notice(
                 "Breaker opened",
@@ -232,6 +232,11 @@ public actor MeshNode {
         case .serviceLearned(let service):
             logger.info("Service learned", metadata: ["service": "\(service)"])
         }
+    }
+
+    /// The trust store's name for a peer (its file name), for logs.
+    private func peerName(_ key: VerifyingKey) -> String {
+        instance.peerViews(now: clock()).first { $0.key == key }?.name ?? "?"
     }
 
     private func send(_ bytes: [UInt8], to endpoint: Endpoint) {
