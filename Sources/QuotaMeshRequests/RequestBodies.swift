@@ -27,6 +27,9 @@ public struct ObservedResponse: Sendable {
     public var status: Int
     /// The upstream's response headers, in a stable order.
     public var headers: [(name: String, value: String)]
+    /// What the call really used, by dimension (`usage`), minus what its acquire reserved (`cost`): the
+    /// correction to apply, negative for a refund. Empty when the agent reports no usage.
+    public var corrections: [String: Int64] = [:]
 }
 
 /// Decoding and validation of the local API's JSON request bodies, kept apart from the HTTP server so
@@ -36,8 +39,10 @@ public enum RequestBodies {
     public static let maxBytes = 64 * 1024
     /// The longest an acquire may wait (ms).
     public static let maxWaitMillis: Int64 = 600_000
-    /// The largest cost of one acquire.
+    /// The largest cost of one acquire, in requests.
     public static let maxCost: Int64 = 1_000_000
+    /// The largest cost of one acquire in another dimension (tokens, …).
+    public static let maxDimensionCost: Int64 = 1_000_000_000
 
     /// Parses a body that must be one JSON object.
     public static func object(from bytes: some Collection<UInt8>) -> Result<[String: Any], BodyError> {
@@ -68,10 +73,20 @@ public enum RequestBodies {
             }
             request.priority = priority
         }
-        switch integer(body["cost"], name: "cost", range: 1...maxCost) {
-        case .success(let cost?): request.cost = cost
-        case .success(nil): break
-        case .failure(let failure): return .failure(failure)
+        if let object = body["cost"] as? [String: Any] {
+            // By dimension: `{"requests": 1, "tokens": 1800}`; requests default to 1.
+            switch dimensions(object, name: "cost", zeroAllowed: false) {
+            case .success(let costs):
+                request.cost = costs[QuotaKey.requests] ?? 1
+                request.costs = costs.filter { $0.key != QuotaKey.requests }
+            case .failure(let failure): return .failure(failure)
+            }
+        } else {
+            switch integer(body["cost"], name: "cost", range: 1...maxCost) {
+            case .success(let cost?): request.cost = cost
+            case .success(nil): break
+            case .failure(let failure): return .failure(failure)
+            }
         }
         switch integer(body["wait_ms"], name: "wait_ms", range: 0...maxWaitMillis) {
         case .success(let wait?): request.waitMillis = wait
@@ -114,7 +129,52 @@ public enum RequestBodies {
                 }
             }
         }
-        return .success(ObservedResponse(service: service, account: account, status: status, headers: headers))
+        var response = ObservedResponse(service: service, account: account, status: status, headers: headers)
+        // `usage` (what the call used) against `cost` (what its acquire reserved), by dimension.
+        if let value = body["usage"], !(value is NSNull) {
+            guard let object = value as? [String: Any] else {
+                return .failure(.badRequest("`usage` must be an object of dimension: amount, e.g. {\"tokens\": 1234}"))
+            }
+            let usage: [String: Int64]
+            switch dimensions(object, name: "usage", zeroAllowed: true) {
+            case .success(let values): usage = values
+            case .failure(let failure): return .failure(failure)
+            }
+            var reserved: [String: Int64] = [:]
+            if let value = body["cost"], !(value is NSNull) {
+                guard let object = value as? [String: Any] else {
+                    return .failure(.badRequest("`cost` must be the object the acquire was made with"))
+                }
+                switch dimensions(object, name: "cost", zeroAllowed: true) {
+                case .success(let values): reserved = values
+                case .failure(let failure): return .failure(failure)
+                }
+            }
+            for (dimension, used) in usage where dimension != QuotaKey.requests {
+                response.corrections[dimension] = used - (reserved[dimension] ?? 0)
+            }
+        }
+        return .success(response)
+    }
+
+    /// An object of dimension label: whole number, as `cost` and `usage` take it.
+    static func dimensions(_ object: [String: Any], name: String, zeroAllowed: Bool) -> Result<[String: Int64], BodyError> {
+        guard !object.isEmpty, object.count <= 16 else {
+            return .failure(.badRequest("`\(name)` must name 1 to 16 dimensions, e.g. {\"requests\": 1, \"tokens\": 1800}"))
+        }
+        var values: [String: Int64] = [:]
+        for (dimension, raw) in object.sorted(by: { $0.key < $1.key }) {
+            guard QuotaKey.isValidLabel(dimension) else {
+                return .failure(.badRequest("`\(name)` dimension names must be labels such as requests or tokens"))
+            }
+            let upper = dimension == QuotaKey.requests ? maxCost : maxDimensionCost
+            switch integer(raw, name: "\(name).\(dimension)", range: (zeroAllowed ? 0 : 1)...upper) {
+            case .success(let value?): values[dimension] = value
+            case .success(nil): return .failure(.badRequest("`\(name).\(dimension)` must be a whole number"))
+            case .failure(let failure): return .failure(failure)
+            }
+        }
+        return .success(values)
     }
 
     /// A whole number within `range`, or `nil` when absent. Strings, booleans, fractions and values out of

@@ -25,23 +25,59 @@ public struct ConsumptionEntry: JoinSemilattice, Hashable, Codable {
     public var windowEnd: UnixMillis
     /// What this origin admitted in that window.
     public var windowCount: UInt64
+    /// What this origin gave back in that window: reserved but not used (a call that cost fewer tokens
+    /// than its acquire said). Grow-only too, so refunds merge like admissions.
+    public var windowRefund: UInt64
 
     /// Creates an entry.
-    public init(total: UInt64 = 0, windowEnd: UnixMillis = 0, windowCount: UInt64 = 0) {
+    public init(total: UInt64 = 0, windowEnd: UnixMillis = 0, windowCount: UInt64 = 0, windowRefund: UInt64 = 0) {
         self.total = total
         self.windowEnd = windowEnd
         self.windowCount = windowCount
+        self.windowRefund = windowRefund
     }
 
-    /// `total` by maximum; `(windowEnd, windowCount)` by lexicographic maximum (a later window supersedes).
+    enum CodingKeys: String, CodingKey { case total, windowEnd, windowCount, windowRefund }
+
+    /// Decodes an entry; state saved before refunds existed has none.
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        total = try container.decode(UInt64.self, forKey: .total)
+        windowEnd = try container.decode(Int64.self, forKey: .windowEnd)
+        windowCount = try container.decode(UInt64.self, forKey: .windowCount)
+        windowRefund = try container.decodeIfPresent(UInt64.self, forKey: .windowRefund) ?? 0
+    }
+
+    /// `total` by maximum; a later window supersedes an earlier one, and within one window the count and
+    /// the refund each by maximum.
     public func merging(_ other: ConsumptionEntry) -> ConsumptionEntry {
-        let window = (windowEnd, windowCount) >= (other.windowEnd, other.windowCount)
-            ? (windowEnd, windowCount) : (other.windowEnd, other.windowCount)
-        return ConsumptionEntry(total: max(total, other.total), windowEnd: window.0, windowCount: window.1)
+        let total = max(total, other.total)
+        if windowEnd != other.windowEnd {
+            let later = windowEnd > other.windowEnd ? self : other
+            return ConsumptionEntry(
+                total: total, windowEnd: later.windowEnd, windowCount: later.windowCount, windowRefund: later.windowRefund)
+        }
+        return ConsumptionEntry(
+            total: total, windowEnd: windowEnd, windowCount: max(windowCount, other.windowCount),
+            windowRefund: max(windowRefund, other.windowRefund))
     }
 
-    /// The count that still applies at `now` (zero once its window has ended).
-    public func count(at now: UnixMillis) -> UInt64 { windowEnd > now ? windowCount : 0 }
+    /// The count that still applies at `now` (zero once its window has ended), net of refunds.
+    public func count(at now: UnixMillis) -> UInt64 {
+        windowEnd > now ? windowCount - min(windowRefund, windowCount) : 0
+    }
+
+    /// Corrects this origin's own count in the current window by `delta`: more when a call cost more
+    /// than reserved, a refund (never below zero) when it cost less.
+    public mutating func correct(by delta: Int64, now: UnixMillis) {
+        guard windowEnd > now else { return }
+        if delta > 0 {
+            total = total.saturatingAdd(UInt64(delta))
+            windowCount = windowCount.saturatingAdd(UInt64(delta))
+        } else if delta < 0 {
+            windowRefund = min(windowCount, windowRefund.saturatingAdd(delta.magnitude))
+        }
+    }
 }
 
 /// A per-origin grow-only counter (a G-Counter generalised to windows): merge is the entry-wise join,

@@ -8,14 +8,20 @@ public struct AcquireRequest: Hashable, Sendable {
     public var priority: Priority
     /// What the call costs in requests (≥ 1).
     public var cost: Int64
+    /// What the call costs in other dimensions (`tokens`, `input_tokens`, …). Each dimension with a
+    /// known limit must grant too: all are charged, or none.
+    public var costs: [String: Int64]
     /// How long the agent is willing to wait for a grant (ms); 0 answers at once.
     public var waitMillis: Int64
 
     /// Creates a request.
-    public init(service: String, priority: Priority = .normal, cost: Int64 = 1, waitMillis: Int64 = 0) {
+    public init(
+        service: String, priority: Priority = .normal, cost: Int64 = 1, costs: [String: Int64] = [:], waitMillis: Int64 = 0
+    ) {
         self.service = service
         self.priority = priority
         self.cost = cost
+        self.costs = costs
         self.waitMillis = waitMillis
     }
 }
@@ -159,6 +165,8 @@ public struct PersistedQuota: Hashable, Sendable, Codable {
     public var service: String
     /// The account.
     public var account: String
+    /// The dimension, when not requests (absent in state saved before dimensions existed).
+    public var dimension: String?
     /// The node's own state for it.
     public var state: QuotaState
 
@@ -166,11 +174,12 @@ public struct PersistedQuota: Hashable, Sendable, Codable {
     public init(key: QuotaKey, state: QuotaState) {
         self.service = key.service
         self.account = key.account
+        self.dimension = key.dimension == QuotaKey.requests ? nil : key.dimension
         self.state = state
     }
 
     /// The key.
-    public var key: QuotaKey { QuotaKey(service: service, account: account) }
+    public var key: QuotaKey { QuotaKey(service: service, account: account, dimension: dimension ?? QuotaKey.requests) }
 }
 
 /// The merged view of one key, as the API reports it.
@@ -203,6 +212,55 @@ public struct QuotaView: Hashable, Sendable {
     public var observation: UpstreamObservation?
     /// This node's fair share of what is left (0…1).
     public var share: Double
+    /// Every dimension counted for the key's service and account, requests first: each one's own limit,
+    /// window, remaining and consumption.
+    public var dimensions: [DimensionView] = []
+
+    /// The dimension with the least left relative to its limit (then the least left), or nil when none
+    /// has a known remaining.
+    public var tightest: DimensionView? {
+        dimensions.filter { $0.remaining != nil }.min { a, b in
+            (a.ratio, a.remaining ?? 0) < (b.ratio, b.remaining ?? 0)
+        }
+    }
+}
+
+/// One dimension (requests, tokens, …) of a service's account, as the API reports it.
+public struct DimensionView: Hashable, Sendable {
+    /// `requests`, `tokens`, `input_tokens`, `output_tokens`, or an IETF policy name.
+    public var name: String
+    /// The window's limit, if known.
+    public var limit: Int64?
+    /// The window's length in ms, if known.
+    public var windowMillis: Int64?
+    /// What is estimated to be left in the current window across the mesh.
+    public var remaining: Int64?
+    /// When the current window ends (Unix ms).
+    public var resetAt: UnixMillis?
+    /// The mesh's consumption in the current window.
+    public var consumedGlobal: UInt64
+    /// This node's consumption in the current window.
+    public var consumedLocal: UInt64
+
+    /// Creates a dimension's view.
+    public init(
+        name: String, limit: Int64?, windowMillis: Int64?, remaining: Int64?, resetAt: UnixMillis?,
+        consumedGlobal: UInt64, consumedLocal: UInt64
+    ) {
+        self.name = name
+        self.limit = limit
+        self.windowMillis = windowMillis
+        self.remaining = remaining
+        self.resetAt = resetAt
+        self.consumedGlobal = consumedGlobal
+        self.consumedLocal = consumedLocal
+    }
+
+    /// What is left over the limit (1 when the limit is unknown).
+    var ratio: Double {
+        guard let remaining, let limit, limit > 0 else { return remaining == 0 ? 0 : 1 }
+        return Double(remaining) / Double(limit)
+    }
 }
 
 /// A peer as the API reports it.

@@ -9,6 +9,12 @@ extension MeshInstance {
         return names.sorted()
     }
 
+    /// The dimensions counted for `service`: requests first, then the others by name.
+    func dimensions(of service: String) -> [String] {
+        [QuotaKey.requests] + (dimensionsByService[service] ?? []).sorted()
+    }
+
+    /// Every known service and account (their requests keys; other dimensions hang off them).
     func knownKeys() -> [QuotaKey] {
         accountsByService.flatMap { service, accounts in
             isKnown(service: service) ? accounts.map { QuotaKey(service: service, account: $0) } : []
@@ -55,10 +61,8 @@ extension MeshInstance {
             merged.breaker = merged.breaker.merging(own.state.breaker)
             if let policy = own.state.policy { advertised = KeyAggregate.lower(advertised, policy) }
         }
-        if let configured = configuration.services[key.service], let limit = configured.limit,
-            let window = configured.windowMillis
-        {
-            merged.policy = AdvertisedPolicy(limit: limit, windowMillis: window)
+        if let configured = configuration.services[key.service]?.configuredLimit(key.dimension) {
+            merged.policy = configured
         } else {
             merged.policy = advertised
         }
@@ -119,13 +123,34 @@ extension MeshInstance {
             return .deny(
                 .unknownService, key: nil, retryAt: now + 1000, detail: "no configuration or observation names this service")
         }
-        var best: (key: QuotaKey, assessment: Assessment)?
+        var best: (key: QuotaKey, assessment: Assessment, parts: [(QuotaKey, AcquireRequest, Assessment)])?
         var soonestDenial: AcquireDecision?
+        let counted = dimensions(of: request.service)
         for account in accounts(of: request.service) {
             let key = QuotaKey(service: request.service, account: account)
-            let assessment = assess(key, request: request, now: now)
+            var assessment = assess(key, request: request, now: now)
+            // Every other dimension the call costs, and whose limit is known, must grant too.
+            var parts: [(QuotaKey, AcquireRequest, Assessment)] = []
             if assessment.decision.granted {
-                if best.map({ assessment.headroom > $0.assessment.headroom }) ?? true { best = (key, assessment) }
+                for (dimension, amount) in request.costs.sorted(by: { $0.key < $1.key })
+                where amount > 0 && dimension != QuotaKey.requests && counted.contains(dimension) {
+                    var part = request
+                    part.cost = amount
+                    let partKey = key.counting(dimension)
+                    let partAssessment = assess(partKey, request: part, now: now)
+                    guard partAssessment.decision.granted else {
+                        var decision = partAssessment.decision
+                        decision.key = key
+                        decision.detail = "\(dimension)_\(decision.detail ?? "exhausted")"
+                        assessment = Assessment(decision: decision, headroom: 0, rate: 0, resetAt: assessment.resetAt)
+                        parts = []
+                        break
+                    }
+                    parts.append((partKey, part, partAssessment))
+                }
+            }
+            if assessment.decision.granted {
+                if best.map({ assessment.headroom > $0.assessment.headroom }) ?? true { best = (key, assessment, parts) }
             } else if (assessment.decision.retryAt ?? .max) < (soonestDenial?.retryAt ?? .max) || soonestDenial == nil {
                 soonestDenial = assessment.decision
             }
@@ -134,6 +159,9 @@ extension MeshInstance {
             return soonestDenial ?? .deny(.quotaExhausted, key: nil, retryAt: now + configuration.gossipIntervalMillis)
         }
         commit(chosen.key, request: request, assessment: chosen.assessment, now: now)
+        for (partKey, part, partAssessment) in chosen.parts {
+            commit(partKey, request: part, assessment: partAssessment, now: now)
+        }
         return chosen.assessment.decision
     }
 
@@ -232,6 +260,7 @@ extension MeshInstance {
             // A new window.
             entry.windowEnd = assessment.resetAt
             entry.windowCount = cost
+            entry.windowRefund = 0
         } else {
             // The same window, perhaps with its end moved later by a fresher observation: keep counting.
             entry.windowEnd = max(entry.windowEnd, assessment.resetAt)
@@ -323,13 +352,26 @@ extension MeshInstance {
                 key, remaining: Double(count), limit: Double(window.limit ?? count), policy: servicePolicy(key.service),
                 resetAt: window.resetAt, now: now)
         }
-        return QuotaView(
+        var view = QuotaView(
             key: key, limit: merged.window?.limit ?? merged.policy?.limit,
             windowMillis: merged.window?.windowMillis ?? merged.policy?.windowMillis, remaining: remainingCount,
             resetAt: merged.window?.resetAt, nextAvailableMillis: next, consumedGlobal: merged.windowTotal(at: now),
             consumedLocal: local[key]?.state.consumption.count(at: now) ?? 0, breakerState: breakerState,
             breakerOpenUntil: breakerState == .closed ? nil : merged.breaker.openUntil,
             peersLive: live.count, peersKnown: peers.count, observation: merged.observation, share: share)
+        if key.dimension == QuotaKey.requests {
+            view.dimensions = dimensions(of: key.service).map { name in
+                let partKey = key.counting(name)
+                let part = name == QuotaKey.requests ? merged : scratch.mergedView(partKey, now: now)
+                return DimensionView(
+                    name: name, limit: part.window?.limit ?? part.policy?.limit,
+                    windowMillis: part.window?.windowMillis ?? part.policy?.windowMillis,
+                    remaining: scratch.remaining(part, now: now), resetAt: part.window?.resetAt,
+                    consumedGlobal: part.windowTotal(at: now),
+                    consumedLocal: local[partKey]?.state.consumption.count(at: now) ?? 0)
+            }
+        }
+        return view
     }
 
     /// When learning after a start ends: two anti-entropy periods.
@@ -342,13 +384,20 @@ extension MeshInstance {
 
     // MARK: - Demand and waiting
 
-    mutating func noteDemand(service: String, priority: Priority, cost: Int64) {
-        guard isKnown(service: service) else { return }
-        for account in accounts(of: service) {
-            let key = QuotaKey(service: service, account: account)
+    mutating func noteDemand(_ request: AcquireRequest) {
+        guard isKnown(service: request.service) else { return }
+        let counted = Set(dimensions(of: request.service))
+        for account in accounts(of: request.service) {
+            let key = QuotaKey(service: request.service, account: account)
             var quota = local[key] ?? LocalQuota()
-            quota.requested[priority] += Double(max(0, cost))
+            quota.requested[request.priority] += Double(max(0, request.cost))
             local[key] = quota
+            for (dimension, amount) in request.costs where amount > 0 && counted.contains(dimension) {
+                let partKey = key.counting(dimension)
+                var part = local[partKey] ?? LocalQuota()
+                part.requested[request.priority] += Double(amount)
+                local[partKey] = part
+            }
         }
     }
 

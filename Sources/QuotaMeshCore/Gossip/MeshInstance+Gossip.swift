@@ -123,6 +123,7 @@ extension MeshInstance {
 
     mutating func noteAccount(_ key: QuotaKey) {
         accountsByService[key.service, default: []].insert(key.account)
+        if key.dimension != QuotaKey.requests { dimensionsByService[key.service, default: []].insert(key.dimension) }
     }
 
     mutating func accept(

@@ -39,6 +39,8 @@ public struct MeshInstance: Sendable {
     /// Peers' states per key, merged incrementally.
     var remote: [QuotaKey: KeyAggregate] = [:]
     var accountsByService: [String: Set<String>] = [:]
+    /// Dimensions other than requests that are configured, observed or gossiped, by service.
+    var dimensionsByService: [String: Set<String>] = [:]
     var learnedServices: Set<String> = []
     var local: [QuotaKey: LocalQuota] = [:]
     var waiters: [Waiter] = []
@@ -103,6 +105,9 @@ public struct MeshInstance: Sendable {
             }
         }
         for (service, policy) in configuration.services {
+            for dimension in policy.dimensionLimits.keys where dimension != QuotaKey.requests {
+                dimensionsByService[service, default: []].insert(dimension)
+            }
             for account in policy.accounts {
                 let key = QuotaKey(service: service, account: account)
                 noteAccount(key)
@@ -253,9 +258,11 @@ public struct MeshInstance: Sendable {
     public mutating func acquire(_ request: AcquireRequest, ticket: UInt64, now: UnixMillis) -> [MeshDirective] {
         var request = request
         request.cost = min(max(request.cost, 1), 1_000_000_000)
+        request.costs = request.costs.compactMapValues { $0 > 0 ? min($0, 1_000_000_000_000) : nil }
+        request.costs[QuotaKey.requests] = nil
         request.waitMillis = min(max(request.waitMillis, 0), 3_600_000)
         var out: [MeshDirective] = []
-        noteDemand(service: request.service, priority: request.priority, cost: request.cost)
+        noteDemand(request)
         let decision = decide(request, now: now)
         if decision.granted {
             out.append(.persist(persistedState()))
@@ -300,14 +307,23 @@ public struct MeshInstance: Sendable {
     ///   - status: the HTTP status the upstream answered.
     ///   - report: what the headers said (`RateLimitHeaderParser.parse`).
     ///   - now: the current time.
+    ///   - corrections: what the call really cost minus what its acquire reserved, by dimension other
+    ///     than requests (negative: a refund), applied to this node's own consumption.
     public mutating func observe(
-        service: String, account: String?, status: Int, report: RateLimitReport, now: UnixMillis
+        service: String, account: String?, status: Int, report: RateLimitReport,
+        corrections: [String: Int64] = [:], now: UnixMillis
     ) -> (directives: [MeshDirective], outcome: ObserveOutcome) {
         var out: [MeshDirective] = []
         var outcome = ObserveOutcome(key: nil, serviceKnown: false, openedBreaker: false, closedBreaker: false)
-        let primary = report.dimensions.first { $0.name == "requests" } ?? report.tightest
+        // Token dimensions are counted under their own keys; requests (or, when a response names no
+        // requests limit, its tightest other one, such as an IETF policy) under the service's key.
+        let counted = report.dimensions.filter { Self.tokenDimensions.contains($0.name) }
+        let primary = report.dimensions.first { $0.name == QuotaKey.requests }
+            ?? RateLimitReport(dimensions: report.dimensions.filter { !Self.tokenDimensions.contains($0.name) }).tightest
         if !isKnown(service: service) {
-            guard let primary, primary.limit != nil || primary.remaining != nil else {
+            guard (primary.map { [$0] } ?? []).contains(where: { $0.limit != nil || $0.remaining != nil })
+                || counted.contains(where: { $0.limit != nil || $0.remaining != nil })
+            else {
                 return (finish(out, now: now), outcome)
             }
             learnedServices.insert(service)
@@ -320,19 +336,26 @@ public struct MeshInstance: Sendable {
         var quota = local[key] ?? LocalQuota()
         let merged = mergedView(key, now: now)
 
-        if let primary, let remaining = primary.remaining {
-            let windowMillis = primary.windowSeconds.map { $0.saturatingMultiply(1000) } ?? merged.policy?.windowMillis ?? 0
-            let limit = primary.limit ?? merged.policy?.limit ?? 0
-            let resetAt = primary.resetAt ?? (merged.window?.resetAt ?? now + max(windowMillis, 1000))
-            let observation = UpstreamObservation(
-                resetAt: resetAt, remaining: max(0, limit > 0 ? min(remaining, limit) : remaining), limit: limit,
-                windowMillis: windowMillis, observedAt: now, consumedTotalAtObservation: merged.lifetimeTotal)
-            quota.state.observation = quota.state.observation.merging(observation)
-            if configuration.services[service]?.limit == nil, limit > 0 {
-                // Without a stated window, the time to reset (in whole seconds) is the best estimate.
-                let window = windowMillis > 0 ? windowMillis : max(1000, (resetAt - now + 999) / 1000 * 1000)
-                quota.state.policy = AdvertisedPolicy(limit: limit, windowMillis: window)
+        if let primary { record(primary, into: &quota, key: key, merged: merged, now: now) }
+        for dimension in counted {
+            let partKey = key.counting(dimension.name)
+            noteAccount(partKey)
+            var part = local[partKey] ?? LocalQuota()
+            let before = part.state
+            record(dimension, into: &part, key: partKey, merged: mergedView(partKey, now: now), now: now)
+            if before.observation == nil || before.policy != part.state.policy {
+                part.dirty = true
+            } else if before != part.state {
+                part.demandDirty = true
             }
+            local[partKey] = part
+        }
+        for (dimension, delta) in corrections where delta != 0 && dimension != QuotaKey.requests {
+            let partKey = key.counting(dimension)
+            guard var part = local[partKey] else { continue }
+            part.state.consumption.correct(by: delta, now: now)
+            part.dirty = true
+            local[partKey] = part
         }
 
         let policy = servicePolicy(service)
@@ -386,6 +409,29 @@ public struct MeshInstance: Sendable {
         pendingPersist = false
         serveWaiters(now: now, into: &out)
         return (finish(out, now: now), outcome)
+    }
+
+    /// The dimensions counted under keys of their own when an upstream reports them.
+    static let tokenDimensions: Set<String> = ["tokens", "input_tokens", "output_tokens"]
+
+    /// Merges one reported dimension into `quota` (an observation, and the limit it implies when none is
+    /// configured).
+    private func record(
+        _ dimension: RateLimitDimension, into quota: inout LocalQuota, key: QuotaKey, merged: Merged, now: UnixMillis
+    ) {
+        guard let remaining = dimension.remaining else { return }
+        let windowMillis = dimension.windowSeconds.map { $0.saturatingMultiply(1000) } ?? merged.policy?.windowMillis ?? 0
+        let limit = dimension.limit ?? merged.policy?.limit ?? 0
+        let resetAt = dimension.resetAt ?? (merged.window?.resetAt ?? now + max(windowMillis, 1000))
+        let observation = UpstreamObservation(
+            resetAt: resetAt, remaining: max(0, limit > 0 ? min(remaining, limit) : remaining), limit: limit,
+            windowMillis: windowMillis, observedAt: now, consumedTotalAtObservation: merged.lifetimeTotal)
+        quota.state.observation = quota.state.observation.merging(observation)
+        if configuration.services[key.service]?.configuredLimit(key.dimension) == nil, limit > 0 {
+            // Without a stated window, the time to reset (in whole seconds) is the best estimate.
+            let window = windowMillis > 0 ? windowMillis : max(1000, (resetAt - now + 999) / 1000 * 1000)
+            quota.state.policy = AdvertisedPolicy(limit: limit, windowMillis: window)
+        }
     }
 
     // MARK: - Queries

@@ -16,6 +16,7 @@ struct SlotID: Hashable, Sendable {
         case .quota(let key):
             bytes.append(1)
             bytes += Array(key.service.utf8) + [0] + Array(key.account.utf8)
+            if key.dimension != QuotaKey.requests { bytes += [0] + Array(key.dimension.utf8) }
         }
         self.hash = shortHash(bytes)
     }

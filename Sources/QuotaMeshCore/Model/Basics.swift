@@ -4,21 +4,42 @@ import QuotaMeshCrypto
 /// `now` into every call.
 public typealias UnixMillis = Int64
 
-/// What a quota is counted against: an upstream service and one of its accounts (a label, never a
-/// credential).
+/// What a quota is counted against: an upstream service, one of its accounts (a label, never a
+/// credential), and the dimension counted (`requests`, `tokens`, `input_tokens`, `output_tokens`, or an
+/// IETF policy name). Every dimension of an account has its own limit, window and consumption.
 public struct QuotaKey: Hashable, Comparable, Sendable, Codable, CustomStringConvertible {
     /// The longest service or account label accepted, in UTF-8 bytes, so that every record fits a packet.
     public static let maxLabelBytes = 64
+    /// The dimension every call counts in: one request per call unless the cost says otherwise.
+    public static let requests = "requests"
 
     /// The upstream service, e.g. `openai` or `github`.
     public var service: String
     /// The account label within the service; `default` when the service has a single account.
     public var account: String
+    /// What is counted: `requests` (the default), `tokens`, …
+    public var dimension: String
 
     /// Creates a key. Use `isValidLabel` first on input from outside.
-    public init(service: String, account: String = "default") {
+    public init(service: String, account: String = "default", dimension: String = QuotaKey.requests) {
         self.service = service
         self.account = account
+        self.dimension = dimension
+    }
+
+    /// The same service and account, counting `dimension`.
+    public func counting(_ dimension: String) -> QuotaKey {
+        QuotaKey(service: service, account: account, dimension: dimension)
+    }
+
+    enum CodingKeys: String, CodingKey { case service, account, dimension }
+
+    /// Decodes a key; state saved before dimensions existed counts requests.
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        service = try container.decode(String.self, forKey: .service)
+        account = try container.decode(String.self, forKey: .account)
+        dimension = try container.decodeIfPresent(String.self, forKey: .dimension) ?? QuotaKey.requests
     }
 
     /// `true` if `label` is 1–64 bytes of letters, digits, `-`, `_`, `.` or `:`.
@@ -32,10 +53,12 @@ public struct QuotaKey: Hashable, Comparable, Sendable, Codable, CustomStringCon
     }
 
     public static func < (lhs: QuotaKey, rhs: QuotaKey) -> Bool {
-        (lhs.service, lhs.account) < (rhs.service, rhs.account)
+        (lhs.service, lhs.account, lhs.dimension) < (rhs.service, rhs.account, rhs.dimension)
     }
 
-    public var description: String { "\(service)/\(account)" }
+    public var description: String {
+        dimension == QuotaKey.requests ? "\(service)/\(account)" : "\(service)/\(account)/\(dimension)"
+    }
 }
 
 /// How urgent an agent's call is. Higher priorities may dig deeper into the window's limit.

@@ -56,11 +56,15 @@ public struct ServicePolicy: Hashable, Sendable, Codable {
     public var breaker: BreakerPolicy
     /// The burst a node may send ahead of its paced rate, as a fraction of the limit (default 0.1).
     public var burstFraction: Double
+    /// Limits of other dimensions than requests (`tokens`, `input_tokens`, …), each per account, known in
+    /// advance; dimensions the upstream reports in its headers are learned without configuration.
+    public var dimensionLimits: [String: AdvertisedPolicy]
 
     /// Creates a policy.
     public init(
         limit: Int64? = nil, windowMillis: Int64? = nil, reserves: Reserves = .init(),
-        accounts: [String] = ["default"], breaker: BreakerPolicy = .init(), burstFraction: Double = 0.1
+        accounts: [String] = ["default"], breaker: BreakerPolicy = .init(), burstFraction: Double = 0.1,
+        dimensionLimits: [String: AdvertisedPolicy] = [:]
     ) {
         self.limit = limit
         self.windowMillis = windowMillis
@@ -68,6 +72,14 @@ public struct ServicePolicy: Hashable, Sendable, Codable {
         self.accounts = accounts.isEmpty ? ["default"] : accounts
         self.breaker = breaker
         self.burstFraction = burstFraction
+        self.dimensionLimits = dimensionLimits
+    }
+
+    /// The configured limit and window of `dimension`, if both are known in advance.
+    public func configuredLimit(_ dimension: String) -> AdvertisedPolicy? {
+        guard dimension == QuotaKey.requests else { return dimensionLimits[dimension] }
+        guard let limit, let windowMillis else { return nil }
+        return AdvertisedPolicy(limit: limit, windowMillis: windowMillis)
     }
 }
 

@@ -231,7 +231,11 @@ public enum WireFormat {
 
     enum BodyKind: UInt8 {
         case heartbeat = 0
+        /// A quota record counting requests.
         case quota = 1
+        /// A quota record counting another dimension (tokens, …): the dimension's label follows the
+        /// account. A node that predates dimensions drops it as an unknown type and keeps the rest.
+        case dimensionQuota = 2
     }
 
     /// Encodes a record body (the bytes the origin signs).
@@ -241,12 +245,15 @@ public enum WireFormat {
         case .heartbeat:
             writer.write(BodyKind.heartbeat.rawValue)
         case .quota(let key, let state):
-            writer.write(BodyKind.quota.rawValue)
+            let counted = key.dimension != QuotaKey.requests
+            writer.write((counted ? BodyKind.dimensionQuota : BodyKind.quota).rawValue)
             writer.write(shortString: key.service)
             writer.write(shortString: key.account)
+            if counted { writer.write(shortString: key.dimension) }
             writer.write(state.consumption.total)
             writer.write(state.consumption.windowEnd)
             writer.write(state.consumption.windowCount)
+            if counted { writer.write(state.consumption.windowRefund) }
             var flags: UInt8 = 0
             if state.observation != nil { flags |= 1 }
             if state.policy != nil { flags |= 2 }
@@ -282,15 +289,25 @@ public enum WireFormat {
         switch BodyKind(rawValue: kind) {
         case .heartbeat:
             body = .heartbeat
-        case .quota:
+        case .quota, .dimensionQuota:
             let service = try reader.readShortString(field: "service")
             let account = try reader.readShortString(field: "account")
             guard QuotaKey.isValidLabel(service) else { throw .malformed("service") }
             guard QuotaKey.isValidLabel(account) else { throw .malformed("account") }
+            var dimension = QuotaKey.requests
+            if kind == BodyKind.dimensionQuota.rawValue {
+                dimension = try reader.readShortString(field: "dimension")
+                // `requests` has its own kind: one state, one encoding.
+                guard QuotaKey.isValidLabel(dimension), dimension != QuotaKey.requests else { throw .malformed("dimension") }
+            }
             var state = QuotaState()
             state.consumption = ConsumptionEntry(
                 total: try reader.readUInt64(), windowEnd: try reader.readInt64(),
                 windowCount: try reader.readUInt64())
+            if dimension != QuotaKey.requests {
+                state.consumption.windowRefund = try reader.readUInt64()
+                guard state.consumption.windowRefund <= state.consumption.windowCount else { throw .malformed("refund") }
+            }
             let flags = try reader.readUInt8()
             guard flags & ~3 == 0 else { throw .malformed("flags") }
             if flags & 1 != 0 {
@@ -307,7 +324,7 @@ public enum WireFormat {
             if flags & 2 != 0 {
                 state.policy = AdvertisedPolicy(limit: try reader.readInt64(), windowMillis: try reader.readInt64())
             }
-            body = .quota(QuotaKey(service: service, account: account), state)
+            body = .quota(QuotaKey(service: service, account: account, dimension: dimension), state)
         case nil:
             throw .unknownType(kind)
         }

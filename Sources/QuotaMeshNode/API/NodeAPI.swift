@@ -70,7 +70,7 @@ public enum NodeAPI {
             case .failure(let failure): return failure.response
             }
             let decision = await node.acquire(parsed)
-            return await acquireResponse(decision, node: node)
+            return await acquireResponse(decision, request: parsed, node: node)
         }
         router.post("/v1/observe") { request, context in
             let parsed: ObservedResponse
@@ -79,7 +79,8 @@ public enum NodeAPI {
             case .failure(let failure): return failure.response
             }
             let (outcome, report) = await node.observe(
-                service: parsed.service, account: parsed.account, status: parsed.status, headers: parsed.headers)
+                service: parsed.service, account: parsed.account, status: parsed.status, headers: parsed.headers,
+                corrections: parsed.corrections)
             let now = node.now()
             var object: [String: Any] = [
                 "understood": report.understood,
@@ -98,16 +99,19 @@ public enum NodeAPI {
         return router
     }
 
-    static func acquireResponse(_ decision: AcquireDecision, node: MeshNode) async -> Response {
+    static func acquireResponse(_ decision: AcquireDecision, request: AcquireRequest, node: MeshNode) async -> Response {
         let now = node.now()
         var quota: Any = NSNull()
         if let key = decision.key, let view = await node.quotas(service: key.service).first(where: { $0.key == key }) {
             quota = QuotaJSON.object(view, now: now)
         }
         if decision.granted {
+            // What was charged, by dimension: pass it back as `cost` with the call's `usage` to `observe`.
+            var cost: [String: Any] = [QuotaKey.requests: NSNumber(value: request.cost)]
+            for (dimension, amount) in request.costs { cost[dimension] = NSNumber(value: amount) }
             var object: [String: Any] = [
                 "granted": true, "service": decision.key?.service ?? "", "account": decision.key?.account ?? "",
-                "quota": quota,
+                "cost": cost, "quota": quota,
             ]
             if let detail = decision.detail { object["detail"] = detail }
             return json(.ok, object)

@@ -9,14 +9,20 @@ public enum QuotaJSON {
         for priority in Priority.allCases {
             nextAvailable[priority.rawValue] = seconds(view.nextAvailableMillis[priority] ?? 0)
         }
+        // The top level describes the tightest dimension (requests when it is the only one).
+        let tightest = view.tightest ?? DimensionView(
+            name: QuotaKey.requests, limit: view.limit, windowMillis: view.windowMillis, remaining: view.remaining,
+            resetAt: view.resetAt, consumedGlobal: view.consumedGlobal, consumedLocal: view.consumedLocal)
         var object: [String: Any] = [
             "service": view.key.service,
             "account": view.key.account,
-            "limit": view.limit.map { NSNumber(value: $0) } ?? NSNull(),
-            "window_s": view.windowMillis.map { seconds($0) } ?? NSNull(),
-            "remaining": view.remaining.map { NSNumber(value: $0) } ?? NSNull(),
-            "reset_at": view.resetAt.map { NSNumber(value: ceilSeconds($0)) } ?? NSNull(),
-            "reset_at_ms": view.resetAt.map { NSNumber(value: $0) } ?? NSNull(),
+            "dimension": tightest.name,
+            "limit": tightest.limit.map { NSNumber(value: $0) } ?? NSNull(),
+            "window_s": tightest.windowMillis.map { seconds($0) } ?? NSNull(),
+            "remaining": tightest.remaining.map { NSNumber(value: $0) } ?? NSNull(),
+            "reset_at": tightest.resetAt.map { NSNumber(value: ceilSeconds($0)) } ?? NSNull(),
+            "reset_at_ms": tightest.resetAt.map { NSNumber(value: $0) } ?? NSNull(),
+            "limits": view.dimensions.map { QuotaJSON.object($0) } as [Any],
             "next_available": nextAvailable,
             "consumed": ["global": NSNumber(value: view.consumedGlobal), "local": NSNumber(value: view.consumedLocal)],
             "breaker": [
@@ -37,6 +43,18 @@ public enum QuotaJSON {
             object["observed"] = NSNull()
         }
         return object
+    }
+
+    /// One entry of Q's `limits`: a dimension's own limit, remaining, reset and consumption.
+    public static func object(_ dimension: DimensionView) -> [String: Any] {
+        [
+            "name": dimension.name,
+            "limit": dimension.limit.map { NSNumber(value: $0) } ?? NSNull(),
+            "remaining": dimension.remaining.map { NSNumber(value: $0) } ?? NSNull(),
+            "reset_at": dimension.resetAt.map { NSNumber(value: ceilSeconds($0)) } ?? NSNull(),
+            "window_s": dimension.windowMillis.map { seconds($0) } ?? NSNull(),
+            "consumed": ["global": NSNumber(value: dimension.consumedGlobal), "local": NSNumber(value: dimension.consumedLocal)],
+        ]
     }
 
     /// A peer entry.

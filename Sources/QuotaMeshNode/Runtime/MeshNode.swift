@@ -135,12 +135,13 @@ public actor MeshNode {
 
     /// Reports an upstream response.
     public func observe(
-        service: String, account: String?, status: Int, headers: [(name: String, value: String)]
+        service: String, account: String?, status: Int, headers: [(name: String, value: String)],
+        corrections: [String: Int64] = [:]
     ) -> (outcome: MeshInstance.ObserveOutcome, report: RateLimitReport) {
         let now = clock()
         let report = RateLimitHeaderParser.parse(headers: headers, status: status, now: now)
         let (directives, outcome) = instance.observe(
-            service: service, account: account, status: status, report: report, now: now)
+            service: service, account: account, status: status, report: report, corrections: corrections, now: now)
         apply(directives)
         return (outcome, report)
     }

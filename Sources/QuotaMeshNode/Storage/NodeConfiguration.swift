@@ -244,6 +244,23 @@ struct ObjectReader {
             try reader.rejectUnknownKeys()
         }
         if let burst = try fraction("burst") { policy.burstFraction = burst }
+        if let limits = try object("limits") {
+            // Other dimensions, each per account: {"tokens": {"limit": 90000, "window": "1m"}, …}.
+            for name in limits.keys.sorted() {
+                guard QuotaKey.isValidLabel(name), name != QuotaKey.requests else {
+                    throw error("limits", "`\(name)`: dimension names are labels such as tokens; requests take `limit` and `window`")
+                }
+                var reader = ObjectReader(object: limits[name] as? [String: Any] ?? [:], path: path + "limits.\(name).", source: source)
+                guard limits[name] is [String: Any],
+                    let limit = try reader.integer("limit", range: 1...1_000_000_000_000),
+                    let window = try reader.duration("window", range: 1...(366 * 86_400_000))
+                else {
+                    throw error("limits", "`\(name)` needs an object with `limit` and `window`, e.g. {\"limit\": 90000, \"window\": \"1m\"}")
+                }
+                try reader.rejectUnknownKeys()
+                policy.dimensionLimits[name] = AdvertisedPolicy(limit: limit, windowMillis: window)
+            }
+        }
         return policy
     }
 
