@@ -219,3 +219,56 @@ import QuotaMeshCrypto
         #expect(wake >= mesh.now + 100, "wakes \(wake - mesh.now) ms later")
     }
 }
+
+/// Token budgets beside request budgets: every dimension gossiped under its own key, costs granted all or
+/// none, refunds merged like admissions.
+@Suite struct DimensionTests {
+    static let services = [
+        "llm": ServicePolicy(
+            limit: 100, windowMillis: 3_600_000, burstFraction: 1,
+            dimensionLimits: ["tokens": AdvertisedPolicy(limit: 10_000, windowMillis: 3_600_000)])
+    ]
+
+    func tokens(_ mesh: TestMesh, _ index: Int) -> DimensionView? {
+        mesh.view(index, "llm")?.dimensions.first { $0.name == "tokens" }
+    }
+
+    @Test func tokenConsumptionAndRefundsReachEveryNode() {
+        var mesh = TestMesh(count: 3, services: Self.services)
+        mesh.run(for: 3_000)
+        let granted = mesh.acquire(0, AcquireRequest(service: "llm", priority: .urgent, costs: ["tokens": 6_000]))
+        #expect(granted?.granted == true)
+        mesh.run(for: 3_000)
+        #expect(tokens(mesh, 2)?.consumedGlobal == 6_000)
+        #expect(tokens(mesh, 2)?.remaining == 4_000)
+        #expect(mesh.view(2, "llm")?.consumedGlobal == 1, "one request")
+
+        // The call used 1,000 tokens of the 6,000 reserved: the refund reaches the others.
+        let result = mesh.nodes[0].observe(
+            service: "llm", account: nil, status: 200, report: RateLimitReport(), corrections: ["tokens": -5_000],
+            now: mesh.now)
+        mesh.apply(result.directives, from: 0)
+        mesh.run(for: 3_000)
+        for index in 0..<3 { #expect(tokens(mesh, index)?.remaining == 9_000, "node \(index)") }
+    }
+
+    @Test func aCostOverAnyDimensionIsDeniedAndNothingIsCharged() {
+        var mesh = TestMesh(count: 1, services: Self.services)
+        mesh.run(for: 1_000)
+        let denied = mesh.acquire(0, AcquireRequest(service: "llm", priority: .urgent, costs: ["tokens": 10_001]))
+        #expect(denied?.granted == false)
+        #expect(denied?.detail == "tokens_cost_exceeds_limit")
+        let over = mesh.acquire(0, AcquireRequest(service: "llm", priority: .urgent, costs: ["tokens": 9_000]))
+        #expect(over?.granted == true)
+        let second = mesh.acquire(0, AcquireRequest(service: "llm", priority: .urgent, costs: ["tokens": 2_000]))
+        #expect(second?.granted == false)
+        #expect(second?.detail == "tokens_window")
+        // The denied calls charged neither dimension.
+        #expect(mesh.view(0, "llm")?.consumedLocal == 1)
+        #expect(tokens(mesh, 0)?.consumedLocal == 9_000)
+        // A dimension with no known limit is not enforced (and not invented).
+        let unknown = mesh.acquire(0, AcquireRequest(service: "llm", priority: .urgent, costs: ["images": 5]))
+        #expect(unknown?.granted == true)
+        #expect(mesh.view(0, "llm")?.dimensions.map(\.name) == ["requests", "tokens"])
+    }
+}

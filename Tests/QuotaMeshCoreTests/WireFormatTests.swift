@@ -21,10 +21,37 @@ import QuotaMeshCrypto
             .heartbeat,
             .quota(QuotaKey(service: "openai", account: "team-a"), sampleState()),
             .quota(QuotaKey(service: "github"), QuotaState()),
+            .quota(QuotaKey(service: "openai", account: "team-a", dimension: "tokens"), refunded(sampleState(), by: 3)),
         ]
         for body in bodies {
             #expect(try WireFormat.decode(body: WireFormat.encode(body: body)) == body)
         }
+    }
+
+    func refunded(_ state: QuotaState, by refund: UInt64) -> QuotaState {
+        var state = state
+        state.consumption.windowRefund = refund
+        return state
+    }
+
+    @Test func dimensionRecordsHaveTheirOwnKindAndSlot() throws {
+        let requests = QuotaKey(service: "openai")
+        let tokens = requests.counting("tokens")
+        let plain = WireFormat.encode(body: .quota(requests, sampleState()))
+        let counted = WireFormat.encode(body: .quota(tokens, sampleState()))
+        // Requests keep the original encoding (older nodes read it); other dimensions have a kind of their own.
+        #expect(plain.first == 1)
+        #expect(counted.first == 2)
+        #expect(RecordBody.quota(tokens, sampleState()).slot != RecordBody.quota(requests, sampleState()).slot)
+        // A refund larger than what was counted, and `requests` spelled as a dimension, are malformed.
+        #expect(throws: DecodeError.self) {
+            try WireFormat.decode(body: WireFormat.encode(body: .quota(tokens, refunded(sampleState(), by: 8))))
+        }
+        let dimensionStart = 1 + 7 + 8  // kind, "openai", "default"
+        #expect(Array(counted[dimensionStart..<(dimensionStart + 7)]) == [6] + Array("tokens".utf8))
+        var requestsAsDimension = Array(counted[..<dimensionStart]) + [8] + Array("requests".utf8)
+        requestsAsDimension += counted[(dimensionStart + 7)...]
+        #expect(throws: DecodeError.self) { try WireFormat.decode(body: requestsAsDimension) }
     }
 
     @Test func recordsPacketRoundTripsWithValidSignatures() throws {
