@@ -111,6 +111,13 @@ final class ChildProcess: @unchecked Sendable {
         _ = waitForExitBlocking(timeout: .seconds(10))
     }
 
+    /// Kills the child that ran past `timeout` and says so, with the end of its output.
+    func overran(_ timeout: Duration) -> TestFailure {
+        killAndWait()
+        let command = ([process.executableURL?.path ?? "?"] + (process.arguments ?? [])).joined(separator: " ")
+        return TestFailure("`\(command)` did not finish within \(timeout): \(output.suffix(2000))")
+    }
+
     deinit {
         if let outputPath, outputPath.contains("quotamesh-child-") { try? FileManager.default.removeItem(atPath: outputPath) }
     }
@@ -128,9 +135,17 @@ func runToCompletion(
 ) throws -> (status: Int32, output: String) {
     let child = try ChildProcess(executable, arguments, in: directory, output: output)
     try child.run()
-    guard child.waitForExitBlocking(timeout: timeout) else {
-        child.killAndWait()
-        throw TestFailure("`\(([executable] + arguments).joined(separator: " "))` did not finish within \(timeout): \(child.output.suffix(2000))")
-    }
+    guard child.waitForExitBlocking(timeout: timeout) else { throw child.overran(timeout) }
+    return (child.status ?? -1, child.output)
+}
+
+/// Runs `executable` to completion without blocking a thread while it runs: for long commands, which
+/// would otherwise hold one of the few threads every test shares.
+func runWithoutBlocking(
+    _ executable: String, _ arguments: [String], in directory: String? = nil, timeout: Duration
+) async throws -> (status: Int32, output: String) {
+    let child = try ChildProcess(executable, arguments, in: directory, output: .capture)
+    try child.run()
+    guard await child.waitForExit(timeout: timeout) else { throw child.overran(timeout) }
     return (child.status ?? -1, child.output)
 }

@@ -3,9 +3,10 @@ import Testing
 
 /// `quotamesh demo` end to end, in its short mode: real embedded nodes, real UDP and HTTP on loopback.
 @Suite(.serialized, .timeLimit(.minutes(5))) struct DemoTests {
-    @Test func theShortDemoRunsAgreesAndCleansUp() throws {
+    @Test func theShortDemoRunsAgreesAndCleansUp() async throws {
         let root = makeRoot()
-        let run = try runCLI(
+        let run = try await runWithoutBlocking(
+            try quotameshBinary(),
             ["demo", "--nodes", "3", "--seconds", "8", "--limit", "60", "--window", "10", "--demand", "2", "--json"],
             in: root, timeout: .seconds(120))
         #expect(run.status == 0, "\(run.output)")

@@ -36,7 +36,8 @@ import FoundationNetworking
         #expect(!a.apiAddress.hasSuffix(":0"))
         #expect(!a.gossipAddress.hasSuffix(":0"))
         let (health, _) = try await URLSession.shared.data(from: URL(string: "http://\(a.apiAddress)/healthz")!)
-        #expect(String(decoding: health, as: UTF8.self).contains(a.publicKey))
+        let healthJSON = try JSONSerialization.jsonObject(with: health) as? [String: Any]
+        #expect(healthJSON?["identity"] as? String == a.publicKey)
 
         // Each trusts the other, as `quotamesh peer add` would write it.
         for (node, other, name) in [(a, b, "b"), (b, a, "a")] {

@@ -97,7 +97,11 @@ func temporaryDirectory() -> String {
     @Test func configurationParsesServicesAndNamesBadKeys() throws {
         let good: [String: Any] = [
             "gossip": "127.0.0.1:7000", "gossip_interval": "100ms", "fanout": 4,
-            "services": ["openai": ["limit": 500, "window": "1m", "accounts": ["a", "b"], "reserves": ["low": 0.6, "normal": 0.2], "breaker": ["failure_threshold": 3, "open": "10s"]]],
+            "services": ["openai": [
+                "limit": 500, "window": "1m", "accounts": ["a", "b"], "reserves": ["low": 0.6, "normal": 0.2],
+                "breaker": ["failure_threshold": 3, "open": "10s"],
+                "limits": ["tokens": ["limit": 90_000, "window": "1m"]], "scopes": ["org": ["a", "b"]],
+            ]],
         ]
         let config = try NodeConfiguration.parse(good, source: "test.json")
         #expect(config.gossip == Endpoint(host: "127.0.0.1", port: 7000))
@@ -110,6 +114,9 @@ func temporaryDirectory() -> String {
         #expect(openai?.reserves.low == 0.6)
         #expect(openai?.breaker.failureThreshold == 3)
         #expect(openai?.breaker.openMillis == 10_000)
+        #expect(openai?.dimensionLimits["tokens"] == AdvertisedPolicy(limit: 90_000, windowMillis: 60_000))
+        #expect(openai?.scopes == ["org": ["a", "b"]])
+        #expect(openai?.scopeAccount(of: "b") == "scope:org")
 
         let cases: [([String: Any], String)] = [
             (["services": ["openai": ["limit": -1, "window": "1m"]]], "services.openai.limit"),
@@ -117,6 +124,12 @@ func temporaryDirectory() -> String {
             (["services": ["openai": ["limit": 5, "window": "soon"]]], "services.openai.window"),
             (["services": ["openai": ["limit": 5, "window": "1m", "reserves": ["low": 2]]]], "services.openai.reserves.low"),
             (["services": ["openai": ["limits": 5]]], "services.openai.limits"),
+            (["services": ["openai": ["limits": ["tokens": ["limit": 5]]]]], "services.openai.limits"),
+            (["services": ["openai": ["limits": ["requests": ["limit": 5, "window": "1m"]]]]], "services.openai.limits"),
+            (["services": ["openai": ["limits": ["tokens": ["limit": 5, "window": "1m", "colour": 1]]]]],
+             "services.openai.limits.tokens.colour"),
+            (["services": ["openai": ["accounts": ["a"], "scopes": ["org": ["z"]]]]], "services.openai.scopes"),
+            (["services": ["openai": ["accounts": ["a", "b"], "scopes": ["x": ["a"], "y": ["a", "b"]]]]], "services.openai.scopes"),
             (["fanout": 0], "fanout"),
             (["gossip": "nowhere"], "gossip"),
             (["colour": "blue"], "colour"),

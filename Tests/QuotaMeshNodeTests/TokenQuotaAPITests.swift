@@ -122,4 +122,46 @@ import Testing
             #expect(accounts.allSatisfy { ($0["limits"] as? [[String: Any]])?.first?["name"] as? String == "requests" })
         }
     }
+
+    @Test func accountsOfOneScopeShareItsLimitAndItsBreaker() async throws {
+        let policy = ServicePolicy(
+            limit: 2, windowMillis: 3_600_000, accounts: ["a", "b", "c"], burstFraction: 1, scopes: ["org": ["a", "b"]])
+        let node = try await api.makeNode(services: ["github": policy])
+        let app = Application(router: NodeAPI.buildRouter(node: node))
+        try await app.test(.router) { client in
+            let acquire = #"{"service":"github","priority":"urgent"}"#
+            // Three accounts of 2 calls each, but a and b are one organization's: 4 calls, not 6.
+            var used: [String] = []
+            for _ in 0..<4 {
+                let (status, granted, _) = try await api.post(client, "/v1/acquire", acquire)
+                #expect(status == 200)
+                used.append(granted["account"] as? String ?? "")
+            }
+            #expect(used.filter { $0 == "c" }.count == 2, "\(used)")
+            let (denied, denial, _) = try await api.post(client, "/v1/acquire", acquire)
+            #expect(denied == 429, "\(denial)")
+            let (_, quota) = try await api.get(client, "/v1/quota/github")
+            let scopes = quota["scopes"] as? [[String: Any]] ?? []
+            #expect(scopes.first?["scope"] as? String == "org")
+            #expect((scopes.first?["consumed"] as? [String: Any])?["global"] as? Int == 2)
+            #expect(scopes.first?["remaining"] as? Int == 0)
+        }
+    }
+
+    @Test func a429OnOneAccountOfAScopeHoldsBackTheWholeScope() async throws {
+        let policy = ServicePolicy(
+            limit: 100, windowMillis: 3_600_000, accounts: ["a", "b", "c"], burstFraction: 1, scopes: ["org": ["a", "b"]])
+        let node = try await api.makeNode(services: ["github": policy])
+        let app = Application(router: NodeAPI.buildRouter(node: node))
+        try await app.test(.router) { client in
+            let (_, observed, _) = try await api.post(
+                client, "/v1/observe", #"{"service":"github","account":"a","status":429,"headers":{"retry-after":"60"}}"#)
+            #expect(observed["breaker_opened"] as? Bool == true)
+            for _ in 0..<3 {
+                let (status, granted, _) = try await api.post(client, "/v1/acquire", #"{"service":"github","priority":"urgent"}"#)
+                #expect(status == 200)
+                #expect(granted["account"] as? String == "c", "b is limited with a: \(granted)")
+            }
+        }
+    }
 }

@@ -3,10 +3,18 @@ import QuotaMeshCrypto
 extension MeshInstance {
     // MARK: - Merged state
 
+    /// The accounts calls rotate across (scopes, counted under keys of their own, are not among them).
     func accounts(of service: String) -> [String] {
         var names = accountsByService[service] ?? []
         for account in configuration.services[service]?.accounts ?? [] { names.insert(account) }
-        return names.sorted()
+        return names.filter { !$0.hasPrefix(ServicePolicy.scopePrefix) }.sorted()
+    }
+
+    /// The scope keys of a service (requests), for the API's `scopes`.
+    func scopeKeys(of service: String) -> [QuotaKey] {
+        (configuration.services[service]?.scopes.keys.sorted() ?? []).map {
+            QuotaKey(service: service, account: ServicePolicy.scopePrefix + $0)
+        }
     }
 
     /// The dimensions counted for `service`: requests first, then the others by name.
@@ -129,19 +137,29 @@ extension MeshInstance {
         for account in accounts(of: request.service) {
             let key = QuotaKey(service: request.service, account: account)
             var assessment = assess(key, request: request, now: now)
-            // Every other dimension the call costs, and whose limit is known, must grant too.
+            // Every other dimension the call costs, and whose limit is known, must grant too; so must the
+            // account's scope, in every dimension, when the provider limits it with other accounts.
             var parts: [(QuotaKey, AcquireRequest, Assessment)] = []
+            var checks: [(QuotaKey, AcquireRequest)] = []
+            for (dimension, amount) in request.costs.sorted(by: { $0.key < $1.key })
+            where amount > 0 && dimension != QuotaKey.requests && counted.contains(dimension) {
+                var part = request
+                part.cost = amount
+                checks.append((key.counting(dimension), part))
+            }
+            if let scope = servicePolicy(request.service).scopeAccount(of: account) {
+                let scoped = QuotaKey(service: key.service, account: scope)
+                checks += [(scoped, request)] + checks.map { (scoped.counting($0.0.dimension), $0.1) }
+            }
             if assessment.decision.granted {
-                for (dimension, amount) in request.costs.sorted(by: { $0.key < $1.key })
-                where amount > 0 && dimension != QuotaKey.requests && counted.contains(dimension) {
-                    var part = request
-                    part.cost = amount
-                    let partKey = key.counting(dimension)
+                for (partKey, part) in checks {
                     let partAssessment = assess(partKey, request: part, now: now)
                     guard partAssessment.decision.granted else {
                         var decision = partAssessment.decision
                         decision.key = key
-                        decision.detail = "\(dimension)_\(decision.detail ?? "exhausted")"
+                        let scope = partKey.account.hasPrefix(ServicePolicy.scopePrefix) ? "scope_" : ""
+                        let dimension = partKey.dimension == QuotaKey.requests ? "" : "\(partKey.dimension)_"
+                        decision.detail = scope + dimension + (decision.detail ?? "exhausted")
                         assessment = Assessment(decision: decision, headroom: 0, rate: 0, resetAt: assessment.resetAt)
                         parts = []
                         break
@@ -387,7 +405,9 @@ extension MeshInstance {
     mutating func noteDemand(_ request: AcquireRequest) {
         guard isKnown(service: request.service) else { return }
         let counted = Set(dimensions(of: request.service))
-        for account in accounts(of: request.service) {
+        let policy = servicePolicy(request.service)
+        let scopes = Set(accounts(of: request.service).compactMap { policy.scopeAccount(of: $0) })
+        for account in accounts(of: request.service) + scopes.sorted() {
             let key = QuotaKey(service: request.service, account: account)
             var quota = local[key] ?? LocalQuota()
             quota.requested[request.priority] += Double(max(0, request.cost))

@@ -108,7 +108,7 @@ public struct MeshInstance: Sendable {
             for dimension in policy.dimensionLimits.keys where dimension != QuotaKey.requests {
                 dimensionsByService[service, default: []].insert(dimension)
             }
-            for account in policy.accounts {
+            for account in policy.accounts + policy.scopes.keys.sorted().map({ ServicePolicy.scopePrefix + $0 }) {
                 let key = QuotaKey(service: service, account: account)
                 noteAccount(key)
                 if local[key] == nil {
@@ -405,10 +405,27 @@ public struct MeshInstance: Sendable {
             quota.demandDirty = true
         }
         local[key] = quota
+        // What the upstream says about an account of a scope holds for the scope: its limits, and a 429
+        // that must hold back every account the provider counts together.
+        if let scope = servicePolicy(service).scopeAccount(of: key.account) {
+            let scoped = observe(
+                service: service, account: scope, status: status, report: report, corrections: corrections, now: now)
+            out += scoped.directives.filter { directive in
+                switch directive {
+                case .wake, .persist: false  // this call's own come last
+                default: true
+                }
+            }
+        }
         out.append(.persist(persistedState()))
         pendingPersist = false
         serveWaiters(now: now, into: &out)
         return (finish(out, now: now), outcome)
+    }
+
+    /// The merged views of a service's scopes (accounts the provider limits together).
+    public func scopeQuotas(service: String, now: UnixMillis) -> [QuotaView] {
+        scopeKeys(of: service).map { view(of: $0, now: now) }
     }
 
     /// The dimensions counted under keys of their own when an upstream reports them.

@@ -60,12 +60,21 @@ public struct ServicePolicy: Hashable, Sendable, Codable {
     /// advance; dimensions the upstream reports in its headers are learned without configuration.
     public var dimensionLimits: [String: AdvertisedPolicy]
 
+    /// Accounts the provider limits together (one organization's keys), by scope name. Every call on an
+    /// account of a scope also counts against the scope, which has the service's limits too, so rotating
+    /// across its accounts does not pretend to add capacity; a 429 on one of them holds back all of them.
+    public var scopes: [String: [String]]
+
+    /// The prefix of the quota-key account label a scope is counted under.
+    public static let scopePrefix = "scope:"
+
     /// Creates a policy.
     public init(
         limit: Int64? = nil, windowMillis: Int64? = nil, reserves: Reserves = .init(),
         accounts: [String] = ["default"], breaker: BreakerPolicy = .init(), burstFraction: Double = 0.1,
-        dimensionLimits: [String: AdvertisedPolicy] = [:]
+        dimensionLimits: [String: AdvertisedPolicy] = [:], scopes: [String: [String]] = [:]
     ) {
+        self.scopes = scopes
         self.limit = limit
         self.windowMillis = windowMillis
         self.reserves = reserves
@@ -73,6 +82,11 @@ public struct ServicePolicy: Hashable, Sendable, Codable {
         self.breaker = breaker
         self.burstFraction = burstFraction
         self.dimensionLimits = dimensionLimits
+    }
+
+    /// The account label the scope of `account` is counted under, if the account is in a scope.
+    public func scopeAccount(of account: String) -> String? {
+        scopes.first { $0.value.contains(account) }.map { Self.scopePrefix + $0.key }
     }
 
     /// The configured limit and window of `dimension`, if both are known in advance.

@@ -61,6 +61,14 @@ public enum NodeAPI {
             }
             var object = QuotaJSON.object(first, now: now)
             object["accounts"] = views.map { QuotaJSON.object($0, now: now) }
+            let scopes = await node.scopeQuotas(service: service)
+            if !scopes.isEmpty {
+                object["scopes"] = scopes.map { view in
+                    var entry = QuotaJSON.object(view, now: now)
+                    entry["scope"] = String(view.key.account.dropFirst(ServicePolicy.scopePrefix.count))
+                    return entry
+                }
+            }
             return json(.ok, object)
         }
         router.post("/v1/acquire") { request, context in

@@ -146,6 +146,9 @@ public actor MeshNode {
         return (outcome, report)
     }
 
+    /// The merged views of a service's scopes (accounts the provider limits together).
+    public func scopeQuotas(service: String) -> [QuotaView] { instance.scopeQuotas(service: service, now: clock()) }
+
     /// The merged view of every key.
     public func quotas() -> [QuotaView] { instance.quotas(now: clock()) }
 

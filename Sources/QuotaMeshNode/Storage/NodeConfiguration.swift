@@ -244,6 +244,28 @@ struct ObjectReader {
             try reader.rejectUnknownKeys()
         }
         if let burst = try fraction("burst") { policy.burstFraction = burst }
+        if let scopes = try object("scopes") {
+            // Accounts the provider limits together: {"org-1": ["team-a", "team-b"]}.
+            var seen: [String: String] = [:]
+            for name in scopes.keys.sorted() {
+                guard QuotaKey.isValidLabel(ServicePolicy.scopePrefix + name) else {
+                    throw error("scopes", "`\(name)`: scope names are labels of letters, digits, '-', '_', '.'")
+                }
+                guard let members = scopes[name] as? [String], members.count >= 1 else {
+                    throw error("scopes", "`\(name)` must be a list of account labels")
+                }
+                for member in members {
+                    guard policy.accounts.contains(member) else {
+                        throw error("scopes", "`\(name)` names `\(member)`, which is not in `accounts`")
+                    }
+                    if let other = seen[member] {
+                        throw error("scopes", "`\(member)` is in both `\(other)` and `\(name)`: an account has one scope")
+                    }
+                    seen[member] = name
+                }
+                policy.scopes[name] = members
+            }
+        }
         if let limits = try object("limits") {
             // Other dimensions, each per account: {"tokens": {"limit": 90000, "window": "1m"}, …}.
             for name in limits.keys.sorted() {
