@@ -128,22 +128,39 @@ public struct QuotaMeshClient: Sendable {
     ///   - priority: the call's priority.
     ///   - cost: the call's cost in requests.
     ///   - wait: how long the node may hold the request for a turn (at most 600 s).
-    public func acquire(service: String, priority: Priority = .normal, cost: Int = 1, wait: Duration = .zero)
-        async throws -> Decision
-    {
-        let body: [String: Any] = [
+    ///   - costs: what the call costs in other dimensions, e.g. `["tokens": 1800]`; every dimension with a
+    ///     known limit must grant, or nothing is charged.
+    public func acquire(
+        service: String, priority: Priority = .normal, cost: Int = 1, costs: [String: Int] = [:], wait: Duration = .zero
+    ) async throws -> Decision {
+        var body: [String: Any] = [
             "service": service, "priority": priority.rawValue, "cost": cost,
             "wait_ms": Int(wait.components.seconds * 1000 + wait.components.attoseconds / 1_000_000_000_000_000),
         ]
+        if !costs.isEmpty { body["cost"] = costs.merging(["requests": cost]) { own, _ in own } }
         let (status, data) = try await send("POST", "/v1/acquire", body: body)
         guard status == 200 || status == 429 else { throw failure(status, data) }
         return try JSONDecoder().decode(Decision.self, from: data)
     }
 
     /// Reports an upstream response, so that its rate-limit headers and any 429 reach every node.
-    public func observe(service: String, account: String? = nil, status: Int, headers: [String: String]) async throws {
+    /// - Parameters:
+    ///   - service: the upstream service.
+    ///   - account: the account the grant named.
+    ///   - status: the upstream's HTTP status.
+    ///   - headers: the upstream's response headers.
+    ///   - usage: what the call really used by dimension (e.g. `["tokens": 1234]` from the response body),
+    ///     with `costs` the acquire reserved: the difference is refunded (or charged).
+    public func observe(
+        service: String, account: String? = nil, status: Int, headers: [String: String], usage: [String: Int] = [:],
+        costs: [String: Int] = [:]
+    ) async throws {
         var body: [String: Any] = ["service": service, "status": status, "headers": headers]
         if let account { body["account"] = account }
+        if !usage.isEmpty {
+            body["usage"] = usage
+            if !costs.isEmpty { body["cost"] = costs }
+        }
         let (code, data) = try await send("POST", "/v1/observe", body: body)
         guard code == 200 else { throw failure(code, data) }
     }

@@ -8,7 +8,7 @@ struct QuotaMeshCommand: AsyncParsableCommand {
         abstract: "Share API quota between AI agents: signed gossip, CRDT merge, local enforcement.",
         subcommands: [
             Run.self, Keygen.self, Identity.self, Peer.self, Quota.self, Acquire.self, Observe.self, Simulate.self,
-            DemoCommand.self,
+            DemoCommand.self, Fingerprint.self,
         ])
 }
 

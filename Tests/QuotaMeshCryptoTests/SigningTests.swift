@@ -67,3 +67,20 @@ import Testing
         #expect(shortHash([1, 2, 3]) != shortHash([1, 2, 4]))
     }
 }
+
+/// Account labels derived from API keys with a keyed hash.
+@Suite struct AccountFingerprintTests {
+    @Test func labelsAreStableKeyedAndValidLabels() throws {
+        let salt = [UInt8](repeating: 7, count: 32)
+        let secret = Array("sk-live-abc".utf8)
+        let label = try AccountFingerprint.label(secret: secret, salt: salt)
+        #expect(label == (try AccountFingerprint.label(secret: secret, salt: salt)))
+        #expect(label.hasPrefix("fp-") && label.count == 3 + 32)
+        #expect(label.dropFirst(3).allSatisfy { $0.isHexDigit && !$0.isUppercase })
+        #expect(label != (try AccountFingerprint.label(secret: secret, salt: [UInt8](repeating: 8, count: 32))))
+        #expect(label != (try AccountFingerprint.label(secret: Array("sk-live-abd".utf8), salt: salt)))
+        #expect(!label.contains("sk-live"))
+        #expect(throws: CryptoError.self) { try AccountFingerprint.label(secret: secret, salt: [1, 2, 3]) }
+        #expect(throws: CryptoError.self) { try AccountFingerprint.label(secret: secret, salt: [UInt8](repeating: 0, count: 65)) }
+    }
+}

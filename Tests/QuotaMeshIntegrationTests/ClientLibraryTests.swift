@@ -9,7 +9,10 @@ import FoundationNetworking
 @Suite(.serialized, .timeLimit(.minutes(5))) struct ClientLibraryTests {
     @Test func acquireObserveAndQuotaThroughTheClient() async throws {
         let node = try NodeProcess(name: "client", root: makeRoot())
-        try node.writeConfig(#"{"services": {"api": {"limit": 2, "window": "10m", "burst": 1}}}"#)
+        try node.writeConfig(#"""
+            {"services": {"api": {"limit": 2, "window": "10m", "burst": 1},
+                          "llm": {"limit": 100, "window": "10m", "burst": 1, "limits": {"tokens": {"limit": 5000, "window": "10m"}}}}}
+            """#)
         try node.start()
         defer { node.kill(signal: SIGTERM) }
         try await node.waitForAPI()
@@ -37,6 +40,15 @@ import FoundationNetworking
         #expect(!denied.granted)
         #expect(denied.reason == "breaker_open")
         #expect((25_000...30_000).contains(denied.retryAfterMillis ?? 0))
+
+        // Token budgets: a cost by dimension, and the usage reported back refunds what was not used.
+        let tokens = QuotaMeshClient(endpoint: URL(string: "http://\(node.api)"))
+        let grant = try await tokens.acquire(service: "llm", priority: .urgent, costs: ["tokens": 3000])
+        #expect(grant.granted, "\(grant)")
+        #expect(try await tokens.acquire(service: "llm", priority: .urgent, costs: ["tokens": 3000]).granted == false)
+        try await tokens.observe(
+            service: "llm", account: grant.account, status: 200, headers: [:], usage: ["tokens": 500], costs: ["tokens": 3000])
+        #expect(try await tokens.acquire(service: "llm", priority: .urgent, costs: ["tokens": 3000]).granted)
 
         // Bad input is an error with the node's message, not a decision.
         await #expect(throws: QuotaMeshClient.Failure.self) { try await client.acquire(service: "not a label") }

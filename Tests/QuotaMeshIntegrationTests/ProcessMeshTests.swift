@@ -122,3 +122,29 @@ import Glibc
         #expect(unreachable.output.contains("cannot reach"))
     }
 }
+
+/// `quotamesh fingerprint` computes the label any language can: Python's hashlib gives the same.
+@Suite(.timeLimit(.minutes(2))) struct FingerprintCommandTests {
+    static let python = ["/usr/bin/python3", "/usr/local/bin/python3"].first { FileManager.default.isExecutableFile(atPath: $0) }
+
+    @Test(.enabled(if: python != nil, "needs python3 to cross-check"))
+    func theLabelMatchesPythonsBlake2b() throws {
+        let root = makeRoot()
+        let salt = root + "/salt"
+        try Data((0..<32).map { UInt8(truncatingIfNeeded: $0 &* 37 &+ 11) }).write(to: URL(fileURLWithPath: salt))
+        try "sk-test-key-123\n".write(toFile: root + "/key", atomically: true, encoding: .utf8)
+        let ours = try runToCompletion(
+            "/bin/sh", ["-c", "\"$0\" fingerprint --salt-file salt < key", try quotameshBinary()], in: root)
+        #expect(ours.status == 0, "\(ours.output)")
+        let theirs = try runToCompletion(
+            Self.python ?? "python3",
+            ["-c", "import hashlib; print('fp-' + hashlib.blake2b(b'sk-test-key-123', key=open('salt','rb').read(), digest_size=16).hexdigest())"],
+            in: root)
+        #expect(theirs.status == 0, "\(theirs.output)")
+        #expect(ours.output == theirs.output)
+        try Data([1, 2, 3, 4, 5, 6, 7, 8]).write(to: URL(fileURLWithPath: root + "/short"))
+        let short = try runCLI(["fingerprint", "--salt-file", "short"], in: root)
+        #expect(short.status == 64)
+        #expect(short.output.contains("the salt must be 16 to 64 bytes"))
+    }
+}

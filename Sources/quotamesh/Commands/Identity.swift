@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import QuotaMeshCrypto
 import QuotaMeshNode
 
 /// `quotamesh keygen`: creates the node's Ed25519 identity.
@@ -55,5 +56,45 @@ struct Identity: AsyncParsableCommand {
         let host = ProcessInfo.processInfo.hostName.split(separator: ".").first.map(String.init) ?? "node"
         let cleaned = host.filter { $0.isLetter || $0.isNumber || $0 == "-" || $0 == "_" }
         return cleaned.isEmpty ? "node" : String(cleaned.prefix(64))
+    }
+}
+
+/// `quotamesh fingerprint`: an account label for an API key, computed locally with a keyed hash.
+struct Fingerprint: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Print a stable account label for an API key read from standard input; the key never leaves this process.",
+        discussion: """
+            The label is fp- and 32 hex digits: BLAKE2b (libsodium crypto_generichash, 16-byte digest) of the key, \
+            keyed with the salt in --salt-file (16-64 bytes, shared by your agents and kept secret). Python computes \
+            the same label with "fp-" + hashlib.blake2b(key, key=salt, digest_size=16).hexdigest(). Give the label as \
+            `account` to acquire and observe; the node never sees the key.
+            """)
+
+    @Option(help: "A file holding the salt (16-64 bytes, e.g. from `head -c 32 /dev/urandom`).")
+    var saltFile: String
+
+    func run() async throws {
+        guard let salt = FileManager.default.contents(atPath: saltFile) else {
+            printError("error: cannot read the salt file \(saltFile)")
+            throw ExitCode(ExitCodes.usage)
+        }
+        let range = AccountFingerprint.minimumSaltBytes...AccountFingerprint.maximumSaltBytes
+        guard range.contains(salt.count) else {
+            printError("error: the salt must be \(range.lowerBound) to \(range.upperBound) bytes; \(saltFile) has \(salt.count)")
+            throw ExitCode(ExitCodes.usage)
+        }
+        var secret = [UInt8](FileHandle.standardInput.readDataToEndOfFile())
+        // A trailing newline from `echo` or a here-string is not part of the key.
+        while let last = secret.last, last == 0x0A || last == 0x0D { secret.removeLast() }
+        guard !secret.isEmpty else {
+            printError("error: no key on standard input")
+            throw ExitCode(ExitCodes.usage)
+        }
+        do {
+            print(try AccountFingerprint.label(secret: secret, salt: [UInt8](salt)))
+        } catch {
+            printError("error: \(error)")
+            throw ExitCode(ExitCodes.usage)
+        }
     }
 }
