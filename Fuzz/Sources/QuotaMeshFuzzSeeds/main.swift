@@ -51,6 +51,11 @@ packet[packet.count - 1] ^= 1
 try write("signed-records-bad-signature", target: 1, packet)
 try write("body-quota", target: 2, records[1].bodyBytes)
 try write("body-heartbeat", target: 2, records[0].bodyBytes)
+var tokens = state
+tokens.consumption = ConsumptionEntry(total: 9_000, windowEnd: now + 60_000, windowCount: 6_000, windowRefund: 1_500)
+try write(
+    "body-dimension-quota", target: 2,
+    WireFormat.encode(body: .quota(QuotaKey(service: "api", account: "scope:org", dimension: "tokens"), tokens)))
 let headerSets = [
     "200\nx-ratelimit-limit-requests: 500\nx-ratelimit-remaining-requests: 499\nx-ratelimit-reset-requests: 6m0s\nx-ratelimit-remaining-tokens: 149984\nx-ratelimit-reset-tokens: 4m12.172s",
     "429\nanthropic-ratelimit-requests-limit: 50\nanthropic-ratelimit-requests-remaining: 0\nanthropic-ratelimit-requests-reset: 2026-11-29T05:00:30Z\nretry-after: 20",
@@ -60,8 +65,12 @@ let headerSets = [
 ]
 for (index, text) in headerSets.enumerated() { try write("headers-\(index)", target: 3, Array(text.utf8)) }
 try write("acquire", target: 4, Array(#"{"service":"api","priority":"urgent","cost":2,"wait_ms":500}"#.utf8))
+try write("acquire-dimensions", target: 4, Array(#"{"service":"api","cost":{"requests":1,"tokens":1800}}"#.utf8))
 try write("acquire-bad", target: 4, Array(#"{"service":"api","cost":1.5,"priority":"now"}"#.utf8))
 try write(
     "observe", target: 5,
     Array(#"{"service":"api","status":429,"account":"team-a","headers":{"retry-after":"20","x-ratelimit-remaining":["0","1"]}}"#.utf8))
+try write(
+    "observe-usage", target: 5,
+    Array(#"{"service":"api","status":200,"cost":{"requests":1,"tokens":1800},"usage":{"tokens":1234}}"#.utf8))
 print("wrote seeds to \(folder.path)")
