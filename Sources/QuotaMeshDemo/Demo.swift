@@ -57,13 +57,15 @@ public enum Demo {
         public var priorities: [PriorityOutcome]
         /// Requests to a node that got no answer (transport errors); 0 when every agent was answered.
         public var unanswered: Int
+        /// Grants the agents received: each is one upstream call, and no call is made without one.
+        public var grants: Int
         /// The temporary folder, and whether it was removed.
         public var folder: String
         /// Whether the folder was removed.
         public var removed: Bool
 
         enum CodingKeys: String, CodingKey {
-            case nodes, agree, limit, priorities, unanswered, folder, removed
+            case nodes, agree, limit, priorities, unanswered, folder, removed, grants
             case upstreamCalls = "upstream_calls"
             case upstream429s = "upstream_429s"
             case maxAdmittedPerWindow = "max_admitted_per_window"
@@ -166,7 +168,7 @@ public enum Demo {
                 upstreamAdmittedInViewedWindow: views.first?.resetAtMillis.map { reset in
                     answered.admittedPerWindow[reset / 1000 - Int64(options.windowSeconds), default: 0]
                 },
-                priorities: tally.outcomes(), unanswered: tally.unanswered, folder: folder,
+                priorities: tally.outcomes(), unanswered: tally.unanswered, grants: tally.grants, folder: folder,
                 removed: false)
         } catch {
             await stopAll(nodes)
@@ -312,6 +314,7 @@ public enum Demo {
                 try? await Task.sleep(for: pause)
                 continue
             }
+            tally.granted()
             var request = URLRequest(url: upstream, timeoutInterval: 10)
             request.httpMethod = "POST"
             guard let (_, response) = try? await session.data(for: request), let http = response as? HTTPURLResponse else {
@@ -364,6 +367,7 @@ final class AgentTally: Sendable {
 
     private let counts = Mutex<[String: Counts]>([:])
     private let unansweredCount = Mutex(0)
+    private let grantCount = Mutex(0)
 
     func created(_ priority: QuotaMeshClient.Priority) { counts.withLock { $0[priority.rawValue, default: Counts()].created += 1 } }
     func toldToWait(_ priority: QuotaMeshClient.Priority) { counts.withLock { $0[priority.rawValue, default: Counts()].toldToWait += 1 } }
@@ -378,6 +382,8 @@ final class AgentTally: Sendable {
     }
 
     var unanswered: Int { unansweredCount.withLock { $0 } }
+    var grants: Int { grantCount.withLock { $0 } }
+    func granted() { grantCount.withLock { $0 += 1 } }
 
     /// One line for the progress display.
     var summary: String {

@@ -25,14 +25,13 @@ import Testing
         #expect(nodes.allSatisfy { $0["peers_live"] as? Int == 2 }, "\(nodes)")
         let locals = nodes.compactMap { $0["consumed_local"] as? Int }
         #expect(nodes.allSatisfy { $0["consumed_global"] as? Int == locals.reduce(0, +) }, "\(nodes)")
-        // Demand twice the limit, yet the upstream refused (almost) nothing, and the mesh's count of the
-        // window's calls is the upstream's own. A grant made in the last milliseconds of a window may reach
-        // the upstream in the next one, so one call either way is the boundary's, not a miscount.
+        // Demand twice the limit, yet the upstream refused (almost) nothing, and it saw exactly one call per
+        // grant: no agent called without asking. (Whether a call lands in the window its grant was counted
+        // in depends on timing at a window's edge, so windows are not compared call for call.)
         let calls = report["upstream_calls"] as? Int ?? -1
         #expect(calls > 0)
         #expect((report["upstream_429s"] as? Int ?? Int.max) <= max(1, calls / 100), "\(report)")
-        let upstreamCount = report["upstream_admitted_in_viewed_window"] as? Int ?? -1
-        #expect(abs(locals.reduce(0, +) - upstreamCount) <= 1, "\(nodes) against \(upstreamCount) at the upstream")
+        #expect(report["grants"] as? Int == calls, "\(report)")
         // Urgent work all succeeded, low-priority work was told to wait, and every agent was answered.
         let priorities = Dictionary(
             uniqueKeysWithValues: (report["priorities"] as? [[String: Any]] ?? []).map { ($0["priority"] as? String ?? "", $0) })

@@ -93,7 +93,9 @@ public struct MeshInstance: Sendable {
         self.startedAt = now
         self.demandWindowStart = now
         for entry in restored?.quotas ?? []
-        where QuotaKey.isValidLabel(entry.service) && QuotaKey.isValidLabel(entry.account) {
+        where QuotaKey.isValidLabel(entry.service) && QuotaKey.isValidLabel(entry.account)
+            && QuotaKey.isValidLabel(entry.dimension ?? QuotaKey.requests)
+        {
             var quota = LocalQuota()
             quota.state = entry.state
             quota.state.demand = Demand()
