@@ -387,8 +387,8 @@ public struct Simulator {
                     let jitter = Int64.random(in: 0...20, using: &rng)
                     schedule(.attempt(task: task), at: max(now + 1, retryAt + jitter))
                 }
-            case .persist(let state):
-                nodes[index].persisted = state
+            case .persist:
+                nodes[index].persisted = nodes[index].instance?.persistedState()
             case .event(let event):
                 if case .recordAccepted = event { recordsAccepted += 1 }
                 if case .recordStale = event { recordsStale += 1 }

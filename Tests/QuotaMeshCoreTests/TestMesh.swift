@@ -51,8 +51,8 @@ struct TestMesh {
                     queue.append((destination, produced))
                 case .reply(let ticket, let decision):
                     replies[source, default: [:]][ticket] = decision
-                case .persist(let state):
-                    persisted[source] = state
+                case .persist:
+                    persisted[source] = nodes[source].persistedState()
                 case .event(let event):
                     events[source, default: []].append(event)
                 case .wake:

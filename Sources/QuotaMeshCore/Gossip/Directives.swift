@@ -136,8 +136,10 @@ public enum MeshDirective: Hashable, Sendable {
     case send([UInt8], to: Endpoint)
     /// Answer the acquire with this ticket.
     case reply(ticket: UInt64, AcquireDecision)
-    /// Save this state durably before carrying out the directives that follow it.
-    case persist(PersistedNodeState)
+    /// Save `MeshInstance.persistedState()` durably before carrying out the replies that follow. The
+    /// directive carries no state, so deciding stays cheap; a shell may save once for several of them
+    /// (group commit), as long as no reply that follows one goes out before a save that comes after it.
+    case persist
     /// Log or count something.
     case event(MeshEvent)
     /// Call `tick` again no later than this.

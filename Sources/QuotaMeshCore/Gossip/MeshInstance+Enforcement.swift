@@ -464,7 +464,7 @@ extension MeshInstance {
             let decision = decide(waiter.request, now: now)
             if decision.granted {
                 grantedAny = true
-                out.append(.persist(persistedState()))
+                out.append(.persist)
                 out.append(.reply(ticket: waiter.ticket, decision))
                 continue
             }
@@ -485,7 +485,7 @@ extension MeshInstance {
     mutating func finish(_ directives: [MeshDirective], now: UnixMillis) -> [MeshDirective] {
         var out = directives
         if pendingPersist {
-            out.insert(.persist(persistedState()), at: 0)
+            out.insert(.persist, at: 0)
             pendingPersist = false
         }
         var wake = nextGossipAt

@@ -217,7 +217,7 @@ public struct MeshInstance: Sendable {
         case .records(let incoming):
             for record in incoming { accept(record, from: header.sender, source: source, now: now, into: &out) }
             if pendingPersist {
-                out.append(.persist(persistedState()))
+                out.append(.persist)
                 pendingPersist = false
             }
             serveWaiters(now: now, into: &out)
@@ -267,7 +267,7 @@ public struct MeshInstance: Sendable {
         noteDemand(request)
         let decision = decide(request, now: now)
         if decision.granted {
-            out.append(.persist(persistedState()))
+            out.append(.persist)
             pendingPersist = false
             out.append(.reply(ticket: ticket, decision))
         } else if request.waitMillis > 0, decision.reason != .unknownService, decision.detail != "cost_exceeds_limit",
@@ -419,7 +419,7 @@ public struct MeshInstance: Sendable {
                 }
             }
         }
-        out.append(.persist(persistedState()))
+        out.append(.persist)
         pendingPersist = false
         serveWaiters(now: now, into: &out)
         return (finish(out, now: now), outcome)

@@ -20,6 +20,10 @@ public actor MeshNode {
     private var channel: (any Channel)?
     private var addresses: [Endpoint: SocketAddress] = [:]
     private var pending: [UInt64: CheckedContinuation<AcquireDecision, Never>] = [:]
+    /// Group commit: replies held until the state that includes their grants is saved. Every grant decided
+    /// while a save is pending joins it, so one write serves all of them.
+    private var awaitingSave: [(ticket: UInt64, decision: AcquireDecision)] = []
+    private var saveScheduled = false
     private var nextTicket: UInt64 = 1
     private var timer: Task<Void, Never>?
     private var scheduledWake: UnixMillis = .max
@@ -79,7 +83,7 @@ public actor MeshNode {
         timer = nil
         channel = nil
         releaseWaiters()
-        try? stateStore?.save(instance.persistedState())
+        saveAndRelease()
     }
 
     /// Answers every waiting acquire with a denial (`shutting_down`, retry in a second); from then on no
@@ -173,34 +177,61 @@ public actor MeshNode {
     // MARK: Directives
 
     private func apply(_ directives: [MeshDirective]) {
+        // Replies that follow a save wait for it; those before it (or with no save) go at once.
+        var mustSave = false
         for directive in directives {
             switch directive {
             case .send(let bytes, let endpoint):
                 send(bytes, to: endpoint)
             case .reply(let ticket, let decision):
-                pending.removeValue(forKey: ticket)?.resume(returning: decision)
-            case .persist(let state):
-                guard let stateStore else { continue }
-                do {
-                    try stateStore.save(state)
-                    if persistenceError != nil {
-                        logger.notice("State saved again", metadata: ["state.path": "\(stateStore.path)"])
-                    }
-                    persistenceError = nil
-                } catch {
-                    if persistenceError == nil {
-                        logger.error(
-                            "Cannot save state; keeping the last good copy",
-                            metadata: ["state.path": "\(stateStore.path)", "error": "\(error)"])
-                    }
-                    persistenceError = "\(error)"
-                    counters["persist_failures", default: 0] += 1
+                if mustSave {
+                    awaitingSave.append((ticket, decision))
+                } else {
+                    pending.removeValue(forKey: ticket)?.resume(returning: decision)
                 }
+            case .persist:
+                guard stateStore != nil else { continue }
+                mustSave = true
             case .event(let event):
                 record(event)
             case .wake(let at):
                 schedule(at)
             }
+        }
+        if mustSave && !saveScheduled {
+            // After the work already queued on this actor: the acquires waiting to run decide first, and
+            // one write then covers their grants too.
+            saveScheduled = true
+            Task { await self.saveAndRelease() }
+        }
+    }
+
+    /// Saves the state once for every grant decided since the last save, then sends their replies.
+    private func saveAndRelease() {
+        saveScheduled = false
+        let released = awaitingSave
+        awaitingSave = []
+        save()
+        for (ticket, decision) in released { pending.removeValue(forKey: ticket)?.resume(returning: decision) }
+    }
+
+    private func save() {
+        guard let stateStore else { return }
+        do {
+            try stateStore.save(instance.persistedState())
+            counters["state_saves", default: 0] += 1
+            if persistenceError != nil {
+                logger.notice("State saved again", metadata: ["state.path": "\(stateStore.path)"])
+            }
+            persistenceError = nil
+        } catch {
+            if persistenceError == nil {
+                logger.error(
+                    "Cannot save state; keeping the last good copy",
+                    metadata: ["state.path": "\(stateStore.path)", "error": "\(error)"])
+            }
+            persistenceError = "\(error)"
+            counters["persist_failures", default: 0] += 1
         }
     }
 

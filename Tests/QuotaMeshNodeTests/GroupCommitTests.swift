@@ -1,0 +1,56 @@
+import Foundation
+import Logging
+import Synchronization
+import Testing
+@testable import QuotaMeshCore
+@testable import QuotaMeshNode
+import QuotaMeshCrypto
+
+/// Group commit: concurrent grants share one write of the state, and no grant is answered before the state
+/// that counts it is on disk.
+@Suite struct GroupCommitTests {
+    /// Grants answered so far, across the concurrent tasks.
+    final class AnswerCount: Sendable {
+        let value = Mutex(0)
+    }
+
+    /// The grants counted in the state file now.
+    static func savedCount(_ store: StateStore) throws -> UInt64 {
+        try store.load()?.quotas.first { $0.service == "api" }?.state.consumption.windowCount ?? 0
+    }
+
+    @Test func concurrentGrantsShareWritesAndNoneIsAnsweredBeforeItIsSaved() async throws {
+        let folder = NSTemporaryDirectory() + "quotamesh-commit-\(UUID().uuidString.prefix(8))"
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        let store = try StateStore(directory: folder)
+        let node = try MeshNode(
+            identity: SigningKey(),
+            configuration: MeshConfiguration(services: ["api": ServicePolicy(limit: 1000, windowMillis: 3_600_000, burstFraction: 1)]),
+            peers: [], stateStore: store, logger: Logger(label: "test"))
+        await node.startWithoutNetwork()
+        let savesBefore = await node.statistics()["state_saves"] ?? 0
+        let answered = AnswerCount()
+        let grants = 64
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for _ in 0..<grants {
+                group.addTask {
+                    let decision = await node.acquire(AcquireRequest(service: "api", priority: .urgent))
+                    #expect(decision.granted)
+                    let repliedSoFar = answered.value.withLock { count in
+                        count += 1
+                        return count
+                    }
+                    // Every grant answered so far, this one included, is already in the file.
+                    let saved = try Self.savedCount(store)
+                    #expect(saved >= UInt64(repliedSoFar))
+                }
+            }
+            try await group.waitForAll()
+        }
+        #expect(try Self.savedCount(store) == UInt64(grants))
+        let saves = (await node.statistics()["state_saves"] ?? 0) - savesBefore
+        #expect(saves >= 1)
+        #expect(saves < grants, "\(saves) writes for \(grants) concurrent grants")
+        print("group commit: \(grants) concurrent grants, \(saves) state writes")
+    }
+}
