@@ -133,7 +133,8 @@ extension MeshInstance {
         }
         var best: (key: QuotaKey, assessment: Assessment, parts: [(QuotaKey, AcquireRequest, Assessment)])?
         var soonestDenial: AcquireDecision?
-        let counted = dimensions(of: request.service)
+        let counted = request.costs.isEmpty ? [] : dimensions(of: request.service)
+        let policy = servicePolicy(request.service)
         for account in accounts(of: request.service) {
             let key = QuotaKey(service: request.service, account: account)
             var assessment = assess(key, request: request, now: now)
@@ -147,7 +148,7 @@ extension MeshInstance {
                 part.cost = amount
                 checks.append((key.counting(dimension), part))
             }
-            if let scope = servicePolicy(request.service).scopeAccount(of: account) {
+            if !policy.scopes.isEmpty, let scope = policy.scopeAccount(of: account) {
                 let scoped = QuotaKey(service: key.service, account: scope)
                 checks += [(scoped, request)] + checks.map { (scoped.counting($0.0.dimension), $0.1) }
             }
@@ -404,10 +405,14 @@ extension MeshInstance {
 
     mutating func noteDemand(_ request: AcquireRequest) {
         guard isKnown(service: request.service) else { return }
-        let counted = Set(dimensions(of: request.service))
+        // The common case (requests only, no scopes) allocates nothing beyond the account list.
+        let counted = request.costs.isEmpty ? [] : Set(dimensions(of: request.service))
         let policy = servicePolicy(request.service)
-        let scopes = Set(accounts(of: request.service).compactMap { policy.scopeAccount(of: $0) })
-        for account in accounts(of: request.service) + scopes.sorted() {
+        var accounts = accounts(of: request.service)
+        if !policy.scopes.isEmpty {
+            accounts += Set(accounts.compactMap { policy.scopeAccount(of: $0) }).sorted()
+        }
+        for account in accounts {
             let key = QuotaKey(service: request.service, account: account)
             var quota = local[key] ?? LocalQuota()
             quota.requested[request.priority] += Double(max(0, request.cost))
