@@ -49,6 +49,11 @@ import FoundationNetworking
         try await tokens.observe(
             service: "llm", account: grant.account, status: 200, headers: [:], usage: ["tokens": 500], costs: ["tokens": 3000])
         #expect(try await tokens.acquire(service: "llm", priority: .urgent, costs: ["tokens": 3000]).granted)
+        // The CLI names the dimension it shows when the tightest is not requests: 5,000 - 500 - 3,000 left.
+        let table = try runCLI(["quota", "llm", "--api", node.api], in: node.directory)
+        #expect(table.output.contains("1500 tokens"), "\(table.output)")
+        let line = try runCLI(["acquire", "llm", "--priority", "urgent", "--api", node.api], in: node.directory)
+        #expect(line.output.contains("of 5000 tokens"), "\(line.output)")
 
         // Bad input is an error with the node's message, not a decision.
         await #expect(throws: QuotaMeshClient.Failure.self) { try await client.acquire(service: "not a label") }

@@ -89,10 +89,12 @@ struct Quota: AsyncParsableCommand {
             let breaker = quota["breaker"] as? [String: Any] ?? [:]
             let peers = quota["peers"] as? [String: Any] ?? [:]
             let reset = (quota["reset_at"] as? NSNumber).map { humanDuration(seconds: max(0, $0.doubleValue - now)) } ?? "-"
+            // The tightest dimension is shown; its name follows the number when it is not requests.
+            let unit = dimensionSuffix(quota)
             rows.append([
                 quota["service"] as? String ?? "?",
                 quota["account"] as? String ?? "?",
-                (quota["remaining"] as? NSNumber)?.stringValue ?? "-",
+                ((quota["remaining"] as? NSNumber)?.stringValue).map { $0 + unit } ?? "-",
                 (quota["limit"] as? NSNumber)?.stringValue ?? "-",
                 bar(quota["remaining"] as? NSNumber, of: quota["limit"] as? NSNumber),
                 reset,

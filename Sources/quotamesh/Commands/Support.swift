@@ -125,13 +125,19 @@ func humanDuration(seconds: Double) -> String {
 }
 
 /// One line describing a Q object.
+/// Q's top level describes its tightest dimension: " tokens" (say) when that is not requests, else "".
+func dimensionSuffix(_ quota: [String: Any]) -> String {
+    (quota["dimension"] as? String).flatMap { $0 == "requests" ? nil : " \($0)" } ?? ""
+}
+
 func summary(_ quota: [String: Any]) -> String {
     let service = quota["service"] as? String ?? "?"
     let account = quota["account"] as? String ?? "?"
     var parts = ["\(service)/\(account)"]
+    let unit = dimensionSuffix(quota)
     if let remaining = quota["remaining"] as? NSNumber {
         if let limit = quota["limit"] as? NSNumber {
-            parts.append("remaining \(remaining) of \(limit)")
+            parts.append("remaining \(remaining) of \(limit)\(unit)")
         } else {
             parts.append("remaining \(remaining)")
         }
