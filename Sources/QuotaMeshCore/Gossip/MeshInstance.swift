@@ -334,6 +334,30 @@ public struct MeshInstance: Sendable {
         outcome.serviceKnown = true
         let key = QuotaKey(service: service, account: account ?? accounts(of: service).first ?? "default")
         outcome.key = key
+        absorb(
+            status: status, report: report, primary: primary, counted: counted, corrections: corrections, into: key,
+            outcome: &outcome, out: &out, now: now)
+        // What the upstream says about an account of a scope holds for the scope: its limits, and a 429
+        // that must hold back every account the provider counts together.
+        if let scope = servicePolicy(service).scopeAccount(of: key.account) {
+            var scoped = outcome
+            absorb(
+                status: status, report: report, primary: primary, counted: counted, corrections: corrections,
+                into: QuotaKey(service: service, account: scope), outcome: &scoped, out: &out, now: now)
+        }
+        out.append(.persist)
+        pendingPersist = false
+        serveWaiters(now: now, into: &out)
+        return (finish(out, now: now), outcome)
+    }
+
+    /// Merges one upstream response into `key` (an account, or a scope) and its token dimensions: the
+    /// observations, the usage corrections and the shared breaker.
+    private mutating func absorb(
+        status: Int, report: RateLimitReport, primary: RateLimitDimension?, counted: [RateLimitDimension],
+        corrections: [String: Int64], into key: QuotaKey, outcome: inout ObserveOutcome, out: inout [MeshDirective],
+        now: UnixMillis
+    ) {
         noteAccount(key)
         var quota = local[key] ?? LocalQuota()
         let merged = mergedView(key, now: now)
@@ -345,11 +369,7 @@ public struct MeshInstance: Sendable {
             var part = local[partKey] ?? LocalQuota()
             let before = part.state
             record(dimension, into: &part, key: partKey, merged: mergedView(partKey, now: now), now: now)
-            if before.observation == nil || before.policy != part.state.policy {
-                part.dirty = true
-            } else if before != part.state {
-                part.demandDirty = true
-            }
+            part.noteReported(since: before, urgent: false)
             local[partKey] = part
         }
         for (dimension, delta) in corrections where delta != 0 && dimension != QuotaKey.requests {
@@ -360,7 +380,7 @@ public struct MeshInstance: Sendable {
             local[partKey] = part
         }
 
-        let policy = servicePolicy(service)
+        let policy = servicePolicy(key.service)
         let breakerNow = merged.breaker.state(at: now)
         let failed = status == 429 || status == 529 || (500...599).contains(status) || report.isRateLimited
             || report.isOverloaded
@@ -395,34 +415,8 @@ public struct MeshInstance: Sendable {
                 out.append(.event(.breakerClosed(key)))
             }
         }
-        // A limit response (or a first observation, a new policy, a breaker change) goes out at the next
-        // round; the headers of a successful call are news at the demand-update pace, so that the records
-        // the cluster must spread stay within its gossip capacity as it grows.
-        let before = local[key]?.state ?? QuotaState()
-        if failed || before.observation == nil || before.breaker != quota.state.breaker
-            || before.policy != quota.state.policy
-        {
-            quota.dirty = true
-        } else if before != quota.state {
-            quota.demandDirty = true
-        }
+        quota.noteReported(since: local[key]?.state ?? QuotaState(), urgent: failed)
         local[key] = quota
-        // What the upstream says about an account of a scope holds for the scope: its limits, and a 429
-        // that must hold back every account the provider counts together.
-        if let scope = servicePolicy(service).scopeAccount(of: key.account) {
-            let scoped = observe(
-                service: service, account: scope, status: status, report: report, corrections: corrections, now: now)
-            out += scoped.directives.filter { directive in
-                switch directive {
-                case .wake, .persist: false  // this call's own come last
-                default: true
-                }
-            }
-        }
-        out.append(.persist)
-        pendingPersist = false
-        serveWaiters(now: now, into: &out)
-        return (finish(out, now: now), outcome)
     }
 
     /// The merged views of a service's scopes (accounts the provider limits together).

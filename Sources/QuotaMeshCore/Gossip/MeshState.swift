@@ -71,6 +71,18 @@ struct LocalQuota: Sendable {
     var dirty = false
     /// Only the demand estimate changed: re-sign when the demand budget allows.
     var demandDirty = false
+
+    /// Marks what an upstream report changed since `before`. A limit response (`urgent`), a first
+    /// observation, a new policy or a breaker change goes out at the next round; anything else the headers
+    /// of a successful call changed is news at the demand-update pace, so that the records the cluster
+    /// must spread stay within its gossip capacity as it grows.
+    mutating func noteReported(since before: QuotaState, urgent: Bool) {
+        if urgent || before.observation == nil || before.breaker != state.breaker || before.policy != state.policy {
+            dirty = true
+        } else if before != state {
+            demandDirty = true
+        }
+    }
 }
 
 struct Waiter: Sendable {
