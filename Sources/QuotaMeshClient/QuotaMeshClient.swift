@@ -185,12 +185,19 @@ public struct QuotaMeshClient: Sendable {
             decision = try await acquire(service: service, priority: priority, cost: cost, wait: .seconds(5))
         }
         let result = try await call()
+        try await observe(
+            service: service, account: decision.account, status: result.response.statusCode,
+            headers: Self.headers(of: result.response))
+        return result
+    }
+
+    /// A response's headers as `observe` takes them: lowercased names, string values.
+    public static func headers(of response: HTTPURLResponse) -> [String: String] {
         var headers: [String: String] = [:]
-        for (name, value) in result.response.allHeaderFields {
+        for (name, value) in response.allHeaderFields {
             if let name = name as? String, let value = value as? String { headers[name.lowercased()] = value }
         }
-        try await observe(service: service, account: decision.account, status: result.response.statusCode, headers: headers)
-        return result
+        return headers
     }
 
     private func failure(_ status: Int, _ data: Data) -> Failure {

@@ -321,12 +321,10 @@ public enum Demo {
                 tally.unansweredRequest()
                 continue
             }
-            var headers: [String: String] = [:]
-            for (name, value) in http.allHeaderFields {
-                if let name = name as? String, let value = value as? String { headers[name.lowercased()] = value }
-            }
             do {
-                try await client.observe(service: service, account: decision.account, status: http.statusCode, headers: headers)
+                try await client.observe(
+                    service: service, account: decision.account, status: http.statusCode,
+                    headers: QuotaMeshClient.headers(of: http))
             } catch {
                 tally.unansweredRequest()
             }

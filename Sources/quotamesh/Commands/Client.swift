@@ -105,11 +105,7 @@ struct Quota: AsyncParsableCommand {
                 "\(peers["live"] ?? 0)/\(peers["known"] ?? 0)",
             ])
         }
-        let widths = rows[0].indices.map { column in rows.map { $0[column].count }.max() ?? 0 }
-        return rows.map { row in
-            row.enumerated().map { $1.padding(toLength: widths[$0], withPad: " ", startingAt: 0) }
-                .joined(separator: "  ")
-        }.joined(separator: "\n")
+        return columns(rows)
     }
 }
 

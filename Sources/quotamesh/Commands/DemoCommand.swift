@@ -90,7 +90,7 @@ enum DemoTables {
             ("peers live", { "\($0.peersLive)/\($0.peersKnown)" }),
         ]
         lines.append("Merged quota of \(Demo.service) on every node:")
-        lines.append(table(header: [""] + names, rows: rows.map { row in [row.0] + report.nodes.map(row.1) }))
+        lines.append(columns([[""] + names] + rows.map { row in [row.0] + report.nodes.map(row.1) }))
         lines.append(
             report.agree
                 ? "Every node holds the same view (remaining, consumption, reset, breaker)."
@@ -103,27 +103,17 @@ enum DemoTables {
         lines.append("")
         lines.append("Tasks by priority (each is one upstream call that must succeed):")
         lines.append(
-            table(
-                header: ["priority", "tasks", "succeeded", "told to wait", "p50 to success", "p99 to success"],
-                rows: report.priorities.map { outcome in
-                    [outcome.priority, "\(outcome.tasks)", "\(outcome.succeeded)", "\(outcome.toldToWait)",
-                     outcome.waitP50Millis.map { "\($0) ms" } ?? "-", outcome.waitP99Millis.map { "\($0) ms" } ?? "-"]
-                }))
+            columns(
+                [["priority", "tasks", "succeeded", "told to wait", "p50 to success", "p99 to success"]]
+                    + report.priorities.map { outcome in
+                        [outcome.priority, "\(outcome.tasks)", "\(outcome.succeeded)", "\(outcome.toldToWait)",
+                         outcome.waitP50Millis.map { "\($0) ms" } ?? "-", outcome.waitP99Millis.map { "\($0) ms" } ?? "-"]
+                    }))
         lines.append(
             report.unanswered == 0
                 ? "Every request to a node was answered."
                 : "\(report.unanswered) requests to a node got no answer.")
         lines.append(report.removed ? "Removed \(report.folder)." : "Kept \(report.folder).")
         return lines.joined(separator: "\n")
-    }
-
-    /// Columns padded to their widest cell, two spaces apart.
-    static func table(header: [String], rows: [[String]]) -> String {
-        let all = [header] + rows
-        let widths = (0..<header.count).map { column in all.map { $0.indices.contains(column) ? $0[column].count : 0 }.max() ?? 0 }
-        return all.map { row in
-            row.enumerated().map { $0.element.padding(toLength: widths[$0.offset], withPad: " ", startingAt: 0) }
-                .joined(separator: "  ").replacingOccurrences(of: "\\s+$", with: "", options: .regularExpression)
-        }.joined(separator: "\n")
     }
 }

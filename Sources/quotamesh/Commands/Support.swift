@@ -125,6 +125,16 @@ func humanDuration(seconds: Double) -> String {
 }
 
 /// One line describing a Q object.
+/// Rows as columns padded to their widest cell, two spaces apart, with no trailing blanks.
+func columns(_ rows: [[String]]) -> String {
+    let count = rows.map(\.count).max() ?? 0
+    let widths = (0..<count).map { column in rows.map { $0.indices.contains(column) ? $0[column].count : 0 }.max() ?? 0 }
+    return rows.map { row in
+        row.enumerated().map { $0.element.padding(toLength: widths[$0.offset], withPad: " ", startingAt: 0) }
+            .joined(separator: "  ").replacingOccurrences(of: "\\s+$", with: "", options: .regularExpression)
+    }.joined(separator: "\n")
+}
+
 /// Q's top level describes its tightest dimension: " tokens" (say) when that is not requests, else "".
 func dimensionSuffix(_ quota: [String: Any]) -> String {
     (quota["dimension"] as? String).flatMap { $0 == "requests" ? nil : " \($0)" } ?? ""
