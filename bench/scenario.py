@@ -6,9 +6,15 @@ real HTTP and real UDP on loopback.
   central   every agent asks one shared limiter (a single quotamesh node) before each call
   quotamesh every agent has its own quotamesh node; it acquires before each call and observes each reply
 
-Halfway through, one node is killed (in central mode: the shared limiter).
+Halfway through, one node is killed (in central mode: the shared limiter), and a second table
+compares each mode's first and second halves.
+
+The upstream is a fixed window (LIMIT calls per WINDOW s, `x-ratelimit-*` headers with an epoch reset)
+or, with --upstream token-bucket, a token bucket refilled at LIMIT/WINDOW calls a second with room for
+BUCKET_SECONDS of them (OpenAI-style `x-ratelimit-*-requests` headers, the reset a duration until full).
 
 Usage: python3 bench/scenario.py [--binary .build/release/quotamesh] [--seconds 60] [--agents 20]
+                                 [--upstream fixed|token-bucket] [--modes naive,central,quotamesh]
 """
 import argparse
 import http.client
@@ -28,6 +34,7 @@ import time
 
 LIMIT = 100
 WINDOW = 10.0
+BUCKET_SECONDS = 2.0
 
 
 def free_port(kind=socket.SOCK_STREAM):
@@ -37,12 +44,18 @@ def free_port(kind=socket.SOCK_STREAM):
 
 
 class Upstream:
-    """A stand-in API with a real fixed-window quota: LIMIT calls per WINDOW seconds."""
+    """A stand-in API with a real quota: a fixed window of LIMIT calls per WINDOW seconds, or a token
+    bucket with the same long-run rate."""
 
-    def __init__(self):
+    def __init__(self, kind="fixed"):
         self.lock = threading.Lock()
         self.calls = []  # (time, status)
         self.window_counts = {}
+        self.kind = kind
+        self.rate = LIMIT / WINDOW
+        self.capacity = self.rate * BUCKET_SECONDS
+        self.tokens = self.capacity
+        self.refilled_at = time.time()
         upstream = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -50,6 +63,8 @@ class Upstream:
                 pass
 
             def do_POST(self):
+                if upstream.kind == "token-bucket":
+                    return self.token_bucket()
                 now = time.time()
                 window = int(now // WINDOW)
                 end = (window + 1) * WINDOW
@@ -66,6 +81,25 @@ class Upstream:
                 self.send_header("x-ratelimit-reset", str(int(end + 0.999)))
                 if status == 429:
                     self.send_header("retry-after", str(max(1, int(end - now + 0.999))))
+                self.send_header("content-length", "0")
+                self.end_headers()
+
+            def token_bucket(self):
+                now = time.time()
+                with upstream.lock:
+                    upstream.tokens = min(upstream.capacity, upstream.tokens + (now - upstream.refilled_at) * upstream.rate)
+                    upstream.refilled_at = now
+                    status = 200 if upstream.tokens >= 1 else 429
+                    if status == 200:
+                        upstream.tokens -= 1
+                    upstream.calls.append((now, status))
+                    tokens = upstream.tokens
+                self.send_response(status)
+                self.send_header("x-ratelimit-limit-requests", str(int(upstream.capacity)))
+                self.send_header("x-ratelimit-remaining-requests", str(int(tokens)))
+                self.send_header("x-ratelimit-reset-requests", f"{(upstream.capacity - tokens) / upstream.rate:.3f}s")
+                if status == 429:
+                    self.send_header("retry-after-ms", str(int((1 - tokens) / upstream.rate * 1000) + 1))
                 self.send_header("content-length", "0")
                 self.end_headers()
 
@@ -144,9 +178,26 @@ class Mesh:
                 node["proc"].kill()
 
 
-def run_mode(mode, binary, seconds, agents, seed):
+KILLED = 2  # the agent whose node is killed in quotamesh mode: a normal one (agents 0 and 1 are urgent)
+
+
+def window_stats(calls, first, last):
+    """(max admitted ÷ limit, mean successful ÷ limit) over the whole windows in [first, last)."""
+    windows = {}
+    for t, status in calls:
+        w = int(t // WINDOW)
+        if first <= w < last:
+            windows.setdefault(w, [0, 0])
+            windows[w][0] += 1
+            windows[w][1] += status == 200
+    if not windows:
+        return 0, 0
+    return (max(c[0] for c in windows.values()) / LIMIT, statistics.mean(c[1] for c in windows.values()) / LIMIT)
+
+
+def run_mode(mode, binary, seconds, agents, seed, upstream_kind):
     random.seed(seed)
-    upstream = Upstream()
+    upstream = Upstream(upstream_kind)
     root = tempfile.mkdtemp(prefix=f"qm-{mode}-")
     mesh = None
     if mode == "central":
@@ -220,9 +271,9 @@ def run_mode(mode, binary, seconds, agents, seed):
 
     def killer():
         time.sleep(seconds / 2)
+        killed["at"] = time.time()
         if mesh is not None:
-            mesh.kill(0)
-            killed["at"] = time.time()
+            mesh.kill(KILLED if mode == "quotamesh" else 0)
 
     workers = [threading.Thread(target=agent_loop, args=(i,), daemon=True) for i in range(agents)]
     threading.Thread(target=killer, daemon=True).start()
@@ -236,17 +287,28 @@ def run_mode(mode, binary, seconds, agents, seed):
     shutil.rmtree(root, ignore_errors=True)
 
     calls = upstream.calls
-    windows = {}
-    for t, status in calls:
-        windows.setdefault(int(t // WINDOW), [0, 0])
-        windows[int(t // WINDOW)][0] += 1
-        if status == 200:
-            windows[int(t // WINDOW)][1] += 1
-    full = sorted(windows)[1:-1]
-    max_admitted = max((windows[w][0] for w in full), default=0) / LIMIT
-    utilization = statistics.mean(windows[w][1] for w in full) / LIMIT if full else 0
-    summary = {"mode": mode, "upstream_calls": len(calls), "upstream_429s": sum(1 for _, s in calls if s == 429),
-               "max_admitted_ratio": round(max_admitted, 3), "utilization": round(utilization, 3), "priorities": {}}
+    # Whole windows only, from the first after the start to the last before the end of task creation.
+    first, last = int(start // WINDOW) + 1, int(stop_at // WINDOW)
+    kill_window = int(killed["at"] // WINDOW) if killed["at"] else last
+    max_admitted, utilization = window_stats(calls, first, last)
+    summary = {"mode": mode, "upstream": upstream_kind, "upstream_calls": len(calls),
+               "upstream_429s": sum(1 for _, s in calls if s == 429),
+               "max_admitted_ratio": round(max_admitted, 3), "utilization": round(utilization, 3), "priorities": {},
+               "halves": {}}
+    for half, (low, high, w0, w1) in {"before_kill": (0, killed["at"] or stop_at, first, kill_window),
+                                      "after_kill": (killed["at"] or stop_at, float("inf"), kill_window + 1, last)}.items():
+        mine = [r for r in results if low <= r[2] < high]
+        half_calls = [c for c in calls if low <= c[0] < high]
+        admitted, used = window_stats(calls, w0, w1)
+        summary["halves"][half] = {
+            "upstream_calls": len(half_calls), "upstream_429s": sum(1 for _, s in half_calls if s == 429),
+            "max_admitted_ratio": round(admitted, 3), "utilization": round(used, 3),
+            "tasks": len(mine), "succeeded": sum(1 for r in mine if r[3] is not None),
+            "urgent": f"{sum(1 for r in mine if r[1] == 'urgent' and r[3] is not None)}/{sum(1 for r in mine if r[1] == 'urgent')}",
+            "unanswered": sum(1 for r in mine if not r[5]),
+            "killed_agent": f"{sum(1 for r in mine if r[0] == KILLED and r[3] is not None)}/{sum(1 for r in mine if r[0] == KILLED)}"
+            if mode == "quotamesh" else "-",
+        }
     for priority in ("urgent", "normal", "low"):
         mine = [r for r in results if r[1] == priority]
         waits = sorted(r[3] - r[2] for r in mine if r[3] is not None)
@@ -267,11 +329,13 @@ def main():
     parser.add_argument("--agents", type=int, default=20)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--modes", default="naive,central,quotamesh")
+    parser.add_argument("--upstream", choices=["fixed", "token-bucket"], default="fixed")
     options = parser.parse_args()
     rows = []
     for mode in options.modes.split(","):
-        print(f"running {mode} for {options.seconds}s ...", file=sys.stderr, flush=True)
-        rows.append(run_mode(mode, os.path.abspath(options.binary), options.seconds, options.agents, options.seed))
+        print(f"running {mode} for {options.seconds}s against a {options.upstream} upstream ...", file=sys.stderr, flush=True)
+        rows.append(run_mode(mode, os.path.abspath(options.binary), options.seconds, options.agents, options.seed,
+                             options.upstream))
     print("| mode | upstream calls | upstream 429s | max admitted/limit | utilization | urgent ok/tasks, p50/p99 s | normal ok/tasks, p50/p99 s | low ok/tasks, p50/p99 s | told not now | unanswered |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
@@ -283,6 +347,16 @@ def main():
         unanswered = sum(r["priorities"][p]["unanswered"] for p in r["priorities"])
         print(f"| {r['mode']} | {r['upstream_calls']} | {r['upstream_429s']} | {r['max_admitted_ratio']} | {r['utilization']} | "
               + " | ".join(cells) + f" | {told} | {unanswered} |")
+    print()
+    print("Before and after the kill (tasks by creation time; windows wholly on one side):")
+    print()
+    print("| mode | half | upstream calls | upstream 429s | max admitted/limit | utilization | tasks ok/created | urgent ok/created | unanswered | killed node's agent ok/created |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        for half in ("before_kill", "after_kill"):
+            h = r["halves"][half]
+            print(f"| {r['mode']} | {half.replace('_', ' ')} | {h['upstream_calls']} | {h['upstream_429s']} | {h['max_admitted_ratio']} | "
+                  f"{h['utilization']} | {h['succeeded']}/{h['tasks']} | {h['urgent']} | {h['unanswered']} | {h['killed_agent']} |")
     print(json.dumps(rows), file=sys.stderr)
 
 

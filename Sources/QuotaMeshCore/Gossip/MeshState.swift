@@ -96,7 +96,9 @@ struct Waiter: Sendable {
 struct ShareCache: Sendable {
     var round: UInt64
     var liveVersion: UInt64
-    var sortedRates: [Double]
+    var claimants: Int
+    /// Other live nodes' demand rates per tier: urgent, then the rest.
+    var tiers: [TierRates]
 }
 
 /// Peers' states for one key, merged as records arrive: consumption by per-origin join, observations and

@@ -33,6 +33,45 @@ public enum FairShare {
         return allocation.map { $0 + bonus }
     }
 
+    /// One claimant's allocation when the capacity goes to tiers in turn: each tier's needs are met
+    /// max-min fairly from what the tiers before it left, a tier that cannot be met in full takes all
+    /// that is left, and what no tier needs is split equally.
+    ///
+    /// Every node computes this from the same signed demand rates, so the allocations sum to the capacity
+    /// across the cluster: the node uses two tiers, urgent demand anywhere before other demand anywhere.
+    /// - Parameters:
+    ///   - capacity: what there is to divide (calls left in the window).
+    ///   - ownNeeds: this claimant's need in each tier, first tier first.
+    ///   - others: the other claimants' demand rates in each tier, in the same order.
+    ///   - scales: per tier, the factor from a rate to a need (seconds left, times any headroom).
+    ///   - floor: a need every claimant has at least in its last tier, counting what the tiers before
+    ///     gave it (so that a node that was idle can make its first call at once).
+    ///   - claimants: how many claimants there are, this one included.
+    /// - Returns: this claimant's allocation, between 0 and `capacity`.
+    public static func tieredAllocation(
+        capacity: Double, ownNeeds: InlineArray<2, Double>, others: [TierRates], scales: InlineArray<2, Double>,
+        floor: Double, claimants: Int
+    ) -> Double {
+        guard capacity > 0 else { return 0 }
+        var left = capacity
+        var own = 0.0
+        let tiers = min(2, others.count)
+        for tier in 0..<tiers {
+            let tierFloor = tier == tiers - 1 ? floor : 0
+            let ownNeed = max(tierFloor, ownNeeds[tier])
+            let total = others[tier].totalNeed(scale: scales[tier], floor: tierFloor) + ownNeed
+            if total <= left {
+                own += ownNeed
+                left -= total
+                continue
+            }
+            let level = others[tier].waterLevel(
+                capacity: left, ownNeed: ownNeed, scale: scales[tier], floor: tierFloor)
+            return own + min(ownNeed, level)
+        }
+        return own + left / Double(max(1, claimants))
+    }
+
     /// Jain's fairness index of `values`: 1 when all are equal, 1/n when one has everything.
     public static func jainIndex(_ values: [Double]) -> Double {
         guard !values.isEmpty else { return 1 }
@@ -43,18 +82,87 @@ public enum FairShare {
     }
 }
 
+/// Other claimants' demand rates in one priority tier, sorted, with running sums, so that a tier's total
+/// need costs a binary search and its water level one pass.
+public struct TierRates: Sendable {
+    /// The rates, ascending.
+    public let sorted: [Double]
+    /// `prefix[i]` is the sum of `sorted[0..<i]`.
+    private let prefix: [Double]
+
+    /// Sorts `rates` (negative or non-finite rates count as 0).
+    public init(_ rates: [Double]) {
+        sorted = rates.map { $0.isFinite ? max(0, $0) : 0 }.sorted()
+        var sums = [0.0]
+        sums.reserveCapacity(sorted.count + 1)
+        for rate in sorted { sums.append(sums[sums.count - 1] + rate) }
+        prefix = sums
+    }
+
+    /// How many rates give a need below `floor` at `scale`.
+    private func countBelow(scale: Double, floor: Double) -> Int {
+        guard floor > 0 else { return 0 }
+        var low = 0
+        var high = sorted.count
+        while low < high {
+            let middle = (low + high) / 2
+            if sorted[middle] * scale < floor { low = middle + 1 } else { high = middle }
+        }
+        return low
+    }
+
+    /// The sum of every claimant's need, `max(floor, rate × scale)`.
+    public func totalNeed(scale: Double, floor: Double) -> Double {
+        let below = countBelow(scale: scale, floor: floor)
+        return Double(below) * floor + scale * (prefix[sorted.count] - prefix[below])
+    }
+
+    /// The level at which `capacity` meets these needs and `ownNeed` max-min fairly: every need below it
+    /// is met in full and every other claimant gets the level.
+    public func waterLevel(capacity: Double, ownNeed: Double, scale: Double, floor: Double) -> Double {
+        var left = capacity
+        var open = sorted.count + 1
+        var ownPlaced = false
+        var index = 0
+        while open > 0 {
+            let level = left / Double(open)
+            let next = index < sorted.count ? max(floor, sorted[index] * scale) : .infinity
+            let need: Double
+            if !ownPlaced && ownNeed <= next {
+                need = ownNeed
+                ownPlaced = true
+            } else {
+                need = next
+                index += 1
+            }
+            if need > level { return level }
+            left -= need
+            open -= 1
+        }
+        return .infinity
+    }
+}
+
 /// A leaky bucket in its GCRA form (ITU-T I.371 "virtual scheduling"): calls are spaced `cost / rate`
 /// apart, with a burst tolerance that depends on priority. It never reads a clock.
+///
+/// The rate may change from one call to the next (a node's share follows the cluster's demand). What the
+/// bucket owes is therefore kept in calls, not in time: when the rate changes, the time still owed is
+/// re-timed at the new rate. A call charged while the share was briefly small then does not hold back
+/// the node after its share has grown again, so allocation that was granted is not left unused.
 public struct LeakyBucket: Sendable, Hashable {
-    /// The theoretical arrival time of the next call (Unix ms, fractional).
+    /// The theoretical arrival time of the next call at `rate` (Unix ms, fractional).
     public private(set) var theoreticalArrival: Double
     /// The window the bucket is metering; a new window empties it.
     public private(set) var windowEnd: UnixMillis
+    /// The rate (calls per ms) `theoreticalArrival` was computed at; 0 before the first charge.
+    public private(set) var rate: Double
 
     /// Creates an empty bucket.
     public init() {
         theoreticalArrival = 0
         windowEnd = 0
+        rate = 0
     }
 
     /// Starts metering a new window: the first call may pass `phase` ms from now (a random phase spreads
@@ -62,10 +170,32 @@ public struct LeakyBucket: Sendable, Hashable {
     public mutating func enter(windowEnd: UnixMillis, now: UnixMillis, phase: Double = 0) {
         self.windowEnd = windowEnd
         theoreticalArrival = Double(now) + max(0, phase)
+        rate = 0
     }
 
-    /// The earliest time a call may pass with burst tolerance `tolerance` (ms).
+    /// The theoretical arrival time re-timed to `ratePerMillisecond`: what is still owed after `now`,
+    /// counted in calls at the old rate, paid at the new one.
+    public func theoreticalArrival(at ratePerMillisecond: Double, now: UnixMillis) -> Double {
+        let current = Double(now)
+        guard rate > 0, ratePerMillisecond > 0, theoreticalArrival > current else { return theoreticalArrival }
+        return current + (theoreticalArrival - current) * rate / ratePerMillisecond
+    }
+
+    /// Re-times what is still owed at `ratePerMillisecond`, from now on the bucket's rate. Called at every
+    /// decision, so the debt is paid at each rate for as long as it held.
+    public mutating func retime(ratePerMillisecond: Double, now: UnixMillis) {
+        guard ratePerMillisecond > 0 else { return }
+        theoreticalArrival = theoreticalArrival(at: ratePerMillisecond, now: now)
+        rate = ratePerMillisecond
+    }
+
+    /// The earliest time a call may pass with burst tolerance `tolerance` (ms) at the bucket's rate.
     public func earliestAdmission(tolerance: Double) -> Double { theoreticalArrival - tolerance }
+
+    /// The earliest time a call may pass with burst tolerance `tolerance` (ms) at the given rate.
+    public func earliestAdmission(tolerance: Double, ratePerMillisecond: Double, now: UnixMillis) -> Double {
+        theoreticalArrival(at: ratePerMillisecond, now: now) - tolerance
+    }
 
     /// Decides whether a call passes now.
     /// - Parameters:
@@ -77,16 +207,18 @@ public struct LeakyBucket: Sendable, Hashable {
     public mutating func admit(
         cost: Double, ratePerMillisecond: Double, tolerance: Double, now: UnixMillis
     ) -> UnixMillis? {
-        let current = Double(now)
+        retime(ratePerMillisecond: ratePerMillisecond, now: now)
         let earliest = theoreticalArrival - tolerance
-        if earliest > current { return UnixMillis(earliest.rounded(.up)) }
-        theoreticalArrival = max(theoreticalArrival, current) + cost / ratePerMillisecond
+        if earliest > Double(now) { return UnixMillis(earliest.rounded(.up)) }
+        charge(cost: cost, ratePerMillisecond: ratePerMillisecond, now: now)
         return nil
     }
 
     /// Charges the bucket without checking (for calls admitted on another basis).
     public mutating func charge(cost: Double, ratePerMillisecond: Double, now: UnixMillis) {
-        theoreticalArrival = max(theoreticalArrival, Double(now)) + cost / ratePerMillisecond
+        let retimed = theoreticalArrival(at: ratePerMillisecond, now: now)
+        theoreticalArrival = max(retimed, Double(now)) + cost / ratePerMillisecond
+        rate = ratePerMillisecond
     }
 }
 
