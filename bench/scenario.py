@@ -294,7 +294,9 @@ def run_mode(mode, binary, seconds, agents, seed, upstream_kind):
     summary = {"mode": mode, "upstream": upstream_kind, "upstream_calls": len(calls),
                "upstream_429s": sum(1 for _, s in calls if s == 429),
                "max_admitted_ratio": round(max_admitted, 3), "utilization": round(utilization, 3), "priorities": {},
-               "halves": {}}
+               "halves": {},
+               # When in its window each 429 came (s after the window's start), to tell boundary effects apart.
+               "429_offsets_s": [round(t % WINDOW, 3) for t, status in calls if status == 429][:50]}
     for half, (low, high, w0, w1) in {"before_kill": (0, killed["at"] or stop_at, first, kill_window),
                                       "after_kill": (killed["at"] or stop_at, float("inf"), kill_window + 1, last)}.items():
         mine = [r for r in results if low <= r[2] < high]

@@ -202,6 +202,35 @@ import QuotaMeshCrypto
         #expect(granted.reduce(0, +) >= 75, "the limit should not be wasted: \(granted)")
     }
 
+    @Test func grantsNotYetHeardOfAreEstimatedFromTheWindowsPace() {
+        let mesh = TestMesh(count: 2, services: ["svc": ServicePolicy(limit: 100, windowMillis: 10_000)])
+        let instance = mesh.nodes[0]
+        var merged = MeshInstance.Merged()
+        merged.consumption.entries[testKey(1).publicKey] = ConsumptionEntry(total: 50, windowEnd: 10_000, windowCount: 50)
+        merged.ownConsumption = ConsumptionEntry(total: 10, windowEnd: 10_000, windowCount: 10)
+        // 5 s into a 10 s window the others granted 50, 0.01 a ms: over the rounds a grant takes to arrive,
+        // that many more are probably granted already. This node's own grants are never unseen.
+        let lag = Double(MeshInstance.propagationRounds * instance.configuration.gossipIntervalMillis)
+        #expect(instance.unseenConsumption(merged, windowLength: 10_000, resetAt: 10_000, now: 5_000) == 0.01 * lag)
+        // Too early in the window to tell a pace: nothing is estimated.
+        #expect(instance.unseenConsumption(merged, windowLength: 10_000, resetAt: 10_000, now: Int64(lag) / 2) == 0)
+    }
+
+    @Test func urgentWorkIsNotPacedWhileEveryonesUrgentDemandFits() {
+        let policy = ServicePolicy(limit: 100, windowMillis: 60_000)
+        var mesh = TestMesh(count: 2, services: ["svc": policy])
+        mesh.now = (mesh.now / 60_000 + 1) * 60_000
+        mesh.run(for: 3_000)
+        // Twelve urgent calls at one instant: well beyond the pace and burst of a node with half the limit.
+        for call in 0..<12 {
+            #expect(mesh.acquire(0, AcquireRequest(service: "svc", priority: .urgent))?.granted == true, "call \(call)")
+        }
+        // The node's other work is paced behind them.
+        let normal = mesh.acquire(0, AcquireRequest(service: "svc", priority: .normal))
+        #expect(normal?.granted == false)
+        #expect(normal?.detail == "paced")
+    }
+
     @Test func busyNodesSplitTheLimitFairlyAndNeverExceedIt() {
         let policy = ServicePolicy(limit: 60, windowMillis: 60_000, burstFraction: 0.05)
         var mesh = TestMesh(count: 3, services: ["svc": policy])

@@ -217,11 +217,19 @@ extension MeshInstance {
             // A known service with no limit and no current observation: nothing to enforce but the breaker.
             return result(.grant(key, detail: "no_limit_known"), headroom: .infinity)
         }
-        let remaining = Double(remainingCount)
         let limit = Double(window.limit ?? remainingCount)
+        let windowLength = Double(window.windowMillis ?? max(window.resetAt - now, 1))
+        // Other nodes' grants of the last moments have not reached this node yet: about what they granted
+        // per ms so far in this window, times the time gossip takes to bring it here. Without this, every
+        // node sees the last calls of a window as still free and grants them in the same final moment.
+        let unseen = unseenConsumption(merged, windowLength: windowLength, resetAt: window.resetAt, now: now)
+        let remaining = Double(remainingCount) - unseen
+        if remaining < cost && Double(remainingCount) >= cost {
+            let retry = min(window.resetAt, now + Self.propagationRounds * configuration.gossipIntervalMillis)
+            return result(.deny(.quotaExhausted, key: key, retryAt: retry, detail: "settling"))
+        }
         // A reserve holds back what higher priorities may still need in the rest of the window, so it
         // shrinks as the window runs out and nothing is left unused at the reset.
-        let windowLength = Double(window.windowMillis ?? max(window.resetAt - now, 1))
         let timeLeft = min(1, Double(max(window.resetAt - now, 0)) / max(windowLength, 1))
         let floor = policy.reserves[request.priority] * limit * timeLeft
         if cost > limit {
@@ -266,6 +274,10 @@ extension MeshInstance {
         var tolerance = burst / rate
         if request.priority == .urgent && remaining - cost >= urgentMargin {
             tolerance += Self.urgentBurstCalls * cost / rate
+            // While every node's urgent demand fits in what is left, urgent work is not paced at all: the
+            // first tier has already set that much aside for it, and every other node's pace shrinks as it
+            // is spent. Only when urgent demand alone exceeds what is left is it paced like the rest.
+            if urgentDemandFits(key, remaining: remaining, resetAt: window.resetAt, now: now) { tolerance = .infinity }
         }
         let earliest = bucket.earliestAdmission(tolerance: tolerance)
         if earliest > Double(now) {
@@ -350,6 +362,33 @@ extension MeshInstance {
         let allocation = FairShare.tieredAllocation(
             capacity: remaining, ownNeeds: ownNeeds, others: tiers, scales: scales, floor: floorNeed, claimants: count)
         return min(1, allocation / remaining)
+    }
+
+    /// Gossip rounds a grant elsewhere takes to be counted here (a push, then a relay), for
+    /// ``unseenConsumption(_:windowLength:resetAt:now:)``.
+    static let propagationRounds: Int64 = 1
+
+    /// What other nodes have probably granted that has not reached this node yet: their consumption in
+    /// this window so far, per ms, times ``propagationRounds`` gossip intervals (0 at a window's start).
+    func unseenConsumption(_ merged: Merged, windowLength: Double, resetAt: UnixMillis, now: UnixMillis) -> Double {
+        let lag = Double(Self.propagationRounds * configuration.gossipIntervalMillis)
+        let elapsed = windowLength - Double(max(resetAt - now, 0))
+        guard elapsed > lag else { return 0 }
+        let total = merged.windowTotal(at: now)
+        let own = merged.ownConsumption.count(at: now)
+        let others = Double(total >= own ? total - own : 0)
+        return min(others, others / elapsed * lag)
+    }
+
+    /// Whether the urgent demand of every live node (this one's included), over the rest of the window,
+    /// fits in what is left: the first tier of ``fairShare(_:remaining:limit:policy:resetAt:now:)`` is
+    /// then met in full.
+    func urgentDemandFits(_ key: QuotaKey, remaining: Double, resetAt: UnixMillis, now: UnixMillis) -> Bool {
+        let seconds = Double(max(resetAt - now, 1)) / 1000
+        let scale = seconds * Self.urgentHeadroom
+        let own = (local[key]?.signedDemand.urgent ?? 0) * scale
+        guard let tiers = shareCache[key]?.tiers, let urgent = tiers.first else { return own <= remaining }
+        return urgent.totalNeed(scale: scale, floor: 0) + own <= remaining
     }
 
     func view(of key: QuotaKey, now: UnixMillis) -> QuotaView {
