@@ -5,6 +5,12 @@ extension MeshInstance {
 
     /// The accounts calls rotate across (scopes, counted under keys of their own, are not among them).
     func accounts(of service: String) -> [String] {
+        if let cached = accountLists[service] { return cached }
+        return rotationAccounts(of: service)
+    }
+
+    /// ``accounts(of:)`` computed afresh, for the cache kept as accounts are noted.
+    func rotationAccounts(of service: String) -> [String] {
         var names = accountsByService[service] ?? []
         for account in configuration.services[service]?.accounts ?? [] { names.insert(account) }
         return names.filter { !$0.hasPrefix(ServicePolicy.scopePrefix) }.sorted()
@@ -263,9 +269,11 @@ extension MeshInstance {
             let phase = share >= 1 ? 0 : Double.random(in: 0..<1, using: &rng) * cost / rate
             bucket.enter(windowEnd: window.resetAt, now: now, phase: min(phase, millisLeft))
         }
-        // What the bucket still owes is paid at the rate that holds now.
+        // What the bucket still owes is paid at the rate that holds now. A grant re-times it the same way
+        // when it charges it, so the bucket is stored here only when a window begins or the call waits.
+        let entered = bucket.windowEnd != quota.bucket.windowEnd
         bucket.retime(ratePerMillisecond: rate, now: now)
-        if bucket != quota.bucket { local[key, default: LocalQuota()].bucket = bucket }
+        if entered { local[key, default: LocalQuota()].bucket = bucket }
         // Urgent calls may run a few calls ahead of the pacing while a healthy part of the normal reserve
         // is left (that reserve exists for them), so that a burst of them is not queued behind the pace;
         // they are charged to it, so the node's other work slows.
@@ -281,6 +289,7 @@ extension MeshInstance {
         }
         let earliest = bucket.earliestAdmission(tolerance: tolerance)
         if earliest > Double(now) {
+            if !entered { local[key, default: LocalQuota()].bucket = bucket }
             let retry = earliest < 9e15 ? UnixMillis(earliest.rounded(.up)) : window.resetAt
             return result(.deny(.quotaExhausted, key: key, retryAt: min(retry, window.resetAt), detail: "paced"))
         }
@@ -288,7 +297,14 @@ extension MeshInstance {
     }
 
     mutating func commit(_ key: QuotaKey, request: AcquireRequest, assessment: Assessment, now: UnixMillis) {
-        var quota = local[key] ?? LocalQuota()
+        // In place: one look-up of the key, not a read and a write.
+        Self.charge(&local[key, default: LocalQuota()], request: request, assessment: assessment, now: now)
+    }
+
+    /// Counts a granted call in `quota`: its consumption in the window and its pacing bucket.
+    private static func charge(
+        _ quota: inout LocalQuota, request: AcquireRequest, assessment: Assessment, now: UnixMillis
+    ) {
         let cost = UInt64(max(1, request.cost))
         var entry = quota.state.consumption
         entry.total = entry.total.saturatingAdd(cost)
@@ -311,7 +327,6 @@ extension MeshInstance {
             quota.bucket.charge(cost: Double(cost), ratePerMillisecond: assessment.rate, now: now)
         }
         quota.dirty = true
-        local[key] = quota
     }
 
     /// How much more than its measured urgent demand each node is allotted in the urgent tier. More than 1
@@ -451,9 +466,7 @@ extension MeshInstance {
         }
         for account in accounts {
             let key = QuotaKey(service: request.service, account: account)
-            var quota = local[key] ?? LocalQuota()
-            quota.requested[request.priority] += Double(max(0, request.cost))
-            local[key] = quota
+            local[key, default: LocalQuota()].requested[request.priority] += Double(max(0, request.cost))
             for (dimension, amount) in request.costs where amount > 0 && counted.contains(dimension) {
                 let partKey = key.counting(dimension)
                 var part = local[partKey] ?? LocalQuota()
@@ -524,7 +537,7 @@ extension MeshInstance {
         waiters = kept
     }
 
-    mutating func finish(_ directives: [MeshDirective], now: UnixMillis) -> [MeshDirective] {
+    mutating func finish(_ directives: consuming [MeshDirective], now: UnixMillis) -> [MeshDirective] {
         var out = directives
         if pendingPersist {
             out.insert(.persist, at: 0)

@@ -122,7 +122,10 @@ extension MeshInstance {
     }
 
     mutating func noteAccount(_ key: QuotaKey) {
-        accountsByService[key.service, default: []].insert(key.account)
+        if accountsByService[key.service, default: []].insert(key.account).inserted || accountLists[key.service] == nil {
+            // The decision path reads the rotation list on every acquire: keep it built.
+            accountLists[key.service] = rotationAccounts(of: key.service)
+        }
         if key.dimension != QuotaKey.requests { dimensionsByService[key.service, default: []].insert(key.dimension) }
     }
 

@@ -39,6 +39,8 @@ public struct MeshInstance: Sendable {
     /// Peers' states per key, merged incrementally.
     var remote: [QuotaKey: KeyAggregate] = [:]
     var accountsByService: [String: Set<String>] = [:]
+    /// ``accounts(of:)`` per service, sorted, rebuilt when an account is noted.
+    var accountLists: [String: [String]] = [:]
     /// Dimensions other than requests that are configured, observed or gossiped, by service.
     var dimensionsByService: [String: Set<String>] = [:]
     var learnedServices: Set<String> = []
@@ -264,6 +266,7 @@ public struct MeshInstance: Sendable {
         request.costs[QuotaKey.requests] = nil
         request.waitMillis = min(max(request.waitMillis, 0), 3_600_000)
         var out: [MeshDirective] = []
+        out.reserveCapacity(4)
         noteDemand(request)
         let decision = decide(request, now: now)
         if decision.granted {
