@@ -34,7 +34,7 @@ import time
 
 LIMIT = 100
 WINDOW = 10.0
-BUCKET_SECONDS = 2.0
+BUCKET_SECONDS = WINDOW  # room for a whole window of calls, like an API with a per-minute limit refilled continuously
 
 
 def free_port(kind=socket.SOCK_STREAM):

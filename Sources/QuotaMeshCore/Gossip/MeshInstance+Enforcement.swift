@@ -5,9 +5,21 @@ extension MeshInstance {
 
     /// The accounts calls rotate across (scopes, counted under keys of their own, are not among them).
     func accounts(of service: String) -> [String] {
-        if let cached = accountLists[service] { return cached }
+        if let cached = serviceEntries[service] { return cached.keys.map(\.account) }
         return rotationAccounts(of: service)
     }
+
+    /// A service's policy and rotation keys, from the cache or worked out.
+    func serviceEntry(_ service: String) -> ServiceEntry {
+        serviceEntries[service] ?? makeServiceEntry(service)
+    }
+
+    func makeServiceEntry(_ service: String) -> ServiceEntry {
+        let policy = configuration.services[service] ?? (learnedServices.contains(service) ? ServicePolicy() : nil)
+        return ServiceEntry(policy: policy, keys: rotationAccounts(of: service).map { QuotaKey(service: service, account: $0) })
+    }
+
+    mutating func refreshServiceEntry(_ service: String) { serviceEntries[service] = makeServiceEntry(service) }
 
     /// ``accounts(of:)`` computed afresh, for the cache kept as accounts are noted.
     func rotationAccounts(of service: String) -> [String] {
@@ -39,6 +51,7 @@ extension MeshInstance {
         configuration.services[service] ?? ServicePolicy()
     }
 
+
     struct Window {
         var resetAt: UnixMillis
         var limit: Int64?
@@ -61,6 +74,11 @@ extension MeshInstance {
     }
 
     func mergedView(_ key: QuotaKey, now: UnixMillis) -> Merged {
+        mergedView(key, configuredLimit: configuration.services[key.service]?.configuredLimit(key.dimension), now: now)
+    }
+
+    /// ``mergedView(_:now:)`` with the key's configured limit already looked up.
+    func mergedView(_ key: QuotaKey, configuredLimit: AdvertisedPolicy?, now: UnixMillis) -> Merged {
         var merged = Merged()
         var advertised: AdvertisedPolicy?
         if let aggregate = remote[key] {
@@ -75,7 +93,7 @@ extension MeshInstance {
             merged.breaker = merged.breaker.merging(own.state.breaker)
             if let policy = own.state.policy { advertised = KeyAggregate.lower(advertised, policy) }
         }
-        if let configured = configuration.services[key.service]?.configuredLimit(key.dimension) {
+        if let configured = configuredLimit {
             merged.policy = configured
         } else {
             merged.policy = advertised
@@ -133,17 +151,21 @@ extension MeshInstance {
     }
 
     mutating func decide(_ request: AcquireRequest, now: UnixMillis) -> AcquireDecision {
-        guard isKnown(service: request.service) else {
+        decide(request, entry: serviceEntry(request.service), now: now)
+    }
+
+    /// ``decide(_:now:)`` with the service's entry already looked up.
+    mutating func decide(_ request: AcquireRequest, entry: ServiceEntry, now: UnixMillis) -> AcquireDecision {
+        guard let policy = entry.policy else {
             return .deny(
                 .unknownService, key: nil, retryAt: now + 1000, detail: "no configuration or observation names this service")
         }
         var best: (key: QuotaKey, assessment: Assessment, parts: [(QuotaKey, AcquireRequest, Assessment)])?
         var soonestDenial: AcquireDecision?
         let counted = request.costs.isEmpty ? [] : dimensions(of: request.service)
-        let policy = servicePolicy(request.service)
-        for account in accounts(of: request.service) {
-            let key = QuotaKey(service: request.service, account: account)
-            var assessment = assess(key, request: request, now: now)
+        for key in entry.keys {
+            let account = key.account
+            var assessment = assess(key, request: request, policy: policy, now: now)
             // Every other dimension the call costs, and whose limit is known, must grant too; so must the
             // account's scope, in every dimension, when the provider limits it with other accounts.
             var parts: [(QuotaKey, AcquireRequest, Assessment)] = []
@@ -160,7 +182,7 @@ extension MeshInstance {
             }
             if assessment.decision.granted {
                 for (partKey, part) in checks {
-                    let partAssessment = assess(partKey, request: part, now: now)
+                    let partAssessment = assess(partKey, request: part, policy: policy, now: now)
                     guard partAssessment.decision.granted else {
                         var decision = partAssessment.decision
                         decision.key = key
@@ -192,9 +214,14 @@ extension MeshInstance {
 
     /// Everything needed to decide for one key, without changing anything.
     mutating func assess(_ key: QuotaKey, request: AcquireRequest, now: UnixMillis) -> Assessment {
-        let merged = mergedView(key, now: now)
+        assess(key, request: request, policy: servicePolicy(key.service), now: now)
+    }
+
+    /// ``assess(_:request:now:)`` with the service's policy already looked up.
+    mutating func assess(_ key: QuotaKey, request: AcquireRequest, policy: ServicePolicy, now: UnixMillis) -> Assessment {
+        // A learned service's default policy configures no limit, so this is the configured limit or nil.
+        let merged = mergedView(key, configuredLimit: policy.configuredLimit(key.dimension), now: now)
         let quota = local[key] ?? LocalQuota()
-        let policy = servicePolicy(key.service)
         let cost = Double(max(1, request.cost))
         let resetAt = merged.window?.resetAt ?? 0
         func result(_ decision: AcquireDecision, headroom: Double = 0, rate: Double = 0) -> Assessment {
@@ -451,21 +478,24 @@ extension MeshInstance {
     }
 
     /// Whether this node is still learning the cluster's state after a start (never when it is alone).
-    func isLearning(now: UnixMillis) -> Bool { !peers.isEmpty && now < learningEndsAt }
+    func isLearning(now: UnixMillis) -> Bool {
+        // The digest period is at most the configured one: past twice that, no need to work it out.
+        let latest = startedAt + 2 * Int64(max(1, configuration.antiEntropyEveryRounds)) * configuration.gossipIntervalMillis
+        return now < latest && !peers.isEmpty && now < learningEndsAt
+    }
 
     // MARK: - Demand and waiting
 
-    mutating func noteDemand(_ request: AcquireRequest) {
-        guard isKnown(service: request.service) else { return }
-        // The common case (requests only, no scopes) allocates nothing beyond the account list.
+    mutating func noteDemand(_ request: AcquireRequest, entry: ServiceEntry) {
+        guard let policy = entry.policy else { return }
+        // The common case (requests only, no scopes) allocates nothing.
         let counted = request.costs.isEmpty ? [] : Set(dimensions(of: request.service))
-        let policy = servicePolicy(request.service)
-        var accounts = accounts(of: request.service)
+        var keys = entry.keys
         if !policy.scopes.isEmpty {
-            accounts += Set(accounts.compactMap { policy.scopeAccount(of: $0) }).sorted()
+            keys += Set(keys.compactMap { policy.scopeAccount(of: $0.account) }).sorted()
+                .map { QuotaKey(service: request.service, account: $0) }
         }
-        for account in accounts {
-            let key = QuotaKey(service: request.service, account: account)
+        for key in keys {
             local[key, default: LocalQuota()].requested[request.priority] += Double(max(0, request.cost))
             for (dimension, amount) in request.costs where amount > 0 && counted.contains(dimension) {
                 let partKey = key.counting(dimension)

@@ -122,9 +122,9 @@ extension MeshInstance {
     }
 
     mutating func noteAccount(_ key: QuotaKey) {
-        if accountsByService[key.service, default: []].insert(key.account).inserted || accountLists[key.service] == nil {
+        if accountsByService[key.service, default: []].insert(key.account).inserted || serviceEntries[key.service] == nil {
             // The decision path reads the rotation list on every acquire: keep it built.
-            accountLists[key.service] = rotationAccounts(of: key.service)
+            refreshServiceEntry(key.service)
         }
         if key.dimension != QuotaKey.requests { dimensionsByService[key.service, default: []].insert(key.dimension) }
     }

@@ -39,11 +39,14 @@ public struct MeshInstance: Sendable {
     /// Peers' states per key, merged incrementally.
     var remote: [QuotaKey: KeyAggregate] = [:]
     var accountsByService: [String: Set<String>] = [:]
-    /// ``accounts(of:)`` per service, sorted, rebuilt when an account is noted.
-    var accountLists: [String: [String]] = [:]
+    /// What the decision path needs of a service, in one look-up: rebuilt when an account is noted or the
+    /// service is learned.
+    var serviceEntries: [String: ServiceEntry] = [:]
     /// Dimensions other than requests that are configured, observed or gossiped, by service.
     var dimensionsByService: [String: Set<String>] = [:]
-    var learnedServices: Set<String> = []
+    var learnedServices: Set<String> = [] {
+        didSet { for service in learnedServices where !oldValue.contains(service) { refreshServiceEntry(service) } }
+    }
     var local: [QuotaKey: LocalQuota] = [:]
     var waiters: [Waiter] = []
     var nextWaiterOrder: UInt64 = 0
@@ -262,13 +265,16 @@ public struct MeshInstance: Sendable {
     public mutating func acquire(_ request: AcquireRequest, ticket: UInt64, now: UnixMillis) -> [MeshDirective] {
         var request = request
         request.cost = min(max(request.cost, 1), 1_000_000_000)
-        request.costs = request.costs.compactMapValues { $0 > 0 ? min($0, 1_000_000_000_000) : nil }
-        request.costs[QuotaKey.requests] = nil
+        if !request.costs.isEmpty {
+            request.costs = request.costs.compactMapValues { $0 > 0 ? min($0, 1_000_000_000_000) : nil }
+            request.costs[QuotaKey.requests] = nil
+        }
         request.waitMillis = min(max(request.waitMillis, 0), 3_600_000)
         var out: [MeshDirective] = []
         out.reserveCapacity(4)
-        noteDemand(request)
-        let decision = decide(request, now: now)
+        let entry = serviceEntry(request.service)
+        noteDemand(request, entry: entry)
+        let decision = decide(request, entry: entry, now: now)
         if decision.granted {
             out.append(.persist)
             pendingPersist = false

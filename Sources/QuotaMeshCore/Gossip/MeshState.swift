@@ -93,6 +93,13 @@ struct Waiter: Sendable {
     var lastDecision: AcquireDecision
 }
 
+/// A service's policy (`nil` while the service is unknown) and the requests keys of the accounts calls
+/// rotate across.
+struct ServiceEntry: Sendable {
+    var policy: ServicePolicy?
+    var keys: [QuotaKey]
+}
+
 struct ShareCache: Sendable {
     var round: UInt64
     var liveVersion: UInt64
