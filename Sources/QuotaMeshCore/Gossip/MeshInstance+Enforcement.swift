@@ -79,6 +79,11 @@ extension MeshInstance {
 
     /// ``mergedView(_:now:)`` with the key's configured limit already looked up.
     func mergedView(_ key: QuotaKey, configuredLimit: AdvertisedPolicy?, now: UnixMillis) -> Merged {
+        mergedView(key, own: local[key], configuredLimit: configuredLimit, now: now)
+    }
+
+    /// ``mergedView(_:configuredLimit:now:)`` with this node's own state of the key already looked up.
+    func mergedView(_ key: QuotaKey, own: LocalQuota?, configuredLimit: AdvertisedPolicy?, now: UnixMillis) -> Merged {
         var merged = Merged()
         var advertised: AdvertisedPolicy?
         if let aggregate = remote[key] {
@@ -87,7 +92,7 @@ extension MeshInstance {
             merged.breaker = aggregate.breaker
             advertised = aggregate.lowestPolicy
         }
-        if let own = local[key] {
+        if let own {
             merged.ownConsumption = own.state.consumption
             merged.observation = merged.observation.merging(own.state.observation.map(KeyAggregate.sanitized))
             merged.breaker = merged.breaker.merging(own.state.breaker)
@@ -160,6 +165,13 @@ extension MeshInstance {
             return .deny(
                 .unknownService, key: nil, retryAt: now + 1000, detail: "no configuration or observation names this service")
         }
+        if entry.keys.count == 1, request.costs.isEmpty, policy.scopes.isEmpty {
+            // The common case, one account counting requests only: the loop below, without its bookkeeping.
+            let key = entry.keys[0]
+            let assessment = assess(key, request: request, policy: policy, now: now)
+            if assessment.decision.granted { commit(key, request: request, assessment: assessment, now: now) }
+            return assessment.decision
+        }
         var best: (key: QuotaKey, assessment: Assessment, parts: [(QuotaKey, AcquireRequest, Assessment)])?
         var soonestDenial: AcquireDecision?
         let counted = request.costs.isEmpty ? [] : dimensions(of: request.service)
@@ -220,8 +232,9 @@ extension MeshInstance {
     /// ``assess(_:request:now:)`` with the service's policy already looked up.
     mutating func assess(_ key: QuotaKey, request: AcquireRequest, policy: ServicePolicy, now: UnixMillis) -> Assessment {
         // A learned service's default policy configures no limit, so this is the configured limit or nil.
-        let merged = mergedView(key, configuredLimit: policy.configuredLimit(key.dimension), now: now)
-        let quota = local[key] ?? LocalQuota()
+        let own = local[key]
+        let merged = mergedView(key, own: own, configuredLimit: policy.configuredLimit(key.dimension), now: now)
+        let quota = own ?? LocalQuota()
         let cost = Double(max(1, request.cost))
         let resetAt = merged.window?.resetAt ?? 0
         func result(_ decision: AcquireDecision, headroom: Double = 0, rate: Double = 0) -> Assessment {
