@@ -24,16 +24,17 @@ import QuotaMeshCrypto
     @Test func scriptedTrafficShowsUpInTheMetrics() async throws {
         let node = try MeshNode(
             identity: SigningKey(),
-            configuration: MeshConfiguration(services: ["openai": ServicePolicy(limit: 3, windowMillis: 3_600_000, burstFraction: 1)]),
+            configuration: MeshConfiguration(services: ["openai": ServicePolicy(limit: 6, windowMillis: 3_600_000, burstFraction: 1)]),
             peers: [PeerInfo(name: "friend", key: SigningKey().publicKey, endpoint: Endpoint(host: "127.0.0.1", port: 1))],
             stateStore: nil, logger: Logger(label: "test"))
         await node.startWithoutNetwork()
         let app = Application(router: NodeAPI.buildRouter(node: node))
         try await app.test(.router) { client in
+            // Three urgent calls, then a low one costing more than the 3 left: always a denial.
             for _ in 0..<3 {
                 _ = try await client.execute(uri: "/v1/acquire", method: .post, body: ByteBuffer(string: #"{"service":"openai","priority":"urgent"}"#)) { _ in }
             }
-            _ = try await client.execute(uri: "/v1/acquire", method: .post, body: ByteBuffer(string: #"{"service":"openai","priority":"low"}"#)) { _ in }
+            _ = try await client.execute(uri: "/v1/acquire", method: .post, body: ByteBuffer(string: #"{"service":"openai","priority":"low","cost":4}"#)) { _ in }
             // A datagram from nobody the node trusts.
             await node.receive([0x51, 0x4D, 1, 1] + [UInt8](repeating: 7, count: 200), from: try SocketAddress(ipAddress: "10.1.2.3", port: 9))
 
@@ -45,8 +46,8 @@ import QuotaMeshCrypto
             #expect(value(text, "quotamesh_acquire_grants_total", ["service": "openai", "priority": "urgent"]) == 3)
             #expect(value(text, "quotamesh_acquire_denials_total", ["service": "openai", "priority": "low", "reason": "quota_exhausted"]) == 1)
             #expect(value(text, "quotamesh_acquire_wait_seconds_count", ["service": "openai", "priority": "urgent"]) == 3)
-            #expect(value(text, "quotamesh_quota_remaining", ["service": "openai", "account": "default"]) == 0)
-            #expect(value(text, "quotamesh_quota_limit", ["service": "openai"]) == 3)
+            #expect(value(text, "quotamesh_quota_remaining", ["service": "openai", "account": "default"]) == 3)
+            #expect(value(text, "quotamesh_quota_limit", ["service": "openai"]) == 6)
             #expect(value(text, "quotamesh_quota_consumed", ["service": "openai", "scope": "local"]) == 3)
             #expect(value(text, "quotamesh_quota_consumed", ["service": "openai", "scope": "global"]) == 3)
             #expect(value(text, "quotamesh_acquire_waiting") == 0)
