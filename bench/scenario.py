@@ -108,13 +108,18 @@ class Upstream:
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def call(self):
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
-        conn.request("POST", "/v1/complete", body=b"{}")
-        response = conn.getresponse()
-        headers = {k.lower(): v for k, v in response.getheaders()}
-        response.read()
-        conn.close()
-        return response.status, headers
+        """(status, headers); status 0 when the call failed at the transport (the server is stopping, or
+        a connection was reset), which a task treats like any other failed call."""
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+            conn.request("POST", "/v1/complete", body=b"{}")
+            response = conn.getresponse()
+            headers = {k.lower(): v for k, v in response.getheaders()}
+            response.read()
+            conn.close()
+            return response.status, headers
+        except OSError:
+            return 0, {}
 
     def stop(self):
         self.server.shutdown()
