@@ -337,19 +337,30 @@ def main():
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--modes", default="naive,central,quotamesh")
     parser.add_argument("--upstream", choices=["fixed", "token-bucket"], default="fixed")
+    parser.add_argument("--tables-from", metavar="FILE",
+                        help="print the tables again from the JSON line an earlier run wrote to stderr")
     options = parser.parse_args()
+    if options.tables_from:
+        with open(options.tables_from) as f:
+            print_tables(json.loads(f.read().strip().splitlines()[-1]))
+        return
     rows = []
     for mode in options.modes.split(","):
         print(f"running {mode} for {options.seconds}s against a {options.upstream} upstream ...", file=sys.stderr, flush=True)
         rows.append(run_mode(mode, os.path.abspath(options.binary), options.seconds, options.agents, options.seed,
                              options.upstream))
-    print("| mode | upstream calls | upstream 429s | max admitted/limit | utilization | urgent ok/tasks, p50/p99 s | normal ok/tasks, p50/p99 s | low ok/tasks, p50/p99 s | told not now | unanswered |")
+    print_tables(rows)
+    print(json.dumps(rows), file=sys.stderr)
+
+
+def print_tables(rows):
+    print("| mode | upstream calls | upstream 429s | max admitted/limit | utilization | urgent ok/tasks, p50/p99 s, told not now | normal ok/tasks, p50/p99 s, told not now | low ok/tasks, p50/p99 s, told not now | told not now (all) | unanswered |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         cells = []
         for priority in ("urgent", "normal", "low"):
             p = r["priorities"][priority]
-            cells.append(f"{p['succeeded']}/{p['tasks']}, {p['p50_s']}/{p['p99_s']}")
+            cells.append(f"{p['succeeded']}/{p['tasks']}, {p['p50_s']}/{p['p99_s']}, {p['told_not_now']}")
         told = sum(r["priorities"][p]["told_not_now"] for p in r["priorities"])
         unanswered = sum(r["priorities"][p]["unanswered"] for p in r["priorities"])
         print(f"| {r['mode']} | {r['upstream_calls']} | {r['upstream_429s']} | {r['max_admitted_ratio']} | {r['utilization']} | "
@@ -364,7 +375,6 @@ def main():
             h = r["halves"][half]
             print(f"| {r['mode']} | {half.replace('_', ' ')} | {h['upstream_calls']} | {h['upstream_429s']} | {h['max_admitted_ratio']} | "
                   f"{h['utilization']} | {h['succeeded']}/{h['tasks']} | {h['urgent']} | {h['unanswered']} | {h['killed_agent']} |")
-    print(json.dumps(rows), file=sys.stderr)
 
 
 if __name__ == "__main__":
