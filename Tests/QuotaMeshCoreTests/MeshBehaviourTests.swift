@@ -282,6 +282,21 @@ import QuotaMeshCrypto
         #expect(decision?.retryAt == (mesh.now / 60_000 + 1) * 60_000)
     }
 
+    @Test func aServiceLearnedBeforeARestartIsStillKnownAfterIt() {
+        // No configuration names "github": the node learned it from the upstream's headers, and saved it.
+        var state = QuotaState()
+        state.policy = AdvertisedPolicy(limit: 5000, windowMillis: 3_600_000)
+        let saved = PersistedNodeState(incarnation: 3, quotas: [PersistedQuota(key: QuotaKey(service: "github"), state: state)])
+        var instance = MeshInstance(
+            identity: testKey(0), configuration: MeshConfiguration(), peers: [], restored: saved,
+            now: 1_800_000_000_000, seed: 1)
+        #expect(instance.isKnown(service: "github"))
+        let out = instance.acquire(AcquireRequest(service: "github", priority: .normal), ticket: 1, now: 1_800_000_000_000)
+        var decision: AcquireDecision?
+        for case .reply(_, let reply) in out { decision = reply }
+        #expect(decision?.granted == true, "\(String(describing: decision))")
+    }
+
     @Test func restartKeepsConsumptionAndUsesANewerIncarnation() {
         var mesh = TestMesh(count: 2, services: ["svc": ServicePolicy(limit: 100, windowMillis: 3_600_000)])
         for _ in 0..<5 { _ = mesh.acquire(0, AcquireRequest(service: "svc", priority: .urgent)) }

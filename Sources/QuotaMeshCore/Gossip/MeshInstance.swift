@@ -125,6 +125,9 @@ public struct MeshInstance: Sendable {
                 }
             }
         }
+        // Property observers do not run in an initializer, so the services learned above have no cache
+        // entry yet that knows them: build every entry now.
+        for service in Set(accountsByService.keys).union(learnedServices) { refreshServiceEntry(service) }
         replacePeers(peers)
         let spread = heartbeatInterval - max(0, configuration.heartbeatIntervalMillis)
         firstHeartbeatAt = spread > 0 ? now + Int64.random(in: 0..<spread, using: &rng) : now
