@@ -39,7 +39,7 @@ section "Simulator"
 python3 bench/simulate_tables.py --binary "$binary" ${sim_flags[@]+"${sim_flags[@]}"}
 
 section "Micro-benchmarks (ordo-one/benchmark)"
-swift package --package-path Benchmarks benchmark --format markdown ${micro_flags[@]+"${micro_flags[@]}"}
+swift package --package-path Benchmarks benchmark --format markdown --no-progress ${micro_flags[@]+"${micro_flags[@]}"}
 
 section "Acquire over the loopback HTTP API"
 if command -v wrk >/dev/null; then

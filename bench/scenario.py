@@ -196,8 +196,13 @@ def window_stats(calls, first, last):
             windows[w][0] += 1
             windows[w][1] += status == 200
     if not windows:
-        return 0, 0
+        return None, None  # no whole window on this side (a short run): printed as "-"
     return (max(c[0] for c in windows.values()) / LIMIT, statistics.mean(c[1] for c in windows.values()) / LIMIT)
+
+
+def rounded(value):
+    """`value` to 3 places, or "-" when there was nothing to measure."""
+    return "-" if value is None else round(value, 3)
 
 
 def run_mode(mode, binary, seconds, agents, seed, upstream_kind):
@@ -298,7 +303,7 @@ def run_mode(mode, binary, seconds, agents, seed, upstream_kind):
     max_admitted, utilization = window_stats(calls, first, last)
     summary = {"mode": mode, "upstream": upstream_kind, "upstream_calls": len(calls),
                "upstream_429s": sum(1 for _, s in calls if s == 429),
-               "max_admitted_ratio": round(max_admitted, 3), "utilization": round(utilization, 3), "priorities": {},
+               "max_admitted_ratio": rounded(max_admitted), "utilization": rounded(utilization), "priorities": {},
                "halves": {},
                # When in its window each 429 came (s after the window's start), to tell boundary effects apart.
                "429_offsets_s": [round(t % WINDOW, 3) for t, status in calls if status == 429][:50]}
@@ -309,7 +314,7 @@ def run_mode(mode, binary, seconds, agents, seed, upstream_kind):
         admitted, used = window_stats(calls, w0, w1)
         summary["halves"][half] = {
             "upstream_calls": len(half_calls), "upstream_429s": sum(1 for _, s in half_calls if s == 429),
-            "max_admitted_ratio": round(admitted, 3), "utilization": round(used, 3),
+            "max_admitted_ratio": rounded(admitted), "utilization": rounded(used),
             "tasks": len(mine), "succeeded": sum(1 for r in mine if r[3] is not None),
             "urgent": f"{sum(1 for r in mine if r[1] == 'urgent' and r[3] is not None)}/{sum(1 for r in mine if r[1] == 'urgent')}",
             "unanswered": sum(1 for r in mine if not r[5]),

@@ -14,11 +14,14 @@ extension MeshInstance {
         serviceEntries[service] ?? makeServiceEntry(service)
     }
 
+    /// A service's entry worked out afresh: its policy if it is known (configured, or learned with the
+    /// default policy) and the requests keys of its rotation accounts.
     func makeServiceEntry(_ service: String) -> ServiceEntry {
         let policy = configuration.services[service] ?? (learnedServices.contains(service) ? ServicePolicy() : nil)
         return ServiceEntry(policy: policy, keys: rotationAccounts(of: service).map { QuotaKey(service: service, account: $0) })
     }
 
+    /// Rebuilds a service's cached entry, after an account is noted or the service is learned.
     mutating func refreshServiceEntry(_ service: String) { serviceEntries[service] = makeServiceEntry(service) }
 
     /// ``accounts(of:)`` computed afresh, for the cache kept as accounts are noted.
@@ -50,7 +53,6 @@ extension MeshInstance {
     func servicePolicy(_ service: String) -> ServicePolicy {
         configuration.services[service] ?? ServicePolicy()
     }
-
 
     struct Window {
         var resetAt: UnixMillis
@@ -231,8 +233,8 @@ extension MeshInstance {
 
     /// ``assess(_:request:now:)`` with the service's policy already looked up.
     mutating func assess(_ key: QuotaKey, request: AcquireRequest, policy: ServicePolicy, now: UnixMillis) -> Assessment {
-        // A learned service's default policy configures no limit, so this is the configured limit or nil.
         let own = local[key]
+        // A learned service's default policy configures no limit, so this is the configured limit or nil.
         let merged = mergedView(key, own: own, configuredLimit: policy.configuredLimit(key.dimension), now: now)
         let quota = own ?? LocalQuota()
         let cost = Double(max(1, request.cost))

@@ -43,6 +43,7 @@ public struct QuotaKey: Hashable, Comparable, Sendable, Codable, CustomStringCon
     /// Feeds the fingerprint, which stands for the three labels.
     public func hash(into hasher: inout Hasher) { hasher.combine(fingerprint) }
 
+    /// Equal labels; the fingerprints are compared first, so unequal keys usually differ at once.
     public static func == (lhs: QuotaKey, rhs: QuotaKey) -> Bool {
         lhs.fingerprint == rhs.fingerprint && lhs.service == rhs.service && lhs.account == rhs.account
             && lhs.dimension == rhs.dimension
