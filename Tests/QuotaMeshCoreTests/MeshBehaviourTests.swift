@@ -208,12 +208,13 @@ import QuotaMeshCrypto
         var merged = MeshInstance.Merged()
         merged.consumption.entries[testKey(1).publicKey] = ConsumptionEntry(total: 50, windowEnd: 10_000, windowCount: 50)
         merged.ownConsumption = ConsumptionEntry(total: 10, windowEnd: 10_000, windowCount: 10)
+        #expect(merged.windowTotal(at: 5_000) == 60)
         // 5 s into a 10 s window the others granted 50, 0.01 a ms: over the rounds a grant takes to arrive,
         // that many more are probably granted already. This node's own grants are never unseen.
         let lag = Double(MeshInstance.propagationRounds * instance.configuration.gossipIntervalMillis)
-        #expect(instance.unseenConsumption(merged, windowLength: 10_000, resetAt: 10_000, now: 5_000) == 0.01 * lag)
+        #expect(instance.unseenConsumption(merged, windowTotal: 60, windowLength: 10_000, resetAt: 10_000, now: 5_000) == 0.01 * lag)
         // Too early in the window to tell a pace: nothing is estimated.
-        #expect(instance.unseenConsumption(merged, windowLength: 10_000, resetAt: 10_000, now: Int64(lag) / 2) == 0)
+        #expect(instance.unseenConsumption(merged, windowTotal: 60, windowLength: 10_000, resetAt: 10_000, now: Int64(lag) / 2) == 0)
     }
 
     @Test func urgentWorkIsNotPacedWhileEveryonesUrgentDemandFits() {

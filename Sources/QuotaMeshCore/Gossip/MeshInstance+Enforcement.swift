@@ -76,15 +76,13 @@ extension MeshInstance {
     }
 
     func mergedView(_ key: QuotaKey, now: UnixMillis) -> Merged {
-        mergedView(key, configuredLimit: configuration.services[key.service]?.configuredLimit(key.dimension), now: now)
+        mergedView(
+            key, own: local[key], configuredLimit: configuration.services[key.service]?.configuredLimit(key.dimension),
+            now: now)
     }
 
-    /// ``mergedView(_:now:)`` with the key's configured limit already looked up.
-    func mergedView(_ key: QuotaKey, configuredLimit: AdvertisedPolicy?, now: UnixMillis) -> Merged {
-        mergedView(key, own: local[key], configuredLimit: configuredLimit, now: now)
-    }
-
-    /// ``mergedView(_:configuredLimit:now:)`` with this node's own state of the key already looked up.
+    /// ``mergedView(_:now:)`` with this node's own state of the key and its configured limit already
+    /// looked up.
     func mergedView(_ key: QuotaKey, own: LocalQuota?, configuredLimit: AdvertisedPolicy?, now: UnixMillis) -> Merged {
         var merged = Merged()
         var advertised: AdvertisedPolicy?
@@ -133,9 +131,14 @@ extension MeshInstance {
     /// What is left in the current window, estimated from the limit, the counted consumption and the
     /// latest upstream observation (minus what was consumed since it).
     func remaining(_ merged: Merged, now: UnixMillis) -> Int64? {
+        remaining(merged, windowTotal: merged.windowTotal(at: now), now: now)
+    }
+
+    /// ``remaining(_:now:)`` with the window's total (a pass over every origin) already summed.
+    func remaining(_ merged: Merged, windowTotal: UInt64, now: UnixMillis) -> Int64? {
         var estimate: Int64?
         if let window = merged.window, let limit = window.limit {
-            estimate = limit.saturatingSubtract(Int64(clamping: merged.windowTotal(at: now)))
+            estimate = limit.saturatingSubtract(Int64(clamping: windowTotal))
         }
         if let observation = merged.observation, observation.resetAt > now {
             let lifetime = merged.lifetimeTotal
@@ -261,7 +264,8 @@ extension MeshInstance {
         if isLearning(now: now) && request.priority != .urgent {
             return result(.deny(.quotaExhausted, key: key, retryAt: learningEndsAt, detail: "learning"))
         }
-        guard let window = merged.window, let remainingCount = remaining(merged, now: now) else {
+        let windowTotal = merged.windowTotal(at: now)
+        guard let window = merged.window, let remainingCount = remaining(merged, windowTotal: windowTotal, now: now) else {
             // A known service with no limit and no current observation: nothing to enforce but the breaker.
             return result(.grant(key, detail: "no_limit_known"), headroom: .infinity)
         }
@@ -270,7 +274,8 @@ extension MeshInstance {
         // Other nodes' grants of the last moments have not reached this node yet: about what they granted
         // per ms so far in this window, times the time gossip takes to bring it here. Without this, every
         // node sees the last calls of a window as still free and grants them in the same final moment.
-        let unseen = unseenConsumption(merged, windowLength: windowLength, resetAt: window.resetAt, now: now)
+        let unseen = unseenConsumption(
+            merged, windowTotal: windowTotal, windowLength: windowLength, resetAt: window.resetAt, now: now)
         let remaining = Double(remainingCount) - unseen
         if remaining < cost && Double(remainingCount) >= cost {
             let retry = min(window.resetAt, now + Self.propagationRounds * configuration.gossipIntervalMillis)
@@ -422,16 +427,17 @@ extension MeshInstance {
     }
 
     /// Gossip rounds a grant elsewhere takes to be counted here (a push, then a relay), for
-    /// ``unseenConsumption(_:windowLength:resetAt:now:)``.
+    /// ``unseenConsumption(_:windowTotal:windowLength:resetAt:now:)``.
     static let propagationRounds: Int64 = 1
 
     /// What other nodes have probably granted that has not reached this node yet: their consumption in
     /// this window so far, per ms, times ``propagationRounds`` gossip intervals (0 at a window's start).
-    func unseenConsumption(_ merged: Merged, windowLength: Double, resetAt: UnixMillis, now: UnixMillis) -> Double {
+    func unseenConsumption(
+        _ merged: Merged, windowTotal total: UInt64, windowLength: Double, resetAt: UnixMillis, now: UnixMillis
+    ) -> Double {
         let lag = Double(Self.propagationRounds * configuration.gossipIntervalMillis)
         let elapsed = windowLength - Double(max(resetAt - now, 0))
         guard elapsed > lag else { return 0 }
-        let total = merged.windowTotal(at: now)
         let own = merged.ownConsumption.count(at: now)
         let others = Double(total >= own ? total - own : 0)
         return min(others, others / elapsed * lag)
