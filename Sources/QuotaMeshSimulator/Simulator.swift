@@ -136,6 +136,15 @@ public struct Simulator {
     public var packetsByKind: [UInt8: Int] = [:]
     /// Denials per window by reason/detail, for diagnosis.
     public var denialDetails: [Int64: [String: Int]] = [:]
+    /// Grants per window by detail, for diagnosis.
+    public var grantDetails: [Int64: [String: Int]] = [:]
+    /// Upstream calls and 429s per virtual second, for diagnosis.
+    public var callsPerSecond: [Int64: (sent: Int, rejected: Int)] = [:]
+    /// When above 0, every this many virtual ms (a multiple of the gossip interval) the run hands
+    /// ``onSample`` a line with the current window's calls and the pacing inputs of nodes 0 to 3.
+    public var sampleEvery: Int64 = 0
+    /// Receives the lines ``sampleEvery`` asks for.
+    public var onSample: ((String) -> Void)?
 
     /// Prepares a run.
     public init(_ configuration: SimulationConfiguration) {
@@ -325,6 +334,18 @@ public struct Simulator {
             startProbe(index)
         case .checkProbes:
             checkProbes()
+            if sampleEvery > 0, (now - start) % sampleEvery == 0, let onSample {
+                let key = QuotaKey(service: service, account: "default")
+                var line = "t=\(Double(now - start) / 1000) sent=\(windowSent[upstreamWindow(now), default: 0])"
+                for index in 0..<min(4, nodes.count) {
+                    let nodeTime = now + nodes[index].skew
+                    if let b = nodes[index].box.instance?.pacingBreakdown(key, now: nodeTime) {
+                        let fields = b.sorted { $0.key < $1.key }.map { "\($0.key)=\(($0.value * 1000).rounded() / 1000)" }
+                        line += " | n\(index) " + fields.joined(separator: " ")
+                    }
+                }
+                onSample(line)
+            }
             schedule(.checkProbes, at: now + configuration.gossipIntervalMillis)
         }
     }
@@ -378,6 +399,7 @@ public struct Simulator {
             case .reply(let ticket, let decision):
                 guard let task = nodes[index].tickets.removeValue(forKey: ticket) else { continue }
                 if decision.granted {
+                    grantDetails[upstreamWindow(now), default: [:]][decision.detail ?? "-", default: 0] += 1
                     tasks[task].inFlight = true
                     schedule(.upstream(task: task), at: now + configuration.upstreamLatencyMillis / 2)
                 } else {
@@ -455,6 +477,8 @@ public struct Simulator {
             ]
         }
         if status == 429 { upstream429s += 1 }
+        callsPerSecond[(now - start) / 1000, default: (0, 0)].sent += 1
+        if status == 429 { callsPerSecond[(now - start) / 1000, default: (0, 0)].rejected += 1 }
         schedule(.response(task: task, status: status, headers: headers), at: now + configuration.upstreamLatencyMillis / 2)
     }
 

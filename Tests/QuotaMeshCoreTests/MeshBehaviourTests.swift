@@ -99,15 +99,55 @@ import QuotaMeshCrypto
             #expect(decision?.retryAt == until)
             #expect(mesh.view(index, "openai")?.breakerState == .open)
         }
-        // After the time passes: half-open, one probe per node; a successful probe closes it for all.
-        mesh.run(for: 20_000)
+        // When the time has passed: half-open, one node probes; a successful probe closes it for all.
+        mesh.run(for: until - mesh.now)
         #expect(mesh.view(1, "openai")?.breakerState == .halfOpen)
-        #expect(mesh.acquire(1, AcquireRequest(service: "openai", priority: .normal))?.granted == true)
-        let second = mesh.acquire(1, AcquireRequest(service: "openai", priority: .normal))
+        let probes = (0..<3).filter { mesh.acquire($0, AcquireRequest(service: "openai", priority: .normal))?.granted == true }
+        #expect(probes.count == 1)
+        guard let prober = probes.first else { return }
+        let second = mesh.acquire(prober, AcquireRequest(service: "openai", priority: .normal))
         #expect(second?.reason == .breakerOpen)
-        mesh.observe(1, service: "openai", status: 200, report: RateLimitReport())
+        mesh.observe(prober, service: "openai", status: 200, report: RateLimitReport())
         mesh.run(for: 1_000)
         for index in 0..<3 { #expect(mesh.view(index, "openai")?.breakerState == .closed, "node \(index)") }
+    }
+
+    @Test func aHalfOpenBreakerIsProbedByOneNodeAtATimeNotByAll() {
+        // Every node's agent asks the moment the breaker turns half-open: one is let through; the next node
+        // in the shared order gets its turn one gossip interval later only if no answer has come by then.
+        let count = 8
+        var mesh = TestMesh(count: count, services: ["openai": ServicePolicy(limit: 100, windowMillis: 60_000)])
+        mesh.run(for: 1_000)
+        let until = mesh.now + 10_000
+        mesh.observe(0, service: "openai", status: 429, report: report(limit: nil, remaining: nil, resetAt: nil, retryAt: until, limited: true))
+        mesh.run(for: until - mesh.now, step: 100)
+        #expect(mesh.now == until)
+        func askAll() -> (granted: [Int], elsewhere: Int) {
+            var granted: [Int] = []
+            var elsewhere = 0
+            for index in 0..<count {
+                let decision = mesh.acquire(index, AcquireRequest(service: "openai", priority: .normal))
+                if decision?.granted == true { granted.append(index) }
+                if decision?.detail == "half_open_probe_elsewhere" {
+                    elsewhere += 1
+                    #expect(decision?.reason == .breakerOpen)
+                    #expect((decision?.retryAt ?? 0) > mesh.now, "told to come back later")
+                }
+            }
+            return (granted, elsewhere)
+        }
+        let first = askAll()
+        #expect(first.granted.count == 1, "one probe, not \(first.granted.count)")
+        #expect(first.elsewhere == count - 1)
+        // No answer yet: one interval later the next node's turn has come, and only its.
+        mesh.run(for: 200, step: 100)
+        let second = askAll()
+        #expect(second.granted.count == 1)
+        #expect(Set(second.granted).isDisjoint(with: first.granted))
+        // The first probe succeeds: closed everywhere, and the next acquire anywhere is an ordinary one.
+        mesh.observe(first.granted[0], service: "openai", status: 200, report: RateLimitReport())
+        mesh.run(for: 2_000)
+        for index in 0..<count { #expect(mesh.view(index, "openai")?.breakerState == .closed, "node \(index)") }
     }
 
     @Test func consecutiveFailuresOpenTheBreakerAndAFailedProbeReopensIt() {

@@ -57,12 +57,31 @@ import QuotaMeshCore
             $0.seed = seed
             $0.demand = 2
         }
-        // The target is 1.01; the tail of a window (nodes with credit left granting the last calls at the
-        // same moment) can add one or two calls. See BENCHMARKS.md for the distribution over seeds.
-        #expect(report.maxAdmittedRatio <= 1.02, "seed \(seed)")
+        // The target: 1.01. These seeds give 0.97 to 0.98 (BENCHMARKS.md has the distribution).
+        #expect(report.maxAdmittedRatio <= 1.01, "seed \(seed)")
         #expect(report.utilization >= 0.85, "seed \(seed): utilization \(report.utilization)")
         #expect(report.jainIndex >= 0.95, "seed \(seed)")
         #expect(report.urgentSuccessRatio == 1, "seed \(seed)")
+    }
+
+    @Test(arguments: [UInt64(1), 3])
+    func nodesWithLessThanOneCallEachDoNotAllSpendTheWindowsEnd(seed: UInt64) {
+        // 60 nodes share 20 calls a window: a third of a call each, so most nodes' pacing puts their next
+        // call past the window's end. Those calls must wait for the next window, not all pass in its last
+        // moments (where no node can see the others' grants yet); and a cluster-wide 429 must not let
+        // every node probe the half-open breaker at once.
+        let report = run {
+            $0.nodes = 60
+            $0.seconds = 40
+            $0.limit = 20
+            $0.seed = seed
+            $0.demand = 2
+        }
+        // Before, these windows reached 2.5 to 4 × the limit at N = 300 and 1000. Now at most one call over
+        // (1.05 at this limit): seeds 1 to 6 give 0.90 to 1.05, one 429 in all; utilization 0.78 to 0.92.
+        #expect(report.maxAdmittedRatio <= 1.05, "seed \(seed)")
+        #expect(report.upstream429s <= 1, "seed \(seed)")
+        #expect(report.utilization >= 0.75, "seed \(seed): utilization \(report.utilization)")
     }
 
     @Test func urgentWorkSucceedsWhileLowDemandIsTenTimesTheLimit() {
@@ -75,9 +94,9 @@ import QuotaMeshCore
             $0.priorityMix = (0.02, 0.08, 0.9)
         }
         #expect(report.urgentSuccessRatio == 1, "seed \(seed)")
-        // Seeds 1 to 8 give 1.00 to 1.04 (this seed is the worst): the flood keeps every node's bucket
-        // busy to the window's last moment, where the last calls are granted at once (BENCHMARKS.md).
-        #expect(report.maxAdmittedRatio <= 1.05, "seed \(seed)")
+        // Seeds 1 to 8 give 0.97 to 0.99. Before the pace stopped growing without bound at the window's
+        // end (no node sees the others' last grants), the flood pushed this seed to 1.04.
+        #expect(report.maxAdmittedRatio <= 1.01, "seed \(seed)")
         let low = report.tasks[.low] ?? (0, 0)
         #expect(low.succeeded < low.created, "low work is held back, seed \(seed)")
     }
@@ -91,7 +110,7 @@ import QuotaMeshCore
             $0.crashes = 6
             $0.downtimeMillis = 1_500
         }
-        #expect(report.maxAdmittedRatio <= 1.02, "seed \(seed)")
+        #expect(report.maxAdmittedRatio <= 1.01, "seed \(seed)")
         #expect(report.utilization >= 0.75, "seed \(seed)")
     }
 
@@ -104,7 +123,7 @@ import QuotaMeshCore
             $0.duplication = 0.3
             $0.latencyMillis = 1...150
         }
-        #expect(report.maxAdmittedRatio <= 1.02, "seed \(seed)")
+        #expect(report.maxAdmittedRatio <= 1.01, "seed \(seed)")
         #expect(report.probesConverged == report.probes, "seed \(seed)")
     }
 
@@ -119,7 +138,7 @@ import QuotaMeshCore
         }
         // Outside the partition the bound holds; inside, each side may spend what it knows is left, so a
         // window can reach at most twice the limit (two sides).
-        #expect(report.maxAdmittedRatio <= 1.02, "seed \(seed)")
+        #expect(report.maxAdmittedRatio <= 1.01, "seed \(seed)")
         #expect((report.partitionMaxAdmittedRatio ?? 0) <= 2.0, "seed \(seed)")
         #expect(report.probesConverged == report.probes, "seed \(seed): every probe, including those made during the partition, reached every node after the heal")
     }
@@ -135,9 +154,9 @@ import QuotaMeshCore
             $0.demandShiftAt = 0.5
         }
         // Sub-second skew cannot be corrected from `Date` (one-second resolution): a node whose clock runs
-        // ahead opens the next window a little early. Bounded, not eliminated: seeds 1 to 9 give 0.92 to
-        // 1.06 (median 1.00), this seed the worst.
-        #expect(report.maxAdmittedRatio <= 1.07, "seed \(seed)")
+        // ahead opens the next window a little early. Bounded, not eliminated: seeds 1 to 9 give 0.90 to
+        // 1.02 (this seed 0.97; it was the worst, 1.06, before the pace was bounded at the window's end).
+        #expect(report.maxAdmittedRatio <= 1.02, "seed \(seed)")
         #expect(report.utilization >= 0.7, "seed \(seed)")
     }
 

@@ -255,6 +255,14 @@ extension MeshInstance {
                     probe.saturatingAdd(policy.breaker.probeTimeoutMillis), now + 2 * configuration.gossipIntervalMillis)
                 return result(.deny(.breakerOpen, key: key, retryAt: retry, detail: "half_open_probe_in_flight"))
             }
+            // One node probes, not every node whose agent is waiting: the first in an order every node
+            // derives alike from the breaker's opening; the next takes over only if no answer has spread
+            // by its turn. A failed probe reopens the breaker, with a new order.
+            let turn = probeTurn(key, breaker: merged.breaker)
+            if now < turn {
+                let retry = min(turn, now + 2 * configuration.gossipIntervalMillis)
+                return result(.deny(.breakerOpen, key: key, retryAt: retry, detail: "half_open_probe_elsewhere"))
+            }
             return result(.grant(key, detail: "half_open_probe"))
         case .closed:
             break
@@ -303,7 +311,10 @@ extension MeshInstance {
         // drains the window evenly however many nodes there are, and a share worth less than one call
         // becomes a call with that probability (each node starts a window at a random phase).
         let millisLeft = Double(max(window.resetAt - now, 1))
-        let rate = share * remaining / millisLeft
+        // Spent over no less than the time a grant takes to reach the other nodes: in the last moments of
+        // a window no node can see the others' grants, and what is left ÷ time left would grow without
+        // bound while every node's view of what is left stands still.
+        let rate = share * remaining / max(millisLeft, spreadMillis)
         guard rate > 0 else {
             let retry = min(window.resetAt, now + max(configuration.gossipIntervalMillis * 5, 1000))
             return result(.deny(.quotaExhausted, key: key, retryAt: retry, detail: "share"))
@@ -314,7 +325,7 @@ extension MeshInstance {
             // worth less than one call into a call with that probability. A node alone with the whole
             // limit needs neither: it must not wait a random part of an hour for its first call.
             let phase = share >= 1 ? 0 : Double.random(in: 0..<1, using: &rng) * cost / rate
-            bucket.enter(windowEnd: window.resetAt, now: now, phase: min(phase, millisLeft))
+            bucket.enter(windowEnd: window.resetAt, now: now, phase: phase)
         }
         // What the bucket still owes is paid at the rate that holds now. A grant re-times it the same way
         // when it charges it, so the bucket is stored here only when a window begins or the call waits.
@@ -418,12 +429,45 @@ extension MeshInstance {
         let own = local[key]?.signedDemand ?? Demand()
         let seconds = Double(max(resetAt - now, 1)) / 1000
         let count = live.count + pending + 1
-        let floorNeed = min(remaining / Double(count), max(1, policy.burstFraction * limit / Double(count)))
+        let floorNeed = min(remaining, policy.burstFraction * limit) / Double(count)
         let scales: InlineArray<2, Double> = [seconds * Self.urgentHeadroom, seconds]
         let ownNeeds: InlineArray<2, Double> = [own.urgent * scales[0], (own.normal + own.low) * scales[1]]
         let allocation = FairShare.tieredAllocation(
             capacity: remaining, ownNeeds: ownNeeds, others: tiers, scales: scales, floor: floorNeed, claimants: count)
         return min(1, allocation / remaining)
+    }
+
+    /// About how long an update takes to reach a typical node: log_fanout(N + 1) gossip rounds (push
+    /// gossip's spread; ``Simulator`` measures it), at least one.
+    var spreadMillis: Double {
+        let fanout = Double(max(2, configuration.fanout))
+        let rounds = max(1, Self.roughLog2(Double(peers.count + 1)) / Self.roughLog2(fanout))
+        return rounds * Double(configuration.gossipIntervalMillis)
+    }
+
+    /// log₂(x) for x ≥ 1, to within 0.09 (the core imports no maths library): the exponent plus the
+    /// significand's linear interpolation.
+    static func roughLog2(_ x: Double) -> Double {
+        guard x >= 1, x.isFinite else { return 0 }
+        return Double(x.exponent) + (x.significand - 1)
+    }
+
+    /// When this node may probe a half-open breaker: the breaker's reopening time plus one gossip interval
+    /// for every live node ahead of it in an order hashed from each node's key and the opening time. Every
+    /// node derives the same order, each opening a different one. A node whose agent has nothing to send
+    /// lets its turn pass; a node that probes is answered within about a round trip, and the answer
+    /// reaches the others within ``spreadMillis``, so a handful of nodes probe at most, not every node.
+    func probeTurn(_ key: QuotaKey, breaker: BreakerRegister) -> UnixMillis {
+        func order(_ node: VerifyingKey) -> UInt64 {
+            var mixer = SplitMix64(
+                seed: node.words.0 ^ (node.words.1 &* 3) ^ (node.words.2 &* 5) ^ (node.words.3 &* 7)
+                    ^ UInt64(bitPattern: breaker.openedAt))
+            return mixer.next()
+        }
+        let own = order(publicKey)
+        var ahead: Int64 = 0
+        for peer in live where order(peer) < own { ahead += 1 }
+        return breaker.openUntil.saturatingAdd(ahead.saturatingMultiply(configuration.gossipIntervalMillis))
     }
 
     /// Gossip rounds a grant elsewhere takes to be counted here (a push, then a relay), for
@@ -435,7 +479,7 @@ extension MeshInstance {
     func unseenConsumption(
         _ merged: Merged, windowTotal total: UInt64, windowLength: Double, resetAt: UnixMillis, now: UnixMillis
     ) -> Double {
-        let lag = Double(Self.propagationRounds * configuration.gossipIntervalMillis)
+        let lag = max(Double(Self.propagationRounds * configuration.gossipIntervalMillis), spreadMillis / 2)
         let elapsed = windowLength - Double(max(resetAt - now, 0))
         guard elapsed > lag else { return 0 }
         let own = merged.ownConsumption.count(at: now)
@@ -629,5 +673,28 @@ extension MeshInstance {
             out["obs_reset"] = observation.resetAt
         }
         return out
+    }
+}
+
+extension MeshInstance {
+    /// The inputs of this node's pacing for `key`, for diagnosis: live peers, peers not heard from yet,
+    /// what is left, the unseen-grant estimate, this node's fraction, and its pace (calls per second).
+    public mutating func pacingBreakdown(_ key: QuotaKey, now: UnixMillis) -> [String: Double] {
+        let policy = servicePolicy(key.service)
+        let merged = mergedView(key, own: local[key], configuredLimit: policy.configuredLimit(key.dimension), now: now)
+        let total = merged.windowTotal(at: now)
+        guard let window = merged.window, let left = remaining(merged, windowTotal: total, now: now) else { return [:] }
+        let limit = Double(window.limit ?? left)
+        let length = Double(window.windowMillis ?? max(window.resetAt - now, 1))
+        let unseen = unseenConsumption(merged, windowTotal: total, windowLength: length, resetAt: window.resetAt, now: now)
+        let share = fairShare(
+            key, remaining: Double(left) - unseen, limit: limit, policy: policy, resetAt: window.resetAt, now: now)
+        return [
+            "live": Double(live.count), "unheard": Double(unheard), "remaining": Double(left), "unseen": unseen,
+            "share": share, "pace_per_s": share * (Double(left) - unseen) / Double(max(window.resetAt - now, 1)) * 1000,
+            "own_demand": local[key]?.signedDemand.total ?? 0,
+            "tat_in": (local[key]?.bucket.theoreticalArrival ?? 0) - Double(now),
+            "bucket_rate_per_s": (local[key]?.bucket.rate ?? 0) * 1000,
+        ]
     }
 }

@@ -134,12 +134,20 @@ struct Simulate: AsyncParsableCommand {
             }
         }
         var simulator = Simulator(configuration)
+        // Diagnosis: QUOTAMESH_SIM_SAMPLE=MS prints pacing inputs every MS virtual ms to standard error.
+        simulator.sampleEvery = Int64(ProcessInfo.processInfo.environment["QUOTAMESH_SIM_SAMPLE"] ?? "") ?? 0
+        simulator.onSample = { FileHandleWriter.writeStandardError($0 + "\n") }
         let report = simulator.run()
         if ProcessInfo.processInfo.environment["QUOTAMESH_SIM_TRACE"] != nil {
             FileHandleWriter.writeStandardError("bytes by kind: \(simulator.bytesByKind), packets: \(simulator.packetsByKind), signatures: \(simulator.simulated?.signatures ?? 0), accepted: \(simulator.recordsAccepted), stale: \(simulator.recordsStale)\n")
             for (window, details) in simulator.denialDetails.sorted(by: { $0.key < $1.key }) {
                 FileHandleWriter.writeStandardError("window \(window): \(details.sorted { $0.key < $1.key })\n")
             }
+            for (window, details) in simulator.grantDetails.sorted(by: { $0.key < $1.key }) {
+                FileHandleWriter.writeStandardError("grants \(window): \(details.sorted { $0.key < $1.key })\n")
+            }
+            let seconds = simulator.callsPerSecond.sorted { $0.key < $1.key }.map { "\($0.key):\($0.value.sent)/\($0.value.rejected)" }
+            FileHandleWriter.writeStandardError("calls/429s per second: \(seconds.joined(separator: " "))\n")
         }
         if json {
             print(renderJSON(SimulationOutput.json(report)))
