@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
 """Runs `quotamesh simulate` over a grid and prints the tables recorded in BENCHMARKS.md.
 
-Usage: python3 bench/simulate_tables.py [--binary PATH] [--quick] [--scale]
+Usage: python3 bench/simulate_tables.py [--binary PATH] [--quick] [--scale] [--enforcement-scale [--baseline PATH]]
   --scale: only the large-cluster tables (N = 1000, 60 virtual s; gossip parameters side by side)
+  --enforcement-scale: only overshoot and utilization as N grows past the limit (N = 30 to 1000);
+    with --baseline, the same rows from a second binary (an older commit) side by side
 Build first: swift build -c release --product quotamesh
 """
 import argparse
@@ -48,8 +50,13 @@ def main():
     parser.add_argument("--quick", action="store_true", help="fewer seeds and nodes")
     parser.add_argument("--max-nodes", type=int, default=1000)
     parser.add_argument("--scale", action="store_true", help="only the large-cluster tables")
+    parser.add_argument("--enforcement-scale", action="store_true", help="only enforcement as N grows")
+    parser.add_argument("--baseline", help="a second binary for --enforcement-scale, side by side")
     options = parser.parse_args()
     b = options.binary
+    if options.enforcement_scale:
+        enforcement_scale_table(b, options.baseline)
+        return
     if options.scale:
         scale_tables(b)
         return
@@ -120,6 +127,26 @@ def main():
                      min(r["probes_converged"] / max(1, r["probes"]) for r in results)])
     table("Faults (N=10, demand 2x)", ["fault", "max admitted/limit outside", "max admitted/limit in partition windows",
                                        "utilization", "probes converged (min fraction)"], rows)
+
+
+def enforcement_scale_table(b, baseline):
+    """Overshoot and utilization as the nodes outnumber the limit (demand 2x, 60 virtual s, seed 1)."""
+    cases = [(30, 100), (100, 100), (300, 100), (1000, 100), (100, 1000), (300, 3000)]
+    rows = []
+    for n, limit in cases:
+        line = [n, limit, f"{limit / n:.2f}"]
+        for binary in ([baseline] if baseline else []) + [b]:
+            print(f"  N={n} limit={limit} {binary}", file=sys.stderr, flush=True)
+            r = run(binary, nodes=n, seconds=60, seed=1, demand=2, limit=limit)
+            line += [r["max_admitted_ratio"], r["utilization"], r["upstream_429s"], r["wall_s"]]
+        if baseline:
+            line = line[:3] + [f"{line[3]:.2f} → {line[7]:.2f}", f"{line[4]:.3f} → {line[8]:.3f}",
+                               f"{line[5]} → {line[9]}", f"{line[6]:.0f} → {line[10]:.0f}"]
+        rows.append(line)
+    header = ["N", "limit per 10 s", "calls per node per window", "max admitted/limit", "utilization",
+              "upstream 429s", "wall s"]
+    table("Enforcement as N grows (demand 2x, 60 virtual s, seed 1" + ("; before → after)" if baseline else ")"),
+          header, rows)
 
 
 def scale_tables(b):

@@ -404,7 +404,7 @@ public struct Simulator {
                     schedule(.upstream(task: task), at: now + configuration.upstreamLatencyMillis / 2)
                 } else {
                     denials += 1
-                    denialDetails[upstreamWindow(now), default: [:]]["\(decision.reason?.rawValue ?? "-")/\(decision.detail ?? "-")", default: 0] += 1
+                    denialDetails[upstreamWindow(now), default: [:]]["\(tasks[task].priority)/\(decision.reason?.rawValue ?? "-")/\(decision.detail ?? "-")", default: 0] += 1
                     let retryAt = (decision.retryAt ?? (now + nodes[index].skew + 1000)) - nodes[index].skew
                     let jitter = Int64.random(in: 0...20, using: &rng)
                     schedule(.attempt(task: task), at: max(now + 1, retryAt + jitter))

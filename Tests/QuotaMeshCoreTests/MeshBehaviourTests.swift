@@ -313,6 +313,33 @@ import QuotaMeshCrypto
         #expect(order == [urgentTicket, lowTicket])
     }
 
+    @Test func normalWorkKeepsClearOfTheUpstreamsWindowEdgesUrgentWorkDoesNot() {
+        // The upstream said its window resets in 2 s. A clock a few hundred ms off would put a call made
+        // in the last moments into the next window, or one made in the first moments into the last.
+        var mesh = TestMesh(count: 1, services: ["svc": ServicePolicy(limit: 100, windowMillis: 10_000)])
+        let reset = mesh.now + 2_000
+        mesh.observe(0, service: "svc", status: 200, report: report(limit: 100, remaining: 90, resetAt: reset))
+        mesh.run(for: 1_600, step: 100)
+        let late = mesh.acquire(0, AcquireRequest(service: "svc", priority: .normal))
+        #expect(late?.granted == false)
+        #expect(late?.detail == "window_edge")
+        #expect(late?.retryAt == reset + mesh.nodes[0].configuration.windowEdgeMillis)
+        #expect(mesh.acquire(0, AcquireRequest(service: "svc", priority: .urgent))?.granted == true)
+        // Just after the reset: still at the edge; past it, normal work flows again.
+        mesh.run(for: 600, step: 100)
+        #expect(mesh.acquire(0, AcquireRequest(service: "svc", priority: .low))?.detail == "window_edge")
+        mesh.run(for: 500, step: 100)
+        #expect(mesh.acquire(0, AcquireRequest(service: "svc", priority: .normal))?.granted == true)
+    }
+
+    @Test func windowsThisNodeOnlyGuessesHaveNoEdgesToKeepClearOf() {
+        // No observation: the windows are aligned to the epoch by this node alone, and a call at the very
+        // start of one passes.
+        var mesh = TestMesh(count: 1, services: ["svc": ServicePolicy(limit: 100, windowMillis: 10_000)])
+        mesh.now = (mesh.now / 10_000) * 10_000 + 100
+        #expect(mesh.acquire(0, AcquireRequest(service: "svc", priority: .low))?.granted == true)
+    }
+
     @Test func waitBeyondTheRetryTimeIsAnsweredAtOnce() {
         var mesh = TestMesh(count: 1, services: ["svc": ServicePolicy(limit: 1, windowMillis: 60_000)])
         mesh.now = (mesh.now / 60_000) * 60_000 + 1_000

@@ -58,6 +58,9 @@ extension MeshInstance {
         var resetAt: UnixMillis
         var limit: Int64?
         var windowMillis: Int64?
+        /// Whether the edges come from the upstream's own reset times (observed, or projected from one),
+        /// not from windows aligned to the epoch.
+        var observed = false
     }
 
     struct Merged {
@@ -112,7 +115,8 @@ extension MeshInstance {
             return Window(
                 resetAt: observation.resetAt,
                 limit: observation.limit > 0 ? observation.limit : policy?.limit,
-                windowMillis: observation.windowMillis > 0 ? observation.windowMillis : policy?.windowMillis)
+                windowMillis: observation.windowMillis > 0 ? observation.windowMillis : policy?.windowMillis,
+                observed: true)
         }
         let length = policy?.windowMillis ?? (observation.map { $0.windowMillis } ?? 0)
         let limit = policy?.limit ?? observation.flatMap { $0.limit > 0 ? $0.limit : nil }
@@ -122,7 +126,7 @@ extension MeshInstance {
             let elapsed = now.saturatingSubtract(observation.resetAt)
             let periods = elapsed / length + 1
             let end = observation.resetAt.saturatingAdd(periods.saturatingMultiply(length))
-            if end > now { return Window(resetAt: end, limit: limit, windowMillis: length) }
+            if end > now { return Window(resetAt: end, limit: limit, windowMillis: length, observed: true) }
         }
         // Windows aligned to the epoch, so every node agrees on their edges.
         return Window(resetAt: (now / length + 1).saturatingMultiply(length), limit: limit, windowMillis: length)
@@ -279,6 +283,23 @@ extension MeshInstance {
         }
         let limit = Double(window.limit ?? remainingCount)
         let windowLength = Double(window.windowMillis ?? max(window.resetAt - now, 1))
+        // A clock that runs ahead sees the next window begin before the upstream does, and one that runs
+        // behind still spends a window the upstream has closed: either call lands in a neighbouring window.
+        // Normal and low work keeps clear of both edges when they are the upstream's own (windows aligned
+        // to the epoch are this node's guess, with nothing to keep clear of); urgent work is not held back.
+        let edge = request.priority == .urgent || !window.observed
+            ? 0 : min(Double(configuration.windowEdgeMillis), windowLength / 10)
+        if edge > 0 {
+            let untilReset = Double(max(window.resetAt - now, 0))
+            if windowLength - untilReset < edge && window.windowMillis != nil {
+                let retry = now + Int64((edge - (windowLength - untilReset)).rounded(.up))
+                return result(.deny(.quotaExhausted, key: key, retryAt: retry, detail: "window_edge"))
+            }
+            if untilReset < edge {
+                return result(.deny(
+                    .quotaExhausted, key: key, retryAt: window.resetAt + Int64(edge.rounded(.up)), detail: "window_edge"))
+            }
+        }
         // Other nodes' grants of the last moments have not reached this node yet: about what they granted
         // per ms so far in this window, times the time gossip takes to bring it here. Without this, every
         // node sees the last calls of a window as still free and grants them in the same final moment.
@@ -310,7 +331,7 @@ extension MeshInstance {
         // on the merged total). Summed over the nodes that is what is left ÷ time left, so the cluster
         // drains the window evenly however many nodes there are, and a share worth less than one call
         // becomes a call with that probability (each node starts a window at a random phase).
-        let millisLeft = Double(max(window.resetAt - now, 1))
+        let millisLeft = max(Double(window.resetAt - now) - edge, 1)
         // Spent over no less than the time a grant takes to reach the other nodes: in the last moments of
         // a window no node can see the others' grants, and what is left ÷ time left would grow without
         // bound while every node's view of what is left stands still.
@@ -579,6 +600,7 @@ extension MeshInstance {
         for key in local.keys {
             guard var quota = local[key] else { continue }
             var changed = false
+            let wasIdle = quota.signedDemand.total == 0
             for priority in Priority.allCases {
                 let rate = quota.requested[priority] / seconds
                 let old = quota.demand[priority]
@@ -588,7 +610,13 @@ extension MeshInstance {
                 quota.demand[priority] = next
             }
             quota.requested = Demand()
-            if changed { quota.demandDirty = true }
+            if wasIdle && quota.demand.total > 0 {
+                // A node that wanted nothing now wants calls: the others must learn it before they split
+                // the window without it, so this goes out at the next round like consumption does.
+                quota.dirty = true
+            } else if changed {
+                quota.demandDirty = true
+            }
             local[key] = quota
         }
     }

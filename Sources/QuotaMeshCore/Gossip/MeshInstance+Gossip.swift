@@ -182,9 +182,8 @@ extension MeshInstance {
                     // recently updated slots first.
                     if held.transmitsLeft > 0 {
                         records[id]?.noteKnown(by: sender)
-                        let left = max(0, held.transmitsLeft - configuration.fanout)
-                        records[id]?.transmitsLeft = left
-                        enqueueHot(id, version: record.version, level: left)
+                        records[id]?.spend(pushes: configuration.fanout)
+                        enqueueHot(id, version: record.version, level: max(0, held.transmitsLeft - configuration.fanout))
                     }
                     out.append(.event(.recordStale(origin: record.origin)))
                     return
@@ -406,8 +405,8 @@ extension MeshInstance {
         }
         // In candidate order, not dictionary order, so that runs replay exactly.
         for candidate in candidates where candidate.pushes > 0 {
+            records[candidate.id]?.spend(pushes: candidate.pushes)
             let left = max(0, candidate.stored.transmitsLeft - candidate.pushes)
-            records[candidate.id]?.transmitsLeft = left
             enqueueHot(candidate.id, version: candidate.stored.record.version, level: left)
         }
         compactHotQueue()

@@ -35,6 +35,14 @@ struct StoredRecord: Sendable {
 
     static let knownByCap = 32
 
+    /// Takes `pushes` off the pushes left; the list of peers known to hold the record is dropped with
+    /// the last push (nothing reads it after that), so that the records a node holds for every peer
+    /// cost no more than the record itself.
+    mutating func spend(pushes: Int) {
+        transmitsLeft = max(0, transmitsLeft - pushes)
+        if transmitsLeft == 0 { knownBy = [] }
+    }
+
     mutating func noteKnown(by peer: VerifyingKey) {
         guard !knownBy.contains(peer) else { return }
         if knownBy.count >= Self.knownByCap { knownBy.removeFirst() }

@@ -115,6 +115,10 @@ public struct MeshConfiguration: Sendable {
     public var maxClockSkewMillis: Int64
     /// How often demand rates are re-estimated (ms).
     public var demandIntervalMillis: Int64
+    /// How far apart the nodes' clocks and the upstream's may be once `Date` headers have corrected the
+    /// large skews (ms): normal and low calls keep this far from a window's start and end (at most a tenth
+    /// of the window), so that no clock's error moves a call into a neighbouring window.
+    public var windowEdgeMillis: Int64 = 500
     /// An anti-entropy digest goes out every this many rounds.
     public var antiEntropyEveryRounds: Int
     /// Packets sent in answer to one digest, at most.
