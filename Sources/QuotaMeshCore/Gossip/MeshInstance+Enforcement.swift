@@ -502,7 +502,7 @@ extension MeshInstance {
     func unseenConsumption(
         _ merged: Merged, windowTotal total: UInt64, windowLength: Double, resetAt: UnixMillis, now: UnixMillis
     ) -> Double {
-        let lag = max(Double(Self.propagationRounds * configuration.gossipIntervalMillis), spreadMillis / 2)
+        let lag = Double(Self.propagationRounds * configuration.gossipIntervalMillis)
         let elapsed = windowLength - Double(max(resetAt - now, 0))
         guard elapsed > lag else { return 0 }
         let own = merged.ownConsumption.count(at: now)
