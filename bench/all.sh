@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Every benchmark of BENCHMARKS.md in one command, each printing its tables (issue 5).
 #
-#   bash bench/all.sh           the full suite: about 45 minutes on 2 cores
-#   bash bench/all.sh --quick   shorter runs of each (about 10 minutes), to check the suite works
+#   bash bench/all.sh           the full suite: about an hour on 2 cores
+#   bash bench/all.sh --quick   shorter runs of each (about 12 minutes), to check the suite works
 #
 # Builds the release binary into .build-release, then runs: the scenario (naive, central and quotamesh
 # side by side) against a fixed-window and a token-bucket upstream, the simulator tables, the
@@ -37,6 +37,9 @@ python3 bench/scenario.py --binary "$binary" --seconds "$seconds" --upstream tok
 
 section "Simulator"
 python3 bench/simulate_tables.py --binary "$binary" ${sim_flags[@]+"${sim_flags[@]}"}
+
+section "Simulator: enforcement as N grows"
+python3 bench/simulate_tables.py --binary "$binary" --enforcement-scale ${sim_flags[@]+"${sim_flags[@]}"}
 
 section "Micro-benchmarks (ordo-one/benchmark)"
 swift package --package-path Benchmarks benchmark --format markdown --no-progress ${micro_flags[@]+"${micro_flags[@]}"}

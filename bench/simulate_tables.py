@@ -55,7 +55,7 @@ def main():
     options = parser.parse_args()
     b = options.binary
     if options.enforcement_scale:
-        enforcement_scale_table(b, options.baseline)
+        enforcement_scale_table(b, options.baseline, options.quick)
         return
     if options.scale:
         scale_tables(b)
@@ -129,9 +129,11 @@ def main():
                                        "utilization", "probes converged (min fraction)"], rows)
 
 
-def enforcement_scale_table(b, baseline):
+def enforcement_scale_table(b, baseline, quick=False):
     """Overshoot and utilization as the nodes outnumber the limit (demand 2x, 60 virtual s, seed 1)."""
     cases = [(30, 100), (100, 100), (300, 100), (1000, 100), (100, 1000), (300, 3000)]
+    if quick:
+        cases = [(30, 100), (100, 100), (100, 1000)]
     rows = []
     for n, limit in cases:
         line = [n, limit, f"{limit / n:.2f}"]

@@ -57,7 +57,7 @@ import QuotaMeshCore
             $0.seed = seed
             $0.demand = 2
         }
-        // The target: 1.01. These seeds give 0.97 to 0.98 (BENCHMARKS.md has the distribution).
+        // The target: 1.01. These seeds give 0.96 to 0.99 (BENCHMARKS.md has the distribution).
         #expect(report.maxAdmittedRatio <= 1.01, "seed \(seed)")
         #expect(report.utilization >= 0.85, "seed \(seed): utilization \(report.utilization)")
         #expect(report.jainIndex >= 0.95, "seed \(seed)")
@@ -77,10 +77,10 @@ import QuotaMeshCore
             $0.seed = seed
             $0.demand = 2
         }
-        // Before, these windows reached 2.5 to 4 × the limit at N = 300 and 1000. Now at most one call over
-        // (1.05 at this limit): seeds 1 to 6 give 0.90 to 1.05, one 429 in all; utilization 0.78 to 0.92.
-        #expect(report.maxAdmittedRatio <= 1.05, "seed \(seed)")
-        #expect(report.upstream429s <= 1, "seed \(seed)")
+        // Before, these windows reached 2.5 to 4 × the limit at N = 300 and 1000. Seeds 1 to 6 now give
+        // 0.80 to 1.00 and no 429; utilization 0.67 to 0.90 (idle nodes keep shares they do not use).
+        #expect(report.maxAdmittedRatio <= 1.0, "seed \(seed)")
+        #expect(report.upstream429s == 0, "seed \(seed)")
         #expect(report.utilization >= 0.75, "seed \(seed): utilization \(report.utilization)")
     }
 
@@ -94,7 +94,7 @@ import QuotaMeshCore
             $0.priorityMix = (0.02, 0.08, 0.9)
         }
         #expect(report.urgentSuccessRatio == 1, "seed \(seed)")
-        // Seeds 1 to 8 give 0.97 to 0.99. Before the pace stopped growing without bound at the window's
+        // Seeds 1 to 8 give 0.98 to 1.00. Before the pace stopped growing without bound at the window's
         // end (no node sees the others' last grants), the flood pushed this seed to 1.04.
         #expect(report.maxAdmittedRatio <= 1.01, "seed \(seed)")
         let low = report.tasks[.low] ?? (0, 0)
@@ -154,8 +154,9 @@ import QuotaMeshCore
             $0.demandShiftAt = 0.5
         }
         // Sub-second skew cannot be corrected from `Date` (one-second resolution): a node whose clock runs
-        // ahead opens the next window a little early. Bounded, not eliminated: seeds 1 to 9 give 0.90 to
-        // 1.02 (this seed 0.97; it was the worst, 1.06, before the pace was bounded at the window's end).
+        // ahead opens the next window a little early; normal and low calls therefore keep clear of the
+        // upstream's window edges. Seeds 1 to 9 give 0.97 to 1.00 (this seed 0.98; it was the worst,
+        // 1.06, before).
         #expect(report.maxAdmittedRatio <= 1.02, "seed \(seed)")
         #expect(report.utilization >= 0.7, "seed \(seed)")
     }
