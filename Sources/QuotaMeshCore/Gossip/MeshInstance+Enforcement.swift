@@ -612,9 +612,10 @@ extension MeshInstance {
                 quota.demand[priority] = next
             }
             quota.requested = Demand()
-            if wasIdle && quota.demand.total > 0 {
-                // A node that wanted nothing now wants calls: the others must learn it before they split
-                // the window without it, so this goes out at the next round like consumption does.
+            if wasIdle != (quota.demand.total == 0) {
+                // A node that wanted nothing now wants calls, or one that wanted calls now wants nothing:
+                // until the others learn it they split the window among the wrong nodes, so this goes out
+                // at the next round like consumption does, not at the demand-update pace.
                 quota.dirty = true
             } else if changed {
                 quota.demandDirty = true
