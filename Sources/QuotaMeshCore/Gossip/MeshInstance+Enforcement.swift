@@ -613,7 +613,8 @@ extension MeshInstance {
             quota.requested = Demand()
             // Even a node going from idle to busy or back waits for the demand-update pace: signed at the
             // next round instead, those changes crowded out the rest at N = 300 and 1000 under load
-            // (convergence p99 7 → 30 and 8 → 118 rounds) for 0.10 more utilization (BENCHMARKS.md).
+            // (convergence p99 7 → 30 and 8 → 118 rounds), for more utilization only where the nodes
+            // outnumber the calls (docs/PROTOCOL.md, "Quota records").
             if changed { quota.demandDirty = true }
             local[key] = quota
         }
