@@ -96,7 +96,7 @@ import QuotaMeshCore
             $0.priorityMix = (0.02, 0.08, 0.9)
         }
         #expect(report.urgentSuccessRatio == 1, "seed \(seed)")
-        // Seeds 1 to 8 give 0.98 to 1.00. Before the pace stopped growing without bound at the window's
+        // Seeds 1 to 8 give 0.97 to 0.99. Before the pace stopped growing without bound at the window's
         // end (no node sees the others' last grants), the flood pushed this seed to 1.04.
         #expect(report.maxAdmittedRatio <= 1.01, "seed \(seed)")
         let low = report.tasks[.low] ?? (0, 0)
@@ -157,7 +157,7 @@ import QuotaMeshCore
         }
         // Sub-second skew cannot be corrected from `Date` (one-second resolution): a node whose clock runs
         // ahead opens the next window a little early; normal and low calls therefore keep clear of the
-        // upstream's window edges. Seeds 1 to 9 give 0.97 to 1.00 (this seed 0.98; it was the worst,
+        // upstream's window edges. Seeds 1 to 9 give 0.96 to 1.01 (this seed 0.98; it was the worst,
         // 1.06, before).
         #expect(report.maxAdmittedRatio <= 1.02, "seed \(seed)")
         #expect(report.utilization >= 0.7, "seed \(seed)")
