@@ -476,9 +476,12 @@ public struct Simulator {
                 ("ratelimit", "\"default\";r=\(Int64(tokens));t=\(Int64(((Double(limit) - tokens) / refill / 1000).rounded(.up)))"),
             ]
         }
-        if status == 429 { upstream429s += 1 }
-        callsPerSecond[(now - start) / 1000, default: (0, 0)].sent += 1
-        if status == 429 { callsPerSecond[(now - start) / 1000, default: (0, 0)].rejected += 1 }
+        let second = (now - start) / 1000
+        callsPerSecond[second, default: (0, 0)].sent += 1
+        if status == 429 {
+            upstream429s += 1
+            callsPerSecond[second, default: (0, 0)].rejected += 1
+        }
         schedule(.response(task: task, status: status, headers: headers), at: now + configuration.upstreamLatencyMillis / 2)
     }
 

@@ -287,8 +287,7 @@ extension MeshInstance {
         // behind still spends a window the upstream has closed: either call lands in a neighbouring window.
         // Normal and low work keeps clear of both edges when they are the upstream's own (windows aligned
         // to the epoch are this node's guess, with nothing to keep clear of); urgent work is not held back.
-        let edge = request.priority == .urgent || !window.observed
-            ? 0 : min(Double(configuration.windowEdgeMillis), windowLength / 10)
+        let edge = windowEdge(window, length: windowLength, priority: request.priority)
         if edge > 0 {
             let untilReset = Double(max(window.resetAt - now, 0))
             if windowLength - untilReset < edge && window.windowMillis != nil {
@@ -333,11 +332,7 @@ extension MeshInstance {
         // on the merged total). Summed over the nodes that is what is left ÷ time left, so the cluster
         // drains the window evenly however many nodes there are, and a share worth less than one call
         // becomes a call with that probability (each node starts a window at a random phase).
-        let millisLeft = max(Double(window.resetAt - now) - edge, 1)
-        // Spent over no less than the time a grant takes to reach the other nodes: in the last moments of
-        // a window no node can see the others' grants, and what is left ÷ time left would grow without
-        // bound while every node's view of what is left stands still.
-        let rate = share * remaining / max(millisLeft, spreadMillis)
+        let rate = pace(share: share, remaining: remaining, resetAt: window.resetAt, edge: edge, now: now)
         guard rate > 0 else {
             let retry = min(window.resetAt, now + max(configuration.gossipIntervalMillis * 5, 1000))
             return result(.deny(.quotaExhausted, key: key, retryAt: retry, detail: "share"))
@@ -458,6 +453,22 @@ extension MeshInstance {
         let allocation = FairShare.tieredAllocation(
             capacity: remaining, ownNeeds: ownNeeds, others: tiers, scales: scales, floor: floorNeed, claimants: count)
         return min(1, allocation / remaining)
+    }
+
+    /// How far (ms) a call of `priority` keeps from the edges of `window`: `windowEdgeMillis`, at most a
+    /// tenth of the window, for normal and low calls in a window whose edges are the upstream's own; 0 for
+    /// urgent calls and for windows this node aligns to the epoch on its own.
+    func windowEdge(_ window: Window, length: Double, priority: Priority) -> Double {
+        priority == .urgent || !window.observed ? 0 : min(Double(configuration.windowEdgeMillis), length / 10)
+    }
+
+    /// The pace (calls per ms) at which this node spends `share` of `remaining` over the rest of the window:
+    /// before its closing edge, and over no less than the time a grant takes to reach the other nodes. In
+    /// the last moments of a window no node can see the others' grants, and what is left ÷ time left
+    /// would grow without bound while every node's view of what is left stands still.
+    func pace(share: Double, remaining: Double, resetAt: UnixMillis, edge: Double, now: UnixMillis) -> Double {
+        let millisLeft = max(Double(resetAt - now) - edge, 1)
+        return share * remaining / max(millisLeft, spreadMillis)
     }
 
     /// About how long an update takes to reach a typical node: log_fanout(N + 1) gossip rounds (push
@@ -705,7 +716,8 @@ extension MeshInstance {
 
 extension MeshInstance {
     /// The inputs of this node's pacing for `key`, for diagnosis: live peers, peers not heard from yet,
-    /// what is left, the unseen-grant estimate, this node's fraction, and its pace (calls per second).
+    /// what is left, the unseen-grant estimate, this node's fraction, and its pace for a normal call (calls
+    /// per second), worked out by the same functions as ``assess(_:request:policy:now:)``.
     public mutating func pacingBreakdown(_ key: QuotaKey, now: UnixMillis) -> [String: Double] {
         let policy = servicePolicy(key.service)
         let merged = mergedView(key, own: local[key], configuredLimit: policy.configuredLimit(key.dimension), now: now)
@@ -716,9 +728,11 @@ extension MeshInstance {
         let unseen = unseenConsumption(merged, windowTotal: total, windowLength: length, resetAt: window.resetAt, now: now)
         let share = fairShare(
             key, remaining: Double(left) - unseen, limit: limit, policy: policy, resetAt: window.resetAt, now: now)
+        let edge = windowEdge(window, length: length, priority: .normal)
+        let rate = pace(share: share, remaining: Double(left) - unseen, resetAt: window.resetAt, edge: edge, now: now)
         return [
             "live": Double(live.count), "unheard": Double(unheard), "remaining": Double(left), "unseen": unseen,
-            "share": share, "pace_per_s": share * (Double(left) - unseen) / Double(max(window.resetAt - now, 1)) * 1000,
+            "share": share, "pace_per_s": rate * 1000,
             "own_demand": local[key]?.signedDemand.total ?? 0,
             "tat_in": (local[key]?.bucket.theoreticalArrival ?? 0) - Double(now),
             "bucket_rate_per_s": (local[key]?.bucket.rate ?? 0) * 1000,

@@ -182,8 +182,8 @@ extension MeshInstance {
                     // recently updated slots first.
                     if held.transmitsLeft > 0 {
                         records[id]?.noteKnown(by: sender)
-                        records[id]?.spend(pushes: configuration.fanout)
-                        enqueueHot(id, version: record.version, level: max(0, held.transmitsLeft - configuration.fanout))
+                        let left = records[id]?.spend(pushes: configuration.fanout) ?? 0
+                        enqueueHot(id, version: record.version, level: left)
                     }
                     out.append(.event(.recordStale(origin: record.origin)))
                     return
@@ -405,8 +405,7 @@ extension MeshInstance {
         }
         // In candidate order, not dictionary order, so that runs replay exactly.
         for candidate in candidates where candidate.pushes > 0 {
-            records[candidate.id]?.spend(pushes: candidate.pushes)
-            let left = max(0, candidate.stored.transmitsLeft - candidate.pushes)
+            let left = records[candidate.id]?.spend(pushes: candidate.pushes) ?? 0
             enqueueHot(candidate.id, version: candidate.stored.record.version, level: left)
         }
         compactHotQueue()

@@ -38,9 +38,12 @@ struct StoredRecord: Sendable {
     /// Takes `pushes` off the pushes left; the list of peers known to hold the record is dropped with
     /// the last push (nothing reads it after that), so that the records a node holds for every peer
     /// cost no more than the record itself.
-    mutating func spend(pushes: Int) {
+    /// - Returns: the pushes left.
+    @discardableResult
+    mutating func spend(pushes: Int) -> Int {
         transmitsLeft = max(0, transmitsLeft - pushes)
         if transmitsLeft == 0 { knownBy = [] }
+        return transmitsLeft
     }
 
     mutating func noteKnown(by peer: VerifyingKey) {
