@@ -96,15 +96,12 @@ extension MeshInstance {
 
     mutating func store(_ record: SignedRecord, receivedFrom: VerifyingKey?) {
         let id = SlotID(origin: record.origin, slot: record.body.slot)
-        if records[id] == nil {
-            slotsByHash[id.hash] = id
-            slotOrder.append(id)
-        }
-        records[id] = StoredRecord(
-            record: record, receivedFrom: receivedFrom, transmitsLeft: retransmitLimit(),
-            knownBy: receivedFrom.map { [$0] } ?? [])
-        enqueueHot(id, version: record.version, level: retransmitLimit())
-        noteRecent(id)
+        let limit = retransmitLimit()
+        let index = records.put(
+            StoredRecord(record: record, receivedFrom: receivedFrom, transmitsLeft: limit, knownBy: receivedFrom.map { [$0] } ?? []),
+            for: id)
+        enqueueHot(index, version: record.version, level: limit)
+        noteRecent(index)
         if record.origin != publicKey, case .quota(let key, let state) = record.body {
             remote[key, default: KeyAggregate()].update(origin: record.origin, state: state)
             noteAccount(key)
@@ -114,7 +111,7 @@ extension MeshInstance {
     /// Rebuilds every key's aggregate from the held records (after peers were removed).
     mutating func rebuildAggregates() {
         remote = [:]
-        for stored in records.values where stored.record.origin != publicKey {
+        for stored in records.entries where stored.record.origin != publicKey {
             if case .quota(let key, let state) = stored.record.body {
                 remote[key, default: KeyAggregate()].update(origin: stored.record.origin, state: state)
             }
@@ -169,21 +166,25 @@ extension MeshInstance {
             noteAccount(key)
             return
         }
-        if let held = records[id] {
-            if held.record.version > record.version {
+        if let index = records.index(of: id) {
+            let heldVersion = records.versions[index]
+            if heldVersion > record.version {
                 out.append(.event(.recordStale(origin: record.origin)))
                 return
             }
-            if held.record.version == record.version {
-                if held.record == record {
+            if heldVersion == record.version {
+                if records.entries[index].record == record {
                     // A duplicate is evidence the record is widespread: it counts as a round of pushes
                     // (Demers et al.'s rumor mongering with feedback), so a record costs far fewer than
                     // N × limit pushes; the few nodes the pushes miss catch up from digests, which name
                     // recently updated slots first.
-                    if held.transmitsLeft > 0 {
-                        records[id]?.noteKnown(by: sender)
-                        let left = records[id]?.spend(pushes: configuration.fanout) ?? 0
-                        enqueueHot(id, version: record.version, level: left)
+                    if records.entries[index].transmitsLeft > 0 {
+                        let fanout = configuration.fanout
+                        let left = records.update(at: index) { stored in
+                            stored.noteKnown(by: sender)
+                            return stored.spend(pushes: fanout)
+                        }
+                        enqueueHot(index, version: record.version, level: left)
                     }
                     out.append(.event(.recordStale(origin: record.origin)))
                     return
@@ -195,8 +196,8 @@ extension MeshInstance {
                     return
                 }
                 out.append(.event(.dropped(.equivocation, from: source, sender: sender)))
-                guard record.signature.rawRepresentation.lexicographicallyPrecedes(held.record.signature.rawRepresentation)
-                    == false
+                guard record.signature.rawRepresentation.lexicographicallyPrecedes(
+                    records.entries[index].record.signature.rawRepresentation) == false
                 else { return }
                 store(record, receivedFrom: sender)
                 return
@@ -356,16 +357,16 @@ extension MeshInstance {
         // (classic push gossip: a new record reaches `fanout` peers in its first round), then moves down
         // by the number of pushes.
         // Each candidate is looked up once; the targets then pick from this list.
-        var candidates: [(id: SlotID, stored: StoredRecord, pushes: Int)] = []
+        var candidates: [(index: Int, pushes: Int)] = []
         var level = hotLevels.count - 1
         let wanted = targets.count * 12 * Self.pushPacketsPerTarget
         while level >= 1 && candidates.count < wanted {
             var index = hotLevels[level].count - 1
             var stale = 0
             while index >= 0 && candidates.count < wanted {
-                let (id, version) = hotLevels[level][index]
+                let (slot, version) = hotLevels[level][index]
                 index -= 1
-                guard let stored = records[id], stored.record.version == version, stored.transmitsLeft == level else {
+                guard records.versions[slot] == version, records.entries[slot].transmitsLeft == level else {
                     if index + 1 == hotLevels[level].count - 1 {
                         hotLevels[level].removeLast()  // stale at the tail: gone at no cost
                     } else {
@@ -373,15 +374,14 @@ extension MeshInstance {
                     }
                     continue
                 }
-                candidates.append((id, stored, 0))
+                candidates.append((slot, 0))
             }
             if index < 0 && stale > 0 {
                 // The whole level was read: drop its stale entries now, so later rounds do not read them
                 // again (a quiet node would otherwise rescan every superseded entry each round).
                 let held = records
                 hotLevels[level].removeAll { entry in
-                    guard let stored = held[entry.id] else { return true }
-                    return stored.record.version != entry.version || stored.transmitsLeft != level
+                    held.versions[entry.index] != entry.version || held.entries[entry.index].transmitsLeft != level
                 }
             }
             level -= 1
@@ -391,13 +391,14 @@ extension MeshInstance {
             var chosen: [SignedRecord] = []
             var size = 0
             for index in candidates.indices {
-                let candidate = candidates[index]
-                guard candidate.id.origin != target, candidate.pushes < candidate.stored.transmitsLeft,
-                    !candidate.stored.knownBy.contains(target)
+                let slot = candidates[index].index
+                guard records.ids[slot].origin != target, candidates[index].pushes < records.entries[slot].transmitsLeft,
+                    !records.entries[slot].knownBy.contains(target)
                 else { continue }
-                let count = candidate.stored.record.encodedCount
+                let record = records.entries[slot].record
+                let count = record.encodedCount
                 guard size + count <= budget else { break }
-                chosen.append(candidate.stored.record)
+                chosen.append(record)
                 size += count
                 candidates[index].pushes += 1
             }
@@ -405,8 +406,8 @@ extension MeshInstance {
         }
         // In candidate order, not dictionary order, so that runs replay exactly.
         for candidate in candidates where candidate.pushes > 0 {
-            let left = records[candidate.id]?.spend(pushes: candidate.pushes) ?? 0
-            enqueueHot(candidate.id, version: candidate.stored.record.version, level: left)
+            let left = records.update(at: candidate.index) { $0.spend(pushes: candidate.pushes) }
+            enqueueHot(candidate.index, version: records.versions[candidate.index], level: left)
         }
         compactHotQueue()
         // Anti-entropy: a digest to one of the targets every few rounds.
@@ -420,10 +421,10 @@ extension MeshInstance {
         }
     }
 
-    mutating func enqueueHot(_ id: SlotID, version: RecordVersion, level: Int) {
+    mutating func enqueueHot(_ index: Int, version: RecordVersion, level: Int) {
         guard level > 0 else { return }
         while hotLevels.count <= level { hotLevels.append([]) }
-        hotLevels[level].append((id, version))
+        hotLevels[level].append((index, version))
     }
 
     /// Drops stale entries once they outnumber the live ones (at most one live entry per held slot).
@@ -433,8 +434,7 @@ extension MeshInstance {
         let held = records
         for level in hotLevels.indices {
             hotLevels[level] = hotLevels[level].filter { entry in
-                guard let stored = held[entry.id] else { return false }
-                return stored.record.version == entry.version && stored.transmitsLeft == level
+                held.versions[entry.index] == entry.version && held.entries[entry.index].transmitsLeft == level
             }
         }
     }
@@ -449,33 +449,35 @@ extension MeshInstance {
     /// hears of it within a few digests, however many slots the cluster holds), half a rotating sample of
     /// every held slot (own and relayed alike), so repeated digests cover all of them.
     mutating func digestSample(excluding: Set<UInt64>, count: Int) -> [DigestEntry] {
-        guard count > 0, !slotOrder.isEmpty else { return [] }
+        guard count > 0, !records.isEmpty else { return [] }
         var entries: [DigestEntry] = []
         var named = excluding
         var index = recentSlots.count - 1
         while index >= 0 && entries.count < count / 2 {
-            let id = recentSlots[index]
+            let slot = recentSlots[index]
             index -= 1
-            guard !named.contains(id.hash), let stored = records[id] else { continue }
-            named.insert(id.hash)
-            entries.append(DigestEntry(slotHash: id.hash, version: stored.record.version))
+            let hash = records.ids[slot].hash
+            guard !named.contains(hash) else { continue }
+            named.insert(hash)
+            entries.append(DigestEntry(slotHash: hash, version: records.versions[slot]))
         }
-        let total = slotOrder.count
+        let total = records.count
         var offset = 0
         let start = digestCursor % total
         while entries.count < count && offset < total {
-            let id = slotOrder[(start + offset) % total]
+            let slot = (start + offset) % total
             offset += 1
-            guard !named.contains(id.hash), let stored = records[id] else { continue }
-            entries.append(DigestEntry(slotHash: id.hash, version: stored.record.version))
+            let hash = records.ids[slot].hash
+            guard !named.contains(hash) else { continue }
+            entries.append(DigestEntry(slotHash: hash, version: records.versions[slot]))
         }
         digestCursor = (start + offset) % total
         return entries
     }
 
     /// Notes that `id` was updated, for the recent half of digests; keeps the list short.
-    mutating func noteRecent(_ id: SlotID) {
-        recentSlots.append(id)
+    mutating func noteRecent(_ index: Int) {
+        recentSlots.append(index)
         if recentSlots.count > 4 * Self.maxDigestEntries {
             recentSlots.removeFirst(recentSlots.count - 2 * Self.maxDigestEntries)
         }
@@ -490,15 +492,16 @@ extension MeshInstance {
         var mentioned = Set<UInt64>()
         for entry in entries {
             mentioned.insert(entry.slotHash)
-            if let id = slotsByHash[entry.slotHash], let held = records[id] {
+            if let slot = records.index(ofHash: entry.slotHash) {
+                let heldVersion = records.versions[slot]
                 // Who knows a record matters only while it is still pushed.
-                if held.record.version <= entry.version && held.transmitsLeft > 0 {
-                    records[id]?.noteKnown(by: sender)
+                if heldVersion <= entry.version && records.entries[slot].transmitsLeft > 0 {
+                    records.update(at: slot) { $0.noteKnown(by: sender) }
                 }
-                if held.record.version > entry.version {
-                    if id.origin != sender { toSend.append(held.record) }
-                } else if held.record.version < entry.version {
-                    wants.append(DigestEntry(slotHash: entry.slotHash, version: held.record.version))
+                if heldVersion > entry.version {
+                    if records.ids[slot].origin != sender { toSend.append(records.entries[slot].record) }
+                } else if heldVersion < entry.version {
+                    wants.append(DigestEntry(slotHash: entry.slotHash, version: heldVersion))
                 }
             } else if entry.version > .zero {
                 wants.append(DigestEntry(slotHash: entry.slotHash, version: .zero))

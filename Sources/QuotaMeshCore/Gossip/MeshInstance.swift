@@ -24,16 +24,14 @@ public struct MeshInstance: Sendable {
     var packetSequence: UInt64 = 0
     var rng: SplitMix64
     var peers: [VerifyingKey: PeerState] = [:]
-    var records: [SlotID: StoredRecord] = [:]
-    var slotsByHash: [UInt64: SlotID] = [:]
-    /// Slots in arrival order, for rotating digests without sorting.
-    var slotOrder: [SlotID] = []
-    /// Slots in the order they were last updated (with repeats), newest last, for digests.
-    var recentSlots: [SlotID] = []
+    /// The newest record per origin and slot, each at a dense index (digests rotate in index order).
+    var records = RecordTable()
+    /// Indices of slots in the order they were last updated (with repeats), newest last, for digests.
+    var recentSlots: [Int] = []
     /// Records still to be pushed, by how many pushes they have left (memberlist's transmit-limited
-    /// queue): level k holds (slot, version) pairs with k pushes left, newest last. Entries whose record
-    /// moved on (superseded, or pushed and so moved down a level) are skipped and compacted away.
-    var hotLevels: [[(id: SlotID, version: RecordVersion)]] = []
+    /// queue): level k holds (slot index, version) pairs with k pushes left, newest last. Entries whose
+    /// record moved on (superseded, or pushed and so moved down a level) are skipped and compacted away.
+    var hotLevels: [[(index: Int, version: RecordVersion)]] = []
     /// Every trusted peer, sorted, for sampling peers that are down.
     var allPeers: [VerifyingKey] = []
     /// Peers' states per key, merged incrementally.
@@ -148,13 +146,10 @@ public struct MeshInstance: Sendable {
         }
         peers = next
         allPeers = next.keys.sorted()
-        let untrusted = records.keys.filter { peers[$0.origin] == nil }
-        if !untrusted.isEmpty {
-            for id in untrusted {
-                records[id] = nil
-                slotsByHash[id.hash] = nil
-            }
-            slotOrder.removeAll { records[$0] == nil }
+        if records.ids.contains(where: { peers[$0.origin] == nil }) {
+            let remap = records.removeAll { peers[$0.origin] == nil }
+            recentSlots = recentSlots.compactMap { remap[$0] }
+            hotLevels = hotLevels.map { level in level.compactMap { entry in remap[entry.index].map { ($0, entry.version) } } }
             rebuildAggregates()
         }
         live = live.filter { peers[$0] != nil }
@@ -481,7 +476,7 @@ public struct MeshInstance: Sendable {
     public func peerViews(now: UnixMillis) -> [PeerView] {
         var counts: [VerifyingKey: Int] = [:]
         var newest: [VerifyingKey: UnixMillis] = [:]
-        for (id, stored) in records {
+        for (id, stored) in zip(records.ids, records.entries) {
             counts[id.origin, default: 0] += 1
             newest[id.origin] = max(newest[id.origin] ?? .min, stored.record.timestamp)
         }
@@ -502,11 +497,11 @@ public struct MeshInstance: Sendable {
     }
 
     /// Every record held, newest per origin and slot (for tests and the simulator).
-    public var heldRecords: [SignedRecord] { records.values.map(\.record) }
+    public var heldRecords: [SignedRecord] { records.entries.map(\.record) }
 
     /// The version held for `origin`'s `slot`, if any (for the simulator's convergence probes).
     public func heldVersion(origin: VerifyingKey, slot: RecordSlot) -> RecordVersion? {
-        records[SlotID(origin: origin, slot: slot)]?.record.version
+        records.index(of: SlotID(origin: origin, slot: slot)).map { records.versions[$0] }
     }
 
     /// The heartbeat interval in force: the configured one, stretched with the cluster's size so that

@@ -1,0 +1,71 @@
+/// The newest record a node holds per (origin, slot), each at a dense index that never changes while
+/// the slot is held.
+///
+/// Everything that walks the table every round — the push queue, digests, the recent-update list —
+/// names a slot by its index, so a round reads arrays instead of hashing slot identities, and checks a
+/// queued entry against `versions` and `transmitsLeft` without touching the record itself. Only a
+/// record arriving from the wire, or a digest naming a slot by its 64-bit hash, is looked up by hash.
+struct RecordTable: Sendable {
+    /// Slot identities, by index, in the order they were first held (digests rotate over this order).
+    private(set) var ids: [SlotID] = []
+    /// The held records, by index.
+    private(set) var entries: [StoredRecord] = []
+    /// `entries[i].record.version`, kept beside it so that queue and digest checks read plain words.
+    private(set) var versions: [RecordVersion] = []
+    /// The first slot held for each 64-bit slot hash.
+    private var indexByHash: [UInt64: Int] = [:]
+    /// Slots whose hash another held slot already has (a 64-bit collision: in practice never).
+    private var collided: [SlotID: Int] = [:]
+
+    /// The number of slots held.
+    var count: Int { ids.count }
+    /// Whether no slot is held.
+    var isEmpty: Bool { ids.isEmpty }
+
+    /// The index of `id`, if it is held.
+    func index(of id: SlotID) -> Int? {
+        if let index = indexByHash[id.hash], ids[index] == id { return index }
+        return collided.isEmpty ? nil : collided[id]
+    }
+
+    /// The index of the first slot held with `hash`, as digests name slots.
+    func index(ofHash hash: UInt64) -> Int? { indexByHash[hash] }
+
+    /// Holds `stored` for `id`, in place of the record held before, if any.
+    /// - Returns: the slot's index.
+    @discardableResult
+    mutating func put(_ stored: StoredRecord, for id: SlotID) -> Int {
+        if let index = index(of: id) {
+            entries[index] = stored
+            versions[index] = stored.record.version
+            return index
+        }
+        let index = ids.count
+        ids.append(id)
+        entries.append(stored)
+        versions.append(stored.record.version)
+        if indexByHash[id.hash] == nil {
+            indexByHash[id.hash] = index
+        } else {
+            collided[id] = index
+        }
+        return index
+    }
+
+    /// Applies `change` to the held record at `index` (its version must stay the same).
+    mutating func update<Result>(at index: Int, _ change: (inout StoredRecord) -> Result) -> Result {
+        change(&entries[index])
+    }
+
+    /// Drops the slots `isDropped` names. Indices change: callers rebuild whatever holds them.
+    /// - Returns: for each old index, its new one, or `nil` if it was dropped.
+    mutating func removeAll(where isDropped: (SlotID) -> Bool) -> [Int?] {
+        var remap: [Int?] = Array(repeating: nil, count: ids.count)
+        var kept = RecordTable()
+        for index in ids.indices where !isDropped(ids[index]) {
+            remap[index] = kept.put(entries[index], for: ids[index])
+        }
+        self = kept
+        return remap
+    }
+}
