@@ -13,9 +13,7 @@ public struct VerifyingKey: Hashable, Sendable, Comparable, CustomStringConverti
     public var rawRepresentation: [UInt8] {
         var bytes: [UInt8] = []
         bytes.reserveCapacity(Self.byteCount)
-        for word in [words.0, words.1, words.2, words.3] {
-            for shift in stride(from: 56, through: 0, by: -8) { bytes.append(UInt8(truncatingIfNeeded: word >> UInt64(shift))) }
-        }
+        append(to: &bytes)
         return bytes
     }
 
@@ -41,11 +39,16 @@ public struct VerifyingKey: Hashable, Sendable, Comparable, CustomStringConverti
             && lhs.words.3 == rhs.words.3
     }
 
+    /// Hashes the first word only: keys are uniformly random, so eight bytes spread them as well as 32
+    /// do, and a key is hashed for every packet and record. Equality still compares all four words.
     public func hash(into hasher: inout Hasher) {
         hasher.combine(words.0)
-        hasher.combine(words.1)
-        hasher.combine(words.2)
-        hasher.combine(words.3)
+    }
+
+    /// Appends the raw 32 key bytes to `bytes`.
+    public func append(to bytes: inout [UInt8]) {
+        var bigEndian = (words.0.bigEndian, words.1.bigEndian, words.2.bigEndian, words.3.bigEndian)
+        withUnsafeBytes(of: &bigEndian) { bytes.append(contentsOf: $0) }
     }
 
     /// Creates a key from standard base64 text.

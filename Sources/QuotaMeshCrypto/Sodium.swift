@@ -63,9 +63,13 @@ public func secureRandomUInt64() -> UInt64 {
 /// A 64-bit keyed-free digest (BLAKE2b via `crypto_generichash`) of `bytes`, for compact identifiers.
 public func shortHash(_ bytes: [UInt8]) -> UInt64 {
     Sodium.ensureReady()
-    var out = [UInt8](repeating: 0, count: 8)
-    _ = crypto_generichash(&out, 8, bytes, UInt64(bytes.count), nil, 0)
-    return out.reduce(0) { ($0 << 8) | UInt64($1) }
+    // On the stack: this runs for every record that arrives.
+    return withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 8) { out -> UInt64 in
+        out.initialize(repeating: 0)
+        guard let base = out.baseAddress else { return 0 }
+        _ = crypto_generichash(base, 8, bytes, UInt64(bytes.count), nil, 0)
+        return out.reduce(0) { ($0 << 8) | UInt64($1) }
+    }
 }
 
 enum Base64 {

@@ -98,7 +98,7 @@ extension MeshInstance {
         let id = SlotID(origin: record.origin, slot: record.body.slot)
         let limit = retransmitLimit()
         let index = records.put(
-            StoredRecord(record: record, receivedFrom: receivedFrom, transmitsLeft: limit, knownBy: receivedFrom.map { [$0] } ?? []),
+            StoredRecord(record: record, receivedFrom: receivedFrom, transmitsLeft: limit, knownBy: receivedFrom.map { [$0.prefix64] } ?? []),
             for: id)
         enqueueHot(index, version: record.version, level: limit)
         noteRecent(index)
@@ -393,7 +393,7 @@ extension MeshInstance {
             for index in candidates.indices {
                 let slot = candidates[index].index
                 guard records.ids[slot].origin != target, candidates[index].pushes < records.entries[slot].transmitsLeft,
-                    !records.entries[slot].knownBy.contains(target)
+                    !records.entries[slot].isKnown(by: target)
                 else { continue }
                 let record = records.entries[slot].record
                 let count = record.encodedCount

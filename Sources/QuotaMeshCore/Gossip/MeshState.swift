@@ -9,14 +9,24 @@ struct SlotID: Hashable, Sendable {
     init(origin: VerifyingKey, slot: RecordSlot) {
         self.origin = origin
         self.slot = slot
-        var bytes = origin.rawRepresentation
+        // One allocation, sized up front: a slot identity is made for every record that arrives.
+        var bytes: [UInt8] = []
         switch slot {
         case .heartbeat:
+            bytes.reserveCapacity(VerifyingKey.byteCount + 1)
+            origin.append(to: &bytes)
             bytes.append(0)
         case .quota(let key):
+            bytes.reserveCapacity(VerifyingKey.byteCount + 3 + key.service.utf8.count + key.account.utf8.count + key.dimension.utf8.count)
+            origin.append(to: &bytes)
             bytes.append(1)
-            bytes += Array(key.service.utf8) + [0] + Array(key.account.utf8)
-            if key.dimension != QuotaKey.requests { bytes += [0] + Array(key.dimension.utf8) }
+            bytes.append(contentsOf: key.service.utf8)
+            bytes.append(0)
+            bytes.append(contentsOf: key.account.utf8)
+            if key.dimension != QuotaKey.requests {
+                bytes.append(0)
+                bytes.append(contentsOf: key.dimension.utf8)
+            }
         }
         self.hash = shortHash(bytes)
     }
@@ -30,8 +40,10 @@ struct StoredRecord: Sendable {
     var receivedFrom: VerifyingKey?
     var transmitsLeft: Int
     /// Peers known to hold this version (they sent it to us, or said so in a digest; a push may be lost,
-    /// so sending is no evidence); pushes skip them. Capped, so memory stays bounded in large clusters.
-    var knownBy: [VerifyingKey] = []
+    /// so sending is no evidence), by `VerifyingKey.prefix64`; pushes skip them. Capped, so memory stays
+    /// bounded in large clusters. Eight bytes of a key name a peer here: it is a hint that saves pushes, and
+    /// a collision (which 64 random bits make vanishingly rare) only skips one push that digests make up.
+    var knownBy: [UInt64] = []
 
     static let knownByCap = 32
 
@@ -46,11 +58,16 @@ struct StoredRecord: Sendable {
         return transmitsLeft
     }
 
+    /// Notes that `peer` holds this version.
     mutating func noteKnown(by peer: VerifyingKey) {
-        guard !knownBy.contains(peer) else { return }
+        let name = peer.prefix64
+        guard !knownBy.contains(name) else { return }
         if knownBy.count >= Self.knownByCap { knownBy.removeFirst() }
-        knownBy.append(peer)
+        knownBy.append(name)
     }
+
+    /// Whether `peer` is known to hold this version.
+    func isKnown(by peer: VerifyingKey) -> Bool { knownBy.contains(peer.prefix64) }
 }
 
 struct PeerState: Sendable {

@@ -70,14 +70,17 @@ struct ByteWriter {
 struct ByteReader {
     let bytes: [UInt8]
     private(set) var offset: Int
+    /// Where reading stops: the end of `bytes`, or earlier (a packet's payload ends at its signature).
+    let end: Int
 
-    init(_ bytes: [UInt8], offset: Int = 0) {
+    init(_ bytes: [UInt8], offset: Int = 0, end: Int? = nil) {
         self.bytes = bytes
         self.offset = offset
+        self.end = min(end ?? bytes.count, bytes.count)
     }
 
-    var remainingCount: Int { bytes.count - offset }
-    var isAtEnd: Bool { offset >= bytes.count }
+    var remainingCount: Int { end - offset }
+    var isAtEnd: Bool { offset >= end }
 
     mutating func readUInt8() throws(DecodeError) -> UInt8 {
         guard remainingCount >= 1 else { throw .truncated }
@@ -103,8 +106,12 @@ struct ByteReader {
 
     mutating func readShortString(field: String) throws(DecodeError) -> String {
         let length = Int(try readUInt8())
-        let raw = try readBytes(length)
-        guard let text = String(validating: raw, as: UTF8.self) else { throw .malformed(field) }
+        guard remainingCount >= length else { throw .truncated }
+        defer { offset += length }
+        // Straight from the slice: no intermediate array.
+        guard let text = String(validating: bytes[offset..<(offset + length)], as: UTF8.self) else {
+            throw .malformed(field)
+        }
         return text
     }
 

@@ -144,7 +144,7 @@ public enum WireFormat {
         guard bytes.count <= maxPacketBytes else { throw .oversized }
         guard bytes.count >= headerBytes + Signature.byteCount else { throw .truncated }
         let payloadEnd = bytes.count - Signature.byteCount
-        var reader = ByteReader(Array(bytes[..<payloadEnd]), offset: 3)
+        var reader = ByteReader(bytes, offset: 3, end: payloadEnd)
         let kind = try reader.readUInt8()
         _ = try reader.readBytes(headerBytes - 4)
         let payload: PacketPayload
