@@ -131,6 +131,16 @@ extension MeshInstance {
         into out: inout [MeshDirective]
     ) {
         let scheme = configuration.signatures
+        let id = SlotID(origin: record.origin, slot: record.body.slot)
+        // An exact copy of a held record (most arrivals in a large cluster) passed every check below when
+        // it was first accepted, and held records are all from trusted origins: straight to the duplicate
+        // path, with no look-up of the origin and no plausibility check.
+        if record.origin != publicKey, let index = records.index(of: id), records.versions[index] == record.version,
+            records.entries[index].record == record
+        {
+            noteCopy(at: index, version: record.version, from: sender, into: &out)
+            return
+        }
         guard record.origin == publicKey || peers[record.origin] != nil else {
             out.append(.event(.dropped(.unknownOrigin, from: source, sender: sender)))
             return
@@ -147,7 +157,6 @@ extension MeshInstance {
             out.append(.event(.dropped(.absurd, from: source, sender: sender)))
             return
         }
-        let id = SlotID(origin: record.origin, slot: record.body.slot)
         if record.origin == publicKey {
             // Our own record relayed back, e.g. from before a restart: adopt what it says we consumed.
             guard record.version.incarnation < incarnation,
@@ -173,23 +182,7 @@ extension MeshInstance {
                 return
             }
             if heldVersion == record.version {
-                if records.entries[index].record == record {
-                    // A duplicate is evidence the record is widespread: it counts as a round of pushes
-                    // (Demers et al.'s rumor mongering with feedback), so a record costs far fewer than
-                    // N × limit pushes; the few nodes the pushes miss catch up from digests, which name
-                    // recently updated slots first.
-                    if records.entries[index].transmitsLeft > 0 {
-                        let fanout = configuration.fanout
-                        let left = records.update(at: index) { stored in
-                            stored.noteKnown(by: sender)
-                            return stored.spend(pushes: fanout)
-                        }
-                        enqueueHot(index, version: record.version, level: left)
-                    }
-                    out.append(.event(.recordStale(origin: record.origin)))
-                    return
-                }
-                // Same version, different bytes: forged (fails here) or the origin equivocated. Every node
+                // Same version, different bytes (an exact copy went the duplicate path above): forged (fails here) or the origin equivocated. Every node
                 // keeps the same one of the two (the larger signature), so views still converge.
                 guard record.hasValidSignature(cluster: configuration.cluster, scheme: scheme) else {
                     out.append(.event(.dropped(.badSignature, from: source, sender: sender)))
@@ -219,10 +212,37 @@ extension MeshInstance {
         out.append(.event(.recordAccepted(origin: record.origin, slot: record.body.slot)))
     }
 
+    /// Handles an exact copy of the record held at `index` (at `version`), sent by `sender`.
+    ///
+    /// A duplicate is evidence the record is widespread: it counts as a round of pushes (Demers et al.'s
+    /// rumor mongering with feedback), so a record costs far fewer than N × limit pushes; the few nodes
+    /// the pushes miss catch up from digests, which name recently updated slots first.
+    mutating func noteCopy(at index: Int, version: RecordVersion, from sender: VerifyingKey, into out: inout [MeshDirective]) {
+        let origin = records.ids[index].origin
+        // A record earlier in the same packet may have replaced the held one: the copy is then stale.
+        if records.versions[index] == version && records.entries[index].transmitsLeft > 0 {
+            let fanout = configuration.fanout
+            let left = records.update(at: index) { stored in
+                stored.noteKnown(by: sender)
+                return stored.spend(pushes: fanout)
+            }
+            enqueueHot(index, version: version, level: left)
+        }
+        out.append(.event(.recordStale(origin: origin)))
+    }
+
     // MARK: - Liveness
 
     mutating func markHeard(_ key: VerifyingKey, at time: UnixMillis, now: UnixMillis, into out: inout [MeshDirective]) {
         guard var peer = peers[key] else { return }
+        markHeard(&peer, key: key, at: time, now: now, into: &out)
+        peers[key] = peer
+    }
+
+    /// Notes that `key` (whose state is `peer`, to be stored back by the caller) was heard from at `time`.
+    mutating func markHeard(
+        _ peer: inout PeerState, key: VerifyingKey, at time: UnixMillis, now: UnixMillis, into out: inout [MeshDirective]
+    ) {
         let timeout = livenessTimeout
         let wasLive = peer.isLive(now: now, timeout: timeout)
         if peer.lastHeardAt == nil { unheard -= 1 }
@@ -243,7 +263,6 @@ extension MeshInstance {
                 liveVersion += 1
             }
         }
-        peers[key] = peer
     }
 
     mutating func refreshLiveness(now: UnixMillis, into out: inout [MeshDirective]) {

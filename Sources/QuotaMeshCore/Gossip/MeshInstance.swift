@@ -206,19 +206,30 @@ public struct MeshInstance: Sendable {
             || header.sequence > peer.replay.highest
         peer.replay.accept(incarnation: header.incarnation, sequence: header.sequence)
         if newest { peer.observedEndpoint = source }
+        markHeard(&peer, key: header.sender, at: now, now: now, into: &out)
         peers[header.sender] = peer
-        markHeard(header.sender, at: now, now: now, into: &out)
 
-        let payload: PacketPayload
-        do {
-            payload = try WireFormat.decodePayload(datagram)
+        let payload: WireFormat.ArrivingPayload
+        do throws(DecodeError) {
+            let held = records
+            let me = publicKey
+            payload = try WireFormat.decodeArriving(datagram) { origin, version, wire in
+                origin == me ? nil : held.index(ofCopy: wire, origin: origin, version: version)
+            }
         } catch {
             out.append(.event(.dropped(DropReason(error), from: source, sender: header.sender)))
             return finish(out, now: now)
         }
         switch payload {
         case .records(let incoming):
-            for record in incoming { accept(record, from: header.sender, source: source, now: now, into: &out) }
+            for arriving in incoming {
+                switch arriving {
+                case .copy(let index, let version):
+                    noteCopy(at: index, version: version, from: header.sender, into: &out)
+                case .record(let record):
+                    accept(record, from: header.sender, source: source, now: now, into: &out)
+                }
+            }
             if pendingPersist {
                 out.append(.persist)
                 pendingPersist = false

@@ -1,3 +1,5 @@
+import QuotaMeshCrypto
+
 /// The newest record a node holds per (origin, slot), each at a dense index that never changes while
 /// the slot is held.
 ///
@@ -16,6 +18,10 @@ struct RecordTable: Sendable {
     private var indexByHash: [UInt64: Int] = [:]
     /// Slots whose hash another held slot already has (a 64-bit collision: in practice never).
     private var collided: [SlotID: Int] = [:]
+    /// The last slot held for each origin, and for each slot the one held before it of the same origin
+    /// (-1: none): a chain through an origin's few slots, to recognise a copy without reading it.
+    private var lastOfOrigin: [VerifyingKey: Int] = [:]
+    private var previousOfOrigin: [Int] = []
 
     /// The number of slots held.
     var count: Int { ids.count }
@@ -31,6 +37,17 @@ struct RecordTable: Sendable {
     /// The index of the first slot held with `hash`, as digests name slots.
     func index(ofHash hash: UInt64) -> Int? { indexByHash[hash] }
 
+    /// The index of the held record whose wire form is exactly `wire` (of `origin`, at `version`), if any.
+    func index(ofCopy wire: ArraySlice<UInt8>, origin: VerifyingKey, version: RecordVersion) -> Int? {
+        var index = lastOfOrigin[origin] ?? -1
+        while index >= 0 {
+            // An origin signs one record per version: at most one slot can match it.
+            if versions[index] == version { return entries[index].record.wire[...] == wire ? index : nil }
+            index = previousOfOrigin[index]
+        }
+        return nil
+    }
+
     /// Holds `stored` for `id`, in place of the record held before, if any.
     /// - Returns: the slot's index.
     @discardableResult
@@ -44,6 +61,8 @@ struct RecordTable: Sendable {
         ids.append(id)
         entries.append(stored)
         versions.append(stored.record.version)
+        previousOfOrigin.append(lastOfOrigin[id.origin] ?? -1)
+        lastOfOrigin[id.origin] = index
         if indexByHash[id.hash] == nil {
             indexByHash[id.hash] = index
         } else {

@@ -43,7 +43,7 @@ struct ByteWriter {
     mutating func write(_ value: UInt32) { append(UInt64(value), width: 4) }
     mutating func write(_ value: UInt64) { append(value, width: 8) }
     mutating func write(_ value: Int64) { append(UInt64(bitPattern: value), width: 8) }
-    mutating func write(bytes other: [UInt8]) { bytes.append(contentsOf: other) }
+    mutating func write(bytes other: some Collection<UInt8>) { bytes.append(contentsOf: other) }
     mutating func write(utf8 text: String) { bytes += text.utf8 }
     mutating func write(key: VerifyingKey) {
         write(key.words.0)
@@ -96,6 +96,12 @@ struct ByteReader {
     /// Reads a 32-byte public key as four big-endian words, without an intermediate array.
     mutating func readKey() throws(DecodeError) -> VerifyingKey {
         VerifyingKey(words: (try readUInt64(), try readUInt64(), try readUInt64(), try readUInt64()))
+    }
+
+    /// Moves past `count` bytes.
+    mutating func skip(_ count: Int) throws(DecodeError) {
+        guard count >= 0, remainingCount >= count else { throw .truncated }
+        offset += count
     }
 
     mutating func readBytes(_ count: Int) throws(DecodeError) -> [UInt8] {

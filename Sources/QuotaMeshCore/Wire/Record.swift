@@ -93,30 +93,30 @@ public enum RecordSlot: Hashable, Sendable, Comparable {
 /// one that verifies.
 ///
 /// A record is immutable and is copied into every queue, packet and table that holds it, so its fields
-/// live in one shared storage object: a copy costs one reference count, not one per field.
+/// live in one shared storage object: a copy costs one reference count, not one per field. It keeps its
+/// wire form, the bytes relayed as they arrived: a relay copies them into a packet in one piece, a copy
+/// that arrives again is known by comparing them, and reading a record costs one array, not three.
 public struct SignedRecord: Hashable, Sendable {
     private final class Storage: Sendable {
         let origin: VerifyingKey
         let version: RecordVersion
         let timestamp: UnixMillis
         let body: RecordBody
-        let bodyBytes: [UInt8]
-        let signature: Signature
+        let wire: [UInt8]
 
-        init(
-            origin: VerifyingKey, version: RecordVersion, timestamp: UnixMillis, body: RecordBody,
-            bodyBytes: [UInt8], signature: Signature
-        ) {
+        init(origin: VerifyingKey, version: RecordVersion, timestamp: UnixMillis, body: RecordBody, wire: [UInt8]) {
             self.origin = origin
             self.version = version
             self.timestamp = timestamp
             self.body = body
-            self.bodyBytes = bodyBytes
-            self.signature = signature
+            self.wire = wire
         }
     }
 
     private let storage: Storage
+
+    /// Where the body starts in the wire form: after origin, version, time stamp and body length.
+    static let bodyOffset = VerifyingKey.byteCount + 8 + 8 + 8 + 2
 
     /// The node that wrote and signed the record.
     public var origin: VerifyingKey { storage.origin }
@@ -127,12 +127,21 @@ public struct SignedRecord: Hashable, Sendable {
     /// The decoded body.
     public var body: RecordBody { storage.body }
     /// The body exactly as signed.
-    public var bodyBytes: [UInt8] { storage.bodyBytes }
+    public var bodyBytes: [UInt8] { Array(bodySlice) }
     /// The origin's Ed25519 signature over the domain-separated record layout.
-    public var signature: Signature { storage.signature }
+    public var signature: Signature {
+        guard let signature = try? Signature(rawRepresentation: Array(storage.wire.suffix(Signature.byteCount))) else {
+            preconditionFailure("a record's wire form ends in its signature")
+        }
+        return signature
+    }
+    /// The record exactly as on the wire: `origin | incarnation | sequence | timestamp | bodyLength | body |
+    /// signature`.
+    var wire: [UInt8] { storage.wire }
+    var bodySlice: ArraySlice<UInt8> { storage.wire[Self.bodyOffset..<(storage.wire.count - Signature.byteCount)] }
 
     /// The record's size on the wire.
-    public var encodedCount: Int { 32 + 8 + 8 + 8 + 2 + storage.bodyBytes.count + Signature.byteCount }
+    public var encodedCount: Int { storage.wire.count }
 
     /// Creates and signs a record.
     public init(
@@ -150,28 +159,38 @@ public struct SignedRecord: Hashable, Sendable {
             signature: signature)
     }
 
-    /// Assembles a record read from the wire; its signature is not checked here.
+    /// Assembles a record from its fields; its signature is not checked here.
     init(
         origin: VerifyingKey, version: RecordVersion, timestamp: UnixMillis, body: RecordBody,
         bodyBytes: [UInt8], signature: Signature
     ) {
-        storage = Storage(
-            origin: origin, version: version, timestamp: timestamp, body: body, bodyBytes: bodyBytes,
-            signature: signature)
+        var writer = ByteWriter(capacity: Self.bodyOffset + bodyBytes.count + Signature.byteCount)
+        writer.write(key: origin)
+        writer.write(version.incarnation)
+        writer.write(version.sequence)
+        writer.write(timestamp)
+        writer.write(UInt16(truncatingIfNeeded: bodyBytes.count))
+        writer.write(bytes: bodyBytes)
+        writer.write(bytes: signature.rawRepresentation)
+        self.init(origin: origin, version: version, timestamp: timestamp, body: body, wire: writer.bytes)
     }
 
-    /// Two records are equal when every signed field and the signature are: the body is read from
-    /// `bodyBytes`, so equal bytes are an equal body. Shared storage answers at once.
+    /// Assembles a record read from the wire (`wire` holds exactly its bytes, `body` is read from them);
+    /// its signature is not checked here.
+    init(origin: VerifyingKey, version: RecordVersion, timestamp: UnixMillis, body: RecordBody, wire: [UInt8]) {
+        storage = Storage(origin: origin, version: version, timestamp: timestamp, body: body, wire: wire)
+    }
+
+    /// Two records are equal when their wire forms are: every signed field and the signature (the body is
+    /// read from its bytes, so equal bytes are an equal body). Shared storage answers at once.
     public static func == (lhs: SignedRecord, rhs: SignedRecord) -> Bool {
-        if lhs.storage === rhs.storage { return true }
-        return lhs.version == rhs.version && lhs.timestamp == rhs.timestamp && lhs.origin == rhs.origin
-            && lhs.signature == rhs.signature && lhs.bodyBytes == rhs.bodyBytes
+        lhs.storage === rhs.storage || lhs.storage.wire == rhs.storage.wire
     }
 
     public func hash(into hasher: inout Hasher) {
         hasher.combine(origin)
         hasher.combine(version)
-        hasher.combine(signature)
+        for byte in storage.wire.suffix(Signature.byteCount) { hasher.combine(byte) }
     }
 
     /// `true` if the origin's signature covers exactly these fields in `cluster`.
@@ -179,7 +198,7 @@ public struct SignedRecord: Hashable, Sendable {
         scheme.isValid(
             signature,
             for: WireFormat.recordSigningBytes(
-                cluster: cluster, origin: origin, version: version, timestamp: timestamp, body: bodyBytes),
+                cluster: cluster, origin: origin, version: version, timestamp: timestamp, body: bodySlice),
             by: origin)
     }
 }

@@ -141,19 +141,55 @@ public enum WireFormat {
     /// Decodes the payload of a packet whose header was read by `decodeHeader`. Record signatures are not
     /// checked here.
     public static func decodePayload(_ bytes: [UInt8]) throws(DecodeError) -> PacketPayload {
+        switch try decodeArriving(bytes, heldCopy: { _, _, _ in nil }) {
+        case .records(let arriving):
+            return .records(arriving.compactMap { if case .record(let record) = $0 { record } else { nil } })
+        case .digest(let isReply, let entries):
+            return .digest(isReply: isReply, entries: entries)
+        }
+    }
+
+    /// A record in an arriving packet.
+    enum ArrivingRecord {
+        /// An exact copy of the record the receiver holds at `index`, whose version is `version`.
+        case copy(index: Int, version: RecordVersion)
+        /// A record read from the packet.
+        case record(SignedRecord)
+    }
+
+    /// What an arriving packet carries.
+    enum ArrivingPayload {
+        case records([ArrivingRecord])
+        case digest(isReply: Bool, entries: [DigestEntry])
+    }
+
+    /// Decodes a payload as `decodePayload` does, except that each record's bytes are first shown to
+    /// `heldCopy` (origin, version, the whole record): a record it names the held index of is an exact
+    /// copy of one the receiver holds, and is passed over unread. In a large cluster most arrivals are
+    /// such copies. Every other record is read and checked in full, and any fault in any record drops
+    /// the whole packet, as before.
+    static func decodeArriving(
+        _ bytes: [UInt8], heldCopy: (VerifyingKey, RecordVersion, ArraySlice<UInt8>) -> Int?
+    ) throws(DecodeError) -> ArrivingPayload {
         guard bytes.count <= maxPacketBytes else { throw .oversized }
         guard bytes.count >= headerBytes + Signature.byteCount else { throw .truncated }
         let payloadEnd = bytes.count - Signature.byteCount
         var reader = ByteReader(bytes, offset: 3, end: payloadEnd)
         let kind = try reader.readUInt8()
         _ = try reader.readBytes(headerBytes - 4)
-        let payload: PacketPayload
+        let payload: ArrivingPayload
         switch Kind(rawValue: kind) {
         case .records:
             let count = Int(try reader.readUInt8())
-            var records: [SignedRecord] = []
+            var records: [ArrivingRecord] = []
             records.reserveCapacity(count)
-            for _ in 0..<count { records.append(try decodeRecord(from: &reader)) }
+            for _ in 0..<count {
+                if let copy = readHeldCopy(from: &reader, matching: heldCopy) {
+                    records.append(copy)
+                } else {
+                    records.append(.record(try decodeRecord(from: &reader)))
+                }
+            }
             payload = .records(records)
         case .digest:
             let flags = try reader.readUInt8()
@@ -189,7 +225,8 @@ public enum WireFormat {
     // MARK: Records
 
     static func recordSigningBytes(
-        cluster: String, origin: VerifyingKey, version: RecordVersion, timestamp: UnixMillis, body: [UInt8]
+        cluster: String, origin: VerifyingKey, version: RecordVersion, timestamp: UnixMillis,
+        body: some Collection<UInt8>
     ) -> [UInt8] {
         var writer = ByteWriter(capacity: recordDomain.count + cluster.utf8.count + 60 + body.count)
         writer.write(bytes: recordDomain)
@@ -204,29 +241,39 @@ public enum WireFormat {
     }
 
     static func encode(record: SignedRecord, into writer: inout ByteWriter) {
-        writer.write(key: record.origin)
-        writer.write(record.version.incarnation)
-        writer.write(record.version.sequence)
-        writer.write(record.timestamp)
-        writer.write(UInt16(record.bodyBytes.count))
-        writer.write(bytes: record.bodyBytes)
-        writer.write(bytes: record.signature.rawRepresentation)
+        writer.write(bytes: record.wire)
+    }
+
+    /// If the record at the reader is complete and `heldCopy` names it as an exact copy of a held one,
+    /// moves past it and returns the copy; otherwise leaves the reader where it was.
+    private static func readHeldCopy(
+        from reader: inout ByteReader, matching heldCopy: (VerifyingKey, RecordVersion, ArraySlice<UInt8>) -> Int?
+    ) -> ArrivingRecord? {
+        let start = reader.offset
+        var peek = reader
+        guard let origin = try? peek.readKey(), let incarnation = try? peek.readUInt64(),
+            let sequence = try? peek.readUInt64(), (try? peek.readInt64()) != nil,
+            let length = try? peek.readUInt16(), (try? peek.skip(Int(length) + Signature.byteCount)) != nil
+        else { return nil }
+        let version = RecordVersion(incarnation: incarnation, sequence: sequence)
+        guard let index = heldCopy(origin, version, reader.bytes[start..<peek.offset]) else { return nil }
+        reader = peek
+        return .copy(index: index, version: version)
     }
 
     static func decodeRecord(from reader: inout ByteReader) throws(DecodeError) -> SignedRecord {
+        let start = reader.offset
         let origin = try reader.readKey()
         let version = RecordVersion(incarnation: try reader.readUInt64(), sequence: try reader.readUInt64())
         let timestamp = try reader.readInt64()
         let length = Int(try reader.readUInt16())
-        let bodyBytes = try reader.readBytes(length)
-        let body = try decode(body: bodyBytes)
-        let signature: Signature
-        do { signature = try Signature(rawRepresentation: reader.readBytes(Signature.byteCount)) } catch {
-            throw .truncated
-        }
+        let bodyStart = reader.offset
+        try reader.skip(length)
+        let body = try decode(body: reader.bytes, from: bodyStart, to: reader.offset)
+        try reader.skip(Signature.byteCount)
         return SignedRecord(
-            origin: origin, version: version, timestamp: timestamp, body: body, bodyBytes: bodyBytes,
-            signature: signature)
+            origin: origin, version: version, timestamp: timestamp, body: body,
+            wire: Array(reader.bytes[start..<reader.offset]))
     }
 
     enum BodyKind: UInt8 {
@@ -283,7 +330,12 @@ public enum WireFormat {
 
     /// Decodes a record body, rejecting labels that are not valid quota-key labels.
     public static func decode(body bytes: [UInt8]) throws(DecodeError) -> RecordBody {
-        var reader = ByteReader(bytes)
+        try decode(body: bytes, from: 0, to: bytes.count)
+    }
+
+    /// Decodes the record body in `bytes[start..<end]`, in place.
+    static func decode(body bytes: [UInt8], from start: Int, to end: Int) throws(DecodeError) -> RecordBody {
+        var reader = ByteReader(bytes, offset: start, end: end)
         let kind = try reader.readUInt8()
         let body: RecordBody
         switch BodyKind(rawValue: kind) {
