@@ -12,7 +12,7 @@ struct EventQueue<Payload> {
         var child = heap.count - 1
         while child > 0 {
             let parent = (child - 1) / 2
-            guard Self.less(heap[child], heap[parent]) else { break }
+            guard isEarlier(child, than: parent) else { break }
             heap.swapAt(child, parent)
             child = parent
         }
@@ -27,8 +27,8 @@ struct EventQueue<Payload> {
             let left = 2 * parent + 1
             let right = left + 1
             var smallest = parent
-            if left < heap.count && Self.less(heap[left], heap[smallest]) { smallest = left }
-            if right < heap.count && Self.less(heap[right], heap[smallest]) { smallest = right }
+            if left < heap.count && isEarlier(left, than: smallest) { smallest = left }
+            if right < heap.count && isEarlier(right, than: smallest) { smallest = right }
             if smallest == parent { break }
             heap.swapAt(parent, smallest)
             parent = smallest
@@ -36,9 +36,8 @@ struct EventQueue<Payload> {
         return (top.time, top.payload)
     }
 
-    private static func less(
-        _ a: (time: Int64, order: UInt64, payload: Payload), _ b: (time: Int64, order: UInt64, payload: Payload)
-    ) -> Bool {
-        (a.time, a.order) < (b.time, b.order)
+    /// Compares two entries' keys in place: copying an entry would retain its payload.
+    private func isEarlier(_ a: Int, than b: Int) -> Bool {
+        (heap[a].time, heap[a].order) < (heap[b].time, heap[b].order)
     }
 }

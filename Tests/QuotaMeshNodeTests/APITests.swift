@@ -123,6 +123,7 @@ import QuotaMeshCrypto
         let node = try await makeNode()
         let app = Application(router: NodeAPI.buildRouter(node: node))
         try await app.test(.router) { client in
+            let observedAt = ContinuousClock.now
             let (status, json, _) = try await post(
                 client, "/v1/observe", #"{"service":"openai","status":429,"headers":{"retry-after":"30"}}"#)
             #expect(status == 200)
@@ -130,9 +131,13 @@ import QuotaMeshCrypto
             let (denied, denial, headers) = try await post(client, "/v1/acquire", #"{"service":"openai","priority":"urgent"}"#)
             #expect(denied == 429)
             #expect(denial["reason"] as? String == "breaker_open")
-            // Counted down from the observation (a loaded machine may take a while between the calls).
+            // Counted down from the observation: no more than 30 s, and no less than 30 s minus the time
+            // the two calls took (a loaded machine may take a while between them), less a second of rounding.
             let retry = denial["retry_after_ms"] as? Int ?? 0
-            #expect((20_000...30_000).contains(retry))
+            let elapsed = ContinuousClock.now - observedAt
+            let elapsedMillis = Int(elapsed.components.seconds) * 1000 + Int(elapsed.components.attoseconds / 1_000_000_000_000_000)
+            #expect(retry <= 30_000)
+            #expect(retry >= 30_000 - elapsedMillis - 1000, "retry_after_ms \(retry) after \(elapsedMillis) ms")
             #expect(headers[.retryAfter] == String((retry + 999) / 1000))
         }
     }

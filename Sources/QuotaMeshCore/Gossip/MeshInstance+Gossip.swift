@@ -433,7 +433,8 @@ extension MeshInstance {
         guard round % UInt64(digestPeriodRounds) == 0 else { return }
         let target = targets[Int.random(in: 0..<targets.count, using: &rng)]
         if endpoint(of: target) != nil {
-            let entries = digestSample(excluding: [], count: Self.maxDigestEntries)
+            beginDigestMarks()
+            let entries = digestSample(count: Self.maxDigestEntries)
             if !entries.isEmpty, let address = endpoint(of: target) {
                 out.append(.send(encode(.digest(isReply: false, entries: entries), now: now), to: address))
             }
@@ -467,18 +468,18 @@ extension MeshInstance {
     /// A digest's entries: half the most recently updated slots (so a node that missed a recent push
     /// hears of it within a few digests, however many slots the cluster holds), half a rotating sample of
     /// every held slot (own and relayed alike), so repeated digests cover all of them.
-    mutating func digestSample(excluding: Set<UInt64>, count: Int) -> [DigestEntry] {
+    /// Slots marked since `beginDigestMarks()` (named by the digest being answered, or already in this
+    /// one) are left out.
+    mutating func digestSample(count: Int) -> [DigestEntry] {
         guard count > 0, !records.isEmpty else { return [] }
         var entries: [DigestEntry] = []
-        var named = excluding
         var index = recentSlots.count - 1
         while index >= 0 && entries.count < count / 2 {
             let slot = recentSlots[index]
             index -= 1
-            let hash = records.ids[slot].hash
-            guard !named.contains(hash) else { continue }
-            named.insert(hash)
-            entries.append(DigestEntry(slotHash: hash, version: records.versions[slot]))
+            guard digestMarks[slot] != digestGeneration else { continue }
+            digestMarks[slot] = digestGeneration
+            entries.append(DigestEntry(slotHash: records.ids[slot].hash, version: records.versions[slot]))
         }
         let total = records.count
         var offset = 0
@@ -486,12 +487,25 @@ extension MeshInstance {
         while entries.count < count && offset < total {
             let slot = (start + offset) % total
             offset += 1
-            let hash = records.ids[slot].hash
-            guard !named.contains(hash) else { continue }
-            entries.append(DigestEntry(slotHash: hash, version: records.versions[slot]))
+            guard digestMarks[slot] != digestGeneration else { continue }
+            entries.append(DigestEntry(slotHash: records.ids[slot].hash, version: records.versions[slot]))
         }
         digestCursor = (start + offset) % total
         return entries
+    }
+
+    /// Starts a digest's marks: a slot is marked when the digest names it, or when the digest it answers
+    /// did, so that it is named once. A mark is the digest's generation number, so that starting a new
+    /// digest clears every mark without touching them (a set of hashes cost a hash per slot named).
+    mutating func beginDigestMarks() {
+        digestGeneration &+= 1
+        if digestGeneration == 0 {
+            digestMarks = []
+            digestGeneration = 1
+        }
+        if digestMarks.count < records.count {
+            digestMarks.append(contentsOf: repeatElement(0, count: records.count - digestMarks.count))
+        }
     }
 
     /// Notes that `id` was updated, for the recent half of digests; keeps the list short.
@@ -508,10 +522,11 @@ extension MeshInstance {
     ) {
         var toSend: [SignedRecord] = []
         var wants: [DigestEntry] = []
-        var mentioned = Set<UInt64>()
+        // A first digest is answered with a digest too, which leaves out the slots this one named.
+        if !isReply { beginDigestMarks() }
         for entry in entries {
-            mentioned.insert(entry.slotHash)
             if let slot = records.index(ofHash: entry.slotHash) {
+                if !isReply { digestMarks[slot] = digestGeneration }
                 let heldVersion = records.versions[slot]
                 // Who knows a record matters only while it is still pushed.
                 if heldVersion <= entry.version && records.entries[slot].transmitsLeft > 0 {
@@ -530,7 +545,7 @@ extension MeshInstance {
         sendRecords(Array(toSend.sorted { $0.version < $1.version }.prefix(budget)), to: sender, now: now, into: &out)
         var reply = Array(wants.prefix(Self.maxDigestEntries))
         if !isReply {
-            reply += digestSample(excluding: mentioned, count: Self.maxDigestEntries - reply.count)
+            reply += digestSample(count: Self.maxDigestEntries - reply.count)
         }
         if !reply.isEmpty, let address = endpoint(of: sender) {
             out.append(.send(encode(.digest(isReply: true, entries: reply), now: now), to: address))

@@ -58,6 +58,9 @@ public struct MeshInstance: Sendable {
     var lastDemandSignAt: UnixMillis?
     var demandWindowStart: UnixMillis
     var digestCursor = 0
+    /// Per held slot, the generation of the last digest that named it (see `beginDigestMarks()`).
+    var digestMarks: [UInt32] = []
+    var digestGeneration: UInt32 = 0
     var pendingPersist = false
     /// Live peers, sorted; recomputed every round and extended when a peer comes up.
     var live: [VerifyingKey] = []
@@ -211,10 +214,8 @@ public struct MeshInstance: Sendable {
 
         let payload: WireFormat.ArrivingPayload
         do throws(DecodeError) {
-            let held = records
-            let me = publicKey
             payload = try WireFormat.decodeArriving(datagram) { origin, version, wire in
-                origin == me ? nil : held.index(ofCopy: wire, origin: origin, version: version)
+                origin == self.publicKey ? nil : self.records.index(ofCopy: wire, origin: origin, version: version)
             }
         } catch {
             out.append(.event(.dropped(DropReason(error), from: source, sender: header.sender)))

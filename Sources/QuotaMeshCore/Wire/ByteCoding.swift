@@ -123,6 +123,12 @@ struct ByteReader {
 
     private mutating func read(width: Int) throws(DecodeError) -> UInt64 {
         guard remainingCount >= width else { throw .truncated }
+        if width == 8 {
+            // The common case in one load.
+            let value = bytes.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: offset, as: UInt64.self) }
+            offset += 8
+            return UInt64(bigEndian: value)
+        }
         var value: UInt64 = 0
         for index in offset..<(offset + width) { value = (value << 8) | UInt64(bytes[index]) }
         offset += width
