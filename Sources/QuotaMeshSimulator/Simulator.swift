@@ -106,6 +106,8 @@ public struct Simulator {
     var rng: SplitMix64
     var queue = EventQueue<Event>()
     var nodes: [Node] = []
+    /// Every node's trust store: all the nodes (each instance passes over its own entry).
+    var directory = PeerDirectory([])
     var tasks: [Task] = []
     var probes: [Probe] = []
     var now: Int64
@@ -209,14 +211,17 @@ public struct Simulator {
             // 32 bytes by construction.
             keys.append(try! SigningKey(seed: seed))
         }
-        let infos = keys.enumerated().map { PeerInfo(name: "n\($0.offset)", key: $0.element.publicKey, endpoint: endpoint($0.offset)) }
+        // One directory for every node: each instance keeps only its own few bytes per peer beside it.
+        let directory = PeerDirectory(
+            keys.enumerated().map { PeerInfo(name: "n\($0.offset)", key: $0.element.publicKey, endpoint: endpoint($0.offset)) })
+        self.directory = directory
         let mesh = meshConfiguration()
         for index in 0..<count {
             let skew = configuration.clockSkewMillis > 0
                 ? Int64.random(in: -configuration.clockSkewMillis...configuration.clockSkewMillis, using: &rng) : 0
             let weight = configuration.skewedDemand ? 1 / Double(index + 1) : 1
             let instance = MeshInstance(
-                identity: keys[index], configuration: mesh, peers: infos, restored: nil, now: start + skew,
+                identity: keys[index], configuration: mesh, directory: directory, restored: nil, now: start + skew,
                 seed: rng.next())
             nodes.append(Node(box: InstanceBox(instance), key: keys[index], skew: skew, weight: weight))
         }
@@ -318,9 +323,8 @@ public struct Simulator {
             schedule(.restart(node: index), at: now + configuration.downtimeMillis)
         case .restart(let index):
             let nodeTime = now + nodes[index].skew
-            let infos = nodes.enumerated().map { PeerInfo(name: "n\($0.offset)", key: $0.element.key.publicKey, endpoint: endpoint($0.offset)) }
             var instance = MeshInstance(
-                identity: nodes[index].key, configuration: meshConfiguration(), peers: infos,
+                identity: nodes[index].key, configuration: meshConfiguration(), directory: directory,
                 restored: nodes[index].persisted, now: nodeTime, seed: rng.next())
             let directives = instance.start(now: nodeTime)
             nodes[index].instance = instance

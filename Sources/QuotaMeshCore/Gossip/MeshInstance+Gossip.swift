@@ -141,7 +141,7 @@ extension MeshInstance {
             noteCopy(at: index, version: record.version, from: sender, into: &out)
             return
         }
-        guard record.origin == publicKey || peers[record.origin] != nil else {
+        guard record.origin == publicKey || peers.contains(record.origin) else {
             out.append(.event(.dropped(.unknownOrigin, from: source, sender: sender)))
             return
         }
@@ -234,9 +234,10 @@ extension MeshInstance {
     // MARK: - Liveness
 
     mutating func markHeard(_ key: VerifyingKey, at time: UnixMillis, now: UnixMillis, into out: inout [MeshDirective]) {
-        guard var peer = peers[key] else { return }
+        guard let index = peers.index(of: key) else { return }
+        var peer = peers[index]
         markHeard(&peer, key: key, at: time, now: now, into: &out)
-        peers[key] = peer
+        peers[index] = peer
     }
 
     /// Notes that `key` (whose state is `peer`, to be stored back by the caller) was heard from at `time`.
@@ -270,15 +271,16 @@ extension MeshInstance {
         var next: [VerifyingKey] = []
         next.reserveCapacity(live.count)
         var checkAt = UnixMillis.max
-        // In `allPeers` order, which is sorted, so `next` needs no sort.
-        for key in allPeers {
-            guard var peer = peers[key] else { continue }
+        // In the directory's order, which is by key, so `next` needs no sort.
+        for position in 0..<peers.count {
+            let index = peers.index(atPosition: position)
+            let key = peers.key(at: index)
+            let peer = peers[index]
             if peer.isLive(now: now, timeout: timeout), let heard = peer.lastHeardAt {
                 next.append(key)
                 checkAt = min(checkAt, heard.saturatingAdd(timeout))
             } else if peer.announcedLive {
-                peer.announcedLive = false
-                peers[key] = peer
+                peers[index].announcedLive = false
                 out.append(.event(.peerDown(key)))
             }
         }
@@ -292,8 +294,8 @@ extension MeshInstance {
     // MARK: - Gossip
 
     func endpoint(of key: VerifyingKey) -> Endpoint? {
-        guard let peer = peers[key] else { return nil }
-        return peer.observedEndpoint ?? peer.info.endpoint
+        guard let index = peers.index(of: key) else { return nil }
+        return peers.endpoint(at: index)
     }
 
     mutating func chooseTargets(now: UnixMillis) -> [VerifyingKey] {
@@ -317,19 +319,19 @@ extension MeshInstance {
         // few are, a full pass finds them.
         if targets.count < configuration.fanout || Int.random(in: 0..<4, using: &rng) == 0 {
             let timeout = livenessTimeout
-            let isDown: (VerifyingKey) -> Bool = { [peers] key in
-                guard let peer = peers[key] else { return false }
-                return !peer.isLive(now: now, timeout: timeout) && (peer.observedEndpoint ?? peer.info.endpoint) != nil
+            let table = peers
+            let isDown: (Int) -> Bool = { index in
+                !table[index].isLive(now: now, timeout: timeout) && table.endpoint(at: index) != nil
             }
             var found: [VerifyingKey] = []
             for _ in 0..<(4 * wanted) where found.count < wanted {
-                let candidate = allPeers[Int.random(in: 0..<allPeers.count, using: &rng)]
-                if !found.contains(candidate) && isDown(candidate) {
-                    found.append(candidate)
+                let candidate = table.index(atPosition: Int.random(in: 0..<table.count, using: &rng))
+                if !found.contains(table.key(at: candidate)) && isDown(candidate) {
+                    found.append(table.key(at: candidate))
                 }
             }
             if found.count < wanted {
-                var down = allPeers.filter { !found.contains($0) && isDown($0) }
+                var down = table.indices.filter { !found.contains(table.key(at: $0)) && isDown($0) }.map { table.key(at: $0) }
                 while found.count < wanted, !down.isEmpty {
                     found.append(down.remove(at: Int.random(in: 0..<down.count, using: &rng)))
                 }

@@ -23,7 +23,8 @@ public struct MeshInstance: Sendable {
     var sequence: UInt64 = 0
     var packetSequence: UInt64 = 0
     var rng: SplitMix64
-    var peers: [VerifyingKey: PeerState] = [:]
+    /// The trusted peers and what this node knows of each.
+    var peers: PeerTable
     /// The newest record per origin and slot, each at a dense index (digests rotate in index order).
     var records = RecordTable()
     /// Indices of slots in the order they were last updated (with repeats), newest last, for digests.
@@ -32,8 +33,6 @@ public struct MeshInstance: Sendable {
     /// queue): level k holds (slot index, version) pairs with k pushes left, newest last. Entries whose
     /// record moved on (superseded, or pushed and so moved down a level) are skipped and compacted away.
     var hotLevels: [[(index: Int, version: RecordVersion)]] = []
-    /// Every trusted peer, sorted, for sampling peers that are down.
-    var allPeers: [VerifyingKey] = []
     /// Peers' states per key, merged incrementally.
     var remote: [QuotaKey: KeyAggregate] = [:]
     var accountsByService: [String: Set<String>] = [:]
@@ -88,8 +87,26 @@ public struct MeshInstance: Sendable {
         identity: SigningKey, configuration: MeshConfiguration, peers: [PeerInfo], restored: PersistedNodeState?,
         now: UnixMillis, seed: UInt64
     ) {
+        self.init(
+            identity: identity, configuration: configuration, directory: PeerDirectory(peers), restored: restored,
+            now: now, seed: seed)
+    }
+
+    /// Creates an instance on a peer directory that other instances may share (a simulator's nodes).
+    /// - Parameters:
+    ///   - identity: the node's signing key.
+    ///   - configuration: protocol parameters and service policies.
+    ///   - directory: the trust store's peers (this node's own entry, if present, is passed over).
+    ///   - restored: what was persisted by a previous run, if anything.
+    ///   - now: the current time.
+    ///   - seed: seeds every random choice (peer selection).
+    public init(
+        identity: SigningKey, configuration: MeshConfiguration, directory: PeerDirectory,
+        restored: PersistedNodeState?, now: UnixMillis, seed: UInt64
+    ) {
         self.identity = identity
         self.configuration = configuration
+        self.peers = PeerTable(directory: directory, own: identity.publicKey)
         // Strictly greater than any incarnation used before, even if the state folder was lost (the clock
         // in seconds is a floor), so peers accept the new records and packets.
         self.incarnation = max((restored?.incarnation ?? 0).saturatingAdd(1), UInt64(max(0, now / 1000)))
@@ -129,7 +146,8 @@ public struct MeshInstance: Sendable {
         // Property observers do not run in an initializer, so the services learned above have no cache
         // entry yet that knows them: build every entry now.
         for service in Set(accountsByService.keys).union(learnedServices) { refreshServiceEntry(service) }
-        replacePeers(peers)
+        liveVersion += 1
+        unheard = self.peers.count
         let spread = heartbeatInterval - max(0, configuration.heartbeatIntervalMillis)
         firstHeartbeatAt = spread > 0 ? now + Int64.random(in: 0..<spread, using: &rng) : now
         pendingPersist = true
@@ -140,24 +158,25 @@ public struct MeshInstance: Sendable {
     /// Replaces the trust store (after a reload). Records of origins no longer trusted are forgotten;
     /// known peers keep their liveness and replay state.
     public mutating func replacePeers(_ newPeers: [PeerInfo]) {
-        var next: [VerifyingKey: PeerState] = [:]
-        next.reserveCapacity(newPeers.count)
-        for info in newPeers where info.key != publicKey {
-            var state = peers[info.key] ?? PeerState(info: info)
-            state.info = info
-            next[info.key] = state
-        }
-        peers = next
-        allPeers = next.keys.sorted()
-        if records.ids.contains(where: { peers[$0.origin] == nil }) {
-            let remap = records.removeAll { peers[$0.origin] == nil }
+        replacePeers(PeerDirectory(newPeers))
+    }
+
+    /// Replaces the trust store with `directory`. Records of origins no longer trusted are forgotten;
+    /// known peers keep their liveness and replay state.
+    public mutating func replacePeers(_ directory: PeerDirectory) {
+        peers = peers.moved(to: directory, own: publicKey)
+        let table = peers
+        let own = publicKey
+        let isUntrusted: (SlotID) -> Bool = { $0.origin != own && !table.contains($0.origin) }
+        if records.ids.contains(where: isUntrusted) {
+            let remap = records.removeAll(where: isUntrusted)
             recentSlots = recentSlots.compactMap { remap[$0] }
             hotLevels = hotLevels.map { level in level.compactMap { entry in remap[entry.index].map { ($0, entry.version) } } }
             rebuildAggregates()
         }
-        live = live.filter { peers[$0] != nil }
+        live = live.filter { peers.contains($0) }
         liveVersion += 1
-        unheard = peers.values.count { $0.lastHeardAt == nil }
+        unheard = peers.indices.count { peers[$0].lastHeardAt == nil }
         livenessCheckAt = .min
     }
 
@@ -184,10 +203,11 @@ public struct MeshInstance: Sendable {
             out.append(.event(.dropped(.fromSelf, from: source, sender: header.sender)))
             return finish(out, now: now)
         }
-        guard var peer = peers[header.sender] else {
+        guard let peerIndex = peers.index(of: header.sender) else {
             out.append(.event(.dropped(.unknownSender, from: source, sender: header.sender)))
             return finish(out, now: now)
         }
+        var peer = peers[peerIndex]
         // Cheap checks before the signature.
         guard peer.replay.isFresh(incarnation: header.incarnation, sequence: header.sequence) else {
             out.append(.event(.dropped(.replayed, from: source, sender: header.sender)))
@@ -208,9 +228,9 @@ public struct MeshInstance: Sendable {
         let newest = !peer.replay.hasStarted || header.incarnation > peer.replay.incarnation
             || header.sequence > peer.replay.highest
         peer.replay.accept(incarnation: header.incarnation, sequence: header.sequence)
-        if newest { peer.observedEndpoint = source }
+        if newest { peers.observe(source, at: peerIndex) }
         markHeard(&peer, key: header.sender, at: now, now: now, into: &out)
-        peers[header.sender] = peer
+        peers[peerIndex] = peer
 
         let payload: WireFormat.ArrivingPayload
         do throws(DecodeError) {
@@ -492,12 +512,14 @@ public struct MeshInstance: Sendable {
             counts[id.origin, default: 0] += 1
             newest[id.origin] = max(newest[id.origin] ?? .min, stored.record.timestamp)
         }
-        return peers.values.map { peer in
-            PeerView(
-                name: peer.info.name, key: peer.info.key, endpoint: peer.observedEndpoint ?? peer.info.endpoint,
+        return peers.indices.map { index in
+            let info = peers.info(at: index)
+            let peer = peers[index]
+            return PeerView(
+                name: info.name, key: info.key, endpoint: peers.endpoint(at: index),
                 live: peer.isLive(now: now, timeout: livenessTimeout),
-                lastHeardAt: peer.lastHeardAt, records: counts[peer.info.key] ?? 0,
-                newestRecordAt: newest[peer.info.key])
+                lastHeardAt: peer.lastHeardAt, records: counts[info.key] ?? 0,
+                newestRecordAt: newest[info.key])
         }.sorted { $0.name < $1.name }
     }
 

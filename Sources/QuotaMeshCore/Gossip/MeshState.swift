@@ -70,21 +70,6 @@ struct StoredRecord: Sendable {
     func isKnown(by peer: VerifyingKey) -> Bool { knownBy.contains(peer.prefix64) }
 }
 
-struct PeerState: Sendable {
-    var info: PeerInfo
-    var observedEndpoint: Endpoint?
-    var lastHeardAt: UnixMillis?
-    var replay = ReplayWindow()
-    var announcedLive = false
-
-    init(info: PeerInfo) { self.info = info }
-
-    func isLive(now: UnixMillis, timeout: Int64) -> Bool {
-        guard let last = lastHeardAt else { return false }
-        return now.saturatingSubtract(last) < timeout
-    }
-}
-
 struct LocalQuota: Sendable {
     var state = QuotaState()
     var demand = Demand()

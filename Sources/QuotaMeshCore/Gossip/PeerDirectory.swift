@@ -1,0 +1,117 @@
+import QuotaMeshCrypto
+
+/// The trust store as the protocol core reads it: every vouched peer once, in key order, each at an
+/// index.
+///
+/// A directory is immutable and may be shared: instances made from one directory hold one copy of it
+/// between them, and keep only their own view of each peer (when it was last heard, its replay window)
+/// in an array beside it. A simulator's ten thousand nodes each trust the other 9,999; one shared
+/// directory and a few dozen bytes per peer per node are what let them fit in one machine's memory.
+/// A node's own key may be in the directory: the instance passes over its own entry.
+public final class PeerDirectory: Sendable {
+    /// The peers, sorted by key; a key given twice keeps its last entry.
+    public let infos: [PeerInfo]
+    private let indexByKey: [VerifyingKey: Int]
+
+    /// Makes a directory of `peers`.
+    public init(_ peers: [PeerInfo]) {
+        var byKey: [VerifyingKey: PeerInfo] = [:]
+        byKey.reserveCapacity(peers.count)
+        for info in peers { byKey[info.key] = info }
+        infos = byKey.values.sorted { $0.key < $1.key }
+        var index: [VerifyingKey: Int] = [:]
+        index.reserveCapacity(infos.count)
+        for (position, info) in infos.enumerated() { index[info.key] = position }
+        indexByKey = index
+    }
+
+    /// The number of entries.
+    public var count: Int { infos.count }
+
+    /// The index of `key`, if it is in the directory.
+    public func index(of key: VerifyingKey) -> Int? { indexByKey[key] }
+}
+
+/// What a node knows of one peer beyond the directory's entry: when it last heard from it, its packet
+/// replay window, where it was last heard from, whether it was announced up. Small, because a node keeps
+/// one per trusted peer.
+struct PeerState: Sendable {
+    var lastHeardAt: UnixMillis?
+    var replay = ReplayWindow()
+    var announcedLive = false
+
+    func isLive(now: UnixMillis, timeout: Int64) -> Bool {
+        guard let last = lastHeardAt else { return false }
+        return now.saturatingSubtract(last) < timeout
+    }
+}
+
+/// A node's peers: the shared directory less the node itself, and the node's own state per peer.
+struct PeerTable: Sendable {
+    let directory: PeerDirectory
+    /// The node's own entry in the directory, if its key is there: never a peer.
+    let ownIndex: Int?
+    /// By directory index (the own entry's state is unused).
+    private(set) var states: [PeerState]
+    /// Where a peer was last heard from, where that differs from its directory entry (so this stays
+    /// empty wherever peers send from the address the trust store gives).
+    private var observedEndpoints: [Int: Endpoint] = [:]
+
+    init(directory: PeerDirectory, own: VerifyingKey) {
+        self.directory = directory
+        self.ownIndex = directory.index(of: own)
+        self.states = Array(repeating: PeerState(), count: directory.count)
+    }
+
+    /// The number of peers (the directory less this node).
+    var count: Int { directory.count - (ownIndex == nil ? 0 : 1) }
+    var isEmpty: Bool { count == 0 }
+
+    /// The index of peer `key`, if it is trusted and not this node.
+    func index(of key: VerifyingKey) -> Int? {
+        guard let index = directory.index(of: key), index != ownIndex else { return nil }
+        return index
+    }
+
+    func contains(_ key: VerifyingKey) -> Bool { index(of: key) != nil }
+
+    /// The directory index of the `position`-th peer in key order (0 ..< count), passing over this node.
+    func index(atPosition position: Int) -> Int {
+        guard let own = ownIndex, position >= own else { return position }
+        return position + 1
+    }
+
+    /// The directory indices of every peer, in key order.
+    var indices: [Int] { (0..<count).map { index(atPosition: $0) } }
+
+    func key(at index: Int) -> VerifyingKey { directory.infos[index].key }
+    func info(at index: Int) -> PeerInfo { directory.infos[index] }
+
+    subscript(index: Int) -> PeerState {
+        get { states[index] }
+        set { states[index] = newValue }
+    }
+
+    /// Where to send to the peer at `index`.
+    func endpoint(at index: Int) -> Endpoint? { observedEndpoints[index] ?? directory.infos[index].endpoint }
+
+    /// Notes the address the peer at `index` was last heard from.
+    mutating func observe(_ endpoint: Endpoint, at index: Int) {
+        if endpoint == directory.infos[index].endpoint {
+            observedEndpoints[index] = nil
+        } else {
+            observedEndpoints[index] = endpoint
+        }
+    }
+
+    /// A table on `directory` that keeps what this one knew of the peers both trust.
+    func moved(to directory: PeerDirectory, own: VerifyingKey) -> PeerTable {
+        var next = PeerTable(directory: directory, own: own)
+        for index in next.indices {
+            guard let old = self.index(of: next.key(at: index)) else { continue }
+            next.states[index] = states[old]
+            if let endpoint = observedEndpoints[old] { next.observe(endpoint, at: index) }
+        }
+        return next
+    }
+}
