@@ -99,7 +99,7 @@ extension MeshInstance {
         let limit = retransmitLimit()
         let index = records.put(
             StoredRecord(record: record, receivedFrom: receivedFrom, transmitsLeft: limit, knownBy: receivedFrom.map { [$0.prefix64] } ?? []),
-            for: id)
+            for: id, originNumber: peers.directory.index(of: record.origin))
         enqueueHot(index, version: record.version, level: limit)
         noteRecent(index)
         if record.origin != publicKey, case .quota(let key, let state) = record.body {

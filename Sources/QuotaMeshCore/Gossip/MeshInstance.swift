@@ -174,6 +174,8 @@ public struct MeshInstance: Sendable {
             hotLevels = hotLevels.map { level in level.compactMap { entry in remap[entry.index].map { ($0, entry.version) } } }
             rebuildAggregates()
         }
+        let directory = peers.directory
+        records.renumberOrigins { directory.index(of: $0) }
         live = live.filter { peers.contains($0) }
         liveVersion += 1
         unheard = peers.indices.count { peers[$0].lastHeardAt == nil }
@@ -235,7 +237,8 @@ public struct MeshInstance: Sendable {
         let payload: WireFormat.ArrivingPayload
         do throws(DecodeError) {
             payload = try WireFormat.decodeArriving(datagram) { origin, version, wire in
-                origin == self.publicKey ? nil : self.records.index(ofCopy: wire, origin: origin, version: version)
+                guard origin != self.publicKey, let number = self.peers.directory.index(of: origin) else { return nil }
+                return self.records.index(ofCopy: wire, originNumber: number, version: version)
             }
         } catch {
             out.append(.event(.dropped(DropReason(error), from: source, sender: header.sender)))

@@ -62,6 +62,8 @@ struct StoredRecord: Sendable {
     mutating func noteKnown(by peer: VerifyingKey) {
         let name = peer.prefix64
         guard !knownBy.contains(name) else { return }
+        // Room for the whole list at once: it fills within a record's first rounds.
+        if knownBy.capacity < Self.knownByCap { knownBy.reserveCapacity(Self.knownByCap) }
         if knownBy.count >= Self.knownByCap { knownBy.removeFirst() }
         knownBy.append(name)
     }

@@ -18,10 +18,12 @@ struct RecordTable: Sendable {
     private var indexByHash: [UInt64: Int] = [:]
     /// Slots whose hash another held slot already has (a 64-bit collision: in practice never).
     private var collided: [SlotID: Int] = [:]
-    /// The last slot held for each origin, and for each slot the one held before it of the same origin
-    /// (-1: none): a chain through an origin's few slots, to recognise a copy without reading it.
-    private var lastOfOrigin: [VerifyingKey: Int] = [:]
-    private var previousOfOrigin: [Int] = []
+    /// The last slot held for each origin, by the origin's number (its index in the peer directory),
+    /// and for each slot the one held before it of the same origin (-1: none): a chain through an
+    /// origin's few slots, to recognise a copy without reading it. Arrays, not a dictionary, because
+    /// this is read for every record that arrives.
+    private var lastOfOrigin: [Int32] = []
+    private var previousOfOrigin: [Int32] = []
 
     /// The number of slots held.
     var count: Int { ids.count }
@@ -37,21 +39,43 @@ struct RecordTable: Sendable {
     /// The index of the first slot held with `hash`, as digests name slots.
     func index(ofHash hash: UInt64) -> Int? { indexByHash[hash] }
 
-    /// The index of the held record whose wire form is exactly `wire` (of `origin`, at `version`), if any.
-    func index(ofCopy wire: ArraySlice<UInt8>, origin: VerifyingKey, version: RecordVersion) -> Int? {
-        var index = lastOfOrigin[origin] ?? -1
+    /// The index of the held record whose wire form is exactly `wire` (of the origin numbered
+    /// `originNumber`, at `version`), if any.
+    func index(ofCopy wire: ArraySlice<UInt8>, originNumber: Int, version: RecordVersion) -> Int? {
+        var index = originNumber < lastOfOrigin.count ? Int(lastOfOrigin[originNumber]) : -1
         while index >= 0 {
             // An origin signs one record per version: at most one slot can match it.
-            if versions[index] == version { return entries[index].record.wire[...] == wire ? index : nil }
-            index = previousOfOrigin[index]
+            if versions[index] == version { return bytesEqual(entries[index].record.wire[...], wire) ? index : nil }
+            index = Int(previousOfOrigin[index])
         }
         return nil
     }
 
-    /// Holds `stored` for `id`, in place of the record held before, if any.
+    /// Renumbers the origins (after the peer directory changed): `number` gives an origin's number, or
+    /// `nil` for one whose copies need not be recognised.
+    mutating func renumberOrigins(_ number: (VerifyingKey) -> Int?) {
+        lastOfOrigin = []
+        previousOfOrigin = []
+        for (index, id) in ids.enumerated() { link(index, originNumber: number(id.origin)) }
+    }
+
+    private mutating func link(_ index: Int, originNumber: Int?) {
+        guard let number = originNumber, number >= 0 else {
+            previousOfOrigin.append(-1)
+            return
+        }
+        if lastOfOrigin.count <= number {
+            lastOfOrigin.append(contentsOf: repeatElement(-1, count: number + 1 - lastOfOrigin.count))
+        }
+        previousOfOrigin.append(lastOfOrigin[number])
+        lastOfOrigin[number] = Int32(index)
+    }
+
+    /// Holds `stored` for `id`, in place of the record held before, if any. `originNumber` numbers the
+    /// origin for recognising copies (see `renumberOrigins`).
     /// - Returns: the slot's index.
     @discardableResult
-    mutating func put(_ stored: StoredRecord, for id: SlotID) -> Int {
+    mutating func put(_ stored: StoredRecord, for id: SlotID, originNumber: Int?) -> Int {
         if let index = index(of: id) {
             entries[index] = stored
             versions[index] = stored.record.version
@@ -61,8 +85,7 @@ struct RecordTable: Sendable {
         ids.append(id)
         entries.append(stored)
         versions.append(stored.record.version)
-        previousOfOrigin.append(lastOfOrigin[id.origin] ?? -1)
-        lastOfOrigin[id.origin] = index
+        link(index, originNumber: originNumber)
         if indexByHash[id.hash] == nil {
             indexByHash[id.hash] = index
         } else {
@@ -76,13 +99,14 @@ struct RecordTable: Sendable {
         change(&entries[index])
     }
 
-    /// Drops the slots `isDropped` names. Indices change: callers rebuild whatever holds them.
+    /// Drops the slots `isDropped` names. Indices change: callers rebuild whatever holds them, and
+    /// renumber the origins.
     /// - Returns: for each old index, its new one, or `nil` if it was dropped.
     mutating func removeAll(where isDropped: (SlotID) -> Bool) -> [Int?] {
         var remap: [Int?] = Array(repeating: nil, count: ids.count)
         var kept = RecordTable()
         for index in ids.indices where !isDropped(ids[index]) {
-            remap[index] = kept.put(entries[index], for: ids[index])
+            remap[index] = kept.put(entries[index], for: ids[index], originNumber: nil)
         }
         self = kept
         return remap

@@ -32,6 +32,27 @@ public enum DecodeError: Error, Equatable, Sendable {
     }
 }
 
+/// Whether `a` and `b` hold the same bytes, compared eight at a time.
+func bytesEqual(_ a: ArraySlice<UInt8>, _ b: ArraySlice<UInt8>) -> Bool {
+    guard a.count == b.count else { return false }
+    return a.withUnsafeBytes { left in
+        b.withUnsafeBytes { right in
+            var offset = 0
+            while offset + 8 <= left.count {
+                guard left.loadUnaligned(fromByteOffset: offset, as: UInt64.self)
+                    == right.loadUnaligned(fromByteOffset: offset, as: UInt64.self)
+                else { return false }
+                offset += 8
+            }
+            while offset < left.count {
+                guard left[offset] == right[offset] else { return false }
+                offset += 1
+            }
+            return true
+        }
+    }
+}
+
 /// Appends big-endian fixed-width fields to a byte array.
 struct ByteWriter {
     private(set) var bytes: [UInt8] = []
