@@ -147,6 +147,9 @@ public struct Simulator {
     public var sampleEvery: Int64 = 0
     /// Receives the lines ``sampleEvery`` asks for.
     public var onSample: ((String) -> Void)?
+    /// If set, receives a line per granted acquire: when, which node, the priority and detail, and the
+    /// node's pacing inputs at that moment (for diagnosing a window that overshot).
+    public var onGrant: ((String) -> Void)?
 
     /// Prepares a run.
     public init(_ configuration: SimulationConfiguration) {
@@ -404,6 +407,12 @@ public struct Simulator {
                 guard let task = nodes[index].tickets.removeValue(forKey: ticket) else { continue }
                 if decision.granted {
                     grantDetails[upstreamWindow(now), default: [:]][decision.detail ?? "-", default: 0] += 1
+                    if let onGrant, let breakdown = nodes[index].box.instance?.pacingBreakdown(
+                        QuotaKey(service: service, account: "default"), now: now + nodes[index].skew)
+                    {
+                        let fields = breakdown.sorted { $0.key < $1.key }.map { "\($0.key)=\(($0.value * 1000).rounded() / 1000)" }
+                        onGrant("t=\(Double(now - start) / 1000) n\(index) \(tasks[task].priority) \(decision.detail ?? "-") " + fields.joined(separator: " "))
+                    }
                     tasks[task].inFlight = true
                     schedule(.upstream(task: task), at: now + configuration.upstreamLatencyMillis / 2)
                 } else {

@@ -137,6 +137,10 @@ struct Simulate: AsyncParsableCommand {
         // Diagnosis: QUOTAMESH_SIM_SAMPLE=MS prints pacing inputs every MS virtual ms to standard error.
         simulator.sampleEvery = Int64(ProcessInfo.processInfo.environment["QUOTAMESH_SIM_SAMPLE"] ?? "") ?? 0
         simulator.onSample = { FileHandleWriter.writeStandardError($0 + "\n") }
+        // Diagnosis: QUOTAMESH_SIM_GRANTS=1 prints every grant with the node's pacing inputs.
+        if ProcessInfo.processInfo.environment["QUOTAMESH_SIM_GRANTS"] != nil {
+            simulator.onGrant = { FileHandleWriter.writeStandardError($0 + "\n") }
+        }
         let report = simulator.run()
         if ProcessInfo.processInfo.environment["QUOTAMESH_SIM_TRACE"] != nil {
             FileHandleWriter.writeStandardError("bytes by kind: \(simulator.bytesByKind), packets: \(simulator.packetsByKind), signatures: \(simulator.simulated?.signatures ?? 0), accepted: \(simulator.recordsAccepted), stale: \(simulator.recordsStale)\n")
