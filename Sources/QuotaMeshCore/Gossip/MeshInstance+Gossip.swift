@@ -98,8 +98,8 @@ extension MeshInstance {
         let id = SlotID(origin: record.origin, slot: record.body.slot)
         let limit = retransmitLimit()
         let index = records.put(
-            StoredRecord(record: record, receivedFrom: receivedFrom, transmitsLeft: limit, knownBy: receivedFrom.map { [$0.prefix64] } ?? []),
-            for: id, originNumber: peers.directory.index(of: record.origin))
+            record, for: id, transmits: limit, knownBy: receivedFrom?.prefix64,
+            originNumber: peers.directory.index(of: record.origin))
         enqueueHot(index, version: record.version, level: limit)
         noteRecent(index)
         if record.origin != publicKey, case .quota(let key, let state) = record.body {
@@ -111,9 +111,9 @@ extension MeshInstance {
     /// Rebuilds every key's aggregate from the held records (after peers were removed).
     mutating func rebuildAggregates() {
         remote = [:]
-        for stored in records.entries where stored.record.origin != publicKey {
-            if case .quota(let key, let state) = stored.record.body {
-                remote[key, default: KeyAggregate()].update(origin: stored.record.origin, state: state)
+        for record in records.records where record.origin != publicKey {
+            if case .quota(let key, let state) = record.body {
+                remote[key, default: KeyAggregate()].update(origin: record.origin, state: state)
             }
         }
     }
@@ -135,8 +135,8 @@ extension MeshInstance {
         // An exact copy of a held record (most arrivals in a large cluster) passed every check below when
         // it was first accepted, and held records are all from trusted origins: straight to the duplicate
         // path, with no look-up of the origin and no plausibility check.
-        if record.origin != publicKey, let index = records.index(of: id), records.versions[index] == record.version,
-            records.entries[index].record == record
+        if record.origin != publicKey, let index = records.index(of: id), records.version(at: index) == record.version,
+            records.records[index] == record
         {
             noteCopy(at: index, version: record.version, from: sender, into: &out)
             return
@@ -176,7 +176,7 @@ extension MeshInstance {
             return
         }
         if let index = records.index(of: id) {
-            let heldVersion = records.versions[index]
+            let heldVersion = records.version(at: index)
             if heldVersion > record.version {
                 out.append(.event(.recordStale(origin: record.origin)))
                 return
@@ -190,7 +190,7 @@ extension MeshInstance {
                 }
                 out.append(.event(.dropped(.equivocation, from: source, sender: sender)))
                 guard record.signature.rawRepresentation.lexicographicallyPrecedes(
-                    records.entries[index].record.signature.rawRepresentation) == false
+                    records.records[index].signature.rawRepresentation) == false
                 else { return }
                 store(record, receivedFrom: sender)
                 return
@@ -220,12 +220,9 @@ extension MeshInstance {
     mutating func noteCopy(at index: Int, version: RecordVersion, from sender: VerifyingKey, into out: inout [MeshDirective]) {
         let origin = records.ids[index].origin
         // A record earlier in the same packet may have replaced the held one: the copy is then stale.
-        if records.versions[index] == version && records.entries[index].transmitsLeft > 0 {
-            let fanout = configuration.fanout
-            let left = records.update(at: index) { stored in
-                stored.noteKnown(by: sender)
-                return stored.spend(pushes: fanout)
-            }
+        if records.version(at: index) == version && records.transmitsLeft(at: index) > 0 {
+            records.noteKnown(at: index, by: sender)
+            let left = records.spend(at: index, pushes: configuration.fanout)
             enqueueHot(index, version: version, level: left)
         }
         out.append(.event(.recordStale(origin: origin)))
@@ -387,7 +384,8 @@ extension MeshInstance {
             while index >= 0 && candidates.count < wanted {
                 let (slot, version) = hotLevels[level][index]
                 index -= 1
-                guard records.versions[slot] == version, records.entries[slot].transmitsLeft == level else {
+                let held = records.meta[slot]
+                guard held.version == version, held.transmitsLeft == level else {
                     if index + 1 == hotLevels[level].count - 1 {
                         hotLevels[level].removeLast()  // stale at the tail: gone at no cost
                     } else {
@@ -400,9 +398,9 @@ extension MeshInstance {
             if index < 0 && stale > 0 {
                 // The whole level was read: drop its stale entries now, so later rounds do not read them
                 // again (a quiet node would otherwise rescan every superseded entry each round).
-                let held = records
+                let held = records.meta
                 hotLevels[level].removeAll { entry in
-                    held.versions[entry.index] != entry.version || held.entries[entry.index].transmitsLeft != level
+                    held[entry.index].version != entry.version || held[entry.index].transmitsLeft != level
                 }
             }
             level -= 1
@@ -413,10 +411,10 @@ extension MeshInstance {
             var size = 0
             for index in candidates.indices {
                 let slot = candidates[index].index
-                guard records.ids[slot].origin != target, candidates[index].pushes < records.entries[slot].transmitsLeft,
-                    !records.entries[slot].isKnown(by: target)
+                guard records.ids[slot].origin != target, candidates[index].pushes < records.transmitsLeft(at: slot),
+                    !records.isKnown(at: slot, by: target)
                 else { continue }
-                let record = records.entries[slot].record
+                let record = records.records[slot]
                 let count = record.encodedCount
                 guard size + count <= budget else { break }
                 chosen.append(record)
@@ -427,8 +425,8 @@ extension MeshInstance {
         }
         // In candidate order, not dictionary order, so that runs replay exactly.
         for candidate in candidates where candidate.pushes > 0 {
-            let left = records.update(at: candidate.index) { $0.spend(pushes: candidate.pushes) }
-            enqueueHot(candidate.index, version: records.versions[candidate.index], level: left)
+            let left = records.spend(at: candidate.index, pushes: candidate.pushes)
+            enqueueHot(candidate.index, version: records.version(at: candidate.index), level: left)
         }
         compactHotQueue()
         // Anti-entropy: a digest to one of the targets every few rounds.
@@ -453,10 +451,10 @@ extension MeshInstance {
     mutating func compactHotQueue() {
         let total = hotLevels.reduce(0) { $0 + $1.count }
         guard total > 2 * records.count + 64 else { return }
-        let held = records
+        let held = records.meta
         for level in hotLevels.indices {
             hotLevels[level] = hotLevels[level].filter { entry in
-                held.versions[entry.index] == entry.version && held.entries[entry.index].transmitsLeft == level
+                held[entry.index].version == entry.version && held[entry.index].transmitsLeft == level
             }
         }
     }
@@ -481,7 +479,7 @@ extension MeshInstance {
             index -= 1
             guard digestMarks[slot] != digestGeneration else { continue }
             digestMarks[slot] = digestGeneration
-            entries.append(DigestEntry(slotHash: records.ids[slot].hash, version: records.versions[slot]))
+            entries.append(DigestEntry(slotHash: records.ids[slot].hash, version: records.version(at: slot)))
         }
         let total = records.count
         var offset = 0
@@ -490,7 +488,7 @@ extension MeshInstance {
             let slot = (start + offset) % total
             offset += 1
             guard digestMarks[slot] != digestGeneration else { continue }
-            entries.append(DigestEntry(slotHash: records.ids[slot].hash, version: records.versions[slot]))
+            entries.append(DigestEntry(slotHash: records.ids[slot].hash, version: records.version(at: slot)))
         }
         digestCursor = (start + offset) % total
         return entries
@@ -529,13 +527,14 @@ extension MeshInstance {
         for entry in entries {
             if let slot = records.index(ofHash: entry.slotHash) {
                 if !isReply { digestMarks[slot] = digestGeneration }
-                let heldVersion = records.versions[slot]
+                let held = records.meta[slot]
+                let heldVersion = held.version
                 // Who knows a record matters only while it is still pushed.
-                if heldVersion <= entry.version && records.entries[slot].transmitsLeft > 0 {
-                    records.update(at: slot) { $0.noteKnown(by: sender) }
+                if heldVersion <= entry.version && held.transmitsLeft > 0 {
+                    records.noteKnown(at: slot, by: sender)
                 }
                 if heldVersion > entry.version {
-                    if records.ids[slot].origin != sender { toSend.append(records.entries[slot].record) }
+                    if records.ids[slot].origin != sender { toSend.append(records.records[slot]) }
                 } else if heldVersion < entry.version {
                     wants.append(DigestEntry(slotHash: entry.slotHash, version: heldVersion))
                 }

@@ -511,9 +511,9 @@ public struct MeshInstance: Sendable {
     public func peerViews(now: UnixMillis) -> [PeerView] {
         var counts: [VerifyingKey: Int] = [:]
         var newest: [VerifyingKey: UnixMillis] = [:]
-        for (id, stored) in zip(records.ids, records.entries) {
+        for (id, record) in zip(records.ids, records.records) {
             counts[id.origin, default: 0] += 1
-            newest[id.origin] = max(newest[id.origin] ?? .min, stored.record.timestamp)
+            newest[id.origin] = max(newest[id.origin] ?? .min, record.timestamp)
         }
         return peers.indices.map { index in
             let info = peers.info(at: index)
@@ -534,11 +534,11 @@ public struct MeshInstance: Sendable {
     }
 
     /// Every record held, newest per origin and slot (for tests and the simulator).
-    public var heldRecords: [SignedRecord] { records.entries.map(\.record) }
+    public var heldRecords: [SignedRecord] { records.records }
 
     /// The version held for `origin`'s `slot`, if any (for the simulator's convergence probes).
     public func heldVersion(origin: VerifyingKey, slot: RecordSlot) -> RecordVersion? {
-        records.index(of: SlotID(origin: origin, slot: slot)).map { records.versions[$0] }
+        records.index(of: SlotID(origin: origin, slot: slot)).map { records.version(at: $0) }
     }
 
     /// The heartbeat interval in force: the configured one, stretched with the cluster's size so that

@@ -35,43 +35,6 @@ struct SlotID: Hashable, Sendable {
     func hash(into hasher: inout Hasher) { hasher.combine(hash) }
 }
 
-struct StoredRecord: Sendable {
-    var record: SignedRecord
-    var receivedFrom: VerifyingKey?
-    var transmitsLeft: Int
-    /// Peers known to hold this version (they sent it to us, or said so in a digest; a push may be lost,
-    /// so sending is no evidence), by `VerifyingKey.prefix64`; pushes skip them. Capped, so memory stays
-    /// bounded in large clusters. Eight bytes of a key name a peer here: it is a hint that saves pushes, and
-    /// a collision (which 64 random bits make vanishingly rare) only skips one push that digests make up.
-    var knownBy: [UInt64] = []
-
-    static let knownByCap = 32
-
-    /// Takes `pushes` off the pushes left; the list of peers known to hold the record is dropped with
-    /// the last push (nothing reads it after that), so that the records a node holds for every peer
-    /// cost no more than the record itself.
-    /// - Returns: the pushes left.
-    @discardableResult
-    mutating func spend(pushes: Int) -> Int {
-        transmitsLeft = max(0, transmitsLeft - pushes)
-        if transmitsLeft == 0 { knownBy = [] }
-        return transmitsLeft
-    }
-
-    /// Notes that `peer` holds this version.
-    mutating func noteKnown(by peer: VerifyingKey) {
-        let name = peer.prefix64
-        guard !knownBy.contains(name) else { return }
-        // Room for the whole list at once: it fills within a record's first rounds.
-        if knownBy.capacity < Self.knownByCap { knownBy.reserveCapacity(Self.knownByCap) }
-        if knownBy.count >= Self.knownByCap { knownBy.removeFirst() }
-        knownBy.append(name)
-    }
-
-    /// Whether `peer` is known to hold this version.
-    func isKnown(by peer: VerifyingKey) -> Bool { knownBy.contains(peer.prefix64) }
-}
-
 struct LocalQuota: Sendable {
     var state = QuotaState()
     var demand = Demand()

@@ -5,15 +5,33 @@ import QuotaMeshCrypto
 ///
 /// Everything that walks the table every round — the push queue, digests, the recent-update list —
 /// names a slot by its index, so a round reads arrays instead of hashing slot identities, and checks a
-/// queued entry against `versions` and `transmitsLeft` without touching the record itself. Only a
-/// record arriving from the wire, or a digest naming a slot by its 64-bit hash, is looked up by hash.
+/// queued entry against its version and pushes left (side by side in `meta`) without touching the
+/// record itself. Only a record arriving from the wire, or a digest naming a slot by its 64-bit hash, is
+/// looked up by hash.
 struct RecordTable: Sendable {
+    /// What every round reads of a held record, packed together.
+    struct SlotMeta: Sendable {
+        /// The held record's version.
+        var version: RecordVersion
+        /// Pushes left for it (memberlist's transmit limit); 0: it is no longer pushed.
+        var transmitsLeft: Int
+    }
+
+    /// How many peers known to hold a record are remembered.
+    static let knownByCap = 32
+
     /// Slot identities, by index, in the order they were first held (digests rotate over this order).
     private(set) var ids: [SlotID] = []
     /// The held records, by index.
-    private(set) var entries: [StoredRecord] = []
-    /// `entries[i].record.version`, kept beside it so that queue and digest checks read plain words.
-    private(set) var versions: [RecordVersion] = []
+    private(set) var records: [SignedRecord] = []
+    /// Each held record's version and pushes left, by index.
+    private(set) var meta: [SlotMeta] = []
+    /// Peers known to hold each record's version (they sent it to us, or said so in a digest; a push may
+    /// be lost, so sending is no evidence), by `VerifyingKey.prefix64`; pushes skip them. Capped, and
+    /// dropped with the last push, so memory stays bounded in large clusters. Eight bytes of a key name a
+    /// peer here: it is a hint that saves pushes, and a collision (which 64 random bits make vanishingly
+    /// rare) only skips one push that digests make up.
+    private var knownBy: [[UInt64]] = []
     /// The first slot held for each 64-bit slot hash.
     private var indexByHash: [UInt64: Int] = [:]
     /// Slots whose hash another held slot already has (a 64-bit collision: in practice never).
@@ -30,6 +48,11 @@ struct RecordTable: Sendable {
     /// Whether no slot is held.
     var isEmpty: Bool { ids.isEmpty }
 
+    /// The version held at `index`.
+    func version(at index: Int) -> RecordVersion { meta[index].version }
+    /// The pushes left for the record at `index`.
+    func transmitsLeft(at index: Int) -> Int { meta[index].transmitsLeft }
+
     /// The index of `id`, if it is held.
     func index(of id: SlotID) -> Int? {
         if let index = indexByHash[id.hash], ids[index] == id { return index }
@@ -45,7 +68,7 @@ struct RecordTable: Sendable {
         var index = originNumber < lastOfOrigin.count ? Int(lastOfOrigin[originNumber]) : -1
         while index >= 0 {
             // An origin signs one record per version: at most one slot can match it.
-            if versions[index] == version { return bytesEqual(entries[index].record.wire[...], wire) ? index : nil }
+            if meta[index].version == version { return bytesEqual(records[index].wire[...], wire) ? index : nil }
             index = Int(previousOfOrigin[index])
         }
         return nil
@@ -71,20 +94,26 @@ struct RecordTable: Sendable {
         lastOfOrigin[number] = Int32(index)
     }
 
-    /// Holds `stored` for `id`, in place of the record held before, if any. `originNumber` numbers the
-    /// origin for recognising copies (see `renumberOrigins`).
+    /// Holds `record` for `id`, in place of the record held before, if any, with `transmits` pushes
+    /// left and `holder` (if any) known to hold it. `originNumber` numbers the origin for recognising
+    /// copies (see `renumberOrigins`).
     /// - Returns: the slot's index.
     @discardableResult
-    mutating func put(_ stored: StoredRecord, for id: SlotID, originNumber: Int?) -> Int {
+    mutating func put(
+        _ record: SignedRecord, for id: SlotID, transmits: Int, knownBy holder: UInt64?, originNumber: Int?
+    ) -> Int {
+        let known = holder.map { [$0] } ?? []
         if let index = index(of: id) {
-            entries[index] = stored
-            versions[index] = stored.record.version
+            records[index] = record
+            meta[index] = SlotMeta(version: record.version, transmitsLeft: transmits)
+            knownBy[index] = known
             return index
         }
         let index = ids.count
         ids.append(id)
-        entries.append(stored)
-        versions.append(stored.record.version)
+        records.append(record)
+        meta.append(SlotMeta(version: record.version, transmitsLeft: transmits))
+        knownBy.append(known)
         link(index, originNumber: originNumber)
         if indexByHash[id.hash] == nil {
             indexByHash[id.hash] = index
@@ -94,10 +123,30 @@ struct RecordTable: Sendable {
         return index
     }
 
-    /// Applies `change` to the held record at `index` (its version must stay the same).
-    mutating func update<Result>(at index: Int, _ change: (inout StoredRecord) -> Result) -> Result {
-        change(&entries[index])
+    /// Takes `pushes` off the pushes left at `index`; the list of peers known to hold the record is
+    /// dropped with the last push (nothing reads it after that), so that the records a node holds for
+    /// every peer cost no more than the records themselves.
+    /// - Returns: the pushes left.
+    @discardableResult
+    mutating func spend(at index: Int, pushes: Int) -> Int {
+        let left = max(0, meta[index].transmitsLeft - pushes)
+        meta[index].transmitsLeft = left
+        if left == 0 { knownBy[index] = [] }
+        return left
     }
+
+    /// Notes that `peer` holds the version at `index`.
+    mutating func noteKnown(at index: Int, by peer: VerifyingKey) {
+        let name = peer.prefix64
+        guard !knownBy[index].contains(name) else { return }
+        // Room for the whole list at once: it fills within a record's first rounds.
+        if knownBy[index].capacity < Self.knownByCap { knownBy[index].reserveCapacity(Self.knownByCap) }
+        if knownBy[index].count >= Self.knownByCap { knownBy[index].removeFirst() }
+        knownBy[index].append(name)
+    }
+
+    /// Whether `peer` is known to hold the version at `index`.
+    func isKnown(at index: Int, by peer: VerifyingKey) -> Bool { knownBy[index].contains(peer.prefix64) }
 
     /// Drops the slots `isDropped` names. Indices change: callers rebuild whatever holds them, and
     /// renumber the origins.
@@ -106,7 +155,9 @@ struct RecordTable: Sendable {
         var remap: [Int?] = Array(repeating: nil, count: ids.count)
         var kept = RecordTable()
         for index in ids.indices where !isDropped(ids[index]) {
-            remap[index] = kept.put(entries[index], for: ids[index], originNumber: nil)
+            let next = kept.put(records[index], for: ids[index], transmits: meta[index].transmitsLeft, knownBy: nil, originNumber: nil)
+            kept.knownBy[next] = knownBy[index]
+            remap[index] = next
         }
         self = kept
         return remap
