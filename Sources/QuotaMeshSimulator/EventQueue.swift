@@ -1,13 +1,26 @@
 /// A binary min-heap of timed events; ties keep insertion order, so runs are deterministic.
+///
+/// The heap holds only keys (time, insertion order, payload slot), so sifting moves plain words; the
+/// payloads (datagrams among them) stay in a slot array and move once in and once out.
 struct EventQueue<Payload> {
-    private var heap: [(time: Int64, order: UInt64, payload: Payload)] = []
+    private var heap: [(time: Int64, order: UInt64, slot: Int)] = []
+    private var payloads: [Payload?] = []
+    private var freeSlots: [Int] = []
     private var nextOrder: UInt64 = 0
 
     var isEmpty: Bool { heap.isEmpty }
     var count: Int { heap.count }
 
     mutating func push(_ payload: Payload, at time: Int64) {
-        heap.append((time, nextOrder, payload))
+        let slot: Int
+        if let free = freeSlots.popLast() {
+            slot = free
+            payloads[slot] = payload
+        } else {
+            slot = payloads.count
+            payloads.append(payload)
+        }
+        heap.append((time, nextOrder, slot))
         nextOrder += 1
         var child = heap.count - 1
         while child > 0 {
@@ -33,10 +46,11 @@ struct EventQueue<Payload> {
             heap.swapAt(parent, smallest)
             parent = smallest
         }
-        return (top.time, top.payload)
+        freeSlots.append(top.slot)
+        guard let payload = payloads[top.slot].take() else { return nil }
+        return (top.time, payload)
     }
 
-    /// Compares two entries' keys in place: copying an entry would retain its payload.
     private func isEarlier(_ a: Int, than b: Int) -> Bool {
         (heap[a].time, heap[a].order) < (heap[b].time, heap[b].order)
     }
