@@ -1,8 +1,13 @@
 #!/usr/bin/env python3
 """Runs `quotamesh simulate` over a grid and prints the tables recorded in BENCHMARKS.md.
 
-Usage: python3 bench/simulate_tables.py [--binary PATH] [--quick] [--scale] [--enforcement-scale [--baseline PATH]]
-  --scale: only the large-cluster tables (N = 1000, 60 virtual s; gossip parameters side by side)
+Usage: python3 bench/simulate_tables.py [--binary PATH] [--quick] [--scale [--baseline PATH] [--repeats K]]
+                                       [--enforcement-scale [--baseline PATH]] [--ten-thousand]
+  --scale: only the large-cluster tables (N = 1000, 60 virtual s; gossip parameters side by side); with
+    --baseline, the N = 1000 runs of a second binary too, alternating, with wall time and peak memory
+    as medians over --repeats runs and their ratios
+  --ten-thousand: only convergence at N = 10,000 (30 virtual s, 0% and 20% loss; about 10 minutes and
+    12 GB)
   --enforcement-scale: only overshoot and utilization as N grows past the limit (N = 30 to 1000);
     with --baseline, the same rows from a second binary (an older commit) side by side
 Build first: swift build -c release --product quotamesh
@@ -10,6 +15,7 @@ Build first: swift build -c release --product quotamesh
 import argparse
 import json
 import math
+import os
 import statistics
 import subprocess
 import sys
@@ -25,6 +31,20 @@ def run(binary, **flags):
             args += [flag, str(value)]
     out = subprocess.run(args, check=True, capture_output=True, text=True).stdout
     return json.loads(out)
+
+
+def run_measured(binary, **flags):
+    """Like run, and also returns the run's peak resident memory in MB (from its own rusage)."""
+    args = [binary, "simulate", "--json"]
+    for key, value in flags.items():
+        args += ["--" + key.replace("_", "-"), str(value)]
+    process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    out = process.stdout.read()
+    _, status, usage = os.wait4(process.pid, 0)
+    process.returncode = os.waitstatus_to_exitcode(status)
+    if process.returncode != 0:
+        raise subprocess.CalledProcessError(process.returncode, args)
+    return json.loads(out), usage.ru_maxrss / 1024
 
 
 def fmt(value, digits=3):
@@ -51,14 +71,19 @@ def main():
     parser.add_argument("--max-nodes", type=int, default=1000)
     parser.add_argument("--scale", action="store_true", help="only the large-cluster tables")
     parser.add_argument("--enforcement-scale", action="store_true", help="only enforcement as N grows")
-    parser.add_argument("--baseline", help="a second binary for --enforcement-scale, side by side")
+    parser.add_argument("--baseline", help="a second binary for --scale or --enforcement-scale, side by side")
+    parser.add_argument("--repeats", type=int, default=2, help="runs per binary and row for --scale")
+    parser.add_argument("--ten-thousand", action="store_true", help="only convergence at N = 10,000")
     options = parser.parse_args()
     b = options.binary
     if options.enforcement_scale:
         enforcement_scale_table(b, options.baseline, options.quick)
         return
+    if options.ten_thousand:
+        ten_thousand_table(b)
+        return
     if options.scale:
-        scale_tables(b)
+        scale_tables(b, options.baseline, options.repeats)
         return
     seeds = [1, 2] if options.quick else [1, 2, 3]
     sizes = [n for n in ([10, 100, 1000] if not options.quick else [10, 100]) if n <= options.max_nodes]
@@ -151,16 +176,39 @@ def enforcement_scale_table(b, baseline, quick=False):
           header, rows)
 
 
-def scale_tables(b):
+def scale_tables(b, baseline=None, repeats=2):
     rows = []
+    speed = []
     for demand in (0.01, 2):
-        r = run(b, nodes=1000, seconds=60, seed=1, demand=demand)
-        rows.append([1000, 60, f"{demand}x", r["wall_s"], r["convergence_rounds_p50"], r["convergence_rounds_p99"],
+        walls, memories, old_walls, old_memories = [], [], [], []
+        same = True
+        for _ in range(max(1, repeats)):
+            # Alternating, so that a noisy stretch of the machine falls on both binaries alike.
+            r, memory = run_measured(b, nodes=1000, seconds=60, seed=1, demand=demand)
+            walls.append(r["wall_s"])
+            memories.append(memory)
+            if baseline:
+                old, old_memory = run_measured(baseline, nodes=1000, seconds=60, seed=1, demand=demand)
+                old_walls.append(old["wall_s"])
+                old_memories.append(old_memory)
+                same = same and all(old[k] == r[k] for k in r if k != "wall_s")
+        rows.append([1000, 60, f"{demand}x", statistics.median(walls), round(statistics.median(memories)),
+                     r["convergence_rounds_p50"], r["convergence_rounds_p99"],
                      r["convergence_rounds_theory"], f'{r["probes_converged"]}/{r["probes"]}',
                      r["bytes_per_node_per_s"], r["verifications_per_node_per_s"]])
-    table("1,000 nodes, 60 virtual seconds, defaults (seed 1)",
-          ["N", "virtual s", "demand", "wall s", "rounds p50", "rounds p99", "theory", "probes converged",
-           "bytes/node/s", "verifications/node/s"], rows)
+        if baseline:
+            speed.append([f"{demand}x", statistics.median(old_walls), statistics.median(walls),
+                          statistics.median(walls) / statistics.median(old_walls),
+                          round(statistics.median(old_memories)), round(statistics.median(memories)),
+                          statistics.median(memories) / statistics.median(old_memories),
+                          "yes" if same else "no"])
+    table(f"1,000 nodes, 60 virtual seconds, defaults (seed 1; wall and memory: medians of {max(1, repeats)} runs)",
+          ["N", "virtual s", "demand", "wall s", "peak MB", "rounds p50", "rounds p99", "theory",
+           "probes converged", "bytes/node/s", "verifications/node/s"], rows)
+    if baseline:
+        table(f"Baseline and this binary side by side, alternating (N = 1000, 60 virtual s, seed 1; medians of {max(1, repeats)} runs)",
+              ["demand", "wall s before", "wall s after", "after / before", "peak MB before", "peak MB after",
+               "after / before", "same results (all but wall_s)"], speed)
     rows = []
     # The configured digest period is divided by about log10(N + 1) = 3 at N = 1000: 3 -> 1, 6 -> 2, 15 -> 5.
     for retransmit in (1, 2, 4):
@@ -171,6 +219,18 @@ def scale_tables(b):
     table("Gossip parameters side by side (N = 1000, 20 virtual s, demand 2x, seed 1)",
           ["retransmit multiplier", "digest every (rounds)", "rounds p50", "rounds p99", "probes converged",
            "bytes/node/s", "wall s"], rows)
+
+
+def ten_thousand_table(b):
+    rows = []
+    for loss in (0, 0.2):
+        r, memory = run_measured(b, nodes=10000, seconds=30, seed=1, demand=1, loss=loss)
+        rows.append([10000, 30, f"{round(loss * 100)}%", r["wall_s"], round(memory / 1024, 1),
+                     r["convergence_rounds_p50"], r["convergence_rounds_p99"], r["convergence_rounds_theory"],
+                     f'{r["probes_converged"]}/{r["probes"]}', r["bytes_per_node_per_s"]])
+    table("10,000 nodes, 30 virtual seconds, demand 1x (seed 1)",
+          ["N", "virtual s", "loss", "wall s", "peak GB", "rounds p50", "rounds p99", "theory",
+           "probes converged", "bytes/node/s"], rows)
 
 
 if __name__ == "__main__":

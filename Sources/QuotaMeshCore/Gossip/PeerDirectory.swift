@@ -51,8 +51,11 @@ struct PeerTable: Sendable {
     let directory: PeerDirectory
     /// The node's own entry in the directory, if its key is there: never a peer.
     let ownIndex: Int?
-    /// By directory index (the own entry's state is unused).
-    private(set) var states: [PeerState]
+    /// By directory index: where the peer's state is in `states`, or -1 while none was stored (a peer
+    /// never heard from: most of a young large cluster, so a node keeps 4 bytes for each of those).
+    private var slots: [Int32]
+    /// The states stored, in the order they were first stored.
+    private var states: [PeerState] = []
     /// Where a peer was last heard from, where that differs from its directory entry (so this stays
     /// empty wherever peers send from the address the trust store gives).
     private var observedEndpoints: [Int: Endpoint] = [:]
@@ -60,7 +63,7 @@ struct PeerTable: Sendable {
     init(directory: PeerDirectory, own: VerifyingKey) {
         self.directory = directory
         self.ownIndex = directory.index(of: own)
-        self.states = Array(repeating: PeerState(), count: directory.count)
+        self.slots = Array(repeating: -1, count: directory.count)
     }
 
     /// The number of peers (the directory less this node).
@@ -87,9 +90,21 @@ struct PeerTable: Sendable {
     func key(at index: Int) -> VerifyingKey { directory.infos[index].key }
     func info(at index: Int) -> PeerInfo { directory.infos[index] }
 
+    /// The node's state for the peer at `index`.
     subscript(index: Int) -> PeerState {
-        get { states[index] }
-        set { states[index] = newValue }
+        get {
+            let slot = Int(slots[index])
+            return slot < 0 ? PeerState() : states[slot]
+        }
+        set {
+            let slot = Int(slots[index])
+            if slot < 0 {
+                slots[index] = Int32(states.count)
+                states.append(newValue)
+            } else {
+                states[slot] = newValue
+            }
+        }
     }
 
     /// Where to send to the peer at `index`.
@@ -109,7 +124,7 @@ struct PeerTable: Sendable {
         var next = PeerTable(directory: directory, own: own)
         for index in next.indices {
             guard let old = self.index(of: next.key(at: index)) else { continue }
-            next.states[index] = states[old]
+            if slots[old] >= 0 { next[index] = self[old] }
             if let endpoint = observedEndpoints[old] { next.observe(endpoint, at: index) }
         }
         return next
