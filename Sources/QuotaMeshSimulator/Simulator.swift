@@ -147,6 +147,9 @@ public struct Simulator {
     public var sampleEvery: Int64 = 0
     /// Receives the lines ``sampleEvery`` asks for.
     public var onSample: ((String) -> Void)?
+    /// If set, receives a line per convergence check: for each probe still spreading, how many live
+    /// nodes hold it.
+    public var onProbeCheck: ((String) -> Void)?
     /// If set, receives a line per granted acquire: when, which node, the priority and detail, and the
     /// node's pacing inputs at that moment (for diagnosing a window that overshot).
     public var onGrant: ((String) -> Void)?
@@ -524,11 +527,12 @@ public struct Simulator {
             guard let version = nodes[probe.origin].box.instance?.heldVersion(origin: originKey, slot: .quota(probe.key))
             else { continue }
             if probe.signedAt == nil { probes[index].signedAt = now }
-            let everywhere = nodes.indices.allSatisfy { other in
-                other == probe.origin || !nodes[other].isUp
-                    || (nodes[other].box.instance?.heldVersion(origin: originKey, slot: .quota(probe.key)).map { $0 >= version } ?? false)
+            let missing = nodes.indices.count { other in
+                !(other == probe.origin || !nodes[other].isUp
+                    || (nodes[other].box.instance?.heldVersion(origin: originKey, slot: .quota(probe.key)).map { $0 >= version } ?? false))
             }
-            if everywhere { probes[index].convergedAt = now }
+            if missing == 0 { probes[index].convergedAt = now }
+            onProbeCheck?("t=\(Double(now - start) / 1000) probe \(index) version \(version) missing \(missing)")
         }
     }
 

@@ -137,6 +137,10 @@ struct Simulate: AsyncParsableCommand {
         // Diagnosis: QUOTAMESH_SIM_SAMPLE=MS prints pacing inputs every MS virtual ms to standard error.
         simulator.sampleEvery = Int64(ProcessInfo.processInfo.environment["QUOTAMESH_SIM_SAMPLE"] ?? "") ?? 0
         simulator.onSample = { FileHandleWriter.writeStandardError($0 + "\n") }
+        // Diagnosis: QUOTAMESH_SIM_PROBES=1 prints, every round, how many nodes each spreading probe misses.
+        if ProcessInfo.processInfo.environment["QUOTAMESH_SIM_PROBES"] != nil {
+            simulator.onProbeCheck = { FileHandleWriter.writeStandardError($0 + "\n") }
+        }
         // Diagnosis: QUOTAMESH_SIM_GRANTS=1 prints every grant with the node's pacing inputs.
         if ProcessInfo.processInfo.environment["QUOTAMESH_SIM_GRANTS"] != nil {
             simulator.onGrant = { FileHandleWriter.writeStandardError($0 + "\n") }
