@@ -527,12 +527,19 @@ public struct Simulator {
             guard let version = nodes[probe.origin].box.instance?.heldVersion(origin: originKey, slot: .quota(probe.key))
             else { continue }
             if probe.signedAt == nil { probes[index].signedAt = now }
-            let missing = nodes.indices.count { other in
-                !(other == probe.origin || !nodes[other].isUp
-                    || (nodes[other].box.instance?.heldVersion(origin: originKey, slot: .quota(probe.key)).map { $0 >= version } ?? false))
+            let nodes = self.nodes
+            let holds = { (other: Int) -> Bool in
+                other == probe.origin || !nodes[other].isUp
+                    || (nodes[other].box.instance?.heldVersion(origin: originKey, slot: .quota(probe.key)).map { $0 >= version } ?? false)
             }
-            if missing == 0 { probes[index].convergedAt = now }
-            onProbeCheck?("t=\(Double(now - start) / 1000) probe \(index) version \(version) missing \(missing)")
+            if let onProbeCheck {
+                let missing = nodes.indices.count { !holds($0) }
+                onProbeCheck("t=\(Double(now - start) / 1000) probe \(index) version \(version) missing \(missing)")
+                if missing == 0 { probes[index].convergedAt = now }
+            } else if nodes.indices.allSatisfy(holds) {
+                // Stops at the first node that misses it: this runs every round for every spreading probe.
+                probes[index].convergedAt = now
+            }
         }
     }
 
