@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Every benchmark of BENCHMARKS.md in one command, each printing its tables (issue 5).
 #
-#   bash bench/all.sh           the full suite: about an hour on 2 cores
+#   bash bench/all.sh           the full suite: about 80 minutes on 2 cores
 #   bash bench/all.sh --quick   shorter runs of each (about 12 minutes), to check the suite works
 #
 # Builds the release binary into .build-release, then runs: the scenario (naive, central and quotamesh
@@ -40,6 +40,13 @@ python3 bench/simulate_tables.py --binary "$binary" ${sim_flags[@]+"${sim_flags[
 
 section "Simulator: enforcement as N grows"
 python3 bench/simulate_tables.py --binary "$binary" --enforcement-scale ${sim_flags[@]+"${sim_flags[@]}"}
+
+if [[ $quick == 0 ]]; then
+    section "Simulator: 1,000 nodes for 60 virtual seconds"
+    python3 bench/simulate_tables.py --binary "$binary" --scale --repeats 1
+    section "Simulator: 10,000 nodes (about 10 minutes and 12 GB)"
+    python3 bench/simulate_tables.py --binary "$binary" --ten-thousand
+fi
 
 section "Micro-benchmarks (ordo-one/benchmark)"
 swift package --package-path Benchmarks benchmark --format markdown --no-progress ${micro_flags[@]+"${micro_flags[@]}"}
