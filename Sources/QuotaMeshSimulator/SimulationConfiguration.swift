@@ -68,6 +68,9 @@ public struct SimulationConfiguration: Sendable {
     public var probes = 10
     /// Use real Ed25519 (slow, exact) instead of the simulated MAC.
     public var realSignatures = false
+    /// Whether the nodes hold one shared copy of each record (`SharedRecords`) instead of one each. It
+    /// changes nothing but memory and time.
+    public var shareRecords = true
     /// Gossip round interval.
     public var gossipIntervalMillis: Int64 = 200
     /// Gossip fanout.

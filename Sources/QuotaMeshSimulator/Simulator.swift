@@ -115,6 +115,8 @@ public struct Simulator {
     let scheme: (any SignatureScheme)
     /// The simulated scheme, when in use (for its counters).
     public let simulated: SimulatedSignatures?
+    /// One copy of each record for every node.
+    public let sharedRecords = SharedRecords()
     // Upstream state.
     var windowSent: [Int64: Int] = [:]
     var windowAccepted: [Int64: Int] = [:]
@@ -179,10 +181,12 @@ public struct Simulator {
         let policy = ServicePolicy(
             limit: configuration.limit, windowMillis: configuration.windowMillis, reserves: configuration.reserves,
             burstFraction: configuration.burstFraction)
-        return MeshConfiguration(
+        var mesh = MeshConfiguration(
             gossipIntervalMillis: configuration.gossipIntervalMillis, fanout: configuration.fanout,
             retransmitMultiplier: configuration.retransmitMultiplier,
             antiEntropyEveryRounds: configuration.antiEntropyEveryRounds, services: [service: policy], signatures: scheme)
+        if configuration.shareRecords { mesh.recordSharing = sharedRecords }
+        return mesh
     }
 
     /// Runs to the end and reports.

@@ -32,6 +32,34 @@ import QuotaMeshCore
         #expect(other.datagramsDelivered != first.datagramsDelivered)
     }
 
+    @Test func nodesSharingOneCopyOfEachRecordRunExactlyAsNodesWithTheirOwn() {
+        // Sharing is the simulator's memory saving: it must change nothing the nodes decide or send.
+        let configure: (inout SimulationConfiguration) -> Void = {
+            $0.nodes = 30
+            $0.seconds = 30
+            $0.loss = 0.1
+            $0.crashes = 2
+            $0.seed = 5
+        }
+        var configuration = SimulationConfiguration()
+        configure(&configuration)
+        var shared = Simulator(configuration)
+        let withSharing = shared.run()
+        let own = run {
+            configure(&$0)
+            $0.shareRecords = false
+        }
+        #expect(shared.sharedRecords.sharedCount > 0)
+        #expect(withSharing.datagramsDelivered == own.datagramsDelivered)
+        #expect(withSharing.bytesPerNodePerSecond == own.bytesPerNodePerSecond)
+        #expect(withSharing.upstreamCalls == own.upstreamCalls)
+        #expect(withSharing.denials == own.denials)
+        #expect(withSharing.maxAdmittedRatio == own.maxAdmittedRatio)
+        #expect(withSharing.convergenceRoundsP50 == own.convergenceRoundsP50)
+        #expect(withSharing.convergenceRoundsP99 == own.convergenceRoundsP99)
+        #expect(withSharing.windows.map(\.sent) == own.windows.map(\.sent))
+    }
+
     @Test(arguments: [(UInt64(1), 0.0), (UInt64(2), 0.2)])
     func observationsReachEveryNode(seed: UInt64, loss: Double) {
         let report = run {

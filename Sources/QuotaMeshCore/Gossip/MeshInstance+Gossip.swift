@@ -95,6 +95,7 @@ extension MeshInstance {
     }
 
     mutating func store(_ record: SignedRecord, receivedFrom: VerifyingKey?) {
+        let record = receivedFrom == nil ? record : (configuration.recordSharing?.share(record) ?? record)
         let id = SlotID(origin: record.origin, slot: record.body.slot)
         let limit = retransmitLimit()
         let index = records.put(

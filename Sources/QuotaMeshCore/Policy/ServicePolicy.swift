@@ -127,6 +127,8 @@ public struct MeshConfiguration: Sendable {
     public var services: [String: ServicePolicy]
     /// How records and packets are signed: always Ed25519 in a node; the simulator may substitute.
     public var signatures: any SignatureScheme
+    /// Where instances in one process share the records they accept (`nil` in a node: each holds its own).
+    public var recordSharing: (any RecordSharing)? = nil
 
     /// The default retransmit multiplier: memberlist's 4. Duplicates received cut a record's pushes short
     /// (rumor mongering with feedback), so large clusters push far less than this bound.

@@ -113,7 +113,7 @@ public struct SignedRecord: Hashable, Sendable {
         }
     }
 
-    private let storage: Storage
+    private var storage: Storage
 
     /// Where the body starts in the wire form: after origin, version, time stamp and body length.
     static let bodyOffset = VerifyingKey.byteCount + 8 + 8 + 8 + 2
@@ -180,6 +180,10 @@ public struct SignedRecord: Hashable, Sendable {
     init(origin: VerifyingKey, version: RecordVersion, timestamp: UnixMillis, body: RecordBody, wire: [UInt8]) {
         storage = Storage(origin: origin, version: version, timestamp: timestamp, body: body, wire: wire)
     }
+
+    /// Whether this is the only value holding the record's storage (for a `RecordSharing` that drops
+    /// records no instance holds any more).
+    public mutating func isUniquelyReferenced() -> Bool { isKnownUniquelyReferenced(&storage) }
 
     /// Two records are equal when their wire forms are: every signed field and the signature (the body is
     /// read from its bytes, so equal bytes are an equal body). Shared storage answers at once.

@@ -10,6 +10,14 @@ public protocol SignatureScheme: Sendable {
     func isValid(_ signature: Signature, for message: [UInt8], by key: VerifyingKey) -> Bool
 }
 
+/// Lets instances that run in one process hold one copy of each record between them (a simulator's
+/// thousands of nodes each hold every record). Records are immutable values, so sharing one changes
+/// nothing any instance decides or sends. Nodes have none.
+public protocol RecordSharing: AnyObject, Sendable {
+    /// A record equal to `record` (same wire bytes) that is already shared, or `record`, now shared.
+    func share(_ record: SignedRecord) -> SignedRecord
+}
+
 /// Ed25519 through libsodium (`crypto_sign_detached` / `crypto_sign_verify_detached`).
 public struct Ed25519Signatures: SignatureScheme {
     /// Creates the scheme.

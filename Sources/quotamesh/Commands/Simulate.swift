@@ -35,6 +35,8 @@ struct Simulate: AsyncParsableCommand {
     @Option(help: "Priority reserves urgent,normal,low: the fraction of the limit each priority leaves to those above it.")
     var reserves: String = "0,0.1,0.5"
     @Flag(help: "Use real Ed25519 signatures (slow) instead of the simulated MAC.") var realSignatures = false
+    @Flag(help: "Give every node its own copy of each record, as real nodes have, instead of one shared copy (more memory; the same results).")
+    var ownRecords = false
     @Flag(help: "Print one JSON object.") var json = false
 
     func validate() throws {
@@ -123,6 +125,7 @@ struct Simulate: AsyncParsableCommand {
         if let (urgent, normal, low) = parseMix() { configuration.priorityMix = (urgent, normal, low) }
         if let reserves = parseReserves() { configuration.reserves = reserves }
         configuration.realSignatures = realSignatures
+        configuration.shareRecords = !ownRecords
         return configuration
     }
 
