@@ -33,7 +33,8 @@ import QuotaMeshCrypto
         }
         let held = mesh.nodes[1].heldRecords.count
         // The same record again, from another vouched peer: a copy, not news.
-        var directives = mesh.nodes[1].receive(datagram: packetFromNode2([record], sequence: 1, now: mesh.now), from: endpoint(2), now: mesh.now)
+        var directives = mesh.nodes[1].receive(
+            datagram: packetFromNode2([record], sequence: 1, now: mesh.now), from: endpoint(2), now: mesh.now)
         let events = directives.compactMap { if case .event(let event) = $0 { event } else { nil } }
         #expect(events.contains(.recordStale(origin: record.origin)))
         #expect(!events.contains { if case .recordAccepted = $0 { true } else { false } })
@@ -45,7 +46,8 @@ import QuotaMeshCrypto
         let forged = SignedRecord(
             origin: record.origin, version: record.version, timestamp: record.timestamp,
             body: try WireFormat.decode(body: body), bodyBytes: body, signature: record.signature)
-        directives = mesh.nodes[1].receive(datagram: packetFromNode2([forged], sequence: 2, now: mesh.now), from: endpoint(2), now: mesh.now)
+        directives = mesh.nodes[1].receive(
+            datagram: packetFromNode2([forged], sequence: 2, now: mesh.now), from: endpoint(2), now: mesh.now)
         mesh.apply(directives, from: 1)
         #expect(mesh.drops(1, .badSignature) == 1)
         #expect(mesh.nodes[1].heldRecords.contains(record))
@@ -59,7 +61,8 @@ import QuotaMeshCrypto
         let origins = Set(mesh.nodes[0].heldRecords.map(\.origin))
         #expect(origins == Set((0..<3).map { testKey($0).publicKey }))
         // Node 0 stops trusting node 2.
-        mesh.nodes[0].replacePeers((0..<2).map { PeerInfo(name: "n\($0)", key: testKey($0).publicKey, endpoint: endpoint($0)) })
+        mesh.nodes[0].replacePeers(
+            (0..<2).map { PeerInfo(name: "n\($0)", key: testKey($0).publicKey, endpoint: endpoint($0)) })
         let after = Set(mesh.nodes[0].heldRecords.map(\.origin))
         #expect(after == [testKey(0).publicKey, testKey(1).publicKey])
         #expect(mesh.view(0, "openai")?.consumedGlobal == 2)
@@ -75,7 +78,8 @@ import QuotaMeshCrypto
         func run(shared: Bool) -> [[UInt8]] {
             var mesh = TestMesh(count: 4, services: services)
             if shared {
-                let directory = PeerDirectory((0..<4).map { PeerInfo(name: "n\($0)", key: testKey($0).publicKey, endpoint: endpoint($0)) })
+                let directory = PeerDirectory(
+                    (0..<4).map { PeerInfo(name: "n\($0)", key: testKey($0).publicKey, endpoint: endpoint($0)) })
                 var configuration = MeshConfiguration(services: services)
                 configuration.livenessTimeoutMillis = 5_000
                 mesh.nodes = (0..<4).map { index in

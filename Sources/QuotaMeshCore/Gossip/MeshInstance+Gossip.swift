@@ -183,8 +183,9 @@ extension MeshInstance {
                 return
             }
             if heldVersion == record.version {
-                // Same version, different bytes (an exact copy went the duplicate path above): forged (fails here) or the origin equivocated. Every node
-                // keeps the same one of the two (the larger signature), so views still converge.
+                // Same version, different bytes (an exact copy took the duplicate path above): forged
+                // (fails here) or the origin equivocated. Every node keeps the same one of the two (the
+                // larger signature), so views still converge.
                 guard record.hasValidSignature(cluster: configuration.cluster, scheme: scheme) else {
                     out.append(.event(.dropped(.badSignature, from: source, sender: sender)))
                     return
@@ -218,7 +219,9 @@ extension MeshInstance {
     /// A duplicate is evidence the record is widespread: it counts as a round of pushes (Demers et al.'s
     /// rumor mongering with feedback), so a record costs far fewer than N × limit pushes; the few nodes
     /// the pushes miss catch up from digests, which name recently updated slots first.
-    mutating func noteCopy(at index: Int, version: RecordVersion, from sender: VerifyingKey, into out: inout [MeshDirective]) {
+    mutating func noteCopy(
+        at index: Int, version: RecordVersion, from sender: VerifyingKey, into out: inout [MeshDirective]
+    ) {
         let origin = records.ids[index].origin
         // A record earlier in the same packet may have replaced the held one: the copy is then stale.
         if records.version(at: index) == version && records.transmitsLeft(at: index) > 0 {

@@ -171,7 +171,9 @@ public struct MeshInstance: Sendable {
         if records.ids.contains(where: isUntrusted) {
             let remap = records.removeAll(where: isUntrusted)
             recentSlots = recentSlots.compactMap { remap[$0] }
-            hotLevels = hotLevels.map { level in level.compactMap { entry in remap[entry.index].map { ($0, entry.version) } } }
+            hotLevels = hotLevels.map { level in
+                level.compactMap { entry in remap[entry.index].map { ($0, entry.version) } }
+            }
             rebuildAggregates()
         }
         let directory = peers.directory

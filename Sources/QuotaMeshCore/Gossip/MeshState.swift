@@ -17,7 +17,8 @@ struct SlotID: Hashable, Sendable {
             origin.append(to: &bytes)
             bytes.append(0)
         case .quota(let key):
-            bytes.reserveCapacity(VerifyingKey.byteCount + 3 + key.service.utf8.count + key.account.utf8.count + key.dimension.utf8.count)
+            bytes.reserveCapacity(
+                VerifyingKey.byteCount + 3 + key.service.utf8.count + key.account.utf8.count + key.dimension.utf8.count)
             origin.append(to: &bytes)
             bytes.append(1)
             bytes.append(contentsOf: key.service.utf8)

@@ -155,7 +155,8 @@ struct RecordTable: Sendable {
         var remap: [Int?] = Array(repeating: nil, count: ids.count)
         var kept = RecordTable()
         for index in ids.indices where !isDropped(ids[index]) {
-            let next = kept.put(records[index], for: ids[index], transmits: meta[index].transmitsLeft, knownBy: nil, originNumber: nil)
+            let next = kept.put(
+                records[index], for: ids[index], transmits: meta[index].transmitsLeft, knownBy: nil, originNumber: nil)
             kept.knownBy[next] = knownBy[index]
             remap[index] = next
         }
