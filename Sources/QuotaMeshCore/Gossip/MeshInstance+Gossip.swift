@@ -332,7 +332,8 @@ extension MeshInstance {
                 }
             }
             if found.count < wanted {
-                var down = table.indices.filter { !found.contains(table.key(at: $0)) && isDown($0) }.map { table.key(at: $0) }
+                var down = table.indices.filter { !found.contains(table.key(at: $0)) && isDown($0) }
+                    .map { table.key(at: $0) }
                 while found.count < wanted, !down.isEmpty {
                     found.append(down.remove(at: Int.random(in: 0..<down.count, using: &rng)))
                 }
