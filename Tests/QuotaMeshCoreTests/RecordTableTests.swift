@@ -97,3 +97,68 @@ import QuotaMeshCrypto
         #expect(run(shared: true) == own)
     }
 }
+
+/// The record table on its own: copies found by origin number, version and bytes; slots kept across a
+/// removal with their pushes left; copies still found after the origins are renumbered.
+@Suite struct RecordTableUnitTests {
+    func record(_ origin: Int, _ sequence: UInt64, service: String? = nil, consumed: UInt64 = 1) -> SignedRecord {
+        let body: RecordBody = service.map {
+            .quota(
+                QuotaKey(service: $0),
+                QuotaState(consumption: ConsumptionEntry(total: consumed, windowEnd: 0, windowCount: 0)))
+        } ?? .heartbeat
+        return SignedRecord(
+            signing: body, version: RecordVersion(incarnation: 1, sequence: sequence), timestamp: 1_800_000_000_000,
+            with: testKey(origin), cluster: "quotamesh")
+    }
+
+    func put(_ record: SignedRecord, in table: inout RecordTable, number: Int?) -> Int {
+        table.put(
+            record, for: SlotID(origin: record.origin, slot: record.body.slot), transmits: 5, knownBy: nil,
+            originNumber: number)
+    }
+
+    @Test func copiesAreFoundByOriginVersionAndBytesOnly() {
+        var table = RecordTable()
+        let heartbeat = record(0, 1)
+        let quota = record(0, 2, service: "openai")
+        let other = record(1, 2, service: "openai")
+        let first = put(heartbeat, in: &table, number: 0)
+        let second = put(quota, in: &table, number: 0)
+        let third = put(other, in: &table, number: 1)
+        #expect(table.index(ofCopy: quota.wire[...], originNumber: 0, version: quota.version) == second)
+        #expect(table.index(ofCopy: heartbeat.wire[...], originNumber: 0, version: heartbeat.version) == first)
+        #expect(table.index(ofCopy: other.wire[...], originNumber: 1, version: other.version) == third)
+        // The same origin and version with other bytes is no copy; nor is a record under another number.
+        let altered = record(0, 2, service: "openai", consumed: 2)
+        #expect(table.index(ofCopy: altered.wire[...], originNumber: 0, version: altered.version) == nil)
+        #expect(table.index(ofCopy: quota.wire[...], originNumber: 1, version: quota.version) == nil)
+        #expect(table.index(ofCopy: quota.wire[...], originNumber: 7, version: quota.version) == nil)
+        // A newer version replaces the slot in place: the old bytes are no longer a copy.
+        let newer = record(0, 3, service: "openai", consumed: 3)
+        #expect(put(newer, in: &table, number: 0) == second)
+        #expect(table.index(ofCopy: quota.wire[...], originNumber: 0, version: quota.version) == nil)
+        #expect(table.index(ofCopy: newer.wire[...], originNumber: 0, version: newer.version) == second)
+        #expect(table.count == 3)
+    }
+
+    @Test func aRemovalKeepsTheRestWithTheirPushesAndRenumberingKeepsCopiesFound() {
+        var table = RecordTable()
+        let records = [record(0, 1), record(1, 1), record(2, 1), record(1, 2, service: "openai")]
+        let number: (SignedRecord) -> Int = { item in (0..<3).first { testKey($0).publicKey == item.origin } ?? -1 }
+        for item in records { _ = put(item, in: &table, number: number(item)) }
+        #expect(table.spend(at: 3, pushes: 2) == 3)
+        table.noteKnown(at: 3, by: testKey(2).publicKey)
+        let remap = table.removeAll { $0.origin == testKey(0).publicKey }
+        #expect(remap == [nil, 0, 1, 2])
+        #expect(table.count == 3)
+        #expect(table.transmitsLeft(at: 2) == 3)
+        #expect(table.isKnown(at: 2, by: testKey(2).publicKey))
+        #expect(table.index(of: SlotID(origin: testKey(0).publicKey, slot: .heartbeat)) == nil)
+        // Origins renumbered (node 1 now 0, node 2 now 1): copies are found under the new numbers.
+        table.renumberOrigins { key in key == testKey(1).publicKey ? 0 : key == testKey(2).publicKey ? 1 : nil }
+        #expect(table.index(ofCopy: records[3].wire[...], originNumber: 0, version: records[3].version) == 2)
+        #expect(table.index(ofCopy: records[2].wire[...], originNumber: 1, version: records[2].version) == 1)
+        #expect(table.index(ofCopy: records[3].wire[...], originNumber: 1, version: records[3].version) == nil)
+    }
+}
