@@ -352,11 +352,7 @@ public struct Simulator {
                 let key = QuotaKey(service: service, account: "default")
                 var line = "t=\(Double(now - start) / 1000) sent=\(windowSent[upstreamWindow(now), default: 0])"
                 for index in 0..<min(4, nodes.count) {
-                    let nodeTime = now + nodes[index].skew
-                    if let b = nodes[index].box.instance?.pacingBreakdown(key, now: nodeTime) {
-                        let fields = b.sorted { $0.key < $1.key }.map { "\($0.key)=\(($0.value * 1000).rounded() / 1000)" }
-                        line += " | n\(index) " + fields.joined(separator: " ")
-                    }
+                    if let fields = pacingFields(of: index, key: key) { line += " | n\(index) " + fields }
                 }
                 onSample(line)
             }
@@ -392,6 +388,16 @@ public struct Simulator {
         apply(directives, from: index)
     }
 
+    /// Node `index`'s pacing inputs for `key` on its own clock, as `name=value` fields in name order
+    /// (for the sample and grant diagnostics); `nil` while the node is down.
+    func pacingFields(of index: Int, key: QuotaKey) -> String? {
+        guard let breakdown = nodes[index].box.instance?.pacingBreakdown(key, now: now + nodes[index].skew) else {
+            return nil
+        }
+        return breakdown.sorted { $0.key < $1.key }.map { "\($0.key)=\(($0.value * 1000).rounded() / 1000)" }
+            .joined(separator: " ")
+    }
+
     mutating func apply(_ directives: [MeshDirective], from index: Int) {
         for directive in directives {
             switch directive {
@@ -414,11 +420,8 @@ public struct Simulator {
                 guard let task = nodes[index].tickets.removeValue(forKey: ticket) else { continue }
                 if decision.granted {
                     grantDetails[upstreamWindow(now), default: [:]][decision.detail ?? "-", default: 0] += 1
-                    if let onGrant, let breakdown = nodes[index].box.instance?.pacingBreakdown(
-                        QuotaKey(service: service, account: "default"), now: now + nodes[index].skew)
-                    {
-                        let fields = breakdown.sorted { $0.key < $1.key }.map { "\($0.key)=\(($0.value * 1000).rounded() / 1000)" }
-                        onGrant("t=\(Double(now - start) / 1000) n\(index) \(tasks[task].priority) \(decision.detail ?? "-") " + fields.joined(separator: " "))
+                    if let onGrant, let fields = pacingFields(of: index, key: QuotaKey(service: service, account: "default")) {
+                        onGrant("t=\(Double(now - start) / 1000) n\(index) \(tasks[task].priority) \(decision.detail ?? "-") " + fields)
                     }
                     tasks[task].inFlight = true
                     schedule(.upstream(task: task), at: now + configuration.upstreamLatencyMillis / 2)
