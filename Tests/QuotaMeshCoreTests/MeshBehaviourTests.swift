@@ -214,6 +214,25 @@ import QuotaMeshCrypto
         #expect(bucket.theoreticalArrival == 650)
     }
 
+    @Test func aHeldBucketPaysNothingUntilItsPaceReturns() {
+        var bucket = LeakyBucket()
+        bucket.enter(windowEnd: 10_000, now: 0)
+        bucket.charge(cost: 1, ratePerMillisecond: 0.001, now: 0)
+        // 400 ms paid at 1 per second, then the pace falls to nothing for 5 s: 600 ms still owed after it.
+        bucket.hold(now: 400)
+        #expect(bucket.earliestAdmission(tolerance: 0, ratePerMillisecond: 0.001, now: 5_400) == 6_000)
+        // Unheld, the same bucket would have let the call pass long before.
+        var paid = LeakyBucket()
+        paid.enter(windowEnd: 10_000, now: 0)
+        paid.charge(cost: 1, ratePerMillisecond: 0.001, now: 0)
+        #expect(paid.earliestAdmission(tolerance: 0, ratePerMillisecond: 0.001, now: 5_400) == 1_000)
+        // A bucket not charged yet in its window keeps its phase.
+        var fresh = LeakyBucket()
+        fresh.enter(windowEnd: 10_000, now: 0, phase: 700)
+        fresh.hold(now: 100)
+        #expect(fresh.earliestAdmission(tolerance: 0, ratePerMillisecond: 0.001, now: 100) == 700)
+    }
+
     @Test func urgentWorkAnywhereGoesBeforeNormalWorkElsewhere() {
         // Node 0 has only urgent work, 1 call a second; nodes 1 to 3 only normal work, 2 a second each;
         // the limit is 2 a second in all. Urgent work is served first, cluster-wide, and the normal nodes

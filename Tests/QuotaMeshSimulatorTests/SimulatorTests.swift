@@ -92,7 +92,7 @@ import QuotaMeshCore
         #expect(report.urgentSuccessRatio == 1, "seed \(seed)")
     }
 
-    @Test(arguments: [UInt64(1), 3])
+    @Test(arguments: [UInt64(1), 3, 4, 13])
     func nodesWithLessThanOneCallEachDoNotAllSpendTheWindowsEnd(seed: UInt64) {
         // 60 nodes share 20 calls a window: a third of a call each, so most nodes' pacing puts their next
         // call past the window's end. Those calls must wait for the next window, not all pass in its last
@@ -105,13 +105,12 @@ import QuotaMeshCore
             $0.seed = seed
             $0.demand = 2
         }
-        // Before, these windows reached 2.5 to 4 × the limit at N = 300 and 1000. Seeds 1 to 6 now give
-        // 0.90 to 1.00, except seed 4: 1.10, two calls over at this limit. QUOTAMESH_SIM_GRANTS=1 shows
-        // why: within one second near a window's end eight nodes, each with pacing credit and each seeing
-        // one to four calls left (less about 0.35 for grants not yet heard of), granted one call each,
-        // within gossip's delay of one another. Independent admissions bunch like that now and then when nodes outnumber
-        // calls. Utilization 0.70 to 0.93: idle nodes keep shares they do not use until their demand is
-        // re-signed.
+        // Before, these windows reached 2.5 to 4 × the limit at N = 300 and 1000. Seeds 4 and 13 went
+        // over until a node's pacing debt stood still while its share was nothing (seed 4 was 1.10: eight
+        // nodes' debts ran out together and they granted at once when their shares came back) and a
+        // window's last two calls went by turns (seed 13 was 1.05: three nodes granted its last calls
+        // within 300 ms, none seeing the others'). Seeds 1 to 30 now give 0.80 to 1.00, no 429s. Utilization 0.65
+        // to 0.88: idle nodes keep shares they do not use until their demand is re-signed.
         #expect(report.maxAdmittedRatio <= 1.0, "seed \(seed)")
         #expect(report.upstream429s == 0, "seed \(seed)")
         #expect(report.utilization >= 0.65, "seed \(seed): utilization \(report.utilization)")

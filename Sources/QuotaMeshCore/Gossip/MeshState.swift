@@ -46,6 +46,8 @@ struct LocalQuota: Sendable {
     var bucket = LeakyBucket()
     var consecutiveFailures = 0
     var probeGrantedAt: UnixMillis?
+    /// The slot of this node's last turn at a window's last calls (one call per turn).
+    var lastTurnSlot: Int64 = .min
     /// Consumption, observation, breaker or policy changed: re-sign at the next round.
     var dirty = false
     /// Only the demand estimate changed: re-sign when the demand budget allows.

@@ -189,6 +189,16 @@ public struct LeakyBucket: Sendable, Hashable {
         rate = ratePerMillisecond
     }
 
+    /// Stops paying what is owed until the next ``retime(ratePerMillisecond:now:)``: while a node's pace
+    /// is nothing, its debt stands still. A bucket not charged yet in its window keeps its phase.
+    public mutating func hold(now: UnixMillis) {
+        guard rate > 0 else { return }
+        retime(ratePerMillisecond: Self.heldRate, now: now)
+    }
+
+    /// The rate a held bucket is re-timed at: small enough that nothing is paid in any window.
+    static let heldRate = 1e-12
+
     /// The earliest time a call may pass with burst tolerance `tolerance` (ms) at the bucket's rate.
     public func earliestAdmission(tolerance: Double) -> Double { theoreticalArrival - tolerance }
 
