@@ -416,12 +416,8 @@ extension MeshInstance {
         let slot = now / length
         let next = TurnWait(until: (slot + 1) * length)
         if Double(now - slot * length) >= spread || quota.lastTurnSlot == slot { return .failure(next) }
-        func order(_ node: VerifyingKey) -> UInt64 {
-            var mixer = SplitMix64(
-                seed: node.words.0 ^ (node.words.1 &* 3) ^ (node.words.2 &* 5) ^ (node.words.3 &* 7)
-                    ^ UInt64(bitPattern: resetAt) ^ (UInt64(bitPattern: slot) &* 0x9E37_79B9_7F4A_7C15))
-            return mixer.next()
-        }
+        let salt = UInt64(bitPattern: resetAt) ^ (UInt64(bitPattern: slot) &* 0x9E37_79B9_7F4A_7C15)
+        func order(_ node: VerifyingKey) -> UInt64 { Self.turnOrder(node, salt: salt) }
         let own = order(publicKey)
         var ahead = 0.0
         for peer in live where order(peer) < own { ahead += 1 }
@@ -549,16 +545,19 @@ extension MeshInstance {
     /// lets its turn pass; a node that probes is answered within about a round trip, and the answer
     /// reaches the others within ``spreadMillis``, so a handful of nodes probe at most, not every node.
     func probeTurn(_ key: QuotaKey, breaker: BreakerRegister) -> UnixMillis {
-        func order(_ node: VerifyingKey) -> UInt64 {
-            var mixer = SplitMix64(
-                seed: node.words.0 ^ (node.words.1 &* 3) ^ (node.words.2 &* 5) ^ (node.words.3 &* 7)
-                    ^ UInt64(bitPattern: breaker.openedAt))
-            return mixer.next()
-        }
+        func order(_ node: VerifyingKey) -> UInt64 { Self.turnOrder(node, salt: UInt64(bitPattern: breaker.openedAt)) }
         let own = order(publicKey)
         var ahead: Int64 = 0
         for peer in live where order(peer) < own { ahead += 1 }
         return breaker.openUntil.saturatingAdd(ahead.saturatingMultiply(configuration.gossipIntervalMillis))
+    }
+
+    /// A node's place in an order every node derives alike from its key and `salt`: who goes first to probe
+    /// a half-open breaker, or to take one of a window's last calls.
+    static func turnOrder(_ node: VerifyingKey, salt: UInt64) -> UInt64 {
+        var mixer = SplitMix64(
+            seed: node.words.0 ^ (node.words.1 &* 3) ^ (node.words.2 &* 5) ^ (node.words.3 &* 7) ^ salt)
+        return mixer.next()
     }
 
     /// Gossip rounds a grant elsewhere takes to be counted here (a push, then a relay), for
