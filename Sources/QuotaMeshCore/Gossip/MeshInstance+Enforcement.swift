@@ -347,11 +347,10 @@ extension MeshInstance {
         }
         // A window's last calls go by turns when nodes outnumber them: independent grants of the last one or
         // two calls, each made before the others' reached it, bunched past the limit (60 nodes sharing 20
-        // calls: up to 1.10 × the limit). See ``tailTurn(_:remaining:cost:quota:resetAt:now:)``.
+        // calls: 1.05 × the limit). See ``tailTurn(remaining:cost:quota:resetAt:now:)``.
         var turnSlot: Int64 = .min
-        let claimants = Double(live.count + (now.saturatingSubtract(startedAt) < livenessTimeout ? unheard : 0) + 1)
-        if remaining <= Self.tailTurnCalls && remaining < claimants {
-            switch tailTurn(key, remaining: remaining, cost: cost, quota: quota, resetAt: window.resetAt, now: now) {
+        if remaining <= Self.tailTurnCalls && remaining < Double(live.count + pendingClaimants(now: now) + 1) {
+            switch tailTurn(remaining: remaining, cost: cost, quota: quota, resetAt: window.resetAt, now: now) {
             case .success(let slot): turnSlot = slot
             case .failure(let wait):
                 return result(.deny(.quotaExhausted, key: key, retryAt: min(window.resetAt, wait.until), detail: "turn"))
@@ -409,7 +408,7 @@ extension MeshInstance {
     /// next slot's nodes decide. At most what is left is granted in a slot, and a new order each slot
     /// passes the turns around.
     func tailTurn(
-        _ key: QuotaKey, remaining: Double, cost: Double, quota: LocalQuota, resetAt: UnixMillis, now: UnixMillis
+        remaining: Double, cost: Double, quota: LocalQuota, resetAt: UnixMillis, now: UnixMillis
     ) -> Result<Int64, TurnWait> {
         let spread = spreadMillis
         let length = max(Int64(2 * spread), 2)
@@ -482,7 +481,7 @@ extension MeshInstance {
         guard remaining > 0 else { return 0 }
         // Until a liveness timeout has passed since start, peers not heard from yet still count (with no
         // demand): a node that has just started must not believe it is alone and spend everyone's share.
-        let pending = now.saturatingSubtract(startedAt) < livenessTimeout ? unheard : 0
+        let pending = pendingClaimants(now: now)
         if live.isEmpty && pending == 0 { return 1 }
         // Other live nodes' demand rates per tier, sorted, cached for the round.
         let tiers: [TierRates]
@@ -506,6 +505,12 @@ extension MeshInstance {
         let allocation = FairShare.tieredAllocation(
             capacity: remaining, ownNeeds: ownNeeds, others: tiers, scales: scales, floor: floorNeed, claimants: count)
         return min(1, allocation / remaining)
+    }
+
+    /// Peers not heard from yet that still count as claimants: all of them until a liveness timeout has
+    /// passed since start, none after.
+    func pendingClaimants(now: UnixMillis) -> Int {
+        now.saturatingSubtract(startedAt) < livenessTimeout ? unheard : 0
     }
 
     /// How far (ms) a call of `priority` keeps from the edges of `window`: `windowEdgeMillis`, at most a
