@@ -99,11 +99,30 @@ enum Base64 {
     }
 }
 
-/// BLAKE2b (`crypto_generichash`) of `message` keyed with `key` (16–64 bytes), `outputCount` bytes long
-/// (16–64).
-public func keyedHash(_ message: [UInt8], key: [UInt8], outputCount: Int) -> [UInt8] {
+/// Poly1305 (`crypto_onetimeauth`) of `prefix` followed by `message` (streamed, not joined) under a
+/// 32-byte `key`, repeated to `outputCount` bytes (a multiple of 16). Several times faster than BLAKE2b,
+/// but a one-time authenticator: a key used for more than one message protects nothing, so only
+/// stand-ins for signatures in simulations use it.
+public func oneTimeAuthenticator(
+    prefix: [UInt8] = [], _ message: ArraySlice<UInt8>, key: [UInt8], outputCount: Int
+) -> [UInt8] {
+    precondition(key.count == Int(crypto_onetimeauth_KEYBYTES), "a Poly1305 key is 32 bytes")
+    let tagCount = Int(crypto_onetimeauth_BYTES)
+    precondition(outputCount > 0 && outputCount % tagCount == 0, "a whole number of 16-byte tags")
     Sodium.ensureReady()
+    var state = crypto_onetimeauth_state()
+    _ = crypto_onetimeauth_init(&state, key)
+    _ = crypto_onetimeauth_update(&state, prefix, UInt64(prefix.count))
+    message.withUnsafeBufferPointer { buffer in
+        _ = crypto_onetimeauth_update(&state, buffer.baseAddress, UInt64(buffer.count))
+    }
     var out = [UInt8](repeating: 0, count: outputCount)
-    _ = crypto_generichash(&out, outputCount, message, UInt64(message.count), key, key.count)
+    out.withUnsafeMutableBufferPointer { buffer in
+        guard let base = buffer.baseAddress else { return }
+        _ = crypto_onetimeauth_final(&state, base)
+        for start in stride(from: tagCount, to: outputCount, by: tagCount) {
+            (base + start).update(from: base, count: tagCount)
+        }
+    }
     return out
 }

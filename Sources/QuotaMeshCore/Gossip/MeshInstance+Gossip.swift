@@ -94,9 +94,11 @@ extension MeshInstance {
         if signedDemand { lastDemandSignAt = now }
     }
 
-    mutating func store(_ record: SignedRecord, receivedFrom: VerifyingKey?) {
+    /// Holds `record` (in slot `id`, computed from it when not given: a slot identity costs a hash) and
+    /// queues it for pushes.
+    mutating func store(_ record: SignedRecord, id: SlotID? = nil, receivedFrom: VerifyingKey?) {
         let record = receivedFrom == nil ? record : (configuration.recordSharing?.share(record) ?? record)
-        let id = SlotID(origin: record.origin, slot: record.body.slot)
+        let id = id ?? SlotID(origin: record.origin, slot: record.body.slot)
         let limit = retransmitLimit()
         let index = records.put(
             record, for: id, transmits: limit, knownBy: receivedFrom?.prefix64,
@@ -132,11 +134,21 @@ extension MeshInstance {
         into out: inout [MeshDirective]
     ) {
         let scheme = configuration.signatures
-        let id = SlotID(origin: record.origin, slot: record.body.slot)
+        // A held slot is found through its origin's few slots, and its identity reused; only a new slot
+        // (or an origin outside the directory: this node's own key may be) computes one.
+        let heldIndex: Int?
+        let id: SlotID
+        if let number = peers.directory.index(of: record.origin) {
+            heldIndex = records.index(ofSlot: record.body.slot, originNumber: number)
+            id = heldIndex.map { records.ids[$0] } ?? SlotID(origin: record.origin, slot: record.body.slot)
+        } else {
+            id = SlotID(origin: record.origin, slot: record.body.slot)
+            heldIndex = records.index(of: id)
+        }
         // An exact copy of a held record (most arrivals in a large cluster) passed every check below when
         // it was first accepted, and held records are all from trusted origins: straight to the duplicate
         // path, with no look-up of the origin and no plausibility check.
-        if record.origin != publicKey, let index = records.index(of: id), records.version(at: index) == record.version,
+        if record.origin != publicKey, let index = heldIndex, records.version(at: index) == record.version,
             records.records[index] == record
         {
             noteCopy(at: index, version: record.version, from: sender, into: &out)
@@ -176,7 +188,7 @@ extension MeshInstance {
             noteAccount(key)
             return
         }
-        if let index = records.index(of: id) {
+        if let index = heldIndex {
             let heldVersion = records.version(at: index)
             if heldVersion > record.version {
                 out.append(.event(.recordStale(origin: record.origin)))
@@ -194,7 +206,7 @@ extension MeshInstance {
                 guard record.signature.rawRepresentation.lexicographicallyPrecedes(
                     records.records[index].signature.rawRepresentation) == false
                 else { return }
-                store(record, receivedFrom: sender)
+                store(record, id: id, receivedFrom: sender)
                 return
             }
         }
@@ -202,7 +214,7 @@ extension MeshInstance {
             out.append(.event(.dropped(.badSignature, from: source, sender: sender)))
             return
         }
-        store(record, receivedFrom: sender)
+        store(record, id: id, receivedFrom: sender)
         // Liveness only from what the origin itself signed, never later than now.
         markHeard(record.origin, at: min(now, record.timestamp), now: now, into: &out)
         if case .quota(let key, let state) = record.body, configuration.services[key.service] == nil,

@@ -196,6 +196,8 @@ public struct MeshInstance: Sendable {
     ///   - now: the current time.
     public mutating func receive(datagram: [UInt8], from source: Endpoint, now: UnixMillis) -> [MeshDirective] {
         var out: [MeshDirective] = []
+        // An event per record, a wake and often a reply: room for a full packet's worth at once.
+        out.reserveCapacity(16)
         let header: PacketHeader
         do {
             header = try WireFormat.decodeHeader(datagram)

@@ -11,7 +11,13 @@ import QuotaMeshCrypto
 public final class PeerDirectory: Sendable {
     /// The peers, sorted by key; a key given twice keeps its last entry.
     public let infos: [PeerInfo]
-    private let indexByKey: [VerifyingKey: Int]
+    /// The keys of `infos`, in the same order: what a look-up compares, without touching the rest.
+    private let keys: [VerifyingKey]
+    /// An open-addressing table (linear probing, at most half full): each entry is an index into
+    /// `infos`, or -1. Every packet and most records look a key up here, and a dictionary's general
+    /// hashing cost more than the rest of a duplicate's handling.
+    private let table: [Int32]
+    private let tableMask: Int
 
     /// Makes a directory of `peers`.
     public init(_ peers: [PeerInfo]) {
@@ -19,17 +25,39 @@ public final class PeerDirectory: Sendable {
         byKey.reserveCapacity(peers.count)
         for info in peers { byKey[info.key] = info }
         infos = byKey.values.sorted { $0.key < $1.key }
-        var index: [VerifyingKey: Int] = [:]
-        index.reserveCapacity(infos.count)
-        for (position, info) in infos.enumerated() { index[info.key] = position }
-        indexByKey = index
+        keys = infos.map(\.key)
+        var capacity = 8
+        while capacity < 2 * infos.count { capacity *= 2 }
+        var table = [Int32](repeating: -1, count: capacity)
+        for (position, key) in keys.enumerated() {
+            var slot = Self.home(of: key, mask: capacity - 1)
+            while table[slot] >= 0 { slot = (slot + 1) & (capacity - 1) }
+            table[slot] = Int32(position)
+        }
+        self.table = table
+        tableMask = capacity - 1
     }
 
     /// The number of entries.
     public var count: Int { infos.count }
 
     /// The index of `key`, if it is in the directory.
-    public func index(of key: VerifyingKey) -> Int? { indexByKey[key] }
+    public func index(of key: VerifyingKey) -> Int? {
+        var slot = Self.home(of: key, mask: tableMask)
+        while true {
+            let position = Int(table[slot])
+            if position < 0 { return nil }
+            if keys[position] == key { return position }
+            slot = (slot + 1) & tableMask
+        }
+    }
+
+    /// Where `key` starts probing: a public key's bytes are uniformly random, and the multiply-shift
+    /// mix spreads even keys chosen to share their first word.
+    private static func home(of key: VerifyingKey, mask: Int) -> Int {
+        let mixed = (key.words.0 ^ key.words.3 &* 0x9E37_79B9_7F4A_7C15) &* 0xBF58_476D_1CE4_E5B9
+        return Int(truncatingIfNeeded: mixed >> 20) & mask
+    }
 }
 
 /// What a node knows of one peer beyond the directory's entry: when it last heard from it, its packet

@@ -74,6 +74,17 @@ struct RecordTable: Sendable {
         return nil
     }
 
+    /// The index of the slot `slot` of the origin numbered `originNumber`, found through that origin's
+    /// few held slots: no slot identity (a hash) needs computing for a record whose slot is already held.
+    func index(ofSlot slot: RecordSlot, originNumber: Int) -> Int? {
+        var index = originNumber < lastOfOrigin.count ? Int(lastOfOrigin[originNumber]) : -1
+        while index >= 0 {
+            if ids[index].slot == slot { return index }
+            index = Int(previousOfOrigin[index])
+        }
+        return nil
+    }
+
     /// Renumbers the origins (after the peer directory changed): `number` gives an origin's number, or
     /// `nil` for one whose copies need not be recognised.
     mutating func renumberOrigins(_ number: (VerifyingKey) -> Int?) {
@@ -102,12 +113,19 @@ struct RecordTable: Sendable {
     mutating func put(
         _ record: SignedRecord, for id: SlotID, transmits: Int, knownBy holder: UInt64?, originNumber: Int?
     ) -> Int {
-        let known = holder.map { [$0] } ?? []
         if let index = index(of: id) {
             records[index] = record
             meta[index] = SlotMeta(version: record.version, transmitsLeft: transmits)
-            knownBy[index] = known
+            // A slot updated while still pushed keeps its list's buffer.
+            knownBy[index].removeAll(keepingCapacity: true)
+            if let holder { knownBy[index].append(holder) }
             return index
+        }
+        var known: [UInt64] = []
+        if let holder {
+            // Room for the whole list at once: it fills within a record's first rounds.
+            known.reserveCapacity(Self.knownByCap)
+            known.append(holder)
         }
         let index = ids.count
         ids.append(id)

@@ -8,6 +8,34 @@ public protocol SignatureScheme: Sendable {
     func sign(_ message: [UInt8], with key: SigningKey) -> Signature
     /// `true` if `signature` is `key`'s over exactly `message`.
     func isValid(_ signature: Signature, for message: [UInt8], by key: VerifyingKey) -> Bool
+    /// Signs `prefix` followed by `message`. The default joins them and calls `sign(_:with:)`; a scheme
+    /// that can stream its input signs them in place (a packet is signed and checked this way, so its
+    /// bytes need not be copied behind its domain prefix).
+    func sign(prefix: [UInt8], _ message: ArraySlice<UInt8>, with key: SigningKey) -> Signature
+    /// `true` if `signature` is `key`'s over `prefix` followed by `message`. The default joins them.
+    func isValid(_ signature: Signature, prefix: [UInt8], _ message: ArraySlice<UInt8>, by key: VerifyingKey) -> Bool
+}
+
+extension SignatureScheme {
+    /// Joins `prefix` and `message` and signs the result.
+    public func sign(prefix: [UInt8], _ message: ArraySlice<UInt8>, with key: SigningKey) -> Signature {
+        sign(Self.joined(prefix, message), with: key)
+    }
+
+    /// Joins `prefix` and `message` and checks `signature` over the result.
+    public func isValid(
+        _ signature: Signature, prefix: [UInt8], _ message: ArraySlice<UInt8>, by key: VerifyingKey
+    ) -> Bool {
+        isValid(signature, for: Self.joined(prefix, message), by: key)
+    }
+
+    private static func joined(_ prefix: [UInt8], _ message: ArraySlice<UInt8>) -> [UInt8] {
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(prefix.count + message.count)
+        bytes += prefix
+        bytes += message
+        return bytes
+    }
 }
 
 /// Lets instances that run in one process hold one copy of each record between them (a simulator's

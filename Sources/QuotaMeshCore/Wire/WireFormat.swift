@@ -107,7 +107,7 @@ public enum WireFormat {
                 writer.write(entry.version.sequence)
             }
         }
-        let signature = scheme.sign(packetSigningBytes(cluster: cluster, unsigned: writer.bytes), with: signingKey)
+        let signature = scheme.sign(prefix: packetSigningPrefix(cluster: cluster), writer.bytes[...], with: signingKey)
         writer.write(bytes: signature.rawRepresentation)
         return writer.bytes
     }
@@ -135,7 +135,7 @@ public enum WireFormat {
         guard bytes.count >= headerBytes + Signature.byteCount else { return false }
         let split = bytes.count - Signature.byteCount
         guard let signature = try? Signature(rawRepresentation: Array(bytes[split...])) else { return false }
-        return scheme.isValid(signature, for: packetSigningBytes(cluster: cluster, unsigned: bytes[..<split]), by: sender)
+        return scheme.isValid(signature, prefix: packetSigningPrefix(cluster: cluster), bytes[..<split], by: sender)
     }
 
     /// Decodes the payload of a packet whose header was read by `decodeHeader`. Record signatures are not
@@ -211,14 +211,14 @@ public enum WireFormat {
         return payload
     }
 
-    /// The bytes a packet signature covers, built in one allocation.
-    static func packetSigningBytes(cluster: String, unsigned: some Collection<UInt8>) -> [UInt8] {
+    /// What a packet signature covers before the packet's own bytes: the packet domain and the cluster
+    /// name, NUL-terminated.
+    static func packetSigningPrefix(cluster: String) -> [UInt8] {
         var bytes: [UInt8] = []
-        bytes.reserveCapacity(packetDomain.count + cluster.utf8.count + 1 + unsigned.count)
+        bytes.reserveCapacity(packetDomain.count + cluster.utf8.count + 1)
         bytes += packetDomain
         bytes += cluster.utf8
         bytes.append(0)
-        bytes += unsigned
         return bytes
     }
 
