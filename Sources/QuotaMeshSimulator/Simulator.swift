@@ -149,6 +149,11 @@ public struct Simulator {
     public var sampleEvery: Int64 = 0
     /// Receives the lines ``sampleEvery`` asks for.
     public var onSample: ((String) -> Void)?
+    /// When set, samples show every node's remaining estimate and its pieces instead of nodes 0 to 3's
+    /// pacing inputs. Working out pacing inputs updates a node's share cache, so those samples can change
+    /// the run; these read only, so the run is the one without sampling. Crashes and restarts are
+    /// sampled too.
+    public var sampleRemaining = false
     /// If set, receives a line per convergence check: for each probe still spreading, how many live
     /// nodes hold it.
     public var onProbeCheck: ((String) -> Void)?
@@ -326,12 +331,14 @@ public struct Simulator {
             }
         case .crash(let index):
             guard nodes[index].isUp else { return }
+            if sampleEvery > 0, let onSample { onSample("t=\(Double(now - start) / 1000) crash n\(index)") }
             nodes[index].instance = nil
             nodes[index].isUp = false
             nodes[index].tickets = [:]
             nodes[index].scheduledWake = .max
             schedule(.restart(node: index), at: now + configuration.downtimeMillis)
         case .restart(let index):
+            if sampleEvery > 0, let onSample { onSample("t=\(Double(now - start) / 1000) restart n\(index)") }
             let nodeTime = now + nodes[index].skew
             var instance = MeshInstance(
                 identity: nodes[index].key, configuration: meshConfiguration(), directory: directory,
@@ -351,8 +358,20 @@ public struct Simulator {
             if sampleEvery > 0, (now - start) % sampleEvery == 0, let onSample {
                 let key = QuotaKey(service: service, account: "default")
                 var line = "t=\(Double(now - start) / 1000) sent=\(windowSent[upstreamWindow(now), default: 0])"
-                for index in 0..<min(4, nodes.count) {
-                    if let fields = pacingFields(of: index, key: key) { line += " | n\(index) " + fields }
+                if sampleRemaining {
+                    for index in nodes.indices {
+                        let nodeTime = now + nodes[index].skew
+                        guard let pieces = nodes[index].box.inspect({ $0.remainingBreakdown(key, now: nodeTime) }) else {
+                            continue
+                        }
+                        line += " | n\(index) "
+                            + pieces.filter { $0.key != "reset_at" && $0.key != "obs_reset" }.sorted { $0.key < $1.key }
+                            .map { "\($0.key)=\($0.value)" }.joined(separator: " ")
+                    }
+                } else {
+                    for index in 0..<min(4, nodes.count) {
+                        if let fields = pacingFields(of: index, key: key) { line += " | n\(index) " + fields }
+                    }
                 }
                 onSample(line)
             }

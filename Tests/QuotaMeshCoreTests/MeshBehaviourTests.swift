@@ -404,6 +404,79 @@ import QuotaMeshCrypto
         mesh.run(for: 1_000)
         #expect(mesh.view(1, "svc")?.consumedGlobal == 6)
     }
+
+    /// A restarted node hears again what the others consumed only over the next rounds. Observations it
+    /// made meanwhile were anchored on its partial view, and every node that merged one counted the calls
+    /// before it twice: with 10 simulated nodes, a window believed spent at 64 calls of 100.
+    @Test func aRestartedNodesFirstObservationsDoNotMakeTheOthersCountCallsTwice() {
+        let services = ["svc": ServicePolicy(limit: 1000, windowMillis: 3_600_000)]
+        var mesh = TestMesh(count: 3, services: services)
+        mesh.run(for: 400)
+        for index in 0..<3 {
+            for _ in 0..<15 { #expect(mesh.acquire(index, AcquireRequest(service: "svc", priority: .urgent))?.granted == true) }
+        }
+        mesh.run(for: 2_000)
+        // A grant saves node 0's state, now with what it knows of all 45 calls before it.
+        let last = mesh.acquire(0, AcquireRequest(service: "svc", priority: .urgent))
+        #expect(last?.granted == true, "\(String(describing: last))")
+        mesh.run(for: 1_000)
+        #expect(mesh.view(0, "svc")?.consumedGlobal == 46)
+        guard let saved = mesh.persisted[0] else {
+            Issue.record("nothing persisted")
+            return
+        }
+        // What the node knew of the whole cluster is saved with its own state.
+        #expect(saved.quotas.first?.clusterConsumed == 46)
+
+        var configuration = MeshConfiguration(services: services)
+        configuration.livenessTimeoutMillis = 5_000
+        let peers = (0..<3).map { PeerInfo(name: "n\($0)", key: testKey($0).publicKey, endpoint: endpoint($0)) }
+        mesh.nodes[0] = MeshInstance(identity: testKey(0), configuration: configuration, peers: peers, restored: saved, now: mesh.now, seed: 9)
+        // Still learning: the upstream says 954 are left, and node 0 knows only its own 16 calls.
+        let reset = mesh.now + 3_000_000
+        mesh.observe(0, service: "svc", status: 200, report: report(limit: 1000, remaining: 954, resetAt: reset))
+        mesh.run(for: 2_000)
+        for index in 0..<3 { #expect(mesh.view(index, "svc")?.remaining == 954, "node \(index) after the restart") }
+        // Learning is over and the view whole again: an observation is kept, anchored where it should be.
+        mesh.observe(0, service: "svc", status: 200, report: report(limit: 1000, remaining: 950, resetAt: reset))
+        mesh.run(for: 2_000)
+        for index in 0..<3 { #expect(mesh.view(index, "svc")?.remaining == 950, "node \(index) later") }
+        #expect(mesh.nodes[1].remainingBreakdown(QuotaKey(service: "svc"), now: mesh.now)["obs_anchor"] == 46)
+    }
+
+    /// Until a restarted node has heard from the others, its observations are anchored no lower than
+    /// what it knew the cluster had consumed before the restart.
+    @Test func aRestartedNodeAnchorsObservationsOnWhatItKnewBefore() {
+        let services = ["svc": ServicePolicy(limit: 100, windowMillis: 3_600_000)]
+        var state = QuotaState()
+        state.consumption = ConsumptionEntry(total: 10, windowEnd: 0, windowCount: 0)
+        let saved = PersistedNodeState(
+            incarnation: 3, quotas: [PersistedQuota(key: QuotaKey(service: "svc"), state: state, clusterConsumed: 60)])
+        let peers = (0..<3).map { PeerInfo(name: "n\($0)", key: testKey($0).publicKey, endpoint: endpoint($0)) }
+        let start: UnixMillis = 1_800_000_000_000
+        var instance = MeshInstance(
+            identity: testKey(0), configuration: MeshConfiguration(services: services), peers: peers, restored: saved,
+            now: start, seed: 1)
+        // Nothing heard from the others (no datagram is delivered), learning long over.
+        let later = start + 10_000
+        _ = instance.tick(now: later)
+        _ = instance.observe(
+            service: "svc", account: nil, status: 200,
+            report: report(limit: 100, remaining: 30, resetAt: later + 3_000_000), now: later)
+        let pieces = instance.remainingBreakdown(QuotaKey(service: "svc"), now: later)
+        #expect(pieces["obs_remaining"] == 30)
+        #expect(pieces["obs_anchor"] == 60)
+        #expect(pieces["lifetime"] == 10)
+        // A saved state from before the floor existed still loads; the node's own total is the floor.
+        let old = PersistedNodeState(incarnation: 3, quotas: [PersistedQuota(key: QuotaKey(service: "svc"), state: state)])
+        var oldInstance = MeshInstance(
+            identity: testKey(0), configuration: MeshConfiguration(services: services), peers: peers, restored: old,
+            now: start, seed: 1)
+        _ = oldInstance.observe(
+            service: "svc", account: nil, status: 200,
+            report: report(limit: 100, remaining: 30, resetAt: later + 3_000_000), now: later)
+        #expect(oldInstance.remainingBreakdown(QuotaKey(service: "svc"), now: later)["obs_anchor"] == 10)
+    }
 }
 
 @Suite struct WaiterWakeTests {

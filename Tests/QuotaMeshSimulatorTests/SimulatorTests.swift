@@ -146,6 +146,25 @@ import QuotaMeshCore
         #expect(report.utilization >= 0.75, "seed \(seed)")
     }
 
+    @Test(arguments: [UInt64(2), 28])
+    func aRestartDoesNotLeaveAWindowBelievedSpent(seed: UInt64) {
+        // Before, the restarted node's first upstream observations were anchored on what it had heard
+        // again so far (its own calls): every node merged them and counted the window's earlier calls
+        // twice, and the window closed with 64 (seed 2) or 59 (seed 28) of 100 calls made. Seeds 1 to 30
+        // now give no window under 90.
+        let report = run {
+            $0.nodes = 10
+            $0.seconds = 60
+            $0.seed = seed
+            $0.demand = 2
+            $0.crashes = 5
+        }
+        #expect(report.maxAdmittedRatio <= 1.01, "seed \(seed)")
+        for (index, window) in report.windows.enumerated() {
+            #expect(window.accepted >= 90, "seed \(seed): window \(index) made \(window.accepted) calls of 100")
+        }
+    }
+
     @Test func duplicatedAndReorderedPacketsChangeNothingThatMatters() {
         let seed: UInt64 = 5
         let report = run {

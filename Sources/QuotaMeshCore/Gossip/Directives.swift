@@ -171,13 +171,19 @@ public struct PersistedQuota: Hashable, Sendable, Codable {
     public var dimension: String?
     /// The node's own state for it.
     public var state: QuotaState
+    /// What the whole cluster had consumed of it as far as the node knew (absent in state saved before
+    /// this existed). After a restart the node's view of the others fills in over a few rounds; this
+    /// floor keeps the anchor of its first upstream observations from being too low, which would make
+    /// every node count the calls before them twice.
+    public var clusterConsumed: UInt64?
 
     /// Creates an entry.
-    public init(key: QuotaKey, state: QuotaState) {
+    public init(key: QuotaKey, state: QuotaState, clusterConsumed: UInt64? = nil) {
         self.service = key.service
         self.account = key.account
         self.dimension = key.dimension == QuotaKey.requests ? nil : key.dimension
         self.state = state
+        self.clusterConsumed = clusterConsumed
     }
 
     /// The key.

@@ -757,7 +757,7 @@ extension Int64 {
 
 extension MeshInstance {
     /// The pieces of the remaining estimate for `key`, for diagnosis: (limit − window total, observation
-    /// estimate, window total, lifetime total, the observation's anchor and remaining).
+    /// estimate, window total, lifetime total, the observation's anchor and remaining) and the estimate.
     public func remainingBreakdown(_ key: QuotaKey, now: UnixMillis) -> [String: Int64] {
         let merged = mergedView(key, now: now)
         var out: [String: Int64] = [
@@ -771,6 +771,7 @@ extension MeshInstance {
             out["obs_anchor"] = Int64(clamping: observation.consumedTotalAtObservation)
             out["obs_reset"] = observation.resetAt
         }
+        if let left = remaining(merged, now: now) { out["remaining"] = left }
         return out
     }
 }

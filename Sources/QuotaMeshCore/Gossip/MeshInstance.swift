@@ -122,6 +122,7 @@ public struct MeshInstance: Sendable {
             var quota = LocalQuota()
             quota.state = entry.state
             quota.state.demand = Demand()
+            quota.restoredClusterConsumed = max(entry.clusterConsumed ?? 0, entry.state.consumption.total)
             quota.dirty = true
             local[entry.key] = quota
             noteAccount(entry.key)
@@ -479,12 +480,20 @@ public struct MeshInstance: Sendable {
         _ dimension: RateLimitDimension, into quota: inout LocalQuota, key: QuotaKey, merged: Merged, now: UnixMillis
     ) {
         guard let remaining = dimension.remaining else { return }
+        // Just after a restart this node has not yet heard again what the others consumed: an observation
+        // anchored on that partial view would make every node that merges it count the calls before it
+        // twice (with 10 nodes, one restart left a window believed spent at 64 calls of 100). So none is
+        // kept until learning ends, unless it says nothing is left (which no anchor can overstate); what
+        // the upstream said still drives the breaker. (At a cluster's first start nothing was consumed
+        // before, so there is nothing to miss.)
+        guard remaining <= 0 || quota.restoredClusterConsumed == 0 || !isLearning(now: now) else { return }
         let windowMillis = dimension.windowSeconds.map { $0.saturatingMultiply(1000) } ?? merged.policy?.windowMillis ?? 0
         let limit = dimension.limit ?? merged.policy?.limit ?? 0
         let resetAt = dimension.resetAt ?? (merged.window?.resetAt ?? now + max(windowMillis, 1000))
         let observation = UpstreamObservation(
             resetAt: resetAt, remaining: max(0, limit > 0 ? min(remaining, limit) : remaining), limit: limit,
-            windowMillis: windowMillis, observedAt: now, consumedTotalAtObservation: merged.lifetimeTotal)
+            windowMillis: windowMillis, observedAt: now,
+            consumedTotalAtObservation: max(merged.lifetimeTotal, quota.restoredClusterConsumed))
         quota.state.observation = quota.state.observation.merging(observation)
         if configuration.services[key.service]?.configuredLimit(key.dimension) == nil, limit > 0 {
             // Without a stated window, the time to reset (in whole seconds) is the best estimate.
@@ -534,7 +543,13 @@ public struct MeshInstance: Sendable {
     public func persistedState() -> PersistedNodeState {
         PersistedNodeState(
             incarnation: incarnation,
-            quotas: local.sorted { $0.key < $1.key }.map { PersistedQuota(key: $0.key, state: $0.value.state) })
+            quotas: local.sorted { $0.key < $1.key }.map { key, quota in
+                PersistedQuota(
+                    key: key, state: quota.state,
+                    clusterConsumed: max(
+                        (remote[key]?.consumption.lifetimeTotal ?? 0).saturatingAdd(quota.state.consumption.total),
+                        quota.restoredClusterConsumed))
+            })
     }
 
     /// Every record held, newest per origin and slot (for tests and the simulator).

@@ -48,6 +48,9 @@ struct LocalQuota: Sendable {
     var probeGrantedAt: UnixMillis?
     /// The slot of this node's last turn at a window's last calls (one call per turn).
     var lastTurnSlot: Int64 = .min
+    /// The cluster's consumption this node knew of before it restarted: a floor for the anchor of its
+    /// observations while its view of the others fills in again.
+    var restoredClusterConsumed: UInt64 = 0
     /// Consumption, observation, breaker or policy changed: re-sign at the next round.
     var dirty = false
     /// Only the demand estimate changed: re-sign when the demand budget allows.

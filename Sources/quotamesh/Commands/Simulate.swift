@@ -140,6 +140,9 @@ struct Simulate: AsyncParsableCommand {
         // Diagnosis: QUOTAMESH_SIM_SAMPLE=MS prints pacing inputs every MS virtual ms to standard error.
         simulator.sampleEvery = Int64(ProcessInfo.processInfo.environment["QUOTAMESH_SIM_SAMPLE"] ?? "") ?? 0
         simulator.onSample = { FileHandleWriter.writeStandardError($0 + "\n") }
+        // With QUOTAMESH_SIM_SAMPLE_REMAINING=1 the samples show every node's remaining estimate, and leave
+        // the run as it is without sampling.
+        simulator.sampleRemaining = ProcessInfo.processInfo.environment["QUOTAMESH_SIM_SAMPLE_REMAINING"] != nil
         // Diagnosis: QUOTAMESH_SIM_PROBES=1 prints, every round, how many nodes each spreading probe misses.
         if ProcessInfo.processInfo.environment["QUOTAMESH_SIM_PROBES"] != nil {
             simulator.onProbeCheck = { FileHandleWriter.writeStandardError($0 + "\n") }
