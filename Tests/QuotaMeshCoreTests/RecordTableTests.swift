@@ -161,4 +161,64 @@ import QuotaMeshCrypto
         #expect(table.index(ofCopy: records[2].wire[...], originNumber: 1, version: records[2].version) == 1)
         #expect(table.index(ofCopy: records[3].wire[...], originNumber: 1, version: records[3].version) == nil)
     }
+
+    @Test func holdersAreRememberedUpToTheCapOldestFirstOutAndForgottenWithTheLastPush() {
+        var table = RecordTable()
+        let slot = put(record(0, 1), in: &table, number: 0)
+        let other = put(record(1, 1), in: &table, number: 1)
+        let cap = RecordTable.knownByCap
+        for peer in 0..<(cap + 1) { table.noteKnown(at: slot, by: testKey(10 + peer).publicKey) }
+        // The first holder made room for the last; the rest are all still known, and no other slot's.
+        #expect(!table.isKnown(at: slot, by: testKey(10).publicKey))
+        for peer in 1..<(cap + 1) { #expect(table.isKnown(at: slot, by: testKey(10 + peer).publicKey), "peer \(peer)") }
+        #expect(!table.isKnown(at: other, by: testKey(11).publicKey))
+        // A newer version starts a new list with its sender; the last push forgets it.
+        _ = table.put(
+            record(0, 2), for: SlotID(origin: testKey(0).publicKey, slot: .heartbeat), transmits: 5,
+            knownBy: testKey(3).publicKey.prefix64, originNumber: 0)
+        #expect(table.isKnown(at: slot, by: testKey(3).publicKey))
+        #expect(!table.isKnown(at: slot, by: testKey(12).publicKey))
+        #expect(table.spend(at: slot, pushes: 5) == 0)
+        #expect(!table.isKnown(at: slot, by: testKey(3).publicKey))
+        // A freed list is handed to the next slot clean.
+        table.noteKnown(at: other, by: testKey(4).publicKey)
+        #expect(table.isKnown(at: other, by: testKey(4).publicKey))
+        #expect(!table.isKnown(at: other, by: testKey(3).publicKey))
+    }
+
+    @Test func slotsAreFoundByHashAndByOriginAcrossGrowth() {
+        var table = RecordTable()
+        // Enough slots to grow the hash index several times.
+        var indices: [Int] = []
+        for origin in 0..<40 {
+            indices.append(put(record(origin, 1), in: &table, number: origin))
+            indices.append(put(record(origin, 2, service: "openai"), in: &table, number: origin))
+        }
+        for origin in 0..<40 {
+            let heartbeat = SlotID(origin: testKey(origin).publicKey, slot: .heartbeat)
+            let quota = SlotID(origin: testKey(origin).publicKey, slot: .quota(QuotaKey(service: "openai")))
+            #expect(table.index(ofHash: heartbeat.hash) == indices[2 * origin])
+            #expect(table.index(of: quota) == indices[2 * origin + 1])
+            #expect(table.index(ofSlot: .heartbeat, originNumber: origin) == indices[2 * origin])
+            #expect(table.index(ofSlot: .quota(QuotaKey(service: "openai")), originNumber: origin) == indices[2 * origin + 1])
+        }
+        #expect(table.index(ofHash: SlotID(origin: testKey(99).publicKey, slot: .heartbeat).hash) == nil)
+        #expect(table.index(ofSlot: .quota(QuotaKey(service: "github")), originNumber: 3) == nil)
+        #expect(table.index(ofSlot: .heartbeat, originNumber: 99) == nil)
+    }
+
+    @Test func aDirectoryFindsEveryPeerInKeyOrderAndNoStranger() {
+        let infos = (0..<200).map { PeerInfo(name: "n\($0)", key: testKey($0).publicKey, endpoint: nil) }
+        // A key given twice keeps its last entry.
+        let directory = PeerDirectory(infos + [PeerInfo(name: "again", key: testKey(7).publicKey, endpoint: nil)])
+        #expect(directory.count == 200)
+        #expect(directory.infos.map(\.key) == directory.infos.map(\.key).sorted())
+        for index in 0..<200 {
+            let key = testKey(index).publicKey
+            let position = directory.index(of: key)
+            #expect(position.map { directory.infos[$0].key } == key, "peer \(index)")
+        }
+        #expect(directory.index(of: testKey(7).publicKey).map { directory.infos[$0].name } == "again")
+        for stranger in 200..<250 { #expect(directory.index(of: testKey(stranger).publicKey) == nil) }
+    }
 }

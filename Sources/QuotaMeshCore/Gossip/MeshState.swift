@@ -103,7 +103,8 @@ struct KeyAggregate: Sendable {
     var lowestPolicy: AdvertisedPolicy?
 
     mutating func update(origin: VerifyingKey, state: QuotaState) {
-        consumption.entries[origin] = (consumption.entries[origin] ?? ConsumptionEntry()).merging(state.consumption)
+        // In place: one look-up of the origin, not a read and a write.
+        Self.merge(state.consumption, into: &consumption.entries[origin, default: ConsumptionEntry()])
         observation = observation.merging(state.observation.map(Self.sanitized))
         breaker = breaker.merging(state.breaker)
         demands[origin] = state.demand
@@ -117,6 +118,10 @@ struct KeyAggregate: Sendable {
         } else {
             lowestPolicy = policies.values.reduce(nil) { Self.lower($0, $1) }
         }
+    }
+
+    private static func merge(_ entry: ConsumptionEntry, into held: inout ConsumptionEntry) {
+        held = held.merging(entry)
     }
 
     static func sanitized(_ observation: UpstreamObservation) -> UpstreamObservation {

@@ -31,9 +31,9 @@ struct RecordTable: Sendable {
     /// dropped with the last push, so memory stays bounded in large clusters. Eight bytes of a key name a
     /// peer here: it is a hint that saves pushes, and a collision (which 64 random bits make vanishingly
     /// rare) only skips one push that digests make up.
-    private var knownBy: [[UInt64]] = []
+    private var knownBy = HolderRings()
     /// The first slot held for each 64-bit slot hash.
-    private var indexByHash: [UInt64: Int] = [:]
+    private var indexByHash = SlotHashIndex()
     /// Slots whose hash another held slot already has (a 64-bit collision: in practice never).
     private var collided: [SlotID: Int] = [:]
     /// The last slot held for each origin, by the origin's number (its index in the peer directory),
@@ -55,12 +55,12 @@ struct RecordTable: Sendable {
 
     /// The index of `id`, if it is held.
     func index(of id: SlotID) -> Int? {
-        if let index = indexByHash[id.hash], ids[index] == id { return index }
+        if let index = indexByHash.index(of: id.hash), ids[index] == id { return index }
         return collided.isEmpty ? nil : collided[id]
     }
 
     /// The index of the first slot held with `hash`, as digests name slots.
-    func index(ofHash hash: UInt64) -> Int? { indexByHash[hash] }
+    func index(ofHash hash: UInt64) -> Int? { indexByHash.index(of: hash) }
 
     /// The index of the held record whose wire form is exactly `wire` (of the origin numbered
     /// `originNumber`, at `version`), if any.
@@ -116,25 +116,20 @@ struct RecordTable: Sendable {
         if let index = index(of: id) {
             records[index] = record
             meta[index] = SlotMeta(version: record.version, transmitsLeft: transmits)
-            // A slot updated while still pushed keeps its list's buffer.
-            knownBy[index].removeAll(keepingCapacity: true)
-            if let holder { knownBy[index].append(holder) }
+            // A slot updated while still pushed keeps its ring.
+            knownBy.clear(at: index)
+            if let holder { knownBy.insert(holder, at: index) }
             return index
-        }
-        var known: [UInt64] = []
-        if let holder {
-            // Room for the whole list at once: it fills within a record's first rounds.
-            known.reserveCapacity(Self.knownByCap)
-            known.append(holder)
         }
         let index = ids.count
         ids.append(id)
         records.append(record)
         meta.append(SlotMeta(version: record.version, transmitsLeft: transmits))
-        knownBy.append(known)
+        knownBy.appendSlot()
+        if let holder { knownBy.insert(holder, at: index) }
         link(index, originNumber: originNumber)
-        if indexByHash[id.hash] == nil {
-            indexByHash[id.hash] = index
+        if indexByHash.index(of: id.hash) == nil {
+            indexByHash.insert(id.hash, index: index)
         } else {
             collided[id] = index
         }
@@ -149,22 +144,19 @@ struct RecordTable: Sendable {
     mutating func spend(at index: Int, pushes: Int) -> Int {
         let left = max(0, meta[index].transmitsLeft - pushes)
         meta[index].transmitsLeft = left
-        if left == 0 { knownBy[index] = [] }
+        if left == 0 { knownBy.release(at: index) }
         return left
     }
 
     /// Notes that `peer` holds the version at `index`.
     mutating func noteKnown(at index: Int, by peer: VerifyingKey) {
         let name = peer.prefix64
-        guard !knownBy[index].contains(name) else { return }
-        // Room for the whole list at once: it fills within a record's first rounds.
-        if knownBy[index].capacity < Self.knownByCap { knownBy[index].reserveCapacity(Self.knownByCap) }
-        if knownBy[index].count >= Self.knownByCap { knownBy[index].removeFirst() }
-        knownBy[index].append(name)
+        guard !knownBy.contains(name, at: index) else { return }
+        knownBy.insert(name, at: index)
     }
 
     /// Whether `peer` is known to hold the version at `index`.
-    func isKnown(at index: Int, by peer: VerifyingKey) -> Bool { knownBy[index].contains(peer.prefix64) }
+    func isKnown(at index: Int, by peer: VerifyingKey) -> Bool { knownBy.contains(peer.prefix64, at: index) }
 
     /// Drops the slots `isDropped` names. Indices change: callers rebuild whatever holds them, and
     /// renumber the origins.
@@ -175,10 +167,132 @@ struct RecordTable: Sendable {
         for index in ids.indices where !isDropped(ids[index]) {
             let next = kept.put(
                 records[index], for: ids[index], transmits: meta[index].transmitsLeft, knownBy: nil, originNumber: nil)
-            kept.knownBy[next] = knownBy[index]
+            for name in knownBy.names(at: index) { kept.knownBy.insert(name, at: next) }
             remap[index] = next
         }
         self = kept
         return remap
+    }
+}
+
+/// Who is known to hold each slot's record: per slot, a ring of up to `RecordTable.knownByCap` names
+/// (the oldest makes room for a new one), in blocks of one flat array. A slot takes a block when its first
+/// holder is noted and gives it back with its last push, so only records still being pushed cost one.
+/// Noting a holder (for most records that arrive) touches flat arrays, not an array of arrays.
+struct HolderRings: Sendable {
+    private static let capacity = RecordTable.knownByCap
+    /// Each slot's block, or -1.
+    private var blockOfSlot: [Int32] = []
+    /// The blocks' names, `capacity` per block.
+    private var names: [UInt64] = []
+    /// Where each block's oldest name is.
+    private var heads: [Int] = []
+    /// How many names each block holds.
+    private var counts: [Int] = []
+    /// Blocks given back, to hand out again.
+    private var freeBlocks: [Int32] = []
+
+    /// Adds a slot with no holders.
+    mutating func appendSlot() { blockOfSlot.append(-1) }
+
+    /// Whether `name` is among the holders of `slot`.
+    func contains(_ name: UInt64, at slot: Int) -> Bool {
+        let block = Int(blockOfSlot[slot])
+        guard block >= 0 else { return false }
+        let base = block * Self.capacity
+        var position = heads[block]
+        for _ in 0..<counts[block] {
+            if names[base + position] == name { return true }
+            position = position + 1 == Self.capacity ? 0 : position + 1
+        }
+        return false
+    }
+
+    /// Adds `name` (not already there) to the holders of `slot`, dropping the oldest if full.
+    mutating func insert(_ name: UInt64, at slot: Int) {
+        var block = Int(blockOfSlot[slot])
+        if block < 0 {
+            if let free = freeBlocks.popLast() {
+                block = Int(free)
+            } else {
+                block = heads.count
+                names.append(contentsOf: repeatElement(0, count: Self.capacity))
+                heads.append(0)
+                counts.append(0)
+            }
+            blockOfSlot[slot] = Int32(block)
+            heads[block] = 0
+            counts[block] = 0
+        }
+        if counts[block] == Self.capacity {
+            heads[block] = (heads[block] + 1) % Self.capacity
+            counts[block] -= 1
+        }
+        names[block * Self.capacity + (heads[block] + counts[block]) % Self.capacity] = name
+        counts[block] += 1
+    }
+
+    /// Forgets the holders of `slot`, keeping its block.
+    mutating func clear(at slot: Int) {
+        let block = Int(blockOfSlot[slot])
+        guard block >= 0 else { return }
+        heads[block] = 0
+        counts[block] = 0
+    }
+
+    /// Forgets the holders of `slot` and gives its block back.
+    mutating func release(at slot: Int) {
+        let block = blockOfSlot[slot]
+        guard block >= 0 else { return }
+        blockOfSlot[slot] = -1
+        freeBlocks.append(block)
+    }
+
+    /// The holders of `slot`, oldest first.
+    func names(at slot: Int) -> [UInt64] {
+        let block = Int(blockOfSlot[slot])
+        guard block >= 0 else { return [] }
+        return (0..<counts[block]).map { names[block * Self.capacity + (heads[block] + $0) % Self.capacity] }
+    }
+}
+
+/// Slot hashes to the first slot held for each: an open-addressing table (linear probing, at most half
+/// full). The hashes are BLAKE2b output, so their low bits spread the slots as they are; every digest
+/// entry looks one up, and a dictionary's own hashing of them cost more than the look-up.
+struct SlotHashIndex: Sendable {
+    private var hashes: [UInt64] = Array(repeating: 0, count: 16)
+    /// The slot for each entry, or -1 where the entry is empty.
+    private var slots: [Int32] = Array(repeating: -1, count: 16)
+    private var count = 0
+
+    /// The slot held for `hash`, if any.
+    func index(of hash: UInt64) -> Int? {
+        let mask = slots.count - 1
+        var position = Int(truncatingIfNeeded: hash) & mask
+        while true {
+            let slot = slots[position]
+            if slot < 0 { return nil }
+            if hashes[position] == hash { return Int(slot) }
+            position = (position + 1) & mask
+        }
+    }
+
+    /// Maps `hash` (not yet present) to `index`.
+    mutating func insert(_ hash: UInt64, index: Int) {
+        if 2 * (count + 1) > slots.count { grow() }
+        let mask = slots.count - 1
+        var position = Int(truncatingIfNeeded: hash) & mask
+        while slots[position] >= 0 { position = (position + 1) & mask }
+        hashes[position] = hash
+        slots[position] = Int32(index)
+        count += 1
+    }
+
+    private mutating func grow() {
+        let old = zip(hashes, slots).filter { $0.1 >= 0 }
+        hashes = Array(repeating: 0, count: 2 * slots.count)
+        slots = Array(repeating: -1, count: hashes.count)
+        count = 0
+        for (hash, slot) in old { insert(hash, index: Int(slot)) }
     }
 }
