@@ -358,20 +358,10 @@ public struct Simulator {
             if sampleEvery > 0, (now - start) % sampleEvery == 0, let onSample {
                 let key = QuotaKey(service: service, account: "default")
                 var line = "t=\(Double(now - start) / 1000) sent=\(windowSent[upstreamWindow(now), default: 0])"
-                if sampleRemaining {
-                    for index in nodes.indices {
-                        let nodeTime = now + nodes[index].skew
-                        guard let pieces = nodes[index].box.inspect({ $0.remainingBreakdown(key, now: nodeTime) }) else {
-                            continue
-                        }
-                        line += " | n\(index) "
-                            + pieces.filter { $0.key != "reset_at" && $0.key != "obs_reset" }.sorted { $0.key < $1.key }
-                            .map { "\($0.key)=\($0.value)" }.joined(separator: " ")
-                    }
-                } else {
-                    for index in 0..<min(4, nodes.count) {
-                        if let fields = pacingFields(of: index, key: key) { line += " | n\(index) " + fields }
-                    }
+                let sampled = sampleRemaining ? Array(nodes.indices) : Array(0..<min(4, nodes.count))
+                for index in sampled {
+                    let fields = sampleRemaining ? remainingFields(of: index, key: key) : pacingFields(of: index, key: key)
+                    if let fields { line += " | n\(index) " + fields }
                 }
                 onSample(line)
             }
@@ -403,7 +393,8 @@ public struct Simulator {
     /// Runs `body` on node `index`'s instance in its own time and carries out the directives.
     mutating func drive(_ index: Int, _ body: (inout MeshInstance, Int64) -> [MeshDirective]) {
         let box = nodes[index].box
-        guard let directives = box.instance?.run(body, now: now + nodes[index].skew) else { return }
+        let nodeTime = now + nodes[index].skew
+        guard let directives = box.instance?.inPlace({ body(&$0, nodeTime) }) else { return }
         apply(directives, from: index)
     }
 
@@ -415,6 +406,15 @@ public struct Simulator {
         }
         return breakdown.sorted { $0.key < $1.key }.map { "\($0.key)=\(($0.value * 1000).rounded() / 1000)" }
             .joined(separator: " ")
+    }
+
+    /// Node `index`'s remaining estimate for `key` and its pieces on its own clock, as `name=value` fields
+    /// in name order (reset times left out); `nil` while the node is down. Reads only.
+    func remainingFields(of index: Int, key: QuotaKey) -> String? {
+        let nodeTime = now + nodes[index].skew
+        guard let pieces = nodes[index].box.inspect({ $0.remainingBreakdown(key, now: nodeTime) }) else { return nil }
+        return pieces.filter { $0.key != "reset_at" && $0.key != "obs_reset" }.sorted { $0.key < $1.key }
+            .map { "\($0.key)=\($0.value)" }.joined(separator: " ")
     }
 
     mutating func apply(_ directives: [MeshDirective], from index: Int) {
@@ -550,15 +550,14 @@ public struct Simulator {
         for index in probes.indices where probes[index].convergedAt == nil {
             let probe = probes[index]
             let originKey = nodes[probe.origin].key.publicKey
-            guard let version = nodes[probe.origin].box.inspect({ $0.heldVersion(origin: originKey, slot: .quota(probe.key)) })
-                ?? nil
-            else { continue }
-            if probe.signedAt == nil { probes[index].signedAt = now }
             let nodes = self.nodes
+            let held = { (node: Int) -> RecordVersion? in
+                nodes[node].box.inspect { $0.heldVersion(origin: originKey, slot: .quota(probe.key)) } ?? nil
+            }
+            guard let version = held(probe.origin) else { continue }
+            if probe.signedAt == nil { probes[index].signedAt = now }
             let holds = { (other: Int) -> Bool in
-                other == probe.origin || !nodes[other].isUp
-                    || (nodes[other].box.inspect { $0.heldVersion(origin: originKey, slot: .quota(probe.key)) }
-                        .flatMap { $0 }.map { $0 >= version } ?? false)
+                other == probe.origin || !nodes[other].isUp || (held(other).map { $0 >= version } ?? false)
             }
             if let onProbeCheck {
                 let missing = nodes.indices.count { !holds($0) }
@@ -669,14 +668,8 @@ import Darwin
 #endif
 
 extension MeshInstance {
-    /// Runs `body` on this instance: lets the simulator change an instance where it is stored.
-    fileprivate mutating func run(
-        _ body: (inout MeshInstance, Int64) -> [MeshDirective], now: Int64
-    ) -> [MeshDirective] {
-        body(&self, now)
-    }
-
-    /// Runs `body` on this instance where it is stored, without copying it.
+    /// Runs `body` on this instance where it is stored, without copying it: lets the simulator change
+    /// an instance in place, and read one.
     fileprivate mutating func inPlace<Value>(_ body: (inout MeshInstance) -> Value) -> Value {
         body(&self)
     }
