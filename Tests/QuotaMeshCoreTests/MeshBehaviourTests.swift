@@ -29,6 +29,28 @@ import QuotaMeshCrypto
         #expect(Set(views.map { $0?.remaining }) == [95])
     }
 
+    @Test func anIdleNodesFirstUrgentCallGoesAheadWhileAnotherNodesUrgentDemandOutrunsTheWindow() {
+        // Node 0's urgent calls, a few a second, would spend far more than 100 calls in an hour: the urgent
+        // tier wants it all. Node 1, idle so far, still gets its floor there and makes its first call at once.
+        var mesh = TestMesh(count: 3, services: ["openai": ServicePolicy(limit: 100, windowMillis: 3_600_000)])
+        mesh.run(for: 400)
+        for _ in 0..<3 {
+            #expect(mesh.acquire(0, AcquireRequest(service: "openai", priority: .urgent))?.granted == true)
+            mesh.run(for: 100)
+        }
+        mesh.run(for: 1_000)
+        let first = mesh.acquire(1, AcquireRequest(service: "openai", priority: .urgent))
+        #expect(first?.granted == true, "\(String(describing: first))")
+        // Its next call waits for its share: a round after its own demand is signed, node 1 has half of
+        // what node 0 does not need, not a floor.
+        let paced = mesh.acquire(1, AcquireRequest(service: "openai", priority: .urgent))
+        #expect(paced?.granted == false)
+        mesh.run(for: 3_000)
+        let second = mesh.acquire(1, AcquireRequest(service: "openai", priority: .urgent))
+        #expect(second?.granted == true, "\(String(describing: second))")
+        #expect((mesh.view(1, "openai")?.share ?? 0) > 0.3)
+    }
+
     @Test func partitionedNodeCatchesUpThroughAntiEntropy() {
         var mesh = TestMesh(count: 3, services: ["openai": ServicePolicy(limit: 100, windowMillis: 60_000)])
         mesh.cut = [[0, 2], [1, 2], [2, 0], [2, 1]]
@@ -192,6 +214,18 @@ import QuotaMeshCrypto
         let floored = FairShare.tieredAllocation(
             capacity: 60, ownNeeds: [0, 0], others: others, scales: scales, floor: 1, claimants: 4)
         #expect(floored == 1)
+        // An idle claimant's floor is in the first tier: it is met even when urgent demand elsewhere alone
+        // wants more than there is. A busy claimant's floor stays in the last tier.
+        let flooded = [TierRates([100], idle: 1), TierRates([0], idle: 1)]
+        let idleFirst = FairShare.tieredAllocation(
+            capacity: 60, ownNeeds: [0, 0], others: flooded, scales: scales, floor: 1, claimants: 3)
+        #expect(idleFirst == 1)
+        let busyNormal = FairShare.tieredAllocation(
+            capacity: 60, ownNeeds: [0, 5], others: flooded, scales: scales, floor: 1, claimants: 3)
+        #expect(busyNormal == 0)
+        // Both idle claimants' floors come out of the first tier before the urgent claimant's share.
+        #expect(flooded[0].totalNeed(scale: 10, floor: 0, idleNeed: 1) == 1 + 1000)
+        #expect(flooded[0].waterLevel(capacity: 60, ownNeed: 1, scale: 10, floor: 0, idleNeed: 1) == 58)
         // The tier's total and its water level agree with a plain max-min division.
         let rates = TierRates([3, 1, 2])
         #expect(rates.sorted == [1, 2, 3])

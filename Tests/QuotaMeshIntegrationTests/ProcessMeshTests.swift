@@ -33,9 +33,12 @@ import Glibc
     @Test func consumptionAtTwoNodesIsGlobalConsumptionAtTheThirdAndViewsAgree() async throws {
         let nodes = try await startMesh(count: 3, config: Self.config)
         defer { nodes.forEach { $0.kill(signal: SIGTERM) } }
+        // Three quick calls at node 0 estimate to more urgent demand than the hour has calls, so node 1's
+        // second call may wait for its share until its own demand has been signed and has spread.
         for (node, calls) in [(nodes[0], 3), (nodes[1], 2)] {
             for _ in 0..<calls {
-                let result = try runCLI(["acquire", "openai", "--priority", "urgent", "--api", node.api], in: node.directory)
+                let result = try runCLI(
+                    ["acquire", "openai", "--priority", "urgent", "--wait", "10s", "--api", node.api], in: node.directory)
                 #expect(result.status == 0, "\(result.output)")
             }
         }

@@ -492,8 +492,11 @@ extension MeshInstance {
         } else {
             let aggregate = remote[key]
             let demands = live.map { aggregate?.demands[$0] ?? Demand() }
-            let idle = [Double](repeating: 0, count: pending)
-            tiers = [TierRates(demands.map(\.urgent) + idle), TierRates(demands.map { $0.normal + $0.low } + idle)]
+            let busy = demands.filter { $0.total > 0 }
+            let idle = demands.count - busy.count + pending
+            tiers = [
+                TierRates(busy.map(\.urgent), idle: idle), TierRates(busy.map { $0.normal + $0.low }, idle: idle),
+            ]
             shareCache[key] = ShareCache(round: round, liveVersion: liveVersion, claimants: live.count + pending, tiers: tiers)
         }
         let own = local[key]?.signedDemand ?? Demand()

@@ -41,11 +41,13 @@ public enum FairShare {
     /// across the cluster: the node uses two tiers, urgent demand anywhere before other demand anywhere.
     /// - Parameters:
     ///   - capacity: what there is to divide (calls left in the window).
-    ///   - ownNeeds: this claimant's need in each tier, first tier first.
-    ///   - others: the other claimants' demand rates in each tier, in the same order.
+    ///   - ownNeeds: this claimant's need in each tier, first tier first; all zero for an idle claimant.
+    ///   - others: the other claimants' demand rates in each tier, in the same order, the idle ones
+    ///     (no demand in any tier) counted apart as ``TierRates/idle``.
     ///   - scales: per tier, the factor from a rate to a need (seconds left, times any headroom).
-    ///   - floor: a need every claimant has at least in its last tier, counting what the tiers before
-    ///     gave it (so that a node that was idle can make its first call at once).
+    ///   - floor: a need every claimant has at least: a claimant with demand in its last tier, counting
+    ///     what the tiers before gave it; an idle claimant in the first tier, so that its first call can go
+    ///     at once even when the first tier alone wants more than there is.
     ///   - claimants: how many claimants there are, this one included.
     /// - Returns: this claimant's allocation, between 0 and `capacity`.
     public static func tieredAllocation(
@@ -56,17 +58,19 @@ public enum FairShare {
         var left = capacity
         var own = 0.0
         let tiers = min(2, others.count)
+        let ownIdle = ownNeeds[0] <= 0 && ownNeeds[1] <= 0
         for tier in 0..<tiers {
-            let tierFloor = tier == tiers - 1 ? floor : 0
-            let ownNeed = max(tierFloor, ownNeeds[tier])
-            let total = others[tier].totalNeed(scale: scales[tier], floor: tierFloor) + ownNeed
+            let idleNeed = tier == 0 ? floor : 0
+            let busyFloor = tier == tiers - 1 ? floor : 0
+            let ownNeed = ownIdle ? idleNeed : max(busyFloor, ownNeeds[tier])
+            let total = others[tier].totalNeed(scale: scales[tier], floor: busyFloor, idleNeed: idleNeed) + ownNeed
             if total <= left {
                 own += ownNeed
                 left -= total
                 continue
             }
             let level = others[tier].waterLevel(
-                capacity: left, ownNeed: ownNeed, scale: scales[tier], floor: tierFloor)
+                capacity: left, ownNeed: ownNeed, scale: scales[tier], floor: busyFloor, idleNeed: idleNeed)
             return own + min(ownNeed, level)
         }
         return own + left / Double(max(1, claimants))
@@ -83,16 +87,20 @@ public enum FairShare {
 }
 
 /// Other claimants' demand rates in one priority tier, sorted, with running sums, so that a tier's total
-/// need costs a binary search and its water level one pass.
+/// need costs a binary search and its water level one pass. Idle claimants (no demand in any tier) are
+/// counted apart: their need is the idle floor of ``FairShare/tieredAllocation(capacity:ownNeeds:others:scales:floor:claimants:)``.
 public struct TierRates: Sendable {
-    /// The rates, ascending.
+    /// The busy claimants' rates, ascending.
     public let sorted: [Double]
+    /// How many claimants are idle.
+    public let idle: Int
     /// `prefix[i]` is the sum of `sorted[0..<i]`.
     private let prefix: [Double]
 
-    /// Sorts `rates` (negative or non-finite rates count as 0).
-    public init(_ rates: [Double]) {
+    /// Sorts `rates` (negative or non-finite rates count as 0), beside `idle` idle claimants.
+    public init(_ rates: [Double], idle: Int = 0) {
         sorted = rates.map { $0.isFinite ? max(0, $0) : 0 }.sorted()
+        self.idle = max(0, idle)
         var sums = [0.0]
         sums.reserveCapacity(sorted.count + 1)
         for rate in sorted { sums.append(sums[sums.count - 1] + rate) }
@@ -111,28 +119,37 @@ public struct TierRates: Sendable {
         return low
     }
 
-    /// The sum of every claimant's need, `max(floor, rate × scale)`.
-    public func totalNeed(scale: Double, floor: Double) -> Double {
+    /// The sum of every claimant's need: `max(floor, rate × scale)` for a busy one, `idleNeed` for an
+    /// idle one.
+    public func totalNeed(scale: Double, floor: Double, idleNeed: Double = 0) -> Double {
         let below = countBelow(scale: scale, floor: floor)
-        return Double(below) * floor + scale * (prefix[sorted.count] - prefix[below])
+        return Double(idle) * idleNeed + Double(below) * floor + scale * (prefix[sorted.count] - prefix[below])
     }
 
     /// The level at which `capacity` meets these needs and `ownNeed` max-min fairly: every need below it
     /// is met in full and every other claimant gets the level.
-    public func waterLevel(capacity: Double, ownNeed: Double, scale: Double, floor: Double) -> Double {
+    public func waterLevel(
+        capacity: Double, ownNeed: Double, scale: Double, floor: Double, idleNeed: Double = 0
+    ) -> Double {
         var left = capacity
-        var open = sorted.count + 1
+        var open = sorted.count + idle + 1
         var ownPlaced = false
+        var idlePlaced = 0
         var index = 0
+        // Three ascending runs merged: this claimant's need, the idle needs, the busy needs.
         while open > 0 {
             let level = left / Double(open)
-            let next = index < sorted.count ? max(floor, sorted[index] * scale) : .infinity
+            let busy = index < sorted.count ? max(floor, sorted[index] * scale) : .infinity
+            let nextIdle = idlePlaced < idle ? idleNeed : .infinity
             let need: Double
-            if !ownPlaced && ownNeed <= next {
+            if !ownPlaced && ownNeed <= busy && ownNeed <= nextIdle {
                 need = ownNeed
                 ownPlaced = true
+            } else if nextIdle <= busy {
+                need = nextIdle
+                idlePlaced += 1
             } else {
-                need = next
+                need = busy
                 index += 1
             }
             if need > level { return level }
