@@ -478,6 +478,29 @@ import QuotaMeshCrypto
         #expect(mesh.nodes[1].remainingBreakdown(QuotaKey(service: "svc"), now: mesh.now)["obs_anchor"] == 46)
     }
 
+    /// A restarted node that had granted nothing before (so saved no cluster consumption) keeps no
+    /// observation that says calls are left while it learns, as any restarted node; a first start does.
+    @Test func aRestartedNodeThatHadGrantedNothingKeepsNoObservationWhileItLearns() {
+        let services = ["svc": ServicePolicy(limit: 100, windowMillis: 3_600_000)]
+        let peers = (0..<3).map { PeerInfo(name: "n\($0)", key: testKey($0).publicKey, endpoint: endpoint($0)) }
+        let start: UnixMillis = 1_800_000_000_000
+        let saved = PersistedNodeState(
+            incarnation: 3, quotas: [PersistedQuota(key: QuotaKey(service: "svc"), state: QuotaState(), clusterConsumed: 0)])
+        func remainingAfterObserving(restored: PersistedNodeState?, at offset: Int64) -> Int64? {
+            var instance = MeshInstance(
+                identity: testKey(0), configuration: MeshConfiguration(services: services), peers: peers,
+                restored: restored, now: start, seed: 1)
+            _ = instance.tick(now: start + offset)
+            _ = instance.observe(
+                service: "svc", account: nil, status: 200,
+                report: report(limit: 100, remaining: 30, resetAt: start + 3_000_000), now: start + offset)
+            return instance.view(of: QuotaKey(service: "svc"), now: start + offset).remaining
+        }
+        #expect(remainingAfterObserving(restored: saved, at: 100) == 100)
+        #expect(remainingAfterObserving(restored: saved, at: 60_000) == 30)
+        #expect(remainingAfterObserving(restored: nil, at: 100) == 30)
+    }
+
     /// Until a restarted node has heard from the others, its observations are anchored no lower than
     /// what it knew the cluster had consumed before the restart.
     @Test func aRestartedNodeAnchorsObservationsOnWhatItKnewBefore() {

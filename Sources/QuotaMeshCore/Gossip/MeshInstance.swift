@@ -68,6 +68,9 @@ public struct MeshInstance: Sendable {
     /// The earliest time a live peer can time out: liveness is refreshed only from then on.
     var livenessCheckAt: UnixMillis = .min
     let startedAt: UnixMillis
+    /// Whether this start restored a saved state (a restart, not a first start): the node then had a view
+    /// of the others' consumption before and has lost it until it hears it again.
+    let isRestart: Bool
     var liveVersion: UInt64 = 0
     var round: UInt64 = 0
     var shareCache: [QuotaKey: ShareCache] = [:]
@@ -114,6 +117,7 @@ public struct MeshInstance: Sendable {
         self.nextGossipAt = now
         self.firstHeartbeatAt = now
         self.startedAt = now
+        self.isRestart = restored != nil
         self.demandWindowStart = now
         for entry in restored?.quotas ?? []
         where QuotaKey.isValidLabel(entry.service) && QuotaKey.isValidLabel(entry.account)
@@ -484,9 +488,10 @@ public struct MeshInstance: Sendable {
         // anchored on that partial view would make every node that merges it count the calls before it
         // twice (with 10 nodes, one restart left a window believed spent at 64 calls of 100). So none is
         // kept until learning ends, unless it says nothing is left (which no anchor can overstate); what
-        // the upstream said still drives the breaker. (At a cluster's first start nothing was consumed
-        // before, so there is nothing to miss.)
-        guard remaining <= 0 || quota.restoredClusterConsumed == 0 || !isLearning(now: now) else { return }
+        // the upstream said still drives the breaker. Any restart counts, also of a node that had granted
+        // nothing and so saved no cluster consumption: its view of the others is just as partial. (At a
+        // node's first start there is no saved state; at a cluster's, nothing was consumed before.)
+        guard remaining <= 0 || !isRestart || !isLearning(now: now) else { return }
         let windowMillis = dimension.windowSeconds.map { $0.saturatingMultiply(1000) } ?? merged.policy?.windowMillis ?? 0
         let limit = dimension.limit ?? merged.policy?.limit ?? 0
         let resetAt = dimension.resetAt ?? (merged.window?.resetAt ?? now + max(windowMillis, 1000))
