@@ -45,6 +45,8 @@ import QuotaMeshCrypto
         // what node 0 does not need, not a floor.
         let paced = mesh.acquire(1, AcquireRequest(service: "openai", priority: .urgent))
         #expect(paced?.granted == false)
+        // It is told to ask again when its demand is signed, not after the floor's pace (minutes).
+        #expect((paced?.retryAt ?? .max) - mesh.now <= 3_000, "\(String(describing: paced))")
         mesh.run(for: 3_000)
         let second = mesh.acquire(1, AcquireRequest(service: "openai", priority: .urgent))
         #expect(second?.granted == true, "\(String(describing: second))")

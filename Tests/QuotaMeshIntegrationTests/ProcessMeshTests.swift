@@ -34,8 +34,14 @@ import Glibc
         let nodes = try await startMesh(count: 3, config: Self.config)
         defer { nodes.forEach { $0.kill(signal: SIGTERM) } }
         // Three quick calls at node 0 estimate to more urgent demand than the hour has calls, so node 1's
-        // second call may wait for its share until its own demand has been signed and has spread.
+        // second call may wait for its share until its own demand has been signed (a second or two).
         for (node, calls) in [(nodes[0], 3), (nodes[1], 2)] {
+            if node === nodes[1] {
+                // Node 1 asks once node 0's calls (and with them its demand) have reached it.
+                try await node.waitUntil("node 0's 3 calls") {
+                    (try await node.quota("openai")["consumed"] as? [String: Any])?["global"] as? Int == 3
+                }
+            }
             for _ in 0..<calls {
                 let result = try runCLI(
                     ["acquire", "openai", "--priority", "urgent", "--wait", "10s", "--api", node.api], in: node.directory)

@@ -327,7 +327,9 @@ extension MeshInstance {
         if remaining - cost < floor {
             return result(.deny(.reservedForHigherPriority, key: key, retryAt: window.resetAt, detail: "reserve"))
         }
-        let share = fairShare(key, remaining: remaining, limit: limit, policy: policy, resetAt: window.resetAt, now: now)
+        let share = fairShare(
+            key, remaining: remaining, limit: limit, policy: policy, resetAt: window.resetAt, windowMillis: windowLength,
+            now: now)
         let usable = share * (remaining - floor)
         // The node's share is enforced by pacing it over the rest of the window: calls are spaced
         // `cost ÷ rate` apart, with rate = share × what is left ÷ time left (reserves are enforced above,
@@ -385,7 +387,10 @@ extension MeshInstance {
         let earliest = bucket.earliestAdmission(tolerance: tolerance)
         if earliest > Double(now) {
             if !entered { local[key, default: LocalQuota()].bucket = bucket }
-            let retry = earliest < 9e15 ? UnixMillis(earliest.rounded(.up)) : window.resetAt
+            var retry = earliest < 9e15 ? UnixMillis(earliest.rounded(.up)) : window.resetAt
+            // Paced at an idle node's floor while its own demand is not signed yet: its share grows once it
+            // is, so the wait is no longer than that (an agent waiting that long is then served).
+            if let refresh = ownDemandRefresh(key, now: now) { retry = min(retry, refresh) }
             return result(.deny(.quotaExhausted, key: key, retryAt: min(retry, window.resetAt), detail: "paced"))
         }
         var granted = result(.grant(key), headroom: usable - cost, rate: rate)
@@ -476,7 +481,8 @@ extension MeshInstance {
     /// Every live node is deemed to need at least a small floor (its share of the burst), so a node that
     /// was idle can make its first call at once; its demand reaches the others within a round.
     mutating func fairShare(
-        _ key: QuotaKey, remaining: Double, limit: Double, policy: ServicePolicy, resetAt: UnixMillis, now: UnixMillis
+        _ key: QuotaKey, remaining: Double, limit: Double, policy: ServicePolicy, resetAt: UnixMillis,
+        windowMillis: Double, now: UnixMillis
     ) -> Double {
         guard remaining > 0 else { return 0 }
         // Until a liveness timeout has passed since start, peers not heard from yet still count (with no
@@ -491,7 +497,10 @@ extension MeshInstance {
             tiers = cached.tiers
         } else {
             let aggregate = remote[key]
-            let demands = live.map { aggregate?.demands[$0] ?? Demand() }
+            let freshAfter = now.saturatingSubtract(Int64(windowMillis))
+            let demands = live.map { peer in
+                (aggregate?.demandStamps[peer] ?? .min) >= freshAfter ? aggregate?.demands[peer] ?? Demand() : Demand()
+            }
             let busy = demands.filter { $0.total > 0 }
             let idle = demands.count - busy.count + pending
             tiers = [
@@ -499,7 +508,8 @@ extension MeshInstance {
             ]
             shareCache[key] = ShareCache(round: round, liveVersion: liveVersion, claimants: live.count + pending, tiers: tiers)
         }
-        let own = local[key]?.signedDemand ?? Demand()
+        let own = (local[key]?.signedDemandAt ?? .min) >= now.saturatingSubtract(Int64(windowMillis))
+            ? local[key]?.signedDemand ?? Demand() : Demand()
         let seconds = Double(max(resetAt - now, 1)) / 1000
         let count = live.count + pending + 1
         let floorNeed = min(remaining, policy.burstFraction * limit) / Double(count)
@@ -568,6 +578,18 @@ extension MeshInstance {
         return mixer.next()
     }
 
+    /// When this node's own demand for `key` will next be in a signed record, if the last one it signed
+    /// said it was idle while agents have asked since: the next demand estimate, no earlier than the
+    /// demand-update pace allows, then the round that signs it. Nil otherwise.
+    func ownDemandRefresh(_ key: QuotaKey, now: UnixMillis) -> UnixMillis? {
+        guard let quota = local[key], quota.signedDemand.total == 0,
+            quota.demand.total > 0 || quota.requested.total > 0
+        else { return nil }
+        let estimate = demandWindowStart.saturatingAdd(configuration.demandIntervalMillis)
+        let allowed = lastDemandSignAt.map { $0.saturatingAdd(demandUpdateInterval) } ?? estimate
+        return max(estimate, allowed, now).saturatingAdd(configuration.gossipIntervalMillis)
+    }
+
     /// Gossip rounds a grant elsewhere takes to be counted here (a push, then a relay), for
     /// ``unseenConsumption(_:windowTotal:windowLength:resetAt:now:)``.
     static let propagationRounds: Int64 = 1
@@ -611,7 +633,8 @@ extension MeshInstance {
         if let count = remainingCount, let window = merged.window {
             share = scratch.fairShare(
                 key, remaining: Double(count), limit: Double(window.limit ?? count), policy: servicePolicy(key.service),
-                resetAt: window.resetAt, now: now)
+                resetAt: window.resetAt, windowMillis: Double(window.windowMillis ?? max(window.resetAt - now, 1)),
+                now: now)
         }
         var view = QuotaView(
             key: key, limit: merged.window?.limit ?? merged.policy?.limit,
@@ -792,7 +815,8 @@ extension MeshInstance {
         let length = Double(window.windowMillis ?? max(window.resetAt - now, 1))
         let unseen = unseenConsumption(merged, windowTotal: total, windowLength: length, resetAt: window.resetAt, now: now)
         let share = fairShare(
-            key, remaining: Double(left) - unseen, limit: limit, policy: policy, resetAt: window.resetAt, now: now)
+            key, remaining: Double(left) - unseen, limit: limit, policy: policy, resetAt: window.resetAt,
+            windowMillis: length, now: now)
         let edge = windowEdge(window, length: length, priority: .normal)
         let rate = pace(share: share, remaining: Double(left) - unseen, resetAt: window.resetAt, edge: edge, now: now)
         return [

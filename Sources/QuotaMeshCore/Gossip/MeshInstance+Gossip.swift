@@ -88,6 +88,7 @@ extension MeshInstance {
             quota.dirty = false
             quota.demandDirty = false
             quota.signedDemand = quota.demand
+            quota.signedDemandAt = now
             local[key] = quota
             lastSignedAt = now
         }
@@ -106,7 +107,7 @@ extension MeshInstance {
         enqueueHot(index, version: record.version, level: limit)
         noteRecent(index)
         if record.origin != publicKey, case .quota(let key, let state) = record.body {
-            remote[key, default: KeyAggregate()].update(origin: record.origin, state: state)
+            remote[key, default: KeyAggregate()].update(origin: record.origin, state: state, stamp: record.timestamp)
             noteAccount(key)
         }
     }
@@ -116,7 +117,7 @@ extension MeshInstance {
         remote = [:]
         for record in records.records where record.origin != publicKey {
             if case .quota(let key, let state) = record.body {
-                remote[key, default: KeyAggregate()].update(origin: record.origin, state: state)
+                remote[key, default: KeyAggregate()].update(origin: record.origin, state: state, stamp: record.timestamp)
             }
         }
     }

@@ -42,6 +42,8 @@ struct LocalQuota: Sendable {
     /// The demand in the last signed record: what peers use for this node's fair share, so this node
     /// uses it too.
     var signedDemand = Demand()
+    /// When this node last signed a record for the key (with ``signedDemand`` in it).
+    var signedDemandAt: UnixMillis = .min
     var requested = Demand()
     var bucket = LeakyBucket()
     var consecutiveFailures = 0
@@ -99,15 +101,18 @@ struct KeyAggregate: Sendable {
     var observation: UpstreamObservation?
     var breaker = BreakerRegister()
     var demands: [VerifyingKey: Demand] = [:]
+    /// When each origin signed the record its demand came in (its clock).
+    var demandStamps: [VerifyingKey: UnixMillis] = [:]
     var policies: [VerifyingKey: AdvertisedPolicy] = [:]
     var lowestPolicy: AdvertisedPolicy?
 
-    mutating func update(origin: VerifyingKey, state: QuotaState) {
+    mutating func update(origin: VerifyingKey, state: QuotaState, stamp: UnixMillis) {
         // In place: one look-up of the origin, not a read and a write.
         Self.merge(state.consumption, into: &consumption.entries[origin, default: ConsumptionEntry()])
         observation = observation.merging(state.observation.map(Self.sanitized))
         breaker = breaker.merging(state.breaker)
         demands[origin] = state.demand
+        demandStamps[origin] = stamp
         let previous = policies[origin]
         guard previous != state.policy else { return }
         policies[origin] = state.policy
