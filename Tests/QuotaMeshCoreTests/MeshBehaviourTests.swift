@@ -53,6 +53,34 @@ import QuotaMeshCrypto
         #expect((mesh.view(1, "openai")?.share ?? 0) > 0.3)
     }
 
+    @Test func aDemandSignedMoreThanAWindowAgoCountsAsIdle() {
+        // Demand estimated (so re-signed) only every 30 s, as in a large cluster; 5 calls per 10 s window.
+        let services = ["svc": ServicePolicy(limit: 5, windowMillis: 10_000)]
+        var configuration = MeshConfiguration(services: services)
+        configuration.livenessTimeoutMillis = 5_000
+        configuration.demandIntervalMillis = 30_000
+        var mesh = TestMesh(count: 3, services: services)
+        let peers = (0..<3).map { PeerInfo(name: "n\($0)", key: testKey($0).publicKey, endpoint: endpoint($0)) }
+        for index in 0..<3 {
+            mesh.nodes[index] = MeshInstance(
+                identity: testKey(index), configuration: configuration, peers: peers, restored: nil, now: mesh.now,
+                seed: UInt64(index))
+        }
+        // Node 0's agents ask four times a second for 30 s, far more than the limit; then stop.
+        for _ in 0..<60 {
+            for _ in 0..<2 { _ = mesh.acquire(0, AcquireRequest(service: "svc", priority: .normal)) }
+            mesh.run(for: 500)
+        }
+        mesh.run(for: 2_000)
+        // Its demand, signed at 30 s, leaves idle node 1 a floor only.
+        let whileBusy = mesh.view(1, "svc")?.share ?? 1
+        #expect(whileBusy < 0.1, "\(whileBusy)")
+        // More than a window later with nothing newer signed, node 0 counts as idle: the calls are split equally.
+        mesh.run(for: 12_000)
+        let afterwards = mesh.view(1, "svc")?.share ?? 0
+        #expect(afterwards > 0.3, "\(afterwards)")
+    }
+
     @Test func partitionedNodeCatchesUpThroughAntiEntropy() {
         var mesh = TestMesh(count: 3, services: ["openai": ServicePolicy(limit: 100, windowMillis: 60_000)])
         mesh.cut = [[0, 2], [1, 2], [2, 0], [2, 1]]
