@@ -81,6 +81,32 @@ import QuotaMeshCrypto
         #expect(afterwards > 0.3, "\(afterwards)")
     }
 
+    @Test func aBusyNodeReSignsItsSteadyDemandBeforeItWouldCountAsIdle() {
+        let services = ["svc": ServicePolicy(limit: 100, windowMillis: 10_000)]
+        var mesh = TestMesh(count: 3, services: services)
+        mesh.run(for: 1_000)
+        // The upstream says to wait two minutes: every call is refused, so nothing consumed re-signs the record.
+        let until = mesh.now + 120_000
+        mesh.observe(
+            0, service: "svc", status: 429,
+            report: report(limit: 100, remaining: 0, resetAt: until, retryAt: until, limited: true))
+        let slot = RecordSlot.quota(QuotaKey(service: "svc"))
+        var versions: [RecordVersion?] = []
+        // Node 0's agents ask four times a second, evenly: the estimate settles within a few seconds, then
+        // holds (within the ±20% that re-signs a changed demand).
+        for step in 0..<88 {
+            _ = mesh.acquire(0, AcquireRequest(service: "svc", priority: .normal))
+            mesh.run(for: 250)
+            if step == 39 || step == 87 { versions.append(mesh.nodes[1].heldVersion(origin: testKey(0).publicKey, slot: slot)) }
+        }
+        // Unchanged demand is still re-signed within a window, so the others do not take node 0 as idle.
+        guard let settled = versions[0], let later = versions[1] else {
+            Issue.record("node 1 holds no record of node 0's demand")
+            return
+        }
+        #expect(later > settled)
+    }
+
     @Test func partitionedNodeCatchesUpThroughAntiEntropy() {
         var mesh = TestMesh(count: 3, services: ["openai": ServicePolicy(limit: 100, windowMillis: 60_000)])
         mesh.cut = [[0, 2], [1, 2], [2, 0], [2, 1]]

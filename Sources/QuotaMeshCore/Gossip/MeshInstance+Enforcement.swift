@@ -390,7 +390,7 @@ extension MeshInstance {
             var retry = earliest < 9e15 ? UnixMillis(earliest.rounded(.up)) : window.resetAt
             // Paced at an idle node's floor while its own demand is not signed yet: its share grows once it
             // is, so the wait is no longer than that (an agent waiting that long is then served).
-            if let refresh = ownDemandRefresh(key, now: now) { retry = min(retry, refresh) }
+            if let refresh = ownDemandRefresh(key, windowMillis: windowLength, now: now) { retry = min(retry, refresh) }
             return result(.deny(.quotaExhausted, key: key, retryAt: min(retry, window.resetAt), detail: "paced"))
         }
         var granted = result(.grant(key), headroom: usable - cost, rate: rate)
@@ -579,11 +579,12 @@ extension MeshInstance {
     }
 
     /// When this node's own demand for `key` will next be in a signed record, if the last one it signed
-    /// said it was idle while agents have asked since: the next demand estimate, no earlier than the
-    /// demand-update pace allows, then the round that signs it. Nil otherwise.
-    func ownDemandRefresh(_ key: QuotaKey, now: UnixMillis) -> UnixMillis? {
-        guard let quota = local[key], quota.signedDemand.total == 0,
-            quota.demand.total > 0 || quota.requested.total > 0
+    /// counts as idle (it said so, or was signed more than `windowMillis` ago) while agents have asked
+    /// since: the next demand estimate, no earlier than the demand-update pace allows, then the round
+    /// that signs it. Nil otherwise.
+    func ownDemandRefresh(_ key: QuotaKey, windowMillis: Double, now: UnixMillis) -> UnixMillis? {
+        guard let quota = local[key], quota.demand.total > 0 || quota.requested.total > 0,
+            quota.signedDemand.total == 0 || quota.signedDemandAt < now.saturatingSubtract(Int64(windowMillis))
         else { return nil }
         let estimate = demandWindowStart.saturatingAdd(configuration.demandIntervalMillis)
         let allowed = lastDemandSignAt.map { $0.saturatingAdd(demandUpdateInterval) } ?? estimate
@@ -709,6 +710,14 @@ extension MeshInstance {
                 quota.demand[priority] = next
             }
             quota.requested = Demand()
+            // A demand signed more than a window ago counts as idle, so a node still busy re-signs its
+            // demand at half a window (within the demand-update pace) even when it has not changed.
+            let window = configuration.services[key.service]?.windowMillis ?? quota.state.policy?.windowMillis
+            if quota.demand.total > 0, let window, window > 0,
+                quota.signedDemandAt < now.saturatingSubtract(window / 2)
+            {
+                changed = true
+            }
             // Even a node going from idle to busy or back waits for the demand-update pace: signed at the
             // next round instead, those changes crowded out the rest at N = 300 and 1000 under load
             // (convergence p99 7 → 30 and 8 → 118 rounds), for more utilization only where the nodes
