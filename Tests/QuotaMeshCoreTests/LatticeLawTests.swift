@@ -1,6 +1,7 @@
 import PropertyBased
 import Testing
 @testable import QuotaMeshCore
+import QuotaMeshCrypto
 
 /// The merge laws that make every replica converge: commutativity, associativity, idempotence.
 @Suite struct LatticeLawTests {
@@ -69,6 +70,30 @@ import Testing
         #expect(counter.windowTotal(at: 200) == 7)
         #expect(counter.lifetimeTotal == 26)
         #expect(counter.windowTotal(at: 600) == 0)
+    }
+
+    /// The sums a key's aggregate keeps as records arrive equal the counter's passes over every origin,
+    /// through later windows, refunds, windows that end, and totals large enough to saturate.
+    @Test func aKeysRunningConsumptionSumsEqualTheCountersPassesOverEveryOrigin() {
+        var random = SplitMix64(seed: 7)
+        var aggregate = KeyAggregate()
+        var counter = ConsumptionCounter<VerifyingKey>()
+        let origins = (0..<12).map { testKey($0).publicKey }
+        for step in 0..<3_000 {
+            let origin = origins[Int(random.next() % UInt64(origins.count))]
+            let count = random.next() % 40
+            var entry = ConsumptionEntry(
+                total: step % 500 == 499 ? UInt64.max - random.next() % 10 : UInt64(step) * 10 + random.next() % 10,
+                windowEnd: Int64(random.next() % 8) * 1_000, windowCount: count,
+                windowRefund: random.next() % 3 == 0 ? random.next() % (count + 1) : 0)
+            if step % 7 == 0 { entry.windowCount = 0 }
+            aggregate.update(origin: origin, state: QuotaState(consumption: entry), stamp: 0)
+            counter = counter.merging(ConsumptionCounter(entries: [origin: entry]))
+            let now = Int64(random.next() % 9_000)
+            #expect(aggregate.consumption.windowTotal(at: now) == counter.windowTotal(at: now), "step \(step) at \(now)")
+            #expect(aggregate.consumption.lifetimeTotal == counter.lifetimeTotal, "step \(step)")
+        }
+        #expect(counter.lifetimeTotal == .max, "the totals saturated, as they were meant to")
     }
 
     @Test func breakerOpensThenHalfOpensThenClosesOnProbe() {

@@ -356,7 +356,7 @@ import QuotaMeshCrypto
         let mesh = TestMesh(count: 2, services: ["svc": ServicePolicy(limit: 100, windowMillis: 10_000)])
         let instance = mesh.nodes[0]
         var merged = MeshInstance.Merged()
-        merged.consumption.entries[testKey(1).publicKey] = ConsumptionEntry(total: 50, windowEnd: 10_000, windowCount: 50)
+        merged.consumption.add(ConsumptionEntry(total: 50, windowEnd: 10_000, windowCount: 50))
         merged.ownConsumption = ConsumptionEntry(total: 10, windowEnd: 10_000, windowCount: 10)
         #expect(merged.windowTotal(at: 5_000) == 60)
         // 5 s into a 10 s window the others granted 50, 0.01 a ms: over the rounds a grant takes to arrive,

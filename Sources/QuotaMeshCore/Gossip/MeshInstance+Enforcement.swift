@@ -64,7 +64,8 @@ extension MeshInstance {
     }
 
     struct Merged {
-        var consumption = ConsumptionCounter<VerifyingKey>()
+        /// The other nodes' consumption, summed.
+        var consumption = ConsumptionSums()
         var ownConsumption = ConsumptionEntry()
         var observation: UpstreamObservation?
         var breaker = BreakerRegister()
@@ -499,7 +500,7 @@ extension MeshInstance {
             let aggregate = remote[key]
             let freshAfter = now.saturatingSubtract(Int64(windowMillis))
             let demands = live.map { peer in
-                (aggregate?.demandStamps[peer] ?? .min) >= freshAfter ? aggregate?.demands[peer] ?? Demand() : Demand()
+                aggregate?.origins[peer].flatMap { $0.demandStamp >= freshAfter ? $0.demand : nil } ?? Demand()
             }
             let busy = demands.filter { $0.total > 0 }
             let idle = demands.count - busy.count + pending

@@ -123,6 +123,10 @@ extension MeshInstance {
     }
 
     mutating func noteAccount(_ key: QuotaKey) {
+        // Accounts, dimensions and service entries are only ever added: a key noted once needs nothing
+        // more, and nearly every arriving quota record names a key noted before (one look-up, not three
+        // string hashes).
+        guard notedKeys.insert(key).inserted else { return }
         if accountsByService[key.service, default: []].insert(key.account).inserted || serviceEntries[key.service] == nil {
             // The decision path reads the rotation list on every acquire: keep it built.
             refreshServiceEntry(key.service)

@@ -39,6 +39,8 @@ public struct MeshInstance: Sendable {
     /// What the decision path needs of a service, in one look-up: rebuilt when an account is noted or the
     /// service is learned.
     var serviceEntries: [String: ServiceEntry] = [:]
+    /// The keys ``noteAccount(_:)`` has noted.
+    var notedKeys: Set<QuotaKey> = []
     /// Dimensions other than requests that are configured, observed or gossiped, by service.
     var dimensionsByService: [String: Set<String>] = [:]
     var learnedServices: Set<String> = [] {

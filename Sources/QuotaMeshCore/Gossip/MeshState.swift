@@ -97,36 +97,54 @@ struct ShareCache: Sendable {
 /// Peers' states for one key, merged as records arrive: consumption by per-origin join, observations and
 /// breakers by lattice join, demands and policies as last signed.
 struct KeyAggregate: Sendable {
-    var consumption = ConsumptionCounter<VerifyingKey>()
+    /// What one origin said of the key: its consumption (joined), and its demand and policy as last signed.
+    struct OriginEntry: Sendable {
+        var consumption = ConsumptionEntry()
+        var demand = Demand()
+        /// When the origin signed the record its demand came in (its clock).
+        var demandStamp: UnixMillis = .min
+        var policy: AdvertisedPolicy?
+    }
+
+    /// Every origin's entry, found with one look-up per arriving record.
+    var origins: [VerifyingKey: OriginEntry] = [:]
+    /// The sums of the origins' consumption, kept as entries change, so that a decision reads them
+    /// without a pass over every origin.
+    var consumption = ConsumptionSums()
     var observation: UpstreamObservation?
     var breaker = BreakerRegister()
-    var demands: [VerifyingKey: Demand] = [:]
-    /// When each origin signed the record its demand came in (its clock).
-    var demandStamps: [VerifyingKey: UnixMillis] = [:]
-    var policies: [VerifyingKey: AdvertisedPolicy] = [:]
     var lowestPolicy: AdvertisedPolicy?
 
     mutating func update(origin: VerifyingKey, state: QuotaState, stamp: UnixMillis) {
-        // In place: one look-up of the origin, not a read and a write.
-        Self.merge(state.consumption, into: &consumption.entries[origin, default: ConsumptionEntry()])
         observation = observation.merging(state.observation.map(Self.sanitized))
         breaker = breaker.merging(state.breaker)
-        demands[origin] = state.demand
-        demandStamps[origin] = stamp
-        let previous = policies[origin]
-        guard previous != state.policy else { return }
-        policies[origin] = state.policy
-        if let policy = state.policy, previous == nil || previous != lowestPolicy {
+        // In place: one look-up of the origin, not a read and a write.
+        let (previous, newPolicy) = Self.merge(state, stamp: stamp, into: &origins[origin, default: OriginEntry()], sums: &consumption)
+        guard previous != newPolicy else { return }
+        if let policy = newPolicy, previous == nil || previous != lowestPolicy {
             // A new policy, or one replacing a policy other than the lowest: the lowest is the lower of
             // the two, with no scan, so that a start-up with N origins stays linear.
             lowestPolicy = Self.lower(lowestPolicy, policy)
         } else {
-            lowestPolicy = policies.values.reduce(nil) { Self.lower($0, $1) }
+            lowestPolicy = origins.values.reduce(nil) { lowest, entry in entry.policy.map { Self.lower(lowest, $0) } ?? lowest }
         }
     }
 
-    private static func merge(_ entry: ConsumptionEntry, into held: inout ConsumptionEntry) {
-        held = held.merging(entry)
+    /// Joins `state` into one origin's entry and the sums; returns the origin's policy before and after.
+    private static func merge(
+        _ state: QuotaState, stamp: UnixMillis, into entry: inout OriginEntry, sums: inout ConsumptionSums
+    ) -> (AdvertisedPolicy?, AdvertisedPolicy?) {
+        let joined = entry.consumption.merging(state.consumption)
+        if joined != entry.consumption {
+            sums.remove(entry.consumption)
+            sums.add(joined)
+            entry.consumption = joined
+        }
+        entry.demand = state.demand
+        entry.demandStamp = stamp
+        let previous = entry.policy
+        entry.policy = state.policy
+        return (previous, state.policy)
     }
 
     static func sanitized(_ observation: UpstreamObservation) -> UpstreamObservation {
@@ -141,4 +159,57 @@ struct KeyAggregate: Sendable {
         guard let a else { return b }
         return (b.limit, -b.windowMillis) < (a.limit, -a.windowMillis) ? b : a
     }
+}
+
+/// The sums over origins of a ``ConsumptionCounter``'s entries, kept as entries are added and removed:
+/// the lifetime total, and the net count of each window end. ``windowTotal(at:)`` and ``lifetimeTotal``
+/// equal the counter's (whose saturating sums of non-negative terms are the true sums, capped), without
+/// a pass over every origin: in a cluster of a thousand nodes that pass ran for every decision.
+struct ConsumptionSums: Sendable {
+    /// The sum of every entry's lifetime total (wide enough never to overflow).
+    private var lifetime: UInt128 = 0
+    /// The net counts of entries by window end, in ascending order of end; ends whose count is zero are
+    /// left out.
+    private var windows: [(end: UnixMillis, count: UInt128)] = []
+
+    /// Counts `entry` in.
+    mutating func add(_ entry: ConsumptionEntry) {
+        lifetime += UInt128(entry.total)
+        let net = Self.net(entry)
+        guard net > 0 else { return }
+        if let index = windows.lastIndex(where: { $0.end <= entry.windowEnd }), windows[index].end == entry.windowEnd {
+            windows[index].count += net
+        } else {
+            let at = windows.firstIndex { $0.end > entry.windowEnd } ?? windows.endIndex
+            windows.insert((entry.windowEnd, net), at: at)
+        }
+    }
+
+    /// Counts `entry` out again: it must have been counted in.
+    mutating func remove(_ entry: ConsumptionEntry) {
+        lifetime -= UInt128(entry.total)
+        let net = Self.net(entry)
+        guard net > 0, let index = windows.lastIndex(where: { $0.end == entry.windowEnd }) else { return }
+        windows[index].count -= net
+        if windows[index].count == 0 { windows.remove(at: index) }
+    }
+
+    /// What an entry counts in its window: its count net of refunds.
+    private static func net(_ entry: ConsumptionEntry) -> UInt128 {
+        UInt128(entry.windowCount - min(entry.windowRefund, entry.windowCount))
+    }
+
+    /// The sum of every entry's count in windows that have not ended at `now`, at most `UInt64.max`.
+    func windowTotal(at now: UnixMillis) -> UInt64 {
+        var total: UInt128 = 0
+        var index = windows.count - 1
+        while index >= 0 && windows[index].end > now {
+            total += windows[index].count
+            index -= 1
+        }
+        return UInt64(clamping: total)
+    }
+
+    /// The sum of every entry's lifetime total, at most `UInt64.max`.
+    var lifetimeTotal: UInt64 { UInt64(clamping: lifetime) }
 }

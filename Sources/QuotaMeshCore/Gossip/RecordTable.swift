@@ -199,13 +199,17 @@ struct HolderRings: Sendable {
     func contains(_ name: UInt64, at slot: Int) -> Bool {
         let block = Int(blockOfSlot[slot])
         guard block >= 0 else { return false }
+        // Order does not matter here: the ring's names are at most two runs of the block, read without
+        // wrapping arithmetic or bounds checks per name (every copy and digest entry that arrives asks).
         let base = block * Self.capacity
-        var position = heads[block]
-        for _ in 0..<counts[block] {
-            if names[base + position] == name { return true }
-            position = position + 1 == Self.capacity ? 0 : position + 1
+        let head = heads[block]
+        let count = counts[block]
+        let first = min(count, Self.capacity - head)
+        return names.withUnsafeBufferPointer { names in
+            for position in (base + head)..<(base + head + first) where names[position] == name { return true }
+            for position in base..<(base + count - first) where names[position] == name { return true }
+            return false
         }
-        return false
     }
 
     /// Adds `name` (not already there) to the holders of `slot`, dropping the oldest if full.
