@@ -119,21 +119,23 @@ struct KeyAggregate: Sendable {
         observation = observation.merging(state.observation.map(Self.sanitized))
         breaker = breaker.merging(state.breaker)
         // In place: one look-up of the origin, not a read and a write.
-        let (previous, newPolicy) = Self.merge(state, stamp: stamp, into: &origins[origin, default: OriginEntry()], sums: &consumption)
-        guard previous != newPolicy else { return }
-        if let policy = newPolicy, previous == nil || previous != lowestPolicy {
+        let previous = Self.merge(state, stamp: stamp, into: &origins[origin, default: OriginEntry()], sums: &consumption)
+        guard previous != state.policy else { return }
+        if let policy = state.policy, previous == nil || previous != lowestPolicy {
             // A new policy, or one replacing a policy other than the lowest: the lowest is the lower of
             // the two, with no scan, so that a start-up with N origins stays linear.
             lowestPolicy = Self.lower(lowestPolicy, policy)
         } else {
-            lowestPolicy = origins.values.reduce(nil) { lowest, entry in entry.policy.map { Self.lower(lowest, $0) } ?? lowest }
+            lowestPolicy = origins.values.reduce(nil) { lowest, entry in
+                entry.policy.map { Self.lower(lowest, $0) } ?? lowest
+            }
         }
     }
 
-    /// Joins `state` into one origin's entry and the sums; returns the origin's policy before and after.
+    /// Joins `state` into one origin's entry and the sums; returns the origin's policy before.
     private static func merge(
         _ state: QuotaState, stamp: UnixMillis, into entry: inout OriginEntry, sums: inout ConsumptionSums
-    ) -> (AdvertisedPolicy?, AdvertisedPolicy?) {
+    ) -> AdvertisedPolicy? {
         let joined = entry.consumption.merging(state.consumption)
         if joined != entry.consumption {
             sums.remove(entry.consumption)
@@ -144,7 +146,7 @@ struct KeyAggregate: Sendable {
         entry.demandStamp = stamp
         let previous = entry.policy
         entry.policy = state.policy
-        return (previous, state.policy)
+        return previous
     }
 
     static func sanitized(_ observation: UpstreamObservation) -> UpstreamObservation {
@@ -177,11 +179,12 @@ struct ConsumptionSums: Sendable {
         lifetime += UInt128(entry.total)
         let net = Self.net(entry)
         guard net > 0 else { return }
-        if let index = windows.lastIndex(where: { $0.end <= entry.windowEnd }), windows[index].end == entry.windowEnd {
-            windows[index].count += net
+        // One pass from the latest end, where a current window's entries land.
+        let at = (windows.lastIndex { $0.end <= entry.windowEnd } ?? -1)
+        if at >= 0 && windows[at].end == entry.windowEnd {
+            windows[at].count += net
         } else {
-            let at = windows.firstIndex { $0.end > entry.windowEnd } ?? windows.endIndex
-            windows.insert((entry.windowEnd, net), at: at)
+            windows.insert((entry.windowEnd, net), at: at + 1)
         }
     }
 
