@@ -324,6 +324,43 @@ import QuotaMeshCrypto
         #expect(fresh.earliestAdmission(tolerance: 0, ratePerMillisecond: 0.001, now: 100) == 700)
     }
 
+    @Test func whereNodesOutnumberTheWindowsCallsItsLastSlotGoesByTurns() {
+        // 12 nodes share 6 calls a window, none spent yet: every node's share is half a call.
+        let policy = ServicePolicy(limit: 6, windowMillis: 10_000)
+        var mesh = TestMesh(count: 12, services: ["svc": policy])
+        mesh.now = (mesh.now / 10_000 + 1) * 10_000
+        mesh.run(for: 10_000)
+        let resetAt = (mesh.now / 10_000 + 1) * 10_000
+        let slot = Int64(mesh.nodes[0].turnSlotMillis)
+        let spread = mesh.nodes[0].spreadMillis
+        let lastSlot = resetAt - slot
+        // Half a spread before the last slot opens: normal work waits for it, at every node alike, so that
+        // grants made earlier reach every node first. Urgent work is not held by the turns.
+        mesh.now = lastSlot - Int64(spread / 2)
+        var urgentMesh = mesh
+        #expect(urgentMesh.acquire(0, AcquireRequest(service: "svc", priority: .urgent))?.detail != "turn")
+        for index in 0..<12 {
+            let decision = mesh.acquire(index, AcquireRequest(service: "svc", priority: .normal))
+            #expect(decision?.granted == false && decision?.detail == "turn", "node \(index): \(String(describing: decision))")
+            #expect(decision?.retryAt == lastSlot, "node \(index)")
+        }
+        let left = mesh.view(1, "svc")?.remaining ?? -1
+        #expect(left > 2, "more than the two calls that always go by turns are left: \(left)")
+        // In the slot, every node asks at once, before any has heard of the others' grants: only as many
+        // as are left may grant, one each; the others are told to wait for the reset.
+        mesh.now = lastSlot
+        var granted = 0
+        for index in 0..<12 {
+            guard let decision = mesh.acquire(index, AcquireRequest(service: "svc", priority: .normal)) else { continue }
+            if decision.granted {
+                granted += 1
+            } else {
+                #expect(decision.detail == "turn" && decision.retryAt == resetAt, "node \(index): \(decision)")
+            }
+        }
+        #expect(granted == Int(left), "\(granted) granted with \(left) left")
+    }
+
     @Test func urgentWorkAnywhereGoesBeforeNormalWorkElsewhere() {
         // Node 0 has only urgent work, 1 call a second; nodes 1 to 3 only normal work, 2 a second each;
         // the limit is 2 a second in all. Urgent work is served first, cluster-wide, and the normal nodes

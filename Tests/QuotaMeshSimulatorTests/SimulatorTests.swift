@@ -92,7 +92,7 @@ import QuotaMeshCore
         #expect(report.urgentSuccessRatio == 1, "seed \(seed)")
     }
 
-    @Test(arguments: [UInt64(1), 3, 4, 13])
+    @Test(arguments: [UInt64(1), 3, 4, 13, 44, 84])
     func nodesWithLessThanOneCallEachDoNotAllSpendTheWindowsEnd(seed: UInt64) {
         // 60 nodes share 20 calls a window: a third of a call each, so most nodes' pacing puts their next
         // call past the window's end. Those calls must wait for the next window, not all pass in its last
@@ -109,11 +109,13 @@ import QuotaMeshCore
         // over until a node's pacing debt stood still while its share was nothing (seed 4 was 1.10: eight
         // nodes' debts ran out together and they granted at once when their shares came back) and a
         // window's last two calls went by turns (seed 13 was 1.05: three nodes granted its last calls
-        // within 300 ms, none seeing the others'). Seeds 1 to 30 now give 0.80 to 1.00, no 429s. Utilization 0.65
-        // to 0.88: idle nodes keep shares they do not use until their demand is re-signed.
+        // within 300 ms, none seeing the others'). Seeds 44 and 84 still went over (1.05 and 1.10: five or
+        // six nodes granted a window's last three calls within half a second, each seeing more left than
+        // there was) until the window's last slot went by turns wherever nodes outnumber the window's
+        // calls. Seeds 1 to 100 now give 0.85 to 1.00, no 429s, utilization 0.80 to 0.95.
         #expect(report.maxAdmittedRatio <= 1.0, "seed \(seed)")
         #expect(report.upstream429s == 0, "seed \(seed)")
-        #expect(report.utilization >= 0.65, "seed \(seed): utilization \(report.utilization)")
+        #expect(report.utilization >= 0.75, "seed \(seed): utilization \(report.utilization)")
     }
 
     @Test func urgentWorkSucceedsWhileLowDemandIsTenTimesTheLimit() {
