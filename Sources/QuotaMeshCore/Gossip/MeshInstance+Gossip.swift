@@ -485,6 +485,10 @@ extension MeshInstance {
     /// cluster of a thousand nodes spends about 25 records a second) drains instead of queueing.
     static let pushPacketsPerTarget = 1
 
+    /// How many digests' worth of nodes a cluster holds before digests favour recent updates (see
+    /// ``digestSample(count:)``).
+    static let largeClusterDigests = 4
+
     static var maxDigestEntries: Int { (WireFormat.maxPayloadBytes - 3) / WireFormat.digestEntryBytes }
 
     /// A digest's entries: half the most recently updated slots (so a node that missed a recent push
@@ -495,8 +499,11 @@ extension MeshInstance {
     mutating func digestSample(count: Int) -> [DigestEntry] {
         guard count > 0, !records.isEmpty else { return [] }
         var entries: [DigestEntry] = []
+        // In a cluster large enough that the rotating half would take dozens of digests to name every
+        // slot (two or more per node), it repairs little in time; there three quarters go to recent updates.
+        let recent = peers.count + 1 > Self.largeClusterDigests * count ? count * 3 / 4 : count / 2
         var index = recentSlots.count - 1
-        while index >= 0 && entries.count < count / 2 {
+        while index >= 0 && entries.count < recent {
             let slot = recentSlots[index]
             index -= 1
             guard digestMarks[slot] != digestGeneration else { continue }
