@@ -461,11 +461,11 @@ extension MeshInstance {
         // have calls to make; every node reads the same signed records, so every node ranks alike.
         let freshAfter = now.saturatingSubtract(Int64(windowMillis))
         let aggregate = remote[key]
-        let ownBusy = quota.signedDemandAt >= freshAfter && quota.signedDemand.total > 0
+        let ownBusy = quota.signedDemand(signedAfter: freshAfter).total > 0
         let own = order(publicKey)
         var ahead = 0.0
         for peer in live {
-            let busy = aggregate?.origins[peer].map { $0.demandStamp >= freshAfter && $0.demand.total > 0 } ?? false
+            let busy = (aggregate?.origins[peer]?.demand(signedAfter: freshAfter).total ?? 0) > 0
             if busy != ownBusy ? busy : order(peer) < own { ahead += 1 }
         }
         return ahead + cost <= remaining ? .success(slot) : .failure(next)
@@ -542,7 +542,7 @@ extension MeshInstance {
             let aggregate = remote[key]
             let freshAfter = now.saturatingSubtract(Int64(windowMillis))
             let demands = live.map { peer in
-                aggregate?.origins[peer].flatMap { $0.demandStamp >= freshAfter ? $0.demand : nil } ?? Demand()
+                aggregate?.origins[peer]?.demand(signedAfter: freshAfter) ?? Demand()
             }
             let busy = demands.filter { $0.total > 0 }
             let idle = demands.count - busy.count + pending
@@ -551,8 +551,7 @@ extension MeshInstance {
             ]
             shareCache[key] = ShareCache(round: round, liveVersion: liveVersion, claimants: live.count + pending, tiers: tiers)
         }
-        let own = (local[key]?.signedDemandAt ?? .min) >= now.saturatingSubtract(Int64(windowMillis))
-            ? local[key]?.signedDemand ?? Demand() : Demand()
+        let own = local[key]?.signedDemand(signedAfter: now.saturatingSubtract(Int64(windowMillis))) ?? Demand()
         let seconds = Double(max(resetAt - now, 1)) / 1000
         let count = live.count + pending + 1
         let floorNeed = min(remaining, policy.burstFraction * limit) / Double(count)
@@ -627,7 +626,7 @@ extension MeshInstance {
     /// that signs it. Nil otherwise.
     func ownDemandRefresh(_ key: QuotaKey, windowMillis: Double, now: UnixMillis) -> UnixMillis? {
         guard let quota = local[key], quota.demand.total > 0 || quota.requested.total > 0,
-            quota.signedDemand.total == 0 || quota.signedDemandAt < now.saturatingSubtract(Int64(windowMillis))
+            quota.signedDemand(signedAfter: now.saturatingSubtract(Int64(windowMillis))).total == 0
         else { return nil }
         let estimate = demandWindowStart.saturatingAdd(configuration.demandIntervalMillis)
         let allowed = lastDemandSignAt.map { $0.saturatingAdd(demandUpdateInterval) } ?? estimate

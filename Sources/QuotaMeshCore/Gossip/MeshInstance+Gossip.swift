@@ -493,7 +493,8 @@ extension MeshInstance {
 
     /// A digest's entries: half the most recently updated slots (so a node that missed a recent push
     /// hears of it within a few digests, however many slots the cluster holds), half a rotating sample of
-    /// every held slot (own and relayed alike), so repeated digests cover all of them.
+    /// every held slot (own and relayed alike), so repeated digests cover all of them. In a cluster of more
+    /// than ``largeClusterDigests`` digests' worth of nodes, three quarters and a quarter.
     /// Slots marked since `beginDigestMarks()` (named by the digest being answered, or already in this
     /// one) are left out.
     mutating func digestSample(count: Int) -> [DigestEntry] {

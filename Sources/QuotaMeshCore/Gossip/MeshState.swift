@@ -44,6 +44,12 @@ struct LocalQuota: Sendable {
     var signedDemand = Demand()
     /// When this node last signed a record for the key (with ``signedDemand`` in it).
     var signedDemandAt: UnixMillis = .min
+
+    /// ``signedDemand`` if it was signed at `freshAfter` or later, none (idle) otherwise: the rule every
+    /// node applies to every node's demand (see ``KeyAggregate/OriginEntry/demand(signedAfter:)``).
+    func signedDemand(signedAfter freshAfter: UnixMillis) -> Demand {
+        signedDemandAt >= freshAfter ? signedDemand : Demand()
+    }
     var requested = Demand()
     var bucket = LeakyBucket()
     var consecutiveFailures = 0
@@ -104,6 +110,12 @@ struct KeyAggregate: Sendable {
         /// When the origin signed the record its demand came in (its clock).
         var demandStamp: UnixMillis = .min
         var policy: AdvertisedPolicy?
+
+        /// The origin's demand if it was signed at `freshAfter` or later, none (idle) otherwise: a demand
+        /// signed more than a window ago counts as idle.
+        func demand(signedAfter freshAfter: UnixMillis) -> Demand {
+            demandStamp >= freshAfter ? demand : Demand()
+        }
     }
 
     /// Every origin's entry, found with one look-up per arriving record.
