@@ -5,34 +5,37 @@ import QuotaMeshCore
 /// Fixed-seed simulations of the real protocol core. Every expectation names its seed, so a failure can
 /// be replayed with `quotamesh simulate --seed K` and the same flags.
 @Suite struct SimulatorTests {
-    func run(_ build: (inout SimulationConfiguration) -> Void) -> SimulationReport {
+    /// Runs one simulation, off the cooperative pool (see `onASimulationThread`).
+    func run(_ build: (inout SimulationConfiguration) -> Void) async -> SimulationReport {
         var configuration = SimulationConfiguration()
         build(&configuration)
-        var simulator = Simulator(configuration)
-        return simulator.run()
+        return await onASimulationThread { [configuration] in
+            var simulator = Simulator(configuration)
+            return simulator.run()
+        }
     }
 
-    @Test func theSameSeedReplaysExactly() {
+    @Test func theSameSeedReplaysExactly() async {
         let configure: (inout SimulationConfiguration) -> Void = {
             $0.nodes = 8
             $0.seconds = 20
             $0.loss = 0.1
             $0.seed = 42
         }
-        let first = run(configure)
-        let second = run(configure)
+        let first = await run(configure)
+        let second = await run(configure)
         #expect(first.upstreamCalls == second.upstreamCalls)
         #expect(first.denials == second.denials)
         #expect(first.datagramsDelivered == second.datagramsDelivered)
         #expect(first.convergenceRoundsP99 == second.convergenceRoundsP99)
-        let other = run {
+        let other = await run {
             configure(&$0)
             $0.seed = 43
         }
         #expect(other.datagramsDelivered != first.datagramsDelivered)
     }
 
-    @Test func nodesSharingOneCopyOfEachRecordRunExactlyAsNodesWithTheirOwn() {
+    @Test func nodesSharingOneCopyOfEachRecordRunExactlyAsNodesWithTheirOwn() async {
         // Sharing is the simulator's memory saving: it must change nothing the nodes decide or send.
         let configure: (inout SimulationConfiguration) -> Void = {
             $0.nodes = 30
@@ -43,13 +46,15 @@ import QuotaMeshCore
         }
         var configuration = SimulationConfiguration()
         configure(&configuration)
-        var shared = Simulator(configuration)
-        let withSharing = shared.run()
-        let own = run {
+        let (withSharing, sharedCount) = await onASimulationThread { [configuration] in
+            var shared = Simulator(configuration)
+            return (shared.run(), shared.sharedRecords.sharedCount)
+        }
+        let own = await run {
             configure(&$0)
             $0.shareRecords = false
         }
-        #expect(shared.sharedRecords.sharedCount > 0)
+        #expect(sharedCount > 0)
         #expect(withSharing.datagramsDelivered == own.datagramsDelivered)
         #expect(withSharing.bytesPerNodePerSecond == own.bytesPerNodePerSecond)
         #expect(withSharing.upstreamCalls == own.upstreamCalls)
@@ -61,8 +66,8 @@ import QuotaMeshCore
     }
 
     @Test(arguments: [(UInt64(1), 0.0), (UInt64(2), 0.2)])
-    func observationsReachEveryNode(seed: UInt64, loss: Double) {
-        let report = run {
+    func observationsReachEveryNode(seed: UInt64, loss: Double) async {
+        let report = await run {
             $0.nodes = 40
             $0.seconds = 20
             $0.loss = loss
@@ -78,8 +83,8 @@ import QuotaMeshCore
     }
 
     @Test(arguments: [UInt64(1), 2, 3])
-    func demandAtTwiceTheLimitNeverOvershootsAndUsesTheLimit(seed: UInt64) {
-        let report = run {
+    func demandAtTwiceTheLimitNeverOvershootsAndUsesTheLimit(seed: UInt64) async {
+        let report = await run {
             $0.nodes = 10
             $0.seconds = 50
             $0.seed = seed
@@ -93,12 +98,12 @@ import QuotaMeshCore
     }
 
     @Test(arguments: [UInt64(1), 3, 4, 13, 44, 84])
-    func nodesWithLessThanOneCallEachDoNotAllSpendTheWindowsEnd(seed: UInt64) {
+    func nodesWithLessThanOneCallEachDoNotAllSpendTheWindowsEnd(seed: UInt64) async {
         // 60 nodes share 20 calls a window: a third of a call each, so most nodes' pacing puts their next
         // call past the window's end. Those calls must wait for the next window, not all pass in its last
         // moments (where no node can see the others' grants yet); and a cluster-wide 429 must not let
         // every node probe the half-open breaker at once.
-        let report = run {
+        let report = await run {
             $0.nodes = 60
             $0.seconds = 40
             $0.limit = 20
@@ -118,9 +123,9 @@ import QuotaMeshCore
         #expect(report.utilization >= 0.75, "seed \(seed): utilization \(report.utilization)")
     }
 
-    @Test func urgentWorkSucceedsWhileLowDemandIsTenTimesTheLimit() {
+    @Test func urgentWorkSucceedsWhileLowDemandIsTenTimesTheLimit() async {
         let seed: UInt64 = 7
-        let report = run {
+        let report = await run {
             $0.nodes = 10
             $0.seconds = 50
             $0.seed = seed
@@ -135,9 +140,9 @@ import QuotaMeshCore
         #expect(low.succeeded < low.created, "low work is held back, seed \(seed)")
     }
 
-    @Test func crashesAndRestartsNeverOverAdmit() {
+    @Test func crashesAndRestartsNeverOverAdmit() async {
         let seed: UInt64 = 11
-        let report = run {
+        let report = await run {
             $0.nodes = 10
             $0.seconds = 50
             $0.seed = seed
@@ -149,12 +154,12 @@ import QuotaMeshCore
     }
 
     @Test(arguments: [UInt64(2), 28])
-    func aRestartDoesNotLeaveAWindowBelievedSpent(seed: UInt64) {
+    func aRestartDoesNotLeaveAWindowBelievedSpent(seed: UInt64) async {
         // Before, the restarted node's first upstream observations were anchored on what it had heard
         // again so far (its own calls): every node merged them and counted the window's earlier calls
         // twice, and the window closed with 64 (seed 2) or 59 (seed 28) of 100 calls made. Seeds 1 to 30
         // now give no window under 90.
-        let report = run {
+        let report = await run {
             $0.nodes = 10
             $0.seconds = 60
             $0.seed = seed
@@ -167,9 +172,9 @@ import QuotaMeshCore
         }
     }
 
-    @Test func duplicatedAndReorderedPacketsChangeNothingThatMatters() {
+    @Test func duplicatedAndReorderedPacketsChangeNothingThatMatters() async {
         let seed: UInt64 = 5
-        let report = run {
+        let report = await run {
             $0.nodes = 10
             $0.seconds = 40
             $0.seed = seed
@@ -180,9 +185,9 @@ import QuotaMeshCore
         #expect(report.probesConverged == report.probes, "seed \(seed)")
     }
 
-    @Test func aHealedPartitionConvergesAndEachSideSpendsAtMostWhatItKnewWasLeft() {
+    @Test func aHealedPartitionConvergesAndEachSideSpendsAtMostWhatItKnewWasLeft() async {
         let seed: UInt64 = 3
-        let report = run {
+        let report = await run {
             $0.nodes = 10
             $0.seconds = 60
             $0.seed = seed
@@ -196,9 +201,9 @@ import QuotaMeshCore
         #expect(report.probesConverged == report.probes, "seed \(seed): every probe, including those made during the partition, reached every node after the heal")
     }
 
-    @Test func skewedClocksAndSkewedDemandStayWithinTheLimit() {
+    @Test func skewedClocksAndSkewedDemandStayWithinTheLimit() async {
         let seed: UInt64 = 9
-        let report = run {
+        let report = await run {
             $0.nodes = 12
             $0.seconds = 50
             $0.seed = seed
@@ -214,9 +219,9 @@ import QuotaMeshCore
         #expect(report.utilization >= 0.7, "seed \(seed)")
     }
 
-    @Test func tokenBucketUpstreamIsRespected() {
+    @Test func tokenBucketUpstreamIsRespected() async {
         let seed: UInt64 = 4
-        let report = run {
+        let report = await run {
             $0.nodes = 6
             $0.seconds = 40
             $0.seed = seed
