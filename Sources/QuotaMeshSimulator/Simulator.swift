@@ -23,6 +23,14 @@ public struct SimulationReport: Sendable {
     public var utilization: Double
     /// Jain's index over per-node successful calls.
     public var jainIndex: Double
+    /// How close the per-node successful calls come to a max-min fair division of them (water-filled
+    /// over each node's tasks, both counted for tasks created before the last two windows): Jain's index
+    /// over each node's calls ÷ its max-min share. 1 when every node
+    /// got exactly its max-min share; under equal demand it tells the same as `jainIndex`, under unequal
+    /// demand it is the one to read (a node that asked for little is not short-changed by getting little).
+    public var maxMinIndex: Double
+    /// The least any node got of its max-min share (its calls ÷ its share), over nodes with a share.
+    public var maxMinWorstRatio: Double
     /// Urgent tasks that succeeded ÷ urgent tasks (created before the last two windows).
     public var urgentSuccessRatio: Double
     /// Urgent time to success, 99th percentile (ms).
@@ -611,7 +619,15 @@ public struct Simulator {
         let cutoff = endTime - 2 * configuration.windowMillis
         var urgentCounted = 0
         var urgentSucceeded = 0
+        // Fairness counts tasks created before the last two windows, as urgent success does: a task made
+        // at the run's end had no time to succeed, and at a node with little demand it would be most of it.
+        var createdBeforeCutoff = [Int](repeating: 0, count: nodes.count)
+        var succeededBeforeCutoff = [Int](repeating: 0, count: nodes.count)
         for task in tasks {
+            if task.created < cutoff {
+                createdBeforeCutoff[task.node] += 1
+                if task.succeeded != nil { succeededBeforeCutoff[task.node] += 1 }
+            }
             var entry = perPriority[task.priority] ?? (0, 0)
             entry.created += 1
             if task.succeeded != nil { entry.succeeded += 1 }
@@ -626,6 +642,7 @@ public struct Simulator {
         }
         urgentWaits.sort()
         let seconds = configuration.seconds
+        let fairness = Self.maxMinFairness(successes: succeededBeforeCutoff, demands: createdBeforeCutoff)
         return SimulationReport(
             nodes: configuration.nodes, seconds: seconds, seed: configuration.seed,
             convergenceRoundsP50: Self.percentile(rounds, 0.5), convergenceRoundsP99: Self.percentile(rounds, 0.99),
@@ -633,6 +650,7 @@ public struct Simulator {
             maxAdmittedRatio: worst, partitionMaxAdmittedRatio: worstPartition,
             utilization: offered > 0 ? accepted / offered : 1,
             jainIndex: FairShare.jainIndex(nodes.map { Double($0.successes) }),
+            maxMinIndex: fairness.index, maxMinWorstRatio: fairness.worst,
             urgentSuccessRatio: urgentCounted > 0 ? Double(urgentSucceeded) / Double(urgentCounted) : 1,
             urgentWaitP99Millis: Self.percentile(urgentWaits, 0.99), tasks: perPriority,
             upstreamCalls: upstreamCalls, upstream429s: upstream429s, denials: denials,
@@ -649,6 +667,16 @@ public struct Simulator {
         // A window just after the heal still pays for what each side spent.
         let to = start + Int64(plan.end * 1000) + configuration.windowMillis
         return windowStart < to && windowEnd > from
+    }
+
+    /// Each node's successful calls against its max-min fair share of them all (the calls water-filled
+    /// over the nodes' demands, in tasks): Jain's index over the ratios, and the least ratio. Nodes with no share
+    /// (no demand) are left out; with none at all both are 1.
+    static func maxMinFairness(successes: [Int], demands: [Int]) -> (index: Double, worst: Double) {
+        let shares = FairShare.maxMin(capacity: Double(successes.reduce(0, +)), needs: demands.map(Double.init))
+        let ratios = zip(successes, shares).compactMap { success, share in share > 0 ? Double(success) / share : nil }
+        guard !ratios.isEmpty else { return (1, 1) }
+        return (FairShare.jainIndex(ratios), ratios.min() ?? 1)
     }
 
     static func percentile(_ sorted: [Double], _ q: Double) -> Double {

@@ -193,6 +193,7 @@ enum SimulationOutput {
             "max_admitted_ratio": number(report.maxAdmittedRatio),
             "partition_max_admitted_ratio": report.partitionMaxAdmittedRatio.map { number($0) } ?? NSNull(),
             "utilization": number(report.utilization), "jain_index": number(report.jainIndex),
+            "maxmin_index": number(report.maxMinIndex), "maxmin_worst_ratio": number(report.maxMinWorstRatio),
             "urgent_success_ratio": number(report.urgentSuccessRatio),
             "urgent_wait_p99_ms": number(report.urgentWaitP99Millis, digits: 1),
             "tasks": tasks, "upstream_calls": report.upstreamCalls, "upstream_429s": report.upstream429s,
@@ -217,6 +218,7 @@ enum SimulationOutput {
         rows += [
             ("utilization", f(report.utilization)),
             ("jain index", f(report.jainIndex)),
+            ("max-min index / worst node's share", "\(f(report.maxMinIndex)) / \(f(report.maxMinWorstRatio))"),
             ("urgent success ratio", f(report.urgentSuccessRatio)),
             ("urgent wait p99", "\(f(report.urgentWaitP99Millis, 0)) ms"),
             ("upstream calls / 429s", "\(report.upstreamCalls) / \(report.upstream429s)"),
