@@ -2,7 +2,7 @@
 """Runs `quotamesh simulate` over a grid and prints the tables recorded in BENCHMARKS.md.
 
 Usage: python3 bench/simulate_tables.py [--binary PATH] [--quick] [--scale [--baseline PATH] [--repeats K]]
-                                       [--enforcement-scale [--baseline PATH]] [--ten-thousand]
+                                       [--enforcement-scale [--baseline PATH]] [--ten-thousand] [--fairness]
   --scale: only the large-cluster tables (N = 1000, 60 virtual s; gossip parameters side by side); with
     --baseline, the N = 1000 runs of a second binary too, alternating, with wall time and peak memory
     as medians over --repeats runs and their ratios
@@ -10,6 +10,8 @@ Usage: python3 bench/simulate_tables.py [--binary PATH] [--quick] [--scale [--ba
     12 GB)
   --enforcement-scale: only overshoot and utilization as N grows past the limit (N = 30 to 1000);
     with --baseline, the same rows from a second binary (an older commit) side by side
+  --fairness: only fairness under equal and unequal demand (Jain's index over calls, and the max-min
+    index: Jain's index over each node's calls divided by its max-min fair share), seeds 1 to 8
 Build first: swift build -c release --product quotamesh
 """
 import argparse
@@ -64,6 +66,31 @@ def table(title, header, rows):
     sys.stdout.flush()
 
 
+def fairness_table(binary):
+    """Jain's index over per-node calls (equal demand) beside the max-min index (unequal demand)."""
+    scenarios = [
+        ("equal", dict(nodes=10, seconds=60, demand=2)),
+        ("skewed 1/(i+1)", dict(nodes=12, seconds=60, demand=2, skewed=True)),
+        ("skewed, shifting at half time", dict(nodes=12, seconds=60, demand=2, skewed=True, shift_at=0.5)),
+        ("skewed, demand 1x", dict(nodes=30, seconds=60, demand=1, skewed=True)),
+        ("skewed, 20% loss", dict(nodes=12, seconds=60, demand=2, skewed=True, loss=0.2)),
+        ("skewed, N = 100", dict(nodes=100, seconds=30, demand=2, skewed=True)),
+    ]
+    rows = []
+    for label, flags in scenarios:
+        results = [run(binary, seed=seed, **flags) for seed in range(1, 9)]
+        rows.append([label, flags["nodes"], f"{flags['demand']}x",
+                     statistics.median(r["jain_index"] for r in results),
+                     statistics.median(r["maxmin_index"] for r in results),
+                     min(r["maxmin_index"] for r in results),
+                     min(r["maxmin_worst_ratio"] for r in results),
+                     statistics.median(r["utilization"] for r in results),
+                     max(r["max_admitted_ratio"] for r in results)])
+    table("Fairness under equal and unequal demand (seeds 1-8; medians, min and max over seeds)",
+          ["demand shape", "N", "demand", "Jain median", "max-min index median", "max-min index min",
+           "worst node's calls / its max-min share (min)", "utilization median", "max admitted/limit"], rows)
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--binary", default=".build/release/quotamesh")
@@ -74,8 +101,12 @@ def main():
     parser.add_argument("--baseline", help="a second binary for --scale or --enforcement-scale, side by side")
     parser.add_argument("--repeats", type=int, default=2, help="runs per binary and row for --scale")
     parser.add_argument("--ten-thousand", action="store_true", help="only convergence at N = 10,000")
+    parser.add_argument("--fairness", action="store_true", help="only fairness under equal and unequal demand")
     options = parser.parse_args()
     b = options.binary
+    if options.fairness:
+        fairness_table(b)
+        return
     if options.enforcement_scale:
         enforcement_scale_table(b, options.baseline, options.quick)
         return
