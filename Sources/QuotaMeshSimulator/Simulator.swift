@@ -25,9 +25,9 @@ public struct SimulationReport: Sendable {
     public var jainIndex: Double
     /// How close the per-node successful calls come to a max-min fair division of them (water-filled
     /// over each node's tasks, both counted for tasks created before the last two windows): Jain's index
-    /// over each node's calls ÷ its max-min share. 1 when every node
-    /// got exactly its max-min share; under equal demand it tells the same as `jainIndex`, under unequal
-    /// demand it is the one to read (a node that asked for little is not short-changed by getting little).
+    /// over each node's calls ÷ its max-min share, 1 when every node got exactly its share. Under equal
+    /// demand it tells the same as `jainIndex`; under unequal demand it is the one to read (a node that
+    /// asked for little is not short-changed by getting little).
     public var maxMinIndex: Double
     /// The least any node got of its max-min share (its calls ÷ its share), over nodes with a share.
     public var maxMinWorstRatio: Double
@@ -670,8 +670,8 @@ public struct Simulator {
     }
 
     /// Each node's successful calls against its max-min fair share of them all (the calls water-filled
-    /// over the nodes' demands, in tasks): Jain's index over the ratios, and the least ratio. Nodes with no share
-    /// (no demand) are left out; with none at all both are 1.
+    /// over the nodes' demands, in tasks): Jain's index over the ratios, and the least ratio. Nodes with
+    /// no share (no demand) are left out; with none at all both are 1.
     static func maxMinFairness(successes: [Int], demands: [Int]) -> (index: Double, worst: Double) {
         let shares = FairShare.maxMin(capacity: Double(successes.reduce(0, +)), needs: demands.map(Double.init))
         let ratios = zip(successes, shares).compactMap { success, share in share > 0 ? Double(success) / share : nil }
