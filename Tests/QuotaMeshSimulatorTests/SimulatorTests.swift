@@ -7,11 +7,18 @@ import QuotaMeshCore
 @Suite struct SimulatorTests {
     /// Runs one simulation, off the cooperative pool (see `onASimulationThread`).
     func run(_ build: (inout SimulationConfiguration) -> Void) async -> SimulationReport {
+        await simulate(build) { $0.run() }
+    }
+
+    /// Builds a simulator from `build` and hands it to `body` on a simulation thread.
+    func simulate<Result: Sendable>(
+        _ build: (inout SimulationConfiguration) -> Void, _ body: @escaping @Sendable (inout Simulator) -> Result
+    ) async -> Result {
         var configuration = SimulationConfiguration()
         build(&configuration)
         return await onASimulationThread { [configuration] in
             var simulator = Simulator(configuration)
-            return simulator.run()
+            return body(&simulator)
         }
     }
 
@@ -44,11 +51,8 @@ import QuotaMeshCore
             $0.crashes = 2
             $0.seed = 5
         }
-        var configuration = SimulationConfiguration()
-        configure(&configuration)
-        let (withSharing, sharedCount) = await onASimulationThread { [configuration] in
-            var shared = Simulator(configuration)
-            return (shared.run(), shared.sharedRecords.sharedCount)
+        let (withSharing, sharedCount) = await simulate(configure) { shared in
+            (shared.run(), shared.sharedRecords.sharedCount)
         }
         let own = await run {
             configure(&$0)

@@ -44,12 +44,6 @@ struct LocalQuota: Sendable {
     var signedDemand = Demand()
     /// When this node last signed a record for the key (with ``signedDemand`` in it).
     var signedDemandAt: UnixMillis = .min
-
-    /// ``signedDemand`` if it was signed at `freshAfter` or later, none (idle) otherwise: the rule every
-    /// node applies to every node's demand (see ``KeyAggregate/OriginEntry/demand(signedAfter:)``).
-    func signedDemand(signedAfter freshAfter: UnixMillis) -> Demand {
-        signedDemandAt >= freshAfter ? signedDemand : Demand()
-    }
     var requested = Demand()
     var bucket = LeakyBucket()
     var consecutiveFailures = 0
@@ -63,6 +57,12 @@ struct LocalQuota: Sendable {
     var dirty = false
     /// Only the demand estimate changed: re-sign when the demand budget allows.
     var demandDirty = false
+
+    /// ``signedDemand`` if it was signed at `freshAfter` or later, none (idle) otherwise: the rule every
+    /// node applies to every node's demand (see ``KeyAggregate/OriginEntry/demand(signedAfter:)``).
+    func signedDemand(signedAfter freshAfter: UnixMillis) -> Demand {
+        signedDemandAt >= freshAfter ? signedDemand : Demand()
+    }
 
     /// Marks what an upstream report changed since `before`. A limit response (`urgent`), a first
     /// observation, a new policy or a breaker change goes out at the next round; anything else the headers
