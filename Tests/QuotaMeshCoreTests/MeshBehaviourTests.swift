@@ -324,41 +324,30 @@ import QuotaMeshCrypto
         #expect(fresh.earliestAdmission(tolerance: 0, ratePerMillisecond: 0.001, now: 100) == 700)
     }
 
-    @Test func whereNodesOutnumberTheWindowsCallsItsLastSlotGoesByTurns() {
-        // 12 nodes share 6 calls a window, none spent yet: every node's share is half a call.
+    @Test func whereNodesOutnumberTheWindowsCallsOnlyHoldersOfRightsGrantThem() {
+        // 12 nodes share 6 calls a window, none spent yet: six nodes hold one right each. In the window's last
+        // moments every node asks at once, before any has heard of the others' grants: at most the window's
+        // calls are granted (before rights, each node's estimate let several grant the same last calls).
         let policy = ServicePolicy(limit: 6, windowMillis: 10_000)
         var mesh = TestMesh(count: 12, services: ["svc": policy])
         mesh.now = (mesh.now / 10_000 + 1) * 10_000
         mesh.run(for: 10_000)
         let resetAt = (mesh.now / 10_000 + 1) * 10_000
-        let slot = Int64(mesh.nodes[0].turnSlotMillis)
-        let spread = mesh.nodes[0].spreadMillis
-        let lastSlot = resetAt - slot
-        // Half a spread before the last slot opens: normal work waits for it, at every node alike, so that
-        // grants made earlier reach every node first. Urgent work is not held by the turns.
-        mesh.now = lastSlot - Int64(spread / 2)
-        var urgentMesh = mesh
-        #expect(urgentMesh.acquire(0, AcquireRequest(service: "svc", priority: .urgent))?.detail != "turn")
-        for index in 0..<12 {
-            let decision = mesh.acquire(index, AcquireRequest(service: "svc", priority: .normal))
-            #expect(decision?.granted == false && decision?.detail == "turn", "node \(index): \(String(describing: decision))")
-            #expect(decision?.retryAt == lastSlot, "node \(index)")
-        }
-        let left = mesh.view(1, "svc")?.remaining ?? -1
-        #expect(left > 2, "more than the two calls that always go by turns are left: \(left)")
-        // In the slot, every node asks at once, before any has heard of the others' grants: only as many
-        // as are left may grant, one each; the others are told to wait for the reset.
-        mesh.now = lastSlot
+        let held = (0..<12).map { mesh.nodes[$0].quotas(service: "svc", now: mesh.now).first?.rights ?? -1 }
+        #expect(held.reduce(0, +) == 6, "the initial rights add up to the limit: \(held)")
+        mesh.now = resetAt - 1_000
+        mesh.cut = Set((0..<12).flatMap { a in (0..<12).map { [a, $0] } })
         var granted = 0
         for index in 0..<12 {
-            guard let decision = mesh.acquire(index, AcquireRequest(service: "svc", priority: .normal)) else { continue }
-            if decision.granted {
-                granted += 1
-            } else {
-                #expect(decision.detail == "turn" && decision.retryAt == resetAt, "node \(index): \(decision)")
-            }
+            if mesh.acquire(index, AcquireRequest(service: "svc", priority: .urgent))?.granted == true { granted += 1 }
         }
-        #expect(granted == Int(left), "\(granted) granted with \(left) left")
+        #expect(granted == 6, "each holder spends its own right, nobody else's: \(granted)")
+        // Cut off from one another, nobody can ask for more: a second round grants nothing.
+        var again = 0
+        for index in 0..<12 {
+            if mesh.acquire(index, AcquireRequest(service: "svc", priority: .urgent))?.granted == true { again += 1 }
+        }
+        #expect(again == 0)
     }
 
     @Test func urgentWorkAnywhereGoesBeforeNormalWorkElsewhere() {

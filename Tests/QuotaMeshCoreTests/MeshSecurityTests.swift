@@ -64,7 +64,7 @@ import QuotaMeshCrypto
         }
         // Node 2 (vouched) relays node 0's record with the consumption changed, under its own valid packet signature.
         var body = record.bodyBytes
-        body[body.count - 30] ^= 0x40
+        body[consumptionCountByte(of: record)] ^= 0x01
         let altered = SignedRecord(
             origin: record.origin, version: RecordVersion(incarnation: record.version.incarnation, sequence: record.version.sequence + 1),
             timestamp: record.timestamp, body: try WireFormat.decode(body: body), bodyBytes: body, signature: record.signature)

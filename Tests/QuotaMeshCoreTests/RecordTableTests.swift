@@ -42,7 +42,7 @@ import QuotaMeshCrypto
         // The same origin and version with one body byte changed (the signature is the original's): not a
         // copy. It is read, checked and dropped as forged, and the held record stays.
         var body = record.bodyBytes
-        body[body.count - 30] ^= 0x40
+        body[consumptionCountByte(of: record)] ^= 0x01
         let forged = SignedRecord(
             origin: record.origin, version: record.version, timestamp: record.timestamp,
             body: try WireFormat.decode(body: body), bodyBytes: body, signature: record.signature)

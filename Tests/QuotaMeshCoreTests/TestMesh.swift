@@ -113,3 +113,10 @@ func report(limit: Int64?, remaining: Int64?, resetAt: UnixMillis?, retryAt: Uni
     report.isRateLimited = limited
     return report
 }
+
+/// Where the last byte of a quota record's window count sits in its body: kind, service, account, then
+/// the lifetime total, the window end and the window count (8 bytes each).
+func consumptionCountByte(of record: SignedRecord) -> Int {
+    guard case .quota(let key, _) = record.body else { return 0 }
+    return 1 + (1 + key.service.utf8.count) + (1 + key.account.utf8.count) + 8 + 8 + 7
+}

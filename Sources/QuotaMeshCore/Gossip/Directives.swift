@@ -220,6 +220,9 @@ public struct QuotaView: Hashable, Sendable {
     public var observation: UpstreamObservation?
     /// This node's fair share of what is left (0…1).
     public var share: Double
+    /// The rights this node holds in the current window: what it may still grant without asking a peer
+    /// (`nil` when no limit is known).
+    public var rights: Int64? = nil
     /// Every dimension counted for the key's service and account, requests first: each one's own limit,
     /// window, remaining and consumption.
     public var dimensions: [DimensionView] = []

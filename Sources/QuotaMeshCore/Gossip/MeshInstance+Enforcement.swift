@@ -241,8 +241,28 @@ extension MeshInstance {
         assess(key, request: request, policy: servicePolicy(key.service), now: now)
     }
 
-    /// ``assess(_:request:now:)`` with the service's policy already looked up.
+    /// ``assess(_:request:now:)`` with the service's policy already looked up: the estimate's decision,
+    /// then the rights a grant must hold (``rightsDenial(_:cost:priority:now:)``).
     mutating func assess(_ key: QuotaKey, request: AcquireRequest, policy: ServicePolicy, now: UnixMillis) -> Assessment {
+        if persistenceFailing {
+            // A grant is answered only once its spending is on disk: none while saves fail.
+            return Assessment(
+                decision: .deny(.quotaExhausted, key: key, retryAt: now + 1000, detail: "persistence"), headroom: 0,
+                rate: 0, resetAt: 0)
+        }
+        var assessment = assessEstimate(key, request: request, policy: policy, now: now)
+        guard assessment.decision.granted,
+            let denial = rightsDenial(key, cost: max(1, request.cost), priority: request.priority, now: now)
+        else { return assessment }
+        assessment.decision = denial
+        assessment.headroom = 0
+        return assessment
+    }
+
+    /// The decision from the estimate of what is left: breaker, reserves, fair share and pacing.
+    mutating func assessEstimate(
+        _ key: QuotaKey, request: AcquireRequest, policy: ServicePolicy, now: UnixMillis
+    ) -> Assessment {
         let own = local[key]
         // A learned service's default policy configures no limit, so this is the configured limit or nil.
         let merged = mergedView(key, own: own, configuredLimit: policy.configuredLimit(key.dimension), now: now)
@@ -362,9 +382,12 @@ extension MeshInstance {
         let closingEdge = window.resetAt
             - Int64(windowEdge(window, length: windowLength, priority: .normal).rounded(.up))
         let claimants = Double(live.count + pendingClaimants(now: now) + 1)
-        let lastSlotByTurns = limit < claimants && request.priority != .urgent
+        // Turns exist to keep independent grants of a window's last calls within the limit; where rights
+        // are held (a known limit), a grant needs a right, so no turns are needed to bound them.
+        let byRights = rightsWindow(key, now: now) != nil
+        let lastSlotByTurns = limit < claimants && request.priority != .urgent && !byRights
         let inLastSlot = lastSlotByTurns && Double(closingEdge - now) < turnSlotMillis + spreadMillis
-        if remaining < claimants && (remaining <= Self.tailTurnCalls || inLastSlot) {
+        if !byRights && remaining < claimants && (remaining <= Self.tailTurnCalls || inLastSlot) {
             switch tailTurn(
                 key, remaining: remaining, cost: cost, quota: quota, resetAt: window.resetAt, closingEdge: closingEdge,
                 windowMillis: windowLength, now: now)
@@ -474,6 +497,7 @@ extension MeshInstance {
     mutating func commit(_ key: QuotaKey, request: AcquireRequest, assessment: Assessment, now: UnixMillis) {
         // In place: one look-up of the key, not a read and a write.
         Self.charge(&local[key, default: LocalQuota()], request: request, assessment: assessment, now: now)
+        spendRights(key, cost: request.cost, now: now)
     }
 
     /// Counts a granted call in `quota`: its consumption in the window and its pacing bucket.
@@ -686,6 +710,7 @@ extension MeshInstance {
             consumedLocal: local[key]?.state.consumption.count(at: now) ?? 0, breakerState: breakerState,
             breakerOpenUntil: breakerState == .closed ? nil : merged.breaker.openUntil,
             peersLive: live.count, peersKnown: peers.count, observation: merged.observation, share: share)
+        view.rights = rightsHeld(key, now: now)
         if key.dimension == QuotaKey.requests {
             view.dimensions = dimensions(of: key.service).map { name in
                 let partKey = key.counting(name)
@@ -814,6 +839,10 @@ extension MeshInstance {
             out.insert(.persist, at: 0)
             pendingPersist = false
         }
+        // Requests for rights carry nothing that must be saved first: they go ahead of any save.
+        var asks: [MeshDirective] = []
+        askForRights(now: now, into: &asks)
+        if !asks.isEmpty { out.insert(contentsOf: asks, at: 0) }
         var wake = nextGossipAt
         for waiter in waiters {
             wake = min(wake, waiter.deadline, max(now + 1, waiter.lastDecision.retryAt ?? waiter.deadline))

@@ -34,6 +34,11 @@ enum Plausible {
                 return false
             }
         }
+        if let ledger = state.ledger {
+            guard time(ledger.windowEnd), count(ledger.spent), ledger.given.allSatisfy({ count($0.amount) }),
+                count(ledger.totalGiven)
+            else { return false }
+        }
         return true
     }
 }
@@ -77,22 +82,32 @@ extension MeshInstance {
                 continue
             }
             if !quota.dirty { signedDemand = true }
-            var state = quota.state
-            state.demand = quota.demand
-            if state.policy == nil, let configured = configuration.services[key.service],
-                let limit = configured.limit, let window = configured.windowMillis
-            {
-                state.policy = AdvertisedPolicy(limit: limit, windowMillis: window)
-            }
-            store(ownRecord(.quota(key, state), now: now), receivedFrom: nil)
-            quota.dirty = false
-            quota.demandDirty = false
-            quota.signedDemand = quota.demand
-            quota.signedDemandAt = now
-            local[key] = quota
-            lastSignedAt = now
+            signOwnRecord(key, now: now)
         }
         if signedDemand { lastDemandSignAt = now }
+    }
+
+    /// Signs and holds a new record of this node's state for `key` now (its demand estimate included) and
+    /// returns it; `nil` if the node has no state for the key.
+    @discardableResult
+    mutating func signOwnRecord(_ key: QuotaKey, now: UnixMillis) -> SignedRecord? {
+        guard var quota = local[key] else { return nil }
+        var state = quota.state
+        state.demand = quota.demand
+        if state.policy == nil, let configured = configuration.services[key.service],
+            let limit = configured.limit, let window = configured.windowMillis
+        {
+            state.policy = AdvertisedPolicy(limit: limit, windowMillis: window)
+        }
+        let record = ownRecord(.quota(key, state), now: now)
+        store(record, receivedFrom: nil)
+        quota.dirty = false
+        quota.demandDirty = false
+        quota.signedDemand = quota.demand
+        quota.signedDemandAt = now
+        local[key] = quota
+        lastSignedAt = now
+        return record
     }
 
     /// Holds `record` (in slot `id`, computed from it when not given: a slot identity costs a hash) and
@@ -170,6 +185,7 @@ extension MeshInstance {
         var plausible = record.timestamp >= now.saturatingSubtract(Plausible.maxAgeMillis)
         if case .quota(_, let state) = record.body {
             plausible = plausible && Plausible.isPlausible(state, stamped: record.timestamp)
+                && state.ledger.map { $0.isWellFormed(origin: record.origin) } ?? true
         }
         guard plausible else {
             out.append(.event(.dropped(.absurd, from: source, sender: sender)))
@@ -185,7 +201,11 @@ extension MeshInstance {
             let before = quota.state.consumption
             quota.state.consumption = before.merging(state.consumption)
             quota.state.breaker = quota.state.breaker.merging(state.breaker)
-            if quota.state.consumption != before {
+            // What it spent and gave before the restart, if its saved state missed any of it.
+            let ledgerBefore = quota.state.ledger
+            if let relayed = state.ledger { quota.state.ledger = ledgerBefore.merging(relayed) }
+            if quota.state.ledger != ledgerBefore { ledgerVersion &+= 1 }
+            if quota.state.consumption != before || quota.state.ledger != ledgerBefore {
                 quota.dirty = true
                 pendingPersist = true
             }
@@ -415,6 +435,7 @@ extension MeshInstance {
                     }
                     continue
                 }
+                if isWithheld(slot) { continue }
                 candidates.append((slot, 0))
             }
             if index < 0 && stale > 0 {
@@ -564,7 +585,7 @@ extension MeshInstance {
                     records.noteKnown(at: slot, by: sender)
                 }
                 if heldVersion > entry.version {
-                    if records.ids[slot].origin != sender { toSend.append(records.records[slot]) }
+                    if records.ids[slot].origin != sender && !isWithheld(slot) { toSend.append(records.records[slot]) }
                 } else if heldVersion < entry.version {
                     wants.append(DigestEntry(slotHash: entry.slotHash, version: heldVersion))
                 }

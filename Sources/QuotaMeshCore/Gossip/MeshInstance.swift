@@ -76,6 +76,18 @@ public struct MeshInstance: Sendable {
     var liveVersion: UInt64 = 0
     var round: UInt64 = 0
     var shareCache: [QuotaKey: ShareCache] = [:]
+    /// This node and every peer in its trust store, sorted: the members a window's rights are split among.
+    var members: [VerifyingKey] = []
+    /// Bumped when this node's own ledger of any key changes.
+    var ledgerVersion: UInt64 = 0
+    /// Per key, the window's split and every member's balance, kept until a ledger or the members change.
+    var rightsCache: [QuotaKey: RightsCache] = [:]
+    /// Rights this node lacks for calls it was asked for, by key: asked of peers from ``finish``.
+    var rightsWants: [QuotaKey: RightsWant] = [:]
+    /// Set by the shell while state cannot be saved: no grant and no transfer until a save succeeds.
+    public internal(set) var persistenceFailing = false
+    /// Keys whose own ledger changed since the last save the shell confirmed.
+    var undurableLedgers: Set<QuotaKey> = []
 
     /// The public key of this node.
     public var publicKey: VerifyingKey { identity.publicKey }
@@ -155,6 +167,7 @@ public struct MeshInstance: Sendable {
         for service in Set(accountsByService.keys).union(learnedServices) { refreshServiceEntry(service) }
         liveVersion += 1
         unheard = self.peers.count
+        members = Self.memberKeys(directory, own: identity.publicKey)
         let spread = heartbeatInterval - max(0, configuration.heartbeatIntervalMillis)
         firstHeartbeatAt = spread > 0 ? now + Int64.random(in: 0..<spread, using: &rng) : now
         pendingPersist = true
@@ -186,6 +199,8 @@ public struct MeshInstance: Sendable {
         let directory = peers.directory
         records.renumberOrigins { directory.index(of: $0) }
         live = live.filter { peers.contains($0) }
+        members = Self.memberKeys(directory, own: publicKey)
+        rightsCache = [:]
         liveVersion += 1
         unheard = peers.indices.count { peers[$0].lastHeardAt == nil }
         livenessCheckAt = .min
@@ -272,6 +287,8 @@ public struct MeshInstance: Sendable {
             serveWaiters(now: now, into: &out)
         case .digest(let isReply, let entries):
             answerDigest(entries, isReply: isReply, from: header.sender, now: now, into: &out)
+        case .rightsRequest(let request):
+            answerRightsRequest(request, from: header.sender, now: now, into: &out)
         }
         return finish(out, now: now)
     }
@@ -285,6 +302,9 @@ public struct MeshInstance: Sendable {
             round += 1
             // Liveness changes on a scale of seconds: refresh it every fifth round.
             if round % 5 == 1 && now >= livenessCheckAt { refreshLiveness(now: now, into: &out) }
+            // Surplus rights move at the pace of liveness checks: often enough to follow demand (agents that
+            // run short ask at once), seldom enough that transfers do not crowd the gossip.
+            if round % 5 == 0 { passSurplusRights(now: now) }
             signDirtyRecords(now: now)
             // A heartbeat only when nothing else this node signed lately says it is alive.
             // The first heartbeat waits for its random start-up slot, and a record signed meanwhile
@@ -323,12 +343,12 @@ public struct MeshInstance: Sendable {
             out.append(.persist)
             pendingPersist = false
             out.append(.reply(ticket: ticket, decision))
-        } else if request.waitMillis > 0, decision.reason != .unknownService, decision.detail != "cost_exceeds_limit",
-            let retryAt = decision.retryAt, retryAt <= now + request.waitMillis
+        } else if let wait = waitAllowed(request, decision: decision), let retryAt = decision.retryAt,
+            retryAt <= now + wait
         {
             waiters.append(
                 Waiter(
-                    ticket: ticket, request: request, deadline: now + request.waitMillis, order: nextWaiterOrder,
+                    ticket: ticket, request: request, deadline: now + wait, order: nextWaiterOrder,
                     lastDecision: decision))
             nextWaiterOrder += 1
         } else {
@@ -336,6 +356,20 @@ public struct MeshInstance: Sendable {
         }
         return finish(out, now: now)
     }
+
+    /// How long a refused acquire may wait for a grant, `nil` if it is answered at once: what the agent
+    /// allows, and at least ``rightsWaitMillis`` when only rights are missing and peers holding some were
+    /// asked (their answer is a round trip away, far sooner than any agent's retry).
+    func waitAllowed(_ request: AcquireRequest, decision: AcquireDecision) -> Int64? {
+        guard decision.reason != .unknownService, decision.detail != "cost_exceeds_limit" else { return nil }
+        // `rights`, or `tokens_rights` (…) when another dimension of the call lacks them.
+        let lacksRights = decision.detail.map { $0 == "rights" || $0.hasSuffix("_rights") } ?? false
+        let wait = lacksRights ? max(request.waitMillis, Self.rightsWaitMillis) : request.waitMillis
+        return wait > 0 ? wait : nil
+    }
+
+    /// How long an acquire waits for rights asked of peers before it is refused (ms).
+    static let rightsWaitMillis: Int64 = 250
 
     /// Abandons a waiting acquire (the agent went away); nothing is charged.
     public mutating func cancel(ticket: UInt64) {
@@ -431,6 +465,7 @@ public struct MeshInstance: Sendable {
             part.state.consumption.correct(by: delta, now: now)
             part.dirty = true
             local[partKey] = part
+            correctRights(partKey, by: delta, now: now)
         }
 
         let policy = servicePolicy(key.service)

@@ -110,6 +110,8 @@ struct KeyAggregate: Sendable {
         /// When the origin signed the record its demand came in (its clock).
         var demandStamp: UnixMillis = .min
         var policy: AdvertisedPolicy?
+        /// The origin's rights ledger, joined (the latest window's).
+        var ledger: RightsLedger?
 
         /// The origin's demand if it was signed at `freshAfter` or later, none (idle) otherwise: a demand
         /// signed more than a window ago counts as idle.
@@ -126,10 +128,20 @@ struct KeyAggregate: Sendable {
     var observation: UpstreamObservation?
     var breaker = BreakerRegister()
     var lowestPolicy: AdvertisedPolicy?
+    /// Bumped whenever an origin's ledger changes, so balances are worked out again only then.
+    var ledgerVersion: UInt64 = 0
 
     mutating func update(origin: VerifyingKey, state: QuotaState, stamp: UnixMillis) {
         observation = observation.merging(state.observation.map(Self.sanitized))
         breaker = breaker.merging(state.breaker)
+        if let ledger = state.ledger {
+            let before = origins[origin]?.ledger
+            let joined = before.merging(ledger)
+            if joined != before {
+                origins[origin, default: OriginEntry()].ledger = joined
+                ledgerVersion &+= 1
+            }
+        }
         // In place: one look-up of the origin, not a read and a write.
         let previous = Self.merge(state, stamp: stamp, into: &origins[origin, default: OriginEntry()], sums: &consumption)
         guard previous != state.policy else { return }

@@ -119,6 +119,13 @@ public struct MeshConfiguration: Sendable {
     /// large skews (ms): normal and low calls keep this far from a window's start and end (at most a tenth
     /// of the window), so that no clock's error moves a call into a neighbouring window.
     public var windowEdgeMillis: Int64 = 500
+    /// How long before a window's end no rights of the window are spent (ms, at most a twentieth of the
+    /// window): the time a granted call takes to reach the upstream plus the clock skew allowed for.
+    public var rightsEdgeMillis: Int64 = 50
+    /// How long after a window's start no rights of it are spent (ms, at most a twentieth of the window):
+    /// the clock skew allowed for, so that a clock running ahead does not spend the next window's rights
+    /// while the upstream still counts the last one.
+    public var rightsLeadMillis: Int64 = 0
     /// An anti-entropy digest goes out every this many rounds.
     public var antiEntropyEveryRounds: Int
     /// Packets sent in answer to one digest, at most.

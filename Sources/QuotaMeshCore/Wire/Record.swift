@@ -51,17 +51,22 @@ public struct QuotaState: Hashable, Sendable, Codable {
     public var demand: Demand
     /// The limit the origin enforces, if it knows one.
     public var policy: AdvertisedPolicy?
+    /// The origin's rights ledger for the current window: what it spent and gave (absent before it spent
+    /// or gave anything, and in state saved before rights existed).
+    public var ledger: RightsLedger?
 
     /// Creates a state.
     public init(
         consumption: ConsumptionEntry = .init(), observation: UpstreamObservation? = nil,
-        breaker: BreakerRegister = .init(), demand: Demand = .init(), policy: AdvertisedPolicy? = nil
+        breaker: BreakerRegister = .init(), demand: Demand = .init(), policy: AdvertisedPolicy? = nil,
+        ledger: RightsLedger? = nil
     ) {
         self.consumption = consumption
         self.observation = observation
         self.breaker = breaker
         self.demand = demand
         self.policy = policy
+        self.ledger = ledger
     }
 }
 

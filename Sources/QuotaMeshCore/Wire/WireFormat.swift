@@ -23,6 +23,29 @@ public enum PacketPayload: Hashable, Sendable {
     /// sender lacks and a reply digest naming what the receiver lacks; a reply is answered with records
     /// only, so an exchange ends after three packets.
     case digest(isReply: Bool, entries: [DigestEntry])
+    /// A request for rights, sent straight to peers that hold some: answered at once with the giver's new
+    /// signed record when it can spare them, ignored otherwise.
+    case rightsRequest(RightsRequest)
+}
+
+/// A node's request for rights to spend in one window of one key.
+public struct RightsRequest: Hashable, Sendable {
+    /// The key.
+    public var key: QuotaKey
+    /// The window the rights are for (its end, Unix ms).
+    public var windowEnd: UnixMillis
+    /// How many rights are wanted.
+    public var amount: UInt64
+    /// The highest priority of the calls waiting for them.
+    public var priority: Priority
+
+    /// Creates a request.
+    public init(key: QuotaKey, windowEnd: UnixMillis, amount: UInt64, priority: Priority) {
+        self.key = key
+        self.windowEnd = windowEnd
+        self.amount = amount
+        self.priority = priority
+    }
 }
 
 /// The authenticated header of every packet: who sent it and its place in the sender's packet sequence.
@@ -74,6 +97,7 @@ public enum WireFormat {
     enum Kind: UInt8 {
         case records = 1
         case digest = 2
+        case rightsRequest = 3
     }
 
     // MARK: Packets
@@ -89,6 +113,7 @@ public enum WireFormat {
         switch payload {
         case .records: writer.write(Kind.records.rawValue)
         case .digest: writer.write(Kind.digest.rawValue)
+        case .rightsRequest: writer.write(Kind.rightsRequest.rawValue)
         }
         writer.write(key: header.sender)
         writer.write(header.incarnation)
@@ -106,6 +131,13 @@ public enum WireFormat {
                 writer.write(entry.version.incarnation)
                 writer.write(entry.version.sequence)
             }
+        case .rightsRequest(let request):
+            writer.write(shortString: request.key.service)
+            writer.write(shortString: request.key.account)
+            writer.write(shortString: request.key.dimension)
+            writer.write(request.windowEnd)
+            writer.write(request.amount)
+            writer.write(UInt8(request.priority.rank))
         }
         let signature = scheme.sign(prefix: packetSigningPrefix(cluster: cluster), writer.bytes[...], with: signingKey)
         writer.write(bytes: signature.rawRepresentation)
@@ -146,6 +178,8 @@ public enum WireFormat {
             return .records(arriving.compactMap { if case .record(let record) = $0 { record } else { nil } })
         case .digest(let isReply, let entries):
             return .digest(isReply: isReply, entries: entries)
+        case .rightsRequest(let request):
+            return .rightsRequest(request)
         }
     }
 
@@ -161,6 +195,7 @@ public enum WireFormat {
     enum ArrivingPayload {
         case records([ArrivingRecord])
         case digest(isReply: Bool, entries: [DigestEntry])
+        case rightsRequest(RightsRequest)
     }
 
     /// Decodes a payload as `decodePayload` does, except that each record's bytes are first shown to
@@ -204,6 +239,22 @@ public enum WireFormat {
                 entries.append(DigestEntry(slotHash: hash, version: version))
             }
             payload = .digest(isReply: flags == 1, entries: entries)
+        case .rightsRequest:
+            let service = try reader.readShortString(field: "service")
+            let account = try reader.readShortString(field: "account")
+            let dimension = try reader.readShortString(field: "dimension")
+            guard QuotaKey.isValidLabel(service), QuotaKey.isValidLabel(account), QuotaKey.isValidLabel(dimension)
+            else { throw .malformed("rights request key") }
+            let windowEnd = try reader.readInt64()
+            let amount = try reader.readUInt64()
+            let rank = try reader.readUInt8()
+            guard let priority = Priority.allCases.first(where: { $0.rank == Int(rank) }) else {
+                throw .malformed("rights request priority")
+            }
+            payload = .rightsRequest(
+                RightsRequest(
+                    key: QuotaKey(service: service, account: account, dimension: dimension), windowEnd: windowEnd,
+                    amount: amount, priority: priority))
         case nil:
             throw .unknownType(kind)
         }
@@ -304,6 +355,7 @@ public enum WireFormat {
             var flags: UInt8 = 0
             if state.observation != nil { flags |= 1 }
             if state.policy != nil { flags |= 2 }
+            if state.ledger != nil { flags |= 4 }
             writer.write(flags)
             if let observation = state.observation {
                 writer.write(observation.resetAt)
@@ -323,6 +375,16 @@ public enum WireFormat {
             if let policy = state.policy {
                 writer.write(policy.limit)
                 writer.write(policy.windowMillis)
+            }
+            if let ledger = state.ledger {
+                writer.write(ledger.windowEnd)
+                writer.write(ledger.spent)
+                writer.write(ledger.refunded)
+                writer.write(UInt8(truncatingIfNeeded: ledger.given.count))
+                for transfer in ledger.given {
+                    writer.write(key: transfer.receiver)
+                    writer.write(transfer.amount)
+                }
             }
         }
         return writer.bytes
@@ -361,7 +423,7 @@ public enum WireFormat {
                 guard state.consumption.windowRefund <= state.consumption.windowCount else { throw .malformed("refund") }
             }
             let flags = try reader.readUInt8()
-            guard flags & ~3 == 0 else { throw .malformed("flags") }
+            guard flags & ~7 == 0 else { throw .malformed("flags") }
             if flags & 1 != 0 {
                 state.observation = UpstreamObservation(
                     resetAt: try reader.readInt64(), remaining: try reader.readInt64(), limit: try reader.readInt64(),
@@ -375,6 +437,22 @@ public enum WireFormat {
             }
             if flags & 2 != 0 {
                 state.policy = AdvertisedPolicy(limit: try reader.readInt64(), windowMillis: try reader.readInt64())
+            }
+            if flags & 4 != 0 {
+                let windowEnd = try reader.readInt64()
+                let spent = try reader.readUInt64()
+                let refunded = try reader.readUInt64()
+                guard refunded <= spent else { throw .malformed("ledger") }
+                let count = Int(try reader.readUInt8())
+                guard count <= RightsLedger.maxReceivers else { throw .malformed("ledger") }
+                var given: [RightsTransfer] = []
+                for _ in 0..<count {
+                    let receiver = try reader.readKey()
+                    // Sorted and distinct, so that one ledger has one encoding.
+                    guard given.last.map({ $0.receiver < receiver }) ?? true else { throw .malformed("ledger") }
+                    given.append(RightsTransfer(receiver: receiver, amount: try reader.readUInt64()))
+                }
+                state.ledger = RightsLedger(windowEnd: windowEnd, spent: spent, refunded: refunded, given: given)
             }
             body = .quota(QuotaKey(service: service, account: account, dimension: dimension), state)
         case nil:

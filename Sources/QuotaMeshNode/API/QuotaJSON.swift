@@ -31,6 +31,7 @@ public enum QuotaJSON {
             ] as [String: Any],
             "peers": ["live": view.peersLive, "known": view.peersKnown],
             "share": (view.share * 1000).rounded() / 1000,
+            "rights": view.rights.map { NSNumber(value: $0) } ?? NSNull(),
         ]
         if let observation = view.observation {
             object["observed"] = [

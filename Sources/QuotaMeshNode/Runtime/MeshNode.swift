@@ -20,9 +20,15 @@ public actor MeshNode {
     private var channel: (any Channel)?
     private var addresses: [Endpoint: SocketAddress] = [:]
     private var pending: [UInt64: CheckedContinuation<AcquireDecision, Never>] = [:]
-    /// Group commit: replies held until the state that includes their grants is saved. Every grant decided
-    /// while a save is pending joins it, so one write serves all of them.
-    private var awaitingSave: [(ticket: UInt64, decision: AcquireDecision)] = []
+    /// Group commit: replies and datagrams held until the state that includes their grants and transfers
+    /// is saved. Every grant decided while a save is pending joins it, so one write serves all of them.
+    private var awaitingSave: [HeldEffect] = []
+
+    /// An effect that may not happen before a save.
+    private enum HeldEffect {
+        case reply(ticket: UInt64, decision: AcquireDecision)
+        case send(bytes: [UInt8], endpoint: Endpoint)
+    }
     private var saveScheduled = false
     private var nextTicket: UInt64 = 1
     private var timer: Task<Void, Never>?
@@ -177,15 +183,20 @@ public actor MeshNode {
     // MARK: Directives
 
     private func apply(_ directives: [MeshDirective]) {
-        // Replies that follow a save wait for it; those before it (or with no save) go at once.
+        // Replies and datagrams that follow a save wait for it (a datagram may carry rights this node gave,
+        // which it must not forget in a crash); those before it (or with no save) go at once.
         var mustSave = false
         for directive in directives {
             switch directive {
             case .send(let bytes, let endpoint):
-                send(bytes, to: endpoint)
+                if mustSave {
+                    awaitingSave.append(.send(bytes: bytes, endpoint: endpoint))
+                } else {
+                    send(bytes, to: endpoint)
+                }
             case .reply(let ticket, let decision):
                 if mustSave {
-                    awaitingSave.append((ticket, decision))
+                    awaitingSave.append(.reply(ticket: ticket, decision: decision))
                 } else {
                     pending.removeValue(forKey: ticket)?.resume(returning: decision)
                 }
@@ -206,24 +217,41 @@ public actor MeshNode {
         }
     }
 
-    /// Saves the state once for every grant decided since the last save, then sends their replies.
+    /// Saves the state once for every grant decided since the last save, then sends their replies and the
+    /// datagrams held for it. When the save fails, nothing it held goes out: grants are answered with a
+    /// denial (`persistence`) and the instance grants and gives nothing until a save succeeds.
     private func saveAndRelease() {
         saveScheduled = false
         let released = awaitingSave
         awaitingSave = []
-        save()
-        for (ticket, decision) in released { pending.removeValue(forKey: ticket)?.resume(returning: decision) }
+        let saved = save()
+        for effect in released {
+            switch effect {
+            case .reply(let ticket, var decision):
+                if !saved && decision.granted {
+                    decision = .deny(
+                        .quotaExhausted, key: decision.key, retryAt: clock() + 1000, detail: "persistence")
+                }
+                pending.removeValue(forKey: ticket)?.resume(returning: decision)
+            case .send(let bytes, let endpoint):
+                if saved { send(bytes, to: endpoint) }
+            }
+        }
     }
 
-    private func save() {
-        guard let stateStore else { return }
+    /// Saves the state; `true` when it is on disk (or there is no store).
+    @discardableResult
+    private func save() -> Bool {
+        guard let stateStore else { return true }
         do {
             try stateStore.save(instance.persistedState())
+            instance.persistenceDidSucceed()
             counters["state_saves", default: 0] += 1
             if persistenceError != nil {
                 logger.notice("State saved again", metadata: ["state.path": "\(stateStore.path)"])
             }
             persistenceError = nil
+            return true
         } catch {
             if persistenceError == nil {
                 logger.error(
@@ -232,6 +260,8 @@ public actor MeshNode {
             }
             persistenceError = "\(error)"
             counters["persist_failures", default: 0] += 1
+            instance.persistenceDidFail()
+            return false
         }
     }
 
@@ -310,6 +340,9 @@ public actor MeshNode {
     private func fire() {
         timer = nil
         scheduledWake = .max
+        // While saves fail the instance grants nothing: try again every round, so it resumes once the disk
+        // has room.
+        if persistenceError != nil && !saveScheduled { save() }
         apply(instance.tick(now: clock()))
     }
 }

@@ -1,0 +1,338 @@
+import QuotaMeshCrypto
+
+/// A key's window split and every member's balance, as worked out from the ledgers last seen.
+struct RightsCache: Sendable {
+    var allotment: RightsAllotment
+    var aggregateVersion: UInt64
+    var ownVersion: UInt64
+    var balances: RightsBalances
+}
+
+/// Rights this node lacks for calls its agents asked for.
+struct RightsWant: Sendable {
+    /// The window they are for.
+    var windowEnd: UnixMillis
+    /// How many to ask for.
+    var amount: UInt64
+    /// The highest priority waiting.
+    var priority: Priority
+    /// When a call last found too few rights (a want nobody renews is dropped).
+    var notedAt: UnixMillis
+    /// When peers were last asked.
+    var askedAt: UnixMillis = .min
+}
+
+/// The window a key's rights are counted in: its limit, length and end.
+struct RightsWindow: Sendable, Hashable {
+    var limit: Int64
+    var windowMillis: Int64
+    var windowEnd: UnixMillis
+    var windowStart: UnixMillis { windowEnd - windowMillis }
+}
+
+extension MeshInstance {
+    // MARK: - Rights (escrow)
+
+    /// This node and every peer of `directory`, sorted.
+    static func memberKeys(_ directory: PeerDirectory, own: VerifyingKey) -> [VerifyingKey] {
+        Array(Set(directory.infos.map(\.key) + [own])).sorted()
+    }
+
+    /// How long before a window's end (and after its start) no rights of it are spent: a call granted in
+    /// the last moments reaches the upstream after the reset, and a clock a little ahead starts the next
+    /// window before the upstream does. At most a twentieth of the window.
+    func rightsEdgeMillis(_ window: RightsWindow) -> Int64 {
+        min(configuration.rightsEdgeMillis, window.windowMillis / 20)
+    }
+
+    /// The window `key`'s rights are counted in at `now`: the key's limit and window (configured, else the
+    /// lowest any origin advertises; never raised by an observation), aligned to the epoch so that every
+    /// node names it alike. `nil` when no limit is known: nothing to split.
+    func rightsWindow(_ key: QuotaKey, now: UnixMillis) -> RightsWindow? {
+        let configured = configuration.services[key.service]?.configuredLimit(key.dimension)
+        var policy = configured
+        if policy == nil {
+            policy = remote[key]?.lowestPolicy
+            if let own = local[key]?.state.policy { policy = KeyAggregate.lower(policy, own) }
+        }
+        guard let policy, policy.limit > 0, policy.windowMillis > 0 else { return nil }
+        let end = (now / policy.windowMillis + 1).saturatingMultiply(policy.windowMillis)
+        return RightsWindow(limit: policy.limit, windowMillis: policy.windowMillis, windowEnd: end)
+    }
+
+    /// Every member's balance in `window` of `key`, from the ledgers held (cached until one changes).
+    mutating func balances(_ key: QuotaKey, window: RightsWindow) -> RightsBalances {
+        let aggregateVersion = remote[key]?.ledgerVersion ?? 0
+        let cached = rightsCache[key]
+        if let cached, cached.allotment.windowEnd == window.windowEnd, cached.allotment.limit == window.limit,
+            cached.aggregateVersion == aggregateVersion, cached.ownVersion == ledgerVersion
+        {
+            return cached.balances
+        }
+        let allotment = cached.flatMap {
+            $0.allotment.windowEnd == window.windowEnd && $0.allotment.limit == window.limit ? $0.allotment : nil
+        } ?? RightsAllotment(members: members, limit: window.limit, windowEnd: window.windowEnd)
+        let balances = computeBalances(key, allotment: allotment)
+        rightsCache[key] = RightsCache(
+            allotment: allotment, aggregateVersion: aggregateVersion, ownVersion: ledgerVersion, balances: balances)
+        return balances
+    }
+
+    /// ``balances(_:window:)`` worked out afresh, changing nothing.
+    func computeBalances(_ key: QuotaKey, allotment: RightsAllotment) -> RightsBalances {
+        var ledgers: [VerifyingKey: RightsLedger] = [:]
+        if let aggregate = remote[key] {
+            for (origin, entry) in aggregate.origins {
+                if let ledger = entry.ledger, ledger.windowEnd == allotment.windowEnd { ledgers[origin] = ledger }
+            }
+        }
+        if let own = local[key]?.state.ledger, own.windowEnd == allotment.windowEnd { ledgers[publicKey] = own }
+        return RightsBalances(ledgers: ledgers, allotment: allotment)
+    }
+
+    /// The rights this node holds for `key` now, `nil` when the key has no known limit (for the API).
+    func rightsHeld(_ key: QuotaKey, now: UnixMillis) -> Int64? {
+        guard let window = rightsWindow(key, now: now) else { return nil }
+        let allotment = RightsAllotment(members: members, limit: window.limit, windowEnd: window.windowEnd)
+        return max(0, computeBalances(key, allotment: allotment).holding(of: publicKey))
+    }
+
+    /// This node's ledger of `key` for `window`: the one held if it is for that window, else an empty one.
+    func ownLedger(_ key: QuotaKey, window: RightsWindow) -> RightsLedger {
+        if let ledger = local[key]?.state.ledger, ledger.windowEnd == window.windowEnd { return ledger }
+        return RightsLedger(windowEnd: window.windowEnd)
+    }
+
+    /// Why a call of `cost` on `key` may not spend rights now, or `nil` when this node holds enough. A
+    /// shortfall is noted, and peers that hold rights are asked for them when the call's directives are
+    /// finished (``askForRights(now:into:)``).
+    mutating func rightsDenial(
+        _ key: QuotaKey, cost: Int64, priority: Priority, now: UnixMillis
+    ) -> AcquireDecision? {
+        guard let window = rightsWindow(key, now: now) else { return nil }
+        let edge = rightsEdgeMillis(window)
+        let lead = min(configuration.rightsLeadMillis, window.windowMillis / 20)
+        if now < window.windowStart + lead {
+            return .deny(.quotaExhausted, key: key, retryAt: window.windowStart + lead, detail: "window_edge")
+        }
+        if now >= window.windowEnd - edge {
+            return .deny(.quotaExhausted, key: key, retryAt: window.windowEnd + lead, detail: "window_edge")
+        }
+        let balances = balances(key, window: window)
+        let held = balances.holding(of: publicKey)
+        if held >= cost {
+            rightsWants[key] = nil
+            return nil
+        }
+        // Ask for this call and for what this node's demand will want over the next couple of seconds, so a
+        // busy node does not ask once per call.
+        let ahead = (local[key]?.demand.total ?? 0) * Double(min(window.windowEnd - now, 2_000)) / 1000
+        let amount = UInt64(max(0, cost - max(0, held))) + UInt64(max(0, ahead.rounded(.up)))
+        var want = rightsWants[key] ?? RightsWant(windowEnd: window.windowEnd, amount: amount, priority: priority, notedAt: now)
+        if want.windowEnd != window.windowEnd {
+            want = RightsWant(windowEnd: window.windowEnd, amount: amount, priority: priority, notedAt: now)
+        }
+        want.amount = max(want.amount, amount)
+        want.priority = min(want.priority, priority)
+        want.notedAt = now
+        rightsWants[key] = want
+        let holders = rightsHolders(key, balances: balances, count: 1)
+        if holders.isEmpty {
+            // Nobody this node knows of holds any: the window is spent, as far as it can tell. Its view of
+            // the others' ledgers can lag, so look again after a few rounds rather than at the reset.
+            let retry = min(window.windowEnd + lead, now + 5 * configuration.gossipIntervalMillis)
+            return .deny(.quotaExhausted, key: key, retryAt: retry, detail: "rights")
+        }
+        // A holder answers at once: look again after about a round trip.
+        return .deny(.quotaExhausted, key: key, retryAt: now + Self.rightsRetryMillis, detail: "rights")
+    }
+
+    /// How soon a call refused for want of rights asks again while peers have been asked (ms): about a
+    /// round trip and a save at the holder.
+    static let rightsRetryMillis: Int64 = 20
+
+    /// Live peers believed to hold at least one right for `key` in the window, most first (at most `count`).
+    func rightsHolders(_ key: QuotaKey, balances: RightsBalances, count: Int) -> [VerifyingKey] {
+        var holders: [(VerifyingKey, Int64)] = []
+        for peer in live {
+            let held = balances.holding(of: peer)
+            if held >= 1 { holders.append((peer, held)) }
+        }
+        holders.sort { ($0.1, $1.0) > ($1.1, $0.0) }
+        return holders.prefix(count).map(\.0)
+    }
+
+    /// Counts a granted call's cost against this node's rights for `key`.
+    mutating func spendRights(_ key: QuotaKey, cost: Int64, now: UnixMillis) {
+        guard let window = rightsWindow(key, now: now) else { return }
+        var ledger = ownLedger(key, window: window)
+        ledger.spent = ledger.spent.saturatingAdd(UInt64(max(1, cost)))
+        local[key, default: LocalQuota()].state.ledger = ledger
+        local[key, default: LocalQuota()].dirty = true
+        undurableLedgers.insert(key)
+        ledgerVersion &+= 1
+    }
+
+    /// Corrects what this node spent of `key`'s rights in the current window by what a call really cost
+    /// minus what its acquire reserved: more spent when it cost more, a refund (never more than was spent)
+    /// when it cost less.
+    mutating func correctRights(_ key: QuotaKey, by delta: Int64, now: UnixMillis) {
+        guard delta != 0, let window = rightsWindow(key, now: now),
+            var ledger = local[key]?.state.ledger, ledger.windowEnd == window.windowEnd
+        else { return }
+        if delta > 0 {
+            ledger.spent = ledger.spent.saturatingAdd(UInt64(delta))
+        } else {
+            ledger.refunded = min(ledger.spent, ledger.refunded.saturatingAdd(delta.magnitude))
+        }
+        local[key]?.state.ledger = ledger
+        undurableLedgers.insert(key)
+        ledgerVersion &+= 1
+    }
+
+    /// Moves `amount` of this node's rights for `key` in `window` to `receiver`; `false` if its ledger has
+    /// no room for another receiver this window.
+    mutating func giveRights(
+        _ amount: UInt64, of key: QuotaKey, window: RightsWindow, to receiver: VerifyingKey
+    ) -> Bool {
+        var ledger = ownLedger(key, window: window)
+        guard amount > 0, ledger.give(amount, to: receiver) else { return false }
+        local[key, default: LocalQuota()].state.ledger = ledger
+        local[key, default: LocalQuota()].dirty = true
+        undurableLedgers.insert(key)
+        ledgerVersion &+= 1
+        pendingPersist = true
+        return true
+    }
+
+    /// What this node can spare of `key`'s rights for work of `priority` elsewhere: what it holds less
+    /// what its own work of that priority or higher is expected to need over `horizon` ms.
+    mutating func spareRights(_ key: QuotaKey, window: RightsWindow, priority: Priority, horizon: Int64, now: UnixMillis) -> Int64 {
+        let held = balances(key, window: window).holding(of: publicKey)
+        let demand = local[key]?.demand ?? Demand()
+        let waiting = waiters.reduce(0.0) { total, waiter in
+            waiter.request.service == key.service && waiter.request.priority <= priority
+                ? total + Double(waiter.request.cost) : total
+        }
+        let rate = Priority.allCases.filter { $0 <= priority }.reduce(0.0) { $0 + demand[$1] }
+        // Calls waiting are kept for in full; expected ones only in whole calls, so that a node expecting a
+        // fraction of a call still passes on the right it holds (it can ask for one when a call comes).
+        let expected = waiting + (rate * Double(max(0, min(horizon, window.windowEnd - now))) / 1000).rounded(.down)
+        // A holder whose part of the burst is a call or more keeps one, so that its own first call goes at once.
+        let burst = (configuration.services[key.service]?.burstFraction ?? 0.1) * Double(window.limit)
+            / Double(max(1, members.count))
+        let keep = max(expected, min(burst.rounded(.down), 1))
+        return held - Int64(keep.rounded(.up))
+    }
+
+    /// How far ahead a holder keeps rights for its own work when asked for them (ms).
+    static let rightsKeepMillis: Int64 = 2_000
+
+    /// Answers a peer's request for rights: gives what this node can spare for work of the request's
+    /// priority, signs its ledger at once and sends the record straight back (after it is saved: the
+    /// persist directive comes first). Nothing is sent when nothing can be spared.
+    mutating func answerRightsRequest(
+        _ request: RightsRequest, from sender: VerifyingKey, now: UnixMillis, into out: inout [MeshDirective]
+    ) {
+        guard !persistenceFailing, request.amount > 0, let window = rightsWindow(request.key, now: now),
+            window.windowEnd == request.windowEnd, now < window.windowEnd - rightsEdgeMillis(window)
+        else { return }
+        let spare = spareRights(
+            request.key, window: window, priority: request.priority, horizon: Self.rightsKeepMillis, now: now)
+        guard spare >= 1 else { return }
+        let amount = min(UInt64(spare), request.amount)
+        guard giveRights(amount, of: request.key, window: window, to: sender),
+            let record = signOwnRecord(request.key, now: now)
+        else { return }
+        sendRecords([record], to: sender, now: now, into: &out)
+    }
+
+    /// Asks peers that hold rights for what this node's agents wait for: each want goes to the holder
+    /// believed to hold most, again each round while it lasts. Wants no call renewed for two rounds are
+    /// dropped.
+    mutating func askForRights(now: UnixMillis, into out: inout [MeshDirective]) {
+        guard !rightsWants.isEmpty else { return }
+        for key in rightsWants.keys.sorted() {
+            guard var want = rightsWants[key] else { continue }
+            let window = rightsWindow(key, now: now)
+            guard let window, window.windowEnd == want.windowEnd,
+                now.saturatingSubtract(want.notedAt) <= 2 * configuration.gossipIntervalMillis
+            else {
+                rightsWants[key] = nil
+                continue
+            }
+            guard now.saturatingSubtract(want.askedAt) >= configuration.gossipIntervalMillis else { continue }
+            let balances = balances(key, window: window)
+            let holders = rightsHolders(key, balances: balances, count: Self.rightsAskPeers)
+            guard !holders.isEmpty else { continue }
+            want.askedAt = now
+            rightsWants[key] = want
+            let request = RightsRequest(key: key, windowEnd: window.windowEnd, amount: want.amount, priority: want.priority)
+            for holder in holders {
+                guard let address = endpoint(of: holder) else { continue }
+                out.append(.send(encode(.rightsRequest(request), now: now), to: address))
+            }
+        }
+    }
+
+    /// How many holders one want is sent to at once.
+    static let rightsAskPeers = 2
+
+    /// Once a round: rights this node will not need before the window ends go to live peers whose signed
+    /// demand their holdings do not cover, urgent demand first, so that rights follow demand without
+    /// waiting to be asked.
+    mutating func passSurplusRights(now: UnixMillis) {
+        guard !persistenceFailing, !live.isEmpty else { return }
+        for key in local.keys.sorted() {
+            guard let window = rightsWindow(key, now: now), now < window.windowEnd - rightsEdgeMillis(window),
+                let aggregate = remote[key]
+            else { continue }
+            let timeLeft = Double(window.windowEnd - now) / 1000
+            var spare = spareRights(key, window: window, priority: .low, horizon: window.windowMillis, now: now)
+            guard spare >= 1 else { continue }
+            let balances = balances(key, window: window)
+            let freshAfter = now.saturatingSubtract(window.windowMillis)
+            var needs: [(peer: VerifyingKey, urgent: Double, total: Double)] = []
+            for peer in live {
+                let demand = aggregate.origins[peer]?.demand(signedAfter: freshAfter) ?? Demand()
+                let held = Double(balances.holding(of: peer))
+                let total = demand.total * timeLeft - held
+                guard total >= 1 else { continue }
+                needs.append((peer, demand.urgent * timeLeft - held, total))
+            }
+            needs.sort { ($0.urgent, $0.total, $1.peer) > ($1.urgent, $1.total, $0.peer) }
+            for need in needs.prefix(Self.rightsPassPeers) where spare >= 1 {
+                let amount = min(spare, Int64(need.total.rounded(.down)))
+                guard amount >= 1, giveRights(UInt64(amount), of: key, window: window, to: need.peer) else { continue }
+                spare -= amount
+            }
+        }
+    }
+
+    /// How many peers one round's surplus goes to, per key.
+    static let rightsPassPeers = 2
+
+    // MARK: - Durability
+
+    /// Tells the instance that the state it last asked to persist could not be saved: it grants nothing
+    /// and gives no rights until a save succeeds, and it withholds the records of keys whose ledger changed
+    /// since the last good save, so that nothing it could forget in a crash reaches its peers.
+    public mutating func persistenceDidFail() {
+        persistenceFailing = true
+    }
+
+    /// Tells the instance that its state (as ``persistedState()`` gave it) was saved.
+    public mutating func persistenceDidSucceed() {
+        persistenceFailing = false
+        undurableLedgers = []
+    }
+
+    /// Whether the record in slot `index` must not leave this node yet: its own, for a key whose ledger
+    /// changed since the last good save, while saves fail.
+    func isWithheld(_ index: Int) -> Bool {
+        guard persistenceFailing, !undurableLedgers.isEmpty, records.ids[index].origin == publicKey,
+            case .quota(let key) = records.ids[index].slot
+        else { return false }
+        return undurableLedgers.contains(key)
+    }
+}
