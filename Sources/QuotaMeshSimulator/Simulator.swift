@@ -199,6 +199,10 @@ public struct Simulator {
             retransmitMultiplier: configuration.retransmitMultiplier,
             antiEntropyEveryRounds: configuration.antiEntropyEveryRounds, services: [service: policy], signatures: scheme)
         if configuration.shareRecords { mesh.recordSharing = sharedRecords }
+        // The rights' edges allow for the clocks' spread and the way to the upstream, as a deployment's
+        // configuration would.
+        mesh.rightsLeadMillis = configuration.clockSkewMillis
+        mesh.rightsEdgeMillis = max(mesh.rightsEdgeMillis, configuration.clockSkewMillis + configuration.upstreamLatencyMillis)
         return mesh
     }
 

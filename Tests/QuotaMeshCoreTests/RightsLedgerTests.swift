@@ -1,0 +1,122 @@
+import PropertyBased
+import Testing
+@testable import QuotaMeshCore
+import QuotaMeshCrypto
+
+/// The escrow's laws: ledgers merge as a lattice, the initial split adds up to the limit, and nodes that
+/// spend and give only what their own (partial, stale) view says they hold never spend more than the
+/// limit together, whatever order ledgers reach them in.
+@Suite struct RightsLedgerTests {
+    static let keys = (0..<6).map { testKey($0).publicKey }
+
+    static let ledger = zip(Gen.int64(in: 0...3), Gen.uint64(in: 0...20), Gen.int(in: 0...5).array(of: 0...4)).map {
+        window, spent, receivers in
+        var ledger = RightsLedger(windowEnd: window * 1_000, spent: spent, refunded: spent / 3)
+        for (index, receiver) in receivers.enumerated() { ledger.give(UInt64(index + 1), to: keys[receiver]) }
+        return ledger
+    }
+
+    @Test func aLedgerIsALattice() async {
+        await propertyCheck(count: 300, input: Self.ledger, Self.ledger, Self.ledger) { a, b, c in
+            #expect(a.merging(b) == b.merging(a), "commutative")
+            #expect(a.merging(b).merging(c) == a.merging(b.merging(c)), "associative")
+            #expect(a.merging(a) == a, "idempotent")
+        }
+    }
+
+    @Test func theInitialSplitAddsUpToTheLimitAndDiffersByAtMostOne() async {
+        let input = zip(Gen.int(in: 1...40), Gen.int64(in: 0...500), Gen.int64(in: 1...1_000_000))
+        await propertyCheck(count: 200, input: input) { count, limit, window in
+            let members = (0..<count).map { testKey($0).publicKey }
+            let allotment = RightsAllotment(members: members, limit: limit, windowEnd: window * 10_000)
+            let initial = members.map { allotment.initial(of: $0) }
+            #expect(initial.reduce(0, +) == limit)
+            #expect((initial.max() ?? 0) - (initial.min() ?? 0) <= 1)
+            #expect(allotment.initial(of: testKey(99).publicKey) == 0, "a stranger starts with nothing")
+        }
+    }
+
+    @Test func aGiverWhoseBooksDoNotBalanceIsNotCredited() {
+        let members = Array(Self.keys.prefix(3))
+        let allotment = RightsAllotment(members: members, limit: 30, windowEnd: 10_000)
+        let liar = members[0]
+        let honest = members[1]
+        // The liar holds 10 and signs a transfer of 100: nothing of it is credited.
+        var lie = RightsLedger(windowEnd: 10_000)
+        lie.give(100, to: honest)
+        let lied = RightsBalances(ledgers: [liar: lie], allotment: allotment)
+        #expect(lied.uncovered == [liar])
+        #expect(lied.holding(of: honest) == 10)
+        // The same liar giving what it holds is credited: it can burn its own rights, no more.
+        var fair = RightsLedger(windowEnd: 10_000)
+        fair.give(10, to: honest)
+        #expect(RightsBalances(ledgers: [liar: fair], allotment: allotment).holding(of: honest) == 20)
+        // A giver covered only by a transfer from a giver who is not covered is not covered either.
+        var chained = RightsLedger(windowEnd: 10_000)
+        chained.give(60, to: members[2])
+        let chain = RightsBalances(ledgers: [liar: lie, honest: chained], allotment: allotment)
+        #expect(chain.uncovered == [liar, honest])
+        #expect(chain.holding(of: members[2]) == 10)
+    }
+
+    /// A model of the protocol: each node keeps its own ledger and whatever copies of the others' it has
+    /// received (possibly old ones: messages are delayed, lost, duplicated and reordered), spends or gives
+    /// only what ``RightsBalances`` says it holds in that view, and restarts from its saved ledger.
+    @Test func nodesActingOnStaleViewsNeverSpendMoreThanTheLimitTogether() async {
+        let input = zip(Gen.uint64(in: 0...UInt64.max), Gen.int(in: 2...6), Gen.int64(in: 1...40))
+        await propertyCheck(count: 200, input: input) { seed, count, limit in
+            var rng = SplitMix64(seed: seed)
+            let members = Array(Self.keys.prefix(count))
+            let allotment = RightsAllotment(members: members, limit: limit, windowEnd: 10_000)
+            var own = members.map { _ in RightsLedger(windowEnd: 10_000) }
+            // Every version of every ledger ever signed, so that deliveries can be old ones.
+            var history = own.map { [$0] }
+            var views: [[VerifyingKey: RightsLedger]] = members.map { _ in [:] }
+            for _ in 0..<300 {
+                let node = Int.random(in: 0..<count, using: &rng)
+                var view = views[node]
+                view[members[node]] = own[node]
+                let held = RightsBalances(ledgers: view, allotment: allotment).holding(of: members[node])
+                switch Int.random(in: 0..<4, using: &rng) {
+                case 0:
+                    let cost = Int64.random(in: 1...3, using: &rng)
+                    if held >= cost { own[node].spent += UInt64(cost) }
+                case 1:
+                    let receiver = Int.random(in: 0..<count, using: &rng)
+                    let amount = Int64.random(in: 1...5, using: &rng)
+                    if receiver != node, held >= amount { own[node].give(UInt64(amount), to: members[receiver]) }
+                case 2:
+                    // A copy of some version of another's ledger arrives (merged, as records are).
+                    let origin = Int.random(in: 0..<count, using: &rng)
+                    let version = history[origin][Int.random(in: 0..<history[origin].count, using: &rng)]
+                    let receiver = Int.random(in: 0..<count, using: &rng)
+                    if receiver != origin {
+                        views[receiver][members[origin]] = views[receiver][members[origin]].merging(version)
+                    }
+                default:
+                    // A crash: the node restarts from its saved ledger (saved before any spend or gift) and
+                    // has lost its copies of the others'.
+                    views[node] = [:]
+                }
+                history[node].append(own[node])
+                let spent = own.reduce(UInt64(0)) { $0 + $1.netSpent }
+                #expect(spent <= UInt64(limit), "seed \(seed): \(spent) spent of \(limit)")
+                if spent > UInt64(limit) { return }
+            }
+        }
+    }
+
+    @Test func aLedgerRoundTripsOnTheWire() throws {
+        var ledger = RightsLedger(windowEnd: 1_800_000_010_000, spent: 7, refunded: 2)
+        ledger.give(3, to: Self.keys[2])
+        ledger.give(1, to: Self.keys[1])
+        let body = RecordBody.quota(QuotaKey(service: "svc"), QuotaState(ledger: ledger))
+        let decoded = try WireFormat.decode(body: WireFormat.encode(body: body))
+        #expect(decoded == body)
+        // A refund larger than what was spent does not decode.
+        var bytes = WireFormat.encode(body: body)
+        let refundAt = bytes.count - 1 - 2 * (32 + 8) - 8
+        bytes[refundAt] = 0xFF
+        #expect(throws: DecodeError.self) { try WireFormat.decode(body: bytes) }
+    }
+}

@@ -1,0 +1,50 @@
+import Testing
+import QuotaMeshCore
+@testable import QuotaMeshSimulator
+
+/// The first promise, checked over many seeds: no window ever admits more than the limit, with concurrent
+/// bursts on every node, loss, duplication and reordering, a partition, crash-restarts at random points
+/// and skewed clocks, each drawn from the seed. Partitioned windows are held to the limit too: a node
+/// spends only rights it holds, so the sides of a partition together spend at most the limit.
+@Suite struct RightsSafetyTests {
+    /// The faults and load of one run, drawn from its seed.
+    static func configuration(seed: UInt64) -> SimulationConfiguration {
+        var rng = SplitMix64(seed: seed &* 0x9E37_79B9_7F4A_7C15)
+        var configuration = SimulationConfiguration()
+        configuration.seed = seed
+        configuration.nodes = Int.random(in: 3...12, using: &rng)
+        configuration.limit = Int64.random(in: 5...60, using: &rng)
+        configuration.windowMillis = 2_000
+        configuration.seconds = 12
+        configuration.probes = 0
+        configuration.demand = [1.0, 2.0, 5.0, 10.0][Int.random(in: 0..<4, using: &rng)]
+        configuration.skewedDemand = Bool.random(using: &rng)
+        configuration.loss = [0, 0.05, 0.2, 0.3][Int.random(in: 0..<4, using: &rng)]
+        configuration.duplication = [0, 0.1, 0.2][Int.random(in: 0..<3, using: &rng)]
+        configuration.crashes = Int.random(in: 0...3, using: &rng)
+        configuration.downtimeMillis = Int64.random(in: 200...3_000, using: &rng)
+        configuration.clockSkewMillis = [0, 5, 20, 40][Int.random(in: 0..<4, using: &rng)]
+        configuration.priorityMix = Bool.random(using: &rng) ? (1, 0, 0) : (0.1, 0.6, 0.3)
+        if Bool.random(using: &rng) {
+            let start = Double.random(in: 1...6, using: &rng)
+            configuration.partition = PartitionPlan(
+                start: start, end: start + Double.random(in: 1...5, using: &rng),
+                fraction: Double.random(in: 0.2...0.8, using: &rng))
+        }
+        return configuration
+    }
+
+    @Test(arguments: 0..<8)
+    func noWindowEverAdmitsMoreThanTheLimit(batch: Int) async {
+        for seed in UInt64(batch * 20 + 1)...UInt64(batch * 20 + 20) {
+            let configuration = Self.configuration(seed: seed)
+            let report = await onASimulationThread { var simulator = Simulator(configuration); return simulator.run() }
+            let worst = max(report.maxAdmittedRatio, report.partitionMaxAdmittedRatio ?? 0)
+            #expect(
+                worst <= 1.0,
+                "seed \(seed): \(worst) × the limit (nodes \(configuration.nodes), limit \(configuration.limit), loss \(configuration.loss), crashes \(configuration.crashes), skew \(configuration.clockSkewMillis), partition \(configuration.partition != nil))"
+            )
+            #expect(report.upstream429s == 0, "seed \(seed): \(report.upstream429s) answered 429")
+        }
+    }
+}
