@@ -327,7 +327,9 @@ extension MeshInstance {
         // node sees the last calls of a window as still free and grants them in the same final moment.
         // Urgent work too: where most work is urgent, exempting it let several nodes grant a window's last
         // calls at once (two over the limit on one side of a partition in NetworkNamespaceTests).
-        let unseen = unseenConsumption(
+        // Where rights apply, a grant needs a right, so grants not heard of yet cannot overshoot: no estimate.
+        let byRights = rightsWindow(key, now: now) != nil
+        let unseen = byRights ? 0 : unseenConsumption(
             merged, windowTotal: windowTotal, windowLength: windowLength, resetAt: window.resetAt, now: now)
         let remaining = Double(remainingCount) - unseen
         if remaining < cost && Double(remainingCount) >= cost {
@@ -384,7 +386,6 @@ extension MeshInstance {
         let claimants = Double(live.count + pendingClaimants(now: now) + 1)
         // Turns exist to keep independent grants of a window's last calls within the limit; where rights
         // are held (a known limit), a grant needs a right, so no turns are needed to bound them.
-        let byRights = rightsWindow(key, now: now) != nil
         let lastSlotByTurns = limit < claimants && request.priority != .urgent && !byRights
         let inLastSlot = lastSlotByTurns && Double(closingEdge - now) < turnSlotMillis + spreadMillis
         if !byRights && remaining < claimants && (remaining <= Self.tailTurnCalls || inLastSlot) {
