@@ -150,6 +150,29 @@ import QuotaMeshCrypto
         #expect(received > 0)
         #expect(node.peerViews(now: mesh.now + 4_000).first { $0.key == testKey(0).publicKey }?.endpoint == moved)
     }
+
+    @Test func aPacketHeldBackAndDeliveredLateNeitherMovesItsSenderNorKeepsItLive() {
+        var mesh = TestMesh(count: 2, services: services)
+        mesh.run(for: 400)
+        // Node 0 sends a packet, then falls silent; the packet is held back 30 s and delivered from elsewhere.
+        let sentAt = mesh.now + 200
+        let held = mesh.nodes[0].tick(now: sentAt).compactMap { directive -> [UInt8]? in
+            if case .send(let bytes, let target) = directive, target == endpoint(1) { return bytes }
+            return nil
+        }
+        #expect(!held.isEmpty)
+        let later = sentAt + 30_000
+        let elsewhere = Endpoint(host: "192.0.2.9", port: 5555)
+        var node = mesh.nodes[1]
+        for bytes in held { _ = node.receive(datagram: bytes, from: elsewhere, now: later) }
+        let view = node.peerViews(now: later).first { $0.key == testKey(0).publicKey }
+        #expect(view?.endpoint == endpoint(0), "a late packet does not move the peer: \(String(describing: view?.endpoint))")
+        #expect(view?.live == false, "a late packet does not keep a silent peer live")
+        // The same packet on time does both.
+        var onTime = mesh.nodes[1]
+        for bytes in held { _ = onTime.receive(datagram: bytes, from: elsewhere, now: sentAt + 5) }
+        #expect(onTime.peerViews(now: sentAt + 5).first { $0.key == testKey(0).publicKey }?.endpoint == elsewhere)
+    }
 }
 
 /// A vouched peer that signs absurd values is answered with a drop, never a crash or a switched-off limit.

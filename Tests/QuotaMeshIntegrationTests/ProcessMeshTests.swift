@@ -66,6 +66,19 @@ import Glibc
         #expect(views.map { ($0["consumed"] as? [String: Any])?["local"] as? Int ?? -1 } == [3, 2, 0])
     }
 
+    @Test func aSecondNodeOnATakenGossipPortRefusesToStart() async throws {
+        let nodes = try await startMesh(count: 1, config: Self.config)
+        defer { nodes.forEach { $0.kill(signal: SIGTERM) } }
+        let intruder = try NodeProcess(name: "intruder", root: makeRoot())
+        let result = try runCLI(
+            ["run", "--gossip", "127.0.0.1:\(nodes[0].gossipPort)", "--api", "127.0.0.1:\(freePort(udp: false))"],
+            in: intruder.directory, timeout: .seconds(30))
+        #expect(result.status != 0, "\(result.output)")
+        #expect(result.output.contains("cannot listen for gossip on 127.0.0.1:\(nodes[0].gossipPort)"), "\(result.output)")
+        // The first node is untouched: still serving.
+        #expect(try await nodes[0].request("GET", "/healthz").0 == 200)
+    }
+
     @Test func consumptionSurvivesSigkillAndRestart() async throws {
         let nodes = try await startMesh(count: 1, config: Self.config)
         let node = nodes[0]

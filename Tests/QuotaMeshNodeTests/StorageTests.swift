@@ -81,6 +81,26 @@ func temporaryDirectory() -> String {
         #expect(contents.problems.first?.reason.contains(reason) == true, "\(contents.problems)")
     }
 
+    @Test func peerFilesAndTrustFoldersWritableByOthersAreRefusedWithTheChmod() throws {
+        let dir = temporaryDirectory()
+        chmod(dir, 0o755)
+        let good = SigningKey().publicKey
+        let planted = SigningKey().publicKey
+        try Files.writeAtomically(Array("key = \(good.base64)\n".utf8), to: dir + "/good.peer", mode: 0o644)
+        try Files.writeAtomically(Array("key = \(planted.base64)\n".utf8), to: dir + "/open.peer", mode: 0o644)
+        chmod(dir + "/open.peer", 0o666)
+        var contents = TrustStore(directory: dir).load()
+        #expect(contents.peers.map(\.key) == [good], "a world-writable peer file is not trusted")
+        #expect(contents.problems.first?.reason.contains("chmod go-w \(dir)/open.peer") == true, "\(contents.problems)")
+        chmod(dir + "/open.peer", 0o644)
+        chmod(dir, 0o777)
+        contents = TrustStore(directory: dir).load()
+        #expect(contents.peers.isEmpty, "a folder anyone can write to vouches for nobody")
+        #expect(contents.problems.first?.reason.contains("chmod go-w \(dir)") == true, "\(contents.problems)")
+        chmod(dir, 0o755)
+        #expect(TrustStore(directory: dir).load().peers.count == 2)
+    }
+
     @Test func stateRoundTripsAndCorruptionRefusesToStart() throws {
         let dir = temporaryDirectory()
         let store = try StateStore(directory: dir)

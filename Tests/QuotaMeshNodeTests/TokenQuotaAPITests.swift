@@ -68,20 +68,22 @@ import Testing
           ("x-ratelimit-reset-requests", "1m0s"), ("x-ratelimit-limit-tokens", "40000"),
           ("x-ratelimit-remaining-tokens", "1000"), ("x-ratelimit-reset-tokens", "6m0s")],
          ["requests": 4999, "tokens": 1000], "tokens"),
-        // Anthropic: requests, input and output tokens, RFC 3339 resets.
+        // Anthropic: requests, input and output tokens, RFC 3339 resets (a day from now: a reset further
+        // ahead than a learned service's longest window is not believed).
         ([("anthropic-ratelimit-requests-limit", "50"), ("anthropic-ratelimit-requests-remaining", "49"),
-          ("anthropic-ratelimit-requests-reset", "2030-01-01T00:00:00Z"),
+          ("anthropic-ratelimit-requests-reset", "TOMORROW"),
           ("anthropic-ratelimit-input-tokens-limit", "40000"), ("anthropic-ratelimit-input-tokens-remaining", "39000"),
-          ("anthropic-ratelimit-input-tokens-reset", "2030-01-01T00:00:00Z"),
+          ("anthropic-ratelimit-input-tokens-reset", "TOMORROW"),
           ("anthropic-ratelimit-output-tokens-limit", "8000"), ("anthropic-ratelimit-output-tokens-remaining", "800"),
-          ("anthropic-ratelimit-output-tokens-reset", "2030-01-01T00:00:00Z")],
+          ("anthropic-ratelimit-output-tokens-reset", "TOMORROW")],
          ["requests": 49, "input_tokens": 39000, "output_tokens": 800], "output_tokens"),
     ])
     func headersTeachEveryDimension(headers: [(String, String)], remaining: [String: Int], tightest: String) async throws {
         let node = try await api.makeNode(services: [:])
         let app = Application(router: NodeAPI.buildRouter(node: node))
         try await app.test(.router) { client in
-            let fields = headers.map { "\"\($0.0)\": \"\($0.1)\"" }.joined(separator: ", ")
+            let tomorrow = ISO8601DateFormatter().string(from: Date().addingTimeInterval(86_400))
+            let fields = headers.map { "\"\($0.0)\": \"\($0.1 == "TOMORROW" ? tomorrow : $0.1)\"" }.joined(separator: ", ")
             let (status, _, _) = try await api.post(client, "/v1/observe", "{\"service\": \"llm\", \"status\": 200, \"headers\": {\(fields)}}")
             #expect(status == 200)
             let (code, quota) = try await api.get(client, "/v1/quota/llm")

@@ -122,7 +122,8 @@ extension MeshInstance {
         enqueueHot(index, version: record.version, level: limit)
         noteRecent(index)
         if record.origin != publicKey, case .quota(let key, let state) = record.body {
-            remote[key, default: KeyAggregate()].update(origin: record.origin, state: state, stamp: record.timestamp)
+            remote[key, default: KeyAggregate()].update(
+                origin: record.origin, state: bounded(state, key: key, stamp: record.timestamp), stamp: record.timestamp)
             noteAccount(key)
         }
     }
@@ -132,7 +133,8 @@ extension MeshInstance {
         remote = [:]
         for record in records.records where record.origin != publicKey {
             if case .quota(let key, let state) = record.body {
-                remote[key, default: KeyAggregate()].update(origin: record.origin, state: state, stamp: record.timestamp)
+                remote[key, default: KeyAggregate()].update(
+                    origin: record.origin, state: bounded(state, key: key, stamp: record.timestamp), stamp: record.timestamp)
             }
         }
     }

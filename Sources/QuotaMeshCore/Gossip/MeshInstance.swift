@@ -256,8 +256,11 @@ public struct MeshInstance: Sendable {
         let newest = !peer.replay.hasStarted || header.incarnation > peer.replay.incarnation
             || header.sequence > peer.replay.highest
         peer.replay.accept(incarnation: header.incarnation, sequence: header.sequence)
-        if newest { peers.observe(source, at: peerIndex) }
-        markHeard(&peer, key: header.sender, at: now, now: now, into: &out)
+        // A packet held back and delivered late (its records are still welcome: they are signed and
+        // versioned) says nothing about where the sender is now, nor that it is alive.
+        let timely = header.sentAt >= now.saturatingSubtract(configuration.maxPacketAgeMillis)
+        if newest && timely { peers.observe(source, at: peerIndex) }
+        if timely { markHeard(&peer, key: header.sender, at: min(now, header.sentAt), now: now, into: &out) }
         peers[peerIndex] = peer
 
         let payload: WireFormat.ArrivingPayload
@@ -486,7 +489,7 @@ public struct MeshInstance: Sendable {
             } else if quota.consecutiveFailures >= policy.breaker.failureThreshold || breakerNow == .halfOpen {
                 openUntil = now + policy.breaker.openMillis
             }
-            if let until = openUntil, until > now {
+            if let until = openUntil.map({ min($0, now.saturatingAdd(configuration.maxBreakerOpenMillis)) }), until > now {
                 let openedAt = max(now, merged.breaker.openedAt.saturatingAdd(1), merged.breaker.closedAt.saturatingAdd(1))
                 quota.state.breaker = quota.state.breaker.merging(
                     BreakerRegister(openedAt: openedAt, openUntil: until, closedAt: 0))
@@ -495,7 +498,9 @@ public struct MeshInstance: Sendable {
             }
         } else if (200...399).contains(status) {
             quota.consecutiveFailures = 0
-            if breakerNow == .halfOpen {
+            // A call of this node's own that succeeded closes the breaker, half-open or still open: the
+            // upstream serves, whatever the statement that opened it said.
+            if breakerNow != .closed {
                 quota.state.breaker = quota.state.breaker.merging(
                     BreakerRegister(openedAt: 0, openUntil: 0, closedAt: max(now, merged.breaker.openedAt.saturatingAdd(1))))
                 quota.probeGrantedAt = nil
@@ -529,9 +534,18 @@ public struct MeshInstance: Sendable {
         // nothing and so saved no cluster consumption: its view of the others is just as partial. (At a
         // node's first start there is no saved state; at a cluster's, nothing was consumed before.)
         guard remaining <= 0 || !isRestart || !isLearning(now: now) else { return }
-        let windowMillis = dimension.windowSeconds.map { $0.saturatingMultiply(1000) } ?? merged.policy?.windowMillis ?? 0
-        let limit = dimension.limit ?? merged.policy?.limit ?? 0
+        let windowMillis = min(
+            dimension.windowSeconds.map { $0.saturatingMultiply(1000) } ?? merged.policy?.windowMillis ?? 0,
+            claimHorizon(key))
+        var limit = dimension.limit ?? merged.policy?.limit ?? 0
         let resetAt = dimension.resetAt ?? (merged.window?.resetAt ?? now + max(windowMillis, 1000))
+        // What an agent reports may lower what is enforced, never lift it: a configured limit caps the
+        // limit reported, and a reset further ahead than a window is not believed.
+        let configured = configuration.services[key.service]?.configuredLimit(key.dimension)
+        if let configured { limit = limit > 0 ? min(limit, configured.limit) : configured.limit }
+        // A statement that its window resets further ahead than any window of the key is not believed at
+        // all (its other numbers come from the same misreading); the status still drives the breaker.
+        guard resetAt <= now.saturatingAdd(claimHorizon(key)) else { return }
         let observation = UpstreamObservation(
             resetAt: resetAt, remaining: max(0, limit > 0 ? min(remaining, limit) : remaining), limit: limit,
             windowMillis: windowMillis, observedAt: now,

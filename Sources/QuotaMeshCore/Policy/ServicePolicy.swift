@@ -113,6 +113,15 @@ public struct MeshConfiguration: Sendable {
     public var retransmitMultiplier: Int
     /// Records and packets stamped further than this in the future are refused (ms).
     public var maxClockSkewMillis: Int64
+    /// The longest a breaker stays open on any statement, a `Retry-After` or a peer's record (ms): after
+    /// it the breaker is half-open and a probe decides.
+    public var maxBreakerOpenMillis: Int64 = 900_000
+    /// How far ahead a claim about a service with no configured window may reach (ms): a reset or a window
+    /// end further ahead than this is not believed. 32 days, so that monthly quotas are learned.
+    public var maxLearnedWindowMillis: Int64 = 32 * 86_400_000
+    /// A packet sent longer ago than this (by the sender's stamp, so clock skew included) neither moves
+    /// its sender's address nor extends its liveness (ms); its records are still merged.
+    public var maxPacketAgeMillis: Int64 = 10_000
     /// How often demand rates are re-estimated (ms).
     public var demandIntervalMillis: Int64
     /// How far apart the nodes' clocks and the upstream's may be once `Date` headers have corrected the

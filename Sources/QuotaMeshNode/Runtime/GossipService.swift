@@ -25,10 +25,10 @@ public struct GossipService: Service {
         self.onBound = onBound
     }
 
-    /// Binds the socket (throws if the address is taken).
+    /// Binds the socket, exclusively: it throws if the address is taken. (With `SO_REUSEADDR` a second
+    /// node on the same port started without error and took the first one's traffic.)
     public func bind() async throws -> NIOAsyncChannel<AddressedEnvelope<ByteBuffer>, AddressedEnvelope<ByteBuffer>> {
         try await DatagramBootstrap(group: MultiThreadedEventLoopGroup.singleton)
-            .channelOption(.socketOption(.so_reuseaddr), value: 1)
             .channelOption(.recvAllocator, value: FixedSizeRecvByteBufferAllocator(capacity: 2048))
             .bind(host: endpoint.host, port: endpoint.port) { channel in
                 channel.eventLoop.makeCompletedFuture {

@@ -95,6 +95,16 @@ public struct NodeConfiguration: Sendable {
         if let heartbeat = try reader.duration("heartbeat_interval", range: 10...3_600_000) {
             config.mesh.heartbeatIntervalMillis = heartbeat
         }
+        // Bounds on what statements may claim, and the edges of a window's rights (docs/PROTOCOL.md).
+        if let open = try reader.duration("max_breaker_open", range: 1_000...86_400_000) {
+            config.mesh.maxBreakerOpenMillis = open
+        }
+        if let window = try reader.duration("max_learned_window", range: 1_000...(366 * 86_400_000)) {
+            config.mesh.maxLearnedWindowMillis = window
+        }
+        if let age = try reader.duration("max_packet_age", range: 100...3_600_000) { config.mesh.maxPacketAgeMillis = age }
+        if let edge = try reader.duration("rights_edge", range: 0...60_000) { config.mesh.rightsEdgeMillis = edge }
+        if let lead = try reader.duration("rights_lead", range: 0...60_000) { config.mesh.rightsLeadMillis = lead }
         if let services = try reader.object("services") {
             for name in services.keys.sorted() {
                 guard QuotaKey.isValidLabel(name) else {

@@ -41,7 +41,9 @@ public struct TrustStore: Sendable {
         public var problems: [TrustStoreProblem]
     }
 
-    /// Reads every peer file. A missing folder is an empty store.
+    /// Reads every peer file. A missing folder is an empty store. A folder that others than its owner may
+    /// write to is refused whole (anyone who can write it could vouch for any key), and so is each peer
+    /// file others may write to; the problem names the `chmod` that fixes it.
     public func load() -> Contents {
         var peers: [PeerInfo] = []
         var problems: [TrustStoreProblem] = []
@@ -50,6 +52,13 @@ public struct TrustStore: Sendable {
             names = try FileManager.default.contentsOfDirectory(atPath: directory)
         } catch {
             return Contents(peers: [], problems: [])
+        }
+        if let mode = try? Files.mode(of: directory), mode & 0o022 != 0 {
+            let problem = TrustStoreProblem(
+                file: directory, line: 0,
+                reason: "the trust folder is writable by others (mode \(String(mode, radix: 8))), so nobody in it is "
+                    + "trusted; run `chmod go-w \(directory)`")
+            return Contents(peers: [], problems: [problem])
         }
         var seenKeys: [VerifyingKey: String] = [:]
         for name in names.sorted() where name.hasSuffix("." + Self.fileExtension) {
@@ -74,6 +83,11 @@ public struct TrustStore: Sendable {
     /// Parses one peer file.
     /// - Throws: `TrustStoreProblem` naming the line.
     public static func parse(file path: String, fallbackName: String) throws -> PeerInfo {
+        if let mode = try? Files.mode(of: path), mode & 0o022 != 0 {
+            throw TrustStoreProblem(
+                file: path, line: 0,
+                reason: "writable by others (mode \(String(mode, radix: 8))), so not trusted; run `chmod go-w \(path)`")
+        }
         guard let data = FileManager.default.contents(atPath: path) else {
             throw TrustStoreProblem(file: path, line: 0, reason: "cannot be read")
         }

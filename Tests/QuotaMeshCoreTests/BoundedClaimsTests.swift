@@ -1,0 +1,114 @@
+import Testing
+@testable import QuotaMeshCore
+import QuotaMeshCrypto
+
+/// One wrong statement cannot take the mesh over: a vouched peer's validly signed record, or an agent's
+/// report, may lower what is enforced but never lift it, and never reaches further ahead than a window
+/// (or fifteen minutes for a breaker). Each case is a statement the mesh believed before, measured against
+/// what it may claim, not only whether its bytes decode.
+@Suite struct BoundedClaimsTests {
+    static let services = ["openai": ServicePolicy(limit: 100, windowMillis: 60_000)]
+    static let year: Int64 = 399 * 86_400_000
+
+    /// Node 0, a vouched peer, signs `state` for openai and sends it to nodes 1 and 2.
+    func lie(_ state: QuotaState, in mesh: inout TestMesh) {
+        let liar = testKey(0)
+        let record = SignedRecord(
+            signing: .quota(QuotaKey(service: "openai"), state),
+            version: RecordVersion(incarnation: 9_000_000_000, sequence: UInt64(mesh.nextTicket)), timestamp: mesh.now,
+            with: liar, cluster: "quotamesh")
+        mesh.nextTicket += 1
+        for target in [1, 2] {
+            let packet = WireFormat.encodePacket(
+                header: PacketHeader(sender: liar.publicKey, incarnation: 9_000_000_000, sequence: mesh.nextTicket, sentAt: mesh.now),
+                payload: .records([record]), signingKey: liar, cluster: "quotamesh")
+            mesh.nextTicket += 1
+            mesh.apply(mesh.nodes[target].receive(datagram: packet, from: endpoint(0), now: mesh.now), from: target)
+        }
+    }
+
+    /// Urgent calls granted at nodes 1 and 2 in `count` tries each.
+    func grants(_ mesh: inout TestMesh, tries count: Int) -> Int {
+        var granted = 0
+        for _ in 0..<count {
+            for node in [1, 2] where mesh.acquire(node, AcquireRequest(service: "openai", priority: .urgent))?.granted == true {
+                granted += 1
+            }
+        }
+        return granted
+    }
+
+    @Test func anAgentsReportOfAHugeLimitFarAheadLiftsNothing() {
+        var mesh = TestMesh(count: 3, services: Self.services)
+        mesh.run(for: 1_000)
+        var dimension = RateLimitDimension(name: "requests")
+        dimension.limit = 1_000_000
+        dimension.remaining = 1_000_000
+        dimension.resetAt = mesh.now + Self.year
+        mesh.observe(0, service: "openai", status: 200, report: RateLimitReport(dimensions: [dimension]))
+        mesh.run(for: 1_000)
+        for node in 0..<3 {
+            let view = mesh.view(node, "openai")
+            #expect(view?.limit == 100, "node \(node): \(String(describing: view?.limit))")
+            #expect((view?.resetAt ?? .max) <= mesh.now + 60_000, "node \(node): reset \(String(describing: view?.resetAt))")
+        }
+        #expect(grants(&mesh, tries: 300) <= 100)
+    }
+
+    @Test func aPeersSignedHugeLimitFarAheadLiftsNothing() {
+        var mesh = TestMesh(count: 3, services: Self.services)
+        mesh.run(for: 1_000)
+        lie(QuotaState(
+            observation: UpstreamObservation(
+                resetAt: mesh.now + Self.year, remaining: 1_000_000_000_000, limit: 1_000_000_000_000,
+                windowMillis: Self.year, observedAt: mesh.now, consumedTotalAtObservation: 0)), in: &mesh)
+        #expect(mesh.view(1, "openai")?.limit == 100)
+        #expect((mesh.view(1, "openai")?.resetAt ?? .max) <= mesh.now + 60_000)
+        #expect(grants(&mesh, tries: 300) <= 100)
+    }
+
+    @Test func aPeersSignedHugeConsumptionFarAheadBlocksNothing() {
+        var mesh = TestMesh(count: 3, services: Self.services)
+        mesh.run(for: 1_000)
+        lie(QuotaState(consumption: ConsumptionEntry(
+            total: 1_000_000_000_000, windowEnd: mesh.now + Self.year, windowCount: 1_000_000_000_000)), in: &mesh)
+        #expect(mesh.acquire(1, AcquireRequest(service: "openai", priority: .urgent))?.granted == true)
+        // Within the window, a count larger than the limit counts as the limit: it can spend the window
+        // (as a real 429 would), not the next ones.
+        lie(QuotaState(consumption: ConsumptionEntry(
+            total: 2_000_000_000_000, windowEnd: (mesh.now / 60_000 + 1) * 60_000, windowCount: 1_000_000_000_000)), in: &mesh)
+        #expect((mesh.view(1, "openai")?.consumedGlobal ?? .max) <= 101)
+        mesh.now = (mesh.now / 60_000 + 1) * 60_000 + 1_000
+        #expect(mesh.acquire(1, AcquireRequest(service: "openai", priority: .urgent))?.granted == true, "the next window is free")
+    }
+
+    @Test func aBreakerOpenForAYearIsHalfOpenAfterFifteenMinutes() {
+        var mesh = TestMesh(count: 3, services: Self.services)
+        mesh.run(for: 1_000)
+        lie(QuotaState(breaker: BreakerRegister(openedAt: mesh.now, openUntil: mesh.now + Self.year, closedAt: 0)), in: &mesh)
+        #expect(mesh.acquire(1, AcquireRequest(service: "openai", priority: .urgent))?.reason == .breakerOpen)
+        #expect(mesh.view(1, "openai")?.breakerOpenUntil == mesh.now + 900_000)
+        mesh.now += 900_001
+        // Half-open: one node probes, and its success closes the breaker for everyone.
+        var probed = false
+        for node in [1, 2] where !probed {
+            if mesh.acquire(node, AcquireRequest(service: "openai", priority: .urgent))?.granted == true {
+                probed = true
+                mesh.observe(node, service: "openai", status: 200, report: RateLimitReport())
+            }
+        }
+        #expect(probed)
+        mesh.run(for: 1_000)
+        for node in [1, 2] { #expect(mesh.view(node, "openai")?.breakerState == .closed, "node \(node)") }
+    }
+
+    @Test func anAgentsRetryAfterOfAYearOpensTheBreakerForFifteenMinutesAndItsOwnSuccessClosesIt() {
+        var mesh = TestMesh(count: 3, services: Self.services)
+        mesh.run(for: 1_000)
+        mesh.observe(0, service: "openai", status: 429, report: report(limit: nil, remaining: nil, resetAt: nil, retryAt: mesh.now + Self.year, limited: true))
+        #expect(mesh.view(0, "openai")?.breakerOpenUntil == mesh.now + 900_000)
+        // The agent called anyway and the call succeeded: the upstream serves, so the breaker closes.
+        mesh.observe(0, service: "openai", status: 200, report: RateLimitReport())
+        #expect(mesh.view(0, "openai")?.breakerState == .closed)
+    }
+}
