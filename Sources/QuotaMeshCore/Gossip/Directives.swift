@@ -96,6 +96,8 @@ public enum DropReason: String, Sendable, CaseIterable {
     case equivocation
     /// A signed record whose times or counts are out of any plausible range.
     case absurd = "absurd_values"
+    /// A packet or record from an origin quarantined for contradicting itself.
+    case quarantined
 
     init(_ error: DecodeError) {
         switch error {
@@ -128,6 +130,29 @@ public enum MeshEvent: Hashable, Sendable {
     case breakerClosed(QuotaKey)
     /// A service was learned from an upstream observation or a peer's record.
     case serviceLearned(String)
+    /// A peer signed two records that contradict each other; everything from it is set aside.
+    case peerQuarantined(VerifyingKey, reason: QuarantineReason)
+}
+
+/// Why a peer was quarantined: each is a contradiction proven by two records it signed.
+public enum QuarantineReason: String, Sendable, Hashable, Codable {
+    /// Two different records at one version.
+    case equivocation
+    /// A later record whose rights ledger, in the same window, shows less spent, refunded or given than an
+    /// earlier one: it took back what it had signed (a fork that shows each receiver a different gift).
+    case ledgerRegressed = "ledger_regressed"
+}
+
+/// The proof behind a quarantine: the two records, exactly as signed.
+public struct QuarantineEvidence: Sendable, Hashable {
+    /// Why.
+    public var reason: QuarantineReason
+    /// The record held before.
+    public var earlier: SignedRecord
+    /// The record that contradicts it.
+    public var later: SignedRecord
+    /// When this node saw the contradiction.
+    public var at: UnixMillis
 }
 
 /// An effect the shell must carry out, in order.
@@ -291,4 +316,6 @@ public struct PeerView: Hashable, Sendable {
     /// When the newest of those records was signed (its origin's clock): now minus this is how far
     /// behind this node's view of that peer is.
     public var newestRecordAt: UnixMillis?
+    /// Why the peer is quarantined, if it is: it signed two records that contradict each other.
+    public var quarantined: QuarantineReason? = nil
 }

@@ -386,8 +386,16 @@ extension MeshInstance {
         let claimants = Double(live.count + pendingClaimants(now: now) + 1)
         // Turns exist to keep independent grants of a window's last calls within the limit; where rights
         // are held (a known limit), a grant needs a right, so no turns are needed to bound them.
-        let lastSlotByTurns = limit < claimants && request.priority != .urgent && !byRights
+        let outnumbered = limit < claimants
+        let lastSlotByTurns = outnumbered && request.priority != .urgent && !byRights
         let inLastSlot = lastSlotByTurns && Double(closingEdge - now) < turnSlotMillis + spreadMillis
+        if byRights && outnumbered && Double(closingEdge - now) < turnSlotMillis + spreadMillis {
+            // The window's last slot, where nodes outnumber its calls: most shares are worth less than a call,
+            // so paced calls land past the reset and the window's last rights would go unused. Whoever holds
+            // a right spends it now, whatever its pace (rights bound the total); whoever has a call and no
+            // right asks a holder.
+            return result(.grant(key), headroom: usable - cost, rate: rate)
+        }
         if !byRights && remaining < claimants && (remaining <= Self.tailTurnCalls || inLastSlot) {
             switch tailTurn(
                 key, remaining: remaining, cost: cost, quota: quota, resetAt: window.resetAt, closingEdge: closingEdge,
@@ -439,7 +447,7 @@ extension MeshInstance {
             if let refresh = ownDemandRefresh(key, windowMillis: windowLength, now: now) { retry = min(retry, refresh) }
             // Where the window's last slot goes by turns, a waiting call asks again when it opens.
             let lastSlot = closingEdge - Int64(turnSlotMillis)
-            if lastSlotByTurns && now < lastSlot { retry = min(retry, lastSlot) }
+            if (lastSlotByTurns || (byRights && outnumbered)) && now < lastSlot { retry = min(retry, lastSlot) }
             return result(.deny(.quotaExhausted, key: key, retryAt: min(retry, window.resetAt), detail: "paced"))
         }
         var granted = result(.grant(key), headroom: usable - cost, rate: rate)

@@ -180,6 +180,10 @@ extension MeshInstance {
             out.append(.event(.dropped(.unknownOrigin, from: source, sender: sender)))
             return
         }
+        guard quarantined[record.origin] == nil else {
+            out.append(.event(.dropped(.quarantined, from: source, sender: sender)))
+            return
+        }
         guard record.timestamp <= now.saturatingAdd(configuration.maxClockSkewMillis) else {
             out.append(.event(.dropped(.fromFuture, from: source, sender: sender)))
             return
@@ -230,15 +234,24 @@ extension MeshInstance {
                     return
                 }
                 out.append(.event(.dropped(.equivocation, from: source, sender: sender)))
-                guard record.signature.rawRepresentation.lexicographicallyPrecedes(
-                    records.records[index].signature.rawRepresentation) == false
-                else { return }
-                store(record, id: id, receivedFrom: sender)
+                quarantine(
+                    QuarantineEvidence(reason: .equivocation, earlier: records.records[index], later: record, at: now),
+                    of: record.origin, into: &out)
                 return
             }
         }
         guard record.hasValidSignature(cluster: configuration.cluster, scheme: scheme) else {
             out.append(.event(.dropped(.badSignature, from: source, sender: sender)))
+            return
+        }
+        // A newer record must include everything the origin signed before in the same window's ledger: one
+        // that takes a gift or a spend back shows different receivers different books.
+        if case .quota(let key, let state) = record.body, let earlier = remote[key]?.origins[record.origin]?.ledger,
+            let ledger = state.ledger, !ledger.covers(earlier), let index = heldIndex
+        {
+            quarantine(
+                QuarantineEvidence(reason: .ledgerRegressed, earlier: records.records[index], later: record, at: now),
+                of: record.origin, into: &out)
             return
         }
         store(record, id: id, receivedFrom: sender)
@@ -251,6 +264,22 @@ extension MeshInstance {
             out.append(.event(.serviceLearned(key.service)))
         }
         out.append(.event(.recordAccepted(origin: record.origin, slot: record.body.slot)))
+    }
+
+    /// Sets a peer aside for good (until it is removed from the trust store and added again, or the node
+    /// restarts): its records and everything derived from them are forgotten, it counts for nobody's
+    /// share, and nothing it sends is accepted. The proof is kept for the operator.
+    mutating func quarantine(_ evidence: QuarantineEvidence, of origin: VerifyingKey, into out: inout [MeshDirective]) {
+        guard origin != publicKey, quarantined[origin] == nil else { return }
+        quarantined[origin] = evidence
+        let remap = records.removeAll { $0.origin == origin }
+        recentSlots = recentSlots.compactMap { remap[$0] }
+        hotLevels = hotLevels.map { level in level.compactMap { entry in remap[entry.index].map { ($0, entry.version) } } }
+        rebuildAggregates()
+        rightsCache = [:]
+        live.removeAll { $0 == origin }
+        liveVersion += 1
+        out.append(.event(.peerQuarantined(origin, reason: evidence.reason)))
     }
 
     /// Handles an exact copy of the record held at `index` (at `version`), sent by `sender`.
@@ -288,7 +317,7 @@ extension MeshInstance {
         let wasLive = peer.isLive(now: now, timeout: timeout)
         if peer.lastHeardAt == nil { unheard -= 1 }
         peer.lastHeardAt = max(peer.lastHeardAt ?? time, time)
-        if !wasLive && peer.isLive(now: now, timeout: timeout) {
+        if !wasLive && peer.isLive(now: now, timeout: timeout) && (quarantined.isEmpty || quarantined[key] == nil) {
             peer.announcedLive = true
             out.append(.event(.peerUp(key)))
             livenessCheckAt = min(livenessCheckAt, (peer.lastHeardAt ?? time).saturatingAdd(timeout))
@@ -316,7 +345,7 @@ extension MeshInstance {
             let index = peers.index(atPosition: position)
             let key = peers.key(at: index)
             let peer = peers[index]
-            if peer.isLive(now: now, timeout: timeout), let heard = peer.lastHeardAt {
+            if peer.isLive(now: now, timeout: timeout), let heard = peer.lastHeardAt, quarantined.isEmpty || quarantined[key] == nil {
                 next.append(key)
                 checkAt = min(checkAt, heard.saturatingAdd(timeout))
             } else if peer.announcedLive {

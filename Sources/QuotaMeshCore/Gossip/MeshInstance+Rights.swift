@@ -136,8 +136,7 @@ extension MeshInstance {
         want.priority = min(want.priority, priority)
         want.notedAt = now
         rightsWants[key] = want
-        let holders = rightsHolders(key, balances: balances, count: 1)
-        if holders.isEmpty {
+        if !live.contains(where: { balances.holding(of: $0) >= 1 }) {
             // Nobody this node knows of holds any: the window is spent, as far as it can tell. Its view of
             // the others' ledgers can lag, so look again after a few rounds rather than at the reset.
             let retry = min(window.windowEnd + lead, now + 5 * configuration.gossipIntervalMillis)
@@ -151,15 +150,17 @@ extension MeshInstance {
     /// round trip and a save at the holder.
     static let rightsRetryMillis: Int64 = 20
 
-    /// Live peers believed to hold at least one right for `key` in the window, most first (at most `count`).
-    func rightsHolders(_ key: QuotaKey, balances: RightsBalances, count: Int) -> [VerifyingKey] {
-        var holders: [(VerifyingKey, Int64)] = []
+    /// Live peers believed to hold at least one right for `key` in the window, most first (at most `count`);
+    /// among equal holdings in a random order, so that many nodes short of rights do not all ask the same
+    /// few holders (where nodes outnumber the calls, most holders hold one right each).
+    mutating func rightsHolders(_ key: QuotaKey, balances: RightsBalances, count: Int) -> [VerifyingKey] {
+        var holders: [(key: VerifyingKey, held: Int64, order: UInt64)] = []
         for peer in live {
             let held = balances.holding(of: peer)
-            if held >= 1 { holders.append((peer, held)) }
+            if held >= 1 { holders.append((peer, held, rng.next())) }
         }
-        holders.sort { ($0.1, $1.0) > ($1.1, $0.0) }
-        return holders.prefix(count).map(\.0)
+        holders.sort { ($0.held, $0.order) > ($1.held, $1.order) }
+        return holders.prefix(count).map(\.key)
     }
 
     /// Counts a granted call's cost against this node's rights for `key`.

@@ -88,6 +88,8 @@ public struct MeshInstance: Sendable {
     public internal(set) var persistenceFailing = false
     /// Keys whose own ledger changed since the last save the shell confirmed.
     var undurableLedgers: Set<QuotaKey> = []
+    /// Peers that signed records contradicting each other, with the proof: nothing from them is accepted.
+    public internal(set) var quarantined: [VerifyingKey: QuarantineEvidence] = [:]
 
     /// The public key of this node.
     public var publicKey: VerifyingKey { identity.publicKey }
@@ -233,6 +235,10 @@ public struct MeshInstance: Sendable {
         }
         guard let peerIndex = peers.index(of: header.sender) else {
             out.append(.event(.dropped(.unknownSender, from: source, sender: header.sender)))
+            return finish(out, now: now)
+        }
+        guard quarantined[header.sender] == nil else {
+            out.append(.event(.dropped(.quarantined, from: source, sender: header.sender)))
             return finish(out, now: now)
         }
         var peer = peers[peerIndex]
@@ -589,9 +595,9 @@ public struct MeshInstance: Sendable {
             let peer = peers[index]
             return PeerView(
                 name: info.name, key: info.key, endpoint: peers.endpoint(at: index),
-                live: peer.isLive(now: now, timeout: livenessTimeout),
+                live: peer.isLive(now: now, timeout: livenessTimeout) && quarantined[info.key] == nil,
                 lastHeardAt: peer.lastHeardAt, records: counts[info.key] ?? 0,
-                newestRecordAt: newest[info.key])
+                newestRecordAt: newest[info.key], quarantined: quarantined[info.key]?.reason)
         }.sorted { $0.name < $1.name }
     }
 

@@ -115,6 +115,14 @@ public struct RightsLedger: JoinSemilattice, Hashable, Codable {
         return merged
     }
 
+    /// Whether this ledger includes everything `earlier` says, in the same window: what an origin that
+    /// signs honestly always signs next, since every count only grows.
+    public func covers(_ earlier: RightsLedger) -> Bool {
+        guard windowEnd == earlier.windowEnd else { return windowEnd > earlier.windowEnd }
+        return spent >= earlier.spent && refunded >= earlier.refunded
+            && earlier.given.allSatisfy { given(to: $0.receiver) >= $0.amount }
+    }
+
     /// Whether the ledger is well formed: receivers sorted and distinct, at most ``maxReceivers``, none of
     /// them the origin itself.
     public func isWellFormed(origin: VerifyingKey) -> Bool {

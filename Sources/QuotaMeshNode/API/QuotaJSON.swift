@@ -67,6 +67,7 @@ public enum QuotaJSON {
             "live": peer.live,
             "last_heard_s_ago": peer.lastHeardAt.map { seconds(now - $0) } ?? NSNull(),
             "records": peer.records,
+            "quarantined": peer.quarantined?.rawValue ?? NSNull(),
         ]
     }
 

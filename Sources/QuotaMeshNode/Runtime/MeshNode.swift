@@ -296,6 +296,11 @@ public actor MeshNode {
             logger.notice("Breaker closed", metadata: ["service": "\(key.service)", "account": "\(key.account)"])
         case .serviceLearned(let service):
             logger.info("Service learned", metadata: ["service": "\(service)"])
+        case .peerQuarantined(let key, let reason):
+            counters["peers_quarantined", default: 0] += 1
+            logger.error(
+                "Peer quarantined: it signed records that contradict each other; nothing from it is accepted until it is removed from the trust store and added again",
+                metadata: ["peer": "\(peerName(key))", "peer.id": "\(key.shortID)", "quarantine.reason": "\(reason.rawValue)"])
         }
     }
 

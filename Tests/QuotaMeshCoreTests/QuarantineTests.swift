@@ -1,0 +1,80 @@
+import Testing
+@testable import QuotaMeshCore
+import QuotaMeshCrypto
+
+/// Contradiction is evidence: an origin that signs two records that cannot both be true is quarantined,
+/// with the proof kept, and everything derived from it is forgotten.
+@Suite struct QuarantineTests {
+    static let services = ["openai": ServicePolicy(limit: 30, windowMillis: 60_000)]
+
+    /// Node 0 signs `state` at `sequence` and sends it to node `target`.
+    func sign(_ state: QuotaState, sequence: UInt64, to target: Int, in mesh: inout TestMesh) {
+        let liar = testKey(0)
+        let record = SignedRecord(
+            signing: .quota(QuotaKey(service: "openai"), state),
+            version: RecordVersion(incarnation: 9_000_000_000, sequence: sequence), timestamp: mesh.now, with: liar,
+            cluster: "quotamesh")
+        mesh.nextTicket += 1
+        let packet = WireFormat.encodePacket(
+            header: PacketHeader(sender: liar.publicKey, incarnation: 9_000_000_000, sequence: mesh.nextTicket, sentAt: mesh.now),
+            payload: .records([record]), signingKey: liar, cluster: "quotamesh")
+        mesh.apply(mesh.nodes[target].receive(datagram: packet, from: endpoint(0), now: mesh.now), from: target)
+    }
+
+    func ledger(giving amount: UInt64, to receiver: Int, window: UnixMillis) -> QuotaState {
+        var ledger = RightsLedger(windowEnd: window)
+        ledger.give(amount, to: testKey(receiver).publicKey)
+        return QuotaState(ledger: ledger)
+    }
+
+    func rights(_ mesh: TestMesh, _ node: Int) -> Int64 { mesh.view(node, "openai")?.rights ?? -1 }
+
+    @Test func aForkThatShowsEachReceiverADifferentGiftIsCaughtWhereBothMeet() {
+        var mesh = TestMesh(count: 3, services: Self.services)
+        mesh.run(for: 1_000)
+        let window = (mesh.now / 60_000 + 1) * 60_000
+        // Node 0 holds 10 and shows node 1 a gift of 10 to node 1, then a later record with a gift of 10 to
+        // node 2 and none to node 1: each record alone balances.
+        sign(ledger(giving: 10, to: 1, window: window), sequence: 1, to: 1, in: &mesh)
+        #expect(rights(mesh, 1) == 20, "the first gift is credited")
+        sign(ledger(giving: 10, to: 2, window: window), sequence: 2, to: 1, in: &mesh)
+        let peer = mesh.nodes[1].peerViews(now: mesh.now).first { $0.key == testKey(0).publicKey }
+        #expect(peer?.quarantined == .ledgerRegressed)
+        #expect(mesh.nodes[1].quarantined[testKey(0).publicKey]?.later.version.sequence == 2, "the proof is kept")
+        #expect(rights(mesh, 1) == 10, "nothing from a quarantined origin is credited any more")
+        #expect((mesh.events[1] ?? []).contains(.peerQuarantined(testKey(0).publicKey, reason: .ledgerRegressed)))
+        // From now on its packets are dropped before any signature work.
+        sign(ledger(giving: 10, to: 1, window: window), sequence: 3, to: 1, in: &mesh)
+        #expect(mesh.drops(1, .quarantined) >= 1)
+        #expect(rights(mesh, 1) == 10)
+        #expect(!mesh.nodes[1].peerViews(now: mesh.now).contains { $0.key == testKey(0).publicKey && $0.live })
+    }
+
+    @Test func twoDifferentRecordsAtOneVersionQuarantineTheirOrigin() {
+        var mesh = TestMesh(count: 3, services: Self.services)
+        mesh.run(for: 1_000)
+        let window = (mesh.now / 60_000 + 1) * 60_000
+        sign(ledger(giving: 5, to: 1, window: window), sequence: 7, to: 1, in: &mesh)
+        sign(ledger(giving: 6, to: 1, window: window), sequence: 7, to: 1, in: &mesh)
+        #expect(mesh.nodes[1].quarantined[testKey(0).publicKey]?.reason == .equivocation)
+        #expect(mesh.nodes[1].heldRecords.allSatisfy { $0.origin != testKey(0).publicKey }, "its records are forgotten")
+    }
+
+    @Test func anHonestNodeThatRestartsIsNotQuarantined() {
+        var mesh = TestMesh(count: 3, services: Self.services)
+        mesh.run(for: 1_000)
+        for _ in 0..<3 { _ = mesh.acquire(0, AcquireRequest(service: "openai", priority: .urgent)) }
+        mesh.run(for: 1_000)
+        // Node 0 restarts from what it saved, spends again, and its new records reach the others.
+        mesh.nodes[0] = MeshInstance(
+            identity: testKey(0), configuration: mesh.nodes[1].configuration,
+            peers: (0..<3).map { PeerInfo(name: "n\($0)", key: testKey($0).publicKey, endpoint: endpoint($0)) },
+            restored: mesh.persisted[0], now: mesh.now, seed: 9)
+        mesh.apply(mesh.nodes[0].start(now: mesh.now), from: 0)
+        mesh.run(for: 3_000)
+        _ = mesh.acquire(0, AcquireRequest(service: "openai", priority: .urgent))
+        mesh.run(for: 1_000)
+        for node in [1, 2] { #expect(mesh.nodes[node].quarantined.isEmpty, "node \(node)") }
+        #expect(mesh.view(1, "openai")?.consumedGlobal == 4)
+    }
+}
