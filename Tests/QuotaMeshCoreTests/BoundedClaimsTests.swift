@@ -112,3 +112,41 @@ import QuotaMeshCrypto
         #expect(mesh.view(0, "openai")?.breakerState == .closed)
     }
 }
+
+/// Names are capped: a node tracks a bounded number of services, accounts and dimensions, so that made-up
+/// names cannot grow its memory, its state file (rewritten at every grant) or its metrics without end.
+@Suite struct NameCapTests {
+    func limitReport() -> RateLimitReport { report(limit: 10, remaining: 9, resetAt: nil) }
+
+    @Test func newServicesBeyondTheCapAreRefusedLocallyAndDroppedFromPeers() {
+        var mesh = TestMesh(count: 2, services: ["openai": ServicePolicy(limit: 100, windowMillis: 60_000)])
+        for index in mesh.nodes.indices { mesh.nodes[index].configuration.maxServices = 3 }
+        var refused: [MeshInstance.ObserveOutcome] = []
+        for number in 0..<5 {
+            let result = mesh.nodes[0].observe(
+                service: "made-up-\(number)", account: nil, status: 200, report: limitReport(), now: mesh.now)
+            mesh.apply(result.directives, from: 0)
+            if result.outcome.refused != nil { refused.append(result.outcome) }
+        }
+        #expect(refused.count == 3, "openai and two learned services fit under a cap of 3")
+        #expect(refused.allSatisfy { $0.refused == .tooManyServices })
+        #expect(mesh.nodes[0].persistedState().quotas.count <= 3, "the state file holds no refused name")
+        // A peer's records naming more services than node 1 tracks are dropped, and counted.
+        mesh.nodes[1].configuration.maxServices = 2
+        mesh.run(for: 2_000)
+        #expect(Set(mesh.nodes[1].quotas(now: mesh.now).map(\.key.service)).count <= 2)
+        #expect(mesh.drops(1, .overCap) >= 1)
+    }
+
+    @Test func newAccountsBeyondTheCapAreRefused() {
+        var mesh = TestMesh(count: 1, services: ["github": ServicePolicy(limit: 100, windowMillis: 60_000)])
+        mesh.nodes[0].configuration.maxAccountsPerService = 2
+        var outcomes: [NameRefusal?] = []
+        for number in 0..<4 {
+            let result = mesh.nodes[0].observe(
+                service: "github", account: "acct-\(number)", status: 200, report: limitReport(), now: mesh.now)
+            outcomes.append(result.outcome.refused)
+        }
+        #expect(outcomes == [nil, .tooManyAccounts, .tooManyAccounts, .tooManyAccounts], "default and one more")
+    }
+}

@@ -204,3 +204,30 @@ import QuotaMeshCrypto
         }
     }
 }
+
+@Suite struct NameCapAPITests {
+    let api = APITests()
+
+    @Test func observeRefusesANewServiceBeyondTheCapWith422AndUnknownServicesAddNoMetricSeries() async throws {
+        var configuration = MeshConfiguration()
+        configuration.maxServices = 1
+        let node = try MeshNode(
+            identity: SigningKey(), configuration: configuration, peers: [], stateStore: nil, logger: Logger(label: "test"))
+        await node.startWithoutNetwork()
+        let app = Application(router: NodeAPI.buildRouter(node: node))
+        try await app.test(.router) { client in
+            let learn = #"{"service":"first","status":200,"headers":{"x-ratelimit-limit":"10","x-ratelimit-remaining":"9"}}"#
+            #expect(try await api.post(client, "/v1/observe", learn).0 == 200)
+            let (status, body, _) = try await api.post(client, "/v1/observe", learn.replacingOccurrences(of: "first", with: "second"))
+            #expect(status == 422)
+            #expect(body["reason"] as? String == "too_many_services")
+            #expect((body["error"] as? String ?? "").contains("max_services"))
+            for number in 0..<50 {
+                _ = try await api.post(client, "/v1/acquire", #"{"service":"nope-\#(number)"}"#)
+            }
+        }
+        let metrics = await node.metricsText()
+        #expect(!metrics.contains("nope-"), "made-up service names add no series")
+        #expect(metrics.contains("_unknown"))
+    }
+}

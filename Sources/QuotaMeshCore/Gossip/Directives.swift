@@ -98,6 +98,8 @@ public enum DropReason: String, Sendable, CaseIterable {
     case absurd = "absurd_values"
     /// A packet or record from an origin quarantined for contradicting itself.
     case quarantined
+    /// A record naming a service, account or dimension beyond this node's caps.
+    case overCap = "over_cap"
 
     init(_ error: DecodeError) {
         switch error {

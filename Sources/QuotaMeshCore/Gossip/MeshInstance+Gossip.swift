@@ -184,6 +184,10 @@ extension MeshInstance {
             out.append(.event(.dropped(.quarantined, from: source, sender: sender)))
             return
         }
+        if case .quota(let key, _) = record.body, refusal(ofNew: key) != nil {
+            out.append(.event(.dropped(.overCap, from: source, sender: sender)))
+            return
+        }
         guard record.timestamp <= now.saturatingAdd(configuration.maxClockSkewMillis) else {
             out.append(.event(.dropped(.fromFuture, from: source, sender: sender)))
             return

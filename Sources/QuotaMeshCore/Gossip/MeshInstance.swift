@@ -395,6 +395,8 @@ public struct MeshInstance: Sendable {
         public var openedBreaker: Bool
         /// Whether it closed the breaker.
         public var closedBreaker: Bool
+        /// Why nothing was recorded, when a cap refused a new name.
+        public var refused: NameRefusal? = nil
     }
 
     /// Takes an upstream response the agent reports: merges what its rate-limit headers say and drives
@@ -424,11 +426,19 @@ public struct MeshInstance: Sendable {
             else {
                 return (finish(out, now: now), outcome)
             }
+            if let refusal = refusal(ofNew: QuotaKey(service: service, account: account ?? "default")) {
+                outcome.refused = refusal
+                return (finish(out, now: now), outcome)
+            }
             learnedServices.insert(service)
             out.append(.event(.serviceLearned(service)))
         }
         outcome.serviceKnown = true
         let key = QuotaKey(service: service, account: account ?? accounts(of: service).first ?? "default")
+        if let refusal = refusal(ofNew: key) {
+            outcome.refused = refusal
+            return (finish(out, now: now), outcome)
+        }
         outcome.key = key
         absorb(
             status: status, report: report, primary: primary, counted: counted, corrections: corrections, into: key,

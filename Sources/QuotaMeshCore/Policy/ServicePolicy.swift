@@ -119,6 +119,13 @@ public struct MeshConfiguration: Sendable {
     /// How far ahead a claim about a service with no configured window may reach (ms): a reset or a window
     /// end further ahead than this is not believed. 32 days, so that monthly quotas are learned.
     public var maxLearnedWindowMillis: Int64 = 32 * 86_400_000
+    /// The most services a node tracks (configured ones count, and are always kept): a new name beyond it
+    /// is refused locally and dropped from peers (`over_cap`).
+    public var maxServices = 64
+    /// The most accounts of one service a node tracks.
+    public var maxAccountsPerService = 64
+    /// The most dimensions besides requests of one service a node tracks.
+    public var maxDimensionsPerService = 8
     /// A packet sent longer ago than this (by the sender's stamp, so clock skew included) neither moves
     /// its sender's address nor extends its liveness (ms); its records are still merged.
     public var maxPacketAgeMillis: Int64 = 10_000

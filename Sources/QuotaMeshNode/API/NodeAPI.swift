@@ -89,6 +89,19 @@ public enum NodeAPI {
             let (outcome, report) = await node.observe(
                 service: parsed.service, account: parsed.account, status: parsed.status, headers: parsed.headers,
                 corrections: parsed.corrections)
+            if let refusal = outcome.refused {
+                // The node tracks a bounded number of names; a new one beyond the cap is refused, not kept.
+                let (noun, key) = switch refusal {
+                case .tooManyServices: ("services", "max_services")
+                case .tooManyAccounts: ("accounts of `\(parsed.service)`", "max_accounts")
+                case .tooManyDimensions: ("dimensions of `\(parsed.service)`", "max_dimensions")
+                }
+                return json(.unprocessableContent, [
+                    "error": "this node already tracks as many \(noun) as it may (`\(key)` in the configuration); "
+                        + "nothing was recorded",
+                    "reason": refusal.rawValue,
+                ])
+            }
             let now = node.now()
             var object: [String: Any] = [
                 "understood": report.understood,

@@ -30,7 +30,8 @@ final class NodeMetrics: Sendable {
 
     /// An acquire was answered: a grant or a denial (by reason), and how long the agent waited.
     func acquired(_ request: AcquireRequest, decision: AcquireDecision, waited: Duration) {
-        let service = ("service", request.service)
+        // Unknown services get no series of their own: any name an agent makes up would otherwise add one.
+        let service = ("service", decision.reason == .unknownService ? "_unknown" : request.service)
         let priority = ("priority", request.priority.rawValue)
         if decision.granted {
             count("quotamesh_acquire_grants_total", [service, priority])

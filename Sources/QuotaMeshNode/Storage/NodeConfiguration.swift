@@ -103,6 +103,13 @@ public struct NodeConfiguration: Sendable {
             config.mesh.maxLearnedWindowMillis = window
         }
         if let age = try reader.duration("max_packet_age", range: 100...3_600_000) { config.mesh.maxPacketAgeMillis = age }
+        if let services = try reader.integer("max_services", range: 1...10_000) { config.mesh.maxServices = Int(services) }
+        if let accounts = try reader.integer("max_accounts", range: 1...10_000) {
+            config.mesh.maxAccountsPerService = Int(accounts)
+        }
+        if let dimensions = try reader.integer("max_dimensions", range: 1...64) {
+            config.mesh.maxDimensionsPerService = Int(dimensions)
+        }
         if let edge = try reader.duration("rights_edge", range: 0...60_000) { config.mesh.rightsEdgeMillis = edge }
         if let lead = try reader.duration("rights_lead", range: 0...60_000) { config.mesh.rightsLeadMillis = lead }
         if let services = try reader.object("services") {

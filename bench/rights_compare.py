@@ -1,0 +1,55 @@
+#!/usr/bin/env python3
+"""Enforcement by rights against enforcement by estimate, side by side (issue 18): the same simulator
+runs, same seeds, with two `quotamesh` binaries, printed as one Markdown table.
+
+Usage: python3 bench/rights_compare.py BEFORE_BINARY AFTER_BINARY [--before-label L] [--after-label L]
+Build the 'before' binary from an older commit, e.g.
+  git worktree add /tmp/before 101193d && (cd /tmp/before && swift build -c release --product quotamesh)
+"""
+import argparse
+import json
+import subprocess
+
+RUNS = [
+    ("N=10, seed 1", ["--nodes", "10", "--seconds", "60", "--demand", "2", "--seed", "1"]),
+    ("N=10, seed 2", ["--nodes", "10", "--seconds", "60", "--demand", "2", "--seed", "2"]),
+    ("N=10, seed 3", ["--nodes", "10", "--seconds", "60", "--demand", "2", "--seed", "3"]),
+    ("N=10, 20% loss, 10% dup.", ["--nodes", "10", "--seconds", "60", "--demand", "2", "--seed", "1", "--loss", "0.2", "--duplication", "0.1"]),
+    ("N=10, partition 20-35 s", ["--nodes", "10", "--seconds", "60", "--demand", "2", "--seed", "1", "--partition", "20-35:0.5"]),
+    ("N=10, 6 crashes", ["--nodes", "10", "--seconds", "60", "--demand", "2", "--seed", "11", "--crashes", "6"]),
+    ("N=12, skewed demand", ["--nodes", "12", "--seconds", "60", "--demand", "2", "--skewed", "--seed", "1"]),
+    ("N=60 sharing 20 calls", ["--nodes", "60", "--seconds", "60", "--limit", "20", "--demand", "2", "--seed", "1"]),
+    ("N=100, seed 1", ["--nodes", "100", "--seconds", "60", "--demand", "2", "--seed", "1"]),
+    ("N=100, seed 2", ["--nodes", "100", "--seconds", "60", "--demand", "2", "--seed", "2"]),
+    ("N=1000, 40 s", ["--nodes", "1000", "--seconds", "40", "--demand", "2", "--seed", "1"]),
+    ("N=10, token bucket", ["--nodes", "10", "--seconds", "60", "--demand", "2", "--seed", "1", "--upstream", "bucket"]),
+]
+
+
+def simulate(binary, flags):
+    out = subprocess.run([binary, "simulate", *flags, "--json"], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout)
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("before")
+    parser.add_argument("after")
+    parser.add_argument("--before-label", default="estimate")
+    parser.add_argument("--after-label", default="rights")
+    args = parser.parse_args()
+    print("| run | enforcement | worst window / limit | partitioned window / limit | utilization | urgent success "
+          "| urgent wait p99 (ms) | Jain | max-min | upstream 429s | bytes/node/s |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for name, flags in RUNS:
+        for label, binary in ((args.before_label, args.before), (args.after_label, args.after)):
+            r = simulate(binary, flags)
+            part = r.get("partition_max_admitted_ratio")
+            print(f"| {name} | {label} | {r['max_admitted_ratio']:.2f} | {'-' if part is None else f'{part:.2f}'} "
+                  f"| {r['utilization']:.3f} | {r['urgent_success_ratio']:.3f} | {r['urgent_wait_p99_ms']:.0f} "
+                  f"| {r['jain_index']:.3f} | {r['maxmin_index']:.3f} | {r['upstream_429s']} "
+                  f"| {r['bytes_per_node_per_s']:.0f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
