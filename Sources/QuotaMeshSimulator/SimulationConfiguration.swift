@@ -8,6 +8,21 @@ public enum UpstreamKind: String, Sendable, CaseIterable {
     case tokenBucket = "bucket"
 }
 
+/// What a lying vouched peer (node 0, which then makes no calls of its own) signs, once a gossip round, with
+/// valid signatures: the statements a liar may make, not malformed bytes.
+public enum LiarKind: String, Sendable, CaseIterable {
+    /// A limit and remaining of 10¹² with a reset a year ahead and a consumption of 10¹² in a window ending
+    /// a year ahead, in one record.
+    case claims
+    /// A breaker open for a year, signed again every round.
+    case breaker
+    /// A rights ledger giving each of up to 12 peers a thousand rights it does not hold.
+    case overgive
+    /// A fork: each round a new ledger giving its whole part to a different peer and taking back what the
+    /// last one gave, so that each receiver alone sees balanced books.
+    case fork
+}
+
 /// A network partition: nodes `0..<(fraction × N)` on one side, the rest on the other, from `start` to
 /// `end` (seconds of virtual time).
 public struct PartitionPlan: Sendable, Hashable {
@@ -83,6 +98,8 @@ public struct SimulationConfiguration: Sendable {
     public var reserves = Reserves()
     /// The burst fraction for the simulated service.
     public var burstFraction = 0.1
+    /// A lying peer (node 0), if any.
+    public var liar: LiarKind?
     /// Called now and then with the fraction done.
     public var progress: (@Sendable (Double) -> Void)?
 

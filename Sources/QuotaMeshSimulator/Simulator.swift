@@ -71,6 +71,7 @@ public struct Simulator {
         case restart(node: Int)
         case probe(index: Int)
         case checkProbes
+        case lie
     }
 
     struct Node {
@@ -109,6 +110,8 @@ public struct Simulator {
     }
 
     public let configuration: SimulationConfiguration
+    /// The liar's record and packet counters (it signs with an incarnation above its honest instance's).
+    var liarSequence: UInt64 = 0
     let start: Int64 = 1_800_000_000_000
     let service = "api"
     var rng: SplitMix64
@@ -246,7 +249,8 @@ public struct Simulator {
         for index in 0..<count {
             let skew = configuration.clockSkewMillis > 0
                 ? Int64.random(in: -configuration.clockSkewMillis...configuration.clockSkewMillis, using: &rng) : 0
-            let weight = configuration.skewedDemand ? 1 / Double(index + 1) : 1
+            // A liar makes no calls of its own: what is measured is what its statements do to the others.
+            let weight = configuration.liar != nil && index == 0 ? 0 : configuration.skewedDemand ? 1 / Double(index + 1) : 1
             let instance = MeshInstance(
                 identity: keys[index], configuration: mesh, directory: directory, restored: nil, now: start + skew,
                 seed: rng.next())
@@ -274,6 +278,7 @@ public struct Simulator {
             schedule(.probe(index: index), at: at)
         }
         schedule(.checkProbes, at: start + configuration.gossipIntervalMillis)
+        if configuration.liar != nil && count > 1 { schedule(.lie, at: start + 1_000) }
     }
 
     mutating func schedule(_ event: Event, at time: Int64) { queue.push(event, at: time) }
@@ -365,6 +370,9 @@ public struct Simulator {
             }
         case .probe(let index):
             startProbe(index)
+        case .lie:
+            lie()
+            schedule(.lie, at: now + configuration.gossipIntervalMillis)
         case .checkProbes:
             checkProbes()
             if sampleEvery > 0, (now - start) % sampleEvery == 0, let onSample {
@@ -378,6 +386,50 @@ public struct Simulator {
                 onSample(line)
             }
             schedule(.checkProbes, at: now + configuration.gossipIntervalMillis)
+        }
+    }
+
+    /// Node 0, a vouched liar, signs this round's lie and sends it to `fanout` random peers.
+    mutating func lie() {
+        guard let kind = configuration.liar, nodes[0].isUp, let honest = nodes[0].instance?.incarnation else { return }
+        let key = QuotaKey(service: service, account: "default")
+        let year: Int64 = 365 * 86_400_000
+        let windowEnd = (now / configuration.windowMillis + 1) * configuration.windowMillis
+        var state = QuotaState()
+        switch kind {
+        case .claims:
+            state.observation = UpstreamObservation(
+                resetAt: now + year, remaining: 1_000_000_000_000, limit: 1_000_000_000_000, windowMillis: year,
+                observedAt: now, consumedTotalAtObservation: 0)
+            state.consumption = ConsumptionEntry(
+                total: 1_000_000_000_000, windowEnd: now + year, windowCount: 1_000_000_000_000)
+        case .breaker:
+            state.breaker = BreakerRegister(openedAt: now, openUntil: now + year, closedAt: 0)
+        case .overgive:
+            var ledger = RightsLedger(windowEnd: windowEnd)
+            for index in 1..<min(nodes.count, RightsLedger.maxReceivers + 1) {
+                ledger.give(1_000, to: nodes[index].key.publicKey)
+            }
+            state.ledger = ledger
+        case .fork:
+            var ledger = RightsLedger(windowEnd: windowEnd)
+            let part = max(1, UInt64(configuration.limit) / UInt64(nodes.count))
+            ledger.give(part, to: nodes[1 + Int(liarSequence % UInt64(nodes.count - 1))].key.publicKey)
+            state.ledger = ledger
+        }
+        liarSequence += 1
+        let incarnation = honest + 1_000
+        let record = SignedRecord(
+            signing: .quota(key, state), version: RecordVersion(incarnation: incarnation, sequence: liarSequence),
+            timestamp: now + nodes[0].skew, with: nodes[0].key, cluster: "quotamesh", scheme: scheme)
+        for _ in 0..<configuration.fanout {
+            let target = Int.random(in: 1..<nodes.count, using: &rng)
+            let packet = WireFormat.encodePacket(
+                header: PacketHeader(
+                    sender: nodes[0].key.publicKey, incarnation: incarnation, sequence: liarSequence &* 16 &+ UInt64(target),
+                    sentAt: now + nodes[0].skew),
+                payload: .records([record]), signingKey: nodes[0].key, cluster: "quotamesh", scheme: scheme)
+            apply([.send(packet, to: endpoint(target))], from: 0)
         }
     }
 

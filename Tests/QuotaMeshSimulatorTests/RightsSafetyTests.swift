@@ -48,3 +48,38 @@ import QuotaMeshCore
         }
     }
 }
+
+/// One lying vouched peer in a mesh of 5 and of 50 (issue 19): whatever it signs (absurd limits, resets and
+/// consumption; rights it does not hold; a fork that shows each receiver a different gift), the cluster
+/// never admits more than the limit and the honest nodes keep their parts of it. The liar makes no calls of
+/// its own, so its own part of each window is lost: against the same mesh with no liar, the honest nodes
+/// keep at least (N − 1) ÷ N of the utilization, less 5%.
+@Suite struct LiarTests {
+    func run(nodes: Int, liar: LiarKind?) async -> SimulationReport {
+        var configuration = SimulationConfiguration()
+        configuration.nodes = nodes
+        configuration.seconds = 40
+        configuration.demand = 2
+        configuration.liar = liar
+        configuration.probes = 0
+        return await onASimulationThread { [configuration] in
+            var simulator = Simulator(configuration)
+            return simulator.run()
+        }
+    }
+
+    @Test(arguments: [5, 50])
+    func oneLiarCannotTakeTheMeshOver(nodes: Int) async {
+        let honest = await run(nodes: nodes, liar: nil)
+        let fairShare = Double(nodes - 1) / Double(nodes) * honest.utilization
+        for kind in [LiarKind.claims, .overgive, .fork] {
+            let report = await run(nodes: nodes, liar: kind)
+            #expect(report.maxAdmittedRatio <= 1.0, "\(kind), N = \(nodes): \(report.maxAdmittedRatio) × the limit")
+            #expect(report.upstream429s == 0, "\(kind), N = \(nodes)")
+            #expect(
+                report.utilization >= 0.95 * fairShare,
+                "\(kind), N = \(nodes): utilization \(report.utilization), the honest nodes' part \(fairShare)")
+            #expect(report.urgentSuccessRatio == 1, "\(kind), N = \(nodes)")
+        }
+    }
+}

@@ -23,6 +23,7 @@ struct Simulate: AsyncParsableCommand {
     @Option(help: "Upstream kind: fixed (window) or bucket (token bucket).") var upstream: String = "fixed"
     @Option(help: "A partition START-END[:FRACTION] in virtual seconds, e.g. 20-35:0.5.") var partition: String?
     @Option(help: "Crash-restart events (memory lost, state folder kept).") var crashes: Int = 0
+    @Option(help: "A lying vouched peer (node 0, no calls of its own): claims, breaker, overgive or fork.") var liar: String?
     @Option(help: "Per-node clock skew bound, e.g. 500ms.") var clockSkew: String = "0"
     @Option(help: "Convergence probes.") var probes: Int = 10
     @Option(help: "Gossip interval, e.g. 200ms.") var interval: String = "200ms"
@@ -52,6 +53,7 @@ struct Simulate: AsyncParsableCommand {
             throw ValidationError("--window must be a duration of at least 1s")
         }
         guard UpstreamKind(rawValue: upstream) != nil else { throw ValidationError("--upstream must be fixed or bucket") }
+        if let liar, LiarKind(rawValue: liar) == nil { throw ValidationError("--liar must be claims, breaker, overgive or fork") }
         if partition != nil, parsePartition() == nil {
             throw ValidationError("--partition must be START-END[:FRACTION], e.g. 20-35:0.5")
         }
@@ -116,6 +118,7 @@ struct Simulate: AsyncParsableCommand {
         configuration.upstream = UpstreamKind(rawValue: upstream) ?? .fixedWindow
         configuration.partition = parsePartition()
         configuration.crashes = crashes
+        configuration.liar = liar.flatMap(LiarKind.init(rawValue:))
         configuration.clockSkewMillis = DurationText.milliseconds(clockSkew) ?? 0
         configuration.probes = probes
         configuration.gossipIntervalMillis = DurationText.milliseconds(interval) ?? 200
