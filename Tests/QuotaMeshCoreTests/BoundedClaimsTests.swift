@@ -82,24 +82,56 @@ import QuotaMeshCrypto
         #expect(mesh.acquire(1, AcquireRequest(service: "openai", priority: .urgent))?.granted == true, "the next window is free")
     }
 
-    @Test func aBreakerOpenForAYearIsHalfOpenAfterFifteenMinutes() {
+    @Test func aPeerHoldingTheBreakerOpenIsIgnoredOnceAProbeSucceeds() {
         var mesh = TestMesh(count: 3, services: Self.services)
         mesh.run(for: 1_000)
         lie(QuotaState(breaker: BreakerRegister(openedAt: mesh.now, openUntil: mesh.now + Self.year, closedAt: 0)), in: &mesh)
         #expect(mesh.acquire(1, AcquireRequest(service: "openai", priority: .urgent))?.reason == .breakerOpen)
-        #expect(mesh.view(1, "openai")?.breakerOpenUntil == mesh.now + 900_000)
-        mesh.now += 900_001
-        // Half-open: one node probes, and its success closes the breaker for everyone.
+        // A peer's opening holds the breaker for the service's open time (30 s), not the year it claims.
+        #expect(mesh.view(1, "openai")?.breakerOpenUntil == mesh.now + 30_000)
+        mesh.now += 30_001
+        // The liar signs a new opening every round; meanwhile one node probes, and its call succeeds.
+        lie(QuotaState(breaker: BreakerRegister(openedAt: mesh.now, openUntil: mesh.now + Self.year, closedAt: 0)), in: &mesh)
+        mesh.now += 30_001
         var probed = false
-        for node in [1, 2] where !probed {
-            if mesh.acquire(node, AcquireRequest(service: "openai", priority: .urgent))?.granted == true {
-                probed = true
-                mesh.observe(node, service: "openai", status: 200, report: RateLimitReport())
+        for _ in 0..<20 where !probed {
+            for node in [1, 2] where !probed {
+                if mesh.acquire(node, AcquireRequest(service: "openai", priority: .urgent))?.granted == true {
+                    probed = true
+                    mesh.observe(node, service: "openai", status: 200, report: RateLimitReport())
+                }
             }
+            if !probed { mesh.run(for: 200) }
         }
         #expect(probed)
         mesh.run(for: 1_000)
-        for node in [1, 2] { #expect(mesh.view(node, "openai")?.breakerState == .closed, "node \(node)") }
+        // The success contradicts the liar's claim: its openings no longer count, at either node.
+        for _ in 0..<3 {
+            lie(QuotaState(breaker: BreakerRegister(openedAt: mesh.now, openUntil: mesh.now + Self.year, closedAt: 0)), in: &mesh)
+            mesh.run(for: 200)
+        }
+        for node in [1, 2] {
+            #expect(mesh.view(node, "openai")?.breakerState == .closed, "node \(node)")
+            #expect(mesh.acquire(node, AcquireRequest(service: "openai", priority: .urgent))?.granted == true, "node \(node)")
+        }
+    }
+
+    @Test func anHonestPeersOpeningThatAProbeConfirmsStillCounts() {
+        var mesh = TestMesh(count: 3, services: Self.services)
+        mesh.run(for: 1_000)
+        // Node 0 saw a real 429 with a 20 s Retry-After; node 1's probe after it gets a 429 too.
+        mesh.observe(0, service: "openai", status: 429, report: report(limit: nil, remaining: nil, resetAt: nil, retryAt: mesh.now + 20_000, limited: true))
+        mesh.run(for: 1_000)
+        #expect(mesh.view(1, "openai")?.breakerState == .open)
+        mesh.now += 20_001
+        mesh.observe(1, service: "openai", status: 200, report: RateLimitReport())
+        mesh.run(for: 1_000)
+        // The success came after the end node 0 claimed: no contradiction, and its next 429 still counts (a
+        // new run of openings counts once the service's open time has passed since the last one ended).
+        mesh.now += 30_000
+        mesh.observe(0, service: "openai", status: 429, report: report(limit: nil, remaining: nil, resetAt: nil, retryAt: mesh.now + 20_000, limited: true))
+        mesh.run(for: 1_000)
+        #expect(mesh.view(2, "openai")?.breakerState == .open)
     }
 
     @Test func anAgentsRetryAfterOfAYearOpensTheBreakerForFifteenMinutesAndItsOwnSuccessClosesIt() {

@@ -69,6 +69,30 @@ import QuotaMeshCore
     }
 
     @Test(arguments: [5, 50])
+    func aLiarHoldingTheBreakerOpenIsIgnoredAfterOneOpenPeriod(nodes: Int) async {
+        // The liar signs a breaker open for a year every round. A peer's opening holds the shared breaker
+        // for the service's open time (30 s) from the start of its run; then one node probes, its success
+        // contradicts the claim, and the liar's breaker claims stop counting. From the fifth 10 s window on,
+        // the honest nodes spend as they would with no liar.
+        var configuration = SimulationConfiguration()
+        configuration.nodes = nodes
+        configuration.seconds = 90
+        configuration.demand = 2
+        configuration.liar = .breaker
+        configuration.probes = 0
+        let report = await onASimulationThread { [configuration] in
+            var simulator = Simulator(configuration)
+            return simulator.run()
+        }
+        let later = report.windows.dropFirst(4)
+        let accepted = later.reduce(0) { $0 + $1.accepted }
+        let offered = later.reduce(0) { $0 + $1.offered }
+        let fairShare = Double(nodes - 1) / Double(nodes)
+        #expect(report.maxAdmittedRatio <= 1.0)
+        #expect(offered > 0 && Double(accepted) >= 0.85 * fairShare * Double(offered), "N = \(nodes): \(accepted) of \(offered)")
+    }
+
+    @Test(arguments: [5, 50])
     func oneLiarCannotTakeTheMeshOver(nodes: Int) async {
         let honest = await run(nodes: nodes, liar: nil)
         let fairShare = Double(nodes - 1) / Double(nodes) * honest.utilization

@@ -134,6 +134,9 @@ public enum MeshEvent: Hashable, Sendable {
     case serviceLearned(String)
     /// A peer signed two records that contradict each other; everything from it is set aside.
     case peerQuarantined(VerifyingKey, reason: QuarantineReason)
+    /// A success contradicted a peer's claim that a key's breaker was open: its breaker claims no longer
+    /// count for the key.
+    case breakerClaimsIgnored(VerifyingKey, key: QuotaKey)
 }
 
 /// Why a peer was quarantined: each is a contradiction proven by two records it signed.

@@ -1,3 +1,5 @@
+import QuotaMeshCrypto
+
 /// Bounds on what a statement may claim, from this node's configuration: a peer's signed record or an
 /// agent's report may lower what the node enforces, never lift it, and no claim reaches further ahead than
 /// one window (or the longest a breaker may stay open).
@@ -11,8 +13,8 @@ extension MeshInstance {
 
     /// `state` (stated at `stamp`) as far as this node believes it: an observation whose reset lies more
     /// than a window ahead is dropped, a configured limit caps the observed limit and remaining, a
-    /// consumption window ending more than a window ahead counts nothing, a count in one window is at most
-    /// the configured limit, and a breaker opens for at most `maxBreakerOpenMillis`.
+    /// consumption window ending more than a window ahead counts nothing, and a count in one window is at
+    /// most the configured limit.
     func bounded(_ state: QuotaState, key: QuotaKey, stamp: UnixMillis) -> QuotaState {
         var state = state
         let horizon = stamp.saturatingAdd(claimHorizon(key))
@@ -37,9 +39,42 @@ extension MeshInstance {
             state.consumption.windowCount = UInt64(configured.limit)
             state.consumption.windowRefund = state.consumption.windowRefund.saturatingSubtract(excess)
         }
-        let longest = state.breaker.openedAt.saturatingAdd(configuration.maxBreakerOpenMillis)
-        if state.breaker.openUntil > longest { state.breaker.openUntil = longest }
+        // A peer's breaker claim is kept as signed, so that a later success can be seen to contradict it;
+        // it counts towards the shared breaker for at most the service's open time (KeyAggregate.counted).
         return state
+    }
+
+    /// Sets aside the breaker claims of every origin that another node's success, or this node's own,
+    /// contradicts: a successful call made while the origin still claimed the breaker open (after its run
+    /// of openings began, before the end it claimed). A vouched liar that keeps the breaker open is thus
+    /// ignored once one probe succeeds; an honest origin whose `Retry-After` was longer than the upstream
+    /// needed loses only its say over the shared breaker (each node still opens its own on its own 429s).
+    mutating func checkBreakerClaims(_ key: QuotaKey, into out: inout [MeshDirective]) {
+        guard var aggregate = remote[key] else { return }
+        let own = local[key]?.state.breaker.closedAt ?? 0
+        // The latest two closings (this node's own among them), so that an origin's own closing is not held
+        // against it.
+        var first: (origin: VerifyingKey?, at: UnixMillis) = (nil, own)
+        var second: (origin: VerifyingKey?, at: UnixMillis) = (nil, 0)
+        for (origin, entry) in aggregate.origins where entry.breaker.closedAt > second.at {
+            if entry.breaker.closedAt > first.at {
+                second = first
+                first = (origin, entry.breaker.closedAt)
+            } else {
+                second = (origin, entry.breaker.closedAt)
+            }
+        }
+        var changed = false
+        for (origin, entry) in aggregate.origins.sorted(by: { $0.key < $1.key })
+        where entry.breaker.openedAt > 0 && !aggregate.ignoredBreakers.contains(origin) {
+            let closed = first.origin == origin ? second.at : first.at
+            if closed > entry.breakerRunStart && closed < entry.breaker.openUntil {
+                aggregate.ignoreBreaker(of: origin)
+                out.append(.event(.breakerClaimsIgnored(origin, key: key)))
+                changed = true
+            }
+        }
+        if changed { remote[key] = aggregate }
     }
 }
 

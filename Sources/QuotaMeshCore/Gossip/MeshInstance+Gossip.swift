@@ -122,6 +122,11 @@ extension MeshInstance {
         enqueueHot(index, version: record.version, level: limit)
         noteRecent(index)
         if record.origin != publicKey, case .quota(let key, let state) = record.body {
+            if remote[key] == nil {
+                var aggregate = KeyAggregate()
+                aggregate.peerOpenMillis = servicePolicy(key.service).breaker.openMillis
+                remote[key] = aggregate
+            }
             remote[key, default: KeyAggregate()].update(
                 origin: record.origin, state: bounded(state, key: key, stamp: record.timestamp), stamp: record.timestamp)
             noteAccount(key)
@@ -130,9 +135,16 @@ extension MeshInstance {
 
     /// Rebuilds every key's aggregate from the held records (after peers were removed).
     mutating func rebuildAggregates() {
+        let ignored = remote.mapValues(\.ignoredBreakers)
         remote = [:]
         for record in records.records where record.origin != publicKey {
             if case .quota(let key, let state) = record.body {
+                if remote[key] == nil {
+                    var aggregate = KeyAggregate()
+                    aggregate.peerOpenMillis = servicePolicy(key.service).breaker.openMillis
+                    aggregate.ignoredBreakers = ignored[key] ?? []
+                    remote[key] = aggregate
+                }
                 remote[key, default: KeyAggregate()].update(
                     origin: record.origin, state: bounded(state, key: key, stamp: record.timestamp), stamp: record.timestamp)
             }
@@ -258,7 +270,13 @@ extension MeshInstance {
                 of: record.origin, into: &out)
             return
         }
+        let breakerBefore: BreakerRegister? = if case .quota(let key, _) = record.body {
+            remote[key]?.origins[record.origin]?.breaker
+        } else { nil }
         store(record, id: id, receivedFrom: sender)
+        if case .quota(let key, let state) = record.body, state.breaker != breakerBefore ?? BreakerRegister() {
+            checkBreakerClaims(key, into: &out)
+        }
         // Liveness only from what the origin itself signed, never later than now.
         markHeard(record.origin, at: min(now, record.timestamp), now: now, into: &out)
         if case .quota(let key, let state) = record.body, configuration.services[key.service] == nil,

@@ -526,6 +526,7 @@ public struct MeshInstance: Sendable {
         }
         quota.noteReported(since: local[key]?.state ?? QuotaState(), urgent: failed)
         local[key] = quota
+        if outcome.closedBreaker { checkBreakerClaims(key, into: &out) }
     }
 
     /// The merged views of a service's scopes (accounts the provider limits together).

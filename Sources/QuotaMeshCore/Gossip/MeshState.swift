@@ -112,6 +112,15 @@ struct KeyAggregate: Sendable {
         var policy: AdvertisedPolicy?
         /// The origin's rights ledger, joined (the latest window's).
         var ledger: RightsLedger?
+        /// The origin's breaker claims, joined, as it signed them (not capped).
+        var breaker = BreakerRegister()
+        /// When the origin's current run of openings began: openings that each start before the last one's
+        /// end are one run, as a 429 and the reopenings of failed probes are.
+        var breakerRunStart: UnixMillis = 0
+        /// What of the origin's claims counts towards the shared breaker: a run holds it open for at most
+        /// the service's open time from the run's start, and a new run counts only once that long has
+        /// passed since the last counted one ended, so that probes get their turn in between.
+        var countedBreaker = BreakerRegister()
 
         /// The origin's demand if it was signed at `freshAfter` or later, none (idle) otherwise: a demand
         /// signed more than a window ago counts as idle.
@@ -131,9 +140,49 @@ struct KeyAggregate: Sendable {
     /// Bumped whenever an origin's ledger changes, so balances are worked out again only then.
     var ledgerVersion: UInt64 = 0
 
+    /// Origins whose breaker claims a success contradicted: their openings no longer count here.
+    var ignoredBreakers: Set<VerifyingKey> = []
+    /// The longest a peer's opening holds the breaker (the service's open time); its probe then decides.
+    var peerOpenMillis: Int64 = 30_000
+
+    /// Sets `origin`'s breaker claims aside and joins the others' again.
+    mutating func ignoreBreaker(of origin: VerifyingKey) {
+        guard ignoredBreakers.insert(origin).inserted else { return }
+        breaker = origins.reduce(BreakerRegister()) { joined, entry in
+            ignoredBreakers.contains(entry.key) ? joined : joined.merging(entry.value.countedBreaker)
+        }
+    }
+
+    /// Joins an origin's breaker claim into its entry: the claim as signed, its run, and what counts.
+    static func joinBreaker(_ signed: BreakerRegister, into entry: inout OriginEntry, openMillis: Int64) {
+        let earlier = entry.breaker
+        let claim = earlier.merging(signed)
+        guard claim != earlier else { return }
+        entry.breaker = claim
+        var counted = entry.countedBreaker
+        counted.closedAt = max(counted.closedAt, claim.closedAt)
+        if claim.openedAt > earlier.openedAt && (earlier.openedAt == 0 || earlier.openUntil <= claim.openedAt) {
+            entry.breakerRunStart = claim.openedAt
+            if counted.openedAt == 0 || claim.openedAt >= counted.openUntil.saturatingAdd(openMillis) {
+                counted.openedAt = claim.openedAt
+                counted.openUntil = min(claim.openUntil, claim.openedAt.saturatingAdd(openMillis))
+            }
+        } else if counted.openedAt == entry.breakerRunStart {
+            // The counted run goes on: it may end sooner than claimed, never later than its cap, and its
+            // opening stays where the run began (re-signing it does not reopen a breaker a success closed).
+            counted.openUntil = max(counted.openUntil, min(claim.openUntil, counted.openedAt.saturatingAdd(openMillis)))
+        }
+        entry.countedBreaker = counted
+    }
+
     mutating func update(origin: VerifyingKey, state: QuotaState, stamp: UnixMillis) {
         observation = observation.merging(state.observation.map(Self.sanitized))
-        breaker = breaker.merging(state.breaker)
+        if state.breaker != origins[origin]?.breaker {
+            Self.joinBreaker(state.breaker, into: &origins[origin, default: OriginEntry()], openMillis: peerOpenMillis)
+            if !ignoredBreakers.contains(origin), let counted = origins[origin]?.countedBreaker {
+                breaker = breaker.merging(counted)
+            }
+        }
         if let ledger = state.ledger {
             let before = origins[origin]?.ledger
             let joined = before.merging(ledger)

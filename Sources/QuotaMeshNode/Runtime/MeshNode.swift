@@ -296,6 +296,12 @@ public actor MeshNode {
             logger.notice("Breaker closed", metadata: ["service": "\(key.service)", "account": "\(key.account)"])
         case .serviceLearned(let service):
             logger.info("Service learned", metadata: ["service": "\(service)"])
+        case .breakerClaimsIgnored(let peer, let key):
+            counters["breaker_claims_ignored", default: 0] += 1
+            logger.warning(
+                "A success contradicted a peer's open breaker; its breaker claims no longer count",
+                metadata: ["peer": "\(peerName(peer))", "peer.id": "\(peer.shortID)", "service": "\(key.service)",
+                    "account": "\(key.account)"])
         case .peerQuarantined(let key, let reason):
             counters["peers_quarantined", default: 0] += 1
             logger.error(
