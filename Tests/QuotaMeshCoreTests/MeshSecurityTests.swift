@@ -270,3 +270,49 @@ final class CountingSignatures: SignatureScheme, @unchecked Sendable {
         #expect(node.quotas(now: now + 1).first?.consumedGlobal == 1)
     }
 }
+
+@Suite struct VerificationBudgetTests {
+    @Test func aForgedFloodNamingAVouchedKeyCostsFewSignatureChecksAndThePeerIsStillHeard() {
+        let scheme = CountingSignatures()
+        let now: UnixMillis = 1_800_000_000_000
+        let friend = SigningKey()
+        let friendAddress = Endpoint(host: "127.0.0.1", port: 1)
+        var node = MeshInstance(
+            identity: SigningKey(),
+            configuration: MeshConfiguration(
+                services: ["openai": ServicePolicy(limit: 100, windowMillis: 60_000)], signatures: scheme),
+            peers: [PeerInfo(name: "friend", key: friend.publicKey, endpoint: friendAddress)],
+            restored: nil, now: now, seed: 1)
+        _ = node.start(now: now)
+        // The friend's own packet first: its source is proven.
+        let record = SignedRecord(
+            signing: .heartbeat, version: RecordVersion(incarnation: 1, sequence: 1), timestamp: now, with: friend,
+            cluster: "quotamesh")
+        let real = WireFormat.encodePacket(
+            header: PacketHeader(sender: friend.publicKey, incarnation: 1, sequence: 1, sentAt: now),
+            payload: .records([record]), signingKey: friend, cluster: "quotamesh")
+        _ = node.receive(datagram: real, from: friendAddress, now: now)
+        let before = scheme.verifications
+        // 10,000 packets in one second naming the friend's key, signed by someone else, from one source.
+        let forger = SigningKey()
+        var overBudget = 0
+        for sequence in 2...10_001 {
+            let forged = WireFormat.encodePacket(
+                header: PacketHeader(sender: friend.publicKey, incarnation: 1, sequence: UInt64(sequence), sentAt: now),
+                payload: .records([]), signingKey: forger, cluster: "quotamesh")
+            let at = now + Int64(sequence / 10)
+            for case .event(.dropped(.overBudget, _, _)) in node.receive(datagram: forged, from: Endpoint(host: "10.0.0.9", port: 9), now: at) {
+                overBudget += 1
+            }
+        }
+        let spent = scheme.verifications - before
+        #expect(spent <= 40, "a burst of 20 and 10 a second: \(spent) checks for 10,000 forged packets")
+        #expect(overBudget >= 9_900)
+        // The friend, from its own proven address, is still checked and heard.
+        let again = WireFormat.encodePacket(
+            header: PacketHeader(sender: friend.publicKey, incarnation: 1, sequence: 20_000, sentAt: now + 1_000),
+            payload: .records([]), signingKey: friend, cluster: "quotamesh")
+        let directives = node.receive(datagram: again, from: friendAddress, now: now + 1_000)
+        #expect(!directives.contains { if case .event(.dropped) = $0 { return true } else { return false } })
+    }
+}

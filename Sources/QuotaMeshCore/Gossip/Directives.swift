@@ -100,6 +100,8 @@ public enum DropReason: String, Sendable, CaseIterable {
     case quarantined
     /// A record naming a service, account or dimension beyond this node's caps.
     case overCap = "over_cap"
+    /// A packet from a source whose packets failed their signature checks too often lately: not checked.
+    case overBudget = "over_budget"
 
     init(_ error: DecodeError) {
         switch error {

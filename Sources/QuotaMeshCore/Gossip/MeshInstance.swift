@@ -88,6 +88,8 @@ public struct MeshInstance: Sendable {
     public internal(set) var persistenceFailing = false
     /// Keys whose own ledger changed since the last save the shell confirmed.
     var undurableLedgers: Set<QuotaKey> = []
+    /// Failed signature checks spent per source: floods naming a vouched key are refused before Ed25519.
+    var verificationBudget = VerificationBudget()
     /// Peers that signed records contradicting each other, with the proof: nothing from them is accepted.
     public internal(set) var quarantined: [VerifyingKey: QuarantineEvidence] = [:]
 
@@ -251,13 +253,19 @@ public struct MeshInstance: Sendable {
             out.append(.event(.dropped(.fromFuture, from: source, sender: header.sender)))
             return finish(out, now: now)
         }
+        guard verificationBudget.mayVerify(source, now: now) else {
+            out.append(.event(.dropped(.overBudget, from: source, sender: header.sender)))
+            return finish(out, now: now)
+        }
         guard
             WireFormat.hasValidPacketSignature(
                 datagram, sender: header.sender, cluster: configuration.cluster, scheme: configuration.signatures)
         else {
+            verificationBudget.noteFailed(source, now: now)
             out.append(.event(.dropped(.badSignature, from: source, sender: header.sender)))
             return finish(out, now: now)
         }
+        verificationBudget.noteVerified(source, now: now)
         // Only the newest packet moves the peer's address, so a re-sent older packet cannot redirect it.
         let newest = !peer.replay.hasStarted || header.incarnation > peer.replay.incarnation
             || header.sequence > peer.replay.highest
