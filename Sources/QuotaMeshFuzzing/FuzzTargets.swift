@@ -67,6 +67,19 @@ public enum FuzzTargets {
         var node = instance(signatures: AcceptingSignatures())
         _ = node.start(now: now)
         _ = node.receive(datagram: bytes, from: source, now: now + 1)
+        // Whatever validly signed values were merged, what they claim stays within what the configuration
+        // allows: the configured limit is a ceiling, no reset lies more than a window past the latest time a
+        // record may be stamped, a peer holds the breaker open for at most the service's open time, and this
+        // node never holds more rights than the limit.
+        let latestStamp = now + 1 + node.configuration.maxClockSkewMillis
+        for view in node.quotas(service: "api", now: now + 2) where view.key.dimension == QuotaKey.requests {
+            if let limit = view.limit, limit > 100 { fatalError("a signed record lifted the configured limit to \(limit)") }
+            if let reset = view.resetAt, reset > latestStamp + 10_000 { fatalError("a reset \(reset - now) ms ahead") }
+            if let until = view.breakerOpenUntil, view.breakerState == .open, until > latestStamp + 30_000 {
+                fatalError("a peer held the breaker open until \(until - now) ms ahead")
+            }
+            if let rights = view.rights, rights > 100 { fatalError("\(rights) rights held of a limit of 100") }
+        }
         // Whatever was merged, enforcement must stay within what the merged view says is left for the
         // account it grants from.
         for service in Set(node.quotas(now: now + 2).map(\.key.service)).sorted() {

@@ -116,6 +116,16 @@ import QuotaMeshCrypto
         }
     }
 
+    @Test func aBreakerOpenedInTheFutureIsNotBelieved() {
+        // Opened 20 days after the record says it was signed: no success could ever fall inside that run.
+        var mesh = TestMesh(count: 3, services: Self.services)
+        mesh.run(for: 1_000)
+        let later = mesh.now + 20 * 86_400_000
+        lie(QuotaState(breaker: BreakerRegister(openedAt: later, openUntil: later + Self.year, closedAt: 0)), in: &mesh)
+        #expect(mesh.view(1, "openai")?.breakerState == .closed)
+        #expect(mesh.acquire(1, AcquireRequest(service: "openai", priority: .urgent))?.granted == true)
+    }
+
     @Test func anHonestPeersOpeningThatAProbeConfirmsStillCounts() {
         var mesh = TestMesh(count: 3, services: Self.services)
         mesh.run(for: 1_000)

@@ -39,8 +39,13 @@ extension MeshInstance {
             state.consumption.windowCount = UInt64(configured.limit)
             state.consumption.windowRefund = state.consumption.windowRefund.saturatingSubtract(excess)
         }
-        // A peer's breaker claim is kept as signed, so that a later success can be seen to contradict it;
-        // it counts towards the shared breaker for at most the service's open time (KeyAggregate.counted).
+        // A breaker cannot have opened or closed after the statement about it was made (give or take the
+        // clocks' skew): such a claim would hold a breaker "open" from the future, out of any success's reach.
+        let latest = stamp.saturatingAdd(configuration.maxClockSkewMillis)
+        if state.breaker.openedAt > latest || state.breaker.closedAt > latest { state.breaker = BreakerRegister() }
+        // A peer's breaker claim is otherwise kept as signed, so that a later success can be seen to
+        // contradict it; it counts towards the shared breaker for at most the service's open time
+        // (KeyAggregate.joinBreaker).
         return state
     }
 
