@@ -78,3 +78,41 @@ import QuotaMeshCrypto
         #expect(mesh.view(1, "openai")?.consumedGlobal == 4)
     }
 }
+
+/// Removal heals: taking a peer out of the trust store takes out everything derived from it, in memory and
+/// in what is saved next.
+@Suite struct RemovalHealsTests {
+    @Test func removingALiarRestoresTheHonestViewAndTheSavedState() {
+        var mesh = TestMesh(count: 3, services: ["openai": ServicePolicy(limit: 100, windowMillis: 60_000)])
+        mesh.run(for: 1_000)
+        _ = mesh.acquire(1, AcquireRequest(service: "openai", priority: .urgent))
+        mesh.run(for: 1_000)
+        // Node 0 lies within every bound: the window nearly spent, and a huge lifetime total.
+        let liar = testKey(0)
+        let windowEnd = (mesh.now / 60_000 + 1) * 60_000
+        let record = SignedRecord(
+            signing: .quota(QuotaKey(service: "openai"), QuotaState(
+                consumption: ConsumptionEntry(total: 1_000_000_000, windowEnd: windowEnd, windowCount: 95))),
+            version: RecordVersion(incarnation: 9_000_000_000, sequence: 1), timestamp: mesh.now, with: liar,
+            cluster: "quotamesh")
+        let packet = WireFormat.encodePacket(
+            header: PacketHeader(sender: liar.publicKey, incarnation: 9_000_000_000, sequence: 1, sentAt: mesh.now),
+            payload: .records([record]), signingKey: liar, cluster: "quotamesh")
+        mesh.apply(mesh.nodes[1].receive(datagram: packet, from: endpoint(0), now: mesh.now), from: 1)
+        #expect(mesh.view(1, "openai")?.consumedGlobal == 96)
+        #expect((mesh.nodes[1].persistedState().quotas.first?.clusterConsumed ?? 0) >= 1_000_000_000)
+        // Node 1 restarts from what it saved, the liar's total among it.
+        mesh.nodes[1] = MeshInstance(
+            identity: testKey(1), configuration: mesh.nodes[1].configuration,
+            peers: (0..<3).map { PeerInfo(name: "n\($0)", key: testKey($0).publicKey, endpoint: endpoint($0)) },
+            restored: mesh.nodes[1].persistedState(), now: mesh.now, seed: 5)
+        mesh.apply(mesh.nodes[1].start(now: mesh.now), from: 1)
+        mesh.apply(mesh.nodes[1].receive(datagram: packet, from: endpoint(0), now: mesh.now), from: 1)
+        mesh.run(for: 2_000)
+        // The operator removes node 0 from node 1's trust store.
+        mesh.nodes[1].replacePeers((1..<3).map { PeerInfo(name: "n\($0)", key: testKey($0).publicKey, endpoint: endpoint($0)) })
+        #expect(mesh.view(1, "openai")?.consumedGlobal == 1, "only the honest grant is left")
+        #expect(mesh.view(1, "openai")?.remaining == 99)
+        #expect((mesh.nodes[1].persistedState().quotas.first?.clusterConsumed ?? .max) < 1_000, "nothing of the liar is saved")
+    }
+}

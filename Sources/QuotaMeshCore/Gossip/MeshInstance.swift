@@ -193,6 +193,12 @@ public struct MeshInstance: Sendable {
         let own = publicKey
         let isUntrusted: (SlotID) -> Bool = { $0.origin != own && !table.contains($0.origin) }
         if records.ids.contains(where: isUntrusted) {
+            // What was saved of the cluster's consumption before may include the removed peers' claims:
+            // start again from this node's own, and let the peers still trusted fill the rest in.
+            for key in Array(local.keys) {
+                let own = local[key]?.state.consumption.total ?? 0
+                local[key]?.restoredClusterConsumed = own
+            }
             let remap = records.removeAll(where: isUntrusted)
             recentSlots = recentSlots.compactMap { remap[$0] }
             hotLevels = hotLevels.map { level in
