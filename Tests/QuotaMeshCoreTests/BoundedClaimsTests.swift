@@ -192,3 +192,28 @@ import QuotaMeshCrypto
         #expect(outcomes == [nil, .tooManyAccounts, .tooManyAccounts, .tooManyAccounts], "default and one more")
     }
 }
+
+@Suite struct LearnedLimitTests {
+    @Test func aPeersObservationCannotRaiseALimitThisNodeLearnedItself() {
+        // No configuration: node 1 learns 5,000 calls an hour from its own upstream response.
+        var mesh = TestMesh(count: 3)
+        mesh.run(for: 1_000)
+        mesh.observe(1, service: "gh", status: 200, report: report(limit: 5_000, remaining: 4_990, resetAt: mesh.now + 3_600_000))
+        // Node 0, vouched, signs an observation of a limit of 10^9 for a later reset (within the horizon).
+        let liar = testKey(0)
+        let record = SignedRecord(
+            signing: .quota(QuotaKey(service: "gh"), QuotaState(observation: UpstreamObservation(
+                resetAt: mesh.now + 7_200_000, remaining: 1_000_000_000, limit: 1_000_000_000, windowMillis: 3_600_000,
+                observedAt: mesh.now, consumedTotalAtObservation: 0))),
+            version: RecordVersion(incarnation: 9_000_000_000, sequence: 1), timestamp: mesh.now, with: liar,
+            cluster: "quotamesh")
+        let packet = WireFormat.encodePacket(
+            header: PacketHeader(sender: liar.publicKey, incarnation: 9_000_000_000, sequence: 1, sentAt: mesh.now),
+            payload: .records([record]), signingKey: liar, cluster: "quotamesh")
+        mesh.apply(mesh.nodes[1].receive(datagram: packet, from: endpoint(0), now: mesh.now), from: 1)
+        let view = mesh.view(1, "gh")
+        #expect((view?.limit ?? .max) <= 5_000, "limit \(String(describing: view?.limit))")
+        #expect((view?.remaining ?? .max) <= 5_000)
+        #expect((view?.rights ?? .max) <= 5_000)
+    }
+}

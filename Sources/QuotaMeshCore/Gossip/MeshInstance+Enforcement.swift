@@ -113,9 +113,11 @@ extension MeshInstance {
 
     static func window(observation: UpstreamObservation?, policy: AdvertisedPolicy?, now: UnixMillis) -> Window? {
         if let observation, observation.resetAt > now {
+            // An observation may lower the limit the policy gives (the lowest any origin advertises, or the
+            // configured one), never raise it.
             return Window(
                 resetAt: observation.resetAt,
-                limit: observation.limit > 0 ? observation.limit : policy?.limit,
+                limit: observation.limit > 0 ? min(observation.limit, policy?.limit ?? .max) : policy?.limit,
                 windowMillis: observation.windowMillis > 0 ? observation.windowMillis : policy?.windowMillis,
                 observed: true)
         }
