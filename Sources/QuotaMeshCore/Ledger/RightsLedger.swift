@@ -223,13 +223,13 @@ public struct RightsBalances: Sendable {
         while true {
             received = [:]
             for giver in covered {
-                for transfer in current[giver]!.given {
+                for transfer in current[giver]?.given ?? [] {
                     received[transfer.receiver, default: 0] = received[transfer.receiver, default: 0]
                         .saturatingAdd(transfer.amount)
                 }
             }
             let failing = covered.filter { giver in
-                let ledger = current[giver]!
+                guard let ledger = current[giver] else { return true }
                 let inflow = Int64(clamping: received[giver] ?? 0)
                 let outflow = Int64(clamping: ledger.netSpent.saturatingAdd(ledger.totalGiven))
                 return allotment.initial(of: giver).saturatingAdd(inflow) < outflow
