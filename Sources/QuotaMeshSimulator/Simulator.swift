@@ -35,6 +35,9 @@ public struct SimulationReport: Sendable {
     public var urgentSuccessRatio: Double
     /// Urgent time to success, 99th percentile (ms).
     public var urgentWaitP99Millis: Double
+    /// The 99th percentile of the wait of urgent tasks created in windows the cluster did not spend in full
+    /// (rights were left somewhere all along), in ms.
+    public var urgentWaitP99WhileRightsLeftMillis: Double = 0
     /// Tasks per priority and how many succeeded.
     public var tasks: [Priority: (created: Int, succeeded: Int)]
     /// Upstream calls and 429s.
@@ -672,6 +675,7 @@ public struct Simulator {
         }
         var perPriority: [Priority: (created: Int, succeeded: Int)] = [:]
         var urgentWaits: [Double] = []
+        var urgentWaitsWhileRightsLeft: [Double] = []
         let cutoff = endTime - 2 * configuration.windowMillis
         var urgentCounted = 0
         var urgentSucceeded = 0
@@ -693,13 +697,17 @@ public struct Simulator {
                 if let done = task.succeeded {
                     urgentSucceeded += 1
                     urgentWaits.append(Double(done - task.created))
+                    if windowSent[upstreamWindow(task.created), default: 0] < Int(configuration.limit) {
+                        urgentWaitsWhileRightsLeft.append(Double(done - task.created))
+                    }
                 }
             }
         }
         urgentWaits.sort()
+        urgentWaitsWhileRightsLeft.sort()
         let seconds = configuration.seconds
         let fairness = Self.maxMinFairness(successes: succeededBeforeCutoff, demands: createdBeforeCutoff)
-        return SimulationReport(
+        var report = SimulationReport(
             nodes: configuration.nodes, seconds: seconds, seed: configuration.seed,
             convergenceRoundsP50: Self.percentile(rounds, 0.5), convergenceRoundsP99: Self.percentile(rounds, 0.99),
             probesConverged: rounds.count, probes: probes.count, theoreticalRounds: theory,
@@ -713,6 +721,8 @@ public struct Simulator {
             bytesPerNodePerSecond: Double(bytesSent) / n / seconds,
             verificationsPerNodePerSecond: Double(simulated?.verifications ?? 0) / n / seconds,
             datagramsDelivered: delivered, datagramsLost: lost, wallSeconds: wallSeconds, windows: windowRows)
+        report.urgentWaitP99WhileRightsLeftMillis = Self.percentile(urgentWaitsWhileRightsLeft, 0.99)
+        return report
     }
 
     func overlapsPartition(_ window: Int64) -> Bool {
