@@ -72,9 +72,10 @@ public func shortHash(_ bytes: [UInt8]) -> UInt64 {
     }
 }
 
-enum Base64 {
+/// Standard base64 (with padding) through libsodium.
+public enum Base64 {
     /// Decodes standard base64 (with padding) through libsodium.
-    static func decode(_ text: String) throws(CryptoError) -> [UInt8] {
+    public static func decode(_ text: String) throws(CryptoError) -> [UInt8] {
         Sodium.ensureReady()
         let input = Array(text.utf8).map { CChar(bitPattern: $0) }
         guard !input.isEmpty else { throw .invalidBase64 }
@@ -89,7 +90,7 @@ enum Base64 {
     }
 
     /// Encodes bytes as standard base64 with padding.
-    static func encode(_ bytes: [UInt8]) -> String {
+    public static func encode(_ bytes: [UInt8]) -> String {
         Sodium.ensureReady()
         let variant = Int32(sodium_base64_VARIANT_ORIGINAL)
         let size = sodium_base64_encoded_len(bytes.count, variant)

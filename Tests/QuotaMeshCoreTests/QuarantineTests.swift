@@ -50,6 +50,26 @@ import QuotaMeshCrypto
         #expect(!mesh.nodes[1].peerViews(now: mesh.now).contains { $0.key == testKey(0).publicKey && $0.live })
     }
 
+    @Test func aQuarantineIsSavedAndOutlivesARestartUntilThePeerIsRemoved() {
+        var mesh = TestMesh(count: 3, services: Self.services)
+        mesh.run(for: 1_000)
+        let window = (mesh.now / 60_000 + 1) * 60_000
+        sign(ledger(giving: 5, to: 1, window: window), sequence: 7, to: 1, in: &mesh)
+        sign(ledger(giving: 6, to: 1, window: window), sequence: 7, to: 1, in: &mesh)
+        let saved = mesh.nodes[1].persistedState()
+        #expect(saved.quarantined?.first?.reason == .equivocation)
+        let peers = (0..<3).map { PeerInfo(name: "n\($0)", key: testKey($0).publicKey, endpoint: endpoint($0)) }
+        var restarted = MeshInstance(
+            identity: testKey(1), configuration: mesh.nodes[1].configuration, peers: peers, restored: saved,
+            now: mesh.now, seed: 3)
+        #expect(restarted.quarantined[testKey(0).publicKey]?.later.version.sequence == 7, "the proof is back")
+        // Removed from the trust store and added again: a fresh start.
+        restarted.replacePeers(Array(peers.dropFirst()))
+        restarted.replacePeers(peers)
+        #expect(restarted.quarantined.isEmpty)
+        #expect(restarted.persistedState().quarantined == nil)
+    }
+
     @Test func twoDifferentRecordsAtOneVersionQuarantineTheirOrigin() {
         var mesh = TestMesh(count: 3, services: Self.services)
         mesh.run(for: 1_000)

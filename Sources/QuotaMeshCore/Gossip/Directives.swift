@@ -179,17 +179,44 @@ public enum MeshDirective: Hashable, Sendable {
 }
 
 /// What a node keeps on disk: its incarnation and its own state per key, so that a restart neither
-/// forgets consumption nor reuses record versions.
+/// forgets consumption nor reuses record versions; and the peers it quarantined, with their proof.
 public struct PersistedNodeState: Hashable, Sendable, Codable {
     /// The incarnation in use; the next start uses a larger one.
     public var incarnation: UInt64
     /// The node's own state per key.
     public var quotas: [PersistedQuota]
+    /// Quarantined peers (absent in state saved before quarantines existed).
+    public var quarantined: [PersistedQuarantine]?
 
     /// Creates a persisted state.
-    public init(incarnation: UInt64, quotas: [PersistedQuota]) {
+    public init(incarnation: UInt64, quotas: [PersistedQuota], quarantined: [PersistedQuarantine]? = nil) {
         self.incarnation = incarnation
         self.quotas = quotas
+        self.quarantined = quarantined
+    }
+}
+
+/// A quarantined peer as saved: its key, why, and the two records it signed that contradict each other,
+/// exactly as signed (base64), so the proof outlives a restart and can be shown to an operator.
+public struct PersistedQuarantine: Hashable, Sendable, Codable {
+    /// The peer's key (base64).
+    public var key: String
+    /// Why.
+    public var reason: QuarantineReason
+    /// The earlier record's bytes (base64).
+    public var earlier: String
+    /// The contradicting record's bytes (base64).
+    public var later: String
+    /// When the contradiction was seen (Unix ms).
+    public var at: UnixMillis
+
+    /// Creates an entry.
+    public init(key: String, reason: QuarantineReason, earlier: String, later: String, at: UnixMillis) {
+        self.key = key
+        self.reason = reason
+        self.earlier = earlier
+        self.later = later
+        self.at = at
     }
 }
 

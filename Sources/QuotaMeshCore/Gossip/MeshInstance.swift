@@ -172,6 +172,9 @@ public struct MeshInstance: Sendable {
         liveVersion += 1
         unheard = self.peers.count
         members = Self.memberKeys(directory, own: identity.publicKey)
+        for saved in restored?.quarantined ?? [] {
+            if let (key, evidence) = Self.restoredQuarantine(saved), self.peers.contains(key) { quarantined[key] = evidence }
+        }
         let spread = heartbeatInterval - max(0, configuration.heartbeatIntervalMillis)
         firstHeartbeatAt = spread > 0 ? now + Int64.random(in: 0..<spread, using: &rng) : now
         pendingPersist = true
@@ -210,6 +213,8 @@ public struct MeshInstance: Sendable {
         records.renumberOrigins { directory.index(of: $0) }
         live = live.filter { peers.contains($0) }
         members = Self.memberKeys(directory, own: publicKey)
+        // A peer taken out of the trust store leaves its quarantine behind: added again, it starts afresh.
+        quarantined = quarantined.filter { peers.contains($0.key) }
         rightsCache = [:]
         liveVersion += 1
         unheard = peers.indices.count { peers[$0].lastHeardAt == nil }
@@ -636,7 +641,26 @@ public struct MeshInstance: Sendable {
                     clusterConsumed: max(
                         (remote[key]?.consumption.lifetimeTotal ?? 0).saturatingAdd(quota.state.consumption.total),
                         quota.restoredClusterConsumed))
+            },
+            quarantined: quarantined.isEmpty ? nil : quarantined.sorted { $0.key < $1.key }.map { key, evidence in
+                PersistedQuarantine(
+                    key: key.base64, reason: evidence.reason, earlier: Base64.encode(evidence.earlier.wire),
+                    later: Base64.encode(evidence.later.wire), at: evidence.at)
             })
+    }
+
+    /// A saved quarantine, read back: `nil` if its key or records do not decode, or the records are not
+    /// its key's (a state file is this node's own, but a damaged one must not quarantine anybody).
+    static func restoredQuarantine(_ saved: PersistedQuarantine) -> (VerifyingKey, QuarantineEvidence)? {
+        func record(_ text: String) -> SignedRecord? {
+            guard let bytes = try? Base64.decode(text) else { return nil }
+            var reader = ByteReader(bytes)
+            return try? WireFormat.decodeRecord(from: &reader)
+        }
+        guard let key = try? VerifyingKey(base64: saved.key), let earlier = record(saved.earlier),
+            let later = record(saved.later), earlier.origin == key, later.origin == key
+        else { return nil }
+        return (key, QuarantineEvidence(reason: saved.reason, earlier: earlier, later: later, at: saved.at))
     }
 
     /// Every record held, newest per origin and slot (for tests and the simulator).
