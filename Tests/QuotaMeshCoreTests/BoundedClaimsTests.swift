@@ -12,19 +12,8 @@ import QuotaMeshCrypto
 
     /// Node 0, a vouched peer, signs `state` for openai and sends it to nodes 1 and 2.
     func lie(_ state: QuotaState, in mesh: inout TestMesh) {
-        let liar = testKey(0)
-        let record = SignedRecord(
-            signing: .quota(QuotaKey(service: "openai"), state),
-            version: RecordVersion(incarnation: 9_000_000_000, sequence: UInt64(mesh.nextTicket)), timestamp: mesh.now,
-            with: liar, cluster: "quotamesh")
-        mesh.nextTicket += 1
-        for target in [1, 2] {
-            let packet = WireFormat.encodePacket(
-                header: PacketHeader(sender: liar.publicKey, incarnation: 9_000_000_000, sequence: mesh.nextTicket, sentAt: mesh.now),
-                payload: .records([record]), signingKey: liar, cluster: "quotamesh")
-            mesh.nextTicket += 1
-            mesh.apply(mesh.nodes[target].receive(datagram: packet, from: endpoint(0), now: mesh.now), from: target)
-        }
+        let sequence = UInt64(mesh.nextTicket)
+        for target in [1, 2] { mesh.deliverSigned(state, service: "openai", sequence: sequence, to: target) }
     }
 
     /// Urgent calls granted at nodes 1 and 2 in `count` tries each.
@@ -200,17 +189,11 @@ import QuotaMeshCrypto
         mesh.run(for: 1_000)
         mesh.observe(1, service: "gh", status: 200, report: report(limit: 5_000, remaining: 4_990, resetAt: mesh.now + 3_600_000))
         // Node 0, vouched, signs an observation of a limit of 10^9 for a later reset (within the horizon).
-        let liar = testKey(0)
-        let record = SignedRecord(
-            signing: .quota(QuotaKey(service: "gh"), QuotaState(observation: UpstreamObservation(
+        mesh.deliverSigned(
+            QuotaState(observation: UpstreamObservation(
                 resetAt: mesh.now + 7_200_000, remaining: 1_000_000_000, limit: 1_000_000_000, windowMillis: 3_600_000,
-                observedAt: mesh.now, consumedTotalAtObservation: 0))),
-            version: RecordVersion(incarnation: 9_000_000_000, sequence: 1), timestamp: mesh.now, with: liar,
-            cluster: "quotamesh")
-        let packet = WireFormat.encodePacket(
-            header: PacketHeader(sender: liar.publicKey, incarnation: 9_000_000_000, sequence: 1, sentAt: mesh.now),
-            payload: .records([record]), signingKey: liar, cluster: "quotamesh")
-        mesh.apply(mesh.nodes[1].receive(datagram: packet, from: endpoint(0), now: mesh.now), from: 1)
+                observedAt: mesh.now, consumedTotalAtObservation: 0)),
+            service: "gh", sequence: 1, to: 1)
         let view = mesh.view(1, "gh")
         #expect((view?.limit ?? .max) <= 5_000, "limit \(String(describing: view?.limit))")
         #expect((view?.remaining ?? .max) <= 5_000)

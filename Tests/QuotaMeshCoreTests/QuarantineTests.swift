@@ -9,16 +9,7 @@ import QuotaMeshCrypto
 
     /// Node 0 signs `state` at `sequence` and sends it to node `target`.
     func sign(_ state: QuotaState, sequence: UInt64, to target: Int, in mesh: inout TestMesh) {
-        let liar = testKey(0)
-        let record = SignedRecord(
-            signing: .quota(QuotaKey(service: "openai"), state),
-            version: RecordVersion(incarnation: 9_000_000_000, sequence: sequence), timestamp: mesh.now, with: liar,
-            cluster: "quotamesh")
-        mesh.nextTicket += 1
-        let packet = WireFormat.encodePacket(
-            header: PacketHeader(sender: liar.publicKey, incarnation: 9_000_000_000, sequence: mesh.nextTicket, sentAt: mesh.now),
-            payload: .records([record]), signingKey: liar, cluster: "quotamesh")
-        mesh.apply(mesh.nodes[target].receive(datagram: packet, from: endpoint(0), now: mesh.now), from: target)
+        mesh.deliverSigned(state, service: "openai", sequence: sequence, to: target)
     }
 
     func ledger(giving amount: UInt64, to receiver: Int, window: UnixMillis) -> QuotaState {
@@ -59,9 +50,7 @@ import QuotaMeshCrypto
         let saved = mesh.nodes[1].persistedState()
         #expect(saved.quarantined?.first?.reason == .equivocation)
         let peers = (0..<3).map { PeerInfo(name: "n\($0)", key: testKey($0).publicKey, endpoint: endpoint($0)) }
-        var restarted = MeshInstance(
-            identity: testKey(1), configuration: mesh.nodes[1].configuration, peers: peers, restored: saved,
-            now: mesh.now, seed: 3)
+        var restarted = mesh.restarted(1, from: saved, seed: 3)
         #expect(restarted.quarantined[testKey(0).publicKey]?.later.version.sequence == 7, "the proof is back")
         // Removed from the trust store and added again: a fresh start.
         restarted.replacePeers(Array(peers.dropFirst()))
@@ -86,10 +75,7 @@ import QuotaMeshCrypto
         for _ in 0..<3 { _ = mesh.acquire(0, AcquireRequest(service: "openai", priority: .urgent)) }
         mesh.run(for: 1_000)
         // Node 0 restarts from what it saved, spends again, and its new records reach the others.
-        mesh.nodes[0] = MeshInstance(
-            identity: testKey(0), configuration: mesh.nodes[1].configuration,
-            peers: (0..<3).map { PeerInfo(name: "n\($0)", key: testKey($0).publicKey, endpoint: endpoint($0)) },
-            restored: mesh.persisted[0], now: mesh.now, seed: 9)
+        mesh.nodes[0] = mesh.restarted(0, from: mesh.persisted[0], seed: 9)
         mesh.apply(mesh.nodes[0].start(now: mesh.now), from: 0)
         mesh.run(for: 3_000)
         _ = mesh.acquire(0, AcquireRequest(service: "openai", priority: .urgent))
@@ -108,26 +94,15 @@ import QuotaMeshCrypto
         _ = mesh.acquire(1, AcquireRequest(service: "openai", priority: .urgent))
         mesh.run(for: 1_000)
         // Node 0 lies within every bound: the window nearly spent, and a huge lifetime total.
-        let liar = testKey(0)
         let windowEnd = (mesh.now / 60_000 + 1) * 60_000
-        let record = SignedRecord(
-            signing: .quota(QuotaKey(service: "openai"), QuotaState(
-                consumption: ConsumptionEntry(total: 1_000_000_000, windowEnd: windowEnd, windowCount: 95))),
-            version: RecordVersion(incarnation: 9_000_000_000, sequence: 1), timestamp: mesh.now, with: liar,
-            cluster: "quotamesh")
-        let packet = WireFormat.encodePacket(
-            header: PacketHeader(sender: liar.publicKey, incarnation: 9_000_000_000, sequence: 1, sentAt: mesh.now),
-            payload: .records([record]), signingKey: liar, cluster: "quotamesh")
-        mesh.apply(mesh.nodes[1].receive(datagram: packet, from: endpoint(0), now: mesh.now), from: 1)
+        let lie = QuotaState(consumption: ConsumptionEntry(total: 1_000_000_000, windowEnd: windowEnd, windowCount: 95))
+        mesh.deliverSigned(lie, service: "openai", sequence: 1, to: 1)
         #expect(mesh.view(1, "openai")?.consumedGlobal == 96)
         #expect((mesh.nodes[1].persistedState().quotas.first?.clusterConsumed ?? 0) >= 1_000_000_000)
         // Node 1 restarts from what it saved, the liar's total among it.
-        mesh.nodes[1] = MeshInstance(
-            identity: testKey(1), configuration: mesh.nodes[1].configuration,
-            peers: (0..<3).map { PeerInfo(name: "n\($0)", key: testKey($0).publicKey, endpoint: endpoint($0)) },
-            restored: mesh.nodes[1].persistedState(), now: mesh.now, seed: 5)
+        mesh.nodes[1] = mesh.restarted(1, from: mesh.nodes[1].persistedState(), seed: 5)
         mesh.apply(mesh.nodes[1].start(now: mesh.now), from: 1)
-        mesh.apply(mesh.nodes[1].receive(datagram: packet, from: endpoint(0), now: mesh.now), from: 1)
+        mesh.deliverSigned(lie, service: "openai", sequence: 1, to: 1)
         mesh.run(for: 2_000)
         // The operator removes node 0 from node 1's trust store.
         mesh.nodes[1].replacePeers((1..<3).map { PeerInfo(name: "n\($0)", key: testKey($0).publicKey, endpoint: endpoint($0)) })

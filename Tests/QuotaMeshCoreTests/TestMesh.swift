@@ -82,6 +82,31 @@ struct TestMesh {
         return replies[index]?[ticket]
     }
 
+    /// Node `origin` (a vouched peer acting on its own) signs `state` for `service` at record `sequence`
+    /// (incarnation 9×10⁹, above any honest start) and sends it straight to node `target`.
+    mutating func deliverSigned(
+        _ state: QuotaState, service: String, sequence: UInt64, from origin: Int = 0, to target: Int
+    ) {
+        let key = testKey(origin)
+        let record = SignedRecord(
+            signing: .quota(QuotaKey(service: service), state),
+            version: RecordVersion(incarnation: 9_000_000_000, sequence: sequence), timestamp: now, with: key,
+            cluster: "quotamesh")
+        nextTicket += 1
+        let packet = WireFormat.encodePacket(
+            header: PacketHeader(sender: key.publicKey, incarnation: 9_000_000_000, sequence: nextTicket, sentAt: now),
+            payload: .records([record]), signingKey: key, cluster: "quotamesh")
+        apply(nodes[target].receive(datagram: packet, from: endpoint(origin), now: now), from: target)
+    }
+
+    /// Node `index` restarted from `restored` (its saved state), trusting every node of the mesh.
+    func restarted(_ index: Int, from restored: PersistedNodeState?, seed: UInt64) -> MeshInstance {
+        MeshInstance(
+            identity: testKey(index), configuration: nodes[index].configuration,
+            peers: nodes.indices.map { PeerInfo(name: "n\($0)", key: testKey($0).publicKey, endpoint: endpoint($0)) },
+            restored: restored, now: now, seed: seed)
+    }
+
     mutating func observe(_ index: Int, service: String, status: Int, report: RateLimitReport) {
         let result = nodes[index].observe(service: service, account: nil, status: status, report: report, now: now)
         apply(result.directives, from: index)

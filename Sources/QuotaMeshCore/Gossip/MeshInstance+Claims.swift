@@ -19,16 +19,8 @@ extension MeshInstance {
         var state = state
         let horizon = stamp.saturatingAdd(claimHorizon(key))
         let configured = configuration.services[key.service]?.configuredLimit(key.dimension)
-        if var observation = state.observation {
-            if observation.resetAt > horizon {
-                state.observation = nil
-            } else {
-                if let configured {
-                    observation.limit = observation.limit > 0 ? min(observation.limit, configured.limit) : configured.limit
-                    observation.remaining = min(observation.remaining, configured.limit)
-                }
-                state.observation = observation
-            }
+        if let observation = state.observation {
+            state.observation = observation.resetAt > horizon ? nil : bounded(observation, key: key)
         }
         if state.consumption.windowEnd > horizon {
             state.consumption.windowEnd = 0
@@ -49,6 +41,18 @@ extension MeshInstance {
         return state
     }
 
+    /// `observation` with its limit and remaining capped by `key`'s configured limit, if it has one (an
+    /// observation without a limit takes the configured one).
+    func bounded(_ observation: UpstreamObservation, key: QuotaKey) -> UpstreamObservation {
+        guard let configured = configuration.services[key.service]?.configuredLimit(key.dimension) else {
+            return observation
+        }
+        var capped = observation
+        capped.limit = observation.limit > 0 ? min(observation.limit, configured.limit) : configured.limit
+        capped.remaining = min(observation.remaining, configured.limit)
+        return capped
+    }
+
     /// Sets aside the breaker claims of every origin that another node's success, or this node's own,
     /// contradicts: a successful call made while the origin still claimed the breaker open (after its run
     /// of openings began, before the end it claimed). A vouched liar that keeps the breaker open is thus
@@ -60,19 +64,19 @@ extension MeshInstance {
         // The latest two closings (this node's own among them), so that an origin's own closing is not held
         // against it.
         var first: (origin: VerifyingKey?, at: UnixMillis) = (nil, own)
-        var second: (origin: VerifyingKey?, at: UnixMillis) = (nil, 0)
-        for (origin, entry) in aggregate.origins where entry.breaker.closedAt > second.at {
+        var second: UnixMillis = 0
+        for (origin, entry) in aggregate.origins where entry.breaker.closedAt > second {
             if entry.breaker.closedAt > first.at {
-                second = first
+                second = first.at
                 first = (origin, entry.breaker.closedAt)
             } else {
-                second = (origin, entry.breaker.closedAt)
+                second = entry.breaker.closedAt
             }
         }
         var changed = false
         for (origin, entry) in aggregate.origins.sorted(by: { $0.key < $1.key })
         where entry.breaker.openedAt > 0 && !aggregate.ignoredBreakers.contains(origin) {
-            let closed = first.origin == origin ? second.at : first.at
+            let closed = first.origin == origin ? second : first.at
             if closed > entry.breakerRunStart && closed < entry.breaker.openUntil {
                 aggregate.ignoreBreaker(of: origin)
                 out.append(.event(.breakerClaimsIgnored(origin, key: key)))

@@ -244,7 +244,7 @@ extension MeshInstance {
     }
 
     /// ``assess(_:request:now:)`` with the service's policy already looked up: the estimate's decision,
-    /// then the rights a grant must hold (``rightsDenial(_:cost:priority:now:)``).
+    /// then the rights a grant must hold (``rightsDenial(_:window:cost:priority:now:)``).
     mutating func assess(_ key: QuotaKey, request: AcquireRequest, policy: ServicePolicy, now: UnixMillis) -> Assessment {
         if persistenceFailing {
             // A grant is answered only once its spending is on disk: none while saves fail.
@@ -252,18 +252,21 @@ extension MeshInstance {
                 decision: .deny(.quotaExhausted, key: key, retryAt: now + 1000, detail: "persistence"), headroom: 0,
                 rate: 0, resetAt: 0)
         }
-        var assessment = assessEstimate(key, request: request, policy: policy, now: now)
-        guard assessment.decision.granted,
-            let denial = rightsDenial(key, cost: max(1, request.cost), priority: request.priority, now: now)
+        let rights = rightsWindow(key, now: now)
+        var assessment = assessEstimate(key, request: request, policy: policy, byRights: rights != nil, now: now)
+        guard assessment.decision.granted, let rights,
+            let denial = rightsDenial(key, window: rights, cost: max(1, request.cost), priority: request.priority, now: now)
         else { return assessment }
         assessment.decision = denial
         assessment.headroom = 0
         return assessment
     }
 
-    /// The decision from the estimate of what is left: breaker, reserves, fair share and pacing.
+    /// The decision from the estimate of what is left: breaker, reserves, fair share and pacing. `byRights`:
+    /// whether the key's grants also need rights (a known limit), which makes the estimate's own guards
+    /// against overshoot (unseen grants, turns) unnecessary.
     mutating func assessEstimate(
-        _ key: QuotaKey, request: AcquireRequest, policy: ServicePolicy, now: UnixMillis
+        _ key: QuotaKey, request: AcquireRequest, policy: ServicePolicy, byRights: Bool, now: UnixMillis
     ) -> Assessment {
         let own = local[key]
         // A learned service's default policy configures no limit, so this is the configured limit or nil.
@@ -330,7 +333,6 @@ extension MeshInstance {
         // Urgent work too: where most work is urgent, exempting it let several nodes grant a window's last
         // calls at once (two over the limit on one side of a partition in NetworkNamespaceTests).
         // Where rights apply, a grant needs a right, so grants not heard of yet cannot overshoot: no estimate.
-        let byRights = rightsWindow(key, now: now) != nil
         let unseen = byRights ? 0 : unseenConsumption(
             merged, windowTotal: windowTotal, windowLength: windowLength, resetAt: window.resetAt, now: now)
         let remaining = Double(remainingCount) - unseen

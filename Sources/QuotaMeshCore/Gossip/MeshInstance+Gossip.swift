@@ -122,15 +122,23 @@ extension MeshInstance {
         enqueueHot(index, version: record.version, level: limit)
         noteRecent(index)
         if record.origin != publicKey, case .quota(let key, let state) = record.body {
-            if remote[key] == nil {
-                var aggregate = KeyAggregate()
-                aggregate.peerOpenMillis = servicePolicy(key.service).breaker.openMillis
-                remote[key] = aggregate
-            }
-            remote[key, default: KeyAggregate()].update(
-                origin: record.origin, state: bounded(state, key: key, stamp: record.timestamp), stamp: record.timestamp)
+            merge(record.origin, state: state, key: key, stamp: record.timestamp)
             noteAccount(key)
         }
+    }
+
+    /// Merges a peer's state for `key`, as far as this node believes it, into the key's aggregate (made
+    /// for the key's service, setting aside the breaker claims of `ignoring`, when it is the key's first).
+    mutating func merge(
+        _ origin: VerifyingKey, state: QuotaState, key: QuotaKey, stamp: UnixMillis, ignoring: Set<VerifyingKey> = []
+    ) {
+        if remote[key] == nil {
+            var aggregate = KeyAggregate()
+            aggregate.peerOpenMillis = servicePolicy(key.service).breaker.openMillis
+            aggregate.ignoredBreakers = ignoring
+            remote[key] = aggregate
+        }
+        remote[key, default: KeyAggregate()].update(origin: origin, state: bounded(state, key: key, stamp: stamp), stamp: stamp)
     }
 
     /// Rebuilds every key's aggregate from the held records (after peers were removed).
@@ -139,14 +147,7 @@ extension MeshInstance {
         remote = [:]
         for record in records.records where record.origin != publicKey {
             if case .quota(let key, let state) = record.body {
-                if remote[key] == nil {
-                    var aggregate = KeyAggregate()
-                    aggregate.peerOpenMillis = servicePolicy(key.service).breaker.openMillis
-                    aggregate.ignoredBreakers = ignored[key] ?? []
-                    remote[key] = aggregate
-                }
-                remote[key, default: KeyAggregate()].update(
-                    origin: record.origin, state: bounded(state, key: key, stamp: record.timestamp), stamp: record.timestamp)
+                merge(record.origin, state: state, key: key, stamp: record.timestamp, ignoring: ignored[key] ?? [])
             }
         }
     }
@@ -288,20 +289,25 @@ extension MeshInstance {
         out.append(.event(.recordAccepted(origin: record.origin, slot: record.body.slot)))
     }
 
-    /// Sets a peer aside for good (until it is removed from the trust store and added again, or the node
-    /// restarts): its records and everything derived from them are forgotten, it counts for nobody's
-    /// share, and nothing it sends is accepted. The proof is kept for the operator.
+    /// Sets a peer aside for good (until it is removed from the trust store and added again; the quarantine
+    /// is saved, so it outlives a restart): its records and everything derived from them are forgotten, it
+    /// counts for nobody's share, and nothing it sends is accepted. The proof is kept for the operator.
     mutating func quarantine(_ evidence: QuarantineEvidence, of origin: VerifyingKey, into out: inout [MeshDirective]) {
         guard origin != publicKey, quarantined[origin] == nil else { return }
         quarantined[origin] = evidence
-        let remap = records.removeAll { $0.origin == origin }
-        recentSlots = recentSlots.compactMap { remap[$0] }
-        hotLevels = hotLevels.map { level in level.compactMap { entry in remap[entry.index].map { ($0, entry.version) } } }
-        rebuildAggregates()
+        forgetRecords { $0.origin == origin }
         rightsCache = [:]
         live.removeAll { $0 == origin }
         liveVersion += 1
         out.append(.event(.peerQuarantined(origin, reason: evidence.reason)))
+    }
+
+    /// Drops the held records whose slots `isDropped` names, and everything merged from them.
+    mutating func forgetRecords(where isDropped: (SlotID) -> Bool) {
+        let remap = records.removeAll(where: isDropped)
+        recentSlots = recentSlots.compactMap { remap[$0] }
+        hotLevels = hotLevels.map { level in level.compactMap { entry in remap[entry.index].map { ($0, entry.version) } } }
+        rebuildAggregates()
     }
 
     /// Handles an exact copy of the record held at `index` (at `version`), sent by `sender`.

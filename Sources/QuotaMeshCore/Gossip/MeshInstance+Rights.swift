@@ -38,9 +38,9 @@ extension MeshInstance {
         Array(Set(directory.infos.map(\.key) + [own])).sorted()
     }
 
-    /// How long before a window's end (and after its start) no rights of it are spent: a call granted in
-    /// the last moments reaches the upstream after the reset, and a clock a little ahead starts the next
-    /// window before the upstream does. At most a twentieth of the window.
+    /// How long before a window's end no rights of it are spent: a call granted in the last moments reaches
+    /// the upstream after the reset. At most a twentieth of the window. (Its start keeps
+    /// `rightsLeadMillis` clear, for clocks a little ahead.)
     func rightsEdgeMillis(_ window: RightsWindow) -> Int64 {
         min(configuration.rightsEdgeMillis, window.windowMillis / 20)
     }
@@ -107,9 +107,8 @@ extension MeshInstance {
     /// shortfall is noted, and peers that hold rights are asked for them when the call's directives are
     /// finished (``askForRights(now:into:)``).
     mutating func rightsDenial(
-        _ key: QuotaKey, cost: Int64, priority: Priority, now: UnixMillis
+        _ key: QuotaKey, window: RightsWindow, cost: Int64, priority: Priority, now: UnixMillis
     ) -> AcquireDecision? {
-        guard let window = rightsWindow(key, now: now) else { return nil }
         let edge = rightsEdgeMillis(window)
         let lead = min(configuration.rightsLeadMillis, window.windowMillis / 20)
         if now < window.windowStart + lead {
@@ -163,15 +162,21 @@ extension MeshInstance {
         return holders.prefix(count).map(\.key)
     }
 
+    /// Replaces this node's ledger of `key`: re-signed at the next round, saved before it leaves the node,
+    /// and the balances worked out again.
+    mutating func setOwnLedger(_ ledger: RightsLedger, of key: QuotaKey) {
+        local[key, default: LocalQuota()].state.ledger = ledger
+        local[key, default: LocalQuota()].dirty = true
+        undurableLedgers.insert(key)
+        ledgerVersion &+= 1
+    }
+
     /// Counts a granted call's cost against this node's rights for `key`.
     mutating func spendRights(_ key: QuotaKey, cost: Int64, now: UnixMillis) {
         guard let window = rightsWindow(key, now: now) else { return }
         var ledger = ownLedger(key, window: window)
         ledger.spent = ledger.spent.saturatingAdd(UInt64(max(1, cost)))
-        local[key, default: LocalQuota()].state.ledger = ledger
-        local[key, default: LocalQuota()].dirty = true
-        undurableLedgers.insert(key)
-        ledgerVersion &+= 1
+        setOwnLedger(ledger, of: key)
     }
 
     /// Corrects what this node spent of `key`'s rights in the current window by what a call really cost
@@ -186,9 +191,7 @@ extension MeshInstance {
         } else {
             ledger.refunded = min(ledger.spent, ledger.refunded.saturatingAdd(delta.magnitude))
         }
-        local[key]?.state.ledger = ledger
-        undurableLedgers.insert(key)
-        ledgerVersion &+= 1
+        setOwnLedger(ledger, of: key)
     }
 
     /// Moves `amount` of this node's rights for `key` in `window` to `receiver`; `false` if its ledger has
@@ -198,10 +201,7 @@ extension MeshInstance {
     ) -> Bool {
         var ledger = ownLedger(key, window: window)
         guard amount > 0, ledger.give(amount, to: receiver) else { return false }
-        local[key, default: LocalQuota()].state.ledger = ledger
-        local[key, default: LocalQuota()].dirty = true
-        undurableLedgers.insert(key)
-        ledgerVersion &+= 1
+        setOwnLedger(ledger, of: key)
         pendingPersist = true
         return true
     }

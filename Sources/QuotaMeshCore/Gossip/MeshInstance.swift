@@ -202,12 +202,7 @@ public struct MeshInstance: Sendable {
                 let own = local[key]?.state.consumption.total ?? 0
                 local[key]?.restoredClusterConsumed = own
             }
-            let remap = records.removeAll(where: isUntrusted)
-            recentSlots = recentSlots.compactMap { remap[$0] }
-            hotLevels = hotLevels.map { level in
-                level.compactMap { entry in remap[entry.index].map { ($0, entry.version) } }
-            }
-            rebuildAggregates()
+            forgetRecords(where: isUntrusted)
         }
         let directory = peers.directory
         records.renumberOrigins { directory.index(of: $0) }
@@ -573,19 +568,18 @@ public struct MeshInstance: Sendable {
         let windowMillis = min(
             dimension.windowSeconds.map { $0.saturatingMultiply(1000) } ?? merged.policy?.windowMillis ?? 0,
             claimHorizon(key))
-        var limit = dimension.limit ?? merged.policy?.limit ?? 0
+        let limit = dimension.limit ?? merged.policy?.limit ?? 0
         let resetAt = dimension.resetAt ?? (merged.window?.resetAt ?? now + max(windowMillis, 1000))
-        // What an agent reports may lower what is enforced, never lift it: a configured limit caps the
-        // limit reported, and a reset further ahead than a window is not believed.
-        let configured = configuration.services[key.service]?.configuredLimit(key.dimension)
-        if let configured { limit = limit > 0 ? min(limit, configured.limit) : configured.limit }
         // A statement that its window resets further ahead than any window of the key is not believed at
         // all (its other numbers come from the same misreading); the status still drives the breaker.
         guard resetAt <= now.saturatingAdd(claimHorizon(key)) else { return }
-        let observation = UpstreamObservation(
-            resetAt: resetAt, remaining: max(0, limit > 0 ? min(remaining, limit) : remaining), limit: limit,
-            windowMillis: windowMillis, observedAt: now,
-            consumedTotalAtObservation: max(merged.lifetimeTotal, quota.restoredClusterConsumed))
+        // What an agent reports may lower what is enforced, never lift it: a configured limit caps it.
+        let observation = bounded(
+            UpstreamObservation(
+                resetAt: resetAt, remaining: max(0, limit > 0 ? min(remaining, limit) : remaining), limit: limit,
+                windowMillis: windowMillis, observedAt: now,
+                consumedTotalAtObservation: max(merged.lifetimeTotal, quota.restoredClusterConsumed)),
+            key: key)
         quota.state.observation = quota.state.observation.merging(observation)
         if configuration.services[key.service]?.configuredLimit(key.dimension) == nil, limit > 0 {
             // Without a stated window, the time to reset (in whole seconds) is the best estimate.
