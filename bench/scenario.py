@@ -137,7 +137,7 @@ def post(port, path, body, timeout=15):
 class Mesh:
     """quotamesh nodes in a temporary folder, all trusting each other."""
 
-    def __init__(self, binary, count, root):
+    def __init__(self, binary, count, root, refill="window"):
         self.binary = binary
         self.nodes = []
         for index in range(count):
@@ -152,7 +152,8 @@ class Mesh:
                     subprocess.run([binary, "peer", "add", os.path.basename(other["dir"]), "--key", other["key"],
                                     "--endpoint", f"127.0.0.1:{other['gossip']}"], cwd=node["dir"], check=True, capture_output=True)
             with open(os.path.join(node["dir"], "config.json"), "w") as f:
-                json.dump({"services": {"api": {"limit": LIMIT, "window": f"{int(WINDOW)}s"}}}, f)
+                # In front of a token bucket the nodes are told so: their rights accrue at its refill rate.
+                json.dump({"services": {"api": {"limit": LIMIT, "window": f"{int(WINDOW)}s", "refill": refill}}}, f)
         for node in self.nodes:
             node["proc"] = subprocess.Popen([binary, "run", "--config", "config.json", "--gossip", f"127.0.0.1:{node['gossip']}",
                                              "--api", f"127.0.0.1:{node['api']}"], cwd=node["dir"],
@@ -211,9 +212,9 @@ def run_mode(mode, binary, seconds, agents, seed, upstream_kind):
     root = tempfile.mkdtemp(prefix=f"qm-{mode}-")
     mesh = None
     if mode == "central":
-        mesh = Mesh(binary, 1, root)
+        mesh = Mesh(binary, 1, root, refill="continuous" if upstream_kind == "token-bucket" else "window")
     elif mode == "quotamesh":
-        mesh = Mesh(binary, agents, root)
+        mesh = Mesh(binary, agents, root, refill="continuous" if upstream_kind == "token-bucket" else "window")
     priorities = ["urgent"] * 2 + ["normal"] * 12 + ["low"] * 6
     priorities = (priorities * ((agents // 20) + 1))[:agents]
     rate = 2.0 * LIMIT / WINDOW / agents  # tasks per second per agent: about 2x the limit in total

@@ -69,6 +69,9 @@ public struct SimulationConfiguration: Sendable {
     public var windowMillis: Int64 = 10_000
     /// How the upstream enforces.
     public var upstream = UpstreamKind.fixedWindow
+    /// How the nodes are configured to expect the limit back (`refill`): `nil` follows the upstream (a
+    /// token bucket refills continuously, a fixed window at its reset).
+    public var refill: ServicePolicy.Refill?
     /// Upstream round-trip time, in ms.
     public var upstreamLatencyMillis: Int64 = 20
     /// An optional partition.

@@ -17,6 +17,10 @@ public struct SimulationReport: Sendable {
     public var theoreticalRounds: Double
     /// Calls sent upstream in the worst window ÷ the limit (outside any partition).
     public var maxAdmittedRatio: Double
+    /// The smallest bucket that, refilled at `limit` per window, would have admitted every call sent
+    /// upstream, ÷ the limit: at most 1 means a token bucket of the limit never refuses one (the worst
+    /// stretch of any length sent at most the limit plus what refilled meanwhile).
+    public var bucketDepthRatio: Double = 0
     /// The same, over windows that overlap the partition.
     public var partitionMaxAdmittedRatio: Double?
     /// Successful upstream calls ÷ min(offered, limit), over full windows.
@@ -139,6 +143,8 @@ public struct Simulator {
     var tokens: Double
     var tokensAt: Int64
     var upstreamCalls = 0
+    /// When each call reached the upstream, in order.
+    var upstreamCallTimes: [Int64] = []
     var upstream429s = 0
     var denials = 0
     var bytesSent = 0
@@ -174,6 +180,9 @@ public struct Simulator {
     /// If set, receives a line per granted acquire: when, which node, the priority and detail, and the
     /// node's pacing inputs at that moment (for diagnosing a window that overshot).
     public var onGrant: ((String) -> Void)?
+    /// If set, receives a line per refused acquire of an urgent task: when, which node and task, the
+    /// reason and detail, and how long until it may try again (for diagnosing urgent waits).
+    public var onUrgentDenial: ((String) -> Void)?
 
     /// Prepares a run.
     public init(_ configuration: SimulationConfiguration) {
@@ -197,9 +206,12 @@ public struct Simulator {
     var endTime: Int64 { start + Int64(configuration.seconds * 1000) }
 
     func meshConfiguration() -> MeshConfiguration {
-        let policy = ServicePolicy(
+        let basePolicy = ServicePolicy(
             limit: configuration.limit, windowMillis: configuration.windowMillis, reserves: configuration.reserves,
             burstFraction: configuration.burstFraction)
+        var policy = basePolicy
+        // A deployment in front of a token bucket says so, and its rights accrue at the refill rate.
+        policy.refill = configuration.refill ?? (configuration.upstream == .tokenBucket ? .continuous : .window)
         var mesh = MeshConfiguration(
             gossipIntervalMillis: configuration.gossipIntervalMillis, fanout: configuration.fanout,
             retransmitMultiplier: configuration.retransmitMultiplier,
@@ -505,16 +517,20 @@ public struct Simulator {
             case .reply(let ticket, let decision):
                 guard let task = nodes[index].tickets.removeValue(forKey: ticket) else { continue }
                 if decision.granted {
-                    grantDetails[upstreamWindow(now), default: [:]][decision.detail ?? "-", default: 0] += 1
+                    grantDetails[upstreamWindow(now), default: [:]][decision.detail?.description ?? "-", default: 0] += 1
                     if let onGrant, let fields = pacingFields(of: index, key: QuotaKey(service: service, account: "default")) {
-                        onGrant("t=\(Double(now - start) / 1000) n\(index) \(tasks[task].priority) \(decision.detail ?? "-") " + fields)
+                        onGrant("t=\(Double(now - start) / 1000) n\(index) \(tasks[task].priority) \(decision.detail?.description ?? "-") waited=\(now - tasks[task].created) " + fields)
                     }
                     tasks[task].inFlight = true
                     schedule(.upstream(task: task), at: now + configuration.upstreamLatencyMillis / 2)
                 } else {
                     denials += 1
-                    denialDetails[upstreamWindow(now), default: [:]]["\(tasks[task].priority)/\(decision.reason?.rawValue ?? "-")/\(decision.detail ?? "-")", default: 0] += 1
+                    denialDetails[upstreamWindow(now), default: [:]]["\(tasks[task].priority)/\(decision.reason?.rawValue ?? "-")/\(decision.detail?.description ?? "-")", default: 0] += 1
                     let retryAt = (decision.retryAt ?? (now + nodes[index].skew + 1000)) - nodes[index].skew
+                    if let onUrgentDenial, tasks[task].priority == .urgent {
+                        onUrgentDenial("t=\(Double(now - start) / 1000) n\(index) task\(task) waited=\(now - tasks[task].created) "
+                            + "\(decision.reason?.rawValue ?? "-")/\(decision.detail?.description ?? "-") retry_in=\(retryAt - now)")
+                    }
                     let jitter = Int64.random(in: 0...20, using: &rng)
                     schedule(.attempt(task: task), at: max(now + 1, retryAt + jitter))
                 }
@@ -548,6 +564,7 @@ public struct Simulator {
 
     mutating func callUpstream(_ task: Int) {
         upstreamCalls += 1
+        upstreamCallTimes.append(now)
         let window = upstreamWindow(now)
         if backlogAtWindowStart[window] == nil { backlogAtWindowStart[window] = pending }
         windowSent[window, default: 0] += 1
@@ -722,6 +739,9 @@ public struct Simulator {
             verificationsPerNodePerSecond: Double(simulated?.verifications ?? 0) / n / seconds,
             datagramsDelivered: delivered, datagramsLost: lost, wallSeconds: wallSeconds, windows: windowRows)
         report.urgentWaitP99WhileRightsLeftMillis = Self.percentile(urgentWaitsWhileRightsLeft, 0.99)
+        report.bucketDepthRatio = Self.bucketDepth(
+            upstreamCallTimes, refillPerMillisecond: Double(configuration.limit) / Double(configuration.windowMillis))
+            / Double(configuration.limit)
         return report
     }
 
@@ -738,6 +758,19 @@ public struct Simulator {
     /// Each node's successful calls against its max-min fair share of them all (the calls water-filled
     /// over the nodes' demands, in tasks): Jain's index over the ratios, and the least ratio. Nodes with
     /// no share (no demand) are left out; with none at all both are 1.
+    /// The smallest bucket refilled at `refillPerMillisecond` that admits calls at `times` (sorted): the
+    /// most calls any stretch holds beyond what refilled during it, max over i ≥ j of
+    /// (i − j + 1) − refill × (tᵢ − tⱼ).
+    static func bucketDepth(_ times: [Int64], refillPerMillisecond refill: Double) -> Double {
+        var deepest = 0.0
+        var lowest = Double.infinity
+        for (index, time) in times.enumerated() {
+            lowest = min(lowest, Double(index) - refill * Double(time))
+            deepest = max(deepest, Double(index + 1) - refill * Double(time) - lowest)
+        }
+        return deepest
+    }
+
     static func maxMinFairness(successes: [Int], demands: [Int]) -> (index: Double, worst: Double) {
         let shares = FairShare.maxMin(capacity: Double(successes.reduce(0, +)), needs: demands.map(Double.init))
         let ratios = zip(successes, shares).compactMap { success, share in share > 0 ? Double(success) / share : nil }

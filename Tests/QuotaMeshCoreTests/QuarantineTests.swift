@@ -69,6 +69,36 @@ import QuotaMeshCrypto
         #expect(mesh.nodes[1].heldRecords.allSatisfy { $0.origin != testKey(0).publicKey }, "its records are forgotten")
     }
 
+    @Test func copiesAfterARecordThatQuarantinesItsOriginInTheSamePacketAreSafe() {
+        // A quarantine drops records and renumbers the rest; copies later in the same packet name slots by
+        // their old numbers (this crashed a node with an index out of range).
+        var mesh = TestMesh(count: 3, services: Self.services)
+        mesh.run(for: 1_000)
+        _ = mesh.acquire(2, AcquireRequest(service: "openai", priority: .urgent))
+        mesh.run(for: 1_000)
+        let window = (mesh.now / 60_000 + 1) * 60_000
+        sign(ledger(giving: 5, to: 1, window: window), sequence: 7, to: 1, in: &mesh)
+        let held = mesh.nodes[1].heldRecords
+        let fromOthers = held.filter { $0.origin == testKey(2).publicKey }.count
+        #expect(fromOthers >= 1)
+        let liar = testKey(0)
+        // Copies of records held in slots after the liar's (whose slots come first), as a relay would send.
+        let copies = Array(held.filter { $0.origin != liar.publicKey }.suffix(3))
+        let fork = SignedRecord(
+            signing: .quota(QuotaKey(service: "openai"), ledger(giving: 6, to: 1, window: window)),
+            version: RecordVersion(incarnation: 9_000_000_000, sequence: 7), timestamp: mesh.now, with: liar,
+            cluster: "quotamesh")
+        let packet = WireFormat.encodePacket(
+            header: PacketHeader(
+                sender: liar.publicKey, incarnation: 9_000_000_000, sequence: 1 << 40, sentAt: mesh.now),
+            payload: .records([fork] + copies), signingKey: liar, cluster: "quotamesh")
+        mesh.apply(mesh.nodes[1].receive(datagram: packet, from: endpoint(0), now: mesh.now), from: 1)
+        #expect(mesh.nodes[1].quarantined[liar.publicKey]?.reason == .equivocation, "\(mesh.events[1] ?? [])")
+        #expect(mesh.nodes[1].heldRecords.filter { $0.origin == testKey(2).publicKey }.count == fromOthers)
+        mesh.run(for: 1_000)
+        #expect(mesh.acquire(1, AcquireRequest(service: "openai", priority: .urgent))?.granted == true)
+    }
+
     @Test func anHonestNodeThatRestartsIsNotQuarantined() {
         var mesh = TestMesh(count: 3, services: Self.services)
         mesh.run(for: 1_000)

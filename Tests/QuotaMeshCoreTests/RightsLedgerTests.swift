@@ -36,6 +36,36 @@ import QuotaMeshCrypto
         }
     }
 
+    @Test func rightsOfAContinuousRefillAreDealtAtTheRefillRateAndEndAsTheWindowsSplit() async {
+        // A token bucket refills `limit` over the window: at any moment at most `limit × elapsed ÷ window`
+        // of the window's rights exist, every member's part only grows, and at the end the split is the
+        // window's.
+        let input = zip(Gen.int(in: 1...40), Gen.int64(in: 1...500), Gen.int64(in: 1...100_000))
+        await propertyCheck(count: 200, input: input) { count, limit, windowMillis in
+            let members = (0..<count).map { testKey($0).publicKey }
+            let end = (1_000_000 / windowMillis + 1) * windowMillis
+            let whole = RightsAllotment(members: members, limit: limit, windowEnd: end)
+            var previous = members.map { _ in Int64(0) }
+            var elapsed: Int64 = 0
+            while elapsed <= windowMillis {
+                let window = RightsWindow(
+                    limit: limit, windowMillis: windowMillis, windowEnd: end, refill: .continuous,
+                    now: end - windowMillis + elapsed)
+                #expect(window.unlocked == limit * elapsed / windowMillis)
+                #expect(window.nextUnlockAt > end - windowMillis + elapsed || window.unlocked == limit)
+                let dealt = whole.dealing(window.unlocked)
+                let initial = members.map { dealt.initial(of: $0) }
+                #expect(initial.reduce(0, +) == window.unlocked)
+                #expect(zip(initial, previous).allSatisfy { $0 >= $1 }, "a member's part never shrinks")
+                previous = initial
+                elapsed += max(1, windowMillis / 13)
+            }
+            let full = RightsWindow(
+                limit: limit, windowMillis: windowMillis, windowEnd: end, refill: .continuous, now: end)
+            #expect(members.map { whole.dealing(full.unlocked).initial(of: $0) } == members.map { whole.initial(of: $0) })
+        }
+    }
+
     @Test func aGiverWhoseBooksDoNotBalanceIsNotCredited() {
         let members = Array(Self.keys.prefix(3))
         let allotment = RightsAllotment(members: members, limit: 30, windowEnd: 10_000)

@@ -121,6 +121,7 @@ func temporaryDirectory() -> String {
                 "limit": 500, "window": "1m", "accounts": ["a", "b"], "reserves": ["low": 0.6, "normal": 0.2],
                 "breaker": ["failure_threshold": 3, "open": "10s"],
                 "limits": ["tokens": ["limit": 90_000, "window": "1m"]], "scopes": ["org": ["a", "b"]],
+                "refill": "continuous",
             ]],
         ]
         let config = try NodeConfiguration.parse(good, source: "test.json")
@@ -137,6 +138,7 @@ func temporaryDirectory() -> String {
         #expect(openai?.dimensionLimits["tokens"] == AdvertisedPolicy(limit: 90_000, windowMillis: 60_000))
         #expect(openai?.scopes == ["org": ["a", "b"]])
         #expect(openai?.scopeAccount(of: "b") == "scope:org")
+        #expect(openai?.refill == .continuous)
 
         let cases: [([String: Any], String)] = [
             (["services": ["openai": ["limit": -1, "window": "1m"]]], "services.openai.limit"),
@@ -150,6 +152,8 @@ func temporaryDirectory() -> String {
              "services.openai.limits.tokens.colour"),
             (["services": ["openai": ["accounts": ["a"], "scopes": ["org": ["z"]]]]], "services.openai.scopes"),
             (["services": ["openai": ["accounts": ["a", "b"], "scopes": ["x": ["a"], "y": ["a", "b"]]]]], "services.openai.scopes"),
+            (["services": ["openai": ["limit": 5, "window": "1m", "refill": "bucket"]]], "services.openai.refill"),
+            (["services": ["openai": ["refill": "continuous"]]], "services.openai.refill"),
             (["fanout": 0], "fanout"),
             (["gossip": "nowhere"], "gossip"),
             (["colour": "blue"], "colour"),

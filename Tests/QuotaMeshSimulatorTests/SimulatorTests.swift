@@ -253,17 +253,47 @@ import QuotaMeshCore
         #expect(Simulator.maxMinFairness(successes: [], demands: []) == (1, 1))
     }
 
-    @Test func tokenBucketUpstreamIsRespected() async {
-        let seed: UInt64 = 4
-        let report = await run {
-            $0.nodes = 6
+    @Test(arguments: [1, 2, 3] as [UInt64])
+    func rightsAccruingAtTheRefillRateNeverOutrunATokenBucket(seed: UInt64) async {
+        // A bucket of `limit` tokens refilled at `limit` per window. With `refill: continuous` rights are
+        // dealt at the refill rate, so no stretch of time sends more than the limit plus what refilled
+        // during it: a bucket of the limit (the upstream's) never refuses a call. All-urgent demand at 3x
+        // (unpaced, so every window opens with a burst) and the default mix.
+        for mix in [(1.0, 0.0, 0.0), (0.1, 0.6, 0.3)] {
+            let report = await run {
+                $0.nodes = 10
+                $0.seconds = 40
+                $0.seed = seed
+                $0.demand = 3
+                $0.priorityMix = mix
+                $0.upstream = .tokenBucket
+            }
+            #expect(report.bucketDepthRatio <= 1.0, "seed \(seed), mix \(mix)")
+            #expect(report.upstream429s == 0, "seed \(seed), mix \(mix)")
+            #expect(report.maxAdmittedRatio <= 1.0, "seed \(seed), mix \(mix)")
+            #expect(report.utilization >= 0.97, "seed \(seed), mix \(mix): \(report.utilization)")
+        }
+        // Configured as a fixed window instead, the rights of a window all exist at its start: the bursts
+        // need a deeper bucket than the upstream has.
+        let window = await run {
+            $0.nodes = 10
             $0.seconds = 40
             $0.seed = seed
+            $0.demand = 3
+            $0.priorityMix = (1.0, 0.0, 0.0)
             $0.upstream = .tokenBucket
+            $0.refill = .window
         }
-        // A bucket of `limit` tokens refilled at `limit` per window admits at most two limits in a window.
-        #expect(report.maxAdmittedRatio <= 2.0, "seed \(seed)")
-        #expect(report.upstream429s * 10 <= report.upstreamCalls, "seed \(seed): \(report.upstream429s) of \(report.upstreamCalls)")
+        #expect(window.bucketDepthRatio > 1.0, "seed \(seed)")
+    }
+
+    @Test func theBucketDepthIsTheWorstStretchBeyondWhatRefilled() {
+        // Refill 1 per 10 ms: calls at 0, 0, 0 need a bucket of 3; spaced 10 ms apart, of 1.
+        #expect(Simulator.bucketDepth([0, 0, 0], refillPerMillisecond: 0.1) == 3)
+        #expect(Simulator.bucketDepth([0, 10, 20, 30], refillPerMillisecond: 0.1) == 1)
+        // Two bursts of 2, 100 ms apart: the second finds the bucket refilled.
+        #expect(Simulator.bucketDepth([0, 0, 100, 100], refillPerMillisecond: 0.1) == 2)
+        #expect(Simulator.bucketDepth([], refillPerMillisecond: 0.1) == 0)
     }
 
     @Test func httpDatesAreFormattedAsIMFFixdate() {

@@ -142,7 +142,13 @@ extension MeshInstance {
     }
 
     /// ``remaining(_:now:)`` with the window's total (a pass over every origin) already summed.
-    func remaining(_ merged: Merged, windowTotal: UInt64, now: UnixMillis) -> Int64? {
+    ///
+    /// `recount`: how many calls the upstream may have counted before an observation although the observer
+    /// had not heard of them yet, so that subtracting what was consumed since counts them twice. Where the
+    /// two estimates (limit less what was counted; the upstream's word less what was consumed since)
+    /// differ by no more than that, the difference is taken for such calls and the first is used; what
+    /// they differ by beyond it is taken for calls of clients outside the mesh.
+    func remaining(_ merged: Merged, windowTotal: UInt64, recount: Int64 = 0, now: UnixMillis) -> Int64? {
         var estimate: Int64?
         if let window = merged.window, let limit = window.limit {
             estimate = limit.saturatingSubtract(Int64(clamping: windowTotal))
@@ -152,10 +158,28 @@ extension MeshInstance {
             let since = lifetime >= observation.consumedTotalAtObservation
                 ? lifetime - observation.consumedTotalAtObservation : 0
             let fromUpstream = observation.remaining.saturatingSubtract(Int64(clamping: since))
-            estimate = min(estimate ?? .max, fromUpstream)
+            if let counted = estimate {
+                let outside = max(0, counted.saturatingSubtract(fromUpstream).saturatingSubtract(max(0, recount)))
+                estimate = counted.saturatingSubtract(outside)
+            } else {
+                estimate = fromUpstream
+            }
         }
         return estimate.map { max(0, $0) }
     }
+
+    /// How many calls may be counted twice by ``remaining(_:windowTotal:recount:now:)`` for a window of
+    /// `key`: what the mesh consumed in it per ms so far, times ``recountRounds`` gossip intervals, and at
+    /// least one call once anything was consumed.
+    func recount(windowTotal: UInt64, windowLength: Double, resetAt: UnixMillis, now: UnixMillis) -> Int64 {
+        let elapsed = max(1, windowLength - Double(max(resetAt - now, 0)))
+        let lag = Double(Self.recountRounds * configuration.gossipIntervalMillis)
+        let calls = Double(windowTotal)
+        return Int64(min(calls, max(calls > 0 ? 1 : 0, calls / elapsed * lag)).rounded(.up))
+    }
+
+    /// Gossip rounds an observation may lag behind the calls the upstream counted in it.
+    static let recountRounds: Int64 = 3
 
     // MARK: - Enforcement
 
@@ -177,7 +201,7 @@ extension MeshInstance {
     mutating func decide(_ request: AcquireRequest, entry: ServiceEntry, now: UnixMillis) -> AcquireDecision {
         guard let policy = entry.policy else {
             return .deny(
-                .unknownService, key: nil, retryAt: now + 1000, detail: "no configuration or observation names this service")
+                .unknownService, key: nil, retryAt: now + 1000, detail: .unknownService)
         }
         if entry.keys.count == 1, request.costs.isEmpty, policy.scopes.isEmpty {
             // The common case, one account counting requests only: the loop below, without its bookkeeping.
@@ -212,9 +236,10 @@ extension MeshInstance {
                     guard partAssessment.decision.granted else {
                         var decision = partAssessment.decision
                         decision.key = key
-                        let scope = partKey.account.hasPrefix(ServicePolicy.scopePrefix) ? "scope_" : ""
-                        let dimension = partKey.dimension == QuotaKey.requests ? "" : "\(partKey.dimension)_"
-                        decision.detail = scope + dimension + (decision.detail ?? "exhausted")
+                        decision.detail = DecisionDetail(
+                            decision.detail?.kind ?? .exhausted,
+                            dimension: partKey.dimension == QuotaKey.requests ? nil : partKey.dimension,
+                            scope: partKey.account.hasPrefix(ServicePolicy.scopePrefix))
                         assessment = Assessment(decision: decision, headroom: 0, rate: 0, resetAt: assessment.resetAt)
                         parts = []
                         break
@@ -249,7 +274,7 @@ extension MeshInstance {
         if persistenceFailing {
             // A grant is answered only once its spending is on disk: none while saves fail.
             return Assessment(
-                decision: .deny(.quotaExhausted, key: key, retryAt: now + 1000, detail: "persistence"), headroom: 0,
+                decision: .deny(.quotaExhausted, key: key, retryAt: now + 1000, detail: .persistence), headroom: 0,
                 rate: 0, resetAt: 0)
         }
         let rights = rightsWindow(key, now: now)
@@ -285,7 +310,7 @@ extension MeshInstance {
                 // The probe's answer is usually back within a round or two; look again then.
                 let retry = min(
                     probe.saturatingAdd(policy.breaker.probeTimeoutMillis), now + 2 * configuration.gossipIntervalMillis)
-                return result(.deny(.breakerOpen, key: key, retryAt: retry, detail: "half_open_probe_in_flight"))
+                return result(.deny(.breakerOpen, key: key, retryAt: retry, detail: .halfOpenProbeInFlight))
             }
             // One node probes, not every node whose agent is waiting: the first in an order every node
             // derives alike from the breaker's opening; the next takes over only if no answer has spread
@@ -293,21 +318,31 @@ extension MeshInstance {
             let turn = probeTurn(key, breaker: merged.breaker)
             if now < turn {
                 let retry = min(turn, now + 2 * configuration.gossipIntervalMillis)
-                return result(.deny(.breakerOpen, key: key, retryAt: retry, detail: "half_open_probe_elsewhere"))
+                return result(.deny(.breakerOpen, key: key, retryAt: retry, detail: .halfOpenProbeElsewhere))
             }
-            return result(.grant(key, detail: "half_open_probe"))
+            return result(.grant(key, detail: .halfOpenProbe))
         case .closed:
             break
         }
         // Learning after a start: until an anti-entropy exchange or two have brought in what the peers
         // consumed, this node's view undercounts, so only urgent work may go ahead (Doorman's learning mode).
         if isLearning(now: now) && request.priority != .urgent {
-            return result(.deny(.quotaExhausted, key: key, retryAt: learningEndsAt, detail: "learning"))
+            return result(.deny(.quotaExhausted, key: key, retryAt: learningEndsAt, detail: .learning))
         }
         let windowTotal = merged.windowTotal(at: now)
-        guard let window = merged.window, let remainingCount = remaining(merged, windowTotal: windowTotal, now: now) else {
+        // Where rights bound what the mesh sends, an observation that lags the calls the upstream counted
+        // in it must not strand the window's last rights (a few percent of every window in the simulator).
+        let recount = byRights && merged.window != nil
+            ? self.recount(
+                windowTotal: windowTotal,
+                windowLength: Double(merged.window?.windowMillis ?? 0),
+                resetAt: merged.window?.resetAt ?? now, now: now)
+            : 0
+        guard let window = merged.window,
+            let remainingCount = remaining(merged, windowTotal: windowTotal, recount: recount, now: now)
+        else {
             // A known service with no limit and no current observation: nothing to enforce but the breaker.
-            return result(.grant(key, detail: "no_limit_known"), headroom: .infinity)
+            return result(.grant(key, detail: .noLimitKnown), headroom: .infinity)
         }
         let limit = Double(window.limit ?? remainingCount)
         let windowLength = Double(window.windowMillis ?? max(window.resetAt - now, 1))
@@ -320,11 +355,11 @@ extension MeshInstance {
             let untilReset = Double(max(window.resetAt - now, 0))
             if windowLength - untilReset < edge && window.windowMillis != nil {
                 let retry = now + Int64((edge - (windowLength - untilReset)).rounded(.up))
-                return result(.deny(.quotaExhausted, key: key, retryAt: retry, detail: "window_edge"))
+                return result(.deny(.quotaExhausted, key: key, retryAt: retry, detail: .windowEdge))
             }
             if untilReset < edge {
                 return result(.deny(
-                    .quotaExhausted, key: key, retryAt: window.resetAt + Int64(edge.rounded(.up)), detail: "window_edge"))
+                    .quotaExhausted, key: key, retryAt: window.resetAt + Int64(edge.rounded(.up)), detail: .windowEdge))
             }
         }
         // Other nodes' grants of the last moments have not reached this node yet: about what they granted
@@ -338,7 +373,7 @@ extension MeshInstance {
         let remaining = Double(remainingCount) - unseen
         if remaining < cost && Double(remainingCount) >= cost {
             let retry = min(window.resetAt, now + Self.propagationRounds * configuration.gossipIntervalMillis)
-            return result(.deny(.quotaExhausted, key: key, retryAt: retry, detail: "settling"))
+            return result(.deny(.quotaExhausted, key: key, retryAt: retry, detail: .settling))
         }
         // A reserve holds back what higher priorities may still need in the rest of the window, so it
         // shrinks as the window runs out and nothing is left unused at the reset.
@@ -346,13 +381,13 @@ extension MeshInstance {
         let floor = policy.reserves[request.priority] * limit * timeLeft
         if cost > limit {
             // Can never succeed in any window: say so at once rather than let the agent wait.
-            return result(.deny(.quotaExhausted, key: key, retryAt: window.resetAt, detail: "cost_exceeds_limit"))
+            return result(.deny(.quotaExhausted, key: key, retryAt: window.resetAt, detail: .costExceedsLimit))
         }
         if remaining < cost {
-            return result(.deny(.quotaExhausted, key: key, retryAt: window.resetAt, detail: "window"))
+            return result(.deny(.quotaExhausted, key: key, retryAt: window.resetAt, detail: .window))
         }
         if remaining - cost < floor {
-            return result(.deny(.reservedForHigherPriority, key: key, retryAt: window.resetAt, detail: "reserve"))
+            return result(.deny(.reservedForHigherPriority, key: key, retryAt: window.resetAt, detail: .reserve))
         }
         let share = fairShare(
             key, remaining: remaining, limit: limit, policy: policy, resetAt: window.resetAt, windowMillis: windowLength,
@@ -365,6 +400,8 @@ extension MeshInstance {
         // becomes a call with that probability (each node starts a window at a random phase).
         let rate = pace(share: share, remaining: remaining, resetAt: window.resetAt, edge: edge, now: now)
         guard rate > 0 else {
+            // Urgent work where rights apply is not paced (below): a share of nothing does not hold it back.
+            if byRights && request.priority == .urgent { return result(.grant(key), headroom: usable - cost) }
             // No pace, so nothing of the bucket's debt is paid meanwhile. Paid on at the last rate instead,
             // the debt of every node ran out while their shares were nothing, and they all granted at once
             // when the shares came back (60 nodes sharing 20 calls: 1.10 × the limit).
@@ -372,7 +409,7 @@ extension MeshInstance {
                 local[key, default: LocalQuota()].bucket.hold(now: now)
             }
             let retry = min(window.resetAt, now + max(configuration.gossipIntervalMillis * 5, 1000))
-            return result(.deny(.quotaExhausted, key: key, retryAt: retry, detail: "share"))
+            return result(.deny(.quotaExhausted, key: key, retryAt: retry, detail: .share))
         }
         // A window's last calls go by turns when nodes outnumber them: independent grants of the last one or
         // two calls, each made before the others' reached it, bunched past the limit (60 nodes sharing 20
@@ -413,7 +450,7 @@ extension MeshInstance {
             case .success(let slot):
                 turnSlot = slot
             case .failure(let wait):
-                return result(.deny(.quotaExhausted, key: key, retryAt: min(window.resetAt, wait.until), detail: "turn"))
+                return result(.deny(.quotaExhausted, key: key, retryAt: min(window.resetAt, wait.until), detail: .turn))
             }
         }
         var bucket = quota.bucket
@@ -442,6 +479,9 @@ extension MeshInstance {
             // is spent. Only when urgent demand alone exceeds what is left is it paced like the rest.
             if urgentDemandFits(key, remaining: remaining, resetAt: window.resetAt, now: now) { tolerance = .infinity }
         }
+        // Where rights apply, what urgent work may spend is what this node holds or is given: it goes at once,
+        // and rights (which follow urgent demand first) share it out when it exceeds the limit.
+        if request.priority == .urgent && byRights { tolerance = .infinity }
         let earliest = bucket.earliestAdmission(tolerance: tolerance)
         if earliest > Double(now) {
             if !entered { local[key, default: LocalQuota()].bucket = bucket }
@@ -452,7 +492,7 @@ extension MeshInstance {
             // Where the window's last slot goes by turns, a waiting call asks again when it opens.
             let lastSlot = closingEdge - Int64(turnSlotMillis)
             if (lastSlotByTurns || (byRights && outnumbered)) && now < lastSlot { retry = min(retry, lastSlot) }
-            return result(.deny(.quotaExhausted, key: key, retryAt: min(retry, window.resetAt), detail: "paced"))
+            return result(.deny(.quotaExhausted, key: key, retryAt: min(retry, window.resetAt), detail: .paced))
         }
         var granted = result(.grant(key), headroom: usable - cost, rate: rate)
         granted.turnSlot = turnSlot
@@ -531,7 +571,7 @@ extension MeshInstance {
             entry.windowCount = entry.windowCount.saturatingAdd(cost)
         }
         quota.state.consumption = entry
-        if assessment.decision.detail == "half_open_probe" { quota.probeGrantedAt = now }
+        if assessment.decision.detail?.kind == .halfOpenProbe { quota.probeGrantedAt = now }
         if assessment.turnSlot != .min { quota.lastTurnSlot = assessment.turnSlot }
         if assessment.rate > 0 {
             if quota.bucket.windowEnd != assessment.resetAt {

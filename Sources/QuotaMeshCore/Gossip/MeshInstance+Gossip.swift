@@ -305,6 +305,7 @@ extension MeshInstance {
     /// Drops the held records whose slots `isDropped` names, and everything merged from them.
     mutating func forgetRecords(where isDropped: (SlotID) -> Bool) {
         let remap = records.removeAll(where: isDropped)
+        recordsRenumbered &+= 1
         recentSlots = recentSlots.compactMap { remap[$0] }
         hotLevels = hotLevels.map { level in level.compactMap { entry in remap[entry.index].map { ($0, entry.version) } } }
         rebuildAggregates()

@@ -20,14 +20,46 @@ struct RightsWant: Sendable {
     var notedAt: UnixMillis
     /// When peers were last asked.
     var askedAt: UnixMillis = .min
+    /// The priority they were last asked for.
+    var askedPriority: Priority = .low
 }
 
-/// The window a key's rights are counted in: its limit, length and end.
+/// The window a key's rights are counted in: its limit, length and end, and how many of its rights exist
+/// yet.
 struct RightsWindow: Sendable, Hashable {
     var limit: Int64
     var windowMillis: Int64
     var windowEnd: UnixMillis
+    /// The rights dealt so far: the limit, or for an upstream that refills continuously, the limit times
+    /// the part of the window gone by (rounded down).
+    var unlocked: Int64
+    /// When the next right is dealt: the window's end once all are.
+    var nextUnlockAt: UnixMillis
     var windowStart: UnixMillis { windowEnd - windowMillis }
+
+    init(limit: Int64, windowMillis: Int64, windowEnd: UnixMillis, refill: ServicePolicy.Refill = .window, now: UnixMillis) {
+        self.limit = limit
+        self.windowMillis = windowMillis
+        self.windowEnd = windowEnd
+        switch refill {
+        case .window:
+            unlocked = limit
+            nextUnlockAt = windowEnd
+        case .continuous:
+            let elapsed = max(0, min(windowMillis, now.saturatingSubtract(windowEnd - windowMillis)))
+            // In 128 bits: a limit of 10¹² and a window of a month overflow 64.
+            let product = limit.multipliedFullWidth(by: elapsed)
+            unlocked = min(limit, Int64(truncatingIfNeeded: windowMillis.dividingFullWidth(product).quotient))
+            if unlocked >= limit {
+                nextUnlockAt = windowEnd
+            } else {
+                // The first ms at which limit × elapsed ÷ window reaches unlocked + 1.
+                let next = windowMillis.multipliedFullWidth(by: unlocked + 1)
+                let (quotient, remainder) = limit.dividingFullWidth(next)
+                nextUnlockAt = windowEnd - windowMillis + Int64(truncatingIfNeeded: quotient) + (remainder > 0 ? 1 : 0)
+            }
+        }
+    }
 }
 
 extension MeshInstance {
@@ -57,7 +89,12 @@ extension MeshInstance {
         }
         guard let policy, policy.limit > 0, policy.windowMillis > 0 else { return nil }
         let end = (now / policy.windowMillis + 1).saturatingMultiply(policy.windowMillis)
-        return RightsWindow(limit: policy.limit, windowMillis: policy.windowMillis, windowEnd: end)
+        // A configured refill holds for the configured requests limit; dimensions and learned limits are
+        // counted per window.
+        let refill = configured != nil && key.dimension == QuotaKey.requests
+            ? configuration.services[key.service]?.refill ?? .window : .window
+        return RightsWindow(
+            limit: policy.limit, windowMillis: policy.windowMillis, windowEnd: end, refill: refill, now: now)
     }
 
     /// Every member's balance in `window` of `key`, from the ledgers held (cached until one changes).
@@ -65,13 +102,15 @@ extension MeshInstance {
         let aggregateVersion = remote[key]?.ledgerVersion ?? 0
         let cached = rightsCache[key]
         if let cached, cached.allotment.windowEnd == window.windowEnd, cached.allotment.limit == window.limit,
-            cached.aggregateVersion == aggregateVersion, cached.ownVersion == ledgerVersion
+            cached.allotment.unlocked == window.unlocked, cached.aggregateVersion == aggregateVersion,
+            cached.ownVersion == ledgerVersion
         {
             return cached.balances
         }
         let allotment = cached.flatMap {
-            $0.allotment.windowEnd == window.windowEnd && $0.allotment.limit == window.limit ? $0.allotment : nil
-        } ?? RightsAllotment(members: members, limit: window.limit, windowEnd: window.windowEnd)
+            $0.allotment.windowEnd == window.windowEnd && $0.allotment.limit == window.limit
+                ? $0.allotment.dealing(window.unlocked) : nil
+        } ?? RightsAllotment(members: members, limit: window.limit, windowEnd: window.windowEnd, unlocked: window.unlocked)
         let balances = computeBalances(key, allotment: allotment)
         rightsCache[key] = RightsCache(
             allotment: allotment, aggregateVersion: aggregateVersion, ownVersion: ledgerVersion, balances: balances)
@@ -93,7 +132,8 @@ extension MeshInstance {
     /// The rights this node holds for `key` now, `nil` when the key has no known limit (for the API).
     func rightsHeld(_ key: QuotaKey, now: UnixMillis) -> Int64? {
         guard let window = rightsWindow(key, now: now) else { return nil }
-        let allotment = RightsAllotment(members: members, limit: window.limit, windowEnd: window.windowEnd)
+        let allotment = RightsAllotment(
+            members: members, limit: window.limit, windowEnd: window.windowEnd, unlocked: window.unlocked)
         return max(0, computeBalances(key, allotment: allotment).holding(of: publicKey))
     }
 
@@ -112,10 +152,10 @@ extension MeshInstance {
         let edge = rightsEdgeMillis(window)
         let lead = min(configuration.rightsLeadMillis, window.windowMillis / 20)
         if now < window.windowStart + lead {
-            return .deny(.quotaExhausted, key: key, retryAt: window.windowStart + lead, detail: "window_edge")
+            return .deny(.quotaExhausted, key: key, retryAt: window.windowStart + lead, detail: .windowEdge)
         }
         if now >= window.windowEnd - edge {
-            return .deny(.quotaExhausted, key: key, retryAt: window.windowEnd + lead, detail: "window_edge")
+            return .deny(.quotaExhausted, key: key, retryAt: window.windowEnd + lead, detail: .windowEdge)
         }
         let balances = balances(key, window: window)
         let held = balances.holding(of: publicKey)
@@ -138,11 +178,12 @@ extension MeshInstance {
         if !live.contains(where: { balances.holding(of: $0) >= 1 }) {
             // Nobody this node knows of holds any: the window is spent, as far as it can tell. Its view of
             // the others' ledgers can lag, so look again after a few rounds rather than at the reset.
-            let retry = min(window.windowEnd + lead, now + 5 * configuration.gossipIntervalMillis)
-            return .deny(.quotaExhausted, key: key, retryAt: retry, detail: "rights")
+            // Where rights accrue, the next one dealt may be this node's.
+            let retry = min(window.windowEnd + lead, now + 5 * configuration.gossipIntervalMillis, max(now + 1, window.nextUnlockAt))
+            return .deny(.quotaExhausted, key: key, retryAt: retry, detail: .rights)
         }
         // A holder answers at once: look again after about a round trip.
-        return .deny(.quotaExhausted, key: key, retryAt: now + Self.rightsRetryMillis, detail: "rights")
+        return .deny(.quotaExhausted, key: key, retryAt: now + Self.rightsRetryMillis, detail: .rights)
     }
 
     /// How soon a call refused for want of rights asks again while peers have been asked (ms): about a
@@ -219,10 +260,13 @@ extension MeshInstance {
         // Calls waiting are kept for in full; expected ones only in whole calls, so that a node expecting a
         // fraction of a call still passes on the right it holds (it can ask for one when a call comes).
         let expected = waiting + (rate * Double(max(0, min(horizon, window.windowEnd - now))) / 1000).rounded(.down)
-        // A holder whose part of the burst is a call or more keeps one, so that its own first call goes at once.
+        // A holder whose part of the burst is a call or more keeps one, so that its own first call goes at
+        // once; not from urgent work elsewhere, nor in the window's last moments, where a right kept for a
+        // call that may not come is a right the window loses.
         let burst = (configuration.services[key.service]?.burstFraction ?? 0.1) * Double(window.limit)
             / Double(max(1, members.count))
-        let keep = max(expected, min(burst.rounded(.down), 1))
+        let closing = window.windowEnd - now <= Self.rightsKeepMillis
+        let keep = priority == .urgent || closing ? expected : max(expected, min(burst.rounded(.down), 1))
         return held - Int64(keep.rounded(.up))
     }
 
@@ -231,7 +275,8 @@ extension MeshInstance {
 
     /// Answers a peer's request for rights: gives what this node can spare for work of the request's
     /// priority, signs its ledger at once and sends the record straight back (after it is saved: the
-    /// persist directive comes first). Nothing is sent when nothing can be spared.
+    /// persist directive comes first). When nothing can be spared, the answer is this node's ledger as it
+    /// stands, so that the asker stops counting on rights this node no longer holds and asks others.
     mutating func answerRightsRequest(
         _ request: RightsRequest, from sender: VerifyingKey, now: UnixMillis, into out: inout [MeshDirective]
     ) {
@@ -240,12 +285,23 @@ extension MeshInstance {
         else { return }
         let spare = spareRights(
             request.key, window: window, priority: request.priority, horizon: Self.rightsKeepMillis, now: now)
-        guard spare >= 1 else { return }
-        let amount = min(UInt64(spare), request.amount)
-        guard giveRights(amount, of: request.key, window: window, to: sender),
+        if spare >= 1, giveRights(min(UInt64(spare), request.amount), of: request.key, window: window, to: sender),
             let record = signOwnRecord(request.key, now: now)
-        else { return }
+        {
+            sendRecords([record], to: sender, now: now, into: &out)
+            return
+        }
+        guard let record = currentOwnRecord(request.key, now: now) else { return }
         sendRecords([record], to: sender, now: now, into: &out)
+    }
+
+    /// This node's latest record for `key`: the one held, or a new one if its state changed since.
+    mutating func currentOwnRecord(_ key: QuotaKey, now: UnixMillis) -> SignedRecord? {
+        guard let quota = local[key] else { return nil }
+        if !quota.dirty, let index = records.index(of: SlotID(origin: publicKey, slot: .quota(key))) {
+            return records.records[index]
+        }
+        return signOwnRecord(key, now: now)
     }
 
     /// Asks peers that hold rights for what this node's agents wait for: each want goes to the holder
@@ -262,11 +318,25 @@ extension MeshInstance {
                 rightsWants[key] = nil
                 continue
             }
-            guard now.saturatingSubtract(want.askedAt) >= configuration.gossipIntervalMillis else { continue }
+            // Asked again each round; urgent work sooner, once an answer had time to come, and at once when
+            // a more urgent call joins what was asked for.
+            let again = want.priority == .urgent ? Self.rightsUrgentAskMillis : configuration.gossipIntervalMillis
+            guard want.priority < want.askedPriority || now.saturatingSubtract(want.askedAt) >= again else { continue }
             let balances = balances(key, window: window)
-            let holders = rightsHolders(key, balances: balances, count: Self.rightsAskPeers)
+            var holders = rightsHolders(key, balances: balances, count: Self.rightsAskPeers)
+            if holders.isEmpty && want.priority == .urgent {
+                // Nobody is known to hold any, but this node's view of the others' ledgers can lag (where
+                // many nodes share few calls, a right changes hands every few rounds): ask live peers at
+                // random; those that hold none say so with their ledger.
+                var picked = Set<Int>()
+                while picked.count < min(Self.rightsAskPeers, live.count) {
+                    picked.insert(Int(rng.next() % UInt64(live.count)))
+                }
+                holders = picked.sorted().map { live[$0] }
+            }
             guard !holders.isEmpty else { continue }
             want.askedAt = now
+            want.askedPriority = want.priority
             rightsWants[key] = want
             let request = RightsRequest(key: key, windowEnd: window.windowEnd, amount: want.amount, priority: want.priority)
             for holder in holders {
@@ -275,6 +345,10 @@ extension MeshInstance {
             }
         }
     }
+
+    /// How soon peers are asked again for urgent work that their answers did not cover (ms): a round trip
+    /// and a save at the holder, with room to spare.
+    static let rightsUrgentAskMillis: Int64 = 50
 
     /// How many holders one want is sent to at once.
     static let rightsAskPeers = 2

@@ -63,6 +63,9 @@ public struct MeshInstance: Sendable {
     var digestMarks: [UInt32] = []
     var digestGeneration: UInt32 = 0
     var pendingPersist = false
+    /// Counts the times held records were dropped and the rest renumbered (``forgetRecords(where:)``): a
+    /// packet's copies name slots by number, which mean nothing once that happened.
+    var recordsRenumbered: UInt64 = 0
     /// Live peers, sorted; recomputed every round and extended when a peer comes up.
     var live: [VerifyingKey] = []
     /// Peers never heard from since start; while the start is recent they still count for fair shares.
@@ -295,9 +298,13 @@ public struct MeshInstance: Sendable {
         }
         switch payload {
         case .records(let incoming):
+            let renumbered = recordsRenumbered
             for arriving in incoming {
                 switch arriving {
                 case .copy(let index, let version):
+                    // A record earlier in the packet can quarantine its origin, which drops records: the
+                    // copies' slot numbers are then stale, and a copy only confirms what is held anyway.
+                    guard recordsRenumbered == renumbered else { continue }
                     noteCopy(at: index, version: version, from: header.sender, into: &out)
                 case .record(let record):
                     accept(record, from: header.sender, source: source, now: now, into: &out)
@@ -384,9 +391,9 @@ public struct MeshInstance: Sendable {
     /// allows, and at least ``rightsWaitMillis`` when only rights are missing and peers holding some were
     /// asked (their answer is a round trip away, far sooner than any agent's retry).
     func waitAllowed(_ request: AcquireRequest, decision: AcquireDecision) -> Int64? {
-        guard decision.reason != .unknownService, decision.detail != "cost_exceeds_limit" else { return nil }
-        // `rights`, or `tokens_rights` (…) when another dimension of the call lacks them.
-        let lacksRights = decision.detail.map { $0 == "rights" || $0.hasSuffix("_rights") } ?? false
+        guard decision.reason != .unknownService, decision.detail?.kind != .costExceedsLimit else { return nil }
+        // For the account's requests, or another dimension or the scope of the call.
+        let lacksRights = decision.detail?.kind == .rights
         let wait = lacksRights ? max(request.waitMillis, Self.rightsWaitMillis) : request.waitMillis
         return wait > 0 ? wait : nil
     }

@@ -136,9 +136,14 @@ public struct RightsLedger: JoinSemilattice, Hashable, Codable {
 }
 
 /// How a window's limit is first divided among the members (this node and every peer in its trust
-/// store): `limit ÷ members` each, and the remainder one right each to members in an order hashed from
-/// the window, so that no member is favoured window after window. Every node derives the same split
-/// from the same members, limit and window, so the initial rights add up to exactly the limit.
+/// store): the window's rights are dealt out one at a time to the members in an order hashed from the
+/// window, so each holds `limit ÷ members` and the remainder falls to different members window after
+/// window. Every node derives the same split from the same members, limit and window, so the initial
+/// rights add up to exactly the limit.
+///
+/// For an upstream that refills continuously (a token bucket), only the rights dealt so far exist:
+/// `unlocked` of them, growing with the window at the refill rate, so the mesh never spends faster than
+/// the bucket refills over any stretch of time.
 public struct RightsAllotment: Sendable, Hashable {
     /// The members, sorted.
     public let members: [VerifyingKey]
@@ -146,52 +151,42 @@ public struct RightsAllotment: Sendable, Hashable {
     public let limit: Int64
     /// The window's end.
     public let windowEnd: UnixMillis
-    private let extra: Set<VerifyingKey>
+    /// How many of the window's rights are dealt (the limit, except while a continuous refill accrues).
+    public private(set) var unlocked: Int64
+    /// Each member's place in the window's dealing order.
+    private let place: [VerifyingKey: Int]
 
-    /// Splits `limit` among `members` for the window ending at `windowEnd`.
-    public init(members: [VerifyingKey], limit: Int64, windowEnd: UnixMillis) {
+    /// Splits `limit` among `members` for the window ending at `windowEnd`, `unlocked` rights of it dealt
+    /// (all of them when `nil`).
+    public init(members: [VerifyingKey], limit: Int64, windowEnd: UnixMillis, unlocked: Int64? = nil) {
         let sorted = Array(Set(members)).sorted()
         self.members = sorted
         self.limit = max(0, limit)
         self.windowEnd = windowEnd
-        let count = Int64(max(1, sorted.count))
-        let remainder = Int(self.limit % count)
-        if remainder == 0 {
-            extra = []
-        } else {
-            let salt = UInt64(bitPattern: windowEnd) &* 0x9E37_79B9_7F4A_7C15
-            let ranked = sorted.sorted { Self.rank($0, salt: salt) < Self.rank($1, salt: salt) }
-            extra = Set(ranked.prefix(remainder))
-        }
+        self.unlocked = min(self.limit, max(0, unlocked ?? self.limit))
+        let salt = UInt64(bitPattern: windowEnd) &* 0x9E37_79B9_7F4A_7C15
+        let ranked = sorted.sorted { Self.rank($0, salt: salt) < Self.rank($1, salt: salt) }
+        place = Dictionary(uniqueKeysWithValues: ranked.enumerated().map { ($0.element, $0.offset) })
     }
 
-    /// The rights `member` starts the window with (0 for a key that is not a member).
+    /// The same split with `unlocked` rights dealt.
+    public func dealing(_ unlocked: Int64) -> RightsAllotment {
+        var copy = self
+        copy.unlocked = min(limit, max(0, unlocked))
+        return copy
+    }
+
+    /// The rights `member` has been dealt in the window (0 for a key that is not a member).
     public func initial(of member: VerifyingKey) -> Int64 {
-        guard !members.isEmpty, members.binarySearchContains(member) else { return 0 }
-        return limit / Int64(members.count) + (extra.contains(member) ? 1 : 0)
+        guard let place = place[member] else { return 0 }
+        let count = Int64(members.count)
+        return unlocked / count + (Int64(place) < unlocked % count ? 1 : 0)
     }
 
     static func rank(_ member: VerifyingKey, salt: UInt64) -> UInt64 {
         var mixer = SplitMix64(
             seed: member.words.0 ^ (member.words.1 &* 3) ^ (member.words.2 &* 5) ^ (member.words.3 &* 7) ^ salt)
         return mixer.next()
-    }
-}
-
-extension Array where Element == VerifyingKey {
-    /// Whether the sorted array holds `key`.
-    func binarySearchContains(_ key: VerifyingKey) -> Bool {
-        var low = 0
-        var high = count
-        while low < high {
-            let middle = (low + high) / 2
-            if self[middle] < key {
-                low = middle + 1
-            } else {
-                high = middle
-            }
-        }
-        return low < count && self[low] == key
     }
 }
 

@@ -56,6 +56,18 @@ public struct ServicePolicy: Hashable, Sendable, Codable {
     public var breaker: BreakerPolicy
     /// The burst a node may send ahead of its paced rate, as a fraction of the limit (default 0.1).
     public var burstFraction: Double
+    /// How the upstream gives the limit back: all at once at each window's reset, or continuously (a token
+    /// bucket that refills the limit over the window). Rights accrue at the refill rate for the second.
+    public var refill: Refill = .window
+
+    /// How an upstream gives its limit back.
+    public enum Refill: String, Hashable, Sendable, Codable {
+        /// The whole limit at each window's reset (a fixed window).
+        case window
+        /// The limit over the window at a steady rate (a token bucket: OpenAI, Anthropic).
+        case continuous
+    }
+
     /// Limits of other dimensions than requests (`tokens`, `input_tokens`, …), each per account, known in
     /// advance; dimensions the upstream reports in its headers are learned without configuration.
     public var dimensionLimits: [String: AdvertisedPolicy]

@@ -134,7 +134,7 @@ public enum NodeAPI {
                 "granted": true, "service": decision.key?.service ?? "", "account": decision.key?.account ?? "",
                 "cost": cost, "quota": quota,
             ]
-            if let detail = decision.detail { object["detail"] = detail }
+            if let detail = decision.detail { object["detail"] = detail.description }
             return json(.ok, object)
         }
         let retryMillis = max(0, (decision.retryAt ?? now) - now)
@@ -146,7 +146,7 @@ public enum NodeAPI {
             "quota": quota,
         ]
         if let key = decision.key { object["account"] = key.account }
-        if let detail = decision.detail { object["detail"] = detail }
+        if let detail = decision.detail { object["detail"] = detail.description }
         var headers = HTTPFields()
         headers[.retryAfter] = "\(max(1, (retryMillis + 999) / 1000))"
         return json(.tooManyRequests, object, headers: headers)

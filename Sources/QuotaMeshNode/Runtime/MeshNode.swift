@@ -98,7 +98,7 @@ public actor MeshNode {
         draining = true
         for (ticket, continuation) in pending {
             instance.cancel(ticket: ticket)
-            continuation.resume(returning: .deny(.quotaExhausted, key: nil, retryAt: clock() + 1000, detail: "shutting_down"))
+            continuation.resume(returning: .deny(.quotaExhausted, key: nil, retryAt: clock() + 1000, detail: .shuttingDown))
         }
         pending = [:]
     }
@@ -140,7 +140,7 @@ public actor MeshNode {
     private func abandon(ticket: UInt64) {
         instance.cancel(ticket: ticket)
         pending.removeValue(forKey: ticket)?.resume(
-            returning: .deny(.quotaExhausted, key: nil, retryAt: clock(), detail: "cancelled"))
+            returning: .deny(.quotaExhausted, key: nil, retryAt: clock(), detail: .cancelled))
     }
 
     /// Reports an upstream response.
@@ -184,12 +184,14 @@ public actor MeshNode {
 
     private func apply(_ directives: [MeshDirective]) {
         // Replies and datagrams that follow a save wait for it (a datagram may carry rights this node gave,
-        // which it must not forget in a crash); those before it (or with no save) go at once.
+        // which it must not forget in a crash), and so do datagrams while a save is still to be written;
+        // the rest go at once.
         var mustSave = false
         for directive in directives {
             switch directive {
             case .send(let bytes, let endpoint):
-                if mustSave {
+                // A datagram signed while an earlier save is still to be written may carry what it saves.
+                if mustSave || saveScheduled {
                     awaitingSave.append(.send(bytes: bytes, endpoint: endpoint))
                 } else {
                     send(bytes, to: endpoint)
@@ -230,7 +232,7 @@ public actor MeshNode {
             case .reply(let ticket, var decision):
                 if !saved && decision.granted {
                     decision = .deny(
-                        .quotaExhausted, key: decision.key, retryAt: clock() + 1000, detail: "persistence")
+                        .quotaExhausted, key: decision.key, retryAt: clock() + 1000, detail: .persistence)
                 }
                 pending.removeValue(forKey: ticket)?.resume(returning: decision)
             case .send(let bytes, let endpoint):

@@ -261,6 +261,13 @@ struct ObjectReader {
             try reader.rejectUnknownKeys()
         }
         if let burst = try fraction("burst") { policy.burstFraction = burst }
+        if let refill = value("refill") {
+            guard let name = refill as? String, let parsed = ServicePolicy.Refill(rawValue: name) else {
+                throw error("refill", "must be \"window\" (the limit comes back at each reset) or \"continuous\" (a token bucket)")
+            }
+            guard policy.limit != nil else { throw error("refill", "needs `limit` and `window`") }
+            policy.refill = parsed
+        }
         if let scopes = try object("scopes") {
             // Accounts the provider limits together: {"org-1": ["team-a", "team-b"]}.
             var seen: [String: String] = [:]

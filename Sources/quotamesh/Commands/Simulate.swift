@@ -21,6 +21,8 @@ struct Simulate: AsyncParsableCommand {
     @Option(help: "Upstream limit per window.") var limit: Int64 = 100
     @Option(help: "Upstream window, e.g. 10s.") var window: String = "10s"
     @Option(help: "Upstream kind: fixed (window) or bucket (token bucket).") var upstream: String = "fixed"
+    @Option(help: "The nodes' configured refill: window or continuous (default: continuous for a bucket upstream, window for a fixed one).")
+    var refill: String?
     @Option(help: "A partition START-END[:FRACTION] in virtual seconds, e.g. 20-35:0.5.") var partition: String?
     @Option(help: "Crash-restart events (memory lost, state folder kept).") var crashes: Int = 0
     @Option(help: "A lying vouched peer (node 0, no calls of its own): claims, breaker, overgive or fork.") var liar: String?
@@ -53,6 +55,9 @@ struct Simulate: AsyncParsableCommand {
             throw ValidationError("--window must be a duration of at least 1s")
         }
         guard UpstreamKind(rawValue: upstream) != nil else { throw ValidationError("--upstream must be fixed or bucket") }
+        if let refill, ServicePolicy.Refill(rawValue: refill) == nil {
+            throw ValidationError("--refill must be window or continuous")
+        }
         if let liar, LiarKind(rawValue: liar) == nil { throw ValidationError("--liar must be claims, breaker, overgive or fork") }
         if partition != nil, parsePartition() == nil {
             throw ValidationError("--partition must be START-END[:FRACTION], e.g. 20-35:0.5")
@@ -116,6 +121,7 @@ struct Simulate: AsyncParsableCommand {
         configuration.limit = limit
         configuration.windowMillis = DurationText.milliseconds(window) ?? 10_000
         configuration.upstream = UpstreamKind(rawValue: upstream) ?? .fixedWindow
+        configuration.refill = refill.flatMap(ServicePolicy.Refill.init(rawValue:))
         configuration.partition = parsePartition()
         configuration.crashes = crashes
         configuration.liar = liar.flatMap(LiarKind.init(rawValue:))
@@ -153,6 +159,10 @@ struct Simulate: AsyncParsableCommand {
         // Diagnosis: QUOTAMESH_SIM_GRANTS=1 prints every grant with the node's pacing inputs.
         if ProcessInfo.processInfo.environment["QUOTAMESH_SIM_GRANTS"] != nil {
             simulator.onGrant = { FileHandleWriter.writeStandardError($0 + "\n") }
+        }
+        // Diagnosis: QUOTAMESH_SIM_URGENT=1 prints every refusal of an urgent task.
+        if ProcessInfo.processInfo.environment["QUOTAMESH_SIM_URGENT"] != nil {
+            simulator.onUrgentDenial = { FileHandleWriter.writeStandardError($0 + "\n") }
         }
         let report = simulator.run()
         if ProcessInfo.processInfo.environment["QUOTAMESH_SIM_TRACE"] != nil {
@@ -201,6 +211,7 @@ enum SimulationOutput {
             "urgent_wait_p99_ms": number(report.urgentWaitP99Millis, digits: 1),
             "urgent_wait_p99_while_rights_left_ms": number(report.urgentWaitP99WhileRightsLeftMillis, digits: 1),
             "tasks": tasks, "upstream_calls": report.upstreamCalls, "upstream_429s": report.upstream429s,
+            "bucket_depth_ratio": (report.bucketDepthRatio * 1000).rounded() / 1000,
             "denials": report.denials, "bytes_per_node_per_s": number(report.bytesPerNodePerSecond, digits: 1),
             "verifications_per_node_per_s": number(report.verificationsPerNodePerSecond, digits: 1),
             "datagrams_delivered": report.datagramsDelivered, "datagrams_lost": report.datagramsLost,
