@@ -26,6 +26,12 @@ RUNS = [
 ]
 
 
+def depth(report):
+    """The smallest bucket refilled at the limit's rate that admits the run's calls, ÷ the limit (newer binaries)."""
+    value = report.get("bucket_depth_ratio")
+    return "-" if value is None else f"{value:.2f}"
+
+
 def simulate(binary, flags):
     out = subprocess.run([binary, "simulate", *flags, "--json"], capture_output=True, text=True, check=True)
     return json.loads(out.stdout)
@@ -39,8 +45,8 @@ def main():
     parser.add_argument("--after-label", default="rights")
     args = parser.parse_args()
     print("| run | enforcement | worst window / limit | partitioned window / limit | utilization | urgent success "
-          "| urgent wait p99 (ms) | Jain | max-min | upstream 429s | bytes/node/s |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+          "| urgent wait p99 (ms) | Jain | max-min | upstream 429s | bucket depth | bytes/node/s |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for name, flags in RUNS:
         for label, binary in ((args.before_label, args.before), (args.after_label, args.after)):
             r = simulate(binary, flags)
@@ -48,7 +54,7 @@ def main():
             print(f"| {name} | {label} | {r['max_admitted_ratio']:.2f} | {'-' if part is None else f'{part:.2f}'} "
                   f"| {r['utilization']:.3f} | {r['urgent_success_ratio']:.3f} | {r['urgent_wait_p99_ms']:.0f} "
                   f"| {r['jain_index']:.3f} | {r['maxmin_index']:.3f} | {r['upstream_429s']} "
-                  f"| {r['bytes_per_node_per_s']:.0f} |", flush=True)
+                  f"| {depth(r)} | {r['bytes_per_node_per_s']:.0f} |", flush=True)
 
 
 if __name__ == "__main__":

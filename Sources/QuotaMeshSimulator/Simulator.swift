@@ -174,6 +174,8 @@ public struct Simulator {
     /// the run; these read only, so the run is the one without sampling. Crashes and restarts are
     /// sampled too.
     public var sampleRemaining = false
+    /// When set, samples show the rights every node holds in its own view, summed, and how many tasks wait.
+    public var sampleRights = false
     /// If set, receives a line per convergence check: for each probe still spreading, how many live
     /// nodes hold it.
     public var onProbeCheck: ((String) -> Void)?
@@ -393,6 +395,21 @@ public struct Simulator {
             if sampleEvery > 0, (now - start) % sampleEvery == 0, let onSample {
                 let key = QuotaKey(service: service, account: "default")
                 var line = "t=\(Double(now - start) / 1000) sent=\(windowSent[upstreamWindow(now), default: 0])"
+                if sampleRights {
+                    // Every node's own view of what it holds, and how many calls wait.
+                    var held: Int64 = 0
+                    var holders = 0
+                    for index in nodes.indices {
+                        let nodeTime = now + nodes[index].skew
+                        let rights = nodes[index].box.inspect { $0.quotas(service: service, now: nodeTime).first?.rights } ?? nil
+                        held += max(0, rights ?? 0)
+                        if (rights ?? 0) > 0 { holders += 1 }
+                    }
+                    let waiting = tasks.reduce(0) { $0 + ($1.succeeded == nil && !$1.inFlight ? 1 : 0) }
+                    onSample(line + " held=\(held) holders=\(holders) tasks_waiting=\(waiting)")
+                    schedule(.checkProbes, at: now + configuration.gossipIntervalMillis)
+                    return
+                }
                 let sampled = sampleRemaining ? Array(nodes.indices) : Array(0..<min(4, nodes.count))
                 for index in sampled {
                     let fields = sampleRemaining ? remainingFields(of: index, key: key) : pacingFields(of: index, key: key)

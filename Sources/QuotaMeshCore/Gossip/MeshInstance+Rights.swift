@@ -288,12 +288,47 @@ extension MeshInstance {
         if spare >= 1, giveRights(min(UInt64(spare), request.amount), of: request.key, window: window, to: sender),
             let record = signOwnRecord(request.key, now: now)
         {
-            sendRecords([record], to: sender, now: now, into: &out)
+            sendRecords([record] + rightsSupport(request.key, window: window), to: sender, now: now, into: &out)
             return
         }
         guard let record = currentOwnRecord(request.key, now: now) else { return }
         sendRecords([record], to: sender, now: now, into: &out)
     }
+
+    /// The records that show where this node's rights for `key` in `window` came from: the ledgers of the
+    /// givers it was credited by, and of theirs in turn (at most ``rightsSupportRecords``). A receiver
+    /// credits a gift only once it can see that the giver's books balance, which needs those ledgers; sent
+    /// with the gift, they spare it waiting for gossip to bring them (seconds where nodes are many).
+    func rightsSupport(_ key: QuotaKey, window: RightsWindow) -> [SignedRecord] {
+        guard let aggregate = remote[key] else { return [] }
+        var givers: [VerifyingKey: RightsLedger] = [:]
+        for (origin, entry) in aggregate.origins {
+            if let ledger = entry.ledger, ledger.windowEnd == window.windowEnd, !ledger.given.isEmpty {
+                givers[origin] = ledger
+            }
+        }
+        var support: [SignedRecord] = []
+        var seen: Set<VerifyingKey> = [publicKey]
+        var frontier = [publicKey]
+        while !frontier.isEmpty && support.count < Self.rightsSupportRecords {
+            var next: [VerifyingKey] = []
+            for receiver in frontier {
+                for (giver, ledger) in givers.sorted(by: { $0.key < $1.key })
+                where ledger.given(to: receiver) > 0 && seen.insert(giver).inserted {
+                    guard support.count < Self.rightsSupportRecords,
+                        let index = records.index(of: SlotID(origin: giver, slot: .quota(key)))
+                    else { continue }
+                    support.append(records.records[index])
+                    next.append(giver)
+                }
+            }
+            frontier = next
+        }
+        return support
+    }
+
+    /// At most how many records of other origins go with a gift (``rightsSupport(_:window:)``).
+    static let rightsSupportRecords = 8
 
     /// This node's latest record for `key`: the one held, or a new one if its state changed since.
     mutating func currentOwnRecord(_ key: QuotaKey, now: UnixMillis) -> SignedRecord? {

@@ -152,6 +152,8 @@ struct Simulate: AsyncParsableCommand {
         // With QUOTAMESH_SIM_SAMPLE_REMAINING=1 the samples show every node's remaining estimate, and leave
         // the run as it is without sampling.
         simulator.sampleRemaining = ProcessInfo.processInfo.environment["QUOTAMESH_SIM_SAMPLE_REMAINING"] != nil
+        // With QUOTAMESH_SIM_SAMPLE_RIGHTS=1 they show the rights held across the mesh and the tasks waiting.
+        simulator.sampleRights = ProcessInfo.processInfo.environment["QUOTAMESH_SIM_SAMPLE_RIGHTS"] != nil
         // Diagnosis: QUOTAMESH_SIM_PROBES=1 prints, every round, how many nodes each spreading probe misses.
         if ProcessInfo.processInfo.environment["QUOTAMESH_SIM_PROBES"] != nil {
             simulator.onProbeCheck = { FileHandleWriter.writeStandardError($0 + "\n") }
