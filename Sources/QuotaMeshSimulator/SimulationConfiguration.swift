@@ -21,6 +21,9 @@ public enum LiarKind: String, Sendable, CaseIterable {
     /// A fork: each round a new ledger giving its whole part to a different peer and taking back what the
     /// last one gave, so that each receiver alone sees balanced books.
     case fork
+    /// Observations that the current window is spent (remaining 0, the real limit and reset), signed again
+    /// every round: believed, they would stop every node until the reset, window after window.
+    case starve
 }
 
 /// A network partition: nodes `0..<(fraction × N)` on one side, the rest on the other, from `start` to

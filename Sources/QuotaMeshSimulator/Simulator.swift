@@ -443,6 +443,10 @@ public struct Simulator {
                 ledger.give(1_000, to: nodes[index].key.publicKey)
             }
             state.ledger = ledger
+        case .starve:
+            state.observation = UpstreamObservation(
+                resetAt: windowEnd, remaining: 0, limit: configuration.limit, windowMillis: configuration.windowMillis,
+                observedAt: now + nodes[0].skew, consumedTotalAtObservation: 0)
         case .fork:
             var ledger = RightsLedger(windowEnd: windowEnd)
             let part = max(1, UInt64(configuration.limit) / UInt64(nodes.count))

@@ -3,14 +3,20 @@ import Testing
 import QuotaMeshCrypto
 
 @Suite struct MeshBehaviourTests {
-    @Test func observationAtOneNodeConvergesEverywhere() {
+    @Test func observationsAtTwoNodesConvergeEverywhere() {
+        // What is left needs two voices (docs/PROTOCOL.md, "Observations need a second voice"): node 2 sees
+        // 1234 left, node 3 a little later 1230, and every node takes the later.
         var mesh = TestMesh(count: 5)
         let reset = mesh.now + 30_000
         mesh.observe(2, service: "github", status: 200, report: report(limit: 5000, remaining: 1234, resetAt: reset))
+        mesh.run(for: 1_000)
+        #expect(mesh.view(0, "github")?.limit == 5000, "the limit a lone observation teaches spreads")
+        #expect(mesh.view(0, "github")?.remaining == 5000, "what is left, on one peer's word alone, does not")
+        mesh.observe(3, service: "github", status: 200, report: report(limit: 5000, remaining: 1230, resetAt: reset))
         mesh.run(for: 2_000)
         for index in 0..<5 {
             let view = mesh.view(index, "github")
-            #expect(view?.remaining == 1234, "node \(index)")
+            #expect(view?.remaining == 1230, "node \(index)")
             #expect(view?.resetAt == reset)
             #expect(view?.limit == 5000)
         }
@@ -546,12 +552,16 @@ import QuotaMeshCrypto
         configuration.livenessTimeoutMillis = 5_000
         let peers = (0..<3).map { PeerInfo(name: "n\($0)", key: testKey($0).publicKey, endpoint: endpoint($0)) }
         mesh.nodes[0] = MeshInstance(identity: testKey(0), configuration: configuration, peers: peers, restored: saved, now: mesh.now, seed: 9)
-        // Still learning: the upstream says 954 are left, and node 0 knows only its own 16 calls.
+        // Still learning: the upstream says 954 are left, and node 0 knows only its own 16 calls. (Node 2
+        // saw one more left just before: a second voice that agrees, so node 0's observation is the one
+        // the others take.)
         let reset = mesh.now + 3_000_000
+        mesh.observe(2, service: "svc", status: 200, report: report(limit: 1000, remaining: 955, resetAt: reset))
         mesh.observe(0, service: "svc", status: 200, report: report(limit: 1000, remaining: 954, resetAt: reset))
         mesh.run(for: 2_000)
         for index in 0..<3 { #expect(mesh.view(index, "svc")?.remaining == 954, "node \(index) after the restart") }
         // Learning is over and the view whole again: an observation is kept, anchored where it should be.
+        mesh.observe(2, service: "svc", status: 200, report: report(limit: 1000, remaining: 951, resetAt: reset))
         mesh.observe(0, service: "svc", status: 200, report: report(limit: 1000, remaining: 950, resetAt: reset))
         mesh.run(for: 2_000)
         for index in 0..<3 { #expect(mesh.view(index, "svc")?.remaining == 950, "node \(index) later") }

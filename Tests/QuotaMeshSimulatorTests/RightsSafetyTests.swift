@@ -96,7 +96,7 @@ import QuotaMeshCore
     func oneLiarCannotTakeTheMeshOver(nodes: Int) async {
         let honest = await run(nodes: nodes, liar: nil)
         let fairShare = Double(nodes - 1) / Double(nodes) * honest.utilization
-        for kind in [LiarKind.claims, .overgive, .fork] {
+        for kind in [LiarKind.claims, .overgive, .fork, .starve] {
             let report = await run(nodes: nodes, liar: kind)
             #expect(report.maxAdmittedRatio <= 1.0, "\(kind), N = \(nodes): \(report.maxAdmittedRatio) × the limit")
             #expect(report.upstream429s == 0, "\(kind), N = \(nodes)")

@@ -170,8 +170,9 @@ import QuotaMeshCore
     func aRestartDoesNotLeaveAWindowBelievedSpent(seed: UInt64) async {
         // Before, the restarted node's first upstream observations were anchored on what it had heard
         // again so far (its own calls): every node merged them and counted the window's earlier calls
-        // twice, and the window closed with 64 (seed 2) or 59 (seed 28) of 100 calls made. Seeds 1 to 30
-        // now give no window under 90.
+        // twice, and the window closed with 64 (seed 2) or 59 (seed 28) of 100 calls made. With rights, a
+        // crash also strands what the crashed node held in that window (its part, 10 here, and what it had
+        // been given; docs/TUNING.md): seeds 1 to 30 give windows of 81 to 98 calls.
         let report = await run {
             $0.nodes = 10
             $0.seconds = 60
@@ -181,7 +182,7 @@ import QuotaMeshCore
         }
         #expect(report.maxAdmittedRatio <= 1.01, "seed \(seed)")
         for (index, window) in report.windows.enumerated() {
-            #expect(window.accepted >= 90, "seed \(seed): window \(index) made \(window.accepted) calls of 100")
+            #expect(window.accepted >= 80, "seed \(seed): window \(index) made \(window.accepted) calls of 100")
         }
     }
 
@@ -268,6 +269,7 @@ import QuotaMeshCore
         // dealt at the refill rate, so no stretch of time sends more than the limit plus what refilled
         // during it: a bucket of the limit (the upstream's) never refuses a call. All-urgent demand at 3x
         // (unpaced, so every window opens with a burst) and the default mix.
+        var allUrgentDepth = 0.0
         for mix in [(1.0, 0.0, 0.0), (0.1, 0.6, 0.3)] {
             let report = await run {
                 $0.nodes = 10
@@ -281,9 +283,11 @@ import QuotaMeshCore
             #expect(report.upstream429s == 0, "seed \(seed), mix \(mix)")
             #expect(report.maxAdmittedRatio <= 1.0, "seed \(seed), mix \(mix)")
             #expect(report.utilization >= 0.97, "seed \(seed), mix \(mix): \(report.utilization)")
+            if mix.0 == 1 { allUrgentDepth = report.bucketDepthRatio }
         }
         // Configured as a fixed window instead, the rights of a window all exist at its start: the bursts
-        // need a deeper bucket than the upstream has.
+        // need a bucket deeper by more than half the limit (0.94-1.01 of the limit against 0.01-0.02 on
+        // seeds 1-3; one 429 on seeds 1 and 3).
         let window = await run {
             $0.nodes = 10
             $0.seconds = 40
@@ -293,7 +297,7 @@ import QuotaMeshCore
             $0.upstream = .tokenBucket
             $0.refill = .window
         }
-        #expect(window.bucketDepthRatio > 1.0, "seed \(seed)")
+        #expect(window.bucketDepthRatio > allUrgentDepth + 0.5, "seed \(seed): \(window.bucketDepthRatio)")
     }
 
     @Test func theBucketDepthIsTheWorstStretchBeyondWhatRefilled() {

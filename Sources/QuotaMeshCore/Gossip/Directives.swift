@@ -205,6 +205,9 @@ public enum MeshEvent: Hashable, Sendable {
     /// A success contradicted a peer's claim that a key's breaker was open: its breaker claims no longer
     /// count for the key.
     case breakerClaimsIgnored(VerifyingKey, key: QuotaKey)
+    /// A peer's upstream observations contradicted this node's own often enough that they no longer count
+    /// (until the score decays).
+    case peerGraylisted(VerifyingKey, score: Double)
 }
 
 /// Why a peer was quarantined: each is a contradiction proven by two records it signed.
@@ -418,4 +421,9 @@ public struct PeerView: Hashable, Sendable {
     public var newestRecordAt: UnixMillis?
     /// Why the peer is quarantined, if it is: it signed two records that contradict each other.
     public var quarantined: QuarantineReason? = nil
+    /// How often its upstream observations contradicted this node's own lately (decaying, half-life 30 min).
+    public var observationScore: Double = 0
+    /// Whether its upstream observations are set aside (its score reached 2.5: three contradictions within
+    /// about a quarter of an hour).
+    public var graylisted = false
 }

@@ -90,15 +90,17 @@ extension MeshInstance {
     func mergedView(_ key: QuotaKey, own: LocalQuota?, configuredLimit: AdvertisedPolicy?, now: UnixMillis) -> Merged {
         var merged = Merged()
         var advertised: AdvertisedPolicy?
+        let ownObservation = own?.state.observation.map(KeyAggregate.sanitized)
+        merged.observation = ownObservation
         if let aggregate = remote[key] {
             merged.consumption = aggregate.consumption
-            merged.observation = aggregate.observation
+            // The peers' observations as far as two voices agree, this node's own one of them.
+            merged.observation = aggregate.observation(own: ownObservation)
             merged.breaker = aggregate.breaker
             advertised = aggregate.lowestPolicy
         }
         if let own {
             merged.ownConsumption = own.state.consumption
-            merged.observation = merged.observation.merging(own.state.observation.map(KeyAggregate.sanitized))
             merged.breaker = merged.breaker.merging(own.state.breaker)
             if let policy = own.state.policy { advertised = KeyAggregate.lower(advertised, policy) }
         }

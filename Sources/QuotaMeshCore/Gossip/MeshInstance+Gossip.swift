@@ -138,7 +138,9 @@ extension MeshInstance {
             aggregate.ignoredBreakers = ignoring
             remote[key] = aggregate
         }
-        remote[key, default: KeyAggregate()].update(origin: origin, state: bounded(state, key: key, stamp: stamp), stamp: stamp)
+        remote[key, default: KeyAggregate()].update(
+            origin: origin, state: bounded(state, key: key, stamp: stamp), stamp: stamp,
+            countObservation: !graylisted.contains(origin))
     }
 
     /// Rebuilds every key's aggregate from the held records (after peers were removed).

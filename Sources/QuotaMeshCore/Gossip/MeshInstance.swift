@@ -95,6 +95,10 @@ public struct MeshInstance: Sendable {
     var verificationBudget = VerificationBudget()
     /// Peers that signed records contradicting each other, with the proof: nothing from them is accepted.
     public internal(set) var quarantined: [VerifyingKey: QuarantineEvidence] = [:]
+    /// Per origin, how often its upstream observations contradicted this node's own (decaying).
+    var observationScores: [VerifyingKey: ObservationScore] = [:]
+    /// Origins whose upstream observations do not count (their score reached ``graylistScore``).
+    public internal(set) var graylisted: Set<VerifyingKey> = []
 
     /// The public key of this node.
     public var publicKey: VerifyingKey { identity.publicKey }
@@ -213,6 +217,8 @@ public struct MeshInstance: Sendable {
         members = Self.memberKeys(directory, own: publicKey)
         // A peer taken out of the trust store leaves its quarantine behind: added again, it starts afresh.
         quarantined = quarantined.filter { peers.contains($0.key) }
+        observationScores = observationScores.filter { peers.contains($0.key) }
+        graylisted = graylisted.filter { peers.contains($0) }
         rightsCache = [:]
         liveVersion += 1
         unheard = peers.indices.count { peers[$0].lastHeardAt == nil }
@@ -332,6 +338,7 @@ public struct MeshInstance: Sendable {
             round += 1
             // Liveness changes on a scale of seconds: refresh it every fifth round.
             if round % 5 == 1 && now >= livenessCheckAt { refreshLiveness(now: now, into: &out) }
+            if round % 5 == 1 { liftGraylists(now: now) }
             // Surplus rights move at the pace of liveness checks: often enough to follow demand (agents that
             // run short ask at once), seldom enough that transfers do not crowd the gossip.
             if round % 5 == 0 { passSurplusRights(now: now) }
@@ -489,7 +496,9 @@ public struct MeshInstance: Sendable {
         var quota = local[key] ?? LocalQuota()
         let merged = mergedView(key, now: now)
 
-        if let primary { record(primary, into: &quota, key: key, merged: merged, now: now) }
+        // An observation of a call that went through is compared with what peers observed.
+        let made = primary.flatMap { record($0, into: &quota, key: key, merged: merged, now: now) }
+        let observed = (200...399).contains(status) ? made : nil
         for dimension in counted {
             let partKey = key.counting(dimension.name)
             noteAccount(partKey)
@@ -548,6 +557,7 @@ public struct MeshInstance: Sendable {
         quota.noteReported(since: local[key]?.state ?? QuotaState(), urgent: failed)
         local[key] = quota
         if outcome.closedBreaker { checkBreakerClaims(key, into: &out) }
+        if let observed { judgeObservations(key, own: observed, now: now, into: &out) }
     }
 
     /// The merged views of a service's scopes (accounts the provider limits together).
@@ -559,11 +569,12 @@ public struct MeshInstance: Sendable {
     static let tokenDimensions: Set<String> = ["tokens", "input_tokens", "output_tokens"]
 
     /// Merges one reported dimension into `quota` (an observation, and the limit it implies when none is
-    /// configured).
+    /// configured); returns the observation made, if one was.
+    @discardableResult
     private func record(
         _ dimension: RateLimitDimension, into quota: inout LocalQuota, key: QuotaKey, merged: Merged, now: UnixMillis
-    ) {
-        guard let remaining = dimension.remaining else { return }
+    ) -> UpstreamObservation? {
+        guard let remaining = dimension.remaining else { return nil }
         // Just after a restart this node has not yet heard again what the others consumed: an observation
         // anchored on that partial view would make every node that merges it count the calls before it
         // twice (with 10 nodes, one restart left a window believed spent at 64 calls of 100). So none is
@@ -571,7 +582,7 @@ public struct MeshInstance: Sendable {
         // the upstream said still drives the breaker. Any restart counts, also of a node that had granted
         // nothing and so saved no cluster consumption: its view of the others is just as partial. (At a
         // node's first start there is no saved state; at a cluster's, nothing was consumed before.)
-        guard remaining <= 0 || !isRestart || !isLearning(now: now) else { return }
+        guard remaining <= 0 || !isRestart || !isLearning(now: now) else { return nil }
         let windowMillis = min(
             dimension.windowSeconds.map { $0.saturatingMultiply(1000) } ?? merged.policy?.windowMillis ?? 0,
             claimHorizon(key))
@@ -579,7 +590,7 @@ public struct MeshInstance: Sendable {
         let resetAt = dimension.resetAt ?? (merged.window?.resetAt ?? now + max(windowMillis, 1000))
         // A statement that its window resets further ahead than any window of the key is not believed at
         // all (its other numbers come from the same misreading); the status still drives the breaker.
-        guard resetAt <= now.saturatingAdd(claimHorizon(key)) else { return }
+        guard resetAt <= now.saturatingAdd(claimHorizon(key)) else { return nil }
         // What an agent reports may lower what is enforced, never lift it: a configured limit caps it.
         let observation = bounded(
             UpstreamObservation(
@@ -593,6 +604,7 @@ public struct MeshInstance: Sendable {
             let window = windowMillis > 0 ? windowMillis : max(1000, (resetAt - now + 999) / 1000 * 1000)
             quota.state.policy = AdvertisedPolicy(limit: limit, windowMillis: window)
         }
+        return observation
     }
 
     // MARK: - Queries
@@ -628,7 +640,8 @@ public struct MeshInstance: Sendable {
                 name: info.name, key: info.key, endpoint: peers.endpoint(at: index),
                 live: peer.isLive(now: now, timeout: livenessTimeout) && quarantined[info.key] == nil,
                 lastHeardAt: peer.lastHeardAt, records: counts[info.key] ?? 0,
-                newestRecordAt: newest[info.key], quarantined: quarantined[info.key]?.reason)
+                newestRecordAt: newest[info.key], quarantined: quarantined[info.key]?.reason,
+                observationScore: observationScore(of: info.key, now: now), graylisted: graylisted.contains(info.key))
         }.sorted { $0.name < $1.name }
     }
 

@@ -121,6 +121,8 @@ struct KeyAggregate: Sendable {
         /// the service's open time from the run's start, and a new run counts only once that long has
         /// passed since the last counted one ended, so that probes get their turn in between.
         var countedBreaker = BreakerRegister()
+        /// The origin's upstream observations, joined (bounded as this node believes them).
+        var observation: UpstreamObservation?
 
         /// The origin's demand if it was signed at `freshAfter` or later, none (idle) otherwise: a demand
         /// signed more than a window ago counts as idle.
@@ -134,7 +136,9 @@ struct KeyAggregate: Sendable {
     /// The sums of the origins' consumption, kept as entries change, so that a decision reads them
     /// without a pass over every origin.
     var consumption = ConsumptionSums()
-    var observation: UpstreamObservation?
+    /// The two origins whose observations are furthest along (a later window, then less left), the
+    /// furthest first. Each origin's observation only moves further, so two slots suffice.
+    private(set) var leading: [(origin: VerifyingKey, observation: UpstreamObservation)] = []
     var breaker = BreakerRegister()
     var lowestPolicy: AdvertisedPolicy?
     /// Bumped whenever an origin's ledger changes, so balances are worked out again only then.
@@ -144,6 +148,38 @@ struct KeyAggregate: Sendable {
     var ignoredBreakers: Set<VerifyingKey> = []
     /// The longest a peer's opening holds the breaker (the service's open time); its probe then decides.
     var peerOpenMillis: Int64 = 30_000
+
+    /// What was observed upstream, as far as two origins agree, with `own` (this node's own observation)
+    /// one of the voices: of the two furthest observations, the furthest when the second is in the same
+    /// window and says about as much is left (within ``agreement(_:)``), else the second; then `own` in
+    /// full. So no single peer can say on its own that less is left than anyone else saw: a vouched liar
+    /// saying every window is spent would otherwise stop every node, and no node would then call the
+    /// upstream to find out otherwise.
+    func observation(own: UpstreamObservation?) -> UpstreamObservation? {
+        var voices = leading.map(\.observation)
+        if let own {
+            voices.insert(own, at: voices.firstIndex { own.merging($0) == own } ?? voices.count)
+        }
+        guard voices.count >= 2 else { return own }
+        let (first, second) = (voices[0], voices[1])
+        let agrees = first.resetAt == second.resetAt
+            && first.remaining >= second.remaining.saturatingSubtract(Self.agreement(max(first.limit, second.limit)))
+        let chosen = agrees ? first : second
+        return own.map { chosen.merging($0) } ?? chosen
+    }
+
+    /// How much less one origin may say is left than another saw in the same window and still agree: a
+    /// twentieth of the limit, at least 2 (the calls made between two observations, and replicas of the
+    /// upstream that lag a little). All a single origin can take off what the others saw.
+    static func agreement(_ limit: Int64) -> Int64 { max(2, limit / 20) }
+
+    /// Places `origin`'s observation, which only ever moves further, among the two furthest.
+    private mutating func lead(_ origin: VerifyingKey, _ observation: UpstreamObservation) {
+        leading.removeAll { $0.origin == origin }
+        let place = leading.firstIndex { observation.merging($0.observation) == observation } ?? leading.count
+        leading.insert((origin, observation), at: place)
+        if leading.count > 2 { leading.removeLast() }
+    }
 
     /// Sets `origin`'s breaker claims aside and joins the others' again.
     mutating func ignoreBreaker(of origin: VerifyingKey) {
@@ -175,8 +211,14 @@ struct KeyAggregate: Sendable {
         entry.countedBreaker = counted
     }
 
-    mutating func update(origin: VerifyingKey, state: QuotaState, stamp: UnixMillis) {
-        observation = observation.merging(state.observation.map(Self.sanitized))
+    /// Joins an origin's state. `countObservation`: whether its upstream observation counts towards the
+    /// key's (not when the origin is graylisted); it is kept in the origin's entry either way.
+    mutating func update(origin: VerifyingKey, state: QuotaState, stamp: UnixMillis, countObservation: Bool = true) {
+        if let signed = state.observation.map(Self.sanitized) {
+            let joined = origins[origin]?.observation.merging(signed) ?? signed
+            origins[origin, default: OriginEntry()].observation = joined
+            if countObservation { lead(origin, joined) }
+        }
         if state.breaker != origins[origin]?.breaker {
             Self.joinBreaker(state.breaker, into: &origins[origin, default: OriginEntry()], openMillis: peerOpenMillis)
             if !ignoredBreakers.contains(origin), let counted = origins[origin]?.countedBreaker {

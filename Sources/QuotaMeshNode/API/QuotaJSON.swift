@@ -68,6 +68,8 @@ public enum QuotaJSON {
             "last_heard_s_ago": peer.lastHeardAt.map { seconds(now - $0) } ?? NSNull(),
             "records": peer.records,
             "quarantined": peer.quarantined?.rawValue ?? NSNull(),
+            "observation_score": (peer.observationScore * 100).rounded() / 100,
+            "graylisted": peer.graylisted,
         ]
     }
 

@@ -304,6 +304,11 @@ public actor MeshNode {
                 "A success contradicted a peer's open breaker; its breaker claims no longer count",
                 metadata: ["peer": "\(peerName(peer))", "peer.id": "\(peer.shortID)", "service": "\(key.service)",
                     "account": "\(key.account)"])
+        case .peerGraylisted(let key, let score):
+            counters["peers_graylisted", default: 0] += 1
+            logger.warning(
+                "Peer graylisted: its upstream observations kept contradicting this node's own; they no longer count until its score decays",
+                metadata: ["peer": "\(peerName(key))", "peer.id": "\(key.shortID)", "score": "\(score)"])
         case .peerQuarantined(let key, let reason):
             counters["peers_quarantined", default: 0] += 1
             logger.error(

@@ -25,7 +25,7 @@ struct Simulate: AsyncParsableCommand {
     var refill: String?
     @Option(help: "A partition START-END[:FRACTION] in virtual seconds, e.g. 20-35:0.5.") var partition: String?
     @Option(help: "Crash-restart events (memory lost, state folder kept).") var crashes: Int = 0
-    @Option(help: "A lying vouched peer (node 0, no calls of its own): claims, breaker, overgive or fork.") var liar: String?
+    @Option(help: "A lying vouched peer (node 0, no calls of its own): claims, breaker, overgive, fork or starve.") var liar: String?
     @Option(help: "Per-node clock skew bound, e.g. 500ms.") var clockSkew: String = "0"
     @Option(help: "Convergence probes.") var probes: Int = 10
     @Option(help: "Gossip interval, e.g. 200ms.") var interval: String = "200ms"
@@ -58,7 +58,7 @@ struct Simulate: AsyncParsableCommand {
         if let refill, ServicePolicy.Refill(rawValue: refill) == nil {
             throw ValidationError("--refill must be window or continuous")
         }
-        if let liar, LiarKind(rawValue: liar) == nil { throw ValidationError("--liar must be claims, breaker, overgive or fork") }
+        if let liar, LiarKind(rawValue: liar) == nil { throw ValidationError("--liar must be claims, breaker, overgive, fork or starve") }
         if partition != nil, parsePartition() == nil {
             throw ValidationError("--partition must be START-END[:FRACTION], e.g. 20-35:0.5")
         }

@@ -1,0 +1,94 @@
+import QuotaMeshCrypto
+
+/// How often one origin's upstream observations contradicted what this node saw upstream itself: a
+/// decaying count, after gossipsub v1.1's peer scores (for one behaviour). An origin whose count reaches
+/// ``MeshInstance/graylistScore`` is graylisted: its observations stop counting towards any key's view
+/// until the count decays to half of that.
+struct ObservationScore: Sendable {
+    /// The count as of `updatedAt`.
+    var value: Double = 0
+    var updatedAt: UnixMillis = .min
+    /// Per key, when the origin's last judged observation was made (each is judged once).
+    var judged: [QuotaKey: UnixMillis] = [:]
+
+    /// The count at `now`: halved every `halfLife` ms.
+    func value(at now: UnixMillis, halfLife: Int64) -> Double {
+        guard value > 0, updatedAt > .min else { return 0 }
+        let halvings = Double(max(0, now.saturatingSubtract(updatedAt))) / Double(max(1, halfLife))
+        return value * Self.half(halvings)
+    }
+
+    /// 2^−x for x ≥ 0 (the core imports no maths library): whole halvings exactly, the rest linearly.
+    static func half(_ x: Double) -> Double {
+        guard x < 64 else { return 0 }
+        let whole = x.rounded(.down)
+        var result = 1.0
+        for _ in 0..<Int(whole) { result /= 2 }
+        return result * (1 - (x - whole) / 2)
+    }
+}
+
+extension MeshInstance {
+    // MARK: - Observation scores
+
+    /// The score that graylists an origin's observations: three contradictions within about a quarter of
+    /// an hour (each counts 1, halved every half-life), more when they are further apart.
+    static let graylistScore = 2.5
+    /// How long a contradiction takes to count half (ms).
+    static let scoreHalfLifeMillis: Int64 = 30 * 60_000
+    /// How far apart an origin's observation and this node's may be made and still be compared (ms).
+    static let comparableMillis: Int64 = 5_000
+
+    /// Judges every origin's latest observation of `key` against `own`, the observation this node has
+    /// just made upstream. In a window that gives its limit back only at the reset, what is left only
+    /// falls: an observation made earlier that says less was left than this node saw later, or one made
+    /// later that says more, contradicts it (beyond a slack for refunds, rounding and, for a continuous
+    /// refill, what refilled in between); so does a different limit for the same window. Each such
+    /// observation counts once against its origin.
+    mutating func judgeObservations(_ key: QuotaKey, own: UpstreamObservation, now: UnixMillis, into out: inout [MeshDirective]) {
+        guard let aggregate = remote[key], own.observedAt == now else { return }
+        let policy = configuration.services[key.service]
+        let continuous = policy?.refill == .continuous && key.dimension == QuotaKey.requests
+        let limit = max(own.limit, 0)
+        for (origin, entry) in aggregate.origins {
+            guard let theirs = entry.observation, theirs.observedAt > (observationScores[origin]?.judged[key] ?? .min),
+                abs(theirs.resetAt.saturatingSubtract(own.resetAt)) <= 1_000 + configuration.maxClockSkewMillis
+            else { continue }
+            let apart = own.observedAt.saturatingSubtract(theirs.observedAt)
+            guard abs(apart) <= Self.comparableMillis + configuration.maxClockSkewMillis else { continue }
+            var slack = max(2, limit / 50)
+            if continuous, let window = policy?.windowMillis, window > 0 {
+                slack = slack.saturatingAdd(limit.saturatingMultiply(abs(apart) + configuration.maxClockSkewMillis) / window + 1)
+            }
+            let earlierSaysLess = apart >= 0 && theirs.remaining.saturatingAdd(slack) < own.remaining
+            let laterSaysMore = apart <= 0 && theirs.remaining > own.remaining.saturatingAdd(slack)
+            let otherLimit = theirs.limit > 0 && own.limit > 0 && theirs.limit != own.limit
+            guard earlierSaysLess || laterSaysMore || otherLimit else { continue }
+            var score = observationScores[origin] ?? ObservationScore()
+            score.value = score.value(at: now, halfLife: Self.scoreHalfLifeMillis) + 1
+            score.updatedAt = now
+            score.judged[key] = theirs.observedAt
+            observationScores[origin] = score
+            if score.value >= Self.graylistScore && graylisted.insert(origin).inserted {
+                out.append(.event(.peerGraylisted(origin, score: score.value)))
+                rebuildAggregates()
+            }
+        }
+    }
+
+    /// Lifts the graylist of origins whose count has decayed to half the threshold.
+    mutating func liftGraylists(now: UnixMillis) {
+        guard !graylisted.isEmpty else { return }
+        let lifted = graylisted.filter {
+            (observationScores[$0]?.value(at: now, halfLife: Self.scoreHalfLifeMillis) ?? 0) < Self.graylistScore / 2
+        }
+        guard !lifted.isEmpty else { return }
+        graylisted.subtract(lifted)
+        rebuildAggregates()
+    }
+
+    /// `origin`'s observation score at `now` (0 when none).
+    func observationScore(of origin: VerifyingKey, now: UnixMillis) -> Double {
+        observationScores[origin]?.value(at: now, halfLife: Self.scoreHalfLifeMillis) ?? 0
+    }
+}
