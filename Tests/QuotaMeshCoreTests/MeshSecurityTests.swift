@@ -315,4 +315,46 @@ final class CountingSignatures: SignatureScheme, @unchecked Sendable {
         let directives = node.receive(datagram: again, from: friendAddress, now: now + 1_000)
         #expect(!directives.contains { if case .event(.dropped) = $0 { return true } else { return false } })
     }
+
+    @Test func aVouchedPeerFloodingValidPacketsCostsAtMostItsRateInSignatureChecks() {
+        let scheme = CountingSignatures()
+        let now: UnixMillis = 1_800_000_000_000
+        let flooder = SigningKey()
+        let friend = SigningKey()
+        let address = Endpoint(host: "127.0.0.1", port: 1)
+        var node = MeshInstance(
+            identity: SigningKey(),
+            configuration: MeshConfiguration(
+                services: ["openai": ServicePolicy(limit: 100, windowMillis: 60_000)], signatures: scheme),
+            peers: [
+                PeerInfo(name: "flooder", key: flooder.publicKey, endpoint: address),
+                PeerInfo(name: "friend", key: friend.publicKey, endpoint: Endpoint(host: "127.0.0.1", port: 2)),
+            ],
+            restored: nil, now: now, seed: 1)
+        _ = node.start(now: now)
+        func packet(from key: SigningKey, sequence: UInt64, at time: UnixMillis) -> [UInt8] {
+            WireFormat.encodePacket(
+                header: PacketHeader(sender: key.publicKey, incarnation: 1, sequence: sequence, sentAt: time),
+                payload: .records([]), signingKey: key, cluster: "quotamesh")
+        }
+        // 10,000 valid packets in one second from one vouched peer.
+        let before = scheme.verifications
+        var limited = 0
+        for sequence in 1...10_000 {
+            let at = now + Int64(sequence / 10)
+            for case .event(.dropped(.rateLimited, _, _)) in node.receive(
+                datagram: packet(from: flooder, sequence: UInt64(sequence), at: at), from: address, now: at)
+            {
+                limited += 1
+            }
+        }
+        let spent = scheme.verifications - before
+        #expect(spent <= 500 + 200 + 1, "a burst of 500 and 200 a second: \(spent) checks for 10,000 packets")
+        #expect(limited >= 9_290)
+        // The others are not held back, and the flooder is checked again once its rate allows.
+        let fromFriend = node.receive(datagram: packet(from: friend, sequence: 1, at: now + 1_000), from: Endpoint(host: "127.0.0.1", port: 2), now: now + 1_000)
+        #expect(!fromFriend.contains { if case .event(.dropped) = $0 { return true } else { return false } })
+        let later = node.receive(datagram: packet(from: flooder, sequence: 20_000, at: now + 2_000), from: address, now: now + 2_000)
+        #expect(!later.contains { if case .event(.dropped) = $0 { return true } else { return false } })
+    }
 }

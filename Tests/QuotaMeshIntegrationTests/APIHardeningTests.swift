@@ -86,6 +86,12 @@ import Glibc
 
         try node.trust(friend)
         try await node.waitUntil("the new peer to be trusted") { try await peerNames(node)["friend"] == friend.publicKey }
+        // Each peer says whether it is quarantined or graylisted, and its observation score.
+        let (_, listing) = try await node.request("GET", "/v1/peers")
+        let entry = (listing["peers"] as? [[String: Any]])?.first
+        #expect(entry?["quarantined"] is NSNull)
+        #expect(entry?["graylisted"] as? Bool == false)
+        #expect(entry?["observation_score"] as? Double == 0)
 
         // A half-written file: skipped with a message, and the peer keeps its last good version.
         try "# friend\nkey = \(friend.publicKey.prefix(10))".write(

@@ -53,6 +53,8 @@ import QuotaMeshCrypto
             #expect(value(text, "quotamesh_acquire_waiting") == 0)
             #expect(value(text, "quotamesh_peers_known") == 1)
             #expect(value(text, "quotamesh_peers_live") == 0)
+            #expect(value(text, "quotamesh_peers_quarantined") == 0)
+            #expect(value(text, "quotamesh_peers_graylisted") == 0)
             #expect(value(text, "quotamesh_gossip_packets_in_total") == 1)
             #expect(value(text, "quotamesh_gossip_bytes_in_total") == 204)
             #expect(value(text, "quotamesh_gossip_dropped_total", ["reason": "unknown_sender"]) == 1)

@@ -168,6 +168,8 @@ public enum DropReason: String, Sendable, CaseIterable {
     case overCap = "over_cap"
     /// A packet from a source whose packets failed their signature checks too often lately: not checked.
     case overBudget = "over_budget"
+    /// A packet from a vouched peer that sent more verified packets lately than any peer needs: not checked.
+    case rateLimited = "rate_limited"
 
     init(_ error: DecodeError) {
         switch error {

@@ -268,6 +268,11 @@ public struct MeshInstance: Sendable {
             out.append(.event(.dropped(.fromFuture, from: source, sender: header.sender)))
             return finish(out, now: now)
         }
+        // A vouched peer flooding valid packets: past its rate, they are not checked.
+        guard peer.mayBeChecked(now: now) else {
+            out.append(.event(.dropped(.rateLimited, from: source, sender: header.sender)))
+            return finish(out, now: now)
+        }
         guard verificationBudget.mayVerify(source, now: now) else {
             out.append(.event(.dropped(.overBudget, from: source, sender: header.sender)))
             return finish(out, now: now)
@@ -281,6 +286,7 @@ public struct MeshInstance: Sendable {
             return finish(out, now: now)
         }
         verificationBudget.noteVerified(source, now: now)
+        peer.noteVerifiedPacket(now: now)
         // Only the newest packet moves the peer's address, so a re-sent older packet cannot redirect it.
         let newest = !peer.replay.hasStarted || header.incarnation > peer.replay.incarnation
             || header.sequence > peer.replay.highest

@@ -67,6 +67,31 @@ struct PeerState: Sendable {
     var lastHeardAt: UnixMillis?
     var replay = ReplayWindow()
     var announcedLive = false
+    /// Verified packets the peer may still send now (a bucket of ``packetBurst``, refilled at
+    /// ``packetsPerSecond``), and when it was last counted.
+    var packetTokens = Self.packetBurst
+    var packetTokensAt: UnixMillis = .min
+
+    /// How many verified packets one peer may send at once, and a second after that: many times what
+    /// gossip, anti-entropy answers and rights traffic need, so that a vouched peer flooding valid packets
+    /// costs at most this many signature checks a second and its further packets a look-up each.
+    static let packetBurst = 500.0
+    static let packetsPerSecond = 200.0
+
+    /// Whether the peer may have another packet checked now.
+    func mayBeChecked(now: UnixMillis) -> Bool { packets(at: now) >= 1 }
+
+    /// Counts a verified packet of the peer's.
+    mutating func noteVerifiedPacket(now: UnixMillis) {
+        packetTokens = packets(at: now) - 1
+        packetTokensAt = now
+    }
+
+    private func packets(at now: UnixMillis) -> Double {
+        guard packetTokensAt != .min else { return packetTokens }
+        let refill = Double(max(0, now.saturatingSubtract(packetTokensAt))) * Self.packetsPerSecond / 1000
+        return min(Self.packetBurst, packetTokens + refill)
+    }
 
     func isLive(now: UnixMillis, timeout: Int64) -> Bool {
         guard let last = lastHeardAt else { return false }
