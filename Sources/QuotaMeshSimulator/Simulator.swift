@@ -21,6 +21,9 @@ public struct SimulationReport: Sendable {
     /// upstream, ÷ the limit: at most 1 means a token bucket of the limit never refuses one (the worst
     /// stretch of any length sent at most the limit plus what refilled meanwhile).
     public var bucketDepthRatio: Double = 0
+    /// Times a node graylisted the liar's observations and breaker claims, and an honest node's.
+    public var liarGraylistings = 0
+    public var honestGraylistings = 0
     /// The same, over windows that overlap the partition.
     public var partitionMaxAdmittedRatio: Double?
     /// Successful upstream calls ÷ min(offered, limit), over full windows.
@@ -143,6 +146,9 @@ public struct Simulator {
     var tokens: Double
     var tokensAt: Int64
     var upstreamCalls = 0
+    /// Times a node graylisted the liar (node 0, when there is one), and an honest node.
+    var liarGraylistings = 0
+    var honestGraylistings = 0
     /// When each call reached the upstream, in order.
     var upstreamCallTimes: [Int64] = []
     var upstream429s = 0
@@ -560,6 +566,9 @@ public struct Simulator {
             case .event(let event):
                 if case .recordAccepted = event { recordsAccepted += 1 }
                 if case .recordStale = event { recordsStale += 1 }
+                if case .peerGraylisted(let origin, _) = event {
+                    if origin == nodes[0].key.publicKey && configuration.liar != nil { liarGraylistings += 1 } else { honestGraylistings += 1 }
+                }
             case .wake(let at):
                 let global = at - nodes[index].skew
                 if global < nodes[index].scheduledWake {
@@ -760,6 +769,8 @@ public struct Simulator {
             verificationsPerNodePerSecond: Double(simulated?.verifications ?? 0) / n / seconds,
             datagramsDelivered: delivered, datagramsLost: lost, wallSeconds: wallSeconds, windows: windowRows)
         report.urgentWaitP99WhileRightsLeftMillis = Self.percentile(urgentWaitsWhileRightsLeft, 0.99)
+        report.liarGraylistings = liarGraylistings
+        report.honestGraylistings = honestGraylistings
         report.bucketDepthRatio = Self.bucketDepth(
             upstreamCallTimes, refillPerMillisecond: Double(configuration.limit) / Double(configuration.windowMillis))
             / Double(configuration.limit)

@@ -45,6 +45,7 @@ import QuotaMeshCore
                 "seed \(seed): \(worst) × the limit (nodes \(configuration.nodes), limit \(configuration.limit), loss \(configuration.loss), crashes \(configuration.crashes), skew \(configuration.clockSkewMillis), partition \(configuration.partition != nil))"
             )
             #expect(report.upstream429s == 0, "seed \(seed): \(report.upstream429s) answered 429")
+            #expect(report.honestGraylistings == 0, "seed \(seed): an honest node's observations were graylisted")
         }
     }
 }
@@ -89,12 +90,17 @@ import QuotaMeshCore
         let offered = later.reduce(0) { $0 + $1.offered }
         let fairShare = Double(nodes - 1) / Double(nodes)
         #expect(report.maxAdmittedRatio <= 1.0)
+        // Its openings came right after calls of the honest nodes that found plenty left: the honest nodes
+        // that saw three of them (most, within the run) graylist it, and no honest node is graylisted.
+        #expect(report.liarGraylistings >= (nodes - 1) * 3 / 4, "N = \(nodes): \(report.liarGraylistings)")
+        #expect(report.honestGraylistings == 0)
         #expect(offered > 0 && Double(accepted) >= 0.85 * fairShare * Double(offered), "N = \(nodes): \(accepted) of \(offered)")
     }
 
     @Test(arguments: [5, 50])
     func oneLiarCannotTakeTheMeshOver(nodes: Int) async {
         let honest = await run(nodes: nodes, liar: nil)
+        #expect(honest.honestGraylistings == 0)
         let fairShare = Double(nodes - 1) / Double(nodes) * honest.utilization
         for kind in [LiarKind.claims, .overgive, .fork, .starve] {
             let report = await run(nodes: nodes, liar: kind)
@@ -104,6 +110,10 @@ import QuotaMeshCore
                 report.utilization >= 0.95 * fairShare,
                 "\(kind), N = \(nodes): utilization \(report.utilization), the honest nodes' part \(fairShare)")
             #expect(report.urgentSuccessRatio == 1, "\(kind), N = \(nodes)")
+            #expect(report.honestGraylistings == 0, "\(kind), N = \(nodes)")
+            if kind == .starve {
+                #expect(report.liarGraylistings >= (nodes - 1) * 3 / 4, "N = \(nodes): \(report.liarGraylistings)")
+            }
         }
     }
 }

@@ -207,8 +207,8 @@ public enum MeshEvent: Hashable, Sendable {
     /// A success contradicted a peer's claim that a key's breaker was open: its breaker claims no longer
     /// count for the key.
     case breakerClaimsIgnored(VerifyingKey, key: QuotaKey)
-    /// A peer's upstream observations contradicted this node's own often enough that they no longer count
-    /// (until the score decays).
+    /// A peer's upstream observations or breaker openings contradicted this node's own calls often enough
+    /// that its observations no longer count (until the score decays), nor its breaker claims.
     case peerGraylisted(VerifyingKey, score: Double)
 }
 
@@ -423,9 +423,10 @@ public struct PeerView: Hashable, Sendable {
     public var newestRecordAt: UnixMillis?
     /// Why the peer is quarantined, if it is: it signed two records that contradict each other.
     public var quarantined: QuarantineReason? = nil
-    /// How often its upstream observations contradicted this node's own lately (decaying, half-life 30 min).
+    /// How often its upstream observations or breaker openings contradicted this node's own calls lately
+    /// (decaying, half-life 30 min).
     public var observationScore: Double = 0
     /// Whether its upstream observations are set aside (its score reached 2.5: three contradictions within
-    /// about a quarter of an hour).
+    /// about a quarter of an hour); its breaker claims then stop counting for good.
     public var graylisted = false
 }

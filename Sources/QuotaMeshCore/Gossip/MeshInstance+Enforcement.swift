@@ -890,6 +890,10 @@ extension MeshInstance {
 
     mutating func finish(_ directives: consuming [MeshDirective], now: UnixMillis) -> [MeshDirective] {
         var out = directives
+        if !pendingEvents.isEmpty {
+            out += pendingEvents.map { .event($0) }
+            pendingEvents = []
+        }
         if pendingPersist {
             out.insert(.persist, at: 0)
             pendingPersist = false

@@ -138,9 +138,15 @@ extension MeshInstance {
             aggregate.ignoredBreakers = ignoring
             remote[key] = aggregate
         }
+        let openedBefore = remote[key]?.origins[origin]?.breaker.openedAt ?? 0
+        let believed = bounded(state, key: key, stamp: stamp)
         remote[key, default: KeyAggregate()].update(
-            origin: origin, state: bounded(state, key: key, stamp: stamp), stamp: stamp,
-            countObservation: !graylisted.contains(origin))
+            origin: origin, state: believed, stamp: stamp, countObservation: !graylisted.contains(origin))
+        if graylisted.contains(origin) {
+            remote[key]?.ignoreBreaker(of: origin)
+        } else if believed.breaker.openedAt > openedBefore {
+            judgeBreakerOpening(key, origin: origin, openedAt: believed.breaker.openedAt)
+        }
     }
 
     /// Rebuilds every key's aggregate from the held records (after peers were removed).

@@ -1,9 +1,9 @@
 import QuotaMeshCrypto
 
-/// How often one origin's upstream observations contradicted what this node saw upstream itself: a
-/// decaying count, after gossipsub v1.1's peer scores (for one behaviour). An origin whose count reaches
-/// ``MeshInstance/graylistScore`` is graylisted: its observations stop counting towards any key's view
-/// until the count decays to half of that.
+/// How often one origin's upstream observations or breaker openings contradicted what this node saw
+/// upstream itself: a decaying count, after gossipsub v1.1's peer scores. An origin whose count reaches
+/// ``MeshInstance/graylistScore`` is graylisted: its observations stop counting until the count decays to
+/// half of that, and its breaker claims for good (as a peer's whose opening a success contradicted).
 struct ObservationScore: Sendable {
     /// The count as of `updatedAt`.
     var value: Double = 0
@@ -52,28 +52,54 @@ extension MeshInstance {
         let limit = max(own.limit, 0)
         for (origin, entry) in aggregate.origins {
             guard let theirs = entry.observation, theirs.observedAt > (observationScores[origin]?.judged[key] ?? .min),
-                abs(theirs.resetAt.saturatingSubtract(own.resetAt)) <= 1_000 + configuration.maxClockSkewMillis
+                abs(theirs.resetAt.saturatingSubtract(own.resetAt)) <= 1_000
             else { continue }
             let apart = own.observedAt.saturatingSubtract(theirs.observedAt)
-            guard abs(apart) <= Self.comparableMillis + configuration.maxClockSkewMillis else { continue }
-            var slack = max(2, limit / 50)
-            if continuous, let window = policy?.windowMillis, window > 0 {
-                slack = slack.saturatingAdd(limit.saturatingMultiply(abs(apart) + configuration.maxClockSkewMillis) / window + 1)
+            guard abs(apart) <= Self.comparableMillis + clockSpread else { continue }
+            // What the mesh can spend while the two clocks disagree, and for a continuous refill what
+            // refills between the two observations.
+            let window = max(1, policy?.windowMillis ?? own.windowMillis)
+            var slack = max(2, limit / 50).saturatingAdd(limit.saturatingMultiply(clockSpread) / window + 1)
+            if continuous {
+                slack = slack.saturatingAdd(limit.saturatingMultiply(abs(apart)) / window + 1)
             }
             let earlierSaysLess = apart >= 0 && theirs.remaining.saturatingAdd(slack) < own.remaining
             let laterSaysMore = apart <= 0 && theirs.remaining > own.remaining.saturatingAdd(slack)
             let otherLimit = theirs.limit > 0 && own.limit > 0 && theirs.limit != own.limit
             guard earlierSaysLess || laterSaysMore || otherLimit else { continue }
-            var score = observationScores[origin] ?? ObservationScore()
-            score.value = score.value(at: now, halfLife: Self.scoreHalfLifeMillis) + 1
-            score.updatedAt = now
-            score.judged[key] = theirs.observedAt
-            observationScores[origin] = score
-            if score.value >= Self.graylistScore && graylisted.insert(origin).inserted {
-                out.append(.event(.peerGraylisted(origin, score: score.value)))
-                rebuildAggregates()
-            }
+            observationScores[origin, default: ObservationScore()].judged[key] = theirs.observedAt
+            if let event = countContradiction(by: origin, now: now) { out.append(.event(event)) }
         }
+    }
+
+    /// Counts one contradiction against `origin` at `now`; graylists it (and returns the event) when its
+    /// score reaches ``graylistScore``.
+    mutating func countContradiction(by origin: VerifyingKey, now: UnixMillis) -> MeshEvent? {
+        var score = observationScores[origin] ?? ObservationScore()
+        score.value = score.value(at: now, halfLife: Self.scoreHalfLifeMillis) + 1
+        score.updatedAt = max(score.updatedAt, now)
+        observationScores[origin] = score
+        guard score.value >= Self.graylistScore, graylisted.insert(origin).inserted else { return nil }
+        rebuildAggregates()
+        return .peerGraylisted(origin, score: score.value)
+    }
+
+    /// Judges a peer's claim that `key`'s breaker opened at `openedAt` (a 429, or failures in a row) against
+    /// this node's own latest call: one that went through shortly before, in the same window, with more
+    /// left than the mesh could have spent in between, contradicts it. A liar that opens the breaker again
+    /// and again (each run short enough that no probe falls in it) is so graylisted after three, and its
+    /// breaker claims stop counting.
+    mutating func judgeBreakerOpening(_ key: QuotaKey, origin: VerifyingKey, openedAt: UnixMillis) {
+        guard openedAt > (judgedOpenings[origin]?[key] ?? .min), let quota = local[key], quota.consecutiveFailures == 0,
+            let own = quota.state.observation, own.resetAt > openedAt, own.observedAt <= openedAt,
+            openedAt.saturatingSubtract(own.observedAt) <= Self.comparableMillis
+        else { return }
+        judgedOpenings[origin, default: [:]][key] = openedAt
+        let window = max(1, configuration.services[key.service]?.windowMillis ?? own.windowMillis)
+        let limit = max(own.limit, 0)
+        let spendable = limit.saturatingMultiply(openedAt - own.observedAt + clockSpread) / window
+        guard own.remaining > max(2, limit / 20).saturatingAdd(spendable) else { return }
+        if let event = countContradiction(by: origin, now: openedAt) { pendingEvents.append(event) }
     }
 
     /// Lifts the graylist of origins whose count has decayed to half the threshold.
@@ -86,6 +112,10 @@ extension MeshInstance {
         graylisted.subtract(lifted)
         rebuildAggregates()
     }
+
+    /// How far apart two nodes' clocks are taken to be when their times are compared (ms): the spread the
+    /// rights' lead allows for, and a gossip round.
+    var clockSpread: Int64 { configuration.rightsLeadMillis + configuration.gossipIntervalMillis }
 
     /// `origin`'s observation score at `now` (0 when none).
     func observationScore(of origin: VerifyingKey, now: UnixMillis) -> Double {

@@ -97,8 +97,13 @@ public struct MeshInstance: Sendable {
     public internal(set) var quarantined: [VerifyingKey: QuarantineEvidence] = [:]
     /// Per origin, how often its upstream observations contradicted this node's own (decaying).
     var observationScores: [VerifyingKey: ObservationScore] = [:]
-    /// Origins whose upstream observations do not count (their score reached ``graylistScore``).
+    /// Origins whose upstream observations and breaker claims do not count (their score reached
+    /// ``graylistScore``).
     public internal(set) var graylisted: Set<VerifyingKey> = []
+    /// Per origin and key, the latest breaker opening judged (``judgeBreakerOpening(_:origin:openedAt:)``).
+    var judgedOpenings: [VerifyingKey: [QuotaKey: UnixMillis]] = [:]
+    /// Events noted where no directives are at hand, handed out with the next directives.
+    var pendingEvents: [MeshEvent] = []
 
     /// The public key of this node.
     public var publicKey: VerifyingKey { identity.publicKey }
@@ -218,6 +223,7 @@ public struct MeshInstance: Sendable {
         // A peer taken out of the trust store leaves its quarantine behind: added again, it starts afresh.
         quarantined = quarantined.filter { peers.contains($0.key) }
         observationScores = observationScores.filter { peers.contains($0.key) }
+        judgedOpenings = judgedOpenings.filter { peers.contains($0.key) }
         graylisted = graylisted.filter { peers.contains($0) }
         rightsCache = [:]
         liveVersion += 1

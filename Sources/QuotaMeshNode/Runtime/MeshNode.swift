@@ -307,7 +307,7 @@ public actor MeshNode {
         case .peerGraylisted(let key, let score):
             counters["peers_graylisted", default: 0] += 1
             logger.warning(
-                "Peer graylisted: its upstream observations kept contradicting this node's own; they no longer count until its score decays",
+                "Peer graylisted: its upstream observations or breaker openings kept contradicting this node's own calls; its observations no longer count until its score decays, its breaker claims no more",
                 metadata: ["peer": "\(peerName(key))", "peer.id": "\(key.shortID)", "score": "\(score)"])
         case .peerQuarantined(let key, let reason):
             counters["peers_quarantined", default: 0] += 1

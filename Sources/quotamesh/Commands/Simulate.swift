@@ -214,6 +214,7 @@ enum SimulationOutput {
             "urgent_wait_p99_while_rights_left_ms": number(report.urgentWaitP99WhileRightsLeftMillis, digits: 1),
             "tasks": tasks, "upstream_calls": report.upstreamCalls, "upstream_429s": report.upstream429s,
             "bucket_depth_ratio": (report.bucketDepthRatio * 1000).rounded() / 1000,
+            "graylistings": ["liar": report.liarGraylistings, "honest": report.honestGraylistings],
             "denials": report.denials, "bytes_per_node_per_s": number(report.bytesPerNodePerSecond, digits: 1),
             "verifications_per_node_per_s": number(report.verificationsPerNodePerSecond, digits: 1),
             "datagrams_delivered": report.datagramsDelivered, "datagrams_lost": report.datagramsLost,
