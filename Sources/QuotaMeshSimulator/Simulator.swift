@@ -412,14 +412,13 @@ public struct Simulator {
                         if (rights ?? 0) > 0 { holders += 1 }
                     }
                     let waiting = tasks.reduce(0) { $0 + ($1.succeeded == nil && !$1.inFlight ? 1 : 0) }
-                    onSample(line + " held=\(held) holders=\(holders) tasks_waiting=\(waiting)")
-                    schedule(.checkProbes, at: now + configuration.gossipIntervalMillis)
-                    return
-                }
-                let sampled = sampleRemaining ? Array(nodes.indices) : Array(0..<min(4, nodes.count))
-                for index in sampled {
-                    let fields = sampleRemaining ? remainingFields(of: index, key: key) : pacingFields(of: index, key: key)
-                    if let fields { line += " | n\(index) " + fields }
+                    line += " held=\(held) holders=\(holders) tasks_waiting=\(waiting)"
+                } else {
+                    let sampled = sampleRemaining ? Array(nodes.indices) : Array(0..<min(4, nodes.count))
+                    for index in sampled {
+                        let fields = sampleRemaining ? remainingFields(of: index, key: key) : pacingFields(of: index, key: key)
+                        if let fields { line += " | n\(index) " + fields }
+                    }
                 }
                 onSample(line)
             }

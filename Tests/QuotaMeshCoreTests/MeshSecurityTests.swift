@@ -272,18 +272,24 @@ final class CountingSignatures: SignatureScheme, @unchecked Sendable {
 }
 
 @Suite struct VerificationBudgetTests {
+    /// A started node trusting `peers`, counting its signature checks with `scheme`.
+    static func node(peers: [PeerInfo], scheme: CountingSignatures, now: UnixMillis) -> MeshInstance {
+        var node = MeshInstance(
+            identity: SigningKey(),
+            configuration: MeshConfiguration(
+                services: ["openai": ServicePolicy(limit: 100, windowMillis: 60_000)], signatures: scheme),
+            peers: peers, restored: nil, now: now, seed: 1)
+        _ = node.start(now: now)
+        return node
+    }
+
     @Test func aForgedFloodNamingAVouchedKeyCostsFewSignatureChecksAndThePeerIsStillHeard() {
         let scheme = CountingSignatures()
         let now: UnixMillis = 1_800_000_000_000
         let friend = SigningKey()
         let friendAddress = Endpoint(host: "127.0.0.1", port: 1)
-        var node = MeshInstance(
-            identity: SigningKey(),
-            configuration: MeshConfiguration(
-                services: ["openai": ServicePolicy(limit: 100, windowMillis: 60_000)], signatures: scheme),
-            peers: [PeerInfo(name: "friend", key: friend.publicKey, endpoint: friendAddress)],
-            restored: nil, now: now, seed: 1)
-        _ = node.start(now: now)
+        var node = Self.node(
+            peers: [PeerInfo(name: "friend", key: friend.publicKey, endpoint: friendAddress)], scheme: scheme, now: now)
         // The friend's own packet first: its source is proven.
         let record = SignedRecord(
             signing: .heartbeat, version: RecordVersion(incarnation: 1, sequence: 1), timestamp: now, with: friend,
@@ -322,16 +328,12 @@ final class CountingSignatures: SignatureScheme, @unchecked Sendable {
         let flooder = SigningKey()
         let friend = SigningKey()
         let address = Endpoint(host: "127.0.0.1", port: 1)
-        var node = MeshInstance(
-            identity: SigningKey(),
-            configuration: MeshConfiguration(
-                services: ["openai": ServicePolicy(limit: 100, windowMillis: 60_000)], signatures: scheme),
+        var node = Self.node(
             peers: [
                 PeerInfo(name: "flooder", key: flooder.publicKey, endpoint: address),
                 PeerInfo(name: "friend", key: friend.publicKey, endpoint: Endpoint(host: "127.0.0.1", port: 2)),
             ],
-            restored: nil, now: now, seed: 1)
-        _ = node.start(now: now)
+            scheme: scheme, now: now)
         func packet(from key: SigningKey, sequence: UInt64, at time: UnixMillis) -> [UInt8] {
             WireFormat.encodePacket(
                 header: PacketHeader(sender: key.publicKey, incarnation: 1, sequence: sequence, sentAt: time),

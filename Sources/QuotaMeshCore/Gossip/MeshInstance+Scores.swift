@@ -50,6 +50,7 @@ extension MeshInstance {
         let policy = configuration.services[key.service]
         let continuous = policy?.refill == .continuous && key.dimension == QuotaKey.requests
         let limit = max(own.limit, 0)
+        let window = judgedWindow(key, own: own)
         for (origin, entry) in aggregate.origins {
             guard let theirs = entry.observation, theirs.observedAt > (observationScores[origin]?.judged[key] ?? .min),
                 abs(theirs.resetAt.saturatingSubtract(own.resetAt)) <= 1_000
@@ -58,10 +59,9 @@ extension MeshInstance {
             guard abs(apart) <= Self.comparableMillis + clockSpread else { continue }
             // What the mesh can spend while the two clocks disagree, and for a continuous refill what
             // refills between the two observations.
-            let window = max(1, policy?.windowMillis ?? own.windowMillis)
-            var slack = max(2, limit / 50).saturatingAdd(limit.saturatingMultiply(clockSpread) / window + 1)
+            var slack = max(2, limit / 50).saturatingAdd(Self.calls(in: clockSpread, limit: limit, window: window) + 1)
             if continuous {
-                slack = slack.saturatingAdd(limit.saturatingMultiply(abs(apart)) / window + 1)
+                slack = slack.saturatingAdd(Self.calls(in: abs(apart), limit: limit, window: window) + 1)
             }
             let earlierSaysLess = apart >= 0 && theirs.remaining.saturatingAdd(slack) < own.remaining
             let laterSaysMore = apart <= 0 && theirs.remaining > own.remaining.saturatingAdd(slack)
@@ -76,7 +76,7 @@ extension MeshInstance {
     /// score reaches ``graylistScore``.
     mutating func countContradiction(by origin: VerifyingKey, now: UnixMillis) -> MeshEvent? {
         var score = observationScores[origin] ?? ObservationScore()
-        score.value = score.value(at: now, halfLife: Self.scoreHalfLifeMillis) + 1
+        score.value = observationScore(of: origin, now: now) + 1
         score.updatedAt = max(score.updatedAt, now)
         observationScores[origin] = score
         guard score.value >= Self.graylistScore, graylisted.insert(origin).inserted else { return nil }
@@ -95,9 +95,8 @@ extension MeshInstance {
             openedAt.saturatingSubtract(own.observedAt) <= Self.comparableMillis
         else { return }
         judgedOpenings[origin, default: [:]][key] = openedAt
-        let window = max(1, configuration.services[key.service]?.windowMillis ?? own.windowMillis)
         let limit = max(own.limit, 0)
-        let spendable = limit.saturatingMultiply(openedAt - own.observedAt + clockSpread) / window
+        let spendable = Self.calls(in: openedAt - own.observedAt + clockSpread, limit: limit, window: judgedWindow(key, own: own))
         guard own.remaining > max(2, limit / 20).saturatingAdd(spendable) else { return }
         if let event = countContradiction(by: origin, now: openedAt) { pendingEvents.append(event) }
     }
@@ -105,12 +104,20 @@ extension MeshInstance {
     /// Lifts the graylist of origins whose count has decayed to half the threshold.
     mutating func liftGraylists(now: UnixMillis) {
         guard !graylisted.isEmpty else { return }
-        let lifted = graylisted.filter {
-            (observationScores[$0]?.value(at: now, halfLife: Self.scoreHalfLifeMillis) ?? 0) < Self.graylistScore / 2
-        }
+        let lifted = graylisted.filter { observationScore(of: $0, now: now) < Self.graylistScore / 2 }
         guard !lifted.isEmpty else { return }
         graylisted.subtract(lifted)
         rebuildAggregates()
+    }
+
+    /// The window length `key`'s observations are judged in (ms): the configured one, else `own`'s.
+    func judgedWindow(_ key: QuotaKey, own: UpstreamObservation) -> Int64 {
+        max(1, configuration.services[key.service]?.windowMillis ?? own.windowMillis)
+    }
+
+    /// The calls the mesh can make in `millis` at `limit` per `window` (rounded down).
+    static func calls(in millis: Int64, limit: Int64, window: Int64) -> Int64 {
+        limit.saturatingMultiply(millis) / window
     }
 
     /// How far apart two nodes' clocks are taken to be when their times are compared (ms): the spread the
