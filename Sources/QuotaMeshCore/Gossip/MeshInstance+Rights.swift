@@ -301,20 +301,20 @@ extension MeshInstance {
     /// with the gift, they spare it waiting for gossip to bring them (seconds where nodes are many).
     func rightsSupport(_ key: QuotaKey, window: RightsWindow) -> [SignedRecord] {
         guard let aggregate = remote[key] else { return [] }
-        var givers: [VerifyingKey: RightsLedger] = [:]
+        var givers: [(origin: VerifyingKey, ledger: RightsLedger)] = []
         for (origin, entry) in aggregate.origins {
             if let ledger = entry.ledger, ledger.windowEnd == window.windowEnd, !ledger.given.isEmpty {
-                givers[origin] = ledger
+                givers.append((origin, ledger))
             }
         }
+        givers.sort { $0.origin < $1.origin }
         var support: [SignedRecord] = []
         var seen: Set<VerifyingKey> = [publicKey]
         var frontier = [publicKey]
         while !frontier.isEmpty && support.count < Self.rightsSupportRecords {
             var next: [VerifyingKey] = []
             for receiver in frontier {
-                for (giver, ledger) in givers.sorted(by: { $0.key < $1.key })
-                where ledger.given(to: receiver) > 0 && seen.insert(giver).inserted {
+                for (giver, ledger) in givers where ledger.given(to: receiver) > 0 && seen.insert(giver).inserted {
                     guard support.count < Self.rightsSupportRecords,
                         let index = records.index(of: SlotID(origin: giver, slot: .quota(key)))
                     else { continue }
