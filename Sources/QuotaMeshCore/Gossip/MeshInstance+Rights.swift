@@ -388,14 +388,20 @@ extension MeshInstance {
     /// How many holders one want is sent to at once.
     static let rightsAskPeers = 2
 
-    /// Once a round: rights this node will not need before the window ends go to live peers whose signed
-    /// demand their holdings do not cover, urgent demand first, so that rights follow demand without
+    /// Every fifth round: rights this node will not need before the window ends go to live peers whose
+    /// signed demand their holdings do not cover, urgent demand first, so that rights follow demand without
     /// waiting to be asked.
+    ///
+    /// Not where the nodes outnumber a window's calls: there a node re-signs its demand only every
+    /// N × half a round, so the demand seen is seconds old, and a gift rides gossip for as many rounds as
+    /// the mesh needs to spread a record; the surplus passed at a window's start sat in transit and then at
+    /// nodes no longer busy (N = 1000: 0.79 of the limit used). There the calls waiting ask for rights
+    /// and holders answer at once (``answerRightsRequest(_:from:now:into:)``).
     mutating func passSurplusRights(now: UnixMillis) {
         guard !persistenceFailing, !live.isEmpty else { return }
         for key in local.keys.sorted() {
             guard let window = rightsWindow(key, now: now), now < window.windowEnd - rightsEdgeMillis(window),
-                let aggregate = remote[key]
+                let aggregate = remote[key], !outnumber(window, claimants: live.count + 1)
             else { continue }
             let timeLeft = Double(window.windowEnd - now) / 1000
             var spare = spareRights(key, window: window, priority: .low, horizon: window.windowMillis, now: now)
@@ -418,6 +424,9 @@ extension MeshInstance {
             }
         }
     }
+
+    /// Whether `claimants` nodes outnumber the calls of `window`.
+    func outnumber(_ window: RightsWindow, claimants: Int) -> Bool { Int64(claimants) > window.limit }
 
     /// How many peers one round's surplus goes to, per key.
     static let rightsPassPeers = 2
