@@ -45,6 +45,11 @@ public struct SimulationReport: Sendable {
     /// The 99th percentile of the wait of urgent tasks created in windows the cluster did not spend in full
     /// (rights were left somewhere all along), in ms.
     public var urgentWaitP99WhileRightsLeftMillis: Double = 0
+    /// The 99th percentile of the wait of urgent tasks while rights existed: created where a grant may be
+    /// spent (not in a window's closing edge nor before its opening lead), and served before the window's
+    /// last right was spent anywhere, or never served in a window the mesh left unspent. In ms; `nil`
+    /// when no task qualifies. (Fixed windows: with a continuous refill, rights unlocked later also count.)
+    public var urgentWaitP99WhereRightsExistMillis: Double? = nil
     /// Tasks per priority and how many succeeded.
     public var tasks: [Priority: (created: Int, succeeded: Int)]
     /// Upstream calls and 429s.
@@ -140,6 +145,8 @@ public struct Simulator {
     public let sharedRecords = SharedRecords()
     // Upstream state.
     var windowSent: [Int64: Int] = [:]
+    /// When each window's last call under the limit was sent.
+    var windowSpentAt: [Int64: Int64] = [:]
     var windowAccepted: [Int64: Int] = [:]
     var windowCreated: [Int64: Int] = [:]
     var backlogAtWindowStart: [Int64: Int] = [:]
@@ -591,12 +598,27 @@ public struct Simulator {
 
     func upstreamWindow(_ time: Int64) -> Int64 { time / configuration.windowMillis }
 
+    /// Whether a task made at `created` and served at `done` waited while the mesh had a right it could
+    /// spend: made outside its window's closing edge and opening lead (where no node spends), and served
+    /// before the window's last right was spent (a window never spent in full had rights left all along).
+    func rightsExisted(whileWaiting created: Int64, until done: Int64) -> Bool {
+        let length = configuration.windowMillis
+        let edge = min(max(50, configuration.clockSkewMillis + configuration.upstreamLatencyMillis), length / 20)
+        let lead = min(configuration.clockSkewMillis, length / 20)
+        let window = upstreamWindow(created)
+        let offset = created - window * length
+        guard offset >= lead, offset < length - edge else { return false }
+        if let spentAt = windowSpentAt[window], spentAt <= done { return false }
+        return true
+    }
+
     mutating func callUpstream(_ task: Int) {
         upstreamCalls += 1
         upstreamCallTimes.append(now)
         let window = upstreamWindow(now)
         if backlogAtWindowStart[window] == nil { backlogAtWindowStart[window] = pending }
         windowSent[window, default: 0] += 1
+        if windowSent[window, default: 0] == Int(configuration.limit) { windowSpentAt[window] = now }
         let limit = configuration.limit
         var headers: [(name: String, value: String)] = [("date", Self.httpDate(now))]
         var status = 200
@@ -722,6 +744,7 @@ public struct Simulator {
         var perPriority: [Priority: (created: Int, succeeded: Int)] = [:]
         var urgentWaits: [Double] = []
         var urgentWaitsWhileRightsLeft: [Double] = []
+        var urgentWaitsWhereRightsExist: [Double] = []
         let cutoff = endTime - 2 * configuration.windowMillis
         var urgentCounted = 0
         var urgentSucceeded = 0
@@ -746,11 +769,15 @@ public struct Simulator {
                     if windowSent[upstreamWindow(task.created), default: 0] < Int(configuration.limit) {
                         urgentWaitsWhileRightsLeft.append(Double(done - task.created))
                     }
+                    if rightsExisted(whileWaiting: task.created, until: done) {
+                        urgentWaitsWhereRightsExist.append(Double(done - task.created))
+                    }
                 }
             }
         }
         urgentWaits.sort()
         urgentWaitsWhileRightsLeft.sort()
+        urgentWaitsWhereRightsExist.sort()
         let seconds = configuration.seconds
         let fairness = Self.maxMinFairness(successes: succeededBeforeCutoff, demands: createdBeforeCutoff)
         var report = SimulationReport(
@@ -768,6 +795,8 @@ public struct Simulator {
             verificationsPerNodePerSecond: Double(simulated?.verifications ?? 0) / n / seconds,
             datagramsDelivered: delivered, datagramsLost: lost, wallSeconds: wallSeconds, windows: windowRows)
         report.urgentWaitP99WhileRightsLeftMillis = Self.percentile(urgentWaitsWhileRightsLeft, 0.99)
+        report.urgentWaitP99WhereRightsExistMillis = urgentWaitsWhereRightsExist.isEmpty
+            ? nil : Self.percentile(urgentWaitsWhereRightsExist, 0.99)
         report.liarGraylistings = liarGraylistings
         report.honestGraylistings = honestGraylistings
         report.bucketDepthRatio = Self.bucketDepth(

@@ -179,7 +179,10 @@ extension MeshInstance {
             // Nobody this node knows of holds any: the window is spent, as far as it can tell. Its view of
             // the others' ledgers can lag, so look again after a few rounds rather than at the reset.
             // Where rights accrue, the next one dealt may be this node's.
-            let retry = min(window.windowEnd + lead, now + 5 * configuration.gossipIntervalMillis, max(now + 1, window.nextUnlockAt))
+            var retry = min(window.windowEnd + lead, now + 5 * configuration.gossipIntervalMillis, max(now + 1, window.nextUnlockAt))
+            // Urgent work asks live peers at random meanwhile (``askForRights(now:into:)``): it looks again
+            // once their answers had time to come, and so waits for them where the agent allows a wait.
+            if priority == .urgent && !live.isEmpty { retry = min(retry, now + Self.rightsUrgentAskMillis) }
             return .deny(.quotaExhausted, key: key, retryAt: retry, detail: .rights)
         }
         // A holder answers at once: look again after about a round trip.
