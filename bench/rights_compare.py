@@ -32,6 +32,12 @@ def depth(report):
     return "-" if value is None else f"{value:.2f}"
 
 
+def exists(report):
+    """The urgent wait p99 while the mesh had a right it could spend (newer binaries)."""
+    value = report.get("urgent_wait_p99_where_rights_exist_ms")
+    return "-" if value is None else f"{value:.0f}"
+
+
 def simulate(binary, flags):
     out = subprocess.run([binary, "simulate", *flags, "--json"], capture_output=True, text=True, check=True)
     return json.loads(out.stdout)
@@ -45,14 +51,15 @@ def main():
     parser.add_argument("--after-label", default="rights")
     args = parser.parse_args()
     print("| run | enforcement | worst window / limit | partitioned window / limit | utilization | urgent success "
-          "| urgent wait p99 (ms) | Jain | max-min | upstream 429s | bucket depth | bytes/node/s |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+          "| urgent wait p99 (ms) | where rights exist (ms) | Jain | max-min | upstream 429s | bucket depth | bytes/node/s |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for name, flags in RUNS:
         for label, binary in ((args.before_label, args.before), (args.after_label, args.after)):
             r = simulate(binary, flags)
             part = r.get("partition_max_admitted_ratio")
             print(f"| {name} | {label} | {r['max_admitted_ratio']:.2f} | {'-' if part is None else f'{part:.2f}'} "
                   f"| {r['utilization']:.3f} | {r['urgent_success_ratio']:.3f} | {r['urgent_wait_p99_ms']:.0f} "
+                  f"| {exists(r)} "
                   f"| {r['jain_index']:.3f} | {r['maxmin_index']:.3f} | {r['upstream_429s']} "
                   f"| {depth(r)} | {r['bytes_per_node_per_s']:.0f} |", flush=True)
 

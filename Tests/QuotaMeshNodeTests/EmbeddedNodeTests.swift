@@ -66,6 +66,54 @@ import FoundationNetworking
         }
     }
 
+    @Test func trustStoresThatDifferShowInHealthzAndStopGrantsUntilTheyAgree() async throws {
+        let folder = NSTemporaryDirectory() + "quotamesh-embedded-\(UUID().uuidString.prefix(8))"
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        var logger = Logger(label: "embedded")
+        logger.logLevel = .critical
+        let a = try await EmbeddedNode.start(configuration(folder, name: "a"), logger: logger)
+        let b = try await EmbeddedNode.start(configuration(folder, name: "b"), logger: logger)
+        let peerA = PeerInfo(name: "a", key: try VerifyingKey(base64: a.publicKey), endpoint: Endpoint(parsing: a.gossipAddress))
+        let peerB = PeerInfo(name: "b", key: try VerifyingKey(base64: b.publicKey), endpoint: Endpoint(parsing: b.gossipAddress))
+        // A third member, not running, that only a's trust store lists so far.
+        let peerC = PeerInfo(name: "c", key: SigningKey().publicKey, endpoint: Endpoint(host: "127.0.0.1", port: 9))
+        await a.node.replacePeers([peerB, peerC])
+        await b.node.replacePeers([peerA])
+        #expect(await a.node.acquire(AcquireRequest(service: "api", priority: .urgent)).granted)
+
+        func health(_ node: EmbeddedNode) async throws -> [String: Any] {
+            let (body, _) = try await URLSession.shared.data(from: URL(string: "http://\(node.apiAddress)/healthz")!)
+            return try JSONSerialization.jsonObject(with: body) as? [String: Any] ?? [:]
+        }
+        let clock = ContinuousClock()
+        var deadline = clock.now + .seconds(20)
+        while clock.now < deadline, (try await health(b))["status"] as? String != "degraded" {
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        let degraded = try await health(b)
+        #expect(degraded["status"] as? String == "degraded")
+        #expect(degraded["trust_stores_differ"] as? [String] == ["a"])
+        let refused = await b.node.acquire(AcquireRequest(service: "api", priority: .urgent))
+        #expect(!refused.granted)
+        #expect(refused.detail?.kind == .trustStoresDiffer, "\(refused)")
+
+        // b's store now lists c too: both name the same three members (b re-signs its records at its next
+        // round, so a hears it) and grant again.
+        await b.node.replacePeers([peerA, peerC])
+        deadline = clock.now + .seconds(20)
+        while clock.now < deadline {
+            let statusA = try await health(a)["status"] as? String
+            let statusB = try await health(b)["status"] as? String
+            if statusA == "ok" && statusB == "ok" { break }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        #expect((try await health(b))["trust_stores_differ"] as? [String] == [])
+        #expect((try await health(a))["status"] as? String == "ok")
+        #expect(await b.node.acquire(AcquireRequest(service: "api", priority: .urgent)).granted)
+        try await a.stop()
+        try await b.stop()
+    }
+
     @Test func anAddressInUseIsAStartupError() async throws {
         let folder = NSTemporaryDirectory() + "quotamesh-embedded-\(UUID().uuidString.prefix(8))"
         defer { try? FileManager.default.removeItem(atPath: folder) }

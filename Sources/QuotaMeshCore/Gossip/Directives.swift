@@ -58,6 +58,9 @@ public enum DecisionCase: String, Sendable, Hashable, CaseIterable {
     case rights
     /// The node cannot save its state, so it grants nothing it could forget.
     case persistence
+    /// A peer splits rights among other members than this node does (their trust stores differ): the
+    /// parts need not add up to the limit, so no rights are spent until they agree.
+    case trustStoresDiffer = "trust_stores_differ"
     /// What is left is kept for higher priorities.
     case reserve
     /// The cost can never pass in any window.
@@ -210,6 +213,11 @@ public enum MeshEvent: Hashable, Sendable {
     /// A peer's upstream observations or breaker openings contradicted this node's own calls often enough
     /// that its observations no longer count (until the score decays), nor its breaker claims.
     case peerGraylisted(VerifyingKey, score: Double)
+    /// A peer signs another member set than this node's (their trust stores differ; `count` is how many
+    /// members it counts): no rights are spent here until they agree again.
+    case membersDiffer(VerifyingKey, count: Int)
+    /// Every peer heard from signs this node's member set again.
+    case membersAgree
 }
 
 /// Why a peer was quarantined: each is a contradiction proven by two records it signed.
@@ -429,4 +437,9 @@ public struct PeerView: Hashable, Sendable {
     /// Whether its upstream observations are set aside (its score reached 2.5: three contradictions within
     /// about a quarter of an hour); its breaker claims then stop counting for good.
     public var graylisted = false
+    /// How many members the peer last said it splits rights among, and whether they are this node's
+    /// (`nil` until a record of it says).
+    public var members: Int? = nil
+    /// Whether its member set is this node's (`true` until a record of it says otherwise).
+    public var membersAgree = true
 }

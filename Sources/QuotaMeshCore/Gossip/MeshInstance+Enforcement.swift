@@ -280,6 +280,12 @@ extension MeshInstance {
                 rate: 0, resetAt: 0)
         }
         let rights = rightsWindow(key, now: now)
+        if rights != nil && !membersDiffer.isEmpty {
+            // Parts split among different members need not add up to the limit: none is spent.
+            return Assessment(
+                decision: .deny(.quotaExhausted, key: key, retryAt: now + 1000, detail: .trustStoresDiffer),
+                headroom: 0, rate: 0, resetAt: 0)
+        }
         var assessment = assessEstimate(key, request: request, policy: policy, byRights: rights != nil, now: now)
         guard assessment.decision.granted, let rights,
             let denial = rightsDenial(key, window: rights, cost: max(1, request.cost), priority: request.priority, now: now)

@@ -94,6 +94,7 @@ extension MeshInstance {
         guard var quota = local[key] else { return nil }
         var state = quota.state
         state.demand = quota.demand
+        state.members = membersDigest
         if state.policy == nil, let configured = configuration.services[key.service],
             let limit = configured.limit, let window = configured.windowMillis
         {
@@ -124,6 +125,7 @@ extension MeshInstance {
         if record.origin != publicKey, case .quota(let key, let state) = record.body {
             merge(record.origin, state: state, key: key, stamp: record.timestamp)
             noteAccount(key)
+            if let digest = state.members { notePeerMembers(record.origin, digest, stamp: record.timestamp) }
         }
     }
 
@@ -304,6 +306,8 @@ extension MeshInstance {
         guard origin != publicKey, quarantined[origin] == nil else { return }
         quarantined[origin] = evidence
         forgetRecords { $0.origin == origin }
+        peerMembers[origin] = nil
+        updateMembersAgreement()
         rightsCache = [:]
         live.removeAll { $0 == origin }
         liveVersion += 1

@@ -434,6 +434,31 @@ extension MeshInstance {
     /// How many peers one round's surplus goes to, per key.
     static let rightsPassPeers = 2
 
+    // MARK: - Members
+
+    /// Notes the member set a peer's record (signed at `stamp`) names, unless a newer record named one.
+    mutating func notePeerMembers(_ origin: VerifyingKey, _ digest: MembersDigest, stamp: UnixMillis) {
+        if let held = peerMembers[origin], held.stamp > stamp { return }
+        let changed = peerMembers[origin]?.digest != digest
+        peerMembers[origin] = (digest, stamp)
+        if changed { updateMembersAgreement() }
+    }
+
+    /// Works out which trusted peers sign another member set than this node's, with an event when that
+    /// changes: a peer that starts to differ, or every peer agreeing again.
+    mutating func updateMembersAgreement() {
+        var differ: Set<VerifyingKey> = []
+        for (peer, held) in peerMembers where held.digest != membersDigest && quarantined[peer] == nil {
+            differ.insert(peer)
+        }
+        guard differ != membersDiffer else { return }
+        for peer in differ.subtracting(membersDiffer).sorted() {
+            pendingEvents.append(.membersDiffer(peer, count: Int(peerMembers[peer]?.digest.count ?? 0)))
+        }
+        if differ.isEmpty { pendingEvents.append(.membersAgree) }
+        membersDiffer = differ
+    }
+
     // MARK: - Durability
 
     /// Tells the instance that the state it last asked to persist could not be saved: it grants nothing

@@ -81,6 +81,12 @@ public struct MeshInstance: Sendable {
     var shareCache: [QuotaKey: ShareCache] = [:]
     /// This node and every peer in its trust store, sorted: the members a window's rights are split among.
     var members: [VerifyingKey] = []
+    /// The digest of ``members``, signed in every quota record.
+    var membersDigest = MembersDigest(count: 0, hash: 0)
+    /// Per peer, the member set its newest quota record names, and when it signed that record.
+    var peerMembers: [VerifyingKey: (digest: MembersDigest, stamp: UnixMillis)] = [:]
+    /// Trusted peers whose member set is not this node's: while there is one, no rights are spent here.
+    public internal(set) var membersDiffer: Set<VerifyingKey> = []
     /// Bumped when this node's own ledger of any key changes.
     var ledgerVersion: UInt64 = 0
     /// Per key, the window's split and every member's balance, kept until a ledger or the members change.
@@ -184,6 +190,7 @@ public struct MeshInstance: Sendable {
         liveVersion += 1
         unheard = self.peers.count
         members = Self.memberKeys(directory, own: identity.publicKey)
+        membersDigest = MembersDigest(members: members)
         for saved in restored?.quarantined ?? [] {
             if let (key, evidence) = Self.restoredQuarantine(saved), self.peers.contains(key) { quarantined[key] = evidence }
         }
@@ -220,12 +227,20 @@ public struct MeshInstance: Sendable {
         records.renumberOrigins { directory.index(of: $0) }
         live = live.filter { peers.contains($0) }
         members = Self.memberKeys(directory, own: publicKey)
+        let digest = MembersDigest(members: members)
+        if digest != membersDigest {
+            // Every record this node signs names its members: the peers learn of the new set at once.
+            membersDigest = digest
+            for key in Array(local.keys) { local[key]?.dirty = true }
+        }
+        peerMembers = peerMembers.filter { peers.contains($0.key) }
         // A peer taken out of the trust store leaves its quarantine behind: added again, it starts afresh.
         quarantined = quarantined.filter { peers.contains($0.key) }
         observationScores = observationScores.filter { peers.contains($0.key) }
         judgedOpenings = judgedOpenings.filter { peers.contains($0.key) }
         graylisted = graylisted.filter { peers.contains($0) }
         rightsCache = [:]
+        updateMembersAgreement()
         liveVersion += 1
         unheard = peers.indices.count { peers[$0].lastHeardAt == nil }
         livenessCheckAt = .min
@@ -653,7 +668,9 @@ public struct MeshInstance: Sendable {
                 live: peer.isLive(now: now, timeout: livenessTimeout) && quarantined[info.key] == nil,
                 lastHeardAt: peer.lastHeardAt, records: counts[info.key] ?? 0,
                 newestRecordAt: newest[info.key], quarantined: quarantined[info.key]?.reason,
-                observationScore: observationScore(of: info.key, now: now), graylisted: graylisted.contains(info.key))
+                observationScore: observationScore(of: info.key, now: now), graylisted: graylisted.contains(info.key),
+                members: peerMembers[info.key].map { Int($0.digest.count) },
+                membersAgree: !membersDiffer.contains(info.key))
         }.sorted { $0.name < $1.name }
     }
 

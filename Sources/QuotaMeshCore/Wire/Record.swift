@@ -39,6 +39,32 @@ public struct AdvertisedPolicy: Hashable, Sendable, Codable {
     }
 }
 
+/// Which members an origin splits each window's rights among (itself and every peer in its trust store):
+/// how many, and a digest of their sorted keys. Nodes whose trust stores differ would each split the limit
+/// their own way, and those parts need not add up to the limit; a node that sees a member sign another set
+/// stops spending rights until they agree.
+public struct MembersDigest: Hashable, Sendable, Codable {
+    /// How many members.
+    public var count: UInt32
+    /// BLAKE2b (64 bits) of the members' sorted public keys.
+    public var hash: UInt64
+
+    /// Creates a digest from its fields.
+    public init(count: UInt32, hash: UInt64) {
+        self.count = count
+        self.hash = hash
+    }
+
+    /// The digest of `members` (sorted and deduplicated first).
+    public init(members: [VerifyingKey]) {
+        let sorted = Array(Set(members)).sorted()
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(sorted.count * VerifyingKey.byteCount)
+        for key in sorted { key.append(to: &bytes) }
+        self.init(count: UInt32(clamping: sorted.count), hash: shortHash(bytes))
+    }
+}
+
 /// Everything one origin says about one quota key.
 public struct QuotaState: Hashable, Sendable, Codable {
     /// The origin's own consumption.
@@ -54,12 +80,14 @@ public struct QuotaState: Hashable, Sendable, Codable {
     /// The origin's rights ledger for the current window: what it spent and gave (absent before it spent
     /// or gave anything, and in state saved before rights existed).
     public var ledger: RightsLedger?
+    /// The members the origin splits rights among (absent in records signed before it was added).
+    public var members: MembersDigest?
 
     /// Creates a state.
     public init(
         consumption: ConsumptionEntry = .init(), observation: UpstreamObservation? = nil,
         breaker: BreakerRegister = .init(), demand: Demand = .init(), policy: AdvertisedPolicy? = nil,
-        ledger: RightsLedger? = nil
+        ledger: RightsLedger? = nil, members: MembersDigest? = nil
     ) {
         self.consumption = consumption
         self.observation = observation
@@ -67,6 +95,7 @@ public struct QuotaState: Hashable, Sendable, Codable {
         self.demand = demand
         self.policy = policy
         self.ledger = ledger
+        self.members = members
     }
 }
 

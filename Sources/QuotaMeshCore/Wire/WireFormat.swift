@@ -356,6 +356,7 @@ public enum WireFormat {
             if state.observation != nil { flags |= 1 }
             if state.policy != nil { flags |= 2 }
             if state.ledger != nil { flags |= 4 }
+            if state.members != nil { flags |= 8 }
             writer.write(flags)
             if let observation = state.observation {
                 writer.write(observation.resetAt)
@@ -385,6 +386,10 @@ public enum WireFormat {
                     writer.write(key: transfer.receiver)
                     writer.write(transfer.amount)
                 }
+            }
+            if let members = state.members {
+                writer.write(members.count)
+                writer.write(members.hash)
             }
         }
         return writer.bytes
@@ -423,7 +428,7 @@ public enum WireFormat {
                 guard state.consumption.windowRefund <= state.consumption.windowCount else { throw .malformed("refund") }
             }
             let flags = try reader.readUInt8()
-            guard flags & ~7 == 0 else { throw .malformed("flags") }
+            guard flags & ~15 == 0 else { throw .malformed("flags") }
             if flags & 1 != 0 {
                 state.observation = UpstreamObservation(
                     resetAt: try reader.readInt64(), remaining: try reader.readInt64(), limit: try reader.readInt64(),
@@ -453,6 +458,9 @@ public enum WireFormat {
                     given.append(RightsTransfer(receiver: receiver, amount: try reader.readUInt64()))
                 }
                 state.ledger = RightsLedger(windowEnd: windowEnd, spent: spent, refunded: refunded, given: given)
+            }
+            if flags & 8 != 0 {
+                state.members = MembersDigest(count: try reader.readUInt32(), hash: try reader.readUInt64())
             }
             body = .quota(QuotaKey(service: service, account: account, dimension: dimension), state)
         case nil:

@@ -20,14 +20,17 @@ public enum NodeAPI {
             let stats = await node.statistics()
             let persistence = await node.persistenceError
             let peers = await node.peers()
+            let differ = peers.filter { !$0.membersAgree }.map(\.name)
             var body: [String: Any] = [
-                "status": persistence == nil ? "ok" : "degraded",
+                "status": persistence == nil && differ.isEmpty ? "ok" : "degraded",
                 "identity": node.publicKey.base64,
                 "incarnation": NSNumber(value: await node.incarnation),
                 "peers": ["live": peers.filter(\.live).count, "known": peers.count],
                 "counters": stats,
             ]
             body["persistence_error"] = persistence ?? NSNull()
+            // Peers that split rights among other members: their trust stores list other peers than this one's.
+            body["trust_stores_differ"] = differ
             return json(.ok, body)
         }
         router.get("/metrics") { _, _ in

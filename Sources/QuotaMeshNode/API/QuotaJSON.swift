@@ -70,6 +70,8 @@ public enum QuotaJSON {
             "quarantined": peer.quarantined?.rawValue ?? NSNull(),
             "observation_score": (peer.observationScore * 100).rounded() / 100,
             "graylisted": peer.graylisted,
+            "members": peer.members ?? NSNull(),
+            "members_agree": peer.membersAgree,
         ]
     }
 

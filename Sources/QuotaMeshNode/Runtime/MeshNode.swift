@@ -309,6 +309,14 @@ public actor MeshNode {
             logger.warning(
                 "Peer graylisted: its upstream observations or breaker openings kept contradicting this node's own calls; its observations no longer count until its score decays, its breaker claims no more",
                 metadata: ["peer": "\(peerName(key))", "peer.id": "\(key.shortID)", "score": "\(score)"])
+        case .membersDiffer(let key, let count):
+            counters["members_differ", default: 0] += 1
+            logger.error(
+                "Trust stores differ: this peer splits rights among another set of members; no rights are spent here until every trust store lists the same peers",
+                metadata: ["peer": "\(peerName(key))", "peer.id": "\(key.shortID)", "peer.members": "\(count)",
+                    "members": "\(instance.peerViews(now: clock()).count + 1)"])
+        case .membersAgree:
+            logger.notice("Trust stores agree again: rights are spent again")
         case .peerQuarantined(let key, let reason):
             counters["peers_quarantined", default: 0] += 1
             logger.error(

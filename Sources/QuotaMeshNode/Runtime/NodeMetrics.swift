@@ -80,6 +80,7 @@ final class NodeMetrics: Sendable {
         gauge("quotamesh_peers_known", [], Double(peers.count))
         gauge("quotamesh_peers_quarantined", [], Double(peers.filter { $0.quarantined != nil }.count))
         gauge("quotamesh_peers_graylisted", [], Double(peers.filter(\.graylisted).count))
+        gauge("quotamesh_peers_members_differ", [], Double(peers.filter { !$0.membersAgree }.count))
         for peer in peers {
             if let newest = peer.newestRecordAt {
                 gauge("quotamesh_peer_record_age_seconds", [("peer", peer.name)], Double(max(0, now - newest)) / 1000)
