@@ -117,11 +117,9 @@ extension MeshInstance {
         let record = receivedFrom == nil ? record : (configuration.recordSharing?.share(record) ?? record)
         let id = id ?? SlotID(origin: record.origin, slot: record.body.slot)
         let limit = retransmitLimit()
-        let index = records.put(
+        recordStore.hold(
             record, for: id, transmits: limit, knownBy: receivedFrom?.prefix64,
             originNumber: peers.directory.index(of: record.origin))
-        enqueueHot(index, version: record.version, level: limit)
-        noteRecent(index)
         if record.origin != publicKey, case .quota(let key, let state) = record.body {
             merge(record.origin, state: state, key: key, stamp: record.timestamp)
             noteAccount(key)
@@ -316,10 +314,7 @@ extension MeshInstance {
 
     /// Drops the held records whose slots `isDropped` names, and everything merged from them.
     mutating func forgetRecords(where isDropped: (SlotID) -> Bool) {
-        let remap = records.removeAll(where: isDropped)
-        recordsRenumbered &+= 1
-        recentSlots = recentSlots.compactMap { remap[$0] }
-        hotLevels = hotLevels.map { level in level.compactMap { entry in remap[entry.index].map { ($0, entry.version) } } }
+        recordStore.forget(where: isDropped)
         rebuildAggregates()
     }
 
@@ -333,11 +328,7 @@ extension MeshInstance {
     ) {
         let origin = records.ids[index].origin
         // A record earlier in the same packet may have replaced the held one: the copy is then stale.
-        if records.version(at: index) == version && records.transmitsLeft(at: index) > 0 {
-            records.noteKnown(at: index, by: sender)
-            let left = records.spend(at: index, pushes: configuration.fanout)
-            enqueueHot(index, version: version, level: left)
-        }
+        recordStore.noteCopy(at: index, version: version, from: sender, pushes: configuration.fanout)
         out.append(.event(.recordStale(origin: origin)))
     }
 
@@ -489,37 +480,9 @@ extension MeshInstance {
         // (classic push gossip: a new record reaches `fanout` peers in its first round), then moves down
         // by the number of pushes.
         // Each candidate is looked up once; the targets then pick from this list.
-        var candidates: [(index: Int, pushes: Int)] = []
-        var level = hotLevels.count - 1
-        let wanted = targets.count * 12 * Self.pushPacketsPerTarget
-        while level >= 1 && candidates.count < wanted {
-            var index = hotLevels[level].count - 1
-            var stale = 0
-            while index >= 0 && candidates.count < wanted {
-                let (slot, version) = hotLevels[level][index]
-                index -= 1
-                let held = records.meta[slot]
-                guard held.version == version, held.transmitsLeft == level else {
-                    if index + 1 == hotLevels[level].count - 1 {
-                        hotLevels[level].removeLast()  // stale at the tail: gone at no cost
-                    } else {
-                        stale += 1
-                    }
-                    continue
-                }
-                if isWithheld(slot) { continue }
-                candidates.append((slot, 0))
-            }
-            if index < 0 && stale > 0 {
-                // The whole level was read: drop its stale entries now, so later rounds do not read them
-                // again (a quiet node would otherwise rescan every superseded entry each round).
-                let held = records.meta
-                hotLevels[level].removeAll { entry in
-                    held[entry.index].version != entry.version || held[entry.index].transmitsLeft != level
-                }
-            }
-            level -= 1
-        }
+        let withheld = withheldSlots()
+        var candidates = recordStore.pushCandidates(
+            wanted: targets.count * 12 * Self.pushPacketsPerTarget, isWithheld: withheld)
         let budget = Self.pushPacketsPerTarget * WireFormat.maxPayloadBytes
         for target in targets {
             var chosen: [SignedRecord] = []
@@ -538,38 +501,15 @@ extension MeshInstance {
             }
             sendRecords(chosen, to: target, now: now, into: &out)
         }
-        // In candidate order, not dictionary order, so that runs replay exactly.
-        for candidate in candidates where candidate.pushes > 0 {
-            let left = records.spend(at: candidate.index, pushes: candidate.pushes)
-            enqueueHot(candidate.index, version: records.version(at: candidate.index), level: left)
-        }
-        compactHotQueue()
+        recordStore.notePushed(candidates)
         // Anti-entropy: a digest to one of the targets every few rounds.
         guard round % UInt64(digestPeriodRounds) == 0 else { return }
         let target = targets[Int.random(in: 0..<targets.count, using: &rng)]
         if endpoint(of: target) != nil {
-            beginDigestMarks()
+            recordStore.beginDigestMarks()
             let entries = digestSample(count: Self.maxDigestEntries)
             if !entries.isEmpty, let address = endpoint(of: target) {
                 out.append(.send(encode(.digest(isReply: false, entries: entries), now: now), to: address))
-            }
-        }
-    }
-
-    mutating func enqueueHot(_ index: Int, version: RecordVersion, level: Int) {
-        guard level > 0 else { return }
-        while hotLevels.count <= level { hotLevels.append([]) }
-        hotLevels[level].append((index, version))
-    }
-
-    /// Drops stale entries once they outnumber the live ones (at most one live entry per held slot).
-    mutating func compactHotQueue() {
-        let total = hotLevels.reduce(0) { $0 + $1.count }
-        guard total > 2 * records.count + 64 else { return }
-        let held = records.meta
-        for level in hotLevels.indices {
-            hotLevels[level] = hotLevels[level].filter { entry in
-                held[entry.index].version == entry.version && held[entry.index].transmitsLeft == level
             }
         }
     }
@@ -584,59 +524,13 @@ extension MeshInstance {
 
     static var maxDigestEntries: Int { (WireFormat.maxPayloadBytes - 3) / WireFormat.digestEntryBytes }
 
-    /// A digest's entries: half the most recently updated slots (so a node that missed a recent push
-    /// hears of it within a few digests, however many slots the cluster holds), half a rotating sample of
-    /// every held slot (own and relayed alike), so repeated digests cover all of them. In a cluster of more
-    /// than ``largeClusterDigests`` digests' worth of nodes, three quarters and a quarter.
-    /// Slots marked since `beginDigestMarks()` (named by the digest being answered, or already in this
-    /// one) are left out.
+    /// A digest's entries (``RecordStore/digestSample(count:recent:)``): half of them the slots updated
+    /// most recently, half a rotating sample of every held slot; in a cluster of more than
+    /// ``largeClusterDigests`` digests' worth of nodes, three quarters and a quarter, since there the
+    /// rotating part would take dozens of digests to name every slot and repairs little in time.
     mutating func digestSample(count: Int) -> [DigestEntry] {
-        guard count > 0, !records.isEmpty else { return [] }
-        var entries: [DigestEntry] = []
-        // In a cluster large enough that the rotating half would take dozens of digests to name every
-        // slot (two or more per node), it repairs little in time; there three quarters go to recent updates.
         let recent = peers.count + 1 > Self.largeClusterDigests * count ? count * 3 / 4 : count / 2
-        var index = recentSlots.count - 1
-        while index >= 0 && entries.count < recent {
-            let slot = recentSlots[index]
-            index -= 1
-            guard digestMarks[slot] != digestGeneration else { continue }
-            digestMarks[slot] = digestGeneration
-            entries.append(DigestEntry(slotHash: records.ids[slot].hash, version: records.version(at: slot)))
-        }
-        let total = records.count
-        var offset = 0
-        let start = digestCursor % total
-        while entries.count < count && offset < total {
-            let slot = (start + offset) % total
-            offset += 1
-            guard digestMarks[slot] != digestGeneration else { continue }
-            entries.append(DigestEntry(slotHash: records.ids[slot].hash, version: records.version(at: slot)))
-        }
-        digestCursor = (start + offset) % total
-        return entries
-    }
-
-    /// Starts a digest's marks: a slot is marked when the digest names it, or when the digest it answers
-    /// did, so that it is named once. A mark is the digest's generation number, so that starting a new
-    /// digest clears every mark without touching them (a set of hashes cost a hash per slot named).
-    mutating func beginDigestMarks() {
-        digestGeneration &+= 1
-        if digestGeneration == 0 {
-            digestMarks = []
-            digestGeneration = 1
-        }
-        if digestMarks.count < records.count {
-            digestMarks.append(contentsOf: repeatElement(0, count: records.count - digestMarks.count))
-        }
-    }
-
-    /// Notes that `id` was updated, for the recent half of digests; keeps the list short.
-    mutating func noteRecent(_ index: Int) {
-        recentSlots.append(index)
-        if recentSlots.count > 4 * Self.maxDigestEntries {
-            recentSlots.removeFirst(recentSlots.count - 2 * Self.maxDigestEntries)
-        }
+        return recordStore.digestSample(count: count, recent: recent)
     }
 
     mutating func answerDigest(
@@ -645,19 +539,20 @@ extension MeshInstance {
     ) {
         var toSend: [SignedRecord] = []
         var wants: [DigestEntry] = []
+        let withheld = withheldSlots()
         // A first digest is answered with a digest too, which leaves out the slots this one named.
-        if !isReply { beginDigestMarks() }
+        if !isReply { recordStore.beginDigestMarks() }
         for entry in entries {
             if let slot = records.index(ofHash: entry.slotHash) {
-                if !isReply { digestMarks[slot] = digestGeneration }
+                if !isReply { recordStore.markNamed(slot) }
                 let held = records.meta[slot]
                 let heldVersion = held.version
                 // Who knows a record matters only while it is still pushed.
                 if heldVersion <= entry.version && held.transmitsLeft > 0 {
-                    records.noteKnown(at: slot, by: sender)
+                    recordStore.noteKnown(at: slot, by: sender)
                 }
                 if heldVersion > entry.version {
-                    if records.ids[slot].origin != sender && !isWithheld(slot) { toSend.append(records.records[slot]) }
+                    if records.ids[slot].origin != sender && !withheld(records.ids[slot]) { toSend.append(records.records[slot]) }
                 } else if heldVersion < entry.version {
                     wants.append(DigestEntry(slotHash: entry.slotHash, version: heldVersion))
                 }

@@ -474,12 +474,16 @@ extension MeshInstance {
         undurableLedgers = []
     }
 
-    /// Whether the record in slot `index` must not leave this node yet: its own, for a key whose ledger
-    /// changed since the last good save, while saves fail.
-    func isWithheld(_ index: Int) -> Bool {
-        guard persistenceFailing, !undurableLedgers.isEmpty, records.ids[index].origin == publicKey,
-            case .quota(let key) = records.ids[index].slot
-        else { return false }
-        return undurableLedgers.contains(key)
+    /// Which slots' records must not leave this node yet: its own, for keys whose ledger changed since the
+    /// last good save, while saves fail. A predicate that holds what it needs, so that the record store
+    /// can apply it while it changes.
+    func withheldSlots() -> (SlotID) -> Bool {
+        guard persistenceFailing, !undurableLedgers.isEmpty else { return { _ in false } }
+        let own = publicKey
+        let undurable = undurableLedgers
+        return { id in
+            guard id.origin == own, case .quota(let key) = id.slot else { return false }
+            return undurable.contains(key)
+        }
     }
 }

@@ -25,14 +25,10 @@ public struct MeshInstance: Sendable {
     var rng: SplitMix64
     /// The trusted peers and what this node knows of each.
     var peers: PeerTable
+    /// The records held, their push queue and digest marks.
+    var recordStore = RecordStore(maxDigestEntries: MeshInstance.maxDigestEntries)
     /// The newest record per origin and slot, each at a dense index (digests rotate in index order).
-    var records = RecordTable()
-    /// Indices of slots in the order they were last updated (with repeats), newest last, for digests.
-    var recentSlots: [Int] = []
-    /// Records still to be pushed, by how many pushes they have left (memberlist's transmit-limited
-    /// queue): level k holds (slot index, version) pairs with k pushes left, newest last. Entries whose
-    /// record moved on (superseded, or pushed and so moved down a level) are skipped and compacted away.
-    var hotLevels: [[(index: Int, version: RecordVersion)]] = []
+    var records: RecordTable { recordStore.table }
     /// Peers' states per key, merged incrementally.
     var remote: [QuotaKey: KeyAggregate] = [:]
     var accountsByService: [String: Set<String>] = [:]
@@ -58,14 +54,7 @@ public struct MeshInstance: Sendable {
     var lastSignedAt: UnixMillis?
     var lastDemandSignAt: UnixMillis?
     var demandWindowStart: UnixMillis
-    var digestCursor = 0
-    /// Per held slot, the generation of the last digest that named it (see `beginDigestMarks()`).
-    var digestMarks: [UInt32] = []
-    var digestGeneration: UInt32 = 0
     var pendingPersist = false
-    /// Counts the times held records were dropped and the rest renumbered (``forgetRecords(where:)``): a
-    /// packet's copies name slots by number, which mean nothing once that happened.
-    var recordsRenumbered: UInt64 = 0
     /// Live peers, sorted; recomputed every round and extended when a peer comes up.
     var live: [VerifyingKey] = []
     /// Peers never heard from since start; while the start is recent they still count for fair shares.
@@ -224,7 +213,7 @@ public struct MeshInstance: Sendable {
             forgetRecords(where: isUntrusted)
         }
         let directory = peers.directory
-        records.renumberOrigins { directory.index(of: $0) }
+        recordStore.renumberOrigins { directory.index(of: $0) }
         live = live.filter { peers.contains($0) }
         members = Self.memberKeys(directory, own: publicKey)
         let digest = MembersDigest(members: members)
@@ -331,13 +320,13 @@ public struct MeshInstance: Sendable {
         }
         switch payload {
         case .records(let incoming):
-            let renumbered = recordsRenumbered
+            let renumbered = recordStore.renumbered
             for arriving in incoming {
                 switch arriving {
                 case .copy(let index, let version):
                     // A record earlier in the packet can quarantine its origin, which drops records: the
                     // copies' slot numbers are then stale, and a copy only confirms what is held anyway.
-                    guard recordsRenumbered == renumbered else { continue }
+                    guard recordStore.renumbered == renumbered else { continue }
                     noteCopy(at: index, version: version, from: header.sender, into: &out)
                 case .record(let record):
                     accept(record, from: header.sender, source: source, now: now, into: &out)
