@@ -307,8 +307,7 @@ extension MeshInstance {
         peerMembers[origin] = nil
         updateMembersAgreement()
         rightsCache = [:]
-        live.removeAll { $0 == origin }
-        liveVersion += 1
+        liveness.remove(origin)
         out.append(.event(.peerQuarantined(origin, reason: evidence.reason)))
     }
 
@@ -345,51 +344,16 @@ extension MeshInstance {
     mutating func markHeard(
         _ peer: inout PeerState, key: VerifyingKey, at time: UnixMillis, now: UnixMillis, into out: inout [MeshDirective]
     ) {
-        let timeout = livenessTimeout
-        let wasLive = peer.isLive(now: now, timeout: timeout)
-        if peer.lastHeardAt == nil { unheard -= 1 }
-        peer.lastHeardAt = max(peer.lastHeardAt ?? time, time)
-        if !wasLive && peer.isLive(now: now, timeout: timeout) && (quarantined.isEmpty || quarantined[key] == nil) {
-            peer.announcedLive = true
+        let quarantined = !self.quarantined.isEmpty && self.quarantined[key] != nil
+        if liveness.markHeard(&peer, key: key, at: time, now: now, timeout: livenessTimeout, quarantined: quarantined) {
             out.append(.event(.peerUp(key)))
-            livenessCheckAt = min(livenessCheckAt, (peer.lastHeardAt ?? time).saturatingAdd(timeout))
-            // Binary search for the insertion point: `live` stays sorted without re-sorting it.
-            var low = 0
-            var high = live.count
-            while low < high {
-                let middle = (low + high) / 2
-                if live[middle] < key { low = middle + 1 } else { high = middle }
-            }
-            if low == live.count || live[low] != key {
-                live.insert(key, at: low)
-                liveVersion += 1
-            }
         }
     }
 
     mutating func refreshLiveness(now: UnixMillis, into out: inout [MeshDirective]) {
-        let timeout = livenessTimeout
-        var next: [VerifyingKey] = []
-        next.reserveCapacity(live.count)
-        var checkAt = UnixMillis.max
-        // In the directory's order, which is by key, so `next` needs no sort.
-        for position in 0..<peers.count {
-            let index = peers.index(atPosition: position)
-            let key = peers.key(at: index)
-            let peer = peers[index]
-            if peer.isLive(now: now, timeout: timeout), let heard = peer.lastHeardAt, quarantined.isEmpty || quarantined[key] == nil {
-                next.append(key)
-                checkAt = min(checkAt, heard.saturatingAdd(timeout))
-            } else if peer.announcedLive {
-                peers[index].announcedLive = false
-                out.append(.event(.peerDown(key)))
-            }
-        }
-        livenessCheckAt = checkAt
-        if next != live {
-            live = next
-            liveVersion += 1
-        }
+        let quarantined = self.quarantined
+        let down = liveness.refresh(&peers, now: now, timeout: livenessTimeout) { !quarantined.isEmpty && quarantined[$0] != nil }
+        for key in down { out.append(.event(.peerDown(key))) }
     }
 
     // MARK: - Gossip

@@ -55,17 +55,18 @@ public struct MeshInstance: Sendable {
     var lastDemandSignAt: UnixMillis?
     var demandWindowStart: UnixMillis
     var pendingPersist = false
-    /// Live peers, sorted; recomputed every round and extended when a peer comes up.
-    var live: [VerifyingKey] = []
+    /// Which peers are live.
+    var liveness = Liveness()
+    /// Live peers, sorted; refreshed when one can have timed out and extended when a peer comes up.
+    var live: [VerifyingKey] { liveness.live }
+    /// Bumped whenever ``live`` changes.
+    var liveVersion: UInt64 { liveness.version }
     /// Peers never heard from since start; while the start is recent they still count for fair shares.
-    var unheard = 0
-    /// The earliest time a live peer can time out: liveness is refreshed only from then on.
-    var livenessCheckAt: UnixMillis = .min
+    var unheard: Int { liveness.unheard }
     let startedAt: UnixMillis
     /// Whether this start restored a saved state (a restart, not a first start): the node then had a view
     /// of the others' consumption before and has lost it until it hears it again.
     let isRestart: Bool
-    var liveVersion: UInt64 = 0
     var round: UInt64 = 0
     var shareCache: [QuotaKey: ShareCache] = [:]
     /// This node and every peer in its trust store, sorted: the members a window's rights are split among.
@@ -176,8 +177,7 @@ public struct MeshInstance: Sendable {
         // Property observers do not run in an initializer, so the services learned above have no cache
         // entry yet that knows them: build every entry now.
         for service in Set(accountsByService.keys).union(learnedServices) { refreshServiceEntry(service) }
-        liveVersion += 1
-        unheard = self.peers.count
+        liveness.reset(self.peers)
         members = Self.memberKeys(directory, own: identity.publicKey)
         membersDigest = MembersDigest(members: members)
         for saved in restored?.quarantined ?? [] {
@@ -214,7 +214,6 @@ public struct MeshInstance: Sendable {
         }
         let directory = peers.directory
         recordStore.renumberOrigins { directory.index(of: $0) }
-        live = live.filter { peers.contains($0) }
         members = Self.memberKeys(directory, own: publicKey)
         let digest = MembersDigest(members: members)
         if digest != membersDigest {
@@ -230,9 +229,7 @@ public struct MeshInstance: Sendable {
         graylisted = graylisted.filter { peers.contains($0) }
         rightsCache = [:]
         updateMembersAgreement()
-        liveVersion += 1
-        unheard = peers.indices.count { peers[$0].lastHeardAt == nil }
-        livenessCheckAt = .min
+        liveness.reset(peers)
     }
 
     /// The first directives after start: persist the new incarnation, then gossip at once.
@@ -353,7 +350,7 @@ public struct MeshInstance: Sendable {
         if now >= nextGossipAt {
             round += 1
             // Liveness changes on a scale of seconds: refresh it every fifth round.
-            if round % 5 == 1 && now >= livenessCheckAt { refreshLiveness(now: now, into: &out) }
+            if round % 5 == 1 && now >= liveness.checkAt { refreshLiveness(now: now, into: &out) }
             if round % 5 == 1 { liftGraylists(now: now) }
             // Surplus rights move at the pace of liveness checks: often enough to follow demand (agents that
             // run short ask at once), seldom enough that transfers do not crowd the gossip.
