@@ -97,29 +97,3 @@ public enum NameRefusal: String, Sendable, Hashable {
     /// More dimensions of one service than `max_dimensions`.
     case tooManyDimensions = "too_many_dimensions"
 }
-
-extension MeshInstance {
-    /// Why `key` may not be added, when it names a service, account or dimension not known yet and the
-    /// cap on those is reached; `nil` when it may (or is known already).
-    func refusal(ofNew key: QuotaKey) -> NameRefusal? {
-        if notedKeys.contains(key) { return nil }
-        let configured = configuration.services[key.service]
-        if configured == nil && !isKnown(service: key.service) && accountsByService[key.service] == nil
-            && accountsByService.count >= configuration.maxServices
-        {
-            return .tooManyServices
-        }
-        let accounts = accountsByService[key.service] ?? []
-        if !accounts.contains(key.account) && !(configured?.accounts.contains(key.account) ?? false)
-            && accounts.count >= configuration.maxAccountsPerService
-        {
-            return .tooManyAccounts
-        }
-        if key.dimension != QuotaKey.requests, !(dimensionsByService[key.service]?.contains(key.dimension) ?? false),
-            (dimensionsByService[key.service]?.count ?? 0) >= configuration.maxDimensionsPerService
-        {
-            return .tooManyDimensions
-        }
-        return nil
-    }
-}

@@ -3,57 +3,6 @@ import QuotaMeshCrypto
 extension MeshInstance {
     // MARK: - Merged state
 
-    /// The accounts calls rotate across (scopes, counted under keys of their own, are not among them).
-    func accounts(of service: String) -> [String] {
-        if let cached = serviceEntries[service] { return cached.keys.map(\.account) }
-        return rotationAccounts(of: service)
-    }
-
-    /// A service's policy and rotation keys, from the cache or worked out.
-    func serviceEntry(_ service: String) -> ServiceEntry {
-        serviceEntries[service] ?? makeServiceEntry(service)
-    }
-
-    /// A service's entry worked out afresh: its policy if it is known (configured, or learned with the
-    /// default policy) and the requests keys of its rotation accounts.
-    func makeServiceEntry(_ service: String) -> ServiceEntry {
-        let policy = configuration.services[service] ?? (learnedServices.contains(service) ? ServicePolicy() : nil)
-        return ServiceEntry(policy: policy, keys: rotationAccounts(of: service).map { QuotaKey(service: service, account: $0) })
-    }
-
-    /// Rebuilds a service's cached entry, after an account is noted or the service is learned.
-    mutating func refreshServiceEntry(_ service: String) { serviceEntries[service] = makeServiceEntry(service) }
-
-    /// ``accounts(of:)`` computed afresh, for the cache kept as accounts are noted.
-    func rotationAccounts(of service: String) -> [String] {
-        var names = accountsByService[service] ?? []
-        for account in configuration.services[service]?.accounts ?? [] { names.insert(account) }
-        return names.filter { !$0.hasPrefix(ServicePolicy.scopePrefix) }.sorted()
-    }
-
-    /// The scope keys of a service (requests), for the API's `scopes`.
-    func scopeKeys(of service: String) -> [QuotaKey] {
-        (configuration.services[service]?.scopes.keys.sorted() ?? []).map {
-            QuotaKey(service: service, account: ServicePolicy.scopePrefix + $0)
-        }
-    }
-
-    /// The dimensions counted for `service`: requests first, then the others by name.
-    func dimensions(of service: String) -> [String] {
-        [QuotaKey.requests] + (dimensionsByService[service] ?? []).sorted()
-    }
-
-    /// Every known service and account (their requests keys; other dimensions hang off them).
-    func knownKeys() -> [QuotaKey] {
-        accountsByService.flatMap { service, accounts in
-            isKnown(service: service) ? accounts.map { QuotaKey(service: service, account: $0) } : []
-        }.sorted()
-    }
-
-    func servicePolicy(_ service: String) -> ServicePolicy {
-        configuration.services[service] ?? ServicePolicy()
-    }
-
     struct Window {
         var resetAt: UnixMillis
         var limit: Int64?
@@ -196,7 +145,7 @@ extension MeshInstance {
     }
 
     mutating func decide(_ request: AcquireRequest, now: UnixMillis) -> AcquireDecision {
-        decide(request, entry: serviceEntry(request.service), now: now)
+        decide(request, entry: catalog.entry(request.service), now: now)
     }
 
     /// ``decide(_:now:)`` with the service's entry already looked up.
@@ -214,7 +163,7 @@ extension MeshInstance {
         }
         var best: (key: QuotaKey, assessment: Assessment, parts: [(QuotaKey, AcquireRequest, Assessment)])?
         var soonestDenial: AcquireDecision?
-        let counted = request.costs.isEmpty ? [] : dimensions(of: request.service)
+        let counted = request.costs.isEmpty ? [] : catalog.dimensions(of: request.service)
         for key in entry.keys {
             let account = key.account
             var assessment = assess(key, request: request, policy: policy, now: now)
@@ -267,7 +216,7 @@ extension MeshInstance {
 
     /// Everything needed to decide for one key, without changing anything.
     mutating func assess(_ key: QuotaKey, request: AcquireRequest, now: UnixMillis) -> Assessment {
-        assess(key, request: request, policy: servicePolicy(key.service), now: now)
+        assess(key, request: request, policy: catalog.policy(key.service), now: now)
     }
 
     /// ``assess(_:request:now:)`` with the service's policy already looked up: the estimate's decision,
@@ -760,7 +709,7 @@ extension MeshInstance {
         var share = 1.0
         if let count = remainingCount, let window = merged.window {
             share = scratch.fairShare(
-                key, remaining: Double(count), limit: Double(window.limit ?? count), policy: servicePolicy(key.service),
+                key, remaining: Double(count), limit: Double(window.limit ?? count), policy: catalog.policy(key.service),
                 resetAt: window.resetAt, windowMillis: Double(window.windowMillis ?? max(window.resetAt - now, 1)),
                 now: now)
         }
@@ -773,7 +722,7 @@ extension MeshInstance {
             peersLive: live.count, peersKnown: peers.count, observation: merged.observation, share: share)
         view.rights = rightsHeld(key, now: now)
         if key.dimension == QuotaKey.requests {
-            view.dimensions = dimensions(of: key.service).map { name in
+            view.dimensions = catalog.dimensions(of: key.service).map { name in
                 let partKey = key.counting(name)
                 let part = name == QuotaKey.requests ? merged : scratch.mergedView(partKey, now: now)
                 return DimensionView(
@@ -804,7 +753,7 @@ extension MeshInstance {
     mutating func noteDemand(_ request: AcquireRequest, entry: ServiceEntry) {
         guard let policy = entry.policy else { return }
         // The common case (requests only, no scopes) allocates nothing.
-        let counted = request.costs.isEmpty ? [] : Set(dimensions(of: request.service))
+        let counted = request.costs.isEmpty ? [] : Set(catalog.dimensions(of: request.service))
         var keys = entry.keys
         if !policy.scopes.isEmpty {
             keys += Set(keys.compactMap { policy.scopeAccount(of: $0.account) }).sorted()
@@ -952,7 +901,7 @@ extension MeshInstance {
     /// what is left, the unseen-grant estimate, this node's fraction, and its pace for a normal call (calls
     /// per second), worked out by the same functions as ``assess(_:request:policy:now:)``.
     public mutating func pacingBreakdown(_ key: QuotaKey, now: UnixMillis) -> [String: Double] {
-        let policy = servicePolicy(key.service)
+        let policy = catalog.policy(key.service)
         let merged = mergedView(key, own: local[key], configuredLimit: policy.configuredLimit(key.dimension), now: now)
         let total = merged.windowTotal(at: now)
         guard let window = merged.window, let left = remaining(merged, windowTotal: total, now: now) else { return [:] }

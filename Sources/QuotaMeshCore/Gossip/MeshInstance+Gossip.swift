@@ -122,7 +122,7 @@ extension MeshInstance {
             originNumber: peers.directory.index(of: record.origin))
         if record.origin != publicKey, case .quota(let key, let state) = record.body {
             merge(record.origin, state: state, key: key, stamp: record.timestamp)
-            noteAccount(key)
+            catalog.note(key)
             if let digest = state.members { notePeerMembers(record.origin, digest, stamp: record.timestamp) }
         }
     }
@@ -134,7 +134,7 @@ extension MeshInstance {
     ) {
         if remote[key] == nil {
             var aggregate = KeyAggregate()
-            aggregate.peerOpenMillis = servicePolicy(key.service).breaker.openMillis
+            aggregate.peerOpenMillis = catalog.policy(key.service).breaker.openMillis
             aggregate.ignoredBreakers = ignoring
             remote[key] = aggregate
         }
@@ -158,18 +158,6 @@ extension MeshInstance {
                 merge(record.origin, state: state, key: key, stamp: record.timestamp, ignoring: ignored[key] ?? [])
             }
         }
-    }
-
-    mutating func noteAccount(_ key: QuotaKey) {
-        // Accounts, dimensions and service entries are only ever added: a key noted once needs nothing
-        // more, and nearly every arriving quota record names a key noted before (one look-up, not three
-        // string hashes).
-        guard notedKeys.insert(key).inserted else { return }
-        if accountsByService[key.service, default: []].insert(key.account).inserted || serviceEntries[key.service] == nil {
-            // The decision path reads the rotation list on every acquire: keep it built.
-            refreshServiceEntry(key.service)
-        }
-        if key.dimension != QuotaKey.requests { dimensionsByService[key.service, default: []].insert(key.dimension) }
     }
 
     mutating func accept(
@@ -205,7 +193,7 @@ extension MeshInstance {
             out.append(.event(.dropped(.quarantined, from: source, sender: sender)))
             return
         }
-        if case .quota(let key, _) = record.body, refusal(ofNew: key) != nil {
+        if case .quota(let key, _) = record.body, catalog.refusal(ofNew: key) != nil {
             out.append(.event(.dropped(.overCap, from: source, sender: sender)))
             return
         }
@@ -241,7 +229,7 @@ extension MeshInstance {
                 pendingPersist = true
             }
             local[key] = quota
-            noteAccount(key)
+            catalog.note(key)
             return
         }
         if let index = heldIndex {
@@ -288,10 +276,9 @@ extension MeshInstance {
         }
         // Liveness only from what the origin itself signed, never later than now.
         markHeard(record.origin, at: min(now, record.timestamp), now: now, into: &out)
-        if case .quota(let key, let state) = record.body, configuration.services[key.service] == nil,
-            state.policy != nil || state.observation != nil, !learnedServices.contains(key.service)
+        if case .quota(let key, let state) = record.body, state.policy != nil || state.observation != nil,
+            catalog.learn(key.service)
         {
-            learnedServices.insert(key.service)
             out.append(.event(.serviceLearned(key.service)))
         }
         out.append(.event(.recordAccepted(origin: record.origin, slot: record.body.slot)))

@@ -16,7 +16,9 @@ public struct MeshInstance: Sendable {
     /// This node's identity.
     public let identity: SigningKey
     /// The protocol's parameters.
-    public internal(set) var configuration: MeshConfiguration
+    public internal(set) var configuration: MeshConfiguration {
+        didSet { catalog.configure(configuration) }
+    }
     /// The incarnation this run signs with.
     public let incarnation: UInt64
 
@@ -31,17 +33,8 @@ public struct MeshInstance: Sendable {
     var records: RecordTable { recordStore.table }
     /// Peers' states per key, merged incrementally.
     var remote: [QuotaKey: KeyAggregate] = [:]
-    var accountsByService: [String: Set<String>] = [:]
-    /// What the decision path needs of a service, in one look-up: rebuilt when an account is noted or the
-    /// service is learned.
-    var serviceEntries: [String: ServiceEntry] = [:]
-    /// The keys ``noteAccount(_:)`` has noted.
-    var notedKeys: Set<QuotaKey> = []
-    /// Dimensions other than requests that are configured, observed or gossiped, by service.
-    var dimensionsByService: [String: Set<String>] = [:]
-    var learnedServices: Set<String> = [] {
-        didSet { for service in learnedServices where !oldValue.contains(service) { refreshServiceEntry(service) } }
-    }
+    /// The services, accounts and dimensions known, and each service's entry for the decision path.
+    var catalog: ServiceCatalog
     var local: [QuotaKey: LocalQuota] = [:]
     var waiters: [Waiter] = []
     var nextWaiterOrder: UInt64 = 0
@@ -135,6 +128,7 @@ public struct MeshInstance: Sendable {
     ) {
         self.identity = identity
         self.configuration = configuration
+        self.catalog = ServiceCatalog(configuration)
         self.peers = PeerTable(directory: directory, own: identity.publicKey)
         // Strictly greater than any incarnation used before, even if the state folder was lost (the clock
         // in seconds is a floor), so peers accept the new records and packets.
@@ -155,18 +149,13 @@ public struct MeshInstance: Sendable {
             quota.restoredClusterConsumed = max(entry.clusterConsumed ?? 0, entry.state.consumption.total)
             quota.dirty = true
             local[entry.key] = quota
-            noteAccount(entry.key)
-            if configuration.services[entry.service] == nil, entry.state.policy != nil {
-                learnedServices.insert(entry.service)
-            }
+            catalog.note(entry.key)
+            if entry.state.policy != nil { catalog.learn(entry.service) }
         }
         for (service, policy) in configuration.services {
-            for dimension in policy.dimensionLimits.keys where dimension != QuotaKey.requests {
-                dimensionsByService[service, default: []].insert(dimension)
-            }
             for account in policy.accounts + policy.scopes.keys.sorted().map({ ServicePolicy.scopePrefix + $0 }) {
                 let key = QuotaKey(service: service, account: account)
-                noteAccount(key)
+                catalog.note(key)
                 if local[key] == nil {
                     var quota = LocalQuota()
                     quota.dirty = true
@@ -174,9 +163,6 @@ public struct MeshInstance: Sendable {
                 }
             }
         }
-        // Property observers do not run in an initializer, so the services learned above have no cache
-        // entry yet that knows them: build every entry now.
-        for service in Set(accountsByService.keys).union(learnedServices) { refreshServiceEntry(service) }
         liveness.reset(self.peers)
         members = Self.memberKeys(directory, own: identity.publicKey)
         membersDigest = MembersDigest(members: members)
@@ -386,7 +372,7 @@ public struct MeshInstance: Sendable {
         request.waitMillis = min(max(request.waitMillis, 0), 3_600_000)
         var out: [MeshDirective] = []
         out.reserveCapacity(4)
-        let entry = serviceEntry(request.service)
+        let entry = catalog.entry(request.service)
         noteDemand(request, entry: entry)
         let decision = decide(request, entry: entry, now: now)
         if decision.granted {
@@ -467,16 +453,16 @@ public struct MeshInstance: Sendable {
             else {
                 return (finish(out, now: now), outcome)
             }
-            if let refusal = refusal(ofNew: QuotaKey(service: service, account: account ?? "default")) {
+            if let refusal = catalog.refusal(ofNew: QuotaKey(service: service, account: account ?? "default")) {
                 outcome.refused = refusal
                 return (finish(out, now: now), outcome)
             }
-            learnedServices.insert(service)
+            catalog.learn(service)
             out.append(.event(.serviceLearned(service)))
         }
         outcome.serviceKnown = true
-        let key = QuotaKey(service: service, account: account ?? accounts(of: service).first ?? "default")
-        if let refusal = refusal(ofNew: key) {
+        let key = QuotaKey(service: service, account: account ?? catalog.accounts(of: service).first ?? "default")
+        if let refusal = catalog.refusal(ofNew: key) {
             outcome.refused = refusal
             return (finish(out, now: now), outcome)
         }
@@ -486,7 +472,7 @@ public struct MeshInstance: Sendable {
             outcome: &outcome, out: &out, now: now)
         // What the upstream says about an account of a scope holds for the scope: its limits, and a 429
         // that must hold back every account the provider counts together.
-        if let scope = servicePolicy(service).scopeAccount(of: key.account) {
+        if let scope = catalog.policy(service).scopeAccount(of: key.account) {
             var scoped = outcome
             absorb(
                 status: status, report: report, primary: primary, counted: counted, corrections: corrections,
@@ -505,7 +491,7 @@ public struct MeshInstance: Sendable {
         corrections: [String: Int64], into key: QuotaKey, outcome: inout ObserveOutcome, out: inout [MeshDirective],
         now: UnixMillis
     ) {
-        noteAccount(key)
+        catalog.note(key)
         var quota = local[key] ?? LocalQuota()
         let merged = mergedView(key, now: now)
 
@@ -514,7 +500,7 @@ public struct MeshInstance: Sendable {
         let observed = (200...399).contains(status) ? made : nil
         for dimension in counted {
             let partKey = key.counting(dimension.name)
-            noteAccount(partKey)
+            catalog.note(partKey)
             var part = local[partKey] ?? LocalQuota()
             let before = part.state
             record(dimension, into: &part, key: partKey, merged: mergedView(partKey, now: now), now: now)
@@ -530,7 +516,7 @@ public struct MeshInstance: Sendable {
             correctRights(partKey, by: delta, now: now)
         }
 
-        let policy = servicePolicy(key.service)
+        let policy = catalog.policy(key.service)
         let breakerNow = merged.breaker.state(at: now)
         let failed = status == 429 || status == 529 || (500...599).contains(status) || report.isRateLimited
             || report.isOverloaded
@@ -575,7 +561,7 @@ public struct MeshInstance: Sendable {
 
     /// The merged views of a service's scopes (accounts the provider limits together).
     public func scopeQuotas(service: String, now: UnixMillis) -> [QuotaView] {
-        scopeKeys(of: service).map { view(of: $0, now: now) }
+        catalog.scopeKeys(of: service).map { view(of: $0, now: now) }
     }
 
     /// The dimensions counted under keys of their own when an upstream reports them.
@@ -624,18 +610,18 @@ public struct MeshInstance: Sendable {
 
     /// The merged view of every known key, sorted.
     public func quotas(now: UnixMillis) -> [QuotaView] {
-        knownKeys().map { view(of: $0, now: now) }
+        catalog.knownKeys().map { view(of: $0, now: now) }
     }
 
     /// The merged view of one service: its account with the most remaining first, then the others.
     public func quotas(service: String, now: UnixMillis) -> [QuotaView] {
-        accounts(of: service).map { view(of: QuotaKey(service: service, account: $0), now: now) }
+        catalog.accounts(of: service).map { view(of: QuotaKey(service: service, account: $0), now: now) }
             .sorted { ($0.remaining ?? .max, $1.key) > ($1.remaining ?? .max, $0.key) }
     }
 
     /// Whether a configuration, an observation or a peer's record names `service`.
     public func isKnown(service: String) -> Bool {
-        configuration.services[service] != nil || learnedServices.contains(service)
+        catalog.isKnown(service)
     }
 
     /// Every trusted peer.
