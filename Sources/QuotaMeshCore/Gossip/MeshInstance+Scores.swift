@@ -2,7 +2,7 @@ import QuotaMeshCrypto
 
 /// How often one origin's upstream observations or breaker openings contradicted what this node saw
 /// upstream itself: a decaying count, after gossipsub v1.1's peer scores. An origin whose count reaches
-/// ``MeshInstance/graylistScore`` is graylisted: its observations stop counting until the count decays to
+/// ``ObservationScores/graylistScore`` is graylisted: its observations stop counting until the count decays to
 /// half of that, and its breaker claims for good (as a peer's whose opening a success contradicted).
 struct ObservationScore: Sendable {
     /// The count as of `updatedAt`.
@@ -28,14 +28,72 @@ struct ObservationScore: Sendable {
     }
 }
 
-extension MeshInstance {
-    // MARK: - Observation scores
-
+/// Every origin's observation score, the graylist it leads to, and which of its observations and breaker
+/// openings were judged already (each is judged once). Counting and decay only: what contradicts what is
+/// worked out by the instance (``MeshInstance/judgeObservations(_:own:now:into:)``,
+/// ``MeshInstance/judgeBreakerOpening(_:origin:openedAt:)``).
+struct ObservationScores: Sendable {
     /// The score that graylists an origin's observations: three contradictions within about a quarter of
     /// an hour (each counts 1, halved every half-life), more when they are further apart.
     static let graylistScore = 2.5
     /// How long a contradiction takes to count half (ms).
-    static let scoreHalfLifeMillis: Int64 = 30 * 60_000
+    static let halfLifeMillis: Int64 = 30 * 60_000
+
+    private var scores: [VerifyingKey: ObservationScore] = [:]
+    /// Per origin and key, the latest breaker opening judged.
+    private var judgedOpenings: [VerifyingKey: [QuotaKey: UnixMillis]] = [:]
+    /// Origins whose observations and breaker claims do not count (their score reached ``graylistScore``).
+    private(set) var graylisted: Set<VerifyingKey> = []
+
+    /// `origin`'s score at `now` (0 when none).
+    func score(of origin: VerifyingKey, now: UnixMillis) -> Double {
+        scores[origin]?.value(at: now, halfLife: Self.halfLifeMillis) ?? 0
+    }
+
+    /// When `origin`'s last judged observation of `key` was made (`.min` when none was).
+    func judgedObservation(of origin: VerifyingKey, key: QuotaKey) -> UnixMillis { scores[origin]?.judged[key] ?? .min }
+
+    /// Notes that `origin`'s observation of `key` made at `observedAt` was judged.
+    mutating func noteJudgedObservation(of origin: VerifyingKey, key: QuotaKey, observedAt: UnixMillis) {
+        scores[origin, default: ObservationScore()].judged[key] = observedAt
+    }
+
+    /// Notes a breaker opening of `origin` for `key` at `openedAt`; `false` if it or a later one was
+    /// judged already.
+    mutating func judgeOpening(of origin: VerifyingKey, key: QuotaKey, openedAt: UnixMillis) -> Bool {
+        guard openedAt > (judgedOpenings[origin]?[key] ?? .min) else { return false }
+        judgedOpenings[origin, default: [:]][key] = openedAt
+        return true
+    }
+
+    /// Counts one contradiction against `origin` at `now`; returns its score when that graylisted it.
+    mutating func count(against origin: VerifyingKey, now: UnixMillis) -> Double? {
+        var entry = scores[origin] ?? ObservationScore()
+        entry.value = score(of: origin, now: now) + 1
+        entry.updatedAt = max(entry.updatedAt, now)
+        scores[origin] = entry
+        guard entry.value >= Self.graylistScore, graylisted.insert(origin).inserted else { return nil }
+        return entry.value
+    }
+
+    /// Lifts the graylist of origins whose score has decayed to half the threshold; `true` if any was.
+    mutating func liftDecayed(now: UnixMillis) -> Bool {
+        let lifted = graylisted.filter { score(of: $0, now: now) < Self.graylistScore / 2 }
+        graylisted.subtract(lifted)
+        return !lifted.isEmpty
+    }
+
+    /// Forgets every origin `isKept` does not keep (it left the trust store).
+    mutating func keep(only isKept: (VerifyingKey) -> Bool) {
+        scores = scores.filter { isKept($0.key) }
+        judgedOpenings = judgedOpenings.filter { isKept($0.key) }
+        graylisted = graylisted.filter(isKept)
+    }
+}
+
+extension MeshInstance {
+    // MARK: - Observation scores
+
     /// How far apart an origin's observation and this node's may be made and still be compared (ms).
     static let comparableMillis: Int64 = 5_000
 
@@ -52,7 +110,7 @@ extension MeshInstance {
         let limit = max(own.limit, 0)
         let window = judgedWindow(key, own: own)
         for (origin, entry) in aggregate.origins {
-            guard let theirs = entry.observation, theirs.observedAt > (observationScores[origin]?.judged[key] ?? .min),
+            guard let theirs = entry.observation, theirs.observedAt > scores.judgedObservation(of: origin, key: key),
                 abs(theirs.resetAt.saturatingSubtract(own.resetAt)) <= 1_000
             else { continue }
             let apart = own.observedAt.saturatingSubtract(theirs.observedAt)
@@ -67,21 +125,17 @@ extension MeshInstance {
             let laterSaysMore = apart <= 0 && theirs.remaining > own.remaining.saturatingAdd(slack)
             let otherLimit = theirs.limit > 0 && own.limit > 0 && theirs.limit != own.limit
             guard earlierSaysLess || laterSaysMore || otherLimit else { continue }
-            observationScores[origin, default: ObservationScore()].judged[key] = theirs.observedAt
+            scores.noteJudgedObservation(of: origin, key: key, observedAt: theirs.observedAt)
             if let event = countContradiction(by: origin, now: now) { out.append(.event(event)) }
         }
     }
 
-    /// Counts one contradiction against `origin` at `now`; graylists it (and returns the event) when its
-    /// score reaches ``graylistScore``.
+    /// Counts one contradiction against `origin` at `now`; when that graylists it, its observations are
+    /// merged again without it and the event is returned.
     mutating func countContradiction(by origin: VerifyingKey, now: UnixMillis) -> MeshEvent? {
-        var score = observationScores[origin] ?? ObservationScore()
-        score.value = observationScore(of: origin, now: now) + 1
-        score.updatedAt = max(score.updatedAt, now)
-        observationScores[origin] = score
-        guard score.value >= Self.graylistScore, graylisted.insert(origin).inserted else { return nil }
+        guard let score = scores.count(against: origin, now: now) else { return nil }
         rebuildAggregates()
-        return .peerGraylisted(origin, score: score.value)
+        return .peerGraylisted(origin, score: score)
     }
 
     /// Judges a peer's claim that `key`'s breaker opened at `openedAt` (a 429, or failures in a row) against
@@ -90,11 +144,11 @@ extension MeshInstance {
     /// and again (each run short enough that no probe falls in it) is so graylisted after three, and its
     /// breaker claims stop counting.
     mutating func judgeBreakerOpening(_ key: QuotaKey, origin: VerifyingKey, openedAt: UnixMillis) {
-        guard openedAt > (judgedOpenings[origin]?[key] ?? .min), let quota = local[key], quota.consecutiveFailures == 0,
+        guard let quota = local[key], quota.consecutiveFailures == 0,
             let own = quota.state.observation, own.resetAt > openedAt, own.observedAt <= openedAt,
-            openedAt.saturatingSubtract(own.observedAt) <= Self.comparableMillis
+            openedAt.saturatingSubtract(own.observedAt) <= Self.comparableMillis,
+            scores.judgeOpening(of: origin, key: key, openedAt: openedAt)
         else { return }
-        judgedOpenings[origin, default: [:]][key] = openedAt
         let limit = max(own.limit, 0)
         let spendable = Self.calls(in: openedAt - own.observedAt + clockSpread, limit: limit, window: judgedWindow(key, own: own))
         guard own.remaining > max(2, limit / 20).saturatingAdd(spendable) else { return }
@@ -103,10 +157,7 @@ extension MeshInstance {
 
     /// Lifts the graylist of origins whose count has decayed to half the threshold.
     mutating func liftGraylists(now: UnixMillis) {
-        guard !graylisted.isEmpty else { return }
-        let lifted = graylisted.filter { observationScore(of: $0, now: now) < Self.graylistScore / 2 }
-        guard !lifted.isEmpty else { return }
-        graylisted.subtract(lifted)
+        guard !scores.graylisted.isEmpty, scores.liftDecayed(now: now) else { return }
         rebuildAggregates()
     }
 
@@ -125,7 +176,5 @@ extension MeshInstance {
     var clockSpread: Int64 { configuration.rightsLeadMillis + configuration.gossipIntervalMillis }
 
     /// `origin`'s observation score at `now` (0 when none).
-    func observationScore(of origin: VerifyingKey, now: UnixMillis) -> Double {
-        observationScores[origin]?.value(at: now, halfLife: Self.scoreHalfLifeMillis) ?? 0
-    }
+    func observationScore(of origin: VerifyingKey, now: UnixMillis) -> Double { scores.score(of: origin, now: now) }
 }

@@ -84,13 +84,11 @@ public struct MeshInstance: Sendable {
     var verificationBudget = VerificationBudget()
     /// Peers that signed records contradicting each other, with the proof: nothing from them is accepted.
     public internal(set) var quarantined: [VerifyingKey: QuarantineEvidence] = [:]
-    /// Per origin, how often its upstream observations contradicted this node's own (decaying).
-    var observationScores: [VerifyingKey: ObservationScore] = [:]
+    /// Per origin, how often its upstream observations contradicted this node's own, and the graylist.
+    var scores = ObservationScores()
     /// Origins whose upstream observations and breaker claims do not count (their score reached
-    /// ``graylistScore``).
-    public internal(set) var graylisted: Set<VerifyingKey> = []
-    /// Per origin and key, the latest breaker opening judged (``judgeBreakerOpening(_:origin:openedAt:)``).
-    var judgedOpenings: [VerifyingKey: [QuotaKey: UnixMillis]] = [:]
+    /// ``ObservationScores/graylistScore``).
+    public var graylisted: Set<VerifyingKey> { scores.graylisted }
     /// Events noted where no directives are at hand, handed out with the next directives.
     var pendingEvents: [MeshEvent] = []
 
@@ -210,9 +208,8 @@ public struct MeshInstance: Sendable {
         peerMembers = peerMembers.filter { peers.contains($0.key) }
         // A peer taken out of the trust store leaves its quarantine behind: added again, it starts afresh.
         quarantined = quarantined.filter { peers.contains($0.key) }
-        observationScores = observationScores.filter { peers.contains($0.key) }
-        judgedOpenings = judgedOpenings.filter { peers.contains($0.key) }
-        graylisted = graylisted.filter { peers.contains($0) }
+        let trusted = peers
+        scores.keep { trusted.contains($0) }
         rightsCache = [:]
         updateMembersAgreement()
         liveness.reset(peers)
