@@ -94,7 +94,7 @@ extension MeshInstance {
         guard var quota = local[key] else { return nil }
         var state = quota.state
         state.demand = quota.demand
-        state.members = membersDigest
+        state.members = membership.digest
         if state.policy == nil, let configured = configuration.services[key.service],
             let limit = configured.limit, let window = configured.windowMillis
         {
@@ -123,7 +123,9 @@ extension MeshInstance {
         if record.origin != publicKey, case .quota(let key, let state) = record.body {
             merge(record.origin, state: state, key: key, stamp: record.timestamp)
             catalog.note(key)
-            if let digest = state.members { notePeerMembers(record.origin, digest, stamp: record.timestamp) }
+            if let digest = state.members, membership.note(digest, of: record.origin, stamp: record.timestamp) {
+                updateMembersAgreement()
+            }
         }
     }
 
@@ -291,7 +293,7 @@ extension MeshInstance {
         guard origin != publicKey, quarantined[origin] == nil else { return }
         quarantined[origin] = evidence
         forgetRecords { $0.origin == origin }
-        peerMembers[origin] = nil
+        membership.forget(origin)
         updateMembersAgreement()
         rightsCache = [:]
         liveness.remove(origin)

@@ -65,11 +65,6 @@ struct RightsWindow: Sendable, Hashable {
 extension MeshInstance {
     // MARK: - Rights (escrow)
 
-    /// This node and every peer of `directory`, sorted.
-    static func memberKeys(_ directory: PeerDirectory, own: VerifyingKey) -> [VerifyingKey] {
-        Array(Set(directory.infos.map(\.key) + [own])).sorted()
-    }
-
     /// How long before a window's end no rights of it are spent: a call granted in the last moments reaches
     /// the upstream after the reset. At most a twentieth of the window. (Its start keeps
     /// `rightsLeadMillis` clear, for clocks a little ahead.)
@@ -436,27 +431,11 @@ extension MeshInstance {
 
     // MARK: - Members
 
-    /// Notes the member set a peer's record (signed at `stamp`) names, unless a newer record named one.
-    mutating func notePeerMembers(_ origin: VerifyingKey, _ digest: MembersDigest, stamp: UnixMillis) {
-        if let held = peerMembers[origin], held.stamp > stamp { return }
-        let changed = peerMembers[origin]?.digest != digest
-        peerMembers[origin] = (digest, stamp)
-        if changed { updateMembersAgreement() }
-    }
-
-    /// Works out which trusted peers sign another member set than this node's, with an event when that
-    /// changes: a peer that starts to differ, or every peer agreeing again.
+    /// Works out again which trusted peers name another member set than this node's, with an event when
+    /// that changes.
     mutating func updateMembersAgreement() {
-        var differ: Set<VerifyingKey> = []
-        for (peer, held) in peerMembers where held.digest != membersDigest && quarantined[peer] == nil {
-            differ.insert(peer)
-        }
-        guard differ != membersDiffer else { return }
-        for peer in differ.subtracting(membersDiffer).sorted() {
-            pendingEvents.append(.membersDiffer(peer, count: Int(peerMembers[peer]?.digest.count ?? 0)))
-        }
-        if differ.isEmpty { pendingEvents.append(.membersAgree) }
-        membersDiffer = differ
+        let quarantined = self.quarantined
+        pendingEvents += membership.reconcile { quarantined[$0] != nil }
     }
 
     // MARK: - Durability

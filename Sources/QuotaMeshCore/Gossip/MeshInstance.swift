@@ -62,14 +62,12 @@ public struct MeshInstance: Sendable {
     let isRestart: Bool
     var round: UInt64 = 0
     var shareCache: [QuotaKey: ShareCache] = [:]
+    /// The members a window's rights are split among, and whether the peers name the same.
+    var membership = Membership()
     /// This node and every peer in its trust store, sorted: the members a window's rights are split among.
-    var members: [VerifyingKey] = []
-    /// The digest of ``members``, signed in every quota record.
-    var membersDigest = MembersDigest(count: 0, hash: 0)
-    /// Per peer, the member set its newest quota record names, and when it signed that record.
-    var peerMembers: [VerifyingKey: (digest: MembersDigest, stamp: UnixMillis)] = [:]
+    var members: [VerifyingKey] { membership.members }
     /// Trusted peers whose member set is not this node's: while there is one, no rights are spent here.
-    public internal(set) var membersDiffer: Set<VerifyingKey> = []
+    public var membersDiffer: Set<VerifyingKey> { membership.differ }
     /// Bumped when this node's own ledger of any key changes.
     var ledgerVersion: UInt64 = 0
     /// Per key, the window's split and every member's balance, kept until a ledger or the members change.
@@ -162,8 +160,7 @@ public struct MeshInstance: Sendable {
             }
         }
         liveness.reset(self.peers)
-        members = Self.memberKeys(directory, own: identity.publicKey)
-        membersDigest = MembersDigest(members: members)
+        membership.update(directory, own: identity.publicKey)
         for saved in restored?.quarantined ?? [] {
             if let (key, evidence) = Self.restoredQuarantine(saved), self.peers.contains(key) { quarantined[key] = evidence }
         }
@@ -198,14 +195,10 @@ public struct MeshInstance: Sendable {
         }
         let directory = peers.directory
         recordStore.renumberOrigins { directory.index(of: $0) }
-        members = Self.memberKeys(directory, own: publicKey)
-        let digest = MembersDigest(members: members)
-        if digest != membersDigest {
+        if membership.update(directory, own: publicKey) {
             // Every record this node signs names its members: the peers learn of the new set at once.
-            membersDigest = digest
             for key in Array(local.keys) { local[key]?.dirty = true }
         }
-        peerMembers = peerMembers.filter { peers.contains($0.key) }
         // A peer taken out of the trust store leaves its quarantine behind: added again, it starts afresh.
         quarantined = quarantined.filter { peers.contains($0.key) }
         let trusted = peers
@@ -638,7 +631,7 @@ public struct MeshInstance: Sendable {
                 lastHeardAt: peer.lastHeardAt, records: counts[info.key] ?? 0,
                 newestRecordAt: newest[info.key], quarantined: quarantined[info.key]?.reason,
                 observationScore: observationScore(of: info.key, now: now), graylisted: graylisted.contains(info.key),
-                members: peerMembers[info.key].map { Int($0.digest.count) },
+                members: membership.count(namedBy: info.key),
                 membersAgree: !membersDiffer.contains(info.key))
         }.sorted { $0.name < $1.name }
     }
