@@ -93,6 +93,8 @@ import FoundationNetworking
         let degraded = try await health(b)
         #expect(degraded["status"] as? String == "degraded")
         #expect(degraded["trust_stores_differ"] as? [String] == ["a"])
+        // b counts two members, a (all b hears) three: b's set is the odd one out, and b stops.
+        #expect(degraded["rights_stopped"] as? Bool == true)
         let refused = await b.node.acquire(AcquireRequest(service: "api", priority: .urgent))
         #expect(!refused.granted)
         #expect(refused.detail?.kind == .trustStoresDiffer, "\(refused)")

@@ -58,8 +58,8 @@ public enum DecisionCase: String, Sendable, Hashable, CaseIterable {
     case rights
     /// The node cannot save its state, so it grants nothing it could forget.
     case persistence
-    /// A peer splits rights among other members than this node does (their trust stores differ): the
-    /// parts need not add up to the limit, so no rights are spent until they agree.
+    /// Peers split rights among other members than this node does (their trust stores differ), and this
+    /// node's set is the odd one out: its part may be too large, so it spends none until they agree.
     case trustStoresDiffer = "trust_stores_differ"
     /// What is left is kept for higher priorities.
     case reserve
@@ -214,8 +214,9 @@ public enum MeshEvent: Hashable, Sendable {
     /// that its observations no longer count (until the score decays), nor its breaker claims.
     case peerGraylisted(VerifyingKey, score: Double)
     /// A peer signs another member set than this node's (their trust stores differ; `count` is how many
-    /// members it counts): no rights are spent here until they agree again.
-    case membersDiffer(VerifyingKey, count: Int)
+    /// members it counts); `stopped`: this node spends no rights until they agree (its own set is the odd
+    /// one out, see ``MeshInstance/rightsStopped``).
+    case membersDiffer(VerifyingKey, count: Int, stopped: Bool)
     /// Every peer heard from signs this node's member set again.
     case membersAgree
 }

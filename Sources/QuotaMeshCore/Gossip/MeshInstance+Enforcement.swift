@@ -229,8 +229,8 @@ extension MeshInstance {
                 rate: 0, resetAt: 0)
         }
         let rights = rightsWindow(key, now: now)
-        if rights != nil && !membersDiffer.isEmpty {
-            // Parts split among different members need not add up to the limit: none is spent.
+        if rights != nil && membership.stopped {
+            // This node's trust store is the odd one out: its part of the split may be too large.
             return Assessment(
                 decision: .deny(.quotaExhausted, key: key, retryAt: now + 1000, detail: .trustStoresDiffer),
                 headroom: 0, rate: 0, resetAt: 0)

@@ -66,8 +66,10 @@ public struct MeshInstance: Sendable {
     var membership = Membership()
     /// This node and every peer in its trust store, sorted: the members a window's rights are split among.
     var members: [VerifyingKey] { membership.members }
-    /// Trusted peers whose member set is not this node's: while there is one, no rights are spent here.
+    /// Trusted peers whose member set is not this node's.
     public var membersDiffer: Set<VerifyingKey> { membership.differ }
+    /// Whether this node spends no rights because its member set is the odd one out (``Membership``).
+    public var rightsStopped: Bool { membership.stopped }
     /// Bumped when this node's own ledger of any key changes.
     var ledgerVersion: UInt64 = 0
     /// Per key, the window's split and every member's balance, kept until a ledger or the members change.

@@ -2,8 +2,13 @@ import QuotaMeshCrypto
 
 /// The members a window's rights are split among — this node and every peer in its trust store — and
 /// whether the peers split them among the same: each peer's newest quota record names its set (a
-/// ``MembersDigest``), and parts split among different members need not add up to the limit, so while any
-/// trusted peer names another set, no rights are spent.
+/// ``MembersDigest``). Parts split among different members need not add up to the limit: a node that
+/// counts fewer members than another gives itself a larger part, and a node missing from some stores is
+/// unknown to them. So a node stops spending rights (``stopped``) while the peers that name another set
+/// of at least as many members are at least as many as the nodes that name its own, itself included.
+/// The node whose store is the odd one out stops; the others go on (and report it). One vouched peer
+/// naming a bogus set stops nobody where two or more nodes agree, and rights never bound what a lying
+/// peer sends upstream anyway: only honest nodes' own parts are at stake.
 struct Membership: Sendable {
     /// This node and every peer in its trust store, sorted.
     private(set) var members: [VerifyingKey] = []
@@ -13,6 +18,9 @@ struct Membership: Sendable {
     private var named: [VerifyingKey: (digest: MembersDigest, stamp: UnixMillis)] = [:]
     /// Peers whose member set is not this node's.
     private(set) var differ: Set<VerifyingKey> = []
+    /// Whether this node spends no rights: the peers naming another set of at least as many members are
+    /// at least as many as the nodes naming its own (itself included).
+    private(set) var stopped = false
 
     /// Takes the members of `directory` and this node's `own` key; `true` if the set changed (every record
     /// this node signs names it, so they are all signed again). Peers no longer trusted are forgotten.
@@ -41,15 +49,28 @@ struct Membership: Sendable {
     /// How many members `peer`'s newest record names (`nil` before one did).
     func count(namedBy peer: VerifyingKey) -> Int? { named[peer].map { Int($0.digest.count) } }
 
-    /// Works out which peers (none of them in `ignored`) name another set; returns the events: a peer that
-    /// starts to differ, or every peer agreeing again.
+    /// Works out which peers (none of them in `ignored`) name another set, and whether this node stops;
+    /// returns the events: a peer that starts to differ (and whether this node stopped), or every peer
+    /// agreeing again.
     mutating func reconcile(ignoring ignored: (VerifyingKey) -> Bool) -> [MeshEvent] {
         var next: Set<VerifyingKey> = []
-        for (peer, held) in named where held.digest != digest && !ignored(peer) { next.insert(peer) }
-        guard next != differ else { return [] }
-        var events = next.subtracting(differ).sorted().map { MeshEvent.membersDiffer($0, count: count(namedBy: $0) ?? 0) }
-        if next.isEmpty { events.append(.membersAgree) }
+        var agreeing = 1
+        var larger = 0
+        for (peer, held) in named where !ignored(peer) {
+            if held.digest == digest {
+                agreeing += 1
+            } else {
+                next.insert(peer)
+                if held.digest.count >= digest.count { larger += 1 }
+            }
+        }
+        let stop = larger >= agreeing
+        guard next != differ || stop != stopped else { return [] }
+        let fresh = next.subtracting(differ).sorted()
         differ = next
+        stopped = stop
+        var events = fresh.map { MeshEvent.membersDiffer($0, count: count(namedBy: $0) ?? 0, stopped: stop) }
+        if next.isEmpty { events.append(.membersAgree) }
         return events
     }
 }

@@ -31,6 +31,7 @@ public enum NodeAPI {
             body["persistence_error"] = persistence ?? NSNull()
             // Peers that split rights among other members: their trust stores list other peers than this one's.
             body["trust_stores_differ"] = differ
+            body["rights_stopped"] = await node.rightsStopped
             return json(.ok, body)
         }
         router.get("/metrics") { _, _ in

@@ -171,6 +171,9 @@ public actor MeshNode {
     /// Every trusted peer.
     public func peers() -> [PeerView] { instance.peerViews(now: clock()) }
 
+    /// Whether this node spends no rights because its trust store is the odd one out.
+    public var rightsStopped: Bool { instance.rightsStopped }
+
     /// Replaces the trust store after a reload.
     public func replacePeers(_ peers: [PeerInfo]) { instance.replacePeers(peers) }
 
@@ -309,10 +312,12 @@ public actor MeshNode {
             logger.warning(
                 "Peer graylisted: its upstream observations or breaker openings kept contradicting this node's own calls; its observations no longer count until its score decays, its breaker claims no more",
                 metadata: ["peer": "\(peerName(key))", "peer.id": "\(key.shortID)", "score": "\(score)"])
-        case .membersDiffer(let key, let count):
+        case .membersDiffer(let key, let count, let stopped):
             counters["members_differ", default: 0] += 1
             logger.error(
-                "Trust stores differ: this peer splits rights among another set of members; no rights are spent here until every trust store lists the same peers",
+                stopped
+                    ? "Trust stores differ: this peer splits rights among another set of members, and this node's set is the odd one out; it spends no rights until every trust store lists the same peers"
+                    : "Trust stores differ: this peer splits rights among another set of members; most peers name this node's set, so it goes on spending its part; fix the peer's trust store",
                 metadata: ["peer": "\(peerName(key))", "peer.id": "\(key.shortID)", "peer.members": "\(count)",
                     "members": "\(instance.peerViews(now: clock()).count + 1)"])
         case .membersAgree:
