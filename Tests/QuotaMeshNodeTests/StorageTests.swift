@@ -121,7 +121,7 @@ func temporaryDirectory() -> String {
                 "limit": 500, "window": "1m", "accounts": ["a", "b"], "reserves": ["low": 0.6, "normal": 0.2],
                 "breaker": ["failure_threshold": 3, "open": "10s"],
                 "limits": ["tokens": ["limit": 90_000, "window": "1m"]], "scopes": ["org": ["a", "b"]],
-                "refill": "continuous",
+                "refill": "continuous", "max_held_rights": 40,
             ]],
         ]
         let config = try NodeConfiguration.parse(good, source: "test.json")
@@ -139,6 +139,7 @@ func temporaryDirectory() -> String {
         #expect(openai?.scopes == ["org": ["a", "b"]])
         #expect(openai?.scopeAccount(of: "b") == "scope:org")
         #expect(openai?.refill == .continuous)
+        #expect(openai?.maxHeldRights == 40)
 
         let cases: [([String: Any], String)] = [
             (["services": ["openai": ["limit": -1, "window": "1m"]]], "services.openai.limit"),
@@ -154,6 +155,8 @@ func temporaryDirectory() -> String {
             (["services": ["openai": ["accounts": ["a", "b"], "scopes": ["x": ["a"], "y": ["a", "b"]]]]], "services.openai.scopes"),
             (["services": ["openai": ["limit": 5, "window": "1m", "refill": "bucket"]]], "services.openai.refill"),
             (["services": ["openai": ["refill": "continuous"]]], "services.openai.refill"),
+            (["services": ["openai": ["limit": 5, "window": "1m", "max_held_rights": 0]]], "services.openai.max_held_rights"),
+            (["services": ["openai": ["max_held_rights": 3]]], "services.openai.max_held_rights"),
             (["fanout": 0], "fanout"),
             (["gossip": "nowhere"], "gossip"),
             (["colour": "blue"], "colour"),

@@ -161,7 +161,11 @@ extension MeshInstance {
         // Ask for this call and for what this node's demand will want over the next couple of seconds, so a
         // busy node does not ask once per call.
         let ahead = (local[key]?.demand.total ?? 0) * Double(min(window.windowEnd - now, 2_000)) / 1000
-        let amount = UInt64(max(0, cost - max(0, held))) + UInt64(max(0, ahead.rounded(.up)))
+        var amount = UInt64(max(0, cost - max(0, held))) + UInt64(max(0, ahead.rounded(.up)))
+        if let cap = heldRightsCap(key) {
+            // No more than the cap lets it hold, but always the call itself.
+            amount = max(UInt64(max(0, cost - max(0, held))), min(amount, UInt64(max(0, cap - max(0, held)))))
+        }
         var want = rightsWants[key] ?? RightsWant(windowEnd: window.windowEnd, amount: amount, priority: priority, notedAt: now)
         if want.windowEnd != window.windowEnd {
             want = RightsWant(windowEnd: window.windowEnd, amount: amount, priority: priority, notedAt: now)
@@ -265,7 +269,15 @@ extension MeshInstance {
             / Double(max(1, members.count))
         let closing = window.windowEnd - now <= Self.rightsKeepMillis
         let keep = priority == .urgent || closing ? expected : max(expected, min(burst.rounded(.down), 1))
-        return held - Int64(keep.rounded(.up))
+        let spare = held - Int64(keep.rounded(.up))
+        // What it holds over the cap goes, whatever it expects to need.
+        guard let cap = heldRightsCap(key) else { return spare }
+        return max(spare, held - cap)
+    }
+
+    /// The most rights of `key` one node holds (``ServicePolicy/maxHeldRights``; requests only).
+    func heldRightsCap(_ key: QuotaKey) -> Int64? {
+        key.dimension == QuotaKey.requests ? configuration.services[key.service]?.maxHeldRights : nil
     }
 
     /// How far ahead a holder keeps rights for its own work when asked for them (ms).
@@ -415,8 +427,10 @@ extension MeshInstance {
                 needs.append((peer, demand.urgent * timeLeft - held, total))
             }
             needs.sort { ($0.urgent, $0.total, $1.peer) > ($1.urgent, $1.total, $0.peer) }
+            let cap = heldRightsCap(key)
             for need in needs.prefix(Self.rightsPassPeers) where spare >= 1 {
-                let amount = min(spare, Int64(need.total.rounded(.down)))
+                var amount = min(spare, Int64(need.total.rounded(.down)))
+                if let cap { amount = min(amount, cap - balances.holding(of: need.peer)) }
                 guard amount >= 1, giveRights(UInt64(amount), of: key, window: window, to: need.peer) else { continue }
                 spare -= amount
             }

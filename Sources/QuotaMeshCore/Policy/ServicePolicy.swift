@@ -59,6 +59,11 @@ public struct ServicePolicy: Hashable, Sendable, Codable {
     /// How the upstream gives the limit back: all at once at each window's reset, or continuously (a token
     /// bucket that refills the limit over the window). Rights accrue at the refill rate for the second.
     public var refill: Refill = .window
+    /// The most rights of a window's requests limit one node holds (`nil`: no cap). Beyond it a node asks
+    /// for no more and passes what it holds over the cap on (when asked, and with its surplus), so a node
+    /// that crashes takes at most this many of the window's rights with it (plus its own part, if that is
+    /// larger). A single call that costs more is still covered.
+    public var maxHeldRights: Int64? = nil
 
     /// How an upstream gives its limit back.
     public enum Refill: String, Hashable, Sendable, Codable {

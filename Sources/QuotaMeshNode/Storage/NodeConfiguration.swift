@@ -268,6 +268,10 @@ struct ObjectReader {
             guard policy.limit != nil else { throw error("refill", "needs `limit` and `window`") }
             policy.refill = parsed
         }
+        if let cap = try integer("max_held_rights", range: 1...1_000_000_000_000) {
+            guard policy.limit != nil else { throw error("max_held_rights", "needs `limit` and `window`") }
+            policy.maxHeldRights = cap
+        }
         if let scopes = try object("scopes") {
             // Accounts the provider limits together: {"org-1": ["team-a", "team-b"]}.
             var seen: [String: String] = [:]
