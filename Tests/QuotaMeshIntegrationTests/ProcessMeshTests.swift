@@ -137,6 +137,18 @@ import Glibc
         #expect(badKey.output.contains("--key"))
         let badEndpoint = try runCLI(["peer", "add", "bob", "--key", String(repeating: "A", count: 43) + "=", "--endpoint", "x"], in: root)
         #expect(badEndpoint.status == 64)
+        // `peer list --json` prints the peers as JSON (it printed an empty line once).
+        let key = String(repeating: "A", count: 43) + "="
+        #expect(try runCLI(["peer", "add", "carol", "--key", key, "--endpoint", "127.0.0.1:7"], in: root).status == 0)
+        let listed = try runCLI(["peer", "list", "--json"], in: root)
+        #expect(listed.status == 0)
+        let object = try JSONSerialization.jsonObject(with: Data(listed.output.utf8)) as? [String: Any]
+        let peers = object?["peers"] as? [[String: Any]]
+        #expect(peers?.count == 1)
+        #expect(peers?.first?["name"] as? String == "carol")
+        #expect(peers?.first?["key"] as? String == key)
+        #expect(peers?.first?["endpoint"] as? String == "127.0.0.1:7")
+        #expect(object?["problems"] as? [Any] != nil)
         let missing = try runCLI(["peer", "remove", "nobody"], in: root)
         #expect(missing.status != 0)
         let unreachable = try runCLI(["acquire", "openai", "--api", "127.0.0.1:\(freePort(udp: false))"], in: root)

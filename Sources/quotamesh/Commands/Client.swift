@@ -67,7 +67,7 @@ struct Quota: AsyncParsableCommand {
         guard reply.status == 200 else {
             throw CLIError(code: ExitCodes.dataError, message: reply.json["error"] as? String ?? "HTTP \(reply.status)")
         }
-        if json { print(renderJSON(reply.json)) }
+        if json { print(try renderJSON(reply.json)) }
         if service != nil { return reply.json["accounts"] as? [[String: Any]] ?? [reply.json] }
         return reply.json["quotas"] as? [[String: Any]] ?? []
     }
@@ -150,7 +150,7 @@ struct Acquire: AsyncParsableCommand {
                     "service": service, "priority": priority, "cost": cost,
                     "wait_ms": DurationText.milliseconds(wait) ?? 0,
                 ])
-            if json { print(renderJSON(reply.json)) }
+            if json { print(try renderJSON(reply.json)) }
             switch reply.status {
             case 200:
                 if !json {
@@ -225,7 +225,7 @@ struct Observe: AsyncParsableCommand {
                 throw CLIError(code: ExitCodes.dataError, message: reply.json["error"] as? String ?? "HTTP \(reply.status)")
             }
             if json {
-                print(renderJSON(reply.json))
+                print(try renderJSON(reply.json))
                 return
             }
             let understood = reply.json["understood"] as? [String] ?? []

@@ -63,13 +63,10 @@ struct Peer: AsyncParsableCommand {
         func run() async throws {
             let contents = TrustStore(directory: store.peers).load()
             if json {
-                print(
-                    renderJSON([
-                        "peers": contents.peers.map {
-                            ["name": $0.name, "key": $0.key.base64, "endpoint": $0.endpoint?.description ?? NSNull()] as [String: Any]
-                        },
-                        "problems": contents.problems.map { $0.description },
-                    ]))
+                let listing = PeerListing(
+                    peers: contents.peers.map { .init(name: $0.name, key: $0.key.base64, endpoint: $0.endpoint?.description) },
+                    problems: contents.problems.map(\.description))
+                print(try renderJSON(encoding: listing))
             } else {
                 if contents.peers.isEmpty { print("no peers in \(store.peers)") }
                 for peer in contents.peers {
@@ -104,4 +101,26 @@ struct Peer: AsyncParsableCommand {
             print("removed \(name)")
         }
     }
+}
+
+/// What `peer list --json` prints: every trusted peer, and the peer files that could not be read.
+struct PeerListing: Encodable {
+    struct Peer: Encodable {
+        var name: String
+        var key: String
+        /// `null` for a peer with no configured endpoint (it is learned when the peer is heard from).
+        var endpoint: String?
+
+        func encode(to encoder: any Encoder) throws {
+            var container = encoder.container(keyedBy: CodingKeys.self)
+            try container.encode(name, forKey: .name)
+            try container.encode(key, forKey: .key)
+            try container.encode(endpoint, forKey: .endpoint)
+        }
+
+        enum CodingKeys: String, CodingKey { case name, key, endpoint }
+    }
+
+    var peers: [Peer]
+    var problems: [String]
 }

@@ -179,7 +179,7 @@ struct Simulate: AsyncParsableCommand {
             FileHandleWriter.writeStandardError("calls/429s per second: \(seconds.joined(separator: " "))\n")
         }
         if json {
-            print(renderJSON(SimulationOutput.json(report)))
+            print(try renderJSON(SimulationOutput.json(report)))
         } else {
             FileHandleWriter.writeStandardError("\rsimulating: 100%\n")
             print(SimulationOutput.table(report))

@@ -108,10 +108,20 @@ extension AsyncParsableCommand {
     }
 }
 
-/// Renders JSON for `--json` output.
-func renderJSON(_ object: Any) -> String {
-    let data = (try? JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys])) ?? Data()
+/// Renders JSON for `--json` output; an object JSON cannot hold is an error, never an empty line.
+func renderJSON(_ object: Any) throws -> String {
+    guard JSONSerialization.isValidJSONObject(object) else {
+        throw ValidationError("internal error: the answer cannot be printed as JSON")
+    }
+    let data = try JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys])
     return String(decoding: data, as: UTF8.self)
+}
+
+/// Renders a typed value as JSON for `--json` output (keys sorted, pretty-printed).
+func renderJSON(encoding value: some Encodable) throws -> String {
+    let encoder = JSONEncoder()
+    encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+    return String(decoding: try encoder.encode(value), as: UTF8.self)
 }
 
 /// "1.2s", "3m04s", "1h02m".
