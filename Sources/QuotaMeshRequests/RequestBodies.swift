@@ -38,11 +38,23 @@ public enum RequestBodies {
     /// The largest body accepted.
     public static let maxBytes = 64 * 1024
     /// The longest an acquire may wait (ms).
-    public static let maxWaitMillis: Int64 = 600_000
+    public static let maxWaitMillis = AcquireRequest.maxWaitMillis
     /// The largest cost of one acquire, in requests.
-    public static let maxCost: Int64 = 1_000_000
+    public static let maxCost = AcquireRequest.maxCost
     /// The largest cost of one acquire in another dimension (tokens, …).
-    public static let maxDimensionCost: Int64 = 1_000_000_000
+    public static let maxDimensionCost = AcquireRequest.maxDimensionCost
+
+    /// The fields `POST /v1/acquire` takes.
+    static let acquireFields: Set<String> = ["service", "priority", "cost", "wait_ms"]
+    /// The fields `POST /v1/observe` takes.
+    static let observeFields: Set<String> = ["service", "account", "status", "headers", "usage", "cost"]
+
+    /// A refusal naming the first field of `body` (in name order) that `fields` does not hold: a misspelt
+    /// field (`priorty`) would otherwise be ignored silently.
+    static func unknownField(in body: [String: Any], fields: Set<String>, of path: String) -> BodyError? {
+        guard let unknown = body.keys.filter({ !fields.contains($0) }).sorted().first else { return nil }
+        return .badRequest("unknown field `\(unknown)`: \(path) takes \(fields.sorted().joined(separator: ", "))")
+    }
 
     /// Parses a body that must be one JSON object.
     public static func object(from bytes: some Collection<UInt8>) -> Result<[String: Any], BodyError> {
@@ -60,6 +72,7 @@ public enum RequestBodies {
 
     /// Validates the body of `POST /v1/acquire`.
     public static func acquire(_ body: [String: Any]) -> Result<AcquireRequest, BodyError> {
+        if let unknown = unknownField(in: body, fields: acquireFields, of: "POST /v1/acquire") { return .failure(unknown) }
         guard let service = body["service"] as? String else {
             return .failure(.badRequest("`service` is required and must be a string"))
         }
@@ -98,6 +111,7 @@ public enum RequestBodies {
 
     /// Validates the body of `POST /v1/observe`.
     public static func observe(_ body: [String: Any]) -> Result<ObservedResponse, BodyError> {
+        if let unknown = unknownField(in: body, fields: observeFields, of: "POST /v1/observe") { return .failure(unknown) }
         guard let service = body["service"] as? String, QuotaKey.isValidLabel(service) else {
             return .failure(.badRequest("`service` is required: 1-64 letters, digits, '-', '_', '.', ':'"))
         }

@@ -162,6 +162,24 @@ import QuotaMeshCrypto
         }
     }
 
+    @Test func aMisspeltFieldIsRefusedByName() async throws {
+        // `"priorty": "urgent"` was once granted as normal work: now a 400 names the field.
+        let node = try await makeNode()
+        let app = Application(router: NodeAPI.buildRouter(node: node))
+        try await app.test(.router) { client in
+            let (status, json, _) = try await post(client, "/v1/acquire", #"{"service":"openai","priorty":"urgent"}"#)
+            #expect(status == 400)
+            #expect((json["error"] as? String)?.contains("`priorty`") == true, "\(json)")
+            let (observed, answer, _) = try await post(client, "/v1/observe", #"{"service":"openai","status":200,"header":{}}"#)
+            #expect(observed == 400)
+            #expect((answer["error"] as? String)?.contains("`header`") == true, "\(answer)")
+            // Every documented field still passes.
+            let (fine, _, _) = try await post(
+                client, "/v1/acquire", #"{"service":"openai","priority":"urgent","cost":1,"wait_ms":0}"#)
+            #expect(fine == 200)
+        }
+    }
+
     @Test func waitingAcquireIsGrantedWhenThePacedSlotArrives() async throws {
         // 30 calls a minute with no burst: calls are paced over what is left of the window, about two
         // seconds apart on a clock that starts one second into a window (so the test does not depend on

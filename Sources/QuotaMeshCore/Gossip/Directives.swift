@@ -14,6 +14,13 @@ public struct AcquireRequest: Hashable, Sendable {
     /// How long the agent is willing to wait for a grant (ms); 0 answers at once.
     public var waitMillis: Int64
 
+    /// The largest cost of one call in requests: the API refuses more, the core clamps to it.
+    public static let maxCost: Int64 = 1_000_000
+    /// The largest cost of one call in another dimension (tokens, …).
+    public static let maxDimensionCost: Int64 = 1_000_000_000
+    /// The longest an acquire may wait (ms).
+    public static let maxWaitMillis: Int64 = 600_000
+
     /// Creates a request.
     public init(
         service: String, priority: Priority = .normal, cost: Int64 = 1, costs: [String: Int64] = [:], waitMillis: Int64 = 0

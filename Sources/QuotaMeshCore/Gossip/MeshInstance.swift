@@ -353,15 +353,16 @@ public struct MeshInstance: Sendable {
     }
 
     /// Decides an agent's acquire. The reply comes as a `.reply(ticket:_:)` directive, at once or, when
-    /// the request may wait, from a later call. Costs are clamped to 1…10⁹ and waits to at most an hour.
+    /// the request may wait, from a later call. Costs and the wait are clamped to ``AcquireRequest``'s
+    /// limits (the API refuses what is beyond them).
     public mutating func acquire(_ request: AcquireRequest, ticket: UInt64, now: UnixMillis) -> [MeshDirective] {
         var request = request
-        request.cost = min(max(request.cost, 1), 1_000_000_000)
+        request.cost = min(max(request.cost, 1), AcquireRequest.maxCost)
         if !request.costs.isEmpty {
-            request.costs = request.costs.compactMapValues { $0 > 0 ? min($0, 1_000_000_000_000) : nil }
+            request.costs = request.costs.compactMapValues { $0 > 0 ? min($0, AcquireRequest.maxDimensionCost) : nil }
             request.costs[QuotaKey.requests] = nil
         }
-        request.waitMillis = min(max(request.waitMillis, 0), 3_600_000)
+        request.waitMillis = min(max(request.waitMillis, 0), AcquireRequest.maxWaitMillis)
         var out: [MeshDirective] = []
         out.reserveCapacity(4)
         let entry = catalog.entry(request.service)
