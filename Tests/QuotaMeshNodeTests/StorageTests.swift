@@ -155,6 +155,8 @@ func temporaryDirectory() -> String {
             (["services": ["openai": ["accounts": ["a", "b"], "scopes": ["x": ["a"], "y": ["a", "b"]]]]], "services.openai.scopes"),
             (["services": ["openai": ["limit": 5, "window": "1m", "refill": "bucket"]]], "services.openai.refill"),
             (["services": ["openai": ["refill": "continuous"]]], "services.openai.refill"),
+            // A misspelt key is named, not the rule its absence breaks.
+            (["services": ["openai": ["limit": 5, "windw": "1m"]]], "services.openai.windw"),
             (["services": ["openai": ["limit": 5, "window": "1m", "max_held_rights": 0]]], "services.openai.max_held_rights"),
             (["services": ["openai": ["max_held_rights": 3]]], "services.openai.max_held_rights"),
             (["fanout": 0], "fanout"),
@@ -173,6 +175,19 @@ func temporaryDirectory() -> String {
             } catch {
                 #expect(error.key == key, "\(error)")
             }
+        }
+    }
+
+    @Test func invalidJSONNamesTheLineAndColumn() throws {
+        let path = NSTemporaryDirectory() + "quotamesh-config-\(UUID().uuidString.prefix(8)).json"
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        try Data("{\"services\": {\n  \"openai\": {\"limit\": 5\n \"window\": \"1m\"}\n}}".utf8).write(to: URL(fileURLWithPath: path))
+        do {
+            _ = try NodeConfiguration.load(file: path)
+            Issue.record("accepted invalid JSON")
+        } catch {
+            #expect(error.reason.contains("line 3"), "\(error)")
+            #expect(error.reason.contains("column"), "\(error)")
         }
     }
 

@@ -53,6 +53,19 @@ public struct NodeConfiguration: Sendable {
     ///   }
     /// }
     /// ```
+    /// Where in `data` the JSON parser stopped, as " at line L, column C" (from the character offset
+    /// Foundation's error names), or "" when the error does not say.
+    static func place(of error: any Error, in data: Data) -> String {
+        let description = ((error as NSError).userInfo[NSDebugDescriptionErrorKey] as? String) ?? ""
+        guard let range = description.range(of: "character "),
+            let offset = Int(description[range.upperBound...].prefix { $0.isNumber }), offset <= data.count
+        else { return description.isEmpty ? "" : ": \(description)" }
+        let before = data.prefix(offset)
+        let line = before.reduce(1) { $0 + ($1 == UInt8(ascii: "\n") ? 1 : 0) }
+        let column = offset - (before.lastIndex(of: UInt8(ascii: "\n")).map { $0 + 1 } ?? 0) + 1
+        return " at line \(line), column \(column)"
+    }
+
     public static func load(file path: String) throws(ConfigurationError) -> NodeConfiguration {
         guard let data = FileManager.default.contents(atPath: path) else {
             throw ConfigurationError(source: path, key: "(file)", reason: "cannot be read")
@@ -61,7 +74,7 @@ public struct NodeConfiguration: Sendable {
         do {
             object = try JSONSerialization.jsonObject(with: data, options: [])
         } catch {
-            throw ConfigurationError(source: path, key: "(file)", reason: "not valid JSON: \(error.localizedDescription)")
+            throw ConfigurationError(source: path, key: "(file)", reason: "not valid JSON" + Self.place(of: error, in: data))
         }
         guard let root = object as? [String: Any] else {
             throw ConfigurationError(source: path, key: "(file)", reason: "must be a JSON object")
@@ -218,7 +231,15 @@ struct ObjectReader {
         return object
     }
 
+    /// The keys a service's configuration takes.
+    static let serviceKeys: Set<String> = [
+        "limit", "window", "accounts", "reserves", "breaker", "burst", "refill", "max_held_rights", "scopes", "limits",
+    ]
+
     mutating func servicePolicy() throws(ConfigurationError) -> ServicePolicy {
+        // A misspelt key is named before any rule that its absence breaks ("windw", not "`limit` and
+        // `window` go together").
+        try rejectUnknownKeys(allowed: Self.serviceKeys)
         var policy = ServicePolicy()
         policy.limit = try integer("limit", range: 1...1_000_000_000_000)
         policy.windowMillis = try duration("window", range: 1...(366 * 86_400_000))
@@ -315,8 +336,13 @@ struct ObjectReader {
     }
 
     func rejectUnknownKeys() throws(ConfigurationError) {
-        if let unknown = object.keys.sorted().first(where: { !used.contains($0) }) {
-            throw error(unknown, "unknown key")
+        try rejectUnknownKeys(allowed: used)
+    }
+
+    /// Refuses the first key (in name order) that `allowed` does not hold.
+    func rejectUnknownKeys(allowed: Set<String>) throws(ConfigurationError) {
+        if let unknown = object.keys.sorted().first(where: { !allowed.contains($0) }) {
+            throw error(unknown, "unknown key (\(path.isEmpty ? "the file" : String(path.dropLast())) takes \(allowed.sorted().joined(separator: ", ")))")
         }
     }
 }
