@@ -22,6 +22,7 @@ let package = Package(
         .package(url: "https://github.com/swiftlang/swift-docc-plugin", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-collections", from: "1.6.0"),
         .package(url: "https://github.com/apple/swift-http-structured-headers", from: "1.7.0"),
         .package(url: "https://github.com/x-sheep/swift-property-based", from: "2.0.1"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
@@ -70,7 +71,12 @@ let package = Package(
             ]
         ),
         // A deterministic network simulator driving many real protocol cores in virtual time.
-        .target(name: "QuotaMeshSimulator", dependencies: ["QuotaMeshCore", "QuotaMeshCrypto"]),
+        .target(
+            name: "QuotaMeshSimulator",
+            dependencies: [
+                "QuotaMeshCore", "QuotaMeshCrypto", .product(name: "HeapModule", package: "swift-collections"),
+            ]
+        ),
         // `quotamesh demo`: embedded nodes, a stand-in upstream and agents using the client library.
         .target(
             name: "QuotaMeshDemo",

@@ -1,9 +1,21 @@
-/// A binary min-heap of timed events; ties keep insertion order, so runs are deterministic.
+import HeapModule
+
+/// Timed events, earliest first (swift-collections' `Heap`); ties keep insertion order, so runs are
+/// deterministic.
 ///
-/// The heap holds only keys (time, insertion order, payload slot), so sifting moves plain words; the
-/// payloads (datagrams among them) stay in a slot array and move once in and once out.
+/// The heap holds only keys (time, insertion order, payload slot), so it moves plain words; the payloads
+/// (datagrams among them) stay in a slot array and move once in and once out.
 struct EventQueue<Payload> {
-    private var heap: [(time: Int64, order: UInt64, slot: Int)] = []
+    private struct Key: Comparable {
+        var time: Int64
+        var order: UInt64
+        var slot: Int
+
+        static func < (lhs: Key, rhs: Key) -> Bool { (lhs.time, lhs.order) < (rhs.time, rhs.order) }
+        static func == (lhs: Key, rhs: Key) -> Bool { lhs.time == rhs.time && lhs.order == rhs.order }
+    }
+
+    private var heap = Heap<Key>()
     private var payloads: [Payload?] = []
     private var freeSlots: [Int] = []
     private var nextOrder: UInt64 = 0
@@ -20,38 +32,14 @@ struct EventQueue<Payload> {
             slot = payloads.count
             payloads.append(payload)
         }
-        heap.append((time, nextOrder, slot))
+        heap.insert(Key(time: time, order: nextOrder, slot: slot))
         nextOrder += 1
-        var child = heap.count - 1
-        while child > 0 {
-            let parent = (child - 1) / 2
-            guard isEarlier(child, than: parent) else { break }
-            heap.swapAt(child, parent)
-            child = parent
-        }
     }
 
     mutating func pop() -> (time: Int64, payload: Payload)? {
-        guard !heap.isEmpty else { return nil }
-        heap.swapAt(0, heap.count - 1)
-        let top = heap.removeLast()
-        var parent = 0
-        while true {
-            let left = 2 * parent + 1
-            let right = left + 1
-            var smallest = parent
-            if left < heap.count && isEarlier(left, than: smallest) { smallest = left }
-            if right < heap.count && isEarlier(right, than: smallest) { smallest = right }
-            if smallest == parent { break }
-            heap.swapAt(parent, smallest)
-            parent = smallest
-        }
+        guard let top = heap.popMin() else { return nil }
         freeSlots.append(top.slot)
         guard let payload = payloads[top.slot].take() else { return nil }
         return (top.time, payload)
-    }
-
-    private func isEarlier(_ a: Int, than b: Int) -> Bool {
-        (heap[a].time, heap[a].order) < (heap[b].time, heap[b].order)
     }
 }
