@@ -89,7 +89,7 @@ extension MeshInstance {
 
 /// Why a new name was refused: the node tracks a bounded number of them, so that its memory, its state
 /// file and its metrics do not grow with whatever names agents or peers make up.
-public enum NameRefusal: String, Sendable, Hashable {
+public enum NameRefusal: String, Sendable, Hashable, CaseIterable {
     /// More services than `max_services` (configured ones always count and are always kept).
     case tooManyServices = "too_many_services"
     /// More accounts of one service than `max_accounts`.
