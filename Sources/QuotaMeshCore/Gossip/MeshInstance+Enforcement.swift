@@ -804,43 +804,24 @@ extension MeshInstance {
         }
     }
 
+    /// Decides the waiting acquires again and answers those granted or out of time (a save before each
+    /// grant's answer).
     mutating func serveWaiters(now: UnixMillis, into out: inout [MeshDirective]) {
-        guard !waiters.isEmpty else { return }
-        waiters.sort { ($0.request.priority.rank, $0.order) < ($1.request.priority.rank, $1.order) }
-        // Per service, the highest waiting priority and when it may next pass.
-        var blocked: [String: (priority: Priority, retryAt: UnixMillis)] = [:]
-        var kept: [Waiter] = []
+        guard !waitQueue.isEmpty else { return }
+        // The queue is taken out while it is served: each decision changes this instance.
+        var queue = waitQueue
+        waitQueue = WaitQueue()
+        let answers = queue.serve(now: now) { decide($0, now: now) }
+        waitQueue = queue
         var grantedAny = false
-        for var waiter in waiters {
-            if let blocker = blocked[waiter.request.service], blocker.priority < waiter.request.priority {
-                // Urgent first: lower priorities wait while a higher one for the service still waits.
-                if now >= waiter.deadline {
-                    out.append(.reply(ticket: waiter.ticket, waiter.lastDecision))
-                } else {
-                    waiter.lastDecision.retryAt = max(waiter.lastDecision.retryAt ?? now, blocker.retryAt)
-                    kept.append(waiter)
-                }
-                continue
-            }
-            let decision = decide(waiter.request, now: now)
-            if decision.granted {
+        for answer in answers {
+            if answer.decision.granted {
                 grantedAny = true
                 out.append(.persist)
-                out.append(.reply(ticket: waiter.ticket, decision))
-                continue
             }
-            waiter.lastDecision = decision
-            if now >= waiter.deadline || (decision.retryAt ?? .max) > waiter.deadline {
-                out.append(.reply(ticket: waiter.ticket, decision))
-            } else {
-                kept.append(waiter)
-                if blocked[waiter.request.service] == nil {
-                    blocked[waiter.request.service] = (waiter.request.priority, decision.retryAt ?? now + 1)
-                }
-            }
+            out.append(.reply(ticket: answer.ticket, answer.decision))
         }
         if grantedAny { pendingPersist = false }
-        waiters = kept
     }
 
     mutating func finish(_ directives: consuming [MeshDirective], now: UnixMillis) -> [MeshDirective] {
@@ -857,10 +838,7 @@ extension MeshInstance {
         var asks: [MeshDirective] = []
         askForRights(now: now, into: &asks)
         if !asks.isEmpty { out.insert(contentsOf: asks, at: 0) }
-        var wake = nextGossipAt
-        for waiter in waiters {
-            wake = min(wake, waiter.deadline, max(now + 1, waiter.lastDecision.retryAt ?? waiter.deadline))
-        }
+        let wake = min(nextGossipAt, waitQueue.wake(after: now) ?? .max)
         out.append(.wake(at: max(wake, now + 1)))
         return out
     }

@@ -254,10 +254,7 @@ extension MeshInstance {
     mutating func spareRights(_ key: QuotaKey, window: RightsWindow, priority: Priority, horizon: Int64, now: UnixMillis) -> Int64 {
         let held = balances(key, window: window).holding(of: publicKey)
         let demand = local[key]?.demand ?? Demand()
-        let waiting = waiters.reduce(0.0) { total, waiter in
-            waiter.request.service == key.service && waiter.request.priority <= priority
-                ? total + Double(waiter.request.cost) : total
-        }
+        let waiting = waitQueue.cost(of: key.service, atOrAbove: priority)
         let rate = Priority.allCases.filter { $0 <= priority }.reduce(0.0) { $0 + demand[$1] }
         // Calls waiting are kept for in full; expected ones only in whole calls, so that a node expecting a
         // fraction of a call still passes on the right it holds (it can ask for one when a call comes).

@@ -36,8 +36,8 @@ public struct MeshInstance: Sendable {
     /// The services, accounts and dimensions known, and each service's entry for the decision path.
     var catalog: ServiceCatalog
     var local: [QuotaKey: LocalQuota] = [:]
-    var waiters: [Waiter] = []
-    var nextWaiterOrder: UInt64 = 0
+    /// Acquires waiting for a grant.
+    var waitQueue = WaitQueue()
     var nextGossipAt: UnixMillis
     var lastHeartbeatAt: UnixMillis?
     /// When the first heartbeat is due: at start in a small cluster; in a large one, at a random point in
@@ -375,11 +375,7 @@ public struct MeshInstance: Sendable {
         } else if let wait = waitAllowed(request, decision: decision), let retryAt = decision.retryAt,
             retryAt <= now + wait
         {
-            waiters.append(
-                Waiter(
-                    ticket: ticket, request: request, deadline: now + wait, order: nextWaiterOrder,
-                    lastDecision: decision))
-            nextWaiterOrder += 1
+            waitQueue.enqueue(ticket: ticket, request: request, deadline: now + wait, decision: decision)
         } else {
             out.append(.reply(ticket: ticket, decision))
         }
@@ -402,7 +398,7 @@ public struct MeshInstance: Sendable {
 
     /// Abandons a waiting acquire (the agent went away); nothing is charged.
     public mutating func cancel(ticket: UInt64) {
-        waiters.removeAll { $0.ticket == ticket }
+        waitQueue.cancel(ticket: ticket)
     }
 
     /// What `observe` understood.
@@ -714,5 +710,5 @@ public struct MeshInstance: Sendable {
     public var livenessTimeout: Int64 { max(configuration.livenessTimeoutMillis, 4 * heartbeatInterval) }
 
     /// How many waiting acquires there are.
-    public var waitingCount: Int { waiters.count }
+    public var waitingCount: Int { waitQueue.count }
 }

@@ -77,21 +77,6 @@ struct LocalQuota: Sendable {
     }
 }
 
-struct Waiter: Sendable {
-    var ticket: UInt64
-    var request: AcquireRequest
-    var deadline: UnixMillis
-    var order: UInt64
-    var lastDecision: AcquireDecision
-}
-
-/// A service's policy (`nil` while the service is unknown) and the requests keys of the accounts calls
-/// rotate across.
-struct ServiceEntry: Sendable {
-    var policy: ServicePolicy?
-    var keys: [QuotaKey]
-}
-
 struct ShareCache: Sendable {
     var round: UInt64
     var liveVersion: UInt64

@@ -134,3 +134,10 @@ struct ServiceCatalog: Sendable {
         return names.filter { !$0.hasPrefix(ServicePolicy.scopePrefix) }.sorted()
     }
 }
+
+/// A service's policy (`nil` while the service is unknown) and the requests keys of the accounts calls
+/// rotate across.
+struct ServiceEntry: Sendable {
+    var policy: ServicePolicy?
+    var keys: [QuotaKey]
+}
