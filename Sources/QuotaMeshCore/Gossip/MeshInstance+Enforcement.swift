@@ -359,9 +359,9 @@ extension MeshInstance {
         guard rate > 0 else {
             // Urgent work where rights apply is not paced (below): a share of nothing does not hold it back.
             if byRights && request.priority == .urgent { return result(.grant(key), headroom: usable - cost) }
-            // No pace, so nothing of the bucket's debt is paid meanwhile. Paid on at the last rate instead,
-            // the debt of every node ran out while their shares were nothing, and they all granted at once
-            // when the shares came back (60 nodes sharing 20 calls: 1.10 × the limit).
+            // No pace, so nothing of the bucket's debt is paid meanwhile: paid on at the last rate, the debt
+            // of every node would run out while their shares were nothing, and they would all grant at once
+            // when the shares came back (BENCHMARKS.md, "Enforcement as N grows").
             if quota.bucket.windowEnd == window.resetAt {
                 local[key, default: LocalQuota()].bucket.hold(now: now)
             }
@@ -369,11 +369,11 @@ extension MeshInstance {
             return result(.deny(.quotaExhausted, key: key, retryAt: retry, detail: .share))
         }
         // A window's last calls go by turns when nodes outnumber them: independent grants of the last one or
-        // two calls, each made before the others' reached it, bunched past the limit (60 nodes sharing 20
-        // calls: 1.05 × the limit). Where nodes outnumber the whole window's calls, most shares are worth
-        // less than a call, each node's calls come at random phases, and in the last moments several
-        // grants at once outran every node's view of what was left (1.05 and 1.10 in 2 of 100 runs of that
-        // corner): there the window's last slot goes by turns whatever is left, after a quiet half slot
+        // two calls, each made before the others' reached it, bunch past the limit. Where nodes outnumber
+        // the whole window's calls, most shares are worth less than a call, each node's calls come at
+        // random phases, and in the last moments several grants at once can outrun every node's view of
+        // what was left (BENCHMARKS.md, "The window's last slot by turns"): there the window's last slot
+        // goes by turns whatever is left, after a quiet half slot
         // that lets earlier grants reach every node. Urgent work keeps its pace there (it is a tenth of
         // the work, and a turn could keep it waiting until the reset). See ``tailTurn(_:remaining:cost:
         // quota:resetAt:closingEdge:windowMillis:now:)``.
@@ -457,8 +457,8 @@ extension MeshInstance {
     }
 
     /// How many calls left in a window (after grants not yet heard of) go by turns when nodes outnumber
-    /// them. Two removed every window above 1.01 × the limit in the simulator's grid (seeds 1–8) and the
-    /// 60-node corner (seeds 1–30); three and five cost 5–10% of utilization there for nothing more.
+    /// them: the fewest that kept every simulated window within the limit (BENCHMARKS.md, "The window's
+    /// last slot by turns").
     static let tailTurnCalls = 2.0
 
     /// How long a slot of turns is: two ``spreadMillis``, a half to grant in and a half for the grants to
@@ -796,9 +796,8 @@ extension MeshInstance {
                 changed = true
             }
             // Even a node going from idle to busy or back waits for the demand-update pace: signed at the
-            // next round instead, those changes crowded out the rest at N = 300 and 1000 under load
-            // (convergence p99 7 → 30 and 8 → 118 rounds), for more utilization only where the nodes
-            // outnumber the calls (docs/PROTOCOL.md, "Quota records").
+            // next round instead, those changes crowd out the rest in large clusters under load, for more
+            // utilization only where the nodes outnumber the calls (docs/PROTOCOL.md, "Quota records").
             if changed { quota.demandDirty = true }
             local[key] = quota
         }

@@ -401,9 +401,9 @@ extension MeshInstance {
     ///
     /// Not where the nodes outnumber a window's calls: there a node re-signs its demand only every
     /// N × half a round, so the demand seen is seconds old, and a gift rides gossip for as many rounds as
-    /// the mesh needs to spread a record; the surplus passed at a window's start sat in transit and then at
-    /// nodes no longer busy (N = 1000: 0.79 of the limit used). There the calls waiting ask for rights
-    /// and holders answer at once (``answerRightsRequest(_:from:now:into:)``).
+    /// the mesh needs to spread a record: the surplus passed at a window's start would sit in transit and
+    /// then at nodes no longer busy (BENCHMARKS.md, "Rights"). There the calls waiting ask for rights and
+    /// holders answer at once (``answerRightsRequest(_:from:now:into:)``).
     mutating func passSurplusRights(now: UnixMillis) {
         guard !persistenceFailing, !live.isEmpty else { return }
         for key in local.keys.sorted() {

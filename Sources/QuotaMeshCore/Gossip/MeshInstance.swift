@@ -565,7 +565,7 @@ public struct MeshInstance: Sendable {
         guard let remaining = dimension.remaining else { return nil }
         // Just after a restart this node has not yet heard again what the others consumed: an observation
         // anchored on that partial view would make every node that merges it count the calls before it
-        // twice (with 10 nodes, one restart left a window believed spent at 64 calls of 100). So none is
+        // twice, and the window would be believed spent early. So none is
         // kept until learning ends, unless it says nothing is left (which no anchor can overstate); what
         // the upstream said still drives the breaker. Any restart counts, also of a node that had granted
         // nothing and so saved no cluster consumption: its view of the others is just as partial. (At a
