@@ -541,8 +541,8 @@ extension MeshInstance {
 
     /// How much more than its measured urgent demand each node is allotted in the urgent tier. More than 1
     /// would let bursts of urgent work queue less, but every node's allocation then swings with a noisy
-    /// estimate, and in the simulator the worst window rose from 1.00 to 1.03 (duplicated packets) and
-    /// from 1.04 to 1.10 (skewed clocks): the burst tolerance below serves bursts instead.
+    /// estimate and simulated windows went over the limit (BENCHMARKS.md, "Simulator"): the burst
+    /// tolerance below serves bursts instead.
     static let urgentHeadroom = 1.0
 
     /// How many calls urgent work may run ahead of its node's pacing (while the reserve it draws on is
