@@ -161,10 +161,11 @@ extension MeshInstance {
         // Ask for this call and for what this node's demand will want over the next couple of seconds, so a
         // busy node does not ask once per call.
         let ahead = (local[key]?.demand.total ?? 0) * Double(min(window.windowEnd - now, 2_000)) / 1000
-        var amount = UInt64(max(0, cost - max(0, held))) + UInt64(max(0, ahead.rounded(.up)))
+        let shortfall = UInt64(max(0, cost - max(0, held)))
+        var amount = shortfall + UInt64(max(0, ahead.rounded(.up)))
         if let cap = heldRightsCap(key) {
             // No more than the cap lets it hold, but always the call itself.
-            amount = max(UInt64(max(0, cost - max(0, held))), min(amount, UInt64(max(0, cap - max(0, held)))))
+            amount = max(shortfall, min(amount, UInt64(max(0, cap - max(0, held)))))
         }
         var want = rightsWants[key] ?? RightsWant(windowEnd: window.windowEnd, amount: amount, priority: priority, notedAt: now)
         if want.windowEnd != window.windowEnd {

@@ -28,7 +28,13 @@ struct WaitQueue: Sendable {
     /// The earliest time a waiter must be looked at again: its deadline, or when its last refusal said
     /// to ask again (never before `now + 1`); `nil` when none waits.
     func wake(after now: UnixMillis) -> UnixMillis? {
-        waiters.map { min($0.deadline, max(now + 1, $0.lastDecision.retryAt ?? $0.deadline)) }.min()
+        // Asked after every input: a plain pass, no array built.
+        var earliest: UnixMillis?
+        for waiter in waiters {
+            let due = min(waiter.deadline, max(now + 1, waiter.lastDecision.retryAt ?? waiter.deadline))
+            earliest = min(earliest ?? due, due)
+        }
+        return earliest
     }
 
     /// One pass over the waiters in order, each decided by `decide` unless a higher priority of its service
