@@ -13,8 +13,8 @@ import Glibc
          "services": {"openai": {"limit": \(limit), "window": "4s"}}}
         """
 
-    /// Grants counted by the window they were charged to (the `reset_at_ms` of the answer's quota: windows
-    /// of a configured limit are aligned to the epoch, as the rights are).
+    /// Grants counted by the window they were charged to (the answer's `window_end_ms`, set when the node
+    /// decided; the quota view in the answer is read later and can already show the next window).
     actor GrantCounter {
         var byWindow: [Int: Int] = [:]
         var requests = 0
@@ -35,8 +35,7 @@ import Glibc
                         guard let (status, body) = try? await node.request(
                             "POST", "/v1/acquire", body: ["service": "openai", "priority": "urgent"])
                         else { continue }
-                        let quota = body["quota"] as? [String: Any]
-                        await counter.record(status == 200 ? quota?["reset_at_ms"] as? Int : nil)
+                        await counter.record(status == 200 ? body["window_end_ms"] as? Int : nil)
                     }
                 }
             }

@@ -236,9 +236,12 @@ extension MeshInstance {
                 headroom: 0, rate: 0, resetAt: 0)
         }
         var assessment = assessEstimate(key, request: request, policy: policy, byRights: rights != nil, now: now)
-        guard assessment.decision.granted, let rights,
-            let denial = rightsDenial(key, window: rights, cost: max(1, request.cost), priority: request.priority, now: now)
-        else { return assessment }
+        guard assessment.decision.granted, let rights else { return assessment }
+        guard let denial = rightsDenial(key, window: rights, cost: max(1, request.cost), priority: request.priority, now: now)
+        else {
+            assessment.decision.windowEnd = rights.windowEnd
+            return assessment
+        }
         assessment.decision = denial
         assessment.headroom = 0
         return assessment

@@ -125,6 +125,8 @@ public struct AcquireDecision: Hashable, Sendable {
     public var retryAt: UnixMillis?
     /// A finer explanation (`paced`, `share`, `window`, `half_open_probe_in_flight`, …).
     public var detail: DecisionDetail?
+    /// For a grant spent from rights, the end of the window it was charged to (Unix ms).
+    public var windowEnd: UnixMillis? = nil
 
     /// A grant charged to `key`.
     public static func grant(_ key: QuotaKey, detail: DecisionCase? = nil) -> AcquireDecision {

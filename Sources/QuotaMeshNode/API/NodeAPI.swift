@@ -139,6 +139,7 @@ public enum NodeAPI {
                 "cost": cost, "quota": quota,
             ]
             if let detail = decision.detail { object["detail"] = detail.description }
+            if let windowEnd = decision.windowEnd { object["window_end_ms"] = NSNumber(value: windowEnd) }
             return json(.ok, object)
         }
         let retryMillis = max(0, (decision.retryAt ?? now) - now)
