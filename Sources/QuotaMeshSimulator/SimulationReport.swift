@@ -50,6 +50,9 @@ public struct SimulationReport: Sendable {
     /// last right was spent anywhere, or never served in a window the mesh left unspent. In ms; `nil`
     /// when no task qualifies. (Fixed windows: with a continuous refill, rights unlocked later also count.)
     public var urgentWaitP99WhereRightsExistMillis: Double? = nil
+    /// The same tasks' wait for their grant (not for the upstream's answer, which takes its own latency on
+    /// top), 99th percentile in ms: what the mesh itself adds to an urgent call while rights exist.
+    public var urgentAcquireWaitP99WhereRightsExistMillis: Double? = nil
     /// Tasks per priority and how many succeeded.
     public var tasks: [Priority: (created: Int, succeeded: Int)]
     /// Upstream calls and 429s.

@@ -57,6 +57,7 @@ extension Simulator {
                         onGrant("t=\(Double(now - start) / 1000) n\(index) \(tasks[task].priority) \(decision.detail?.description ?? "-") waited=\(now - tasks[task].created) " + fields)
                     }
                     tasks[task].inFlight = true
+                    tasks[task].granted = now
                     schedule(.upstream(task: task), at: now + configuration.upstreamLatencyMillis / 2)
                 } else {
                     denials += 1

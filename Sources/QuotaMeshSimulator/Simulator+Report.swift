@@ -47,6 +47,7 @@ extension Simulator {
         var urgentWaits: [Double] = []
         var urgentWaitsWhileRightsLeft: [Double] = []
         var urgentWaitsWhereRightsExist: [Double] = []
+        var urgentAcquireWaitsWhereRightsExist: [Double] = []
         let cutoff = endTime - 2 * configuration.windowMillis
         var urgentCounted = 0
         var urgentSucceeded = 0
@@ -73,6 +74,7 @@ extension Simulator {
                     }
                     if rightsExisted(whileWaiting: task.created, until: done) {
                         urgentWaitsWhereRightsExist.append(Double(done - task.created))
+                        urgentAcquireWaitsWhereRightsExist.append(Double((task.granted ?? done) - task.created))
                     }
                 }
             }
@@ -80,6 +82,7 @@ extension Simulator {
         urgentWaits.sort()
         urgentWaitsWhileRightsLeft.sort()
         urgentWaitsWhereRightsExist.sort()
+        urgentAcquireWaitsWhereRightsExist.sort()
         let seconds = configuration.seconds
         let fairness = Self.maxMinFairness(successes: succeededBeforeCutoff, demands: createdBeforeCutoff)
         var report = SimulationReport(
@@ -99,6 +102,8 @@ extension Simulator {
         report.urgentWaitP99WhileRightsLeftMillis = Self.percentile(urgentWaitsWhileRightsLeft, 0.99)
         report.urgentWaitP99WhereRightsExistMillis = urgentWaitsWhereRightsExist.isEmpty
             ? nil : Self.percentile(urgentWaitsWhereRightsExist, 0.99)
+        report.urgentAcquireWaitP99WhereRightsExistMillis = urgentAcquireWaitsWhereRightsExist.isEmpty
+            ? nil : Self.percentile(urgentAcquireWaitsWhereRightsExist, 0.99)
         report.liarGraylistings = liarGraylistings
         report.honestGraylistings = honestGraylistings
         report.bucketDepthRatio = Self.bucketDepth(

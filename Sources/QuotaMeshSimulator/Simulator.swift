@@ -45,6 +45,8 @@ public struct Simulator {
         var priority: Priority
         var created: Int64
         var succeeded: Int64?
+        /// When the node last granted it (the grant of a task that succeeded is the one it succeeded with).
+        var granted: Int64?
         var inFlight = false
     }
 
