@@ -96,6 +96,55 @@ import Testing
         }
     }
 
+    /// Issue 23, as it was found: two IETF policies are two entries of `limits`, each enforced; a malformed
+    /// field costs itself only.
+    @Test func everyPolicyTheUpstreamStatesIsKeptAndEnforced() async throws {
+        let node = try await api.makeNode(services: [:])
+        let app = Application(router: NodeAPI.buildRouter(node: node))
+        try await app.test(.router) { client in
+            let observe = #"{"service": "api", "status": 200, "headers": {"RateLimit-Policy": "\"burst\";q=100;w=60, \"daily\";q=1000;w=86400", "RateLimit": "\"burst\";r=40;t=20, \"daily\";r=800;t=3600"}}"#
+            let (status, answer, _) = try await api.post(client, "/v1/observe", observe)
+            #expect(status == 200)
+            #expect(answer["understood"] as? [String] == ["ratelimit", "ratelimit-policy"])
+            let quota = answer["quota"] as? [String: Any]
+            #expect(quota?["dimension"] as? String == "burst")
+            #expect(quota?["remaining"] as? Int == 40)
+            #expect(dimension(quota, "burst")?["limit"] as? Int == 100)
+            #expect(dimension(quota, "burst")?["window_s"] as? Double == 60)
+            #expect(dimension(quota, "daily")?["limit"] as? Int == 1000)
+            #expect(dimension(quota, "daily")?["remaining"] as? Int == 800)
+            #expect(dimension(quota, "daily")?["window_s"] as? Double == 86400)
+            #expect(dimension(quota, "daily")?["reset_at"] is Int)
+
+            // The day is spent while the burst window has room: no call passes, and the denial says which.
+            let spent = observe.replacingOccurrences(of: "r=800", with: "r=0")
+            #expect(try await api.post(client, "/v1/observe", spent).0 == 200)
+            let (code, denial, headers) = try await api.post(client, "/v1/acquire", #"{"service": "api", "priority": "urgent"}"#)
+            #expect(code == 429)
+            #expect(denial["detail"] as? String == "daily_window")
+            #expect(headers[.retryAfter] != nil)
+        }
+    }
+
+    @Test func aMalformedRemainingStillTeachesTheLimit() async throws {
+        let now: UnixMillis = 1_800_000_000_000
+        let node = try await api.makeNode(services: [:], clock: { now })
+        let app = Application(router: NodeAPI.buildRouter(node: node))
+        try await app.test(.router) { client in
+            let reset = now / 1000 + 60
+            let (status, answer, _) = try await api.post(
+                client, "/v1/observe",
+                #"{"service": "gh", "status": 200, "headers": {"x-ratelimit-limit": "100", "x-ratelimit-remaining": "abc", "x-ratelimit-reset": "\#(reset)"}}"#)
+            #expect(status == 200)
+            let ignored = answer["ignored"] as? [[String: String]] ?? []
+            #expect(ignored.map { $0["header"] } == ["x-ratelimit-remaining"])
+            #expect(ignored.first?["reason"]?.contains("abc") == true)
+            let quota = answer["quota"] as? [String: Any]
+            #expect(quota?["limit"] as? Int == 100)
+            #expect(quota?["window_s"] as? Double == 60)
+        }
+    }
+
     @Test func accountsRotateAndOneThatAnswered429IsSkippedUntilItsReset() async throws {
         let node = try await api.makeNode(services: [
             "github": ServicePolicy(limit: 100, windowMillis: 3_600_000, accounts: ["app-a", "app-b"], burstFraction: 1)

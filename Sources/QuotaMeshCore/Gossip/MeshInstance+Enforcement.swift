@@ -154,7 +154,7 @@ extension MeshInstance {
             return .deny(
                 .unknownService, key: nil, retryAt: now + 1000, detail: .unknownService)
         }
-        if entry.keys.count == 1, request.costs.isEmpty, policy.scopes.isEmpty {
+        if entry.keys.count == 1, request.costs.isEmpty, policy.scopes.isEmpty, entry.requestWindows.isEmpty {
             // The common case, one account counting requests only: the loop below, without its bookkeeping.
             let key = entry.keys[0]
             let assessment = assess(key, request: request, policy: policy, now: now)
@@ -176,6 +176,11 @@ extension MeshInstance {
                 var part = request
                 part.cost = amount
                 checks.append((key.counting(dimension), part))
+            }
+            // The upstream's other windows over requests (an hourly and a daily policy): every call counts
+            // in each, at its requests cost.
+            for dimension in entry.requestWindows where request.costs[dimension] == nil {
+                checks.append((key.counting(dimension), request))
             }
             if !policy.scopes.isEmpty, let scope = policy.scopeAccount(of: account) {
                 let scoped = QuotaKey(service: key.service, account: scope)
@@ -292,9 +297,11 @@ extension MeshInstance {
         let windowTotal = merged.windowTotal(at: now)
         // Where rights bound what the mesh sends, an observation that lags the calls the upstream counted
         // in it must not strand the window's last rights (a few percent of every window in the simulator).
+        // Only other nodes' calls can be such calls: this node's own are counted the moment it grants them.
+        let ownTotal = own?.state.consumption.count(at: now) ?? 0
         let recount = byRights && merged.window != nil
             ? self.recount(
-                windowTotal: windowTotal,
+                windowTotal: windowTotal - min(windowTotal, ownTotal),
                 windowLength: Double(merged.window?.windowMillis ?? 0),
                 resetAt: merged.window?.resetAt ?? now, now: now)
             : 0
@@ -703,10 +710,16 @@ extension MeshInstance {
         let merged = scratch.mergedView(key, now: now)
         let remainingCount = scratch.remaining(merged, now: now)
         var next: [Priority: Int64] = [:]
+        let windows = key.dimension == QuotaKey.requests ? catalog.entry(key.service).requestWindows : []
         for priority in Priority.allCases {
             let probe = AcquireRequest(service: key.service, priority: priority, cost: 1)
-            let decision = scratch.assess(key, request: probe, now: now).decision
-            next[priority] = decision.granted ? 0 : max(0, (decision.retryAt ?? now).saturatingSubtract(now))
+            // The latest any dimension a call counts in could grant it.
+            var wait: Int64 = 0
+            for partKey in [key] + windows.map({ key.counting($0) }) {
+                let decision = scratch.assess(partKey, request: probe, now: now).decision
+                if !decision.granted { wait = max(wait, (decision.retryAt ?? now).saturatingSubtract(now)) }
+            }
+            next[priority] = wait
         }
         let breakerState = merged.breaker.state(at: now)
         var share = 1.0
@@ -764,6 +777,9 @@ extension MeshInstance {
         }
         for key in keys {
             local[key, default: LocalQuota()].requested[request.priority] += Double(max(0, request.cost))
+            for dimension in entry.requestWindows where request.costs[dimension] == nil {
+                local[key.counting(dimension), default: LocalQuota()].requested[request.priority] += Double(max(0, request.cost))
+            }
             for (dimension, amount) in request.costs where amount > 0 && counted.contains(dimension) {
                 let partKey = key.counting(dimension)
                 var part = local[partKey] ?? LocalQuota()

@@ -413,6 +413,8 @@ public struct MeshInstance: Sendable {
         public var closedBreaker: Bool
         /// Why nothing was recorded, when a cap refused a new name.
         public var refused: NameRefusal? = nil
+        /// Dimensions the response stated that were not recorded (a cap on dimensions), with why.
+        public var ignored: [IgnoredHeader] = []
     }
 
     /// Takes an upstream response the agent reports: merges what its rate-limit headers say and drives
@@ -431,11 +433,10 @@ public struct MeshInstance: Sendable {
     ) -> (directives: [MeshDirective], outcome: ObserveOutcome) {
         var out: [MeshDirective] = []
         var outcome = ObserveOutcome(key: nil, serviceKnown: false, openedBreaker: false, closedBreaker: false)
-        // Token dimensions are counted under their own keys; requests (or, when a response names no
-        // requests limit, its tightest other one, such as an IETF policy) under the service's key.
-        let counted = report.dimensions.filter { Self.tokenDimensions.contains($0.name) }
+        // Requests are counted under the service's key; every other dimension (tokens, and each window the
+        // upstream states over requests, such as an hourly and a daily IETF policy) under a key of its own.
+        let counted = report.dimensions.filter { $0.name != QuotaKey.requests }
         let primary = report.dimensions.first { $0.name == QuotaKey.requests }
-            ?? RateLimitReport(dimensions: report.dimensions.filter { !Self.tokenDimensions.contains($0.name) }).tightest
         if !isKnown(service: service) {
             guard (primary.map { [$0] } ?? []).contains(where: { $0.limit != nil || $0.remaining != nil })
                 || counted.contains(where: { $0.limit != nil || $0.remaining != nil })
@@ -489,6 +490,11 @@ public struct MeshInstance: Sendable {
         let observed = (200...399).contains(status) ? made : nil
         for dimension in counted {
             let partKey = key.counting(dimension.name)
+            if let refusal = catalog.refusal(ofNew: partKey) {
+                outcome.ignored.append(IgnoredHeader(
+                    name: dimension.name, reason: "dimension `\(dimension.name)` not recorded: \(refusal.rawValue) (max_dimensions)"))
+                continue
+            }
             catalog.note(partKey)
             var part = local[partKey] ?? LocalQuota()
             let before = part.state
@@ -515,7 +521,8 @@ public struct MeshInstance: Sendable {
             if let retryAt = report.retryAt, status == 429 || status == 503 || status == 529 || report.isRateLimited {
                 openUntil = retryAt
             } else if status == 429 || report.isRateLimited {
-                if let primary, primary.remaining == 0, let reset = primary.resetAt {
+                let exhausted = ((primary.map { [$0] } ?? []) + counted).filter { $0.remaining == 0 }
+                if let reset = exhausted.compactMap(\.resetAt).max() {
                     openUntil = reset
                 } else {
                     openUntil = now + policy.breaker.openMillis
@@ -553,16 +560,18 @@ public struct MeshInstance: Sendable {
         catalog.scopeKeys(of: service).map { view(of: $0, now: now) }
     }
 
-    /// The dimensions counted under keys of their own when an upstream reports them.
-    static let tokenDimensions: Set<String> = ["tokens", "input_tokens", "output_tokens"]
-
     /// Merges one reported dimension into `quota` (an observation, and the limit it implies when none is
     /// configured); returns the observation made, if one was.
     @discardableResult
     private func record(
         _ dimension: RateLimitDimension, into quota: inout LocalQuota, key: QuotaKey, merged: Merged, now: UnixMillis
     ) -> UpstreamObservation? {
-        guard let remaining = dimension.remaining else { return nil }
+        guard let remaining = dimension.remaining else {
+            // A limit stated without what is left (the remaining field malformed, or not sent) still
+            // teaches the limit; no observation is made of it. A remaining without a limit invents none.
+            learnLimit(dimension, into: &quota, key: key, now: now)
+            return nil
+        }
         // Just after a restart this node has not yet heard again what the others consumed: an observation
         // anchored on that partial view would make every node that merges it count the calls before it
         // twice, and the window would be believed spent early. So none is
@@ -593,6 +602,18 @@ public struct MeshInstance: Sendable {
             quota.state.policy = AdvertisedPolicy(limit: limit, windowMillis: window)
         }
         return observation
+    }
+
+    /// Learns `dimension`'s limit and window when the configuration sets none: the stated window, else
+    /// the time to the stated reset (in whole seconds); nothing when neither is stated.
+    private func learnLimit(_ dimension: RateLimitDimension, into quota: inout LocalQuota, key: QuotaKey, now: UnixMillis) {
+        guard configuration.services[key.service]?.configuredLimit(key.dimension) == nil,
+            let limit = dimension.limit, limit > 0
+        else { return }
+        var window = dimension.windowSeconds.map { $0.saturatingMultiply(1000) } ?? 0
+        if window <= 0, let resetAt = dimension.resetAt, resetAt > now { window = (resetAt - now + 999) / 1000 * 1000 }
+        guard window > 0, window <= claimHorizon(key) else { return }
+        quota.state.policy = AdvertisedPolicy(limit: limit, windowMillis: window)
     }
 
     // MARK: - Queries

@@ -31,7 +31,7 @@ public struct RateLimitDimension: Sendable, Equatable {
 }
 
 /// A header the parser looked at but could not use, and why.
-public struct IgnoredHeader: Sendable, Equatable {
+public struct IgnoredHeader: Sendable, Hashable {
     /// The lowercased header name.
     public var name: String
     /// A human-readable reason, quoting (a prefix of) the offending value.

@@ -36,6 +36,8 @@ struct RateLimitParseRun {
     private var understood: Set<String> = []
     private var ignored: [IgnoredHeader] = []
     private var drafts: [String: RateLimitDimensionDraft] = [:]
+    /// Policies in another unit than requests, passed over.
+    private var uncountedPolicies: Set<String> = []
     private var serverDate: UnixMillis?
     private var usedServerDate = false
 
@@ -125,7 +127,7 @@ struct RateLimitParseRun {
     /// GitHub / Discord / generic `x-ratelimit-{limit,remaining,used,reset,reset-after,resource,bucket,scope,global}`.
     private mutating func readXRateLimitFamily() -> XRateLimitFamily {
         var family = XRateLimitFamily()
-        let limit = readInteger("x-ratelimit-limit")
+        let limit = readLimit("x-ratelimit-limit")
         var remaining = readInteger("x-ratelimit-remaining")
         let used = readInteger("x-ratelimit-used")
         if remaining == nil, let limit, let used { remaining = max(0, limit - used) }
@@ -147,7 +149,7 @@ struct RateLimitParseRun {
 
     /// X (Twitter) `x-rate-limit-{limit,remaining,reset}`, reset in epoch seconds.
     private mutating func readTwitterFamily() {
-        let limit = readInteger("x-rate-limit-limit")
+        let limit = readLimit("x-rate-limit-limit")
         let remaining = readInteger("x-rate-limit-remaining")
         let reset = readEpochOrDeltaReset("x-rate-limit-reset")
         merge("requests", limit: limit, remaining: remaining, resetAt: reset)
@@ -156,7 +158,7 @@ struct RateLimitParseRun {
     /// OpenAI `x-ratelimit-{limit,remaining,reset}-{requests,tokens}`, resets as Go durations.
     private mutating func readOpenAIFamily() {
         for kind in ["requests", "tokens"] {
-            let limit = readInteger("x-ratelimit-limit-\(kind)")
+            let limit = readLimit("x-ratelimit-limit-\(kind)")
             let remaining = readInteger("x-ratelimit-remaining-\(kind)")
             let reset = readDurationReset("x-ratelimit-reset-\(kind)")
             merge(kind, limit: limit, remaining: remaining, resetAt: reset)
@@ -170,7 +172,7 @@ struct RateLimitParseRun {
             ("input-tokens", "input_tokens"), ("output-tokens", "output_tokens"),
         ]
         for (infix, dimension) in kinds {
-            let limit = readInteger("anthropic-ratelimit-\(infix)-limit")
+            let limit = readLimit("anthropic-ratelimit-\(infix)-limit")
             let remaining = readInteger("anthropic-ratelimit-\(infix)-remaining")
             let reset = readRFC3339Reset("anthropic-ratelimit-\(infix)-reset")
             merge(dimension, limit: limit, remaining: remaining, resetAt: reset)
@@ -269,12 +271,18 @@ struct RateLimitParseRun {
         merge("requests", limit: limit, remaining: remaining, resetAt: reset)
     }
 
-    /// One `RateLimit-Policy` member: `"name";q=…;w=…[;qu=…][;pk=…]`.
+    /// One `RateLimit-Policy` member: `"name";q=…;w=…[;qu=…][;pk=…]`. A policy counted in another unit
+    /// than requests (`qu`) is passed over, with its state in `RateLimit`: no call's cost is known in it.
     private mutating func readPolicy(_ member: RateLimitSFMember) {
         let field = "ratelimit-policy"
-        guard let policy = member.item.text, !policy.isEmpty else {
-            ignore(field, "member is not a policy name (string or token)")
-            return
+        guard let policy = policyName(member, field: field) else { return }
+        if let unit = member.parameters["qu"] {
+            guard let text = unit.text, text == "requests" else {
+                let shown = unit.text.map { "\"\($0)\"" } ?? "not a string"
+                ignore(field, "policy \"\(policy)\": quota unit \(shown) is not counted (only requests are)")
+                uncountedPolicies.insert(policy)
+                return
+            }
         }
         let quota = policyParameter(member, "q", field: field, policy: policy, positive: false)
         if member.parameters["q"] == nil { ignore(field, "policy \"\(policy)\" has no q") }
@@ -285,13 +293,23 @@ struct RateLimitParseRun {
     /// One current-form `RateLimit` member: `"name";r=…;t=…[;pk=…]`.
     private mutating func readPolicyState(_ member: RateLimitSFMember) {
         let field = "ratelimit"
-        guard let policy = member.item.text, !policy.isEmpty else {
-            ignore(field, "member is not a policy name (string or token)")
-            return
-        }
+        guard let policy = policyName(member, field: field), !uncountedPolicies.contains(policy) else { return }
         let remaining = policyParameter(member, "r", field: field, policy: policy, positive: false)
         let seconds = policyParameter(member, "t", field: field, policy: policy, positive: false)
         merge(policy, remaining: remaining, resetAt: seconds.map { resetIn(millis: $0 * 1000) })
+    }
+
+    /// A member's policy name, which names a dimension: a label (1-64 letters, digits, `-`, `_`, `.`, `:`).
+    private mutating func policyName(_ member: RateLimitSFMember, field: String) -> String? {
+        guard let policy = member.item.text, !policy.isEmpty else {
+            ignore(field, "member is not a policy name (string or token)")
+            return nil
+        }
+        guard QuotaKey.isValidLabel(policy) else {
+            ignore(field, "policy name \(RateLimitValueFormats.quoted(policy)) is not a label (1-64 letters, digits, -, _, ., :)")
+            return nil
+        }
+        return policy
     }
 
     private mutating func policyParameter(
@@ -365,6 +383,11 @@ struct RateLimitParseRun {
         _ name: String, _ parse: (String) -> Result<Value, RateLimitFieldError>
     ) -> Value? {
         guard let text = singleNumber(name) else { return nil }
+        if text == "-1" {
+            // Some APIs send -1 where they do not know the value.
+            ignore(name, "-1: the upstream does not know (read as absent)")
+            return nil
+        }
         switch parse(text) {
         case .failure(let error):
             ignore(name, error.reason)
@@ -377,6 +400,18 @@ struct RateLimitParseRun {
 
     private mutating func readInteger(_ name: String) -> Int64? {
         readParsed(name, RateLimitValueFormats.nonNegativeInteger)
+    }
+
+    /// A limit: as ``readInteger(_:)``, but 0 is read as "not stated" (some APIs send it for unknown;
+    /// no upstream that answers means it allows no call at all).
+    private mutating func readLimit(_ name: String) -> Int64? {
+        guard let limit = readInteger(name) else { return nil }
+        guard limit > 0 else {
+            understood.remove(name)
+            ignore(name, "0: no limit stated (read as unknown)")
+            return nil
+        }
+        return limit
     }
 
     /// Seconds, decimals allowed: epoch seconds (skew-corrected) from 10^9 on, else seconds from now.

@@ -49,7 +49,25 @@ struct ServiceCatalog: Sendable {
             // The decision path reads the rotation list on every acquire: keep it built.
             entries[key.service] = makeEntry(key.service)
         }
-        if key.dimension != QuotaKey.requests { dimensionsByService[key.service, default: []].insert(key.dimension) }
+        if key.dimension != QuotaKey.requests,
+            dimensionsByService[key.service, default: []].insert(key.dimension).inserted,
+            Self.countsRequests(key.dimension, configured: configured[key.service])
+        {
+            // A new dimension every call is charged to: the decision path must see it.
+            entries[key.service] = makeEntry(key.service)
+        }
+    }
+
+    /// The dimensions counted under keys of their own whose cost an acquire names (`{"tokens": 1800}`).
+    static let tokenDimensions: Set<String> = ["tokens", "input_tokens", "output_tokens"]
+
+    /// Whether every call is charged to `dimension` at its requests cost: the upstream's own windows over
+    /// requests (IETF `RateLimit-Policy` names, such as an hourly and a daily policy), as opposed to the
+    /// token dimensions and the dimensions configured under `limits`, which a call is charged only when
+    /// its acquire names a cost in them.
+    static func countsRequests(_ dimension: String, configured: ServicePolicy?) -> Bool {
+        dimension != QuotaKey.requests && !tokenDimensions.contains(dimension)
+            && configured?.dimensionLimits[dimension] == nil
     }
 
     /// Learns a service that is not configured (it gets the default policy); `true` if it was not known.
@@ -124,7 +142,10 @@ struct ServiceCatalog: Sendable {
     /// default policy) and the requests keys of its rotation accounts.
     private func makeEntry(_ service: String) -> ServiceEntry {
         let policy = configured[service] ?? (learned.contains(service) ? ServicePolicy() : nil)
-        return ServiceEntry(policy: policy, keys: rotationAccounts(of: service).map { QuotaKey(service: service, account: $0) })
+        let windows = (dimensionsByService[service] ?? []).filter { Self.countsRequests($0, configured: configured[service]) }
+        return ServiceEntry(
+            policy: policy, keys: rotationAccounts(of: service).map { QuotaKey(service: service, account: $0) },
+            requestWindows: windows.sorted())
     }
 
     /// The accounts seen and configured for `service`, scopes left out, sorted.
@@ -135,9 +156,10 @@ struct ServiceCatalog: Sendable {
     }
 }
 
-/// A service's policy (`nil` while the service is unknown) and the requests keys of the accounts calls
-/// rotate across.
+/// A service's policy (`nil` while the service is unknown), the requests keys of the accounts calls
+/// rotate across, and the other dimensions every call is charged to (``ServiceCatalog/countsRequests(_:configured:)``).
 struct ServiceEntry: Sendable {
     var policy: ServicePolicy?
     var keys: [QuotaKey]
+    var requestWindows: [String] = []
 }

@@ -109,7 +109,7 @@ public enum NodeAPI {
             let now = node.now()
             var object: [String: Any] = [
                 "understood": report.understood,
-                "ignored": report.ignored.map { ["header": $0.name, "reason": $0.reason] },
+                "ignored": (report.ignored + outcome.ignored).map { ["header": $0.name, "reason": $0.reason] },
                 "breaker_opened": outcome.openedBreaker,
                 "breaker_closed": outcome.closedBreaker,
             ]
