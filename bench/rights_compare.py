@@ -55,13 +55,17 @@ def main():
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for name, flags in RUNS:
         for label, binary in ((args.before_label, args.before), (args.after_label, args.after)):
-            r = simulate(binary, flags)
-            part = r.get("partition_max_admitted_ratio")
-            print(f"| {name} | {label} | {r['max_admitted_ratio']:.2f} | {'-' if part is None else f'{part:.2f}'} "
-                  f"| {r['utilization']:.3f} | {r['urgent_success_ratio']:.3f} | {r['urgent_wait_p99_ms']:.0f} "
-                  f"| {exists(r)} "
-                  f"| {r['jain_index']:.3f} | {r['maxmin_index']:.3f} | {r['upstream_429s']} "
-                  f"| {depth(r)} | {r['bytes_per_node_per_s']:.0f} |", flush=True)
+            print(row(name, label, simulate(binary, flags)), flush=True)
+
+
+def row(name, label, r):
+    """One run's line of the table."""
+    part = r.get("partition_max_admitted_ratio")
+    return (f"| {name} | {label} | {r['max_admitted_ratio']:.2f} | {'-' if part is None else f'{part:.2f}'} "
+            f"| {r['utilization']:.3f} | {r['urgent_success_ratio']:.3f} | {r['urgent_wait_p99_ms']:.0f} "
+            f"| {exists(r)} "
+            f"| {r['jain_index']:.3f} | {r['maxmin_index']:.3f} | {r['upstream_429s']} "
+            f"| {depth(r)} | {r['bytes_per_node_per_s']:.0f} |")
 
 
 if __name__ == "__main__":

@@ -133,13 +133,25 @@ import QuotaMeshCrypto
                 outcomes[priority, default: []].append(mesh.acquire(0, AcquireRequest(service: "svc", priority: priority))?.granted == true)
             }
         }
-        let granted = outcomes.mapValues { $0.filter { $0 }.count }
-        // low stops while ≥ 50% remain, normal at 10%, urgent takes the rest; never above the limit.
-        #expect(granted[.low, default: 0] + granted[.normal, default: 0] + granted[.urgent, default: 0] == 10)
-        let denial = mesh.acquire(0, AcquireRequest(service: "svc", priority: .low))
-        #expect(denial?.reason == .quotaExhausted || denial?.reason == .reservedForHigherPriority)
-        #expect(granted[.low, default: 0] <= 5)
-        #expect(granted[.urgent, default: 0] >= 1)
+        // Asked in turns low, normal, urgent: low goes while a call leaves at least half the limit (its turns
+        // find 10 and 7 left), normal while one leaves a tenth (9, 6, 4 and 2 left), urgent takes the rest;
+        // never above the limit.
+        #expect(outcomes[.low] == [true, true] + Array(repeating: false, count: 10))
+        #expect(outcomes[.normal] == [true, true, true, true] + Array(repeating: false, count: 8))
+        #expect(outcomes[.urgent] == [true, true, true, true] + Array(repeating: false, count: 8))
+        let low = mesh.acquire(0, AcquireRequest(service: "svc", priority: .low))
+        #expect(low?.reason == .quotaExhausted)
+    }
+
+    /// Normal work stops where what is left is a tenth of the limit, while urgent work still goes.
+    @Test func normalStopsAtItsReserveWhileUrgentGoes() {
+        var mesh = TestMesh(count: 1, services: ["svc": ServicePolicy(limit: 10, windowMillis: 3_600_000, burstFraction: 1)])
+        for _ in 0..<9 { #expect(mesh.acquire(0, AcquireRequest(service: "svc", priority: .normal))?.granted == true) }
+        let normal = mesh.acquire(0, AcquireRequest(service: "svc", priority: .normal))
+        #expect(normal?.granted == false)
+        #expect(normal?.reason == .reservedForHigherPriority)
+        #expect(mesh.acquire(0, AcquireRequest(service: "svc", priority: .urgent))?.granted == true)
+        #expect(mesh.acquire(0, AcquireRequest(service: "svc", priority: .urgent))?.granted == false)
     }
 
     @Test func lowIsReservedWhileUrgentStillGranted() {
@@ -379,7 +391,8 @@ import QuotaMeshCrypto
         // The urgent node got nearly all it asked for; each normal node less than half of what it asked.
         #expect(Double(granted[0]) >= 0.9 * Double(asked[0]), "\(granted) of \(asked)")
         for index in 1..<4 { #expect(granted[index] < asked[index] / 2, "\(granted) of \(asked)") }
-        #expect(granted.reduce(0, +) >= 75, "the limit should not be wasted: \(granted)")
+        // At least the window's pace over the 40 s (2 a second: 80) goes; 99 here.
+        #expect(granted.reduce(0, +) >= 80, "the limit should not be wasted: \(granted)")
     }
 
     @Test func grantsNotYetHeardOfAreEstimatedFromTheWindowsPace() {
@@ -427,7 +440,8 @@ import QuotaMeshCrypto
         }
         let total = granted.reduce(0, +)
         #expect(total <= 60)
-        #expect(total >= 45, "the limit should not be wasted: \(granted)")
+        // At least 0.95 of the limit goes (59 of 60 here).
+        #expect(total >= 57, "the limit should not be wasted: \(granted)")
         #expect(FairShare.jainIndex(granted.map(Double.init)) > 0.9, "\(granted)")
     }
 

@@ -165,7 +165,9 @@ final class NamespaceMesh: @unchecked Sendable {
             if sweep == killAt + 4 { try mesh.start(victim) }
             for index in 0..<5 {
                 let result = try mesh.cli(index, ["acquire", "api", "--priority", "urgent"])
-                if result.status == 0, let window = (result.json["quota"] as? [String: Any])?["reset_at_ms"] as? Int {
+                if result.status == 0 {
+                    // The window the grant was charged to (the view read after it may show the next one).
+                    let window = try #require(result.json["window_end_ms"] as? Int, "\(result.json)")
                     grants.append((index, Int64(window), sweep))
                 }
             }
@@ -194,12 +196,13 @@ final class NamespaceMesh: @unchecked Sendable {
             guard windows.count == 1, globals.count == 1, let window = windows.first, let global = globals.first else {
                 return false
             }
-            return byWindow[Int64(window)].map { $0 == global } ?? true
+            // A window nobody was granted in counts nothing.
+            return (byWindow[Int64(window)] ?? 0) == global
         }
-        if let view = try mesh.quota(victim), let window = view["reset_at_ms"] as? Int {
-            let own = grants.filter { $0.node == victim && $0.window == Int64(window) }.count
-            let local = (view["consumed"] as? [String: Any])?["local"] as? Int ?? -1
-            #expect(local >= own, "node \(victim) counts \(local) of its own \(own) grants in this window after SIGKILL")
-        }
+        let view = try #require(try mesh.quota(victim), "node \(victim) answers after its restart")
+        let window = try #require(view["reset_at_ms"] as? Int)
+        let own = grants.filter { $0.node == victim && $0.window == Int64(window) }.count
+        let local = (view["consumed"] as? [String: Any])?["local"] as? Int ?? -1
+        #expect(local >= own, "node \(victim) counts \(local) of its own \(own) grants in this window after SIGKILL")
     }
 }

@@ -183,26 +183,23 @@ import QuotaMeshCrypto
     @Test func waitingAcquireIsGrantedWhenThePacedSlotArrives() async throws {
         // 30 calls a minute with no burst: calls are paced over what is left of the window, about two
         // seconds apart on a clock that starts one second into a window (so the test does not depend on
-        // where in the minute it runs).
+        // where in the minute it runs). The clock stands still for the first three calls, so they come at
+        // one instant however loaded the machine is; then it runs, and a call that waits gets its slot.
         let start = wallClockMillis()
         let offset = (start / 60_000 + 1) * 60_000 + 1_000 - start
+        let clock = PausableClock(at: start + offset, offset: offset)
         let node = try await makeNode(
-            services: ["svc": ServicePolicy(limit: 30, windowMillis: 60_000, burstFraction: 0)],
-            clock: { wallClockMillis() + offset })
+            services: ["svc": ServicePolicy(limit: 30, windowMillis: 60_000, burstFraction: 0)], clock: clock.now)
         let app = Application(router: NodeAPI.buildRouter(node: node))
         try await app.test(.router) { client in
             var statuses: [Int] = []
-            let clock = ContinuousClock()
-            let started = clock.now
             for _ in 0..<3 {
                 let (status, _, _) = try await post(client, "/v1/acquire", #"{"service":"svc"}"#)
                 statuses.append(status)
             }
-            // Three calls inside the ~2 s pacing interval cannot all pass. (On a machine so loaded that
-            // the three took longer, each may rightly pass in its own slot.)
-            if clock.now - started < .milliseconds(1_500) {
-                #expect(statuses.contains(429), "a burst of 0 paces calls ~2 s apart: \(statuses)")
-            }
+            // One instant, a pace of one call per ~2 s: the first passes, the other two cannot.
+            #expect(statuses == [200, 429, 429], "\(statuses)")
+            clock.resume()
             let (waited, json, _) = try await post(client, "/v1/acquire", #"{"service":"svc","wait_ms":5000}"#)
             #expect(waited == 200, "\(json)")
         }
@@ -247,5 +244,24 @@ import QuotaMeshCrypto
         let metrics = await node.metricsText()
         #expect(!metrics.contains("nope-"), "made-up service names add no series")
         #expect(metrics.contains("_unknown"))
+    }
+}
+
+/// A clock that stands still at a given time until resumed, then runs as the wall clock plus `offset`
+/// (never going back: the paused time is at most the wall time plus `offset` when resumed).
+final class PausableClock: @unchecked Sendable {
+    private let lock = NSLock()
+    private var paused: UnixMillis?
+    private let offset: Int64
+
+    init(at time: UnixMillis, offset: Int64) {
+        paused = time
+        self.offset = offset
+    }
+
+    func resume() { lock.withLock { paused = nil } }
+
+    var now: @Sendable () -> UnixMillis {
+        { [self] in lock.withLock { paused ?? wallClockMillis() + offset } }
     }
 }

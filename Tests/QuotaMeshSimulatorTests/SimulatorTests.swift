@@ -103,10 +103,12 @@ import QuotaMeshCore
             $0.seed = seed
             $0.demand = 2
         }
-        // The target: 1.01. These seeds give 0.96 to 0.99 (BENCHMARKS.md has the distribution).
-        #expect(report.maxAdmittedRatio <= 1.01, "seed \(seed)")
-        #expect(report.utilization >= 0.85, "seed \(seed): utilization \(report.utilization)")
-        #expect(report.jainIndex >= 0.95, "seed \(seed)")
+        // Rights: never over the limit. BENCHMARKS.md ("Rights"): every seed uses at least 0.95 of the
+        // limit at 2× demand (these give 0.965-0.975), Jain's index 0.98 and more.
+        #expect(report.maxAdmittedRatio <= 1.0, "seed \(seed)")
+        #expect(report.upstream429s == 0, "seed \(seed)")
+        #expect(report.utilization >= 0.95, "seed \(seed): utilization \(report.utilization)")
+        #expect(report.jainIndex >= 0.98, "seed \(seed): \(report.jainIndex)")
         #expect(report.urgentSuccessRatio == 1, "seed \(seed)")
     }
 
@@ -130,10 +132,11 @@ import QuotaMeshCore
         // within 300 ms, none seeing the others'). Seeds 44 and 84 still went over (1.05 and 1.10: five or
         // six nodes granted a window's last three calls within half a second, each seeing more left than
         // there was) until the window's last slot went by turns wherever nodes outnumber the window's
-        // calls. Seeds 1 to 100 now give 0.85 to 1.00, no 429s, utilization 0.80 to 0.95.
+        // calls. With rights no window goes over, and these seeds use 0.967 to 1.0 of the limit
+        // (BENCHMARKS.md, "Rights": N = 60 sharing 20 uses at least 0.95 on every seed).
         #expect(report.maxAdmittedRatio <= 1.0, "seed \(seed)")
         #expect(report.upstream429s == 0, "seed \(seed)")
-        #expect(report.utilization >= 0.75, "seed \(seed): utilization \(report.utilization)")
+        #expect(report.utilization >= 0.95, "seed \(seed): utilization \(report.utilization)")
     }
 
     @Test func urgentWorkSucceedsWhileLowDemandIsTenTimesTheLimit() async {
@@ -146,9 +149,10 @@ import QuotaMeshCore
             $0.priorityMix = (0.02, 0.08, 0.9)
         }
         #expect(report.urgentSuccessRatio == 1, "seed \(seed)")
-        // Seeds 1 to 8 give 0.97 to 0.99. Before the pace stopped growing without bound at the window's
-        // end (no node sees the others' last grants), the flood pushed this seed to 1.04.
-        #expect(report.maxAdmittedRatio <= 1.01, "seed \(seed)")
+        // Before the pace stopped growing without bound at the window's end (no node sees the others' last
+        // grants), the flood pushed this seed to 1.04; with rights no window goes over.
+        #expect(report.maxAdmittedRatio <= 1.0, "seed \(seed)")
+        #expect(report.upstream429s == 0, "seed \(seed)")
         let low = report.tasks[.low] ?? (0, 0)
         #expect(low.succeeded < low.created, "low work is held back, seed \(seed)")
     }
@@ -162,8 +166,12 @@ import QuotaMeshCore
             $0.crashes = 6
             $0.downtimeMillis = 1_500
         }
-        #expect(report.maxAdmittedRatio <= 1.01, "seed \(seed)")
-        #expect(report.utilization >= 0.75, "seed \(seed)")
+        // A node resumes from its saved ledger: never over. A crashed node's rights stay with it until the
+        // window ends (docs/TUNING.md): BENCHMARKS.md's six-crash run uses 0.944 of the limit; at least
+        // 0.94 here.
+        #expect(report.maxAdmittedRatio <= 1.0, "seed \(seed)")
+        #expect(report.upstream429s == 0, "seed \(seed)")
+        #expect(report.utilization >= 0.94, "seed \(seed): \(report.utilization)")
     }
 
     @Test(arguments: [UInt64(2), 28])
@@ -180,26 +188,49 @@ import QuotaMeshCore
             $0.demand = 2
             $0.crashes = 5
         }
-        #expect(report.maxAdmittedRatio <= 1.01, "seed \(seed)")
+        #expect(report.maxAdmittedRatio <= 1.0, "seed \(seed)")
         for (index, window) in report.windows.enumerated() {
             #expect(window.accepted >= 80, "seed \(seed): window \(index) made \(window.accepted) calls of 100")
         }
     }
 
-    @Test func duplicatedAndReorderedPacketsChangeNothingThatMatters() async {
-        let seed: UInt64 = 5
-        let report = await run {
-            $0.nodes = 10
-            $0.seconds = 40
-            $0.seed = seed
-            $0.duplication = 0.3
-            $0.latencyMillis = 1...150
+    /// Duplicated and reordered packets (30% duplicated, latency 1-150 ms) keep every guarantee of the same
+    /// runs without duplication, and change utilization and max-min fairness by little on average.
+    @Test func duplicatedPacketsKeepEveryGuaranteeOfRunsWithout() async {
+        func report(seed: UInt64, duplication: Double) async -> SimulationReport {
+            await run {
+                $0.nodes = 10
+                $0.seconds = 40
+                $0.seed = seed
+                $0.duplication = duplication
+                $0.latencyMillis = 1...150
+            }
         }
-        #expect(report.maxAdmittedRatio <= 1.01, "seed \(seed)")
-        #expect(report.probesConverged == report.probes, "seed \(seed)")
+        var plain: [SimulationReport] = []
+        var duplicated: [SimulationReport] = []
+        for seed in UInt64(1)...4 {
+            plain.append(await report(seed: seed, duplication: 0))
+            duplicated.append(await report(seed: seed, duplication: 0.3))
+        }
+        for (index, run) in (plain + duplicated).enumerated() {
+            let name = "\(index < 4 ? "plain" : "duplicated"), seed \(index % 4 + 1)"
+            #expect(run.maxAdmittedRatio <= 1.0, "\(name)")
+            #expect(run.upstream429s == 0, "\(name)")
+            #expect(run.urgentSuccessRatio == 1, "\(name)")
+            #expect(run.probesConverged == run.probes, "\(name)")
+        }
+        // A single seed's pair differs by chance as much as by duplication (up to 0.04 of the limit either
+        // way: a duplicate draws other random numbers); the means over seeds 1-4 differ by 0.012 and 0.000.
+        func mean(_ runs: [SimulationReport], _ value: (SimulationReport) -> Double) -> Double {
+            runs.map(value).reduce(0, +) / Double(runs.count)
+        }
+        let utilization = (mean(plain, \.utilization), mean(duplicated, \.utilization))
+        let maxMin = (mean(plain, \.maxMinIndex), mean(duplicated, \.maxMinIndex))
+        #expect(abs(utilization.1 - utilization.0) <= 0.02, "\(utilization)")
+        #expect(abs(maxMin.1 - maxMin.0) <= 0.02, "\(maxMin)")
     }
 
-    @Test func aHealedPartitionConvergesAndEachSideSpendsAtMostWhatItKnewWasLeft() async {
+    @Test func aHealedPartitionConvergesAndNoSideSpendsMoreThanItsRights() async throws {
         let seed: UInt64 = 3
         let report = await run {
             $0.nodes = 10
@@ -208,10 +239,12 @@ import QuotaMeshCore
             $0.partition = PartitionPlan(start: 15, end: 32, fraction: 0.5)
             $0.probes = 10
         }
-        // Outside the partition the bound holds; inside, each side may spend what it knows is left, so a
-        // window can reach at most twice the limit (two sides).
-        #expect(report.maxAdmittedRatio <= 1.01, "seed \(seed)")
-        #expect((report.partitionMaxAdmittedRatio ?? 0) <= 2.0, "seed \(seed)")
+        // Each side spends only the rights its members hold: no window goes over, the partitioned ones
+        // included (before rights, each side spent what it believed was left: up to twice the limit).
+        #expect(report.maxAdmittedRatio <= 1.0, "seed \(seed)")
+        let partitioned = try #require(report.partitionMaxAdmittedRatio, "windows overlapped the partition")
+        #expect(partitioned <= 1.0, "seed \(seed)")
+        #expect(report.upstream429s == 0, "seed \(seed)")
         #expect(report.probesConverged == report.probes, "seed \(seed): every probe, including those made during the partition, reached every node after the heal")
     }
 
@@ -227,10 +260,11 @@ import QuotaMeshCore
         }
         // Sub-second skew cannot be corrected from `Date` (one-second resolution): a node whose clock runs
         // ahead opens the next window a little early; normal and low calls therefore keep clear of the
-        // upstream's window edges. Seeds 1 to 9 give 0.96 to 1.01 (this seed 0.98; it was the worst,
-        // 1.06, before).
-        #expect(report.maxAdmittedRatio <= 1.02, "seed \(seed)")
-        #expect(report.utilization >= 0.7, "seed \(seed)")
+        // upstream's window edges. With rights, seeds 1 to 12 give at most 0.96 to 1.00 of the limit in a
+        // window and use 0.94 to 0.97 of it (this seed was the worst, 1.06, before rights).
+        #expect(report.maxAdmittedRatio <= 1.0, "seed \(seed)")
+        #expect(report.upstream429s == 0, "seed \(seed)")
+        #expect(report.utilization >= 0.94, "seed \(seed): \(report.utilization)")
     }
 
     @Test func unequalDemandIsSharedMaxMinFairly() async {
@@ -243,10 +277,11 @@ import QuotaMeshCore
         }
         // Node i asks for 1/(i+1) of the demand: Jain's index over raw calls is low by design, and the
         // calls ÷ max-min shares is what says whether the few calls of a quiet node were served. Seeds 1
-        // to 8 give 0.964 to 0.988 (raw Jain 0.85 to 0.91), no node under 0.69 of its share.
+        // to 8 give 0.964 to 0.988 (raw Jain 0.85 to 0.91), no node under 0.69 of its share; this seed 0.972
+        // and 0.81.
         #expect(report.jainIndex < 0.95, "seed \(seed): demand is skewed")
         #expect(report.maxMinIndex >= 0.95, "seed \(seed)")
-        #expect(report.maxMinWorstRatio >= 0.5, "seed \(seed)")
+        #expect(report.maxMinWorstRatio >= 0.69, "seed \(seed): \(report.maxMinWorstRatio)")
     }
 
     @Test func maxMinFairnessComparesEachNodeWithItsWaterFilledShare() {

@@ -297,11 +297,9 @@ extension MeshInstance {
         let windowTotal = merged.windowTotal(at: now)
         // Where rights bound what the mesh sends, an observation that lags the calls the upstream counted
         // in it must not strand the window's last rights (a few percent of every window in the simulator).
-        // Only other nodes' calls can be such calls: this node's own are counted the moment it grants them.
-        let ownTotal = own?.state.consumption.count(at: now) ?? 0
         let recount = byRights && merged.window != nil
             ? self.recount(
-                windowTotal: windowTotal - min(windowTotal, ownTotal),
+                windowTotal: windowTotal,
                 windowLength: Double(merged.window?.windowMillis ?? 0),
                 resetAt: merged.window?.resetAt ?? now, now: now)
             : 0

@@ -435,8 +435,17 @@ public struct MeshInstance: Sendable {
         var outcome = ObserveOutcome(key: nil, serviceKnown: false, openedBreaker: false, closedBreaker: false)
         // Requests are counted under the service's key; every other dimension (tokens, and each window the
         // upstream states over requests, such as an hourly and a daily IETF policy) under a key of its own.
-        let counted = report.dimensions.filter { $0.name != QuotaKey.requests }
-        let primary = report.dimensions.first { $0.name == QuotaKey.requests }
+        // A response whose only statement about requests is one IETF policy describes the requests quota
+        // itself (as most IETF upstreams send one), unless that policy has a key of its own already.
+        var counted = report.dimensions.filter { $0.name != QuotaKey.requests }
+        var primary = report.dimensions.first { $0.name == QuotaKey.requests }
+        let windows = counted.filter { ServiceCatalog.countsRequests($0.name, configured: configuration.services[service]) }
+        if primary == nil, windows.count == 1, let only = windows.first, !catalog.hasDimension(only.name, of: service) {
+            primary = RateLimitDimension(
+                name: QuotaKey.requests, limit: only.limit, remaining: only.remaining, resetAt: only.resetAt,
+                windowSeconds: only.windowSeconds)
+            counted.removeAll { $0.name == only.name }
+        }
         if !isKnown(service: service) {
             guard (primary.map { [$0] } ?? []).contains(where: { $0.limit != nil || $0.remaining != nil })
                 || counted.contains(where: { $0.limit != nil || $0.remaining != nil })

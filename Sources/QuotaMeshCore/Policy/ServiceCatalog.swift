@@ -126,6 +126,11 @@ struct ServiceCatalog: Sendable {
         }
     }
 
+    /// Whether `dimension` has a key of its own for `service` (configured, observed or gossiped).
+    func hasDimension(_ dimension: String, of service: String) -> Bool {
+        dimensionsByService[service]?.contains(dimension) ?? false
+    }
+
     /// The dimensions counted for `service`: requests first, then the others by name.
     func dimensions(of service: String) -> [String] {
         [QuotaKey.requests] + (dimensionsByService[service] ?? []).sorted()
