@@ -13,6 +13,7 @@ let package = Package(
         .library(name: "QuotaMeshRequests", targets: ["QuotaMeshRequests"]),
         .library(name: "QuotaMeshFuzzing", targets: ["QuotaMeshFuzzing"]),
         .library(name: "QuotaMeshClient", targets: ["QuotaMeshClient"]),
+        .library(name: "QuotaMeshAPI", targets: ["QuotaMeshAPI"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
@@ -51,6 +52,9 @@ let package = Package(
         // Fuzz targets over every decoder of untrusted input; driven by libFuzzer (Fuzz/) and by a
         // corpus-replay test.
         .target(name: "QuotaMeshFuzzing", dependencies: ["QuotaMeshCore", "QuotaMeshCrypto", "QuotaMeshRequests"]),
+        // The local API's answers as Codable types (openapi.yaml), shared by the node and its clients; no
+        // dependencies, so a client needs neither the core nor libsodium.
+        .target(name: "QuotaMeshAPI"),
         // A client of a node's local API for Swift agents (Foundation only).
         .target(name: "QuotaMeshClient"),
         // The shell: UDP, timers, persistence, trust store, configuration and the local HTTP API.
@@ -60,6 +64,7 @@ let package = Package(
                 "QuotaMeshCore",
                 "QuotaMeshCrypto",
                 "QuotaMeshRequests",
+                "QuotaMeshAPI",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Hummingbird", package: "hummingbird"),

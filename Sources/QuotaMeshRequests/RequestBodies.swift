@@ -51,42 +51,42 @@ public enum RequestBodies {
 
     /// A refusal naming the first field of `body` (in name order) that `fields` does not hold: a misspelt
     /// field (`priorty`) would otherwise be ignored silently.
-    static func unknownField(in body: [String: Any], fields: Set<String>, of path: String) -> BodyError? {
+    static func unknownField(in body: [String: JSONValue], fields: Set<String>, of path: String) -> BodyError? {
         guard let unknown = body.keys.filter({ !fields.contains($0) }).sorted().first else { return nil }
         return .badRequest("unknown field `\(unknown)`: \(path) takes \(fields.sorted().joined(separator: ", "))")
     }
 
     /// Parses a body that must be one JSON object.
-    public static func object(from bytes: some Collection<UInt8>) -> Result<[String: Any], BodyError> {
+    public static func object(from bytes: some Collection<UInt8>) -> Result<[String: JSONValue], BodyError> {
         guard bytes.count <= maxBytes else {
             return .failure(BodyError(status: 413, message: "request body is larger than \(maxBytes) bytes"))
         }
-        guard let object = try? JSONSerialization.jsonObject(with: Data(bytes), options: []) else {
+        guard let value = try? JSONDecoder().decode(JSONValue.self, from: Data(bytes)) else {
             return .failure(.badRequest("body is not valid JSON"))
         }
-        guard let dictionary = object as? [String: Any] else {
+        guard case .object(let dictionary) = value else {
             return .failure(.badRequest("body must be a JSON object"))
         }
         return .success(dictionary)
     }
 
     /// Validates the body of `POST /v1/acquire`.
-    public static func acquire(_ body: [String: Any]) -> Result<AcquireRequest, BodyError> {
+    public static func acquire(_ body: [String: JSONValue]) -> Result<AcquireRequest, BodyError> {
         if let unknown = unknownField(in: body, fields: acquireFields, of: "POST /v1/acquire") { return .failure(unknown) }
-        guard let service = body["service"] as? String else {
+        guard let service = body["service"]?.string else {
             return .failure(.badRequest("`service` is required and must be a string"))
         }
         guard QuotaKey.isValidLabel(service) else {
             return .failure(.badRequest("`service` must be 1-64 letters, digits, '-', '_', '.', ':'"))
         }
         var request = AcquireRequest(service: service)
-        if let value = body["priority"], !(value is NSNull) {
-            guard let text = value as? String, let priority = Priority(rawValue: text) else {
+        if let value = body["priority"], value != .null {
+            guard let text = value.string, let priority = Priority(rawValue: text) else {
                 return .failure(.badRequest("`priority` must be one of urgent, normal, low"))
             }
             request.priority = priority
         }
-        if let object = body["cost"] as? [String: Any] {
+        if let object = body["cost"]?.object {
             // By dimension: `{"requests": 1, "tokens": 1800}`; requests default to 1.
             switch dimensions(object, name: "cost", zeroAllowed: false) {
             case .success(let costs):
@@ -110,14 +110,14 @@ public enum RequestBodies {
     }
 
     /// Validates the body of `POST /v1/observe`.
-    public static func observe(_ body: [String: Any]) -> Result<ObservedResponse, BodyError> {
+    public static func observe(_ body: [String: JSONValue]) -> Result<ObservedResponse, BodyError> {
         if let unknown = unknownField(in: body, fields: observeFields, of: "POST /v1/observe") { return .failure(unknown) }
-        guard let service = body["service"] as? String, QuotaKey.isValidLabel(service) else {
+        guard let service = body["service"]?.string, QuotaKey.isValidLabel(service) else {
             return .failure(.badRequest("`service` is required: 1-64 letters, digits, '-', '_', '.', ':'"))
         }
         var account: String?
-        if let value = body["account"], !(value is NSNull) {
-            guard let text = value as? String, QuotaKey.isValidLabel(text) else {
+        if let value = body["account"], value != .null {
+            guard let text = value.string, QuotaKey.isValidLabel(text) else {
                 return .failure(.badRequest("`account` must be a label (never a credential)"))
             }
             account = text
@@ -129,24 +129,25 @@ public enum RequestBodies {
         case .failure(let failure): return .failure(failure)
         }
         var headers: [(name: String, value: String)] = []
-        if let value = body["headers"], !(value is NSNull) {
-            guard let object = value as? [String: Any] else {
+        if let value = body["headers"], value != .null {
+            guard let object = value.object else {
                 return .failure(.badRequest("`headers` must be an object of name: value"))
             }
             for (name, raw) in object.sorted(by: { $0.key < $1.key }) {
-                if let text = raw as? String {
+                switch raw {
+                case .string(let text):
                     headers.append((name, text))
-                } else if let list = raw as? [Any], list.allSatisfy({ $0 is String }) {
-                    for item in list { if let text = item as? String { headers.append((name, text)) } }
-                } else {
+                case .array(let list) where list.allSatisfy({ $0.string != nil }):
+                    for item in list { if let text = item.string { headers.append((name, text)) } }
+                default:
                     return .failure(.badRequest("header `\(name)` must be a string or a list of strings"))
                 }
             }
         }
         var response = ObservedResponse(service: service, account: account, status: status, headers: headers)
         // `usage` (what the call used) against `cost` (what its acquire reserved), by dimension.
-        if let value = body["usage"], !(value is NSNull) {
-            guard let object = value as? [String: Any] else {
+        if let value = body["usage"], value != .null {
+            guard let object = value.object else {
                 return .failure(.badRequest("`usage` must be an object of dimension: amount, e.g. {\"tokens\": 1234}"))
             }
             let usage: [String: Int64]
@@ -155,8 +156,8 @@ public enum RequestBodies {
             case .failure(let failure): return .failure(failure)
             }
             var reserved: [String: Int64] = [:]
-            if let value = body["cost"], !(value is NSNull) {
-                guard let object = value as? [String: Any] else {
+            if let value = body["cost"], value != .null {
+                guard let object = value.object else {
                     return .failure(.badRequest("`cost` must be the object the acquire was made with"))
                 }
                 switch dimensions(object, name: "cost", zeroAllowed: true) {
@@ -172,7 +173,7 @@ public enum RequestBodies {
     }
 
     /// An object of dimension label: whole number, as `cost` and `usage` take it.
-    static func dimensions(_ object: [String: Any], name: String, zeroAllowed: Bool) -> Result<[String: Int64], BodyError> {
+    static func dimensions(_ object: [String: JSONValue], name: String, zeroAllowed: Bool) -> Result<[String: Int64], BodyError> {
         guard !object.isEmpty, object.count <= 16 else {
             return .failure(.badRequest("`\(name)` must name 1 to 16 dimensions, e.g. {\"requests\": 1, \"tokens\": 1800}"))
         }
@@ -193,25 +194,19 @@ public enum RequestBodies {
 
     /// A whole number within `range`, or `nil` when absent. Strings, booleans, fractions and values out of
     /// range are refused (JSON `true` must not pass as the number 1).
-    static func integer(_ value: Any?, name: String, range: ClosedRange<Int64>) -> Result<Int64?, BodyError> {
-        guard let value, !(value is NSNull) else { return .success(nil) }
-        guard !(value is String), !isBoolean(value), let number = value as? NSNumber else {
+    static func integer(_ value: JSONValue?, name: String, range: ClosedRange<Int64>) -> Result<Int64?, BodyError> {
+        let outOfRange = BodyError.badRequest("`\(name)` must be between \(range.lowerBound) and \(range.upperBound)")
+        switch value {
+        case nil, .null?:
+            return .success(nil)
+        case .integer(let number)?:
+            return range.contains(number) ? .success(number) : .failure(outOfRange)
+        case .number(let double)? where double.isFinite && double.rounded() == double:
+            // A whole number written as a fraction (`1.0`), or one beyond Int64 (`1e30`).
+            guard double >= Double(range.lowerBound), double <= Double(range.upperBound) else { return .failure(outOfRange) }
+            return .success(Int64(double))
+        default:
             return .failure(.badRequest("`\(name)` must be a whole number"))
         }
-        let double = number.doubleValue
-        guard double.isFinite, double.rounded() == double else {
-            return .failure(.badRequest("`\(name)` must be a whole number"))
-        }
-        guard double >= Double(range.lowerBound), double <= Double(range.upperBound) else {
-            return .failure(.badRequest("`\(name)` must be between \(range.lowerBound) and \(range.upperBound)"))
-        }
-        return .success(Int64(double))
-    }
-
-    /// Whether a decoded JSON value is a boolean: Foundation hands booleans over as numbers whose type
-    /// code is `c` (JSON numbers decode as integers or doubles, never as a char).
-    public static func isBoolean(_ value: Any) -> Bool {
-        guard let number = value as? NSNumber else { return false }
-        return String(cString: number.objCType) == "c"
     }
 }

@@ -1,6 +1,7 @@
 import Foundation
 import Hummingbird
 import NIOCore
+import QuotaMeshAPI
 import QuotaMeshCore
 import QuotaMeshRequests
 
@@ -17,22 +18,15 @@ public enum NodeAPI {
         let router = Router(context: BasicRequestContext.self)
         if let token { router.add(middleware: BearerTokenMiddleware(token: token)) }
         router.get("/healthz") { _, _ in
-            let stats = await node.statistics()
             let persistence = await node.persistenceError
             let peers = await node.peers()
-            let differ = peers.filter { !$0.membersAgree }.map(\.name)
-            var body: [String: Any] = [
-                "status": persistence == nil && differ.isEmpty ? "ok" : "degraded",
-                "identity": node.publicKey.base64,
-                "incarnation": NSNumber(value: await node.incarnation),
-                "peers": ["live": peers.filter(\.live).count, "known": peers.count],
-                "counters": stats,
-            ]
-            body["persistence_error"] = persistence ?? NSNull()
             // Peers that split rights among other members: their trust stores list other peers than this one's.
-            body["trust_stores_differ"] = differ
-            body["rights_stopped"] = await node.rightsStopped
-            return json(.ok, body)
+            let differ = peers.filter { !$0.membersAgree }.map(\.name)
+            return json(.ok, HealthAnswer(
+                status: persistence == nil && differ.isEmpty ? .ok : .degraded, identity: node.publicKey.base64,
+                incarnation: await node.incarnation, peers: .init(live: peers.filter(\.live).count, known: peers.count),
+                counters: await node.statistics(), persistenceError: persistence, trustStoresDiffer: differ,
+                rightsStopped: await node.rightsStopped))
         }
         router.get("/metrics") { _, _ in
             let text = await node.metricsText()
@@ -43,18 +37,14 @@ public enum NodeAPI {
         router.get("/v1/peers") { _, _ in
             let now = node.now()
             let peers = await node.peers()
-            return json(
-                .ok,
-                [
-                    "self": ["key": node.publicKey.base64, "incarnation": NSNumber(value: await node.incarnation)],
-                    "peers": peers.map { QuotaJSON.object($0, now: now) },
-                    "counters": await node.statistics(),
-                ] as [String: Any])
+            return json(.ok, PeersAnswer(
+                node: .init(key: node.publicKey.base64, incarnation: await node.incarnation),
+                peers: peers.map { QuotaJSON.peer($0, now: now) }, counters: await node.statistics()))
         }
         router.get("/v1/quota") { _, _ in
             let now = node.now()
             let views = await node.quotas()
-            return json(.ok, ["quotas": views.map { QuotaJSON.object($0, now: now) }])
+            return json(.ok, QuotasAnswer(quotas: views.map { QuotaJSON.quota($0, now: now) }))
         }
         router.get("/v1/quota/:service") { _, context in
             let service = context.parameters.get("service") ?? ""
@@ -63,17 +53,14 @@ public enum NodeAPI {
             guard let first = views.first else {
                 return problem(.notFound, "unknown service `\(service)`: configure it or report an observation with limit headers")
             }
-            var object = QuotaJSON.object(first, now: now)
-            object["accounts"] = views.map { QuotaJSON.object($0, now: now) }
-            let scopes = await node.scopeQuotas(service: service)
-            if !scopes.isEmpty {
-                object["scopes"] = scopes.map { view in
-                    var entry = QuotaJSON.object(view, now: now)
-                    entry["scope"] = String(view.key.account.dropFirst(ServicePolicy.scopePrefix.count))
-                    return entry
-                }
+            let scopes = await node.scopeQuotas(service: service).map { view in
+                ServiceQuotaAnswer.ScopeQuota(
+                    quota: QuotaJSON.quota(view, now: now),
+                    scope: String(view.key.account.dropFirst(ServicePolicy.scopePrefix.count)))
             }
-            return json(.ok, object)
+            return json(.ok, ServiceQuotaAnswer(
+                quota: QuotaJSON.quota(first, now: now), accounts: views.map { QuotaJSON.quota($0, now: now) },
+                scopes: scopes.isEmpty ? nil : scopes))
         }
         router.post("/v1/acquire") { request, context in
             let parsed: AcquireRequest
@@ -95,66 +82,51 @@ public enum NodeAPI {
                 corrections: parsed.corrections)
             if let refusal = outcome.refused {
                 // The node tracks a bounded number of names; a new one beyond the cap is refused, not kept.
-                let (noun, key) = switch refusal {
-                case .tooManyServices: ("services", "max_services")
-                case .tooManyAccounts: ("accounts of `\(parsed.service)`", "max_accounts")
-                case .tooManyDimensions: ("dimensions of `\(parsed.service)`", "max_dimensions")
+                let (noun, key, reason): (String, String, CapRefusalAnswer.Reason) = switch refusal {
+                case .tooManyServices: ("services", "max_services", .tooManyServices)
+                case .tooManyAccounts: ("accounts of `\(parsed.service)`", "max_accounts", .tooManyAccounts)
+                case .tooManyDimensions: ("dimensions of `\(parsed.service)`", "max_dimensions", .tooManyDimensions)
                 }
-                return json(.unprocessableContent, [
-                    "error": "this node already tracks as many \(noun) as it may (`\(key)` in the configuration); "
+                return json(.unprocessableContent, CapRefusalAnswer(
+                    error: "this node already tracks as many \(noun) as it may (`\(key)` in the configuration); "
                         + "nothing was recorded",
-                    "reason": refusal.rawValue,
-                ])
+                    reason: reason))
             }
             let now = node.now()
-            var object: [String: Any] = [
-                "understood": report.understood,
-                "ignored": (report.ignored + outcome.ignored).map { ["header": $0.name, "reason": $0.reason] },
-                "breaker_opened": outcome.openedBreaker,
-                "breaker_closed": outcome.closedBreaker,
-            ]
+            var quota: QuotaAnswer?
             if let key = outcome.key, let view = await node.quotas(service: key.service).first(where: { $0.key == key }) {
-                object["quota"] = QuotaJSON.object(view, now: now)
-            } else {
-                object["quota"] = NSNull()
-                object["message"] = "unknown service `\(parsed.service)` and no limit headers to learn it from"
+                quota = QuotaJSON.quota(view, now: now)
             }
-            return json(.ok, object)
+            return json(.ok, ObserveAnswer(
+                understood: report.understood,
+                ignored: (report.ignored + outcome.ignored).map { .init(header: $0.name, reason: $0.reason) },
+                breakerOpened: outcome.openedBreaker, breakerClosed: outcome.closedBreaker, quota: quota,
+                message: quota == nil ? "unknown service `\(parsed.service)` and no limit headers to learn it from" : nil))
         }
         return router
     }
 
     static func acquireResponse(_ decision: AcquireDecision, request: AcquireRequest, node: MeshNode) async -> Response {
         let now = node.now()
-        var quota: Any = NSNull()
+        var quota: QuotaAnswer?
         if let key = decision.key, let view = await node.quotas(service: key.service).first(where: { $0.key == key }) {
-            quota = QuotaJSON.object(view, now: now)
+            quota = QuotaJSON.quota(view, now: now)
         }
         if decision.granted {
             // What was charged, by dimension: pass it back as `cost` with the call's `usage` to `observe`.
-            var cost: [String: Any] = [QuotaKey.requests: NSNumber(value: request.cost)]
-            for (dimension, amount) in request.costs { cost[dimension] = NSNumber(value: amount) }
-            var object: [String: Any] = [
-                "granted": true, "service": decision.key?.service ?? "", "account": decision.key?.account ?? "",
-                "cost": cost, "quota": quota,
-            ]
-            if let detail = decision.detail { object["detail"] = detail.description }
-            if let windowEnd = decision.windowEnd { object["window_end_ms"] = NSNumber(value: windowEnd) }
-            return json(.ok, object)
+            var cost = request.costs
+            cost[QuotaKey.requests] = request.cost
+            return json(.ok, GrantAnswer(
+                service: decision.key?.service ?? "", account: decision.key?.account ?? "", cost: cost,
+                detail: decision.detail?.description, windowEndMillis: decision.windowEnd, quota: quota))
         }
         let retryMillis = max(0, (decision.retryAt ?? now) - now)
-        var object: [String: Any] = [
-            "granted": false,
-            "reason": decision.reason?.rawValue ?? DenialReason.quotaExhausted.rawValue,
-            "retry_after_ms": NSNumber(value: retryMillis),
-            "retry_at_ms": NSNumber(value: decision.retryAt ?? now),
-            "quota": quota,
-        ]
-        if let key = decision.key { object["account"] = key.account }
-        if let detail = decision.detail { object["detail"] = detail.description }
         var headers = HTTPFields()
         headers[.retryAfter] = "\(max(1, (retryMillis + 999) / 1000))"
-        return json(.tooManyRequests, object, headers: headers)
+        return json(.tooManyRequests, DenialAnswer(
+            reason: DenialAnswer.DenialReason(rawValue: (decision.reason ?? .quotaExhausted).rawValue) ?? .quotaExhausted,
+            detail: decision.detail?.description, retryAfterMillis: retryMillis, retryAtMillis: decision.retryAt ?? now,
+            account: decision.key?.account, quota: quota), headers: headers)
     }
 
     // MARK: Parsing
@@ -171,7 +143,7 @@ public enum NodeAPI {
 
     /// Reads a JSON object body and parses it; either failure is a ready response.
     static func readBody<Value>(
-        _ request: Request, context: BasicRequestContext, parse: ([String: Any]) -> Result<Value, Failure>
+        _ request: Request, context: BasicRequestContext, parse: ([String: JSONValue]) -> Result<Value, Failure>
     ) async -> Result<Value, Failure> {
         switch await readObject(request, context: context) {
         case .success(let object): parse(object)
@@ -179,7 +151,7 @@ public enum NodeAPI {
         }
     }
 
-    static func readObject(_ request: Request, context: BasicRequestContext) async -> Result<[String: Any], Failure> {
+    static func readObject(_ request: Request, context: BasicRequestContext) async -> Result<[String: JSONValue], Failure> {
         let buffer: ByteBuffer
         do {
             buffer = try await request.body.collect(upTo: maxBodyBytes)
@@ -189,24 +161,24 @@ public enum NodeAPI {
         return RequestBodies.object(from: buffer.readableBytesView).mapError(Failure.init)
     }
 
-    static func parseAcquire(_ body: [String: Any]) -> Result<AcquireRequest, Failure> {
+    static func parseAcquire(_ body: [String: JSONValue]) -> Result<AcquireRequest, Failure> {
         RequestBodies.acquire(body).mapError(Failure.init)
     }
 
-    static func parseObserve(_ body: [String: Any]) -> Result<ObservedResponse, Failure> {
+    static func parseObserve(_ body: [String: JSONValue]) -> Result<ObservedResponse, Failure> {
         RequestBodies.observe(body).mapError(Failure.init)
     }
 
     // MARK: Responses
 
-    static func json(_ status: HTTPResponse.Status, _ object: Any, headers: HTTPFields = [:]) -> Response {
+    static func json(_ status: HTTPResponse.Status, _ answer: some Encodable, headers: HTTPFields = [:]) -> Response {
         var fields = headers
         fields[.contentType] = "application/json"
-        let data = QuotaJSON.data(object)
+        let data = QuotaJSON.data(answer)
         return Response(status: status, headers: fields, body: ResponseBody(byteBuffer: ByteBuffer(bytes: data)))
     }
 
     static func problem(_ status: HTTPResponse.Status, _ message: String) -> Response {
-        json(status, ["error": message, "status": status.code])
+        json(status, ErrorAnswer(error: message, status: status.code))
     }
 }

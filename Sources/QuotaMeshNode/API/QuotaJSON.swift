@@ -1,78 +1,52 @@
 import Foundation
+import QuotaMeshAPI
 import QuotaMeshCore
 
-/// The JSON shapes of the local API (snake_case; times in Unix seconds or seconds from now, as named).
+/// The core's views as the local API's typed answers (snake_case on the wire; times in Unix seconds or
+/// seconds from now, as each field names).
 public enum QuotaJSON {
     /// Q: the merged view of one key.
-    public static func object(_ view: QuotaView, now: UnixMillis) -> [String: Any] {
-        var nextAvailable: [String: Any] = [:]
-        for priority in Priority.allCases {
-            nextAvailable[priority.rawValue] = seconds(view.nextAvailableMillis[priority] ?? 0)
-        }
+    public static func quota(_ view: QuotaView, now: UnixMillis) -> QuotaAnswer {
+        func next(_ priority: Priority) -> Double { seconds(view.nextAvailableMillis[priority] ?? 0) }
         // The top level describes the tightest dimension (requests when it is the only one).
         let tightest = view.tightest ?? DimensionView(
             name: QuotaKey.requests, limit: view.limit, windowMillis: view.windowMillis, remaining: view.remaining,
             resetAt: view.resetAt, consumedGlobal: view.consumedGlobal, consumedLocal: view.consumedLocal)
-        var object: [String: Any] = [
-            "service": view.key.service,
-            "account": view.key.account,
-            "dimension": tightest.name,
-            "limit": tightest.limit.map { NSNumber(value: $0) } ?? NSNull(),
-            "window_s": tightest.windowMillis.map { seconds($0) } ?? NSNull(),
-            "remaining": tightest.remaining.map { NSNumber(value: $0) } ?? NSNull(),
-            "reset_at": tightest.resetAt.map { NSNumber(value: ceilSeconds($0)) } ?? NSNull(),
-            "reset_at_ms": tightest.resetAt.map { NSNumber(value: $0) } ?? NSNull(),
-            "limits": view.dimensions.map { QuotaJSON.object($0) } as [Any],
-            "next_available": nextAvailable,
-            "consumed": ["global": NSNumber(value: view.consumedGlobal), "local": NSNumber(value: view.consumedLocal)],
-            "breaker": [
-                "state": view.breakerState.rawValue,
-                "open_until": view.breakerOpenUntil.map { NSNumber(value: ceilSeconds($0)) } ?? NSNull(),
-            ] as [String: Any],
-            "peers": ["live": view.peersLive, "known": view.peersKnown],
-            "share": (view.share * 1000).rounded() / 1000,
-            "rights": view.rights.map { NSNumber(value: $0) } ?? NSNull(),
-        ]
-        if let observation = view.observation {
-            object["observed"] = [
-                "remaining": NSNumber(value: observation.remaining),
-                "limit": NSNumber(value: observation.limit),
-                "reset_at": NSNumber(value: ceilSeconds(observation.resetAt)),
-                "observed_at": NSNumber(value: observation.observedAt / 1000),
-            ]
-        } else {
-            object["observed"] = NSNull()
+        let breakerState: QuotaAnswer.Breaker.State = switch view.breakerState {
+        case .closed: .closed
+        case .open: .open
+        case .halfOpen: .halfOpen
         }
-        return object
+        return QuotaAnswer(
+            service: view.key.service, account: view.key.account, dimension: tightest.name, limit: tightest.limit,
+            windowSeconds: tightest.windowMillis.map(seconds), remaining: tightest.remaining,
+            resetAt: tightest.resetAt.map(ceilSeconds), resetAtMillis: tightest.resetAt,
+            limits: view.dimensions.map(dimension),
+            nextAvailable: .init(urgent: next(.urgent), normal: next(.normal), low: next(.low)),
+            consumed: .init(global: view.consumedGlobal, local: view.consumedLocal),
+            breaker: .init(state: breakerState, openUntil: view.breakerOpenUntil.map(ceilSeconds)),
+            peers: .init(live: view.peersLive, known: view.peersKnown),
+            share: (view.share * 1000).rounded() / 1000, rights: view.rights,
+            observed: view.observation.map {
+                .init(remaining: $0.remaining, limit: $0.limit, resetAt: ceilSeconds($0.resetAt), observedAt: $0.observedAt / 1000)
+            })
     }
 
     /// One entry of Q's `limits`: a dimension's own limit, remaining, reset and consumption.
-    public static func object(_ dimension: DimensionView) -> [String: Any] {
-        [
-            "name": dimension.name,
-            "limit": dimension.limit.map { NSNumber(value: $0) } ?? NSNull(),
-            "remaining": dimension.remaining.map { NSNumber(value: $0) } ?? NSNull(),
-            "reset_at": dimension.resetAt.map { NSNumber(value: ceilSeconds($0)) } ?? NSNull(),
-            "window_s": dimension.windowMillis.map { seconds($0) } ?? NSNull(),
-            "consumed": ["global": NSNumber(value: dimension.consumedGlobal), "local": NSNumber(value: dimension.consumedLocal)],
-        ]
+    public static func dimension(_ dimension: DimensionView) -> QuotaAnswer.DimensionAnswer {
+        QuotaAnswer.DimensionAnswer(
+            name: dimension.name, limit: dimension.limit, remaining: dimension.remaining,
+            resetAt: dimension.resetAt.map(ceilSeconds), windowSeconds: dimension.windowMillis.map(seconds),
+            consumed: .init(global: dimension.consumedGlobal, local: dimension.consumedLocal))
     }
 
     /// A peer entry.
-    public static func object(_ peer: PeerView, now: UnixMillis) -> [String: Any] {
-        [
-            "name": peer.name,
-            "key": peer.key.base64,
-            "endpoint": peer.endpoint.map { $0.description } ?? NSNull(),
-            "live": peer.live,
-            "last_heard_s_ago": peer.lastHeardAt.map { seconds(now - $0) } ?? NSNull(),
-            "records": peer.records,
-            "quarantined": peer.quarantined?.rawValue ?? NSNull(),
-            "observation_score": (peer.observationScore * 100).rounded() / 100,
-            "graylisted": peer.graylisted,
-            "members": peer.members ?? NSNull(),
-            "members_agree": peer.membersAgree,
-        ]
+    public static func peer(_ peer: PeerView, now: UnixMillis) -> PeersAnswer.Peer {
+        PeersAnswer.Peer(
+            name: peer.name, key: peer.key.base64, endpoint: peer.endpoint?.description, live: peer.live,
+            lastHeardSecondsAgo: peer.lastHeardAt.map { seconds(now - $0) }, records: peer.records,
+            quarantined: peer.quarantined?.rawValue, observationScore: (peer.observationScore * 100).rounded() / 100,
+            graylisted: peer.graylisted, members: peer.members, membersAgree: peer.membersAgree)
     }
 
     /// Milliseconds as seconds with millisecond precision.
@@ -81,8 +55,16 @@ public enum QuotaJSON {
     /// A Unix-ms time as whole Unix seconds, rounded up (never earlier than the true time).
     public static func ceilSeconds(_ millis: Int64) -> Int64 { (millis + 999) / 1000 }
 
-    /// Serialises a JSON object with sorted keys.
-    public static func data(_ object: Any) -> Data {
-        (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) ?? Data("{}".utf8)
+    /// The encoder of every answer: sorted keys, slashes as they are.
+    static let encoder: JSONEncoder = {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        return encoder
+    }()
+
+    /// An answer as JSON.
+    public static func data(_ answer: some Encodable) -> Data {
+        // Every answer type encodes plain values only: encoding cannot fail.
+        (try? encoder.encode(answer)) ?? Data("{}".utf8)
     }
 }

@@ -172,10 +172,17 @@ struct ObjectReader {
         return text
     }
 
+    /// Whether a value from `JSONSerialization` is a boolean: Foundation hands booleans over as numbers
+    /// whose type code is `c` (JSON numbers decode as integers or doubles, never as a char).
+    static func isBoolean(_ value: Any) -> Bool {
+        guard let number = value as? NSNumber else { return false }
+        return String(cString: number.objCType) == "c"
+    }
+
     mutating func bool(_ key: String) throws(ConfigurationError) -> Bool? {
         guard let value = value(key) else { return nil }
         // `1` must not pass for `true`.
-        guard RequestBodies.isBoolean(value), let number = value as? NSNumber else {
+        guard Self.isBoolean(value), let number = value as? NSNumber else {
             throw error(key, "must be true or false")
         }
         let flag = number.boolValue
@@ -184,7 +191,7 @@ struct ObjectReader {
 
     mutating func integer(_ key: String, range: ClosedRange<Int64>) throws(ConfigurationError) -> Int64? {
         guard let value = value(key) else { return nil }
-        guard !RequestBodies.isBoolean(value), let number = value as? NSNumber else {
+        guard !Self.isBoolean(value), let number = value as? NSNumber else {
             throw error(key, "must be a whole number")
         }
         let double = number.doubleValue

@@ -1,0 +1,46 @@
+import Foundation
+
+/// A JSON value as a request body holds it, decoded by `JSONDecoder`: a closed set of cases, so that
+/// validation switches over types instead of casting `Any` (a boolean is never a number here).
+public enum JSONValue: Sendable, Equatable, Decodable {
+    case null
+    case bool(Bool)
+    /// A number that is a whole number within Int64.
+    case integer(Int64)
+    /// Any other number (a fraction, or a whole number beyond Int64).
+    case number(Double)
+    case string(String)
+    case array([JSONValue])
+    case object([String: JSONValue])
+
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.singleValueContainer()
+        if container.decodeNil() {
+            self = .null
+        } else if let value = try? container.decode(Bool.self) {
+            self = .bool(value)
+        } else if let value = try? container.decode(Int64.self) {
+            self = .integer(value)
+        } else if let value = try? container.decode(Double.self) {
+            self = .number(value)
+        } else if let value = try? container.decode(String.self) {
+            self = .string(value)
+        } else if let value = try? container.decode([JSONValue].self) {
+            self = .array(value)
+        } else {
+            self = .object(try container.decode([String: JSONValue].self))
+        }
+    }
+
+    /// The string, if this is one.
+    var string: String? {
+        if case .string(let value) = self { return value }
+        return nil
+    }
+
+    /// The object, if this is one.
+    var object: [String: JSONValue]? {
+        if case .object(let value) = self { return value }
+        return nil
+    }
+}
