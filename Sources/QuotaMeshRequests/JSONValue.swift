@@ -33,14 +33,29 @@ public enum JSONValue: Sendable, Equatable, Decodable {
     }
 
     /// The string, if this is one.
-    var string: String? {
+    public var string: String? {
         if case .string(let value) = self { return value }
         return nil
     }
 
     /// The object, if this is one.
-    var object: [String: JSONValue]? {
+    public var object: [String: JSONValue]? {
         if case .object(let value) = self { return value }
         return nil
+    }
+
+    /// The list, if this is one.
+    public var array: [JSONValue]? {
+        if case .array(let value) = self { return value }
+        return nil
+    }
+
+    /// The number, if this is one (a whole number or not).
+    public var number: Double? {
+        switch self {
+        case .integer(let value): Double(value)
+        case .number(let value): value
+        default: nil
+        }
     }
 }

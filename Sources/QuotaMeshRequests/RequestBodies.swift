@@ -62,7 +62,8 @@ public enum RequestBodies {
             return .failure(BodyError(status: 413, message: "request body is larger than \(maxBytes) bytes"))
         }
         guard let value = try? JSONDecoder().decode(JSONValue.self, from: Data(bytes)) else {
-            return .failure(.badRequest("body is not valid JSON"))
+            let place = JSONSyntax.firstError(in: bytes).map { " at line \($0.line), column \($0.column): expected \($0.expected)" }
+            return .failure(.badRequest("body is not valid JSON" + (place ?? "")))
         }
         guard case .object(let dictionary) = value else {
             return .failure(.badRequest("body must be a JSON object"))

@@ -53,37 +53,35 @@ public struct NodeConfiguration: Sendable {
     ///   }
     /// }
     /// ```
-    /// Where in `data` the JSON parser stopped, as " at line L, column C" (from the character offset
-    /// Foundation's error names), or "" when the error does not say.
-    static func place(of error: any Error, in data: Data) -> String {
-        let description = ((error as NSError).userInfo[NSDebugDescriptionErrorKey] as? String) ?? ""
-        guard let range = description.range(of: "character "),
-            let offset = Int(description[range.upperBound...].prefix { $0.isNumber }), offset <= data.count
-        else { return description.isEmpty ? "" : ": \(description)" }
-        let before = data.prefix(offset)
-        let line = before.reduce(1) { $0 + ($1 == UInt8(ascii: "\n") ? 1 : 0) }
-        let column = offset - (before.lastIndex(of: UInt8(ascii: "\n")).map { $0 + 1 } ?? 0) + 1
-        return " at line \(line), column \(column)"
+    /// Where `data` stops being JSON, as " at line L, column C: expected …" (`JSONDecoder` does not say).
+    static func place(in data: Data) -> String {
+        guard let error = JSONSyntax.firstError(in: data) else { return "" }
+        return " at line \(error.line), column \(error.column): expected \(error.expected)"
     }
 
     public static func load(file path: String) throws(ConfigurationError) -> NodeConfiguration {
         guard let data = FileManager.default.contents(atPath: path) else {
             throw ConfigurationError(source: path, key: "(file)", reason: "cannot be read")
         }
-        let object: Any
+        return try parse(json: data, source: path)
+    }
+
+    /// Reads a configuration from JSON text (`source` names it in errors).
+    public static func parse(json data: Data, source: String) throws(ConfigurationError) -> NodeConfiguration {
+        let value: JSONValue
         do {
-            object = try JSONSerialization.jsonObject(with: data, options: [])
+            value = try JSONDecoder().decode(JSONValue.self, from: data)
         } catch {
-            throw ConfigurationError(source: path, key: "(file)", reason: "not valid JSON" + Self.place(of: error, in: data))
+            throw ConfigurationError(source: source, key: "(file)", reason: "not valid JSON" + Self.place(in: data))
         }
-        guard let root = object as? [String: Any] else {
-            throw ConfigurationError(source: path, key: "(file)", reason: "must be a JSON object")
+        guard let root = value.object else {
+            throw ConfigurationError(source: source, key: "(file)", reason: "must be a JSON object")
         }
-        return try parse(root, source: path)
+        return try parse(root, source: source)
     }
 
     /// Builds a configuration from a decoded JSON object.
-    public static func parse(_ root: [String: Any], source: String) throws(ConfigurationError) -> NodeConfiguration {
+    public static func parse(_ root: [String: JSONValue], source: String) throws(ConfigurationError) -> NodeConfiguration {
         var reader = ObjectReader(object: root, path: "", source: source)
         var config = NodeConfiguration()
         if let cluster = try reader.string("cluster") {
@@ -130,7 +128,7 @@ public struct NodeConfiguration: Sendable {
                 guard QuotaKey.isValidLabel(name) else {
                     throw reader.error("services.\(name)", "service names are 1-64 letters, digits, '-', '_', '.', ':'")
                 }
-                guard let body = services[name] as? [String: Any] else {
+                guard let body = services[name]?.object else {
                     throw reader.error("services.\(name)", "must be an object")
                 }
                 var service = ObjectReader(object: body, path: "services.\(name).", source: source)
@@ -145,12 +143,12 @@ public struct NodeConfiguration: Sendable {
 
 /// Reads typed fields from a JSON object, remembering which keys were used.
 struct ObjectReader {
-    let object: [String: Any]
+    let object: [String: JSONValue]
     let path: String
     let source: String
     private var used: Set<String> = []
 
-    init(object: [String: Any], path: String, source: String) {
+    init(object: [String: JSONValue], path: String, source: String) {
         self.object = object
         self.path = path
         self.source = source
@@ -160,41 +158,29 @@ struct ObjectReader {
         ConfigurationError(source: source, key: key.hasPrefix(path) ? key : path + key, reason: reason)
     }
 
-    mutating func value(_ key: String) -> Any? {
+    mutating func value(_ key: String) -> JSONValue? {
         used.insert(key)
-        guard let value = object[key], !(value is NSNull) else { return nil }
+        guard let value = object[key], value != .null else { return nil }
         return value
     }
 
     mutating func string(_ key: String) throws(ConfigurationError) -> String? {
         guard let value = value(key) else { return nil }
-        guard let text = value as? String else { throw error(key, "must be a string") }
+        guard let text = value.string else { throw error(key, "must be a string") }
         return text
-    }
-
-    /// Whether a value from `JSONSerialization` is a boolean: Foundation hands booleans over as numbers
-    /// whose type code is `c` (JSON numbers decode as integers or doubles, never as a char).
-    static func isBoolean(_ value: Any) -> Bool {
-        guard let number = value as? NSNumber else { return false }
-        return String(cString: number.objCType) == "c"
     }
 
     mutating func bool(_ key: String) throws(ConfigurationError) -> Bool? {
         guard let value = value(key) else { return nil }
         // `1` must not pass for `true`.
-        guard Self.isBoolean(value), let number = value as? NSNumber else {
-            throw error(key, "must be true or false")
-        }
-        let flag = number.boolValue
+        guard case .bool(let flag) = value else { throw error(key, "must be true or false") }
         return flag
     }
 
     mutating func integer(_ key: String, range: ClosedRange<Int64>) throws(ConfigurationError) -> Int64? {
         guard let value = value(key) else { return nil }
-        guard !Self.isBoolean(value), let number = value as? NSNumber else {
-            throw error(key, "must be a whole number")
-        }
-        let double = number.doubleValue
+        guard let double = value.number else { throw error(key, "must be a whole number") }
+        if case .integer(let whole) = value, range.contains(whole) { return whole }
         guard double.rounded() == double, double >= Double(range.lowerBound), double <= Double(range.upperBound) else {
             throw error(key, "must be a whole number from \(range.lowerBound) to \(range.upperBound)")
         }
@@ -203,8 +189,7 @@ struct ObjectReader {
 
     mutating func fraction(_ key: String) throws(ConfigurationError) -> Double? {
         guard let value = value(key) else { return nil }
-        guard let number = value as? NSNumber else { throw error(key, "must be a number") }
-        let double = number.doubleValue
+        guard let double = value.number else { throw error(key, "must be a number") }
         guard double.isFinite, double >= 0, double <= 1 else { throw error(key, "must be between 0 and 1") }
         return double
     }
@@ -212,10 +197,10 @@ struct ObjectReader {
     mutating func duration(_ key: String, range: ClosedRange<Int64>) throws(ConfigurationError) -> Int64? {
         guard let value = value(key) else { return nil }
         let millis: Int64?
-        if let text = value as? String {
+        if let text = value.string {
             millis = DurationText.milliseconds(text)
-        } else if let number = value as? NSNumber, number.doubleValue.isFinite, number.doubleValue >= 0 {
-            millis = Int64(number.doubleValue * 1000)
+        } else if let seconds = value.number, seconds.isFinite, seconds >= 0, seconds < 1e12 {
+            millis = Int64(seconds * 1000)
         } else {
             millis = nil
         }
@@ -232,9 +217,9 @@ struct ObjectReader {
         return endpoint
     }
 
-    mutating func object(_ key: String) throws(ConfigurationError) -> [String: Any]? {
+    mutating func object(_ key: String) throws(ConfigurationError) -> [String: JSONValue]? {
         guard let value = value(key) else { return nil }
-        guard let object = value as? [String: Any] else { throw error(key, "must be an object") }
+        guard let object = value.object else { throw error(key, "must be an object") }
         return object
     }
 
@@ -254,12 +239,12 @@ struct ObjectReader {
             throw error("window", "`limit` and `window` go together")
         }
         if let accountsValue = value("accounts") {
-            guard let accounts = accountsValue as? [Any], !accounts.isEmpty else {
+            guard let accounts = accountsValue.array, !accounts.isEmpty else {
                 throw error("accounts", "must be a non-empty list of labels")
             }
             var labels: [String] = []
             for item in accounts {
-                guard let label = item as? String, QuotaKey.isValidLabel(label) else {
+                guard let label = item.string, QuotaKey.isValidLabel(label) else {
                     throw error("accounts", "labels are 1-64 letters, digits, '-', '_', '.', ':' (never credentials)")
                 }
                 guard !labels.contains(label) else { throw error("accounts", "`\(label)` is listed twice") }
@@ -290,7 +275,7 @@ struct ObjectReader {
         }
         if let burst = try fraction("burst") { policy.burstFraction = burst }
         if let refill = value("refill") {
-            guard let name = refill as? String, let parsed = ServicePolicy.Refill(rawValue: name) else {
+            guard let name = refill.string, let parsed = ServicePolicy.Refill(rawValue: name) else {
                 throw error("refill", "must be \"window\" (the limit comes back at each reset) or \"continuous\" (a token bucket)")
             }
             guard policy.limit != nil else { throw error("refill", "needs `limit` and `window`") }
@@ -307,7 +292,8 @@ struct ObjectReader {
                 guard QuotaKey.isValidLabel(ServicePolicy.scopePrefix + name) else {
                     throw error("scopes", "`\(name)`: scope names are labels of letters, digits, '-', '_', '.'")
                 }
-                guard let members = scopes[name] as? [String], members.count >= 1 else {
+                let members = scopes[name]?.array?.compactMap(\.string) ?? []
+                guard members.count >= 1, members.count == scopes[name]?.array?.count else {
                     throw error("scopes", "`\(name)` must be a list of account labels")
                 }
                 for member in members {
@@ -328,8 +314,8 @@ struct ObjectReader {
                 guard QuotaKey.isValidLabel(name), name != QuotaKey.requests else {
                     throw error("limits", "`\(name)`: dimension names are labels such as tokens; requests take `limit` and `window`")
                 }
-                var reader = ObjectReader(object: limits[name] as? [String: Any] ?? [:], path: path + "limits.\(name).", source: source)
-                guard limits[name] is [String: Any],
+                var reader = ObjectReader(object: limits[name]?.object ?? [:], path: path + "limits.\(name).", source: source)
+                guard limits[name]?.object != nil,
                     let limit = try reader.integer("limit", range: 1...1_000_000_000_000),
                     let window = try reader.duration("window", range: 1...(366 * 86_400_000))
                 else {
