@@ -151,6 +151,82 @@ import QuotaMeshCrypto
         #expect(node.peerViews(now: mesh.now + 4_000).first { $0.key == testKey(0).publicKey }?.endpoint == moved)
     }
 
+    /// From a spoofed address, an exact replay, an older packet never delivered before, and a packet
+    /// naming the peer that its key did not sign: none moves the peer, so the node goes on sending to the
+    /// old address. Only the newest authenticated packet moves it (the last step shows the check can see it).
+    @Test func aReplayedAnOlderOrAForgedPacketFromANewAddressDoesNotRedirectThePeer() throws {
+        var mesh = TestMesh(count: 2, services: services)
+        mesh.run(for: 400)
+        // Three packets node 0 sends node 1, in order, held back for now.
+        var sent: [[UInt8]] = []
+        let deadline = mesh.now + 5_000
+        while sent.count < 3 && mesh.now < deadline {
+            mesh.now += 200
+            for case .send(let bytes, let target) in mesh.nodes[0].tick(now: mesh.now) where target == endpoint(1) {
+                sent.append(bytes)
+            }
+        }
+        try #require(sent.count >= 3, "node 0 sent node 1 \(sent.count) packets in 5 s")
+        let (older, delivered, newest) = (sent[0], sent[1], sent[2])
+        let attacker = Endpoint(host: "203.0.113.66", port: 6666)
+        var node = mesh.nodes[1]
+        var drops: [DropReason] = []
+        func deliver(_ bytes: [UInt8], from source: Endpoint) {
+            for case .event(.dropped(let reason, _, _)) in node.receive(datagram: bytes, from: source, now: mesh.now) {
+                drops.append(reason)
+            }
+        }
+        func peerAddress() -> Endpoint? {
+            node.peerViews(now: mesh.now).first { $0.key == testKey(0).publicKey }?.endpoint
+        }
+        /// Where node 1 sends over the next rounds (node 0 is its only peer).
+        func targets() -> Set<Endpoint> {
+            var copy = node
+            var targets: Set<Endpoint> = []
+            for round in 1...10 {
+                for case .send(_, let target) in copy.tick(now: mesh.now + 200 * Int64(round)) { targets.insert(target) }
+            }
+            return targets
+        }
+
+        // The middle packet arrives from node 0's own address.
+        deliver(delivered, from: endpoint(0))
+        #expect(drops.isEmpty)
+        #expect(peerAddress() == endpoint(0))
+
+        // 1. The same packet again, from the attacker's address: a replay.
+        deliver(delivered, from: attacker)
+        #expect(drops == [.replayed])
+        #expect(peerAddress() == endpoint(0), "a replay does not move the peer")
+
+        // 2. The older packet, never delivered (so inside the replay window) and timely, from the attacker's
+        // address: its records are welcome, but it is not the newest.
+        drops = []
+        deliver(older, from: attacker)
+        #expect(drops.isEmpty, "an older, unseen, validly signed packet is accepted: \(drops)")
+        #expect(peerAddress() == endpoint(0), "an older packet does not move the peer")
+
+        // 3. A packet naming node 0, newer than any it sent, signed by another key, from the attacker's address.
+        let header = try WireFormat.decodeHeader(newest)
+        let forged = WireFormat.encodePacket(
+            header: PacketHeader(sender: header.sender, incarnation: header.incarnation, sequence: header.sequence + 1_000, sentAt: mesh.now),
+            payload: .records([]), signingKey: SigningKey(), cluster: "quotamesh")
+        drops = []
+        deliver(forged, from: attacker)
+        #expect(drops == [.badSignature])
+        #expect(peerAddress() == endpoint(0), "a forged packet does not move the peer")
+
+        let after = targets()
+        #expect(after == [endpoint(0)], "node 1 still sends to node 0's own address: \(after)")
+
+        // The newest genuine packet from the new address does move it (NAT rebinding).
+        drops = []
+        deliver(newest, from: attacker)
+        #expect(drops.isEmpty)
+        #expect(peerAddress() == attacker)
+        #expect(targets() == [attacker])
+    }
+
     @Test func aPacketHeldBackAndDeliveredLateNeitherMovesItsSenderNorKeepsItLive() {
         var mesh = TestMesh(count: 2, services: services)
         mesh.run(for: 400)

@@ -127,24 +127,98 @@ import QuotaMeshCrypto
         #expect(throws: DecodeError.malformed("service")) { try WireFormat.decode(body: bytes) }
     }
 
-    @Test func randomBytesNeverCrashTheDecoder() {
+    /// Random damage to valid packets of every kind (bytes changed, cut short, bytes added at the end or
+    /// inside) and random buffers: each input either decodes to exactly the bytes it came from or is rejected
+    /// with a drop reason, every check of the decoder is reached, and a node drops each for one reason.
+    @Test func randomBytesAreDecodedExactlyOrRejectedWithADropReason() {
         var rng = SplitMix64(seed: 2026)
         let key = testKey(0)
-        let valid = WireFormat.encodePacket(
-            header: PacketHeader(sender: key.publicKey, incarnation: 1, sequence: 1, sentAt: 1),
-            payload: .digest(isReply: false, entries: [DigestEntry(slotHash: 1, version: .zero)]), signingKey: key,
-            cluster: cluster)
-        for _ in 0..<2_000 {
-            var bytes = valid
-            let flips = Int.random(in: 1...8, using: &rng)
-            for _ in 0..<flips {
-                let index = Int.random(in: 0..<bytes.count, using: &rng)
-                bytes[index] = UInt8.random(in: 0...255, using: &rng)
+        let header = PacketHeader(sender: key.publicKey, incarnation: 1, sequence: 1, sentAt: 1_800_000_000_000)
+        let record = SignedRecord(
+            signing: .quota(QuotaKey(service: "openai", account: "team-a"), sampleState()),
+            version: RecordVersion(incarnation: 1, sequence: 1), timestamp: 1_800_000_000_000, with: key, cluster: cluster)
+        let valid = [
+            PacketPayload.records([record, record]),
+            .digest(isReply: false, entries: (0..<5).map { DigestEntry(slotHash: UInt64($0), version: .zero) }),
+            .rightsRequest(RightsRequest(key: QuotaKey(service: "openai"), windowEnd: 1_800_000_060_000, amount: 3, priority: .urgent)),
+        ].map { WireFormat.encodePacket(header: header, payload: $0, signingKey: key, cluster: cluster) }
+
+        var inputs: [[UInt8]] = []
+        for _ in 0..<3_000 {
+            var bytes = valid[Int.random(in: 0..<valid.count, using: &rng)]
+            switch Int.random(in: 0..<5, using: &rng) {
+            case 0:  // a few bytes changed
+                for _ in 0..<Int.random(in: 1...8, using: &rng) {
+                    bytes[Int.random(in: 0..<bytes.count, using: &rng)] = UInt8.random(in: 0...255, using: &rng)
+                }
+            case 1:  // cut short
+                bytes = Array(bytes.prefix(Int.random(in: 0..<bytes.count, using: &rng)))
+            case 2:  // bytes added at the end, up to past the size limit
+                bytes += (0..<Int.random(in: 1...1_100, using: &rng)).map { _ in UInt8.random(in: 0...255, using: &rng) }
+            case 3:  // bytes added inside
+                let at = Int.random(in: WireFormat.headerBytes...bytes.count, using: &rng)
+                bytes.insert(contentsOf: (0..<Int.random(in: 1...16, using: &rng)).map { _ in UInt8.random(in: 0...255, using: &rng) }, at: at)
+            default:  // random bytes, half of them behind a valid magic, version and kind
+                bytes = (0..<Int.random(in: 0...1_300, using: &rng)).map { _ in UInt8.random(in: 0...255, using: &rng) }
+                if bytes.count >= 4 && Bool.random(using: &rng) {
+                    bytes.replaceSubrange(0..<4, with: [0x51, 0x4D, WireFormat.version, UInt8.random(in: 1...3, using: &rng)])
+                }
             }
-            if Bool.random(using: &rng) { bytes = Array(bytes.prefix(Int.random(in: 0...bytes.count, using: &rng))) }
-            _ = try? WireFormat.decodeHeader(bytes)
-            _ = try? WireFormat.decodePayload(bytes)
+            inputs.append(bytes)
         }
+
+        var rejected: [DropReason: Int] = [:]
+        var decoded = 0
+        var inexact: [[UInt8]] = []
+        var forgedButValid = 0
+        for bytes in inputs {
+            let packetHeader: PacketHeader
+            let payload: PacketPayload
+            do throws(DecodeError) {
+                packetHeader = try WireFormat.decodeHeader(bytes)
+                payload = try WireFormat.decodePayload(bytes)
+            } catch {
+                rejected[DropReason(error), default: 0] += 1
+                continue
+            }
+            decoded += 1
+            // What decodes is exactly what was sent: encoding it again gives the same bytes up to the
+            // signature, and only an undamaged packet's signature verifies.
+            let again = WireFormat.encodePacket(header: packetHeader, payload: payload, signingKey: key, cluster: cluster)
+            var exact = again.count == bytes.count && again.prefix(bytes.count - 64) == bytes.prefix(bytes.count - 64)
+            if case .records(let records) = payload {
+                exact = exact && records.allSatisfy { WireFormat.encode(body: $0.body) == $0.bodyBytes }
+            }
+            if !exact { inexact.append(bytes) }
+            if !valid.contains(bytes) && WireFormat.hasValidPacketSignature(bytes, sender: key.publicKey, cluster: cluster) {
+                forgedButValid += 1
+            }
+        }
+        #expect(decoded + rejected.values.reduce(0, +) == inputs.count)
+        #expect(decoded > 0, "some damage leaves a packet that still decodes (a changed field, signature bytes)")
+        #expect(inexact.isEmpty, "\(inexact.count) of \(decoded) decoded inputs are not the bytes they encode to")
+        #expect(forgedButValid == 0)
+        // Every check the decoder makes is reached by some input.
+        let decoderReasons: Set<DropReason> = [.truncated, .oversized, .badMagic, .unknownVersion, .unknownType, .malformed, .trailingBytes]
+        #expect(Set(rejected.keys) == decoderReasons, "rejected: \(rejected), decoded: \(decoded)")
+
+        // A node trusting the sender drops every damaged input, each with one reason, and accepts nothing.
+        var node = MeshInstance(
+            identity: testKey(1), configuration: MeshConfiguration(cluster: cluster),
+            peers: [PeerInfo(name: "n0", key: key.publicKey, endpoint: endpoint(0))], restored: nil, now: header.sentAt, seed: 1)
+        var dropsByReason: [DropReason: Int] = [:]
+        var notOneReason: [Int: [DropReason]] = [:]
+        for (number, bytes) in inputs.enumerated() where !valid.contains(bytes) {
+            let source = Endpoint(host: "192.0.2.\(number % 250 + 1)", port: 1 + number)
+            let drops = node.receive(datagram: bytes, from: source, now: header.sentAt + Int64(number) * 10).compactMap {
+                directive -> DropReason? in
+                if case .event(.dropped(let reason, _, _)) = directive { return reason } else { return nil }
+            }
+            if drops.count == 1 { dropsByReason[drops[0], default: 0] += 1 } else { notOneReason[number] = drops }
+        }
+        #expect(notOneReason.isEmpty, "inputs dropped for no reason or several: \(notOneReason.prefix(5))")
+        #expect(node.heldRecords.allSatisfy { $0.origin != key.publicKey })
+        #expect(dropsByReason[.badSignature, default: 0] > 0, "\(dropsByReason)")
     }
 }
 
