@@ -29,6 +29,8 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
         .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
+        .package(url: "https://github.com/apple/swift-openapi-runtime", from: "1.13.4"),
+        .package(url: "https://github.com/apple/swift-openapi-urlsession", from: "1.4.0"),
     ],
     targets: [
         // libsodium, the only source of cryptography.
@@ -52,11 +54,24 @@ let package = Package(
         // Fuzz targets over every decoder of untrusted input; driven by libFuzzer (Fuzz/) and by a
         // corpus-replay test.
         .target(name: "QuotaMeshFuzzing", dependencies: ["QuotaMeshCore", "QuotaMeshCrypto", "QuotaMeshRequests"]),
-        // The local API's answers as Codable types (openapi.yaml), shared by the node and its clients; no
-        // dependencies, so a client needs neither the core nor libsodium.
-        .target(name: "QuotaMeshAPI"),
+        // The local API from openapi.yaml: its answers as Codable types shared by the node and its clients,
+        // and the client swift-openapi-generator makes of the document (Generated/, scripts/generate-api.sh).
+        // A client needs neither the core nor libsodium.
+        .target(
+            name: "QuotaMeshAPI",
+            dependencies: [.product(name: "OpenAPIRuntime", package: "swift-openapi-runtime")],
+            exclude: ["openapi-generator-config.yaml"]
+        ),
         // A client of a node's local API for Swift agents (Foundation only).
-        .target(name: "QuotaMeshClient"),
+        .target(
+            name: "QuotaMeshClient",
+            dependencies: [
+                "QuotaMeshAPI",
+                .product(name: "OpenAPIRuntime", package: "swift-openapi-runtime"),
+                .product(name: "OpenAPIURLSession", package: "swift-openapi-urlsession"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+            ]
+        ),
         // The shell: UDP, timers, persistence, trust store, configuration and the local HTTP API.
         .target(
             name: "QuotaMeshNode",

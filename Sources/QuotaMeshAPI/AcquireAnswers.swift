@@ -1,5 +1,5 @@
 /// `POST /v1/acquire` answered 200: make the call, then report it with `observe`.
-public struct GrantAnswer: Codable, Sendable, Equatable {
+public struct GrantAnswer: Codable, Sendable, Hashable {
     /// Always `true`.
     public var granted: Bool
     public var service: String
@@ -44,7 +44,7 @@ public struct GrantAnswer: Codable, Sendable, Equatable {
 }
 
 /// `POST /v1/acquire` answered 429: not now; ask again at `retry_at_ms`.
-public struct DenialAnswer: Codable, Sendable, Equatable {
+public struct DenialAnswer: Codable, Sendable, Hashable {
     /// Always `false`.
     public var granted: Bool
     /// Why not now (README.md, "Why a call was denied").
@@ -96,7 +96,7 @@ public struct DenialAnswer: Codable, Sendable, Equatable {
 }
 
 /// `POST /v1/observe` answered 200: what the node understood of the upstream's response.
-public struct ObserveAnswer: Codable, Sendable, Equatable {
+public struct ObserveAnswer: Codable, Sendable, Hashable {
     /// The rate-limit headers used, lowercased and sorted.
     public var understood: [String]
     /// What could not be used, field by field, with why.
@@ -136,7 +136,7 @@ public struct ObserveAnswer: Codable, Sendable, Equatable {
     }
 
     /// A header (or dimension) the node could not use, and why.
-    public struct Ignored: Codable, Sendable, Equatable {
+    public struct Ignored: Codable, Sendable, Hashable {
         public var header: String
         public var reason: String
 

@@ -1,5 +1,5 @@
 /// `GET /healthz`: whether the node is healthy, and why not.
-public struct HealthAnswer: Codable, Sendable, Equatable {
+public struct HealthAnswer: Codable, Sendable, Hashable {
     public enum Status: String, Codable, Sendable {
         case ok
         /// State cannot be saved, or trust stores differ.
@@ -53,7 +53,7 @@ public struct HealthAnswer: Codable, Sendable, Equatable {
 }
 
 /// `GET /v1/peers`: this node and every trusted peer.
-public struct PeersAnswer: Codable, Sendable, Equatable {
+public struct PeersAnswer: Codable, Sendable, Hashable {
     /// This node.
     public var node: Node
     public var peers: [Peer]
@@ -70,7 +70,7 @@ public struct PeersAnswer: Codable, Sendable, Equatable {
     }
 
     /// This node's key and incarnation.
-    public struct Node: Codable, Sendable, Equatable {
+    public struct Node: Codable, Sendable, Hashable {
         public var key: String
         public var incarnation: UInt64
 
@@ -81,7 +81,7 @@ public struct PeersAnswer: Codable, Sendable, Equatable {
     }
 
     /// One trusted peer as this node sees it.
-    public struct Peer: Codable, Sendable, Equatable {
+    public struct Peer: Codable, Sendable, Hashable {
         public var name: String
         /// Ed25519 public key, base64.
         public var key: String
@@ -139,7 +139,7 @@ public struct PeersAnswer: Codable, Sendable, Equatable {
 }
 
 /// An error: 400 (a body this API does not take), 401, 404, 413; `error` says what was wrong.
-public struct ErrorAnswer: Codable, Sendable, Equatable {
+public struct ErrorAnswer: Codable, Sendable, Hashable {
     public var error: String
     /// The HTTP status again.
     public var status: Int?
@@ -151,7 +151,7 @@ public struct ErrorAnswer: Codable, Sendable, Equatable {
 }
 
 /// `POST /v1/observe` answered 422: a new service, account or dimension beyond the node's caps.
-public struct CapRefusalAnswer: Codable, Sendable, Equatable {
+public struct CapRefusalAnswer: Codable, Sendable, Hashable {
     public enum Reason: String, Codable, Sendable, CaseIterable {
         case tooManyServices = "too_many_services"
         case tooManyAccounts = "too_many_accounts"

@@ -1,6 +1,6 @@
 /// Q: the merged view of one quota key (service, account), as `GET /v1/quota` and every acquire and
 /// observe answer give it. The top-level limit fields describe the tightest dimension.
-public struct QuotaAnswer: Codable, Sendable, Equatable {
+public struct QuotaAnswer: Codable, Sendable, Hashable {
     public var service: String
     public var account: String
     /// The dimension the top-level fields describe: the tightest.
@@ -78,7 +78,7 @@ public struct QuotaAnswer: Codable, Sendable, Equatable {
     }
 
     /// One entry of `limits`: a dimension's own limit, remaining, reset and consumption.
-    public struct DimensionAnswer: Codable, Sendable, Equatable {
+    public struct DimensionAnswer: Codable, Sendable, Hashable {
         public var name: String
         public var limit: Int64?
         public var remaining: Int64?
@@ -113,7 +113,7 @@ public struct QuotaAnswer: Codable, Sendable, Equatable {
     }
 
     /// What was consumed in the window: by the whole mesh, and by this node.
-    public struct Consumed: Codable, Sendable, Equatable {
+    public struct Consumed: Codable, Sendable, Hashable {
         public var global: UInt64
         public var local: UInt64
 
@@ -124,7 +124,7 @@ public struct QuotaAnswer: Codable, Sendable, Equatable {
     }
 
     /// A value for each priority.
-    public struct PerPriority: Codable, Sendable, Equatable {
+    public struct PerPriority: Codable, Sendable, Hashable {
         public var urgent: Double
         public var normal: Double
         public var low: Double
@@ -137,7 +137,7 @@ public struct QuotaAnswer: Codable, Sendable, Equatable {
     }
 
     /// The shared circuit breaker.
-    public struct Breaker: Codable, Sendable, Equatable {
+    public struct Breaker: Codable, Sendable, Hashable {
         public enum State: String, Codable, Sendable {
             case closed, open
             case halfOpen = "half_open"
@@ -165,7 +165,7 @@ public struct QuotaAnswer: Codable, Sendable, Equatable {
     }
 
     /// Peers live and known.
-    public struct PeerCount: Codable, Sendable, Equatable {
+    public struct PeerCount: Codable, Sendable, Hashable {
         public var live: Int
         public var known: Int
 
@@ -176,7 +176,7 @@ public struct QuotaAnswer: Codable, Sendable, Equatable {
     }
 
     /// An upstream observation: what it said was left of its limit, and when.
-    public struct Observed: Codable, Sendable, Equatable {
+    public struct Observed: Codable, Sendable, Hashable {
         public var remaining: Int64
         public var limit: Int64
         /// Unix seconds, rounded up.
@@ -199,7 +199,7 @@ public struct QuotaAnswer: Codable, Sendable, Equatable {
 }
 
 /// `GET /v1/quota`: every key.
-public struct QuotasAnswer: Codable, Sendable, Equatable {
+public struct QuotasAnswer: Codable, Sendable, Hashable {
     public var quotas: [QuotaAnswer]
 
     public init(quotas: [QuotaAnswer]) { self.quotas = quotas }
@@ -207,7 +207,7 @@ public struct QuotasAnswer: Codable, Sendable, Equatable {
 
 /// `GET /v1/quota/{service}`: the account with the most remaining (its fields at the top level), every
 /// account, and the service's scopes when it has any.
-public struct ServiceQuotaAnswer: Codable, Sendable, Equatable {
+public struct ServiceQuotaAnswer: Codable, Sendable, Hashable {
     public var quota: QuotaAnswer
     public var accounts: [QuotaAnswer]
     public var scopes: [ScopeQuota]?
@@ -235,7 +235,7 @@ public struct ServiceQuotaAnswer: Codable, Sendable, Equatable {
     }
 
     /// A scope's view (accounts the provider limits together): Q and the scope's name.
-    public struct ScopeQuota: Codable, Sendable, Equatable {
+    public struct ScopeQuota: Codable, Sendable, Hashable {
         public var quota: QuotaAnswer
         public var scope: String
 

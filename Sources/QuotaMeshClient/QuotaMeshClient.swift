@@ -1,10 +1,15 @@
 import Foundation
+import HTTPTypes
+import OpenAPIRuntime
+import OpenAPIURLSession
+import QuotaMeshAPI
 #if canImport(FoundationNetworking)
 import FoundationNetworking
 #endif
 
 /// A client for a QuotaMesh node's local API, for Swift agents: acquire before an upstream call, report
-/// the response after it, read the merged quota. Every call is one HTTP request to the node.
+/// the response after it, read the merged quota. Every call is one HTTP request to the node, through the
+/// client swift-openapi-generator makes of `openapi.yaml` (``QuotaMeshAPI/Client``).
 ///
 /// ```swift
 /// let quota = QuotaMeshClient()
@@ -90,6 +95,18 @@ public struct QuotaMeshClient: Sendable {
             case service, account, limit, remaining, consumed, breaker, peers
             case resetAtMillis = "reset_at_ms"
         }
+
+        /// The view as the API's answer gives it.
+        public init(_ answer: QuotaAnswer) {
+            service = answer.service
+            account = answer.account
+            limit = answer.limit
+            remaining = answer.remaining
+            resetAtMillis = answer.resetAtMillis
+            consumed = Consumed(global: Int64(clamping: answer.consumed.global), local: Int64(clamping: answer.consumed.local))
+            breaker = Breaker(state: answer.breaker.state.rawValue)
+            peers = Peers(live: answer.peers.live, known: answer.peers.known)
+        }
     }
 
     /// Why a request failed.
@@ -108,6 +125,8 @@ public struct QuotaMeshClient: Sendable {
     public let token: String?
     /// The session requests go through.
     public let session: URLSession
+    /// The generated client of the API.
+    let api: QuotaMeshAPI.Client
 
     /// Creates a client.
     /// - Parameters:
@@ -118,8 +137,12 @@ public struct QuotaMeshClient: Sendable {
     public init(endpoint: URL? = nil, token: String? = nil, session: URLSession = .shared) {
         self.session = session
         let fallback = ProcessInfo.processInfo.environment["QUOTAMESH_API"] ?? "127.0.0.1:9721"
-        self.endpoint = endpoint ?? URL(string: "http://\(fallback)") ?? URL(fileURLWithPath: "/")
+        let endpoint = endpoint ?? URL(string: "http://\(fallback)") ?? URL(fileURLWithPath: "/")
+        self.endpoint = endpoint
         self.token = token
+        api = QuotaMeshAPI.Client(
+            serverURL: endpoint, transport: URLSessionTransport(configuration: .init(session: session)),
+            middlewares: [NodeMiddleware(token: token, endpoint: endpoint)])
     }
 
     /// Asks for a grant.
@@ -133,14 +156,29 @@ public struct QuotaMeshClient: Sendable {
     public func acquire(
         service: String, priority: Priority = .normal, cost: Int = 1, costs: [String: Int] = [:], wait: Duration = .zero
     ) async throws -> Decision {
-        var body: [String: Any] = [
-            "service": service, "priority": priority.rawValue, "cost": cost,
-            "wait_ms": Int(wait.components.seconds * 1000 + wait.components.attoseconds / 1_000_000_000_000_000),
-        ]
-        if !costs.isEmpty { body["cost"] = costs.merging(["requests": cost]) { own, _ in own } }
-        let (status, data) = try await send("POST", "/v1/acquire", body: body)
-        guard status == 200 || status == 429 else { throw failure(status, data) }
-        return try JSONDecoder().decode(Decision.self, from: data)
+        let waitMillis = Int(wait.components.seconds * 1000 + wait.components.attoseconds / 1_000_000_000_000_000)
+        let body = Components.Schemas.AcquireRequest(
+            service: service, priority: Components.Schemas.Priority(rawValue: priority.rawValue),
+            cost: costs.isEmpty
+                ? .RequestCount(cost)
+                : .Costs(.init(additionalProperties: costs.merging(["requests": cost]) { own, _ in own })),
+            waitMs: waitMillis)
+        switch try await api.acquire(body: .json(body)) {
+        case .ok(let ok):
+            let grant = try ok.body.json
+            return Decision(
+                granted: true, reason: nil, detail: grant.detail, account: grant.account, retryAfterMillis: nil,
+                quota: grant.quota.map(Quota.init))
+        case .tooManyRequests(let refused):
+            let denial = try refused.body.json
+            return Decision(
+                granted: false, reason: denial.reason.rawValue, detail: denial.detail, account: denial.account,
+                retryAfterMillis: denial.retryAfterMillis, quota: denial.quota.map(Quota.init))
+        case .badRequest(let error): throw Failure(status: 400, message: try error.body.json.error)
+        case .unauthorized(let error): throw Failure(status: 401, message: try error.body.json.error)
+        case .contentTooLarge(let error): throw Failure(status: 413, message: try error.body.json.error)
+        case .undocumented(let status, _): throw Failure(status: status, message: "an answer the API does not document")
+        }
     }
 
     /// Reports an upstream response, so that its rate-limit headers and any 429 reach every node.
@@ -155,21 +193,62 @@ public struct QuotaMeshClient: Sendable {
         service: String, account: String? = nil, status: Int, headers: [String: String], usage: [String: Int] = [:],
         costs: [String: Int] = [:]
     ) async throws {
-        var body: [String: Any] = ["service": service, "status": status, "headers": headers]
-        if let account { body["account"] = account }
-        if !usage.isEmpty {
-            body["usage"] = usage
-            if !costs.isEmpty { body["cost"] = costs }
+        let body = Components.Schemas.ObserveRequest(
+            service: service, account: account, status: status,
+            headers: .init(additionalProperties: headers.mapValues { .case1($0) }),
+            usage: usage.isEmpty ? nil : .init(additionalProperties: usage),
+            cost: usage.isEmpty || costs.isEmpty ? nil : .init(additionalProperties: costs))
+        switch try await api.observe(body: .json(body)) {
+        case .ok: return
+        case .unprocessableContent(let refused): throw Failure(status: 422, message: try refused.body.json.error)
+        case .badRequest(let error): throw Failure(status: 400, message: try error.body.json.error)
+        case .unauthorized(let error): throw Failure(status: 401, message: try error.body.json.error)
+        case .contentTooLarge(let error): throw Failure(status: 413, message: try error.body.json.error)
+        case .undocumented(let status, _): throw Failure(status: status, message: "an answer the API does not document")
         }
-        let (code, data) = try await send("POST", "/v1/observe", body: body)
-        guard code == 200 else { throw failure(code, data) }
     }
 
     /// The merged quota of a service's account with the most remaining.
     public func quota(service: String) async throws -> Quota {
-        let (status, data) = try await send("GET", "/v1/quota/\(service)", body: nil)
-        guard status == 200 else { throw failure(status, data) }
-        return try JSONDecoder().decode(Quota.self, from: data)
+        Quota(try await serviceQuota(service: service).quota)
+    }
+
+    /// A service's view as the API gives it: the account with the most remaining, every account, and the
+    /// scopes.
+    public func serviceQuota(service: String) async throws -> ServiceQuotaAnswer {
+        switch try await api.quota(path: .init(service: service)) {
+        case .ok(let ok): return try ok.body.json
+        case .notFound(let missing): throw Failure(status: 404, message: try missing.body.json.error)
+        case .unauthorized(let error): throw Failure(status: 401, message: try error.body.json.error)
+        case .undocumented(let status, _): throw Failure(status: status, message: "an answer the API does not document")
+        }
+    }
+
+    /// Every quota key the node knows.
+    public func quotas() async throws -> [QuotaAnswer] {
+        switch try await api.quotas() {
+        case .ok(let ok): return try ok.body.json.quotas
+        case .unauthorized(let error): throw Failure(status: 401, message: try error.body.json.error)
+        case .undocumented(let status, _): throw Failure(status: status, message: "an answer the API does not document")
+        }
+    }
+
+    /// This node and its trusted peers.
+    public func peers() async throws -> PeersAnswer {
+        switch try await api.peers() {
+        case .ok(let ok): return try ok.body.json
+        case .unauthorized(let error): throw Failure(status: 401, message: try error.body.json.error)
+        case .undocumented(let status, _): throw Failure(status: status, message: "an answer the API does not document")
+        }
+    }
+
+    /// Whether the node is healthy.
+    public func health() async throws -> HealthAnswer {
+        switch try await api.health() {
+        case .ok(let ok): return try ok.body.json
+        case .unauthorized(let error): throw Failure(status: 401, message: try error.body.json.error)
+        case .undocumented(let status, _): throw Failure(status: status, message: "an answer the API does not document")
+        }
     }
 
     /// Runs `call` when the node grants it, waiting as the node says between denials, then reports the
@@ -199,25 +278,24 @@ public struct QuotaMeshClient: Sendable {
         }
         return headers
     }
+}
 
-    private func failure(_ status: Int, _ data: Data) -> Failure {
-        let object = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any]
-        return Failure(status: status, message: object?["error"] as? String ?? String(decoding: data, as: UTF8.self))
-    }
+/// Presents the node's token, and says which node could not be reached when the transport fails.
+struct NodeMiddleware: ClientMiddleware {
+    let token: String?
+    let endpoint: URL
 
-    private func send(_ method: String, _ path: String, body: [String: Any]?) async throws -> (Int, Data) {
-        var request = URLRequest(url: endpoint.appendingPathComponent(path), timeoutInterval: 660)
-        request.httpMethod = method
-        if let token { request.setValue("Bearer \(token)", forHTTPHeaderField: "Authorization") }
-        if let body {
-            request.httpBody = try JSONSerialization.data(withJSONObject: body)
-            request.setValue("application/json", forHTTPHeaderField: "Content-Type")
-        }
+    func intercept(
+        _ request: HTTPRequest, body: HTTPBody?, baseURL: URL, operationID: String,
+        next: @Sendable (HTTPRequest, HTTPBody?, URL) async throws -> (HTTPResponse, HTTPBody?)
+    ) async throws -> (HTTPResponse, HTTPBody?) {
+        var request = request
+        if let token { request.headerFields[.authorization] = "Bearer \(token)" }
         do {
-            let (data, response) = try await session.data(for: request)
-            return ((response as? HTTPURLResponse)?.statusCode ?? 0, data)
+            return try await next(request, body, baseURL)
         } catch {
-            throw Failure(status: 0, message: "cannot reach the QuotaMesh node at \(endpoint): \(error.localizedDescription)")
+            throw QuotaMeshClient.Failure(
+                status: 0, message: "cannot reach the QuotaMesh node at \(endpoint): \(error.localizedDescription)")
         }
     }
 }
