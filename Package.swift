@@ -120,6 +120,10 @@ let package = Package(
                 "QuotaMeshCrypto",
                 "QuotaMeshSimulator",
                 "QuotaMeshDemo",
+                "QuotaMeshAPI",
+                "QuotaMeshClient",
+                .product(name: "OpenAPIRuntime", package: "swift-openapi-runtime"),
+                .product(name: "OpenAPIURLSession", package: "swift-openapi-urlsession"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]

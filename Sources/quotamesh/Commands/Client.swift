@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import QuotaMeshAPI
 import QuotaMeshCore
 
 /// `quotamesh quota [SERVICE]`: the merged quota as the node sees it.
@@ -61,48 +62,56 @@ struct Quota: AsyncParsableCommand {
         }
     }
 
-    /// Fetches the quotas; with --json prints the API's answer as it is.
-    private func fetch(_ client: APIClient) async throws -> [[String: Any]] {
-        let reply = try await client.get(service.map { "/v1/quota/\($0)" } ?? "/v1/quota")
-        guard reply.status == 200 else {
-            throw CLIError(code: ExitCodes.dataError, message: reply.json["error"] as? String ?? "HTTP \(reply.status)")
+    /// Fetches the quotas; with --json prints the API's answer.
+    private func fetch(_ client: NodeClient) async throws -> [QuotaAnswer] {
+        if let service {
+            switch try await client.send({ try await $0.quota(path: .init(service: service)) }) {
+            case .ok(let ok):
+                let answer = try ok.body.json
+                if json { print(try renderJSON(encoding: answer)) }
+                return answer.accounts
+            case .notFound(let missing): throw client.refused(404, try? missing.body.json.error)
+            case .unauthorized: throw client.unauthorized
+            case .undocumented(let status, _): throw client.refused(status, nil)
+            }
         }
-        if json { print(try renderJSON(reply.json)) }
-        if service != nil { return reply.json["accounts"] as? [[String: Any]] ?? [reply.json] }
-        return reply.json["quotas"] as? [[String: Any]] ?? []
+        switch try await client.send({ try await $0.quotas() }) {
+        case .ok(let ok):
+            let answer = try ok.body.json
+            if json { print(try renderJSON(encoding: answer)) }
+            return answer.quotas
+        case .unauthorized: throw client.unauthorized
+        case .undocumented(let status, _): throw client.refused(status, nil)
+        }
     }
 
     /// A bar of `width` cells, filled in proportion to what is left of the limit.
-    private func bar(_ remaining: NSNumber?, of limit: NSNumber?, width: Int = 16) -> String {
-        guard let remaining, let limit, limit.doubleValue > 0 else { return String(repeating: " ", count: width + 2) }
-        let filled = Int((remaining.doubleValue / limit.doubleValue * Double(width)).rounded())
+    private func bar(_ remaining: Int64?, of limit: Int64?, width: Int = 16) -> String {
+        guard let remaining, let limit, limit > 0 else { return String(repeating: " ", count: width + 2) }
+        let filled = Int((Double(remaining) / Double(limit) * Double(width)).rounded())
         let cells = min(width, max(0, filled))
         return "[" + String(repeating: "#", count: cells) + String(repeating: ".", count: width - cells) + "]"
     }
 
-    private func table(_ quotas: [[String: Any]]) -> String {
+    private func table(_ quotas: [QuotaAnswer]) -> String {
         var rows = [["SERVICE", "ACCOUNT", "REMAINING", "LIMIT", "LEFT", "RESET", "BREAKER", "CONSUMED g/l", "NEXT u/n/l", "PEERS"]]
         let now = Date().timeIntervalSince1970
         for quota in quotas {
-            let next = quota["next_available"] as? [String: Any] ?? [:]
-            let consumed = quota["consumed"] as? [String: Any] ?? [:]
-            let breaker = quota["breaker"] as? [String: Any] ?? [:]
-            let peers = quota["peers"] as? [String: Any] ?? [:]
-            let reset = (quota["reset_at"] as? NSNumber).map { humanDuration(seconds: max(0, $0.doubleValue - now)) } ?? "-"
+            let next = quota.nextAvailable
+            let reset = quota.resetAt.map { humanDuration(seconds: max(0, Double($0) - now)) } ?? "-"
             // The tightest dimension is shown; its name follows the number when it is not requests.
             let unit = dimensionSuffix(quota)
             rows.append([
-                quota["service"] as? String ?? "?",
-                quota["account"] as? String ?? "?",
-                ((quota["remaining"] as? NSNumber)?.stringValue).map { $0 + unit } ?? "-",
-                (quota["limit"] as? NSNumber)?.stringValue ?? "-",
-                bar(quota["remaining"] as? NSNumber, of: quota["limit"] as? NSNumber),
+                quota.service,
+                quota.account,
+                quota.remaining.map { "\($0)\(unit)" } ?? "-",
+                quota.limit.map { "\($0)" } ?? "-",
+                bar(quota.remaining, of: quota.limit),
                 reset,
-                breaker["state"] as? String ?? "?",
-                "\(consumed["global"] ?? "-")/\(consumed["local"] ?? "-")",
-                ["urgent", "normal", "low"].map { humanDuration(seconds: (next[$0] as? NSNumber)?.doubleValue ?? 0) }
-                    .joined(separator: "/"),
-                "\(peers["live"] ?? 0)/\(peers["known"] ?? 0)",
+                quota.breaker.state.rawValue,
+                "\(quota.consumed.global)/\(quota.consumed.local)",
+                [next.urgent, next.normal, next.low].map { humanDuration(seconds: $0) }.joined(separator: "/"),
+                "\(quota.peers.live)/\(quota.peers.known)",
             ])
         }
         return columns(rows)
@@ -144,31 +153,32 @@ struct Acquire: AsyncParsableCommand {
     func run() async throws {
         try await withExitCodes {
             let client = try options.client()
-            let reply = try await client.post(
-                "/v1/acquire",
-                [
-                    "service": service, "priority": priority, "cost": cost,
-                    "wait_ms": DurationText.milliseconds(wait) ?? 0,
-                ])
-            if json { print(try renderJSON(reply.json)) }
-            switch reply.status {
-            case 200:
-                if !json {
-                    let quota = reply.json["quota"] as? [String: Any]
-                    print("granted: \(quota.map(summary) ?? service)")
+            let body = Components.Schemas.AcquireRequest(
+                service: service, priority: Components.Schemas.Priority(rawValue: priority), cost: .RequestCount(cost),
+                waitMs: Int(DurationText.milliseconds(wait) ?? 0))
+            switch try await client.send({ try await $0.acquire(body: .json(body)) }) {
+            case .ok(let ok):
+                let grant = try ok.body.json
+                if json {
+                    print(try renderJSON(encoding: grant))
+                } else {
+                    print("granted: \(grant.quota.map(summary) ?? service)")
                 }
-            case 429:
-                if !json {
-                    let reason = reply.json["reason"] as? String ?? "denied"
-                    let retry = (reply.json["retry_after_ms"] as? NSNumber)?.doubleValue ?? 0
-                    var line = "denied: \(reason); retry in \(humanDuration(seconds: retry / 1000))"
-                    if let detail = reply.json["detail"] as? String { line += " (\(detail))" }
+            case .tooManyRequests(let refused):
+                let denial = try refused.body.json
+                if json {
+                    print(try renderJSON(encoding: denial))
+                } else {
+                    var line = "denied: \(denial.reason.rawValue); retry in \(humanDuration(seconds: Double(denial.retryAfterMillis) / 1000))"
+                    if let detail = denial.detail { line += " (\(detail))" }
                     print(line)
-                    if let quota = reply.json["quota"] as? [String: Any] { print("quota: \(summary(quota))") }
+                    if let quota = denial.quota { print("quota: \(summary(quota))") }
                 }
                 throw ExitCode(ExitCodes.denied)
-            default:
-                throw CLIError(code: ExitCodes.dataError, message: reply.json["error"] as? String ?? "HTTP \(reply.status)")
+            case .badRequest(let error): throw client.refused(400, try? error.body.json.error)
+            case .contentTooLarge(let error): throw client.refused(413, try? error.body.json.error)
+            case .unauthorized: throw client.unauthorized
+            case .undocumented(let status, _): throw client.refused(status, nil)
             }
         }
     }
@@ -205,39 +215,37 @@ struct Observe: AsyncParsableCommand {
 
     func run() async throws {
         try await withExitCodes {
-            var fields: [String: Any] = [:]
+            var fields: [String: [String]] = [:]
             for header in headers {
                 guard let colon = header.firstIndex(of: ":") else { continue }
                 let name = header[..<colon].trimmingCharacters(in: .whitespaces)
                 let value = header[header.index(after: colon)...].trimmingCharacters(in: .whitespaces)
-                if let existing = fields[name] as? [String] {
-                    fields[name] = existing + [value]
-                } else if let existing = fields[name] as? String {
-                    fields[name] = [existing, value]
-                } else {
-                    fields[name] = value
-                }
+                fields[name, default: []].append(value)
             }
-            var body: [String: Any] = ["service": service, "status": status, "headers": fields]
-            if let account { body["account"] = account }
-            let reply = try await options.client().post("/v1/observe", body)
-            guard reply.status == 200 else {
-                throw CLIError(code: ExitCodes.dataError, message: reply.json["error"] as? String ?? "HTTP \(reply.status)")
+            let body = Components.Schemas.ObserveRequest(
+                service: service, account: account, status: status,
+                headers: .init(additionalProperties: fields.mapValues { $0.count == 1 ? .case1($0[0]) : .case2($0) }))
+            let client = try options.client()
+            let answer: ObserveAnswer
+            switch try await client.send({ try await $0.observe(body: .json(body)) }) {
+            case .ok(let ok): answer = try ok.body.json
+            case .unprocessableContent(let refused): throw client.refused(422, try? refused.body.json.error)
+            case .badRequest(let error): throw client.refused(400, try? error.body.json.error)
+            case .contentTooLarge(let error): throw client.refused(413, try? error.body.json.error)
+            case .unauthorized: throw client.unauthorized
+            case .undocumented(let status, _): throw client.refused(status, nil)
             }
             if json {
-                print(try renderJSON(reply.json))
+                print(try renderJSON(encoding: answer))
                 return
             }
-            let understood = reply.json["understood"] as? [String] ?? []
-            print("understood: \(understood.isEmpty ? "nothing" : understood.joined(separator: ", "))")
-            for ignored in reply.json["ignored"] as? [[String: Any]] ?? [] {
-                print("ignored: \(ignored["header"] ?? "?"): \(ignored["reason"] ?? "?")")
-            }
-            if reply.json["breaker_opened"] as? Bool == true { print("breaker opened for every node") }
-            if reply.json["breaker_closed"] as? Bool == true { print("breaker closed for every node") }
-            if let quota = reply.json["quota"] as? [String: Any] {
+            print("understood: \(answer.understood.isEmpty ? "nothing" : answer.understood.joined(separator: ", "))")
+            for ignored in answer.ignored { print("ignored: \(ignored.header): \(ignored.reason)") }
+            if answer.breakerOpened { print("breaker opened for every node") }
+            if answer.breakerClosed { print("breaker closed for every node") }
+            if let quota = answer.quota {
                 print("quota: \(summary(quota))")
-            } else if let message = reply.json["message"] as? String {
+            } else if let message = answer.message {
                 print(message)
             }
         }

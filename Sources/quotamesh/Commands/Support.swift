@@ -1,5 +1,9 @@
 import ArgumentParser
 import Foundation
+import HTTPTypes
+import OpenAPIRuntime
+import OpenAPIURLSession
+import QuotaMeshAPI
 import QuotaMeshCore
 #if canImport(FoundationNetworking)
 import FoundationNetworking
@@ -29,63 +33,68 @@ struct APIOptions: ParsableArguments {
     }
 
     /// A client for the chosen node, with its token if one is given.
-    func client() throws -> APIClient {
+    func client() throws -> NodeClient {
         guard let path = tokenFile ?? ProcessInfo.processInfo.environment["QUOTAMESH_API_TOKEN_FILE"] else {
-            return APIClient(endpoint: endpoint, token: nil)
+            return NodeClient(endpoint: endpoint, token: nil)
         }
         guard let data = FileManager.default.contents(atPath: path),
             let text = String(data: data, encoding: .utf8)?.trimmingCharacters(in: .whitespacesAndNewlines), !text.isEmpty
         else {
             throw CLIError(code: ExitCodes.usage, message: "cannot read an API token from \(path)")
         }
-        return APIClient(endpoint: endpoint, token: text)
+        return NodeClient(endpoint: endpoint, token: text)
     }
 }
 
-/// A minimal JSON-over-HTTP client for the loopback API.
-struct APIClient {
+/// The loopback API through the client generated from openapi.yaml, its failures as the CLI's exit codes.
+struct NodeClient {
     let endpoint: Endpoint
-    let token: String?
+    let api: QuotaMeshAPI.Client
 
-    struct Reply {
-        var status: Int
-        var json: [String: Any]
+    init(endpoint: Endpoint, token: String?) {
+        self.endpoint = endpoint
+        let url = URL(string: "http://\(endpoint)") ?? URL(fileURLWithPath: "/")
+        api = QuotaMeshAPI.Client(
+            serverURL: url, transport: URLSessionTransport(), middlewares: [TokenMiddleware(token: token)])
     }
 
-    func get(_ path: String) async throws -> Reply { try await send("GET", path, body: nil) }
-
-    func post(_ path: String, _ body: [String: Any]) async throws -> Reply {
-        try await send("POST", path, body: try JSONSerialization.data(withJSONObject: body, options: [.sortedKeys]))
-    }
-
-    private func send(_ method: String, _ path: String, body: Data?) async throws -> Reply {
-        guard let url = URL(string: "http://\(endpoint)\(path)") else {
-            throw CLIError(code: ExitCodes.unavailable, message: "bad API address \(endpoint)")
-        }
-        var request = URLRequest(url: url, timeoutInterval: 660)
-        request.httpMethod = method
-        if let token { request.setValue("Bearer \(token)", forHTTPHeaderField: "Authorization") }
-        if let body {
-            request.httpBody = body
-            request.setValue("application/json", forHTTPHeaderField: "Content-Type")
-        }
-        let data: Data
-        let response: URLResponse
+    /// Runs one request: a node that cannot be reached is `unavailable`, one that wants a token
+    /// `noPermission`.
+    func send<Output>(_ request: (QuotaMeshAPI.Client) async throws -> Output) async throws -> Output {
         do {
-            (data, response) = try await URLSession.shared.data(for: request)
+            return try await request(api)
         } catch {
+            let cause = (error as? ClientError)?.underlyingError ?? error
             throw CLIError(
                 code: ExitCodes.unavailable,
-                message: "cannot reach the QuotaMesh node at \(endpoint) (is `quotamesh run` running?): \(error.localizedDescription)")
+                message: "cannot reach the QuotaMesh node at \(endpoint) (is `quotamesh run` running?): \(cause.localizedDescription)")
         }
-        let status = (response as? HTTPURLResponse)?.statusCode ?? 0
-        let json = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] ?? [:]
-        if status == 401 {
-            throw CLIError(
-                code: ExitCodes.noPermission,
-                message: "the node at \(endpoint) requires an API token: --token-file FILE or $QUOTAMESH_API_TOKEN_FILE")
-        }
-        return Reply(status: status, json: json)
+    }
+
+    /// The error for a 401.
+    var unauthorized: CLIError {
+        CLIError(
+            code: ExitCodes.noPermission,
+            message: "the node at \(endpoint) requires an API token: --token-file FILE or $QUOTAMESH_API_TOKEN_FILE")
+    }
+
+    /// The error for an answer the command cannot use (a 4xx with its message, or an undocumented status).
+    func refused(_ status: Int, _ message: String?) -> CLIError {
+        CLIError(code: ExitCodes.dataError, message: message ?? "HTTP \(status)")
+    }
+}
+
+/// Presents the node's API token.
+struct TokenMiddleware: ClientMiddleware {
+    let token: String?
+
+    func intercept(
+        _ request: HTTPRequest, body: HTTPBody?, baseURL: URL, operationID: String,
+        next: @Sendable (HTTPRequest, HTTPBody?, URL) async throws -> (HTTPResponse, HTTPBody?)
+    ) async throws -> (HTTPResponse, HTTPBody?) {
+        var request = request
+        if let token { request.headerFields[.authorization] = "Bearer \(token)" }
+        return try await next(request, body, baseURL)
     }
 }
 
@@ -134,7 +143,6 @@ func humanDuration(seconds: Double) -> String {
     return String(format: "%dh%02dm", total / 3600, (total % 3600) / 60)
 }
 
-/// One line describing a Q object.
 /// Rows as columns padded to their widest cell, two spaces apart, with no trailing blanks.
 func columns(_ rows: [[String]]) -> String {
     let count = rows.map(\.count).max() ?? 0
@@ -146,17 +154,16 @@ func columns(_ rows: [[String]]) -> String {
 }
 
 /// Q's top level describes its tightest dimension: " tokens" (say) when that is not requests, else "".
-func dimensionSuffix(_ quota: [String: Any]) -> String {
-    (quota["dimension"] as? String).flatMap { $0 == "requests" ? nil : " \($0)" } ?? ""
+func dimensionSuffix(_ quota: QuotaAnswer) -> String {
+    quota.dimension == "requests" ? "" : " \(quota.dimension)"
 }
 
-func summary(_ quota: [String: Any]) -> String {
-    let service = quota["service"] as? String ?? "?"
-    let account = quota["account"] as? String ?? "?"
-    var parts = ["\(service)/\(account)"]
+/// One line describing a Q.
+func summary(_ quota: QuotaAnswer) -> String {
+    var parts = ["\(quota.service)/\(quota.account)"]
     let unit = dimensionSuffix(quota)
-    if let remaining = quota["remaining"] as? NSNumber {
-        if let limit = quota["limit"] as? NSNumber {
+    if let remaining = quota.remaining {
+        if let limit = quota.limit {
             parts.append("remaining \(remaining) of \(limit)\(unit)")
         } else {
             parts.append("remaining \(remaining)")
@@ -164,12 +171,10 @@ func summary(_ quota: [String: Any]) -> String {
     } else {
         parts.append("no limit known")
     }
-    if let reset = quota["reset_at"] as? NSNumber {
-        let seconds = reset.doubleValue - Date().timeIntervalSince1970
+    if let reset = quota.resetAt {
+        let seconds = Double(reset) - Date().timeIntervalSince1970
         parts.append("resets in \(humanDuration(seconds: max(0, seconds)))")
     }
-    if let breaker = quota["breaker"] as? [String: Any], let state = breaker["state"] as? String, state != "closed" {
-        parts.append("breaker \(state)")
-    }
+    if quota.breaker.state != .closed { parts.append("breaker \(quota.breaker.state.rawValue)") }
     return parts.joined(separator: ", ")
 }
