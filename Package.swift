@@ -59,7 +59,10 @@ let package = Package(
         // A client needs neither the core nor libsodium.
         .target(
             name: "QuotaMeshAPI",
-            dependencies: [.product(name: "OpenAPIRuntime", package: "swift-openapi-runtime")],
+            dependencies: [
+                .product(name: "OpenAPIRuntime", package: "swift-openapi-runtime"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+            ],
             exclude: ["openapi-generator-config.yaml"]
         ),
         // A client of a node's local API for Swift agents (Foundation only).

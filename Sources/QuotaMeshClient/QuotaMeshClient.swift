@@ -142,7 +142,7 @@ public struct QuotaMeshClient: Sendable {
         self.token = token
         api = QuotaMeshAPI.Client(
             serverURL: endpoint, transport: URLSessionTransport(configuration: .init(session: session)),
-            middlewares: [NodeMiddleware(token: token, endpoint: endpoint)])
+            middlewares: [BearerToken(token), Reachability(endpoint: endpoint)])
     }
 
     /// Asks for a grant.
@@ -280,17 +280,14 @@ public struct QuotaMeshClient: Sendable {
     }
 }
 
-/// Presents the node's token, and says which node could not be reached when the transport fails.
-struct NodeMiddleware: ClientMiddleware {
-    let token: String?
+/// Says which node could not be reached when the transport fails.
+struct Reachability: ClientMiddleware {
     let endpoint: URL
 
     func intercept(
         _ request: HTTPRequest, body: HTTPBody?, baseURL: URL, operationID: String,
         next: @Sendable (HTTPRequest, HTTPBody?, URL) async throws -> (HTTPResponse, HTTPBody?)
     ) async throws -> (HTTPResponse, HTTPBody?) {
-        var request = request
-        if let token { request.headerFields[.authorization] = "Bearer \(token)" }
         do {
             return try await next(request, body, baseURL)
         } catch {

@@ -1,6 +1,5 @@
 import ArgumentParser
 import Foundation
-import HTTPTypes
 import OpenAPIRuntime
 import OpenAPIURLSession
 import QuotaMeshAPI
@@ -55,7 +54,7 @@ struct NodeClient {
         self.endpoint = endpoint
         let url = URL(string: "http://\(endpoint)") ?? URL(fileURLWithPath: "/")
         api = QuotaMeshAPI.Client(
-            serverURL: url, transport: URLSessionTransport(), middlewares: [TokenMiddleware(token: token)])
+            serverURL: url, transport: URLSessionTransport(), middlewares: [BearerToken(token)])
     }
 
     /// Runs one request: a node that cannot be reached is `unavailable`, one that wants a token
@@ -81,20 +80,6 @@ struct NodeClient {
     /// The error for an answer the command cannot use (a 4xx with its message, or an undocumented status).
     func refused(_ status: Int, _ message: String?) -> CLIError {
         CLIError(code: ExitCodes.dataError, message: message ?? "HTTP \(status)")
-    }
-}
-
-/// Presents the node's API token.
-struct TokenMiddleware: ClientMiddleware {
-    let token: String?
-
-    func intercept(
-        _ request: HTTPRequest, body: HTTPBody?, baseURL: URL, operationID: String,
-        next: @Sendable (HTTPRequest, HTTPBody?, URL) async throws -> (HTTPResponse, HTTPBody?)
-    ) async throws -> (HTTPResponse, HTTPBody?) {
-        var request = request
-        if let token { request.headerFields[.authorization] = "Bearer \(token)" }
-        return try await next(request, body, baseURL)
     }
 }
 
