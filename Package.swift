@@ -31,6 +31,7 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
         .package(url: "https://github.com/apple/swift-openapi-runtime", from: "1.13.4"),
         .package(url: "https://github.com/apple/swift-openapi-urlsession", from: "1.4.0"),
+        .package(url: "https://github.com/hummingbird-project/swift-openapi-hummingbird", from: "2.1.0"),
     ],
     targets: [
         // libsodium, the only source of cryptography.
@@ -50,7 +51,7 @@ let package = Package(
             ]
         ),
         // Decoding and validation of the local API's JSON bodies (Foundation only, no server).
-        .target(name: "QuotaMeshRequests", dependencies: ["QuotaMeshCore"]),
+        .target(name: "QuotaMeshRequests", dependencies: ["QuotaMeshCore", "QuotaMeshAPI"]),
         // Fuzz targets over every decoder of untrusted input; driven by libFuzzer (Fuzz/) and by a
         // corpus-replay test.
         .target(name: "QuotaMeshFuzzing", dependencies: ["QuotaMeshCore", "QuotaMeshCrypto", "QuotaMeshRequests"]),
@@ -83,6 +84,9 @@ let package = Package(
                 "QuotaMeshCrypto",
                 "QuotaMeshRequests",
                 "QuotaMeshAPI",
+                .product(name: "OpenAPIRuntime", package: "swift-openapi-runtime"),
+                .product(name: "OpenAPIHummingbird", package: "swift-openapi-hummingbird"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Hummingbird", package: "hummingbird"),
@@ -149,7 +153,7 @@ let package = Package(
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
             ]
         ),
-        .testTarget(name: "QuotaMeshFuzzingTests", dependencies: ["QuotaMeshFuzzing", "QuotaMeshRequests"]),
+        .testTarget(name: "QuotaMeshFuzzingTests", dependencies: ["QuotaMeshFuzzing", "QuotaMeshRequests", "QuotaMeshAPI"]),
         .testTarget(name: "QuotaMeshSimulatorTests", dependencies: ["QuotaMeshSimulator", "QuotaMeshCore"]),
         .testTarget(
             name: "QuotaMeshIntegrationTests",

@@ -157,12 +157,9 @@ public struct QuotaMeshClient: Sendable {
         service: String, priority: Priority = .normal, cost: Int = 1, costs: [String: Int] = [:], wait: Duration = .zero
     ) async throws -> Decision {
         let waitMillis = Int(wait.components.seconds * 1000 + wait.components.attoseconds / 1_000_000_000_000_000)
-        let body = Components.Schemas.AcquireRequest(
-            service: service, priority: Components.Schemas.Priority(rawValue: priority.rawValue),
-            cost: costs.isEmpty
-                ? .RequestCount(cost)
-                : .Costs(.init(additionalProperties: costs.merging(["requests": cost]) { own, _ in own })),
-            waitMs: waitMillis)
+        let body = AcquireBody(
+            service: service, priority: priority.rawValue, cost: Int64(cost), costs: costs.mapValues { Int64($0) },
+            waitMillis: Int64(waitMillis))
         switch try await api.acquire(body: .json(body)) {
         case .ok(let ok):
             let grant = try ok.body.json
@@ -193,11 +190,9 @@ public struct QuotaMeshClient: Sendable {
         service: String, account: String? = nil, status: Int, headers: [String: String], usage: [String: Int] = [:],
         costs: [String: Int] = [:]
     ) async throws {
-        let body = Components.Schemas.ObserveRequest(
-            service: service, account: account, status: status,
-            headers: .init(additionalProperties: headers.mapValues { .case1($0) }),
-            usage: usage.isEmpty ? nil : .init(additionalProperties: usage),
-            cost: usage.isEmpty || costs.isEmpty ? nil : .init(additionalProperties: costs))
+        let body = ObserveBody(
+            service: service, account: account, status: status, headers: headers.mapValues { [$0] },
+            usage: usage.mapValues { Int64($0) }, costs: costs.mapValues { Int64($0) })
         switch try await api.observe(body: .json(body)) {
         case .ok: return
         case .unprocessableContent(let refused): throw Failure(status: 422, message: try refused.body.json.error)

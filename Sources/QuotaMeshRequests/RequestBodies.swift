@@ -1,4 +1,5 @@
 import Foundation
+import QuotaMeshAPI
 import QuotaMeshCore
 
 /// Why a request body was refused: the HTTP status to answer with and a message for the agent.

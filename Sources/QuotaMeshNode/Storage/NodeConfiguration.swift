@@ -1,4 +1,5 @@
 import Foundation
+import QuotaMeshAPI
 import QuotaMeshCore
 import QuotaMeshRequests
 

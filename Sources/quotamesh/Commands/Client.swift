@@ -153,9 +153,8 @@ struct Acquire: AsyncParsableCommand {
     func run() async throws {
         try await withExitCodes {
             let client = try options.client()
-            let body = Components.Schemas.AcquireRequest(
-                service: service, priority: Components.Schemas.Priority(rawValue: priority), cost: .RequestCount(cost),
-                waitMs: Int(DurationText.milliseconds(wait) ?? 0))
+            let body = AcquireBody(
+                service: service, priority: priority, cost: Int64(cost), waitMillis: DurationText.milliseconds(wait) ?? 0)
             switch try await client.send({ try await $0.acquire(body: .json(body)) }) {
             case .ok(let ok):
                 let grant = try ok.body.json
@@ -222,9 +221,7 @@ struct Observe: AsyncParsableCommand {
                 let value = header[header.index(after: colon)...].trimmingCharacters(in: .whitespaces)
                 fields[name, default: []].append(value)
             }
-            let body = Components.Schemas.ObserveRequest(
-                service: service, account: account, status: status,
-                headers: .init(additionalProperties: fields.mapValues { $0.count == 1 ? .case1($0[0]) : .case2($0) }))
+            let body = ObserveBody(service: service, account: account, status: status, headers: fields)
             let client = try options.client()
             let answer: ObserveAnswer
             switch try await client.send({ try await $0.observe(body: .json(body)) }) {

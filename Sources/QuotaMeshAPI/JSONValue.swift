@@ -2,7 +2,7 @@ import Foundation
 
 /// A JSON value as a request body holds it, decoded by `JSONDecoder`: a closed set of cases, so that
 /// validation switches over types instead of casting `Any` (a boolean is never a number here).
-public enum JSONValue: Sendable, Equatable, Decodable {
+public enum JSONValue: Sendable, Hashable, Codable {
     case null
     case bool(Bool)
     /// A number that is a whole number within Int64.
@@ -29,6 +29,19 @@ public enum JSONValue: Sendable, Equatable, Decodable {
             self = .array(value)
         } else {
             self = .object(try container.decode([String: JSONValue].self))
+        }
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.singleValueContainer()
+        switch self {
+        case .null: try container.encodeNil()
+        case .bool(let value): try container.encode(value)
+        case .integer(let value): try container.encode(value)
+        case .number(let value): try container.encode(value)
+        case .string(let value): try container.encode(value)
+        case .array(let value): try container.encode(value)
+        case .object(let value): try container.encode(value)
         }
     }
 
