@@ -121,6 +121,40 @@ import Glibc
         #expect(node.status == 0)
     }
 
+    /// `run` takes its keys from QUOTAMESH_* variables too: over the file, under the flags; a bad value
+    /// names its variable and the node does not start.
+    @Test func environmentVariablesConfigureTheNodeBetweenTheFileAndTheFlags() async throws {
+        let root = makeRoot()
+        let api = "127.0.0.1:\(freePort(udp: false))"
+        try Data(#"{"api": "127.0.0.1:1", "services": {"svc": {"limit": 7, "window": "1m"}}}"#.utf8)
+            .write(to: URL(fileURLWithPath: root + "/node.json"))
+        let node = try ChildProcess(try quotameshBinary(), ["run", "--gossip", "127.0.0.1:\(freePort(udp: true))"], in: root)
+        node.process.environment = ProcessInfo.processInfo.environment.merging([
+            "QUOTAMESH_CONFIG": root + "/node.json", "QUOTAMESH_API": api, "QUOTAMESH_GOSSIP": "127.0.0.1:1",
+        ]) { _, new in new }
+        try node.run()
+        defer { node.killAndWait() }
+        // The file's service, at the variable's API address (the flag's gossip address won over the variable's).
+        let clock = ContinuousClock()
+        let deadline = clock.now + .seconds(20)
+        var answer: (status: Int32, output: String) = (1, "")
+        while clock.now < deadline {
+            answer = try runCLI(["quota", "svc", "--api", api], in: root)
+            if answer.status == 0 { break }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        #expect(answer.status == 0, "\(answer.output)")
+        #expect(answer.output.contains("7"), "\(answer.output)")
+        #expect(!node.output.contains("127.0.0.1:1 "), "the variable's gossip address was not overridden by the flag")
+
+        let bad = try ChildProcess(try quotameshBinary(), ["run"], in: root)
+        bad.process.environment = ProcessInfo.processInfo.environment.merging(["QUOTAMESH_FANOUT": "many"]) { _, new in new }
+        try bad.run()
+        #expect(await bad.waitForExit(timeout: .seconds(30)))
+        #expect(bad.status == 78)
+        #expect(bad.output.contains("$QUOTAMESH_FANOUT"), "\(bad.output)")
+    }
+
     @Test func worldReadableIdentityStopsTheNodeWithAClearMessage() throws {
         let root = makeRoot()
         #expect(try runCLI(["keygen"], in: root).status == 0)

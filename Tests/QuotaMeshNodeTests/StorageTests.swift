@@ -182,6 +182,31 @@ func temporaryDirectory() -> String {
         }
     }
 
+    @Test func environmentValuesOverrideTheFileAndNameTheirVariable() throws {
+        let path = NSTemporaryDirectory() + "quotamesh-config-\(UUID().uuidString.prefix(8)).json"
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        try Data(#"{"fanout": 4, "gossip_interval": "300ms", "services": {"svc": {"limit": 5, "window": "1m"}}}"#.utf8)
+            .write(to: URL(fileURLWithPath: path))
+        let config = try NodeConfiguration.load(
+            file: path, environment: ["fanout": "6", "allow_remote_api": "false", "liveness_timeout": "3s"])
+        #expect(config.mesh.fanout == 6)
+        #expect(config.mesh.gossipIntervalMillis == 300)
+        #expect(config.mesh.livenessTimeoutMillis == 3_000)
+        #expect(config.mesh.services["svc"]?.limit == 5)
+        #expect(NodeConfiguration.variable(for: "gossip_interval") == "QUOTAMESH_GOSSIP_INTERVAL")
+        // Without a file, the variables alone; a bad value names its variable, not the file.
+        #expect(try NodeConfiguration.load(file: nil, environment: ["api": "127.0.0.1:7000"]).api == Endpoint(host: "127.0.0.1", port: 7000))
+        do {
+            _ = try NodeConfiguration.load(file: path, environment: ["fanout": "many"])
+            Issue.record("accepted a fanout of many")
+        } catch {
+            #expect(error.source == "$QUOTAMESH_FANOUT")
+            #expect(error.key == "fanout")
+        }
+        // `services` is the file's alone.
+        #expect(!NodeConfiguration.environmentKeys.contains("services"))
+    }
+
     @Test func invalidJSONNamesTheLineAndColumn() throws {
         let path = NSTemporaryDirectory() + "quotamesh-config-\(UUID().uuidString.prefix(8)).json"
         defer { try? FileManager.default.removeItem(atPath: path) }

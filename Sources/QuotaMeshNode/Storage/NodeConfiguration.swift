@@ -60,25 +60,60 @@ public struct NodeConfiguration: Sendable {
         return " at line \(error.line), column \(error.column): expected \(error.expected)"
     }
 
-    public static func load(file path: String) throws(ConfigurationError) -> NodeConfiguration {
-        guard let data = FileManager.default.contents(atPath: path) else {
-            throw ConfigurationError(source: path, key: "(file)", reason: "cannot be read")
+    /// The keys an environment variable may set, `QUOTAMESH_` and the key in capitals
+    /// (`QUOTAMESH_GOSSIP_INTERVAL=100ms`): every top-level key but `services`.
+    public static let environmentKeys = [
+        "cluster", "gossip", "api", "identity", "peers", "state", "allow_remote_api", "api_token_file",
+        "api_idle_timeout", "gossip_interval", "fanout", "liveness_timeout", "heartbeat_interval", "max_breaker_open",
+        "max_learned_window", "max_packet_age", "max_services", "max_accounts", "max_dimensions", "rights_edge",
+        "rights_lead",
+    ]
+
+    /// The environment variable that sets `key`.
+    public static func variable(for key: String) -> String { "QUOTAMESH_" + key.uppercased() }
+
+    /// The configuration from a file (if any) with `environment`'s values over it, by key (the text of
+    /// each variable, as ``environmentKeys`` name them): a value set by a variable overrides the file's, and
+    /// an error in it names the variable.
+    public static func load(file path: String?, environment: [String: String]) throws(ConfigurationError) -> NodeConfiguration {
+        var root: [String: JSONValue] = [:]
+        if let path {
+            guard let data = FileManager.default.contents(atPath: path) else {
+                throw ConfigurationError(source: path, key: "(file)", reason: "cannot be read")
+            }
+            root = try object(json: data, source: path)
         }
-        return try parse(json: data, source: path)
+        var fromEnvironment: Set<String> = []
+        for (key, text) in environment where environmentKeys.contains(key) {
+            // A variable is text: a whole number or true/false is read as one, anything else as a string.
+            root[key] = Int64(text).map { .integer($0) } ?? (text == "true" ? .bool(true) : text == "false" ? .bool(false) : .string(text))
+            fromEnvironment.insert(key)
+        }
+        do {
+            return try parse(root, source: path ?? "(no file)")
+        } catch where fromEnvironment.contains(error.key) {
+            throw ConfigurationError(source: "$" + variable(for: error.key), key: error.key, reason: error.reason)
+        }
+    }
+
+    public static func load(file path: String) throws(ConfigurationError) -> NodeConfiguration {
+        try load(file: path, environment: [:])
     }
 
     /// Reads a configuration from JSON text (`source` names it in errors).
     public static func parse(json data: Data, source: String) throws(ConfigurationError) -> NodeConfiguration {
-        let value: JSONValue
-        do {
-            value = try JSONDecoder().decode(JSONValue.self, from: data)
-        } catch {
+        try parse(object(json: data, source: source), source: source)
+    }
+
+    /// The JSON object `data` holds, or an error that says where it stops being one.
+    static func object(json data: Data, source: String) throws(ConfigurationError) -> [String: JSONValue] {
+        guard let value = try? JSONDecoder().decode(JSONValue.self, from: data) else {
             throw ConfigurationError(source: source, key: "(file)", reason: "not valid JSON" + Self.place(in: data))
         }
         guard let root = value.object else {
             throw ConfigurationError(source: source, key: "(file)", reason: "must be a JSON object")
         }
-        return try parse(root, source: source)
+        return root
     }
 
     /// Builds a configuration from a decoded JSON object.

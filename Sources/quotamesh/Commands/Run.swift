@@ -1,4 +1,5 @@
 import ArgumentParser
+import Configuration
 import Foundation
 import Logging
 import QuotaMeshCore
@@ -10,7 +11,7 @@ struct Run: AsyncParsableCommand {
         abstract: "Run a node: gossip with vouched peers and serve the local API.",
         discussion: "Works with no configuration and an empty trust store; creates an identity on first start.")
 
-    @Option(help: "A JSON configuration file; flags override it.")
+    @Option(help: "A JSON configuration file; QUOTAMESH_* variables override it, flags override both. Default: $QUOTAMESH_CONFIG.")
     var config: String?
 
     @Option(help: "The identity file (created if missing). Default: .quotamesh/identity")
@@ -44,14 +45,20 @@ struct Run: AsyncParsableCommand {
     }
 
     func run() async throws {
+        // Flags over QUOTAMESH_* environment variables over the file over the defaults; the variables are
+        // read through swift-configuration (`quotamesh.gossip_interval` is QUOTAMESH_GOSSIP_INTERVAL).
+        let environment = ConfigReader(provider: EnvironmentVariablesProvider())
+        var overrides: [String: String] = [:]
+        for key in NodeConfiguration.environmentKeys {
+            if let value = environment.string(forKey: ConfigKey(["quotamesh", key])) { overrides[key] = value }
+        }
+        let file = config ?? environment.string(forKey: "quotamesh.config")
         var configuration = NodeConfiguration()
-        if let config {
-            do {
-                configuration = try NodeConfiguration.load(file: config)
-            } catch {
-                printError("error: configuration: \(error)")
-                throw ExitCode(ExitCodes.configuration)
-            }
+        do {
+            configuration = try NodeConfiguration.load(file: file, environment: overrides)
+        } catch {
+            printError("error: configuration: \(error)")
+            throw ExitCode(ExitCodes.configuration)
         }
         if let identity { configuration.identityPath = identity }
         if let peers { configuration.peersDirectory = peers }
