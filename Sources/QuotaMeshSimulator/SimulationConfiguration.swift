@@ -101,7 +101,7 @@ public struct SimulationConfiguration: Sendable {
     /// An anti-entropy digest every this many rounds.
     public var antiEntropyEveryRounds = MeshConfiguration.defaultAntiEntropyEveryRounds
     /// Priority reserves and burst for the simulated service.
-    public var reserves = Reserves()
+    public var reserves = Reserves.standardReserves
     /// The burst fraction for the simulated service.
     public var burstFraction = 0.1
     /// A lying peer (node 0), if any.

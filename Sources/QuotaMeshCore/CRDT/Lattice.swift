@@ -187,44 +187,6 @@ public enum BreakerState: String, Sendable, Codable {
     case halfOpen = "half_open"
 }
 
-/// An origin's recent demand for one key: the rate of requested cost per second, by priority.
-public struct Demand: Hashable, Sendable, Codable {
-    /// Urgent cost per second.
-    public var urgent: Double
-    /// Normal cost per second.
-    public var normal: Double
-    /// Low cost per second.
-    public var low: Double
-
-    /// Creates a demand.
-    public init(urgent: Double = 0, normal: Double = 0, low: Double = 0) {
-        self.urgent = urgent
-        self.normal = normal
-        self.low = low
-    }
-
-    /// The rate for one priority.
-    public subscript(priority: Priority) -> Double {
-        get {
-            switch priority {
-            case .urgent: urgent
-            case .normal: normal
-            case .low: low
-            }
-        }
-        set {
-            switch priority {
-            case .urgent: urgent = newValue
-            case .normal: normal = newValue
-            case .low: low = newValue
-            }
-        }
-    }
-
-    /// All priorities together.
-    public var total: Double { urgent + normal + low }
-}
-
 extension FixedWidthInteger {
     /// `self + other`, or the largest value instead of overflowing.
     func saturatingAdd(_ other: Self) -> Self {

@@ -584,7 +584,7 @@ extension MeshInstance {
             let aggregate = remote[key]
             let freshAfter = now.saturatingSubtract(Int64(windowMillis))
             let demands = live.map { peer in
-                aggregate?.origins[peer]?.demand(signedAfter: freshAfter) ?? Demand()
+                aggregate?.origins[peer]?.demand(signedAfter: freshAfter) ?? Demand.zero
             }
             let busy = demands.filter { $0.total > 0 }
             let idle = demands.count - busy.count + pending
@@ -593,7 +593,7 @@ extension MeshInstance {
             ]
             shareCache[key] = ShareCache(round: round, liveVersion: liveVersion, claimants: live.count + pending, tiers: tiers)
         }
-        let own = local[key]?.signedDemand(signedAfter: now.saturatingSubtract(Int64(windowMillis))) ?? Demand()
+        let own = local[key]?.signedDemand(signedAfter: now.saturatingSubtract(Int64(windowMillis))) ?? Demand.zero
         let seconds = Double(max(resetAt - now, 1)) / 1000
         let count = live.count + pending + 1
         let floorNeed = min(remaining, policy.burstFraction * limit) / Double(count)
@@ -803,7 +803,7 @@ extension MeshInstance {
                 if (old == 0) != (next == 0) || abs(next - old) > 0.2 * max(old, next) { changed = true }
                 quota.demand[priority] = next
             }
-            quota.requested = Demand()
+            quota.requested = Demand.zero
             // A demand signed more than a window ago counts as idle, so a node still busy re-signs its
             // demand at half a window (within the demand-update pace) even when it has not changed.
             let window = configuration.services[key.service]?.windowMillis ?? quota.state.policy?.windowMillis

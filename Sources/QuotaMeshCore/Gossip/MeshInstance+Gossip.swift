@@ -73,7 +73,7 @@ extension MeshInstance {
         var signedDemand = false
         for key in local.keys.sorted() {
             guard var quota = local[key], quota.dirty || (quota.demandDirty && demandDue) else { continue }
-            if quota.state == QuotaState() && quota.demand == Demand() {
+            if quota.state == QuotaState() && quota.demand == Demand.zero {
                 // Nothing to say yet (a configured key at start): no record, so that a cluster starting
                 // at once does not flood itself with N empty ones.
                 quota.dirty = false

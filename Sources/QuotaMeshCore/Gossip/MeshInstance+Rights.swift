@@ -254,7 +254,7 @@ extension MeshInstance {
     /// what its own work of that priority or higher is expected to need over `horizon` ms.
     mutating func spareRights(_ key: QuotaKey, window: RightsWindow, priority: Priority, horizon: Int64, now: UnixMillis) -> Int64 {
         let held = balances(key, window: window).holding(of: publicKey)
-        let demand = local[key]?.demand ?? Demand()
+        let demand = local[key]?.demand ?? Demand.zero
         let waiting = waitQueue.cost(of: key.service, atOrAbove: priority)
         let rate = Priority.allCases.filter { $0 <= priority }.reduce(0.0) { $0 + demand[$1] }
         // Calls waiting are kept for in full; expected ones only in whole calls, so that a node expecting a
@@ -418,7 +418,7 @@ extension MeshInstance {
             let freshAfter = now.saturatingSubtract(window.windowMillis)
             var needs: [(peer: VerifyingKey, urgent: Double, total: Double)] = []
             for peer in live {
-                let demand = aggregate.origins[peer]?.demand(signedAfter: freshAfter) ?? Demand()
+                let demand = aggregate.origins[peer]?.demand(signedAfter: freshAfter) ?? Demand.zero
                 let held = Double(balances.holding(of: peer))
                 let total = demand.total * timeLeft - held
                 guard total >= 1 else { continue }

@@ -143,7 +143,7 @@ public struct MeshInstance: Sendable {
         {
             var quota = LocalQuota()
             quota.state = entry.state
-            quota.state.demand = Demand()
+            quota.state.demand = Demand.zero
             quota.restoredClusterConsumed = max(entry.clusterConsumed ?? 0, entry.state.consumption.total)
             quota.dirty = true
             local[entry.key] = quota

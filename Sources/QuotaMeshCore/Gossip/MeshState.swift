@@ -38,13 +38,13 @@ struct SlotID: Hashable, Sendable {
 
 struct LocalQuota: Sendable {
     var state = QuotaState()
-    var demand = Demand()
+    var demand = Demand.zero
     /// The demand in the last signed record: what peers use for this node's fair share, so this node
     /// uses it too.
-    var signedDemand = Demand()
+    var signedDemand = Demand.zero
     /// When this node last signed a record for the key (with ``signedDemand`` in it).
     var signedDemandAt: UnixMillis = .min
-    var requested = Demand()
+    var requested = Demand.zero
     var bucket = LeakyBucket()
     var consecutiveFailures = 0
     var probeGrantedAt: UnixMillis?
@@ -61,7 +61,7 @@ struct LocalQuota: Sendable {
     /// ``signedDemand`` if it was signed at `freshAfter` or later, none (idle) otherwise: the rule every
     /// node applies to every node's demand (see ``KeyAggregate/OriginEntry/demand(signedAfter:)``).
     func signedDemand(signedAfter freshAfter: UnixMillis) -> Demand {
-        signedDemandAt >= freshAfter ? signedDemand : Demand()
+        signedDemandAt >= freshAfter ? signedDemand : Demand.zero
     }
 
     /// Marks what an upstream report changed since `before`. A limit response (`urgent`), a first
@@ -91,7 +91,7 @@ struct KeyAggregate: Sendable {
     /// What one origin said of the key: its consumption (joined), and its demand and policy as last signed.
     struct OriginEntry: Sendable {
         var consumption = ConsumptionEntry()
-        var demand = Demand()
+        var demand = Demand.zero
         /// When the origin signed the record its demand came in (its clock).
         var demandStamp: UnixMillis = .min
         var policy: AdvertisedPolicy?
@@ -112,7 +112,7 @@ struct KeyAggregate: Sendable {
         /// The origin's demand if it was signed at `freshAfter` or later, none (idle) otherwise: a demand
         /// signed more than a window ago counts as idle.
         func demand(signedAfter freshAfter: UnixMillis) -> Demand {
-            demandStamp >= freshAfter ? demand : Demand()
+            demandStamp >= freshAfter ? demand : Demand.zero
         }
     }
 

@@ -1,30 +1,3 @@
-/// How far into the window's limit each priority may go: a priority stops when less than
-/// `fraction × limit` would remain.
-public struct Reserves: Hashable, Sendable, Codable {
-    /// Fraction of the limit kept from urgent work (default 0: urgent may use all of it).
-    public var urgent: Double
-    /// Fraction of the limit kept from normal work (default 0.1).
-    public var normal: Double
-    /// Fraction of the limit kept from low-priority work (default 0.5).
-    public var low: Double
-
-    /// Creates reserves; the defaults match the documented policy.
-    public init(urgent: Double = 0, normal: Double = 0.1, low: Double = 0.5) {
-        self.urgent = urgent
-        self.normal = normal
-        self.low = low
-    }
-
-    /// The reserve below which `priority` stops.
-    public subscript(priority: Priority) -> Double {
-        switch priority {
-        case .urgent: urgent
-        case .normal: normal
-        case .low: low
-        }
-    }
-}
-
 /// When the shared circuit breaker opens, and for how long.
 public struct BreakerPolicy: Hashable, Sendable, Codable {
     /// Consecutive failures (429, 5xx) seen by one node that open the breaker.
@@ -87,7 +60,7 @@ public struct ServicePolicy: Hashable, Sendable, Codable {
 
     /// Creates a policy.
     public init(
-        limit: Int64? = nil, windowMillis: Int64? = nil, reserves: Reserves = .init(),
+        limit: Int64? = nil, windowMillis: Int64? = nil, reserves: Reserves = .standardReserves,
         accounts: [String] = ["default"], breaker: BreakerPolicy = .init(), burstFraction: Double = 0.1,
         dimensionLimits: [String: AdvertisedPolicy] = [:], scopes: [String: [String]] = [:]
     ) {

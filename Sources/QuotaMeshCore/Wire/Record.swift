@@ -86,7 +86,7 @@ public struct QuotaState: Hashable, Sendable, Codable {
     /// Creates a state.
     public init(
         consumption: ConsumptionEntry = .init(), observation: UpstreamObservation? = nil,
-        breaker: BreakerRegister = .init(), demand: Demand = .init(), policy: AdvertisedPolicy? = nil,
+        breaker: BreakerRegister = .init(), demand: Demand = .zero, policy: AdvertisedPolicy? = nil,
         ledger: RightsLedger? = nil, members: MembersDigest? = nil
     ) {
         self.consumption = consumption
