@@ -1,4 +1,5 @@
 import ArgumentParser
+import QuotaMeshNode
 
 /// The `quotamesh` command: run a node, manage identity and peers, and talk to a running node.
 @main
@@ -6,6 +7,7 @@ struct QuotaMeshCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "quotamesh",
         abstract: "Share API quota between AI agents: signed gossip, CRDT merge, local enforcement.",
+        version: QuotaMeshVersion.current,
         subcommands: [
             Run.self, Keygen.self, Identity.self, Peer.self, Quota.self, Acquire.self, Observe.self, Simulate.self,
             DemoCommand.self, Fingerprint.self,

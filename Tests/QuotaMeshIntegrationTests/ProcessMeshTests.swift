@@ -155,6 +155,12 @@ import Glibc
         #expect(bad.output.contains("$QUOTAMESH_FANOUT"), "\(bad.output)")
     }
 
+    @Test func versionIsPrinted() throws {
+        let result = try runCLI(["--version"], in: makeRoot())
+        #expect(result.status == 0)
+        #expect(result.output.trimmingCharacters(in: .whitespacesAndNewlines).split(separator: ".").count == 3, "\(result.output)")
+    }
+
     @Test func worldReadableIdentityStopsTheNodeWithAClearMessage() throws {
         let root = makeRoot()
         #expect(try runCLI(["keygen"], in: root).status == 0)
