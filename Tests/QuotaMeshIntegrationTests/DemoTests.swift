@@ -7,7 +7,7 @@ import Testing
         let root = makeRoot()
         let run = try await runWithoutBlocking(
             try quotameshBinary(),
-            ["demo", "--nodes", "3", "--seconds", "8", "--limit", "60", "--window", "10", "--demand", "2", "--json"],
+            ["demo", "--nodes", "3", "--seconds", "8", "--limit", "60", "--window", "10s", "--demand", "2", "--json"],
             in: root, timeout: .seconds(120))
         #expect(run.status == 0, "\(run.output)")
         // Progress went to standard error, one line at least (a log, not a terminal).
@@ -50,5 +50,10 @@ import Testing
         let result = try runCLI(["demo", "--nodes", "0"], in: makeRoot())
         #expect(result.status == 64)
         #expect(result.output.contains("--nodes must be between 1 and 20"))
+        for window in ["soon", "1.5s", "2h"] {
+            let refused = try runCLI(["demo", "--window", window], in: makeRoot())
+            #expect(refused.status == 64, "\(window)")
+            #expect(refused.output.contains("--window must be whole seconds"), "\(window): \(refused.output)")
+        }
     }
 }

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Logging
+import QuotaMeshCore
 import QuotaMeshDemo
 
 /// `quotamesh demo`: a local mesh on loopback, agents against a stand-in upstream, and the merged quota of
@@ -20,7 +21,7 @@ struct DemoCommand: AsyncParsableCommand {
     @Option(help: "Nodes in the mesh (1-20).") var nodes: Int = 3
     @Option(help: "Seconds the agents run.") var seconds: Int = 20
     @Option(help: "The stand-in upstream's limit per window.") var limit: Int = 60
-    @Option(help: "The stand-in upstream's window in seconds.") var window: Int = 10
+    @Option(help: "The stand-in upstream's window, whole seconds: 10s, 1m (a bare number is seconds).") var window: String = "10s"
     @Option(help: "Demand as a multiple of the limit.") var demand: Double = 2
     @Flag(help: "Keep the temporary folder (identities, peers, state) and print where it is.") var keep = false
     @Flag(help: "Print one JSON object instead of tables.") var json = false
@@ -29,16 +30,21 @@ struct DemoCommand: AsyncParsableCommand {
         guard (1...20).contains(nodes) else { throw ValidationError("--nodes must be between 1 and 20") }
         guard (1...3600).contains(seconds) else { throw ValidationError("--seconds must be between 1 and 3600") }
         guard (1...100_000).contains(limit) else { throw ValidationError("--limit must be between 1 and 100000") }
-        guard (1...3600).contains(window) else { throw ValidationError("--window must be between 1 and 3600 seconds") }
+        guard let millis = DurationText.milliseconds(window), millis % 1000 == 0, (1...3600).contains(millis / 1000) else {
+            throw ValidationError("--window must be whole seconds from 1s to 1h, such as 10s or 1m")
+        }
         guard demand > 0, demand <= 100 else { throw ValidationError("--demand must be in (0, 100]") }
     }
+
+    /// `--window` in seconds (validated).
+    var windowSeconds: Int { Int((DurationText.milliseconds(window) ?? 10_000) / 1000) }
 
     func run() async throws {
         var options = Demo.Options()
         options.nodes = nodes
         options.seconds = seconds
         options.limit = limit
-        options.windowSeconds = window
+        options.windowSeconds = windowSeconds
         options.demand = demand
         options.keep = keep
         // The nodes' own logs would drown the display: warnings and errors only.
@@ -46,7 +52,7 @@ struct DemoCommand: AsyncParsableCommand {
         logger.logLevel = .warning
         let interactive = isatty(STDERR_FILENO) == 1
         FileHandleWriter.writeStandardError(
-            "demo: \(nodes) nodes on 127.0.0.1, upstream limit \(limit) per \(window) s, demand \(demand)× for \(seconds) s\n")
+            "demo: \(nodes) nodes on 127.0.0.1, upstream limit \(limit) per \(windowSeconds) s, demand \(demand)× for \(seconds) s\n")
         let report: Demo.Report
         do {
             report = try await Demo.run(options, logger: logger) { progress in
