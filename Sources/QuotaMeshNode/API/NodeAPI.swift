@@ -36,7 +36,7 @@ public enum NodeAPI {
     static func json(_ status: HTTPResponse.Status, _ answer: some Encodable, headers: HTTPFields = [:]) -> Response {
         var fields = headers
         fields[.contentType] = "application/json"
-        let data = QuotaJSON.data(answer)
+        let data = Answers.data(answer)
         return Response(status: status, headers: fields, body: ResponseBody(byteBuffer: ByteBuffer(bytes: data)))
     }
 

@@ -12,8 +12,8 @@ struct NodeAPIHandler: APIProtocol {
     let node: MeshNode
 
     func acquire(_ input: Operations.Acquire.Input) async throws -> Operations.Acquire.Output {
-        guard case .json(let body) = input.body else { return .badRequest(.init(body: .json(problem(400, "body must be JSON")))) }
         let request: AcquireRequest
+        let body = switch input.body { case .json(let body): body }
         switch RequestBodies.acquire(body.fields) {
         case .success(let value): request = value
         case .failure(let error): return .badRequest(.init(body: .json(problem(error.status, error.message))))
@@ -39,8 +39,8 @@ struct NodeAPIHandler: APIProtocol {
     }
 
     func observe(_ input: Operations.Observe.Input) async throws -> Operations.Observe.Output {
-        guard case .json(let body) = input.body else { return .badRequest(.init(body: .json(problem(400, "body must be JSON")))) }
         let parsed: ObservedResponse
+        let body = switch input.body { case .json(let body): body }
         switch RequestBodies.observe(body.fields) {
         case .success(let value): parsed = value
         case .failure(let error): return .badRequest(.init(body: .json(problem(error.status, error.message))))
@@ -70,7 +70,7 @@ struct NodeAPIHandler: APIProtocol {
 
     func quotas(_ input: Operations.Quotas.Input) async throws -> Operations.Quotas.Output {
         let now = node.now()
-        return .ok(.init(body: .json(QuotasAnswer(quotas: await node.quotas().map { QuotaJSON.quota($0, now: now) }))))
+        return .ok(.init(body: .json(QuotasAnswer(quotas: await node.quotas().map { Answers.quota($0, now: now) }))))
     }
 
     func quota(_ input: Operations.Quota.Input) async throws -> Operations.Quota.Output {
@@ -83,11 +83,11 @@ struct NodeAPIHandler: APIProtocol {
         }
         let scopes = await node.scopeQuotas(service: service).map { view in
             ServiceQuotaAnswer.ScopeQuota(
-                quota: QuotaJSON.quota(view, now: now),
+                quota: Answers.quota(view, now: now),
                 scope: String(view.key.account.dropFirst(ServicePolicy.scopePrefix.count)))
         }
         return .ok(.init(body: .json(ServiceQuotaAnswer(
-            quota: QuotaJSON.quota(first, now: now), accounts: views.map { QuotaJSON.quota($0, now: now) },
+            quota: Answers.quota(first, now: now), accounts: views.map { Answers.quota($0, now: now) },
             scopes: scopes.isEmpty ? nil : scopes))))
     }
 
@@ -96,7 +96,7 @@ struct NodeAPIHandler: APIProtocol {
         let peers = await node.peers()
         return .ok(.init(body: .json(PeersAnswer(
             node: .init(key: node.publicKey.base64, incarnation: await node.incarnation),
-            peers: peers.map { QuotaJSON.peer($0, now: now) }, counters: await node.statistics()))))
+            peers: peers.map { Answers.peer($0, now: now) }, counters: await node.statistics()))))
     }
 
     func health(_ input: Operations.Health.Input) async throws -> Operations.Health.Output {
@@ -118,7 +118,7 @@ struct NodeAPIHandler: APIProtocol {
     /// Q of `key`, if the key is known.
     func quotaAnswer(_ key: QuotaKey?, now: UnixMillis) async -> QuotaAnswer? {
         guard let key, let view = await node.quotas(service: key.service).first(where: { $0.key == key }) else { return nil }
-        return QuotaJSON.quota(view, now: now)
+        return Answers.quota(view, now: now)
     }
 
     func problem(_ status: Int, _ message: String) -> ErrorAnswer { ErrorAnswer(error: message, status: status) }
@@ -153,7 +153,7 @@ struct RequestBodyLimits: ServerMiddleware {
     static func answer(_ status: Int, _ message: String) -> (HTTPResponse, HTTPBody?) {
         var response = HTTPResponse(status: .init(code: status))
         response.headerFields[.contentType] = "application/json"
-        return (response, HTTPBody(QuotaJSON.data(ErrorAnswer(error: message, status: status))))
+        return (response, HTTPBody(Answers.data(ErrorAnswer(error: message, status: status))))
     }
 }
 

@@ -4,7 +4,7 @@ import QuotaMeshCore
 
 /// The core's views as the local API's typed answers (snake_case on the wire; times in Unix seconds or
 /// seconds from now, as each field names).
-public enum QuotaJSON {
+public enum Answers {
     /// Q: the merged view of one key.
     public static func quota(_ view: QuotaView, now: UnixMillis) -> QuotaAnswer {
         func next(_ priority: Priority) -> Double { seconds(view.nextAvailableMillis[priority] ?? 0) }
