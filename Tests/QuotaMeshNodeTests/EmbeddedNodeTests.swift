@@ -137,7 +137,15 @@ import FoundationNetworking
         let first = try await EmbeddedNode.start(configuration(folder, name: "a"), logger: logger)
         var clash = configuration(folder, name: "b")
         clash.api = Endpoint(parsing: first.apiAddress) ?? clash.api
-        await #expect(throws: (any Error).self) { _ = try await EmbeddedNode.start(clash, logger: logger) }
+        do {
+            _ = try await EmbeddedNode.start(clash, logger: logger)
+            Issue.record("a second node started on the same API address")
+        } catch let error as StartupError {
+            // The message names the address, so an operator knows which setting to change.
+            #expect(error.description.contains("cannot listen for the API on \(clash.api)"), "\(error)")
+        } catch {
+            Issue.record("not a StartupError: \(error)")
+        }
         try await first.stop()
     }
 }

@@ -118,8 +118,12 @@ public final class EmbeddedNode: Sendable {
         var apiAddress: String?
         for await address in listening { apiAddress = address }
         guard let apiAddress else {
-            // The group ended before the API listened: its error says why (an address in use, say).
-            try await running.value
+            // The group ended before the API listened (an address in use, say): name the address.
+            do {
+                try await running.value
+            } catch {
+                throw StartupError(message: "cannot listen for the API on \(configuration.api): \(error)")
+            }
             throw StartupError(message: "the node stopped before its API at \(configuration.api) was listening")
         }
         return EmbeddedNode(
