@@ -85,11 +85,12 @@ struct TestMesh {
     /// Node `origin` (a vouched peer acting on its own) signs `state` for `service` at record `sequence`
     /// (incarnation 9×10⁹, above any honest start) and sends it straight to node `target`.
     mutating func deliverSigned(
-        _ state: QuotaState, service: String, sequence: UInt64, from origin: Int = 0, to target: Int
+        _ state: QuotaState, service: String, dimension: String = QuotaKey.requests, sequence: UInt64, from origin: Int = 0,
+        to target: Int
     ) {
         let key = testKey(origin)
         let record = SignedRecord(
-            signing: .quota(QuotaKey(service: service), state),
+            signing: .quota(QuotaKey(service: service, dimension: dimension), state),
             version: RecordVersion(incarnation: 9_000_000_000, sequence: sequence), timestamp: now, with: key,
             cluster: "quotamesh")
         nextTicket += 1

@@ -156,6 +156,42 @@ import Testing
         #expect(granted == 10)
     }
 
+    /// A vouched peer that names a policy of its own, with a limit of 1 and nothing left, cannot make
+    /// every call count in it: a node charges only the windows its own agents reported. (Charging every
+    /// dimension a peer names let one liar throttle a configured service.)
+    @Test func aPeerCannotAddAWindowEveryCallCountsIn() {
+        let services = ["api": ServicePolicy(limit: 90, windowMillis: 60_000, burstFraction: 1)]
+        var mesh = TestMesh(count: 3, services: services)
+        mesh.now = (mesh.now / 60_000 + 1) * 60_000
+        mesh.run(for: 3_000)
+        var lie = QuotaState()
+        lie.policy = AdvertisedPolicy(limit: 1, windowMillis: 86_400_000)
+        lie.observation = UpstreamObservation(
+            resetAt: mesh.now + 3_600_000, remaining: 0, limit: 1, windowMillis: 86_400_000, observedAt: mesh.now,
+            consumedTotalAtObservation: 0)
+        mesh.deliverSigned(lie, service: "api", dimension: "daily", sequence: 1, from: 0, to: 1)
+        #expect(dimension(mesh.view(1, "api"), "daily")?.limit == 1, "the peer's policy is shown")
+        var granted = 0
+        for _ in 0..<10 where mesh.acquire(1, AcquireRequest(service: "api", priority: .urgent))?.granted == true {
+            granted += 1
+        }
+        #expect(granted == 10)
+        #expect(dimension(mesh.view(1, "api"), "daily")?.consumedLocal == 0)
+    }
+
+    /// The windows a node's agents reported are charged again after a restart from its saved state.
+    @Test func reportedWindowsAreChargedAfterARestart() {
+        var mesh = TestMesh(count: 1)
+        mesh.run(for: 1_000)
+        mesh.observe(0, service: "api", status: 200, report: parse(policies(burstLeft: 40, dailyLeft: 0), now: mesh.now))
+        let saved = mesh.nodes[0].persistedState()
+        mesh.nodes[0] = mesh.restarted(0, from: saved, seed: 2)
+        mesh.run(for: 3_000)
+        let decision = mesh.acquire(0, AcquireRequest(service: "api", priority: .urgent))
+        #expect(decision?.granted == false)
+        #expect(decision?.detail?.description == "daily_window")
+    }
+
     @Test func aPolicyBeyondTheDimensionCapIsListedNotRecorded() {
         var configuration = MeshConfiguration()
         configuration.maxDimensionsPerService = 1

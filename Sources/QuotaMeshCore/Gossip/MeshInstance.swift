@@ -147,7 +147,8 @@ public struct MeshInstance: Sendable {
             quota.restoredClusterConsumed = max(entry.clusterConsumed ?? 0, entry.state.consumption.total)
             quota.dirty = true
             local[entry.key] = quota
-            catalog.note(entry.key)
+            // A policy of its own is one this node's agents reported (a peer's is not kept in local state).
+            if entry.state.policy != nil { catalog.noteReported(entry.key) } else { catalog.note(entry.key) }
             if entry.state.policy != nil { catalog.learn(entry.service) }
         }
         for (service, policy) in configuration.services {
@@ -436,11 +437,12 @@ public struct MeshInstance: Sendable {
         // Requests are counted under the service's key; every other dimension (tokens, and each window the
         // upstream states over requests, such as an hourly and a daily IETF policy) under a key of its own.
         // A response whose only statement about requests is one IETF policy describes the requests quota
-        // itself (as most IETF upstreams send one), unless that policy has a key of its own already.
+        // itself (as most IETF upstreams send one), unless this node's agents reported it under a key of
+        // its own before.
         var counted = report.dimensions.filter { $0.name != QuotaKey.requests }
         var primary = report.dimensions.first { $0.name == QuotaKey.requests }
         let windows = counted.filter { ServiceCatalog.countsRequests($0.name, configured: configuration.services[service]) }
-        if primary == nil, windows.count == 1, let only = windows.first, !catalog.hasDimension(only.name, of: service) {
+        if primary == nil, windows.count == 1, let only = windows.first, !catalog.hasReported(only.name, of: service) {
             primary = RateLimitDimension(
                 name: QuotaKey.requests, limit: only.limit, remaining: only.remaining, resetAt: only.resetAt,
                 windowSeconds: only.windowSeconds)
@@ -504,7 +506,7 @@ public struct MeshInstance: Sendable {
                     name: dimension.name, reason: "dimension `\(dimension.name)` not recorded: \(refusal.rawValue) (max_dimensions)"))
                 continue
             }
-            catalog.note(partKey)
+            catalog.noteReported(partKey)
             var part = local[partKey] ?? LocalQuota()
             let before = part.state
             record(dimension, into: &part, key: partKey, merged: mergedView(partKey, now: now), now: now)

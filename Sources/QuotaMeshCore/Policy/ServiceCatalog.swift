@@ -14,6 +14,8 @@ struct ServiceCatalog: Sendable {
     private(set) var accountsByService: [String: Set<String>] = [:]
     /// Dimensions other than requests that are configured, observed or gossiped, by service.
     private var dimensionsByService: [String: Set<String>] = [:]
+    /// Dimensions this node's own agents reported, by service (``noteReported(_:)``).
+    private var reportedWindows: [String: Set<String>] = [:]
     /// Services known only from an observation or a peer's record (they get the default policy).
     private(set) var learned: Set<String> = []
     /// The keys ``note(_:)`` has noted.
@@ -49,13 +51,20 @@ struct ServiceCatalog: Sendable {
             // The decision path reads the rotation list on every acquire: keep it built.
             entries[key.service] = makeEntry(key.service)
         }
-        if key.dimension != QuotaKey.requests,
-            dimensionsByService[key.service, default: []].insert(key.dimension).inserted,
-            Self.countsRequests(key.dimension, configured: configured[key.service])
-        {
-            // A new dimension every call is charged to: the decision path must see it.
-            entries[key.service] = makeEntry(key.service)
-        }
+        if key.dimension != QuotaKey.requests { dimensionsByService[key.service, default: []].insert(key.dimension) }
+    }
+
+    /// Notes that this node's own agents reported `key` (an upstream's policy over requests, say): if it
+    /// ``countsRequests(_:configured:)``, every call is charged to it from now on. Only a node's own
+    /// reports do this: a dimension a peer names is shown, never charged, so that a vouched peer cannot
+    /// throttle a service by inventing a policy with a tiny limit.
+    mutating func noteReported(_ key: QuotaKey) {
+        note(key)
+        guard Self.countsRequests(key.dimension, configured: configured[key.service]),
+            reportedWindows[key.service, default: []].insert(key.dimension).inserted
+        else { return }
+        // A new dimension every call is charged to: the decision path must see it.
+        entries[key.service] = makeEntry(key.service)
     }
 
     /// The dimensions counted under keys of their own whose cost an acquire names (`{"tokens": 1800}`).
@@ -126,9 +135,9 @@ struct ServiceCatalog: Sendable {
         }
     }
 
-    /// Whether `dimension` has a key of its own for `service` (configured, observed or gossiped).
-    func hasDimension(_ dimension: String, of service: String) -> Bool {
-        dimensionsByService[service]?.contains(dimension) ?? false
+    /// Whether this node's own agents reported `dimension` of `service` under a key of its own.
+    func hasReported(_ dimension: String, of service: String) -> Bool {
+        reportedWindows[service]?.contains(dimension) ?? false
     }
 
     /// The dimensions counted for `service`: requests first, then the others by name.
@@ -147,7 +156,7 @@ struct ServiceCatalog: Sendable {
     /// default policy) and the requests keys of its rotation accounts.
     private func makeEntry(_ service: String) -> ServiceEntry {
         let policy = configured[service] ?? (learned.contains(service) ? ServicePolicy() : nil)
-        let windows = (dimensionsByService[service] ?? []).filter { Self.countsRequests($0, configured: configured[service]) }
+        let windows = (reportedWindows[service] ?? []).filter { Self.countsRequests($0, configured: configured[service]) }
         return ServiceEntry(
             policy: policy, keys: rotationAccounts(of: service).map { QuotaKey(service: service, account: $0) },
             requestWindows: windows.sorted())
