@@ -161,6 +161,9 @@ public struct SigningKey: Sendable {
     /// The raw 64 secret bytes, for writing to the identity file only.
     public var rawRepresentation: [UInt8] { storage.bytes }
 
+    /// The 32-byte seed, for deriving subkeys in this module (``InvitationSecrets``).
+    var seed: [UInt8] { Array(storage.bytes.prefix(32)) }
+
     /// Signs `message` with a detached Ed25519 signature.
     public func signature(for message: [UInt8]) -> Signature {
         Sodium.ensureReady()

@@ -72,27 +72,43 @@ public func shortHash(_ bytes: [UInt8]) -> UInt64 {
     }
 }
 
-/// Standard base64 (with padding) through libsodium.
+/// Base64 through libsodium: standard (with padding), or URL-safe without padding for tokens that must
+/// survive shells, URLs and chat clients.
 public enum Base64 {
-    /// Decodes standard base64 (with padding) through libsodium.
+    /// Decodes standard base64 (with padding).
     public static func decode(_ text: String) throws(CryptoError) -> [UInt8] {
+        try decode(text, variant: Int32(sodium_base64_VARIANT_ORIGINAL))
+    }
+
+    /// Encodes bytes as standard base64 with padding.
+    public static func encode(_ bytes: [UInt8]) -> String {
+        encode(bytes, variant: Int32(sodium_base64_VARIANT_ORIGINAL))
+    }
+
+    /// Decodes URL-safe base64 without padding.
+    public static func decodeURLSafe(_ text: String) throws(CryptoError) -> [UInt8] {
+        try decode(text, variant: Int32(sodium_base64_VARIANT_URLSAFE_NO_PADDING))
+    }
+
+    /// Encodes bytes as URL-safe base64 without padding.
+    public static func encodeURLSafe(_ bytes: [UInt8]) -> String {
+        encode(bytes, variant: Int32(sodium_base64_VARIANT_URLSAFE_NO_PADDING))
+    }
+
+    private static func decode(_ text: String, variant: Int32) throws(CryptoError) -> [UInt8] {
         Sodium.ensureReady()
         let input = Array(text.utf8).map { CChar(bitPattern: $0) }
         guard !input.isEmpty else { throw .invalidBase64 }
         var output = [UInt8](repeating: 0, count: input.count * 3 / 4 + 3)
         var length = 0
         let capacity = output.count
-        let status = sodium_base642bin(
-            &output, capacity, input, input.count, nil, &length, nil,
-            Int32(sodium_base64_VARIANT_ORIGINAL))
+        let status = sodium_base642bin(&output, capacity, input, input.count, nil, &length, nil, variant)
         guard status == 0 else { throw .invalidBase64 }
         return Array(output.prefix(length))
     }
 
-    /// Encodes bytes as standard base64 with padding.
-    public static func encode(_ bytes: [UInt8]) -> String {
+    private static func encode(_ bytes: [UInt8], variant: Int32) -> String {
         Sodium.ensureReady()
-        let variant = Int32(sodium_base64_VARIANT_ORIGINAL)
         let size = sodium_base64_encoded_len(bytes.count, variant)
         var output = [CChar](repeating: 0, count: size)
         _ = sodium_bin2base64(&output, size, bytes, bytes.count, variant)

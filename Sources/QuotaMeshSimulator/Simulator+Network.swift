@@ -78,6 +78,9 @@ extension Simulator {
                 if case .peerGraylisted(let origin, _) = event {
                     if origin == nodes[0].key.publicKey && configuration.liar != nil { liarGraylistings += 1 } else { honestGraylistings += 1 }
                 }
+            case .trust:
+                // The simulated trust stores are fixed: every node trusts every other from the start.
+                break
             case .wake(let at):
                 let global = at - nodes[index].skew
                 if global < nodes[index].scheduledWake {

@@ -9,7 +9,7 @@ struct QuotaMeshCommand: AsyncParsableCommand {
         abstract: "Share API quota between AI agents: signed gossip, CRDT merge, local enforcement.",
         version: QuotaMeshVersion.current,
         subcommands: [
-            Run.self, Keygen.self, Identity.self, Peer.self, Quota.self, Acquire.self, Observe.self, Simulate.self,
+            Run.self, Keygen.self, Identity.self, Invite.self, Join.self, Peer.self, Quota.self, Acquire.self, Observe.self, Simulate.self,
             DemoCommand.self, Fingerprint.self,
         ])
 }

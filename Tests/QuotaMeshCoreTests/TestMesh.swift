@@ -16,6 +16,8 @@ struct TestMesh {
     var replies: [Int: [UInt64: AcquireDecision]] = [:]
     var events: [Int: [MeshEvent]] = [:]
     var persisted: [Int: PersistedNodeState] = [:]
+    /// Peers each node asked its shell to trust (joins and introductions).
+    var trusted: [Int: [PeerInfo]] = [:]
     /// Every datagram sent, for replay tests: (from, to, bytes).
     var wire: [(from: Int, to: Int, bytes: [UInt8])] = []
     /// Links that drop everything: (from, to).
@@ -57,6 +59,8 @@ struct TestMesh {
                     events[source, default: []].append(event)
                 case .wake:
                     break
+                case .trust(let peer, _):
+                    trusted[source, default: []].append(peer)
                 }
             }
         }

@@ -45,7 +45,9 @@ final class NamespaceMesh: @unchecked Sendable {
     func nodeEnd(_ index: Int) -> String { "qm\(tag)a\(index)" }
     func hubEnd(_ index: Int) -> String { "qm\(tag)b\(index)" }
 
-    func build(config: String) throws {
+    /// Builds the namespaces and the nodes' folders with `config`; with `vouched`, every node's trust store
+    /// lists every other (`peer add`), and every node is started.
+    func build(config: String, vouched: Bool = true) throws {
         try shell(["ip", "netns", "add", hub])
         for bridge in ["br0", "br1"] {
             try shell(["ip", "-n", hub, "link", "add", bridge, "type", "bridge"])
@@ -67,6 +69,9 @@ final class NamespaceMesh: @unchecked Sendable {
                                          "netem", "delay", "5ms", "5ms", "loss", "5%"])) != nil
         }
         nodes = try (0..<count).map { try NodeProcess(name: "n\($0)", root: root) }
+        processes = Array(repeating: nil, count: count)
+        for node in nodes { try node.writeConfig(config) }
+        guard vouched else { return }
         for (index, node) in nodes.enumerated() {
             for (other, peer) in nodes.enumerated() where other != index {
                 let added = try runCLI(
@@ -74,9 +79,7 @@ final class NamespaceMesh: @unchecked Sendable {
                     in: node.directory)
                 guard added.status == 0 else { throw TestFailure("peer add: \(added.output)") }
             }
-            try node.writeConfig(config)
         }
-        processes = Array(repeating: nil, count: count)
         for index in 0..<count { try start(index) }
     }
 
@@ -94,6 +97,13 @@ final class NamespaceMesh: @unchecked Sendable {
         guard let child = processes[index], !child.hasExited else { return }
         child.signal(signal)
         if !child.waitForExitBlocking(timeout: .seconds(30)) { child.killAndWait() }
+    }
+
+    /// Runs a `quotamesh` command in node `index`'s folder, inside its namespace.
+    func command(_ index: Int, _ arguments: [String]) throws -> (status: Int32, output: String) {
+        try runToCompletion(
+            "/usr/sbin/ip", ["netns", "exec", namespace(index), try quotameshBinary()] + arguments,
+            in: nodes[index].directory, timeout: .seconds(60))
     }
 
     /// Runs a client command against node `index`'s API, inside its namespace.
@@ -204,5 +214,66 @@ final class NamespaceMesh: @unchecked Sendable {
         let own = grants.filter { $0.node == victim && $0.window == Int64(window) }.count
         let local = (view["consumed"] as? [String: Any])?["local"] as? Int ?? -1
         #expect(local >= own, "node \(victim) counts \(local) of its own \(own) grants in this window after SIGKILL")
+    }
+
+    @Test(.enabled(if: canMakeNamespaces, "needs root with CAP_NET_ADMIN and iproute2 to make network namespaces"))
+    func threeNodesThatJoinWithInvitationsOnlyConvergeAndEnforce() async throws {
+        let mesh = NamespaceMesh(count: 3)
+        defer { mesh.tearDown() }
+        // Gossip on every address: `invite` and `join` must tell the address the others reach them at.
+        func config(_ more: String = "") -> String {
+            """
+            {"gossip": "0.0.0.0:9720", "heartbeat_interval": "500ms", "liveness_timeout": "3s",
+             "services": {"api": {"limit": \(Self.limit), "window": "60s", "burst": 1}}\(more)}
+            """
+        }
+        try mesh.build(config: config(), vouched: false)
+        try mesh.start(0)
+        let invited = try mesh.command(0, ["invite", "--config", "config.json", "--expires", "10m"])
+        #expect(invited.status == 0, "\(invited.output)")
+        let token = try #require(invited.output.split(separator: "\n").first.map(String.init))
+        #expect(invited.output.contains("at \(mesh.address(0)):9720"), "the token names the address the others reach: \(invited.output)")
+
+        // Nodes 1 and 2 trust what node 0 introduces, and join with its token: no `peer add` anywhere.
+        for index in 1...2 {
+            try mesh.nodes[index].writeConfig(config(#", "vouching": "introduced-by: \#(mesh.nodes[0].publicKey)""#))
+            let joined = try mesh.command(index, ["join", token, "--config", "config.json"])
+            #expect(joined.status == 0, "node \(index) joins: \(joined.output)")
+            #expect(joined.output.contains("at \(mesh.address(index)):9720"), "node \(index) gives its own address: \(joined.output)")
+            try mesh.start(index)
+        }
+        let forged = try mesh.command(1, ["join", String(token.dropLast(4)) + "AAAA", "--config", "config.json"])
+        #expect(forged.status == 65, "an altered token is refused: \(forged.output)")
+
+        try await mesh.waitUntil("every node to trust and see the other two, with agreeing trust stores") {
+            // Two peers known on each of three nodes: every trust store lists the other two, so all three
+            // split rights among the same members.
+            try (0..<3).allSatisfy { index in
+                let peers = try mesh.quota(index)?["peers"] as? [String: Any]
+                return peers?["live"] as? Int == 2 && peers?["known"] as? Int == 2
+            }
+        }
+
+        // Enforced as one mesh: bursts on every node never admit more than the limit in a window, and the
+        // views agree on what was consumed.
+        var grants: [Int64: Int] = [:]
+        for _ in 0..<30 {
+            for index in 0..<3 {
+                let result = try mesh.cli(index, ["acquire", "api", "--priority", "urgent"])
+                if result.status == 0, let window = result.json["window_end_ms"] as? Int { grants[Int64(window), default: 0] += 1 }
+            }
+        }
+        print("joined mesh: admitted per window \(grants.sorted { $0.key < $1.key }.map(\.value)) (limit \(Self.limit))")
+        #expect(!grants.isEmpty)
+        for (window, admitted) in grants {
+            #expect(admitted <= Self.limit, "window ending \(window): \(admitted) admitted, limit \(Self.limit)")
+        }
+        try await mesh.waitUntil("the three views to agree on what was consumed") {
+            let views = try (0..<3).map { try mesh.quota($0) }
+            let windows = Set(views.map { $0?["reset_at_ms"] as? Int ?? -1 })
+            let globals = Set(views.map { ($0?["consumed"] as? [String: Any])?["global"] as? Int ?? -1 })
+            guard windows.count == 1, globals.count == 1, let window = windows.first else { return false }
+            return (grants[Int64(window)] ?? 0) == globals.first
+        }
     }
 }

@@ -14,4 +14,8 @@ public enum MeshDirective: Hashable, Sendable {
     case event(MeshEvent)
     /// Call `tick` again no later than this.
     case wake(at: UnixMillis)
+    /// Add this peer to the trust store: it joined with this node's invitation (`introducedBy` nil), or a
+    /// peer whose introductions this node's `vouching` trusts introduced it. The instance trusts it once
+    /// the trust store is loaded again (``MeshInstance/replacePeers(_:)``).
+    case trust(PeerInfo, introducedBy: VerifyingKey?)
 }

@@ -91,6 +91,8 @@ public struct MeshInstance: Sendable {
     public var graylisted: Set<VerifyingKey> { scores.graylisted }
     /// Events noted where no directives are at hand, handed out with the next directives.
     var pendingEvents: [MeshEvent] = []
+    /// Peers this node asked the shell to trust, and introductions it set aside.
+    var introductions = IntroductionBook()
 
     /// The public key of this node.
     public var publicKey: VerifyingKey { identity.publicKey }
@@ -204,6 +206,7 @@ public struct MeshInstance: Sendable {
         }
         // A peer taken out of the trust store leaves its quarantine behind: added again, it starts afresh.
         quarantined = quarantined.filter { peers.contains($0.key) }
+        introductions.trustStoreReloaded()
         let trusted = peers
         scores.keep { trusted.contains($0) }
         rightsCache = [:]
@@ -236,6 +239,10 @@ public struct MeshInstance: Sendable {
             out.append(.event(.dropped(.fromSelf, from: source, sender: header.sender)))
             return finish(out, now: now)
         }
+        if WireFormat.isJoinRequest(datagram) {
+            answerJoin(datagram, header: header, from: source, now: now, into: &out)
+            return finish(out, now: now)
+        }
         guard let peerIndex = peers.index(of: header.sender) else {
             out.append(.event(.dropped(.unknownSender, from: source, sender: header.sender)))
             return finish(out, now: now)
@@ -259,16 +266,7 @@ public struct MeshInstance: Sendable {
             out.append(.event(.dropped(.rateLimited, from: source, sender: header.sender)))
             return finish(out, now: now)
         }
-        guard verificationBudget.mayVerify(source, now: now) else {
-            out.append(.event(.dropped(.overBudget, from: source, sender: header.sender)))
-            return finish(out, now: now)
-        }
-        guard
-            WireFormat.hasValidPacketSignature(
-                datagram, sender: header.sender, cluster: configuration.cluster, scheme: configuration.signatures)
-        else {
-            verificationBudget.noteFailed(source, now: now)
-            out.append(.event(.dropped(.badSignature, from: source, sender: header.sender)))
+        guard isSignedBySender(datagram, header: header, from: source, now: now, into: &out) else {
             return finish(out, now: now)
         }
         verificationBudget.noteVerified(source, now: now)
@@ -317,8 +315,35 @@ public struct MeshInstance: Sendable {
             answerDigest(entries, isReply: isReply, from: header.sender, now: now, into: &out)
         case .rightsRequest(let request):
             answerRightsRequest(request, from: header.sender, now: now, into: &out)
+        case .introductionsRequest:
+            answerIntroductionsRequest(from: header.sender, now: now, into: &out)
+        case .introductions(let introduced):
+            receiveIntroductions(introduced, from: header.sender, into: &out)
+        case .join, .welcome:
+            // A join is answered above; a welcome is for `quotamesh join`, not for a running node.
+            break
         }
         return finish(out, now: now)
+    }
+
+    /// Whether the packet's signature is its sender's, checked only while `source` is within its
+    /// verification budget; a refusal is noted in the budget and as a drop event.
+    mutating func isSignedBySender(
+        _ datagram: [UInt8], header: PacketHeader, from source: Endpoint, now: UnixMillis, into out: inout [MeshDirective]
+    ) -> Bool {
+        guard verificationBudget.mayVerify(source, now: now) else {
+            out.append(.event(.dropped(.overBudget, from: source, sender: header.sender)))
+            return false
+        }
+        guard
+            WireFormat.hasValidPacketSignature(
+                datagram, sender: header.sender, cluster: configuration.cluster, scheme: configuration.signatures)
+        else {
+            verificationBudget.noteFailed(source, now: now)
+            out.append(.event(.dropped(.badSignature, from: source, sender: header.sender)))
+            return false
+        }
+        return true
     }
 
     /// Handles the passage of time: demand estimates, heartbeats, gossip rounds, liveness and waiting
@@ -347,6 +372,7 @@ public struct MeshInstance: Sendable {
                 store(ownRecord(.heartbeat, now: now), receivedFrom: nil)
             }
             gossipRound(now: now, into: &out)
+            askForIntroductions(now: now, into: &out)
             nextGossipAt = max(nextGossipAt.saturatingAdd(configuration.gossipIntervalMillis), now + 1)
         }
         serveWaiters(now: now, into: &out)

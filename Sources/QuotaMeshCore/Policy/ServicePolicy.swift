@@ -142,6 +142,8 @@ public struct MeshConfiguration: Sendable {
     public var signatures: any SignatureScheme
     /// Where instances in one process share the records they accept (`nil` in a node: each holds its own).
     public var recordSharing: (any RecordSharing)? = nil
+    /// Whose introductions of other peers this node trusts without a local `peer add`: nobody's by default.
+    public var vouching: VouchingPolicy = .direct
 
     /// The default retransmit multiplier: memberlist's 4. Duplicates received cut a record's pushes short
     /// (rumor mongering with feedback), so large clusters push far less than this bound.

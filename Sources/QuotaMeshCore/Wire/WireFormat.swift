@@ -26,6 +26,49 @@ public enum PacketPayload: Hashable, Sendable {
     /// A request for rights, sent straight to peers that hold some: answered at once with the giver's new
     /// signed record when it can spare them, ignored otherwise.
     case rightsRequest(RightsRequest)
+    /// A newcomer's request to join, proving it holds an invitation's secret: the one kind of packet a
+    /// node reads from a sender it does not trust (`quotamesh join`).
+    case join(JoinRequest)
+    /// The inviter's answer to a join it accepted, naming the joiner.
+    case welcome(joiner: VerifyingKey)
+    /// A request for the sender's trusted peers, from a node whose `vouching` trusts its introductions.
+    case introductionsRequest
+    /// Some of the sender's trusted peers, in answer to ``introductionsRequest``.
+    case introductions([PeerIntroduction])
+}
+
+/// A newcomer's request to join (``PacketPayload/join(_:)``); the packet's sender is the newcomer.
+public struct JoinRequest: Hashable, Sendable {
+    /// Where the newcomer gossips: where the inviter will reach it.
+    public var endpoint: Endpoint
+    /// The invitation's nonce and expiry (Unix seconds), from which the inviter derives its secret.
+    public var nonce: [UInt8]
+    public var expires: Int64
+    /// ``InvitationSecrets/proof(secret:joiner:endpoint:)`` for the newcomer's key and `endpoint`.
+    public var proof: [UInt8]
+
+    /// Creates a request.
+    public init(endpoint: Endpoint, nonce: [UInt8], expires: Int64, proof: [UInt8]) {
+        self.endpoint = endpoint
+        self.nonce = nonce
+        self.expires = expires
+        self.proof = proof
+    }
+}
+
+/// A peer as its introducer trusts it: its key and gossip address.
+public struct PeerIntroduction: Hashable, Sendable {
+    public var key: VerifyingKey
+    public var endpoint: Endpoint
+
+    /// Creates an introduction.
+    public init(key: VerifyingKey, endpoint: Endpoint) {
+        self.key = key
+        self.endpoint = endpoint
+    }
+
+    /// Its size in a packet.
+    var wireBytes: Int { VerifyingKey.byteCount + 1 + min(255, endpoint.description.utf8.count) }
 }
 
 /// A node's request for rights to spend in one window of one key.
@@ -98,6 +141,10 @@ public enum WireFormat {
         case records = 1
         case digest = 2
         case rightsRequest = 3
+        case join = 4
+        case welcome = 5
+        case introductions = 6
+        case introductionsRequest = 7
     }
 
     // MARK: Packets
@@ -114,6 +161,10 @@ public enum WireFormat {
         case .records: writer.write(Kind.records.rawValue)
         case .digest: writer.write(Kind.digest.rawValue)
         case .rightsRequest: writer.write(Kind.rightsRequest.rawValue)
+        case .join: writer.write(Kind.join.rawValue)
+        case .welcome: writer.write(Kind.welcome.rawValue)
+        case .introductions: writer.write(Kind.introductions.rawValue)
+        case .introductionsRequest: writer.write(Kind.introductionsRequest.rawValue)
         }
         writer.write(key: header.sender)
         writer.write(header.incarnation)
@@ -138,6 +189,21 @@ public enum WireFormat {
             writer.write(request.windowEnd)
             writer.write(request.amount)
             writer.write(UInt8(request.priority.rank))
+        case .join(let request):
+            writer.write(shortString: request.endpoint.description)
+            writer.write(bytes: request.nonce.prefix(InvitationSecrets.nonceBytes))
+            writer.write(request.expires)
+            writer.write(bytes: request.proof.prefix(InvitationSecrets.proofBytes))
+        case .welcome(let joiner):
+            writer.write(key: joiner)
+        case .introductions(let introductions):
+            writer.write(UInt8(min(introductions.count, 255)))
+            for introduction in introductions.prefix(255) {
+                writer.write(key: introduction.key)
+                writer.write(shortString: introduction.endpoint.description)
+            }
+        case .introductionsRequest:
+            break
         }
         let signature = scheme.sign(prefix: packetSigningPrefix(cluster: cluster), writer.bytes[...], with: signingKey)
         writer.write(bytes: signature.rawRepresentation)
@@ -180,7 +246,21 @@ public enum WireFormat {
             return .digest(isReply: isReply, entries: entries)
         case .rightsRequest(let request):
             return .rightsRequest(request)
+        case .join(let request):
+            return .join(request)
+        case .welcome(let joiner):
+            return .welcome(joiner: joiner)
+        case .introductions(let introductions):
+            return .introductions(introductions)
+        case .introductionsRequest:
+            return .introductionsRequest
         }
+    }
+
+    /// Whether the packet is a join request, the one kind read from senders not trusted (its header is
+    /// read by `decodeHeader` first).
+    static func isJoinRequest(_ bytes: [UInt8]) -> Bool {
+        bytes.count > 3 && bytes[3] == Kind.join.rawValue
     }
 
     /// A record in an arriving packet.
@@ -196,6 +276,10 @@ public enum WireFormat {
         case records([ArrivingRecord])
         case digest(isReply: Bool, entries: [DigestEntry])
         case rightsRequest(RightsRequest)
+        case join(JoinRequest)
+        case welcome(joiner: VerifyingKey)
+        case introductions([PeerIntroduction])
+        case introductionsRequest
     }
 
     /// Decodes a payload as `decodePayload` does, except that each record's bytes are first shown to
@@ -255,11 +339,38 @@ public enum WireFormat {
                 RightsRequest(
                     key: QuotaKey(service: service, account: account, dimension: dimension), windowEnd: windowEnd,
                     amount: amount, priority: priority))
+        case .join:
+            let endpoint = try readEndpoint(from: &reader, field: "join endpoint")
+            let nonce = try reader.readBytes(InvitationSecrets.nonceBytes)
+            let expires = try reader.readInt64()
+            let proof = try reader.readBytes(InvitationSecrets.proofBytes)
+            payload = .join(JoinRequest(endpoint: endpoint, nonce: nonce, expires: expires, proof: proof))
+        case .welcome:
+            payload = .welcome(joiner: try reader.readKey())
+        case .introductions:
+            let count = Int(try reader.readUInt8())
+            var introductions: [PeerIntroduction] = []
+            for _ in 0..<count {
+                let key = try reader.readKey()
+                introductions.append(
+                    PeerIntroduction(key: key, endpoint: try readEndpoint(from: &reader, field: "introduced endpoint")))
+            }
+            payload = .introductions(introductions)
+        case .introductionsRequest:
+            payload = .introductionsRequest
         case nil:
             throw .unknownType(kind)
         }
         guard reader.isAtEnd else { throw .trailingBytes }
         return payload
+    }
+
+    /// A `HOST:PORT` with a port from 1 to 65535.
+    private static func readEndpoint(from reader: inout ByteReader, field: String) throws(DecodeError) -> Endpoint {
+        guard let endpoint = Endpoint(parsing: try reader.readShortString(field: field)), endpoint.port > 0 else {
+            throw .malformed(field)
+        }
+        return endpoint
     }
 
     /// What a packet signature covers before the packet's own bytes: the packet domain and the cluster

@@ -15,6 +15,9 @@ public func wallClockMillis() -> UnixMillis {
 public actor MeshNode {
     private var instance: MeshInstance
     private let stateStore: StateStore?
+    /// Where peers that join with this node's invitation, or that a trusted introducer introduces, are
+    /// written (`nil`: not written, for tests); the trust store's reload then makes them peers.
+    private let trustStore: TrustStore?
     private let logger: Logger
     private let clock: @Sendable () -> UnixMillis
     private var channel: (any Channel)?
@@ -51,11 +54,12 @@ public actor MeshNode {
     ///   - configuration: protocol parameters and services.
     ///   - peers: the trust store's peers.
     ///   - stateStore: where to persist (nil keeps nothing, for tests).
+    ///   - trustStore: where joined and introduced peers are written (nil writes none, for tests).
     ///   - logger: where to log.
     ///   - clock: the wall clock (injectable for tests).
     public init(
         identity: SigningKey, configuration: MeshConfiguration, peers: [PeerInfo], stateStore: StateStore?,
-        logger: Logger, clock: @escaping @Sendable () -> UnixMillis = wallClockMillis
+        trustStore: TrustStore? = nil, logger: Logger, clock: @escaping @Sendable () -> UnixMillis = wallClockMillis
     ) throws {
         let now = clock()
         let restored = try stateStore?.load()
@@ -63,6 +67,7 @@ public actor MeshNode {
             identity: identity, configuration: configuration, peers: peers, restored: restored, now: now,
             seed: secureRandomUInt64())
         self.stateStore = stateStore
+        self.trustStore = trustStore
         self.logger = logger
         self.clock = clock
         self.startedAt = now
@@ -212,6 +217,8 @@ public actor MeshNode {
                 record(event)
             case .wake(let at):
                 schedule(at)
+            case .trust(let peer, let introducer):
+                trust(peer, introducedBy: introducer)
             }
         }
         if mustSave && !saveScheduled {
@@ -322,11 +329,50 @@ public actor MeshNode {
                     "members": "\(instance.peerViews(now: clock()).count + 1)"])
         case .membersAgree:
             logger.notice("Trust stores agree again: rights are spent again")
+        case .joinRefused(let key, let reason, let from):
+            counters["joins_refused", default: 0] += 1
+            logger.warning(
+                reason == .expired
+                    ? "Join refused: the invitation expired; make a new one with `quotamesh invite`"
+                    : "Join refused: the proof matches no invitation of this node's",
+                metadata: ["peer.id": "\(key.shortID)", "peer.address": "\(from)", "join.reason": "\(reason.rawValue)"])
+        case .introductionIgnored(let key, let endpoint, let introducer):
+            logger.info(
+                "A peer introduced another that this node does not trust (its `vouching` does not take this peer's introductions); to trust it: quotamesh peer add NAME --key \(key.base64) --endpoint \(endpoint)",
+                metadata: ["peer": "\(peerName(introducer))", "introduced.id": "\(key.shortID)"])
         case .peerQuarantined(let key, let reason):
             counters["peers_quarantined", default: 0] += 1
             logger.error(
                 "Peer quarantined: it signed records that contradict each other; nothing from it is accepted until it is removed from the trust store and added again",
                 metadata: ["peer": "\(peerName(key))", "peer.id": "\(key.shortID)", "quarantine.reason": "\(reason.rawValue)"])
+        }
+    }
+
+    /// Writes a peer that joined with this node's invitation, or that a trusted introducer introduced, to
+    /// the trust store; its reload (within two seconds) makes it a peer. A name already taken gets a
+    /// number after it; a key already listed is not written again.
+    private func trust(_ peer: PeerInfo, introducedBy introducer: VerifyingKey?) {
+        let how = introducer.map { "introduced by \(peerName($0))" } ?? "joined with this node's invitation"
+        guard let trustStore else { return }
+        let listed = trustStore.load().peers
+        guard !listed.contains(where: { $0.key == peer.key }) else { return }
+        var entry = peer
+        var suffix = 2
+        while listed.contains(where: { $0.name == entry.name }) {
+            entry.name = "\(peer.name)-\(suffix)"
+            suffix += 1
+        }
+        do {
+            try trustStore.add(entry)
+            counters[introducer == nil ? "peers_joined" : "peers_introduced", default: 0] += 1
+            logger.notice(
+                "Trusted a new peer: \(how)",
+                metadata: ["peer": "\(entry.name)", "peer.id": "\(entry.key.shortID)",
+                    "peer.address": "\(entry.endpoint?.description ?? "-")", "peer.file": "\(trustStore.path(for: entry.name))"])
+        } catch {
+            logger.error(
+                "Could not write a new peer to the trust store",
+                metadata: ["peer": "\(entry.name)", "peer.id": "\(entry.key.shortID)", "error": "\(error)"])
         }
     }
 

@@ -60,7 +60,7 @@ public enum NodeApp {
         let stateStore = try StateStore(directory: configuration.stateDirectory)
         let node = try MeshNode(
             identity: identity, configuration: configuration.mesh, peers: contents.peers, stateStore: stateStore,
-            logger: logger)
+            trustStore: store, logger: logger)
         return Parts(
             node: node, identity: identity, createdIdentity: created, peers: contents.peers, problems: contents.problems,
             token: token)

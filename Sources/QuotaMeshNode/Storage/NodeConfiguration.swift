@@ -66,7 +66,7 @@ public struct NodeConfiguration: Sendable {
         "cluster", "gossip", "api", "identity", "peers", "state", "allow_remote_api", "api_token_file",
         "api_idle_timeout", "gossip_interval", "fanout", "liveness_timeout", "heartbeat_interval", "max_breaker_open",
         "max_learned_window", "max_packet_age", "max_services", "max_accounts", "max_dimensions", "rights_edge",
-        "rights_lead",
+        "rights_lead", "vouching",
     ]
 
     /// The environment variable that sets `key`.
@@ -159,6 +159,14 @@ public struct NodeConfiguration: Sendable {
         }
         if let edge = try reader.duration("rights_edge", range: 0...60_000) { config.mesh.rightsEdgeMillis = edge }
         if let lead = try reader.duration("rights_lead", range: 0...60_000) { config.mesh.rightsLeadMillis = lead }
+        if let vouching = try reader.string("vouching") {
+            guard let policy = VouchingPolicy(parsing: vouching) else {
+                throw reader.error(
+                    "vouching",
+                    "must be \"direct\" or \"introduced-by: K\", K a trusted peer's name or base64 key (several separated by commas)")
+            }
+            config.mesh.vouching = policy
+        }
         if let services = try reader.object("services") {
             for name in services.keys.sorted() {
                 guard QuotaKey.isValidLabel(name) else {

@@ -37,18 +37,31 @@ struct Identity: AsyncParsableCommand {
     @Option(help: "The name other nodes should give this one.")
     var name: String?
 
-    @Option(help: "The gossip address other nodes should use (HOST:PORT).")
-    var endpoint: String = "127.0.0.1:9720"
+    @Option(help: "The gossip address other nodes should use (HOST:PORT). Default: the configuration's gossip address, with this machine's address for 0.0.0.0")
+    var endpoint: String?
+
+    @Option(help: "A JSON configuration file (for the gossip address). Default: $QUOTAMESH_CONFIG.")
+    var config: String?
 
     func run() async throws {
+        let key: SigningKey
         do {
-            let key = try IdentityStore.load(from: identity)
-            let peerName = name ?? defaultName()
-            print(key.publicKey.base64)
-            print("quotamesh peer add \(peerName) --key \(key.publicKey.base64) --endpoint \(endpoint)")
+            key = try IdentityStore.load(from: identity)
         } catch {
             printError("error: \(error)")
             throw ExitCode(ExitCodes.dataError)
+        }
+        let peerName = name ?? defaultName()
+        print(key.publicKey.base64)
+        let gossip = try Run.loadConfiguration(file: config).gossip
+        if let address = endpoint ?? ReachableAddress.guess(listen: gossip)?.description {
+            print("quotamesh peer add \(peerName) --key \(key.publicKey.base64) --endpoint \(address)")
+        } else {
+            print("quotamesh peer add \(peerName) --key \(key.publicKey.base64) --endpoint HOST:\(gossip.port)")
+            printError("""
+                note: cannot tell which address other machines reach this node at (gossip listens on \(gossip) and \
+                this machine has no address but loopback): give HOST yourself, or pass --endpoint HOST:PORT
+                """)
         }
     }
 

@@ -38,6 +38,23 @@ struct Run: AsyncParsableCommand {
     @Option(help: "Log level: trace, debug, info, notice, warning, error.")
     var logLevel: String = "info"
 
+    /// The configuration as `run` reads it: QUOTAMESH_* environment variables over the file (`file`, else
+    /// `$QUOTAMESH_CONFIG`) over the defaults, the variables read through swift-configuration
+    /// (`quotamesh.gossip_interval` is QUOTAMESH_GOSSIP_INTERVAL). An error exits 78, naming the key.
+    static func loadConfiguration(file: String?) throws -> NodeConfiguration {
+        let environment = ConfigReader(provider: EnvironmentVariablesProvider())
+        var overrides: [String: String] = [:]
+        for key in NodeConfiguration.environmentKeys {
+            if let value = environment.string(forKey: ConfigKey(["quotamesh", key])) { overrides[key] = value }
+        }
+        do {
+            return try NodeConfiguration.load(file: file ?? environment.string(forKey: "quotamesh.config"), environment: overrides)
+        } catch {
+            printError("error: configuration: \(error)")
+            throw ExitCode(ExitCodes.configuration)
+        }
+    }
+
     func validate() throws {
         if let gossip, Endpoint(parsing: gossip) == nil { throw ValidationError("--gossip must be HOST:PORT") }
         if let api, Endpoint(parsing: api) == nil { throw ValidationError("--api must be HOST:PORT") }
@@ -45,21 +62,7 @@ struct Run: AsyncParsableCommand {
     }
 
     func run() async throws {
-        // Flags over QUOTAMESH_* environment variables over the file over the defaults; the variables are
-        // read through swift-configuration (`quotamesh.gossip_interval` is QUOTAMESH_GOSSIP_INTERVAL).
-        let environment = ConfigReader(provider: EnvironmentVariablesProvider())
-        var overrides: [String: String] = [:]
-        for key in NodeConfiguration.environmentKeys {
-            if let value = environment.string(forKey: ConfigKey(["quotamesh", key])) { overrides[key] = value }
-        }
-        let file = config ?? environment.string(forKey: "quotamesh.config")
-        var configuration = NodeConfiguration()
-        do {
-            configuration = try NodeConfiguration.load(file: file, environment: overrides)
-        } catch {
-            printError("error: configuration: \(error)")
-            throw ExitCode(ExitCodes.configuration)
-        }
+        var configuration = try Self.loadConfiguration(file: config)
         if let identity { configuration.identityPath = identity }
         if let peers { configuration.peersDirectory = peers }
         if let state { configuration.stateDirectory = state }
