@@ -143,10 +143,13 @@ public struct ErrorAnswer: Codable, Sendable, Hashable {
     public var error: String
     /// The HTTP status again.
     public var status: Int?
+    /// Where a refusal has a name of its own (`unconfigured_account`).
+    public var reason: String?
 
-    public init(error: String, status: Int?) {
+    public init(error: String, status: Int?, reason: String? = nil) {
         self.error = error
         self.status = status
+        self.reason = reason
     }
 }
 

@@ -66,6 +66,34 @@ import Glibc
         #expect(views.map { ($0["consumed"] as? [String: Any])?["local"] as? Int ?? -1 } == [3, 2, 0])
     }
 
+    @Test func theCLIAcquiresByDimensionAndReportsUsageSoTheDifferenceIsRefunded() async throws {
+        let nodes = try await startMesh(count: 1, config: """
+            {"services": {"openai": {"limit": 100, "window": "30d", "limits": {"tokens": {"limit": 100000, "window": "30d"}}}}}
+            """)
+        defer { nodes.forEach { $0.kill(signal: SIGTERM) } }
+        let node = nodes[0]
+        let acquired = try runCLI(
+            ["acquire", "openai", "--priority", "urgent", "--cost", "requests=1,tokens=1800", "--wait", "5s", "--json", "--api", node.api],
+            in: node.directory)
+        #expect(acquired.status == 0, "\(acquired.output)")
+        #expect(acquired.output.contains("\"tokens\" : 1800") || acquired.output.contains("\"tokens\":1800"), "\(acquired.output)")
+        func tokens() async throws -> Int? {
+            let limits = try await node.quota("openai")["limits"] as? [[String: Any]] ?? []
+            return (limits.first { $0["name"] as? String == "tokens" }?["consumed"] as? [String: Any])?["local"] as? Int
+        }
+        #expect(try await tokens() == 1800)
+        let observed = try runCLI(
+            ["observe", "openai", "--status", "200", "--usage", "tokens=300", "--cost", "tokens=1800", "--api", node.api],
+            in: node.directory)
+        #expect(observed.status == 0, "\(observed.output)")
+        #expect(try await tokens() == 300, "1,500 refunded")
+        for bad in [["acquire", "openai", "--cost", "tokens=-1"], ["acquire", "openai", "--cost", "requests=0"],
+                    ["acquire", "openai", "--cost", "tokens"], ["observe", "openai", "--status", "200", "--cost", "tokens=5"]] {
+            let refused = try runCLI(bad + ["--api", node.api], in: node.directory)
+            #expect(refused.status == 64, "\(bad): \(refused.output)")
+        }
+    }
+
     @Test func aSecondNodeOnATakenGossipPortRefusesToStart() async throws {
         let nodes = try await startMesh(count: 1, config: Self.config)
         defer { nodes.forEach { $0.kill(signal: SIGTERM) } }

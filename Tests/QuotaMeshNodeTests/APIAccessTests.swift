@@ -81,4 +81,27 @@ import QuotaMeshCrypto
             #expect(acquire == 401, "an acquire without the token is refused before it is decided")
         }
     }
+
+    @Test func withMetricsAuthOffTheMetricsAndHealthAreOpenAndNothingElseIs() async throws {
+        let node = try MeshNode(
+            identity: SigningKey(),
+            configuration: MeshConfiguration(services: ["api": ServicePolicy(limit: 10, windowMillis: 60_000)]),
+            peers: [], stateStore: nil, logger: Logger(label: "test"))
+        await node.startWithoutNetwork()
+        for metricsAuth in [true, false] {
+            let app = Application(router: NodeAPI.buildRouter(node: node, token: try APIToken(Self.token), metricsAuth: metricsAuth))
+            try await app.test(.router) { client in
+                for path in ["/metrics", "/healthz"] {
+                    let status = try await client.execute(uri: path, method: .get) { Int($0.status.code) }
+                    #expect(status == (metricsAuth ? 401 : 200), "\(path) with metrics_auth \(metricsAuth)")
+                }
+                for path in ["/v1/quota", "/v1/peers", "/metrics/../v1/quota"] {
+                    let status = try await client.execute(uri: path, method: .get) { Int($0.status.code) }
+                    #expect(status == 401, "\(path) still needs the token with metrics_auth \(metricsAuth)")
+                }
+                let post = try await client.execute(uri: "/healthz", method: .post) { Int($0.status.code) }
+                #expect(post != 200)
+            }
+        }
+    }
 }

@@ -17,7 +17,7 @@ import Testing
 
     /// Whether the document names `word` as a key, a list item or an enum value.
     static func names(_ word: String) -> Bool {
-        ["\(word):", "[\(word),", " \(word),", " \(word)]", "- \(word)\n"].contains { document.contains($0) }
+        ["\(word):", "[\(word),", "[\(word)]", " \(word),", " \(word)]", "- \(word)\n"].contains { document.contains($0) }
     }
 
     @Test func everyReasonAndDetailTheNodeCanAnswerIsDocumented() {

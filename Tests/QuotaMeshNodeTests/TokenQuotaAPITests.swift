@@ -174,6 +174,33 @@ import Testing
         }
     }
 
+    @Test func anObserveNamingAnAccountTheConfigurationDoesNotListIsRefusedAndCreatesNoAccount() async throws {
+        let node = try await api.makeNode(services: [
+            "github": ServicePolicy(limit: 100, windowMillis: 3_600_000, accounts: ["app-a", "app-b"], burstFraction: 1)
+        ])
+        let app = Application(router: NodeAPI.buildRouter(node: node))
+        try await app.test(.router) { client in
+            let (status, refusal, _) = try await api.post(
+                client, "/v1/observe",
+                #"{"service":"github","account":"app-typo","status":200,"headers":{"x-ratelimit-limit":"5000","x-ratelimit-remaining":"5000"}}"#)
+            #expect(status == 400)
+            let message = refusal["error"] as? String ?? ""
+            #expect(message.contains("app-typo") && message.contains("app-a, app-b"), "\(message)")
+            #expect(refusal["reason"] as? String == "unconfigured_account")
+            // Before, the phantom account (with the most headroom) took every later acquire.
+            for _ in 0..<5 {
+                let (_, granted, _) = try await api.post(client, "/v1/acquire", #"{"service":"github","priority":"urgent"}"#)
+                #expect(["app-a", "app-b"].contains(granted["account"] as? String ?? ""), "\(granted)")
+            }
+            let (_, quota) = try await api.get(client, "/v1/quota/github")
+            let accounts = (quota["accounts"] as? [[String: Any]] ?? []).compactMap { $0["account"] as? String }
+            #expect(Set(accounts) == ["app-a", "app-b"])
+            // A listed account is taken as before.
+            let (ok, _, _) = try await api.post(client, "/v1/observe", #"{"service":"github","account":"app-b","status":200,"headers":{}}"#)
+            #expect(ok == 200)
+        }
+    }
+
     @Test func accountsOfOneScopeShareItsLimitAndItsBreaker() async throws {
         let policy = ServicePolicy(
             limit: 2, windowMillis: 3_600_000, accounts: ["a", "b", "c"], burstFraction: 1, scopes: ["org": ["a", "b"]])

@@ -182,7 +182,7 @@ public enum Operations {
                     }
                 }
             }
-            /// The body is not JSON, has a field this document does not list, or a value out of range; `error` names the field.
+            /// The body is not JSON, has a field this document does not list, or a value out of range; `error` names the field. An `observe` naming an `account` that a configured service does not list is refused too (`reason`, unconfigured_account), so that a typo creates no account.
             ///
             /// - Remark: Generated from `#/paths//v1/acquire/post(acquire)/responses/400`.
             ///
@@ -427,7 +427,7 @@ public enum Operations {
                     }
                 }
             }
-            /// The body is not JSON, has a field this document does not list, or a value out of range; `error` names the field.
+            /// The body is not JSON, has a field this document does not list, or a value out of range; `error` names the field. An `observe` naming an `account` that a configured service does not list is refused too (`reason`, unconfigured_account), so that a typo creates no account.
             ///
             /// - Remark: Generated from `#/paths//v1/observe/post(observe)/responses/400`.
             ///

@@ -96,4 +96,7 @@ public enum NameRefusal: String, Sendable, Hashable, CaseIterable {
     case tooManyAccounts = "too_many_accounts"
     /// More dimensions of one service than `max_dimensions`.
     case tooManyDimensions = "too_many_dimensions"
+    /// An account that the service's configuration does not list (it would be a phantom account that later
+    /// acquires are routed to).
+    case unconfiguredAccount = "unconfigured_account"
 }

@@ -460,6 +460,10 @@ public struct MeshInstance: Sendable {
     ) -> (directives: [MeshDirective], outcome: ObserveOutcome) {
         var out: [MeshDirective] = []
         var outcome = ObserveOutcome(key: nil, serviceKnown: false, openedBreaker: false, closedBreaker: false)
+        if let policy = configuration.services[service], let account, !policy.accounts.contains(account) {
+            outcome.refused = .unconfiguredAccount
+            return (finish(out, now: now), outcome)
+        }
         // Requests are counted under the service's key; every other dimension (tokens, and each window the
         // upstream states over requests, such as an hourly and a daily IETF policy) under a key of its own.
         // A response whose only statement about requests is one IETF policy describes the requests quota

@@ -15,11 +15,14 @@ public enum NodeAPI {
     /// The longest an acquire may wait.
     public static let maxWaitMillis = RequestBodies.maxWaitMillis
 
-    /// Builds the router over `node`; with a token, every request must present it. The routes are the
-    /// server swift-openapi-generator makes of openapi.yaml, answered by ``NodeAPIHandler``.
-    public static func buildRouter(node: MeshNode, token: APIToken? = nil) -> Router<BasicRequestContext> {
+    /// Builds the router over `node`; with a token, every request must present it (but `/metrics` and
+    /// `/healthz` when `metricsAuth` is false). The routes are the server swift-openapi-generator makes of
+    /// openapi.yaml, answered by ``NodeAPIHandler``.
+    public static func buildRouter(node: MeshNode, token: APIToken? = nil, metricsAuth: Bool = true) -> Router<BasicRequestContext> {
         let router = Router(context: BasicRequestContext.self)
-        if let token { router.add(middleware: BearerTokenMiddleware(token: token)) }
+        if let token {
+            router.add(middleware: BearerTokenMiddleware(token: token, open: metricsAuth ? [] : ["/metrics", "/healthz"]))
+        }
         do {
             try NodeAPIHandler(node: node).registerHandlers(
                 on: router, configuration: Configuration(jsonEncodingOptions: [.sortedKeys, .withoutEscapingSlashes]),

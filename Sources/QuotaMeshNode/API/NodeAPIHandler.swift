@@ -48,11 +48,18 @@ struct NodeAPIHandler: APIProtocol {
         let (outcome, report) = await node.observe(
             service: parsed.service, account: parsed.account, status: parsed.status, headers: parsed.headers,
             corrections: parsed.corrections)
+        if outcome.refused == .unconfiguredAccount {
+            let accounts = await node.configuredAccounts(of: parsed.service)
+            return .badRequest(.init(body: .json(ErrorAnswer(
+                error: "`account`: `\(parsed.account ?? "")` is not one of the accounts configured for `\(parsed.service)` "
+                    + "(\(accounts.joined(separator: ", "))); nothing was recorded",
+                status: 400, reason: NameRefusal.unconfiguredAccount.rawValue))))
+        }
         if let refusal = outcome.refused {
             // The node tracks a bounded number of names; a new one beyond the cap is refused, not kept.
             let (noun, key, reason): (String, String, CapRefusalAnswer.Reason) = switch refusal {
             case .tooManyServices: ("services", "max_services", .tooManyServices)
-            case .tooManyAccounts: ("accounts of `\(parsed.service)`", "max_accounts", .tooManyAccounts)
+            case .tooManyAccounts, .unconfiguredAccount: ("accounts of `\(parsed.service)`", "max_accounts", .tooManyAccounts)
             case .tooManyDimensions: ("dimensions of `\(parsed.service)`", "max_dimensions", .tooManyDimensions)
             }
             return .unprocessableContent(.init(body: .json(CapRefusalAnswer(

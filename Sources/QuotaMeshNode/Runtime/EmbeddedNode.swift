@@ -66,7 +66,7 @@ public final class EmbeddedNode: Sendable {
             throw StartupError(message: "cannot listen for gossip on \(configuration.gossip): \(error)")
         }
         let gossipAddress = channel.channel.localAddress.map(NodeApp.describe) ?? configuration.gossip.description
-        let router = NodeAPI.buildRouter(node: parts.node, token: parts.token)
+        let router = NodeAPI.buildRouter(node: parts.node, token: parts.token, metricsAuth: configuration.metricsAuth)
         let incarnation = await parts.node.incarnation
         let (listening, announce) = AsyncStream<String>.makeStream()
         let app = Application(

@@ -176,6 +176,11 @@ public actor MeshNode {
     /// Every trusted peer.
     public func peers() -> [PeerView] { instance.peerViews(now: clock()) }
 
+    /// The accounts configured for `service` (empty when it is not configured).
+    public func configuredAccounts(of service: String) -> [String] {
+        instance.configuration.services[service]?.accounts ?? []
+    }
+
     /// Whether this node spends no rights because its trust store is the odd one out.
     public var rightsStopped: Bool { instance.rightsStopped }
 

@@ -33,6 +33,9 @@ public struct NodeConfiguration: Sendable {
     public var allowRemoteAPI = false
     /// A file holding the API's bearer token (mode 0600); when set, every API request must present it.
     public var apiTokenFile: String?
+    /// Whether `/metrics` and `/healthz` need the API token too (`metrics_auth`); false leaves them open for
+    /// a scraper and a probe.
+    public var metricsAuth = true
     /// How long an API connection may stay silent (mid-request or between requests) before it is closed.
     public var apiIdleTimeoutMillis: Int64 = 30_000
 
@@ -66,7 +69,7 @@ public struct NodeConfiguration: Sendable {
         "cluster", "gossip", "api", "identity", "peers", "state", "allow_remote_api", "api_token_file",
         "api_idle_timeout", "gossip_interval", "fanout", "liveness_timeout", "heartbeat_interval", "max_breaker_open",
         "max_learned_window", "max_packet_age", "max_services", "max_accounts", "max_dimensions", "rights_edge",
-        "rights_lead", "vouching",
+        "rights_lead", "vouching", "metrics_auth",
     ]
 
     /// The environment variable that sets `key`.
@@ -131,6 +134,7 @@ public struct NodeConfiguration: Sendable {
         if let state = try reader.string("state") { config.stateDirectory = state }
         if let remote = try reader.bool("allow_remote_api") { config.allowRemoteAPI = remote }
         if let tokenFile = try reader.string("api_token_file") { config.apiTokenFile = tokenFile }
+        if let metricsAuth = try reader.bool("metrics_auth") { config.metricsAuth = metricsAuth }
         if let idle = try reader.duration("api_idle_timeout", range: 100...3_600_000) { config.apiIdleTimeoutMillis = idle }
         if let interval = try reader.duration("gossip_interval", range: 10...60_000) {
             config.mesh.gossipIntervalMillis = interval

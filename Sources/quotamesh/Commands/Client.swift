@@ -129,8 +129,8 @@ struct Acquire: AsyncParsableCommand {
     @Option(help: "urgent, normal or low.")
     var priority: String = "normal"
 
-    @Option(help: "The call's cost in requests.")
-    var cost: Int = 1
+    @Option(help: "The call's cost: requests (4), or by dimension (requests=1,tokens=1800).")
+    var cost: String = "1"
 
     @Option(help: "How long to wait for a grant, e.g. 500ms, 5s. Default: answer at once.")
     var wait: String = "0"
@@ -143,7 +143,7 @@ struct Acquire: AsyncParsableCommand {
     func validate() throws {
         guard QuotaKey.isValidLabel(service) else { throw ValidationError("SERVICE must be 1-64 letters, digits, '-', '_', '.', ':'") }
         guard Priority(rawValue: priority) != nil else { throw ValidationError("--priority must be urgent, normal or low") }
-        guard cost >= 1 else { throw ValidationError("--cost must be at least 1") }
+        _ = try CostText.parse(cost, option: "--cost").get()
         guard let millis = DurationText.milliseconds(wait), millis <= 600_000 else {
             throw ValidationError("--wait must be a duration up to 10m, such as 500ms or 5s")
         }
@@ -153,8 +153,11 @@ struct Acquire: AsyncParsableCommand {
     func run() async throws {
         try await withExitCodes {
             let client = try options.client()
+            var costs = try CostText.parse(cost, option: "--cost").get()
+            let requests = costs.removeValue(forKey: "requests") ?? 1
             let body = AcquireBody(
-                service: service, priority: priority, cost: Int64(cost), waitMillis: DurationText.milliseconds(wait) ?? 0)
+                service: service, priority: priority, cost: requests, costs: costs,
+                waitMillis: DurationText.milliseconds(wait) ?? 0)
             switch try await client.send({ try await $0.acquire(body: .json(body)) }) {
             case .ok(let ok):
                 let grant = try ok.body.json
@@ -199,6 +202,12 @@ struct Observe: AsyncParsableCommand {
     @Option(help: "The account label used, if the service has several.")
     var account: String?
 
+    @Option(help: "What the call used, by dimension (tokens=1234): with --cost, the difference is refunded or charged.")
+    var usage: String?
+
+    @Option(help: "What the call's acquire reserved, by dimension (tokens=1800), as the grant's `cost` says.")
+    var cost: String?
+
     @Flag(help: "Print the API's JSON.")
     var json = false
 
@@ -207,6 +216,9 @@ struct Observe: AsyncParsableCommand {
     func validate() throws {
         guard QuotaKey.isValidLabel(service) else { throw ValidationError("SERVICE must be 1-64 letters, digits, '-', '_', '.', ':'") }
         guard (100...599).contains(status) else { throw ValidationError("--status must be an HTTP status (100-599)") }
+        if let usage { _ = try CostText.parse(usage, option: "--usage").get() }
+        if let cost { _ = try CostText.parse(cost, option: "--cost").get() }
+        if cost != nil && usage == nil { throw ValidationError("--cost goes with --usage: it is what the usage is measured against") }
         for header in headers where !header.contains(":") {
             throw ValidationError("--header must be 'name: value', got '\(header)'")
         }
@@ -221,7 +233,10 @@ struct Observe: AsyncParsableCommand {
                 let value = header[header.index(after: colon)...].trimmingCharacters(in: .whitespaces)
                 fields[name, default: []].append(value)
             }
-            let body = ObserveBody(service: service, account: account, status: status, headers: fields)
+            let used = try usage.map { try CostText.parse($0, option: "--usage").get() } ?? [:]
+            let reserved = try cost.map { try CostText.parse($0, option: "--cost").get() } ?? [:]
+            let body = ObserveBody(
+                service: service, account: account, status: status, headers: fields, usage: used, costs: reserved)
             let client = try options.client()
             let answer: ObserveAnswer
             switch try await client.send({ try await $0.observe(body: .json(body)) }) {

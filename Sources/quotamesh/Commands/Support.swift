@@ -163,3 +163,32 @@ func summary(_ quota: QuotaAnswer) -> String {
     if quota.breaker.state != .closed { parts.append("breaker \(quota.breaker.state.rawValue)") }
     return parts.joined(separator: ", ")
 }
+
+/// `--cost` and `--usage` as the CLI takes them: a number of requests (`4`), or amounts by dimension
+/// (`requests=1,tokens=1800`), each a label and a whole number, requests 1 to 10⁶, others 0 to 10⁹.
+enum CostText {
+    static func parse(_ text: String, option: String) -> Result<[String: Int64], ValidationError> {
+        if let requests = Int64(text.trimmingCharacters(in: .whitespaces)) {
+            guard (1...1_000_000).contains(requests) else {
+                return .failure(ValidationError("\(option) in requests must be 1 to 1000000, got \(requests)"))
+            }
+            return .success(["requests": requests])
+        }
+        var amounts: [String: Int64] = [:]
+        for part in text.split(separator: ",", omittingEmptySubsequences: false) {
+            let pair = part.split(separator: "=", maxSplits: 1).map { $0.trimmingCharacters(in: .whitespaces) }
+            guard pair.count == 2, QuotaKey.isValidLabel(pair[0]), let amount = Int64(pair[1]) else {
+                return .failure(ValidationError("\(option) must be a number of requests or DIMENSION=N pairs such as requests=1,tokens=1800; got '\(part)'"))
+            }
+            let range: ClosedRange<Int64> = pair[0] == "requests" ? 1...1_000_000 : 0...1_000_000_000
+            guard range.contains(amount) else {
+                return .failure(ValidationError("\(option): \(pair[0]) must be \(range.lowerBound) to \(range.upperBound), got \(amount)"))
+            }
+            guard amounts.updateValue(amount, forKey: pair[0]) == nil else {
+                return .failure(ValidationError("\(option) names \(pair[0]) twice"))
+            }
+        }
+        guard amounts.count <= 16 else { return .failure(ValidationError("\(option) names more than 16 dimensions")) }
+        return .success(amounts)
+    }
+}
