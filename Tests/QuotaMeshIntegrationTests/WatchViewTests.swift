@@ -37,7 +37,11 @@ let hasTmux = FileManager.default.isExecutableFile(atPath: "/usr/bin/tmux")
         // The tmux server outlives the client that starts it, and would keep every descriptor the client
         // inherited, among them the one Foundation watches to learn that the client has exited. So the
         // client is started from a shell that closes every descriptor above 2 first.
-        let command = "\(try quotameshBinary()) quota --watch --interval 200ms --api \(node.api)"
+        // A time zone where it is 3 pm now: the header must say 15, not 03 (a 12-hour clock without AM/PM).
+        let utcHour = Calendar(identifier: .gregorian).dateComponents(in: TimeZone(identifier: "UTC")!, from: Date()).hour ?? 0
+        let offset = (15 - utcHour + 36) % 24 - 12  // -12...11 hours from UTC; Etc/GMT-3 is UTC+3
+        let zone = offset >= 0 ? "Etc/GMT-\(offset)" : "Etc/GMT+\(-offset)"
+        let command = "env TZ=\(zone) \(try quotameshBinary()) quota --watch --interval 200ms --api \(node.api)"
         let started = try runToCompletion(
             "/bin/bash",
             ["-c", #"for fd in /proc/$$/fd/*; do n=${fd##*/}; [ "$n" -gt 2 ] && eval "exec $n>&-"; done; exec "$@""#,
@@ -55,7 +59,8 @@ let hasTmux = FileManager.default.isExecutableFile(atPath: "/usr/bin/tmux")
             row(try capture(session), service: "api")?.count ?? 0 >= 10
         }
         let screen = try capture(session)
-        #expect(screen.contains("quotamesh quota: node \(node.api)"))
+        #expect(screen.contains("quotamesh quota: node \(node.api), 15:") || screen.contains("quotamesh quota: node \(node.api), 16:"),
+                "24-hour time in the header: \(screen.split(separator: "\n").first ?? "")")
         let cells = row(screen, service: "api") ?? []
         #expect(cells.count >= 10, "\(screen)")
         if cells.count >= 10 {

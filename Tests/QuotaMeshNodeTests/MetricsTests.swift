@@ -59,6 +59,34 @@ import QuotaMeshCrypto
             #expect(value(text, "quotamesh_gossip_bytes_in_total") == 204)
             #expect(value(text, "quotamesh_gossip_dropped_total", ["reason": "unknown_sender"]) == 1)
             #expect(value(text, "quotamesh_persistence_failing") == 0)
+            // Every metric says what it is, and the quota gauges say which dimension.
+            let lines = text.split(separator: "\n")
+            for (index, line) in lines.enumerated() where line.hasPrefix("# TYPE ") {
+                let name = line.split(separator: " ")[2]
+                #expect(index > 0 && lines[index - 1].hasPrefix("# HELP \(name) "), "\(name) has no # HELP line")
+            }
+            #expect(value(text, "quotamesh_quota_remaining", ["service": "openai", "dimension": "requests"]) == 3)
+        }
+    }
+
+    @Test func tokenLimitsAreSeriesOfTheirOwnWithADimensionLabel() async throws {
+        let node = try MeshNode(
+            identity: SigningKey(),
+            configuration: MeshConfiguration(services: ["openai": ServicePolicy(
+                limit: 100, windowMillis: 3_600_000, burstFraction: 1,
+                dimensionLimits: ["tokens": AdvertisedPolicy(limit: 9_000, windowMillis: 3_600_000)])]),
+            peers: [], stateStore: nil, logger: Logger(label: "test"))
+        await node.startWithoutNetwork()
+        let app = Application(router: NodeAPI.buildRouter(node: node))
+        try await app.test(.router) { client in
+            _ = try await client.execute(
+                uri: "/v1/acquire", method: .post,
+                body: ByteBuffer(string: #"{"service":"openai","priority":"urgent","cost":{"requests":1,"tokens":1800}}"#)) { _ in }
+            let text = try await client.execute(uri: "/metrics", method: .get) { String(buffer: $0.body) }
+            #expect(value(text, "quotamesh_quota_limit", ["service": "openai", "dimension": "tokens"]) == 9_000)
+            #expect(value(text, "quotamesh_quota_limit", ["service": "openai", "dimension": "requests"]) == 100)
+            #expect(value(text, "quotamesh_quota_consumed", ["dimension": "tokens", "scope": "local"]) == 1_800)
+            #expect(value(text, "quotamesh_quota_remaining", ["dimension": "tokens"]) == 7_200)
         }
     }
 }

@@ -130,8 +130,27 @@ public actor MeshNode {
         } onCancel: {
             Task { await self.abandon(ticket: ticket) }
         }
-        metrics.acquired(request, decision: decision, waited: ContinuousClock.now - started)
+        let waited = ContinuousClock.now - started
+        metrics.acquired(request, decision: decision, waited: waited)
+        if logger.logLevel <= .debug { logDecision(request, decision, waited: waited) }
         return decision
+    }
+
+    /// One debug line per acquire: what was asked, what was decided and why.
+    private func logDecision(_ request: AcquireRequest, _ decision: AcquireDecision, waited: Duration) {
+        var metadata: Logger.Metadata = [
+            "service": "\(request.service)", "priority": "\(request.priority.rawValue)", "cost": "\(request.cost)",
+            "granted": "\(decision.granted)",
+            "waited_ms": "\(waited.components.seconds * 1000 + waited.components.attoseconds / 1_000_000_000_000_000)",
+        ]
+        if !request.costs.isEmpty {
+            metadata["costs"] = "\(request.costs.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ","))"
+        }
+        if let account = decision.key?.account { metadata["account"] = "\(account)" }
+        if let reason = decision.reason { metadata["reason"] = "\(reason.rawValue)" }
+        if let detail = decision.detail { metadata["detail"] = "\(detail.description)" }
+        if !decision.granted, let retryAt = decision.retryAt { metadata["retry_in_ms"] = "\(max(0, retryAt - clock()))" }
+        logger.debug(decision.granted ? "Acquire granted" : "Acquire denied", metadata: metadata)
     }
 
     /// Every metric in the Prometheus text format, gauges set from the current state.

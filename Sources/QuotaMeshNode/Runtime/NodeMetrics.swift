@@ -67,13 +67,24 @@ final class NodeMetrics: Sendable {
     /// Sets the gauges from the node's state and renders every metric in the Prometheus text format.
     func render(quotas: [QuotaView], peers: [PeerView], waiting: Int, persistenceFailing: Bool, now: UnixMillis) -> String {
         for view in quotas {
-            let key = [("service", view.key.service), ("account", view.key.account)]
-            if let remaining = view.remaining { gauge("quotamesh_quota_remaining", key, Double(remaining)) }
-            if let limit = view.limit { gauge("quotamesh_quota_limit", key, Double(limit)) }
-            gauge("quotamesh_quota_consumed", key + [("scope", "local")], Double(view.consumedLocal))
-            gauge("quotamesh_quota_consumed", key + [("scope", "global")], Double(view.consumedGlobal))
-            gauge("quotamesh_quota_breaker_open", key, view.breakerState == .closed ? 0 : 1)
-            if let reset = view.resetAt { gauge("quotamesh_quota_reset_seconds", key, Double(max(0, reset - now)) / 1000) }
+            let account = [("service", view.key.service), ("account", view.key.account)]
+            gauge("quotamesh_quota_breaker_open", account, view.breakerState == .closed ? 0 : 1)
+            // Every dimension the account counts (requests, tokens, each upstream policy), each its own series.
+            let dimensions = view.dimensions.isEmpty
+                ? [DimensionView(
+                    name: QuotaKey.requests, limit: view.limit, windowMillis: view.windowMillis, remaining: view.remaining,
+                    resetAt: view.resetAt, consumedGlobal: view.consumedGlobal, consumedLocal: view.consumedLocal)]
+                : view.dimensions
+            for dimension in dimensions {
+                let key = account + [("dimension", dimension.name)]
+                if let remaining = dimension.remaining { gauge("quotamesh_quota_remaining", key, Double(remaining)) }
+                if let limit = dimension.limit { gauge("quotamesh_quota_limit", key, Double(limit)) }
+                gauge("quotamesh_quota_consumed", key + [("scope", "local")], Double(dimension.consumedLocal))
+                gauge("quotamesh_quota_consumed", key + [("scope", "global")], Double(dimension.consumedGlobal))
+                if let reset = dimension.resetAt {
+                    gauge("quotamesh_quota_reset_seconds", key, Double(max(0, reset - now)) / 1000)
+                }
+            }
         }
         gauge("quotamesh_acquire_waiting", [], Double(waiting))
         gauge("quotamesh_peers_live", [], Double(peers.filter(\.live).count))
@@ -87,6 +98,48 @@ final class NodeMetrics: Sendable {
             }
         }
         gauge("quotamesh_persistence_failing", [], persistenceFailing ? 1 : 0)
-        return registry.emitToString()
+        return Self.withHelp(registry.emitToString())
+    }
+
+    /// What each metric is, for its `# HELP` line (swift-metrics carries no help text, so the lines are
+    /// added to the registry's text before each `# TYPE`).
+    static let help: [String: String] = [
+        "quotamesh_acquire_grants_total": "Acquires granted, by service and priority.",
+        "quotamesh_acquire_denials_total": "Acquires denied, by service, priority and reason.",
+        "quotamesh_acquire_wait_seconds": "Time from an acquire to its answer, waits included.",
+        "quotamesh_acquire_waiting": "Acquires waiting for their turn now.",
+        "quotamesh_quota_remaining": "What is left in the current window across the mesh, by dimension.",
+        "quotamesh_quota_limit": "The window's limit, by dimension.",
+        "quotamesh_quota_consumed": "Consumption in the current window, by dimension: this node's (local) or the mesh's (global).",
+        "quotamesh_quota_reset_seconds": "Seconds until the current window resets, by dimension.",
+        "quotamesh_quota_breaker_open": "1 while the shared breaker is open or half-open.",
+        "quotamesh_gossip_packets_in_total": "Gossip datagrams received.",
+        "quotamesh_gossip_packets_out_total": "Gossip datagrams sent.",
+        "quotamesh_gossip_bytes_in_total": "Gossip bytes received.",
+        "quotamesh_gossip_bytes_out_total": "Gossip bytes sent.",
+        "quotamesh_gossip_records_accepted_total": "Records merged (newer than what was held).",
+        "quotamesh_gossip_records_stale_total": "Records already held.",
+        "quotamesh_gossip_dropped_total": "Packets and records refused, by reason.",
+        "quotamesh_peers_live": "Trusted peers heard from lately.",
+        "quotamesh_peers_known": "Trusted peers in the trust store.",
+        "quotamesh_peers_quarantined": "Peers whose records are set aside: they signed records that contradict each other.",
+        "quotamesh_peers_graylisted": "Peers whose upstream observations do not count: they kept contradicting this node's own.",
+        "quotamesh_peers_members_differ": "Peers that split rights among other members than this node (their trust stores differ).",
+        "quotamesh_peer_record_age_seconds": "Age of the newest record held from each peer.",
+        "quotamesh_persistence_failing": "1 while the node cannot save its state (it grants nothing meanwhile).",
+    ]
+
+    /// `text` with a `# HELP` line before each `# TYPE` line whose metric has one.
+    static func withHelp(_ text: String) -> String {
+        var lines: [Substring] = []
+        for line in text.split(separator: "\n", omittingEmptySubsequences: false) {
+            if line.hasPrefix("# TYPE "), let name = line.split(separator: " ").dropFirst(2).first,
+                let help = help[String(name)]
+            {
+                lines.append("# HELP \(name) \(help)")
+            }
+            lines.append(line)
+        }
+        return lines.joined(separator: "\n")
     }
 }

@@ -48,7 +48,7 @@ struct Quota: AsyncParsableCommand {
                     // Keep watching: a node restarting comes back on its own.
                     screen = "node unreachable, retrying: \(error.message)"
                 }
-                let time = Date().formatted(.dateTime.hour(.twoDigits(amPM: .omitted)).minute(.twoDigits).second(.twoDigits))
+                let time = clockTime(Date())
                 // Home, clear, then the frame: the terminal shows one current view, not a scroll.
                 let frame = "\u{1B}[H\u{1B}[2J" + "quotamesh quota: node \(options.endpoint), \(time), every \(interval) (Ctrl-C to quit)\n\n"
                     + screen + "\n"

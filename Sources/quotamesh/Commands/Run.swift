@@ -35,8 +35,11 @@ struct Run: AsyncParsableCommand {
     @Option(help: "A file (mode 0600) holding the API's bearer token; every API request must then present it.")
     var apiTokenFile: String?
 
-    @Option(help: "Log level: trace, debug, info, notice, warning, error.")
+    @Option(help: "Log level: trace, debug, info, notice, warning, error (debug adds a line per acquire decision).")
     var logLevel: String = "info"
+
+    @Option(help: "Log lines as text, or as json (one object per line, for log shippers).")
+    var logFormat: String = "text"
 
     /// The configuration as `run` reads it: QUOTAMESH_* environment variables over the file (`file`, else
     /// `$QUOTAMESH_CONFIG`) over the defaults, the variables read through swift-configuration
@@ -59,6 +62,7 @@ struct Run: AsyncParsableCommand {
         if let gossip, Endpoint(parsing: gossip) == nil { throw ValidationError("--gossip must be HOST:PORT") }
         if let api, Endpoint(parsing: api) == nil { throw ValidationError("--api must be HOST:PORT") }
         if Logger.Level(rawValue: logLevel) == nil { throw ValidationError("--log-level: unknown level '\(logLevel)'") }
+        if !["text", "json"].contains(logFormat) { throw ValidationError("--log-format must be text or json, got '\(logFormat)'") }
     }
 
     func run() async throws {
@@ -72,7 +76,13 @@ struct Run: AsyncParsableCommand {
         if let apiTokenFile { configuration.apiTokenFile = apiTokenFile }
 
         let level = Logger.Level(rawValue: logLevel) ?? .info
+        let json = logFormat == "json"
         LoggingSystem.bootstrap { label in
+            if json {
+                var handler = JSONLogHandler(label: label)
+                handler.logLevel = level
+                return handler
+            }
             var handler = StreamLogHandler.standardError(label: label)
             handler.logLevel = level
             return handler

@@ -192,3 +192,16 @@ enum CostText {
         return .success(amounts)
     }
 }
+
+/// `date` as the local wall clock in 24-hour time, `HH:MM:SS` (a locale's 12-hour clock without AM or PM
+/// made 18:05 read 06:05).
+func clockTime(_ date: Date, in zone: TimeZone = .current) -> String {
+    var calendar = Calendar(identifier: .gregorian)
+    calendar.timeZone = zone
+    let parts = calendar.dateComponents([.hour, .minute, .second], from: date)
+    func two(_ value: Int?) -> String {
+        let text = String(value ?? 0)
+        return text.count < 2 ? "0" + text : text
+    }
+    return "\(two(parts.hour)):\(two(parts.minute)):\(two(parts.second))"
+}
