@@ -35,7 +35,8 @@ async function freeUdpPort() {
 
 /** One node process with its own folder, stopped by its process id. */
 export async function startNode(services, { token = null } = {}) {
-  const binary = process.env.QUOTAMESH_BINARY ?? join(repository, ".build", "debug", "quotamesh");
+  // Absolute: each node runs in a folder of its own.
+  const binary = resolve(process.env.QUOTAMESH_BINARY ?? join(repository, ".build", "debug", "quotamesh"));
   if (!existsSync(binary)) {
     throw new Error(`no quotamesh binary at ${binary}: run \`swift build --product quotamesh\` or set QUOTAMESH_BINARY`);
   }

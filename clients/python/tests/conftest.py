@@ -25,7 +25,8 @@ def binary() -> Path:
     path = Path(os.environ.get("QUOTAMESH_BINARY", REPOSITORY / ".build" / "debug" / "quotamesh"))
     if not path.is_file():
         pytest.fail(f"no quotamesh binary at {path}: run `swift build --product quotamesh` or set QUOTAMESH_BINARY")
-    return path
+    # Absolute: each node runs in a folder of its own.
+    return path.resolve()
 
 
 def free_port(kind: int) -> int:
