@@ -159,7 +159,7 @@ let package = Package(
         .testTarget(name: "QuotaMeshSimulatorTests", dependencies: ["QuotaMeshSimulator", "QuotaMeshCore"]),
         .testTarget(
             name: "QuotaMeshIntegrationTests",
-            dependencies: ["QuotaMeshCrypto", "QuotaMeshClient", "quotamesh"]
+            dependencies: ["QuotaMeshCrypto", "QuotaMeshClient", "QuotaMeshDemo", "quotamesh"]
         ),
     ],
     swiftLanguageModes: [.v6]

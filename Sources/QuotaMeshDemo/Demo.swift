@@ -34,6 +34,11 @@ public enum Demo {
 
         /// The defaults: 3 nodes, 20 s, 60 calls per 10 s, demand twice the limit.
         public init() {}
+
+        /// The line the demo starts with, saying what it runs.
+        public var header: String {
+            "demo: \(nodes) nodes on 127.0.0.1, upstream limit \(limit) per \(windowSeconds) s, demand \(demand)× for \(seconds) s"
+        }
     }
 
     /// The outcome, as printed (and as `--json` prints it).

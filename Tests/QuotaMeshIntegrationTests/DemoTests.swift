@@ -1,4 +1,5 @@
 import Foundation
+import QuotaMeshDemo
 import Testing
 
 /// `quotamesh demo` end to end, in its short mode: real embedded nodes, real UDP and HTTP on loopback.
@@ -44,6 +45,17 @@ import Testing
         let folder = report["folder"] as? String ?? ""
         #expect(report["removed"] as? Bool == true)
         #expect(!folder.isEmpty && !FileManager.default.fileExists(atPath: folder))
+    }
+
+    @Test func theREADMEsSampleIsARunWithTheDefaults() throws {
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        let readme = try String(contentsOf: root.appendingPathComponent("README.md"), encoding: .utf8)
+        let sample = try #require(readme.range(of: "One run with the defaults").map { readme[$0.upperBound...] })
+        let lines = sample.split(separator: "\n").drop { !$0.hasPrefix("demo: ") }
+        #expect(lines.first.map(String.init) == Demo.Options().header, "the sample's first line is what the defaults print")
+        let defaults = Demo.Options()
+        #expect(lines.contains { $0.hasPrefix("demo: \(defaults.seconds)/\(defaults.seconds) s") }, "its progress ends at the default length")
+        #expect(lines.contains { $0.hasPrefix("limit ") && $0.split(separator: " ").dropFirst().allSatisfy { $0 == "\(defaults.limit)" } })
     }
 
     @Test func badFlagsAreRefusedWithAMessage() throws {

@@ -51,8 +51,7 @@ struct DemoCommand: AsyncParsableCommand {
         var logger = Logger(label: "quotamesh-demo")
         logger.logLevel = .warning
         let interactive = isatty(STDERR_FILENO) == 1
-        FileHandleWriter.writeStandardError(
-            "demo: \(nodes) nodes on 127.0.0.1, upstream limit \(limit) per \(windowSeconds) s, demand \(demand)× for \(seconds) s\n")
+        FileHandleWriter.writeStandardError(options.header + "\n")
         let report: Demo.Report
         do {
             report = try await Demo.run(options, logger: logger) { progress in
