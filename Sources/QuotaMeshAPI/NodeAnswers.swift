@@ -97,6 +97,10 @@ public struct PeersAnswer: Codable, Sendable, Hashable {
         /// How many members its records say its trust store names.
         public var members: Int?
         public var membersAgree: Bool
+        /// The weight shares use for it: the smaller of what it claims and what this node vouches.
+        public var weight: Double?
+        public var claimedWeight: Double?
+        public var vouchedWeight: Double?
 
         public init(
             name: String, key: String, endpoint: String?, live: Bool, lastHeardSecondsAgo: Double?, records: Int,
@@ -119,6 +123,7 @@ public struct PeersAnswer: Codable, Sendable, Hashable {
             case name, key, endpoint, live, records, quarantined, graylisted, members
             case lastHeardSecondsAgo = "last_heard_s_ago", observationScore = "observation_score"
             case membersAgree = "members_agree"
+            case weight, claimedWeight = "claimed_weight", vouchedWeight = "vouched_weight"
         }
 
         public func encode(to encoder: any Encoder) throws {
@@ -134,6 +139,9 @@ public struct PeersAnswer: Codable, Sendable, Hashable {
             try container.encode(graylisted, forKey: .graylisted)
             try container.encodeOrNull(members, forKey: .members)
             try container.encode(membersAgree, forKey: .membersAgree)
+            try container.encodeIfPresent(weight, forKey: .weight)
+            try container.encodeIfPresent(claimedWeight, forKey: .claimedWeight)
+            try container.encodeIfPresent(vouchedWeight, forKey: .vouchedWeight)
         }
     }
 }

@@ -62,6 +62,18 @@ public struct SimulationConfiguration: Sendable {
     public var demand = 2.0
     /// Zipf-like demand across nodes (node i weighs 1/(i+1)) instead of equal demand.
     public var skewedDemand = false
+    /// Each node's configured weight (claimed in its records), the list repeated across the nodes; `nil`
+    /// for 1 everywhere.
+    public var weights: [Double]?
+    /// The weight every node vouches for each node, repeated likewise; `nil` to vouch what each claims.
+    public var vouchedWeights: [Double]?
+
+    /// Node `index`'s claimed and vouched weights.
+    func weights(of index: Int) -> (claimed: Weight, vouched: Weight) {
+        let claimed = weights.flatMap { $0.isEmpty ? nil : Weight($0[index % $0.count]) } ?? .one
+        let vouched = vouchedWeights.flatMap { $0.isEmpty ? nil : Weight($0[index % $0.count]) } ?? claimed
+        return (claimed, vouched)
+    }
     /// When (fraction of the run) the demand weights rotate to other nodes; `nil` for never.
     public var demandShiftAt: Double?
     /// Shares of tasks by priority (urgent, normal, low).

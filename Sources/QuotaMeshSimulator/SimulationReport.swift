@@ -53,6 +53,10 @@ public struct SimulationReport: Sendable {
     /// The same tasks' wait for their grant (not for the upstream's answer, which takes its own latency on
     /// top), 99th percentile in ms: what the mesh itself adds to an urgent call while rights exist.
     public var urgentAcquireWaitP99WhereRightsExistMillis: Double? = nil
+    /// Where weights are set: each node's part of the tasks that succeeded (before the last two windows),
+    /// and its weighted max-min share of them by demand and effective weight.
+    public var nodeShares: [Double]? = nil
+    public var weightedShares: [Double]? = nil
     /// Tasks per priority and how many succeeded.
     public var tasks: [Priority: (created: Int, succeeded: Int)]
     /// Upstream calls and 429s.

@@ -59,8 +59,10 @@ extension Simulator {
         case .restart(let index):
             if sampleEvery > 0, let onSample { onSample("t=\(Double(now - start) / 1000) restart n\(index)") }
             let nodeTime = now + nodes[index].skew
+            var own = meshConfiguration()
+            own.weight = configuration.weights(of: index).claimed
             var instance = MeshInstance(
-                identity: nodes[index].key, configuration: meshConfiguration(), directory: directory,
+                identity: nodes[index].key, configuration: own, directory: directory,
                 restored: nodes[index].persisted, now: nodeTime, seed: rng.next())
             let directives = instance.start(now: nodeTime)
             nodes[index].instance = instance

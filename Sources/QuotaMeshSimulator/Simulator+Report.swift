@@ -84,7 +84,13 @@ extension Simulator {
         urgentWaitsWhereRightsExist.sort()
         urgentAcquireWaitsWhereRightsExist.sort()
         let seconds = configuration.seconds
-        let fairness = Self.maxMinFairness(successes: succeededBeforeCutoff, demands: createdBeforeCutoff)
+        // Weighted where weights are set: each node against its weighted max-min share (effective weights).
+        let effective = configuration.weights == nil && configuration.vouchedWeights == nil ? nil
+            : (0..<nodes.count).map { index -> Double in
+                let weights = configuration.weights(of: index)
+                return min(weights.claimed, weights.vouched).value
+            }
+        let fairness = Self.maxMinFairness(successes: succeededBeforeCutoff, demands: createdBeforeCutoff, weights: effective)
         var report = SimulationReport(
             nodes: configuration.nodes, seconds: seconds, seed: configuration.seed,
             convergenceRoundsP50: Self.percentile(rounds, 0.5), convergenceRoundsP99: Self.percentile(rounds, 0.99),
@@ -104,6 +110,13 @@ extension Simulator {
             ? nil : Self.percentile(urgentWaitsWhereRightsExist, 0.99)
         report.urgentAcquireWaitP99WhereRightsExistMillis = urgentAcquireWaitsWhereRightsExist.isEmpty
             ? nil : Self.percentile(urgentAcquireWaitsWhereRightsExist, 0.99)
+        if let effective {
+            let total = max(1, succeededBeforeCutoff.reduce(0, +))
+            report.nodeShares = succeededBeforeCutoff.map { Double($0) / Double(total) }
+            report.weightedShares = WeightedFairShare.allocate(
+                capacity: Double(total), needs: createdBeforeCutoff.map(Double.init), weights: effective
+            ).map { $0 / Double(total) }
+        }
         report.liarGraylistings = liarGraylistings
         report.honestGraylistings = honestGraylistings
         report.bucketDepthRatio = Self.bucketDepth(
@@ -138,8 +151,10 @@ extension Simulator {
         return deepest
     }
 
-    static func maxMinFairness(successes: [Int], demands: [Int]) -> (index: Double, worst: Double) {
-        let shares = FairShare.maxMin(capacity: Double(successes.reduce(0, +)), needs: demands.map(Double.init))
+    static func maxMinFairness(successes: [Int], demands: [Int], weights: [Double]? = nil) -> (index: Double, worst: Double) {
+        let capacity = Double(successes.reduce(0, +))
+        let shares = weights.map { WeightedFairShare.allocate(capacity: capacity, needs: demands.map(Double.init), weights: $0) }
+            ?? FairShare.maxMin(capacity: capacity, needs: demands.map(Double.init))
         let ratios = zip(successes, shares).compactMap { success, share in share > 0 ? Double(success) / share : nil }
         guard !ratios.isEmpty else { return (1, 1) }
         return (FairShare.jainIndex(ratios), ratios.min() ?? 1)

@@ -206,7 +206,11 @@ public struct Simulator {
         }
         // One directory for every node: each instance keeps only its own few bytes per peer beside it.
         let directory = PeerDirectory(
-            keys.enumerated().map { PeerInfo(name: "n\($0.offset)", key: $0.element.publicKey, endpoint: endpoint($0.offset)) })
+            keys.enumerated().map {
+                PeerInfo(
+                    name: "n\($0.offset)", key: $0.element.publicKey, endpoint: endpoint($0.offset),
+                    weight: configuration.weights(of: $0.offset).vouched)
+            })
         self.directory = directory
         let mesh = meshConfiguration()
         for index in 0..<count {
@@ -214,8 +218,10 @@ public struct Simulator {
                 ? Int64.random(in: -configuration.clockSkewMillis...configuration.clockSkewMillis, using: &rng) : 0
             // A liar makes no calls of its own: what is measured is what its statements do to the others.
             let weight = configuration.liar != nil && index == 0 ? 0 : configuration.skewedDemand ? 1 / Double(index + 1) : 1
+            var own = mesh
+            own.weight = configuration.weights(of: index).claimed
             let instance = MeshInstance(
-                identity: keys[index], configuration: mesh, directory: directory, restored: nil, now: start + skew,
+                identity: keys[index], configuration: own, directory: directory, restored: nil, now: start + skew,
                 seed: rng.next())
             nodes.append(Node(box: InstanceBox(instance), key: keys[index], skew: skew, weight: weight))
         }

@@ -170,7 +170,8 @@ import QuotaMeshCrypto
     }
 
     @Test func newAccountsBeyondTheCapAreRefused() {
-        var mesh = TestMesh(count: 1, services: ["github": ServicePolicy(limit: 100, windowMillis: 60_000)])
+        // A learned service takes the accounts its reports name, up to the cap.
+        var mesh = TestMesh(count: 1)
         mesh.nodes[0].configuration.maxAccountsPerService = 2
         var outcomes: [NameRefusal?] = []
         for number in 0..<4 {
@@ -178,7 +179,15 @@ import QuotaMeshCrypto
                 service: "github", account: "acct-\(number)", status: 200, report: limitReport(), now: mesh.now)
             outcomes.append(result.outcome.refused)
         }
-        #expect(outcomes == [nil, .tooManyAccounts, .tooManyAccounts, .tooManyAccounts], "default and one more")
+        #expect(outcomes == [nil, nil, .tooManyAccounts, .tooManyAccounts], "two accounts, the cap")
+        // A configured service takes only the accounts its configuration lists (issue 21).
+        var configured = TestMesh(count: 1, services: ["github": ServicePolicy(limit: 100, windowMillis: 60_000)])
+        let unlisted = configured.nodes[0].observe(
+            service: "github", account: "acct-0", status: 200, report: limitReport(), now: configured.now)
+        #expect(unlisted.outcome.refused == .unconfiguredAccount)
+        let listed = configured.nodes[0].observe(
+            service: "github", account: "default", status: 200, report: limitReport(), now: configured.now)
+        #expect(listed.outcome.refused == nil)
     }
 }
 

@@ -28,6 +28,19 @@ import QuotaMeshCrypto
         }
     }
 
+    @Test func aClaimedWeightTravelsSignedAndWeightOneAddsNoByte() throws {
+        var weighted = sampleState()
+        weighted.weight = Weight(2.5)
+        let body = RecordBody.quota(QuotaKey(service: "openai"), weighted)
+        #expect(try WireFormat.decode(body: WireFormat.encode(body: body)) == body)
+        let plain = WireFormat.encode(body: .quota(QuotaKey(service: "openai"), sampleState()))
+        #expect(WireFormat.encode(body: body).count == plain.count + 4)
+        // A weight out of range is refused, as any malformed field.
+        var bytes = WireFormat.encode(body: body)
+        bytes.replaceSubrange((bytes.count - 4)..., with: [0, 0, 0, 0])
+        #expect(throws: DecodeError.malformed("weight")) { try WireFormat.decode(body: bytes) }
+    }
+
     func refunded(_ state: QuotaState, by refund: UInt64) -> QuotaState {
         var state = state
         state.consumption.windowRefund = refund

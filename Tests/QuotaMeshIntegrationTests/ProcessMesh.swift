@@ -88,9 +88,10 @@ final class NodeProcess: @unchecked Sendable {
 
     var api: String { "127.0.0.1:\(apiPort)" }
 
-    func trust(_ other: NodeProcess) throws {
+    func trust(_ other: NodeProcess, weight: Double? = nil) throws {
         let result = try runCLI(
-            ["peer", "add", other.name, "--key", other.publicKey, "--endpoint", "127.0.0.1:\(other.gossipPort)"], in: directory)
+            ["peer", "add", other.name, "--key", other.publicKey, "--endpoint", "127.0.0.1:\(other.gossipPort)"]
+                + (weight.map { ["--weight", "\($0)"] } ?? []), in: directory)
         guard result.status == 0 else { throw TestFailure("peer add failed: \(result.output)") }
     }
 

@@ -58,6 +58,20 @@ func temporaryDirectory() -> String {
         #expect(try store.remove(name: "alice"))
         #expect(store.load().peers.isEmpty)
         #expect(try !store.remove(name: "alice"))
+        // A vouched weight is written, read back, and checked.
+        try store.add(PeerInfo(name: "heavy", key: key, endpoint: nil, weight: Weight(2.5) ?? .one))
+        #expect(store.load().peers.first?.weight == Weight(2.5))
+        try Files.writeAtomically(Array("key = \(SigningKey().publicKey.base64)\nweight = 0\n".utf8), to: dir + "/zero.peer")
+        #expect(store.load().problems.contains { $0.reason.contains("weight") })
+    }
+
+    @Test func theNodesWeightIsConfiguredAndCheckedByName() throws {
+        let configuration = try NodeConfiguration.parse(json: Data(#"{"weight": 2}"#.utf8), source: "test.json")
+        #expect(configuration.mesh.weight == Weight(2))
+        #expect(NodeConfiguration().mesh.weight == .one)
+        for bad in [#"{"weight": 0}"#, #"{"weight": "heavy"}"#, #"{"weight": 5000}"#] {
+            #expect(throws: ConfigurationError.self) { try NodeConfiguration.parse(json: Data(bad.utf8), source: "test.json") }
+        }
     }
 
     @Test(arguments: [

@@ -194,6 +194,18 @@ extension Components {
             public var members: Swift.Int?
             /// - Remark: Generated from `#/components/schemas/Peer/members_agree`.
             public var membersAgree: Swift.Bool
+            /// The weight shares use for the peer: the smaller of the two below.
+            ///
+            /// - Remark: Generated from `#/components/schemas/Peer/weight`.
+            public var weight: Swift.Double?
+            /// The weight the peer claims in its signed records (1 until one says otherwise).
+            ///
+            /// - Remark: Generated from `#/components/schemas/Peer/claimed_weight`.
+            public var claimedWeight: Swift.Double?
+            /// The weight this node vouches for the peer (its trust store file).
+            ///
+            /// - Remark: Generated from `#/components/schemas/Peer/vouched_weight`.
+            public var vouchedWeight: Swift.Double?
             /// Creates a new `Peer`.
             ///
             /// - Parameters:
@@ -208,6 +220,9 @@ extension Components {
             ///   - graylisted:
             ///   - members:
             ///   - membersAgree:
+            ///   - weight: The weight shares use for the peer: the smaller of the two below.
+            ///   - claimedWeight: The weight the peer claims in its signed records (1 until one says otherwise).
+            ///   - vouchedWeight: The weight this node vouches for the peer (its trust store file).
             public init(
                 name: Swift.String,
                 key: Swift.String,
@@ -219,7 +234,10 @@ extension Components {
                 observationScore: Swift.Double,
                 graylisted: Swift.Bool,
                 members: Swift.Int? = nil,
-                membersAgree: Swift.Bool
+                membersAgree: Swift.Bool,
+                weight: Swift.Double? = nil,
+                claimedWeight: Swift.Double? = nil,
+                vouchedWeight: Swift.Double? = nil
             ) {
                 self.name = name
                 self.key = key
@@ -232,6 +250,9 @@ extension Components {
                 self.graylisted = graylisted
                 self.members = members
                 self.membersAgree = membersAgree
+                self.weight = weight
+                self.claimedWeight = claimedWeight
+                self.vouchedWeight = vouchedWeight
             }
             public enum CodingKeys: String, CodingKey {
                 case name
@@ -245,6 +266,9 @@ extension Components {
                 case graylisted
                 case members
                 case membersAgree = "members_agree"
+                case weight
+                case claimedWeight = "claimed_weight"
+                case vouchedWeight = "vouched_weight"
             }
         }
         /// - Remark: Generated from `#/components/schemas/Peers`.

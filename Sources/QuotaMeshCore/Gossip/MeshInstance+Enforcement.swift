@@ -574,6 +574,11 @@ extension MeshInstance {
         // demand): a node that has just started must not believe it is alone and spend everyone's share.
         let pending = pendingClaimants(now: now)
         if live.isEmpty && pending == 0 { return 1 }
+        if weightsApply {
+            return weightedFairShare(
+                key, remaining: remaining, limit: limit, policy: policy, resetAt: resetAt, windowMillis: windowMillis,
+                pending: pending, now: now)
+        }
         // Other live nodes' demand rates per tier, sorted, cached for the round.
         let tiers: [TierRates]
         if let cached = shareCache[key], cached.round == round, cached.liveVersion == liveVersion,
@@ -601,6 +606,32 @@ extension MeshInstance {
         let ownNeeds: InlineArray<2, Double> = [own.urgent * scales[0], (own.normal + own.low) * scales[1]]
         let allocation = FairShare.tieredAllocation(
             capacity: remaining, ownNeeds: ownNeeds, others: tiers, scales: scales, floor: floorNeed, claimants: count)
+        return min(1, allocation / remaining)
+    }
+
+    /// ``fairShare(_:remaining:limit:policy:resetAt:windowMillis:now:)`` where some node's weight is not 1:
+    /// the same two tiers, each weighted max-min fair by effective weight (``effectiveWeight(of:)``), and
+    /// what no tier needs split by weight.
+    func weightedFairShare(
+        _ key: QuotaKey, remaining: Double, limit: Double, policy: ServicePolicy, resetAt: UnixMillis,
+        windowMillis: Double, pending: Int, now: UnixMillis
+    ) -> Double {
+        let freshAfter = now.saturatingSubtract(Int64(windowMillis))
+        let seconds = Double(max(resetAt - now, 1)) / 1000
+        let aggregate = remote[key]
+        func claim(_ demand: Demand, weight: Weight) -> WeightedFairShare.Claim {
+            WeightedFairShare.Claim(
+                urgent: demand.urgent * seconds * Self.urgentHeadroom, rest: (demand.normal + demand.low) * seconds,
+                weight: weight.value)
+        }
+        var claims = live.map { peer in
+            claim(aggregate?.origins[peer]?.demand(signedAfter: freshAfter) ?? Demand.zero, weight: effectiveWeight(of: peer))
+        }
+        claims += Array(repeating: claim(Demand.zero, weight: .one), count: pending)
+        claims.append(claim(local[key]?.signedDemand(signedAfter: freshAfter) ?? Demand.zero, weight: configuration.weight))
+        let floorNeed = min(remaining, policy.burstFraction * limit) / Double(claims.count)
+        let allocation = WeightedFairShare.tieredAllocation(
+            capacity: remaining, claimants: claims, own: claims.count - 1, floor: floorNeed)
         return min(1, allocation / remaining)
     }
 

@@ -73,9 +73,9 @@ extension MeshInstance {
         var signedDemand = false
         for key in local.keys.sorted() {
             guard var quota = local[key], quota.dirty || (quota.demandDirty && demandDue) else { continue }
-            if quota.state == QuotaState() && quota.demand == Demand.zero {
+            if quota.state == QuotaState() && quota.demand == Demand.zero && configuration.weight == .one {
                 // Nothing to say yet (a configured key at start): no record, so that a cluster starting
-                // at once does not flood itself with N empty ones.
+                // at once does not flood itself with N empty ones. A node of another weight says that.
                 quota.dirty = false
                 quota.demandDirty = false
                 local[key] = quota
@@ -95,6 +95,7 @@ extension MeshInstance {
         var state = quota.state
         state.demand = quota.demand
         state.members = membership.digest
+        state.weight = configuration.weight == .one ? nil : configuration.weight
         if state.policy == nil, let configured = configuration.services[key.service],
             let limit = configured.limit, let window = configured.windowMillis
         {
@@ -123,6 +124,7 @@ extension MeshInstance {
         if record.origin != publicKey, case .quota(let key, let state) = record.body {
             merge(record.origin, state: state, key: key, stamp: record.timestamp)
             catalog.note(key)
+            weights.note(state.weight ?? .one, of: record.origin, stamp: record.timestamp)
             if let digest = state.members, membership.note(digest, of: record.origin, stamp: record.timestamp) {
                 updateMembersAgreement()
             }

@@ -291,8 +291,13 @@ extension MeshInstance {
         guard !persistenceFailing, request.amount > 0, let window = rightsWindow(request.key, now: now),
             window.windowEnd == request.windowEnd, now < window.windowEnd - rightsEdgeMillis(window)
         else { return }
-        let spare = spareRights(
+        var spare = spareRights(
             request.key, window: window, priority: request.priority, horizon: Self.rightsKeepMillis, now: now)
+        if weightsApply {
+            // An asker short of its weighted part gets what this node holds beyond its own.
+            let (excess, shortfalls) = weightedExcess(request.key, window: window, now: now)
+            if let short = shortfalls.first(where: { $0.peer == sender }) { spare = max(spare, min(excess, short.amount)) }
+        }
         if spare >= 1, giveRights(min(UInt64(spare), request.amount), of: request.key, window: window, to: sender),
             let record = signOwnRecord(request.key, now: now)
         {
@@ -412,6 +417,10 @@ extension MeshInstance {
                 let aggregate = remote[key], !outnumber(window, claimants: live.count + 1)
             else { continue }
             let timeLeft = Double(window.windowEnd - now) / 1000
+            if weightsApply {
+                passRightsByWeight(key, window: window, now: now)
+                continue
+            }
             var spare = spareRights(key, window: window, priority: .low, horizon: window.windowMillis, now: now)
             guard spare >= 1 else { continue }
             let balances = balances(key, window: window)
@@ -432,6 +441,49 @@ extension MeshInstance {
                 guard amount >= 1, giveRights(UInt64(amount), of: key, window: window, to: need.peer) else { continue }
                 spare -= amount
             }
+        }
+    }
+
+    /// Where weights apply, what this node holds beyond its weighted max-min fair part of the rights the
+    /// live members hold (their signed demand over the rest of the window as needs, effective weights), and
+    /// how far each live peer holds less than its part. A node gives only rights it holds, so whatever
+    /// weights each node believes, the rights in the window stay what they were (docs/PROTOCOL.md,
+    /// "Weights").
+    mutating func weightedExcess(
+        _ key: QuotaKey, window: RightsWindow, now: UnixMillis
+    ) -> (spare: Int64, shortfalls: [(peer: VerifyingKey, amount: Int64, held: Int64)]) {
+        let balances = balances(key, window: window)
+        let freshAfter = now.saturatingSubtract(window.windowMillis)
+        let timeLeft = Double(max(0, window.windowEnd - now)) / 1000
+        let members = [publicKey] + live
+        let held = members.map { max(0, balances.holding(of: $0)) }
+        let needs = members.map { member -> Double in
+            let demand = member == publicKey
+                ? (local[key]?.demand ?? Demand.zero)
+                : (remote[key]?.origins[member]?.demand(signedAfter: freshAfter) ?? Demand.zero)
+            return demand.total * timeLeft
+        }
+        let entitled = WeightedFairShare.allocate(
+            capacity: Double(held.reduce(0, +)), needs: needs, weights: members.map { effectiveWeight(of: $0).value })
+        // Calls waiting here are part of this node's demand, so its part already counts them.
+        let spare = held[0] - Int64(entitled[0].rounded(.up))
+        let shortfalls = members.indices.dropFirst()
+            .map { (peer: members[$0], amount: Int64(entitled[$0].rounded(.down)) - held[$0], held: held[$0]) }
+            .filter { $0.amount >= 1 }
+            .sorted { ($0.amount, $1.peer) > ($1.amount, $0.peer) }
+        return (spare, shortfalls)
+    }
+
+    /// Where weights apply: what this node holds beyond its weighted part goes to the live peers holding
+    /// less than theirs, the largest shortfall first (``weightedExcess(_:window:now:)``).
+    mutating func passRightsByWeight(_ key: QuotaKey, window: RightsWindow, now: UnixMillis) {
+        var (spare, shortfalls) = weightedExcess(key, window: window, now: now)
+        let cap = heldRightsCap(key)
+        for receiver in shortfalls where spare >= 1 {
+            var amount = min(spare, receiver.amount)
+            if let cap { amount = min(amount, cap - receiver.held) }
+            guard amount >= 1, giveRights(UInt64(amount), of: key, window: window, to: receiver.peer) else { continue }
+            spare -= amount
         }
     }
 

@@ -93,6 +93,8 @@ public struct MeshInstance: Sendable {
     var pendingEvents: [MeshEvent] = []
     /// Peers this node asked the shell to trust, and introductions it set aside.
     var introductions = IntroductionBook()
+    /// The weights peers claim in their records.
+    var weights = ClaimedWeights()
 
     /// The public key of this node.
     public var publicKey: VerifyingKey { identity.publicKey }
@@ -209,14 +211,23 @@ public struct MeshInstance: Sendable {
         introductions.trustStoreReloaded()
         let trusted = peers
         scores.keep { trusted.contains($0) }
+        weights.keep { trusted.contains($0) }
         rightsCache = [:]
         updateMembersAgreement()
         liveness.reset(peers)
     }
 
-    /// The first directives after start: persist the new incarnation, then gossip at once.
+    /// The first directives after start: persist the new incarnation, then gossip at once. A node whose
+    /// weight is not 1 signs a record of each configured service at once, so that its peers learn the
+    /// weight it claims before any call (the claim travels in quota records).
     public mutating func start(now: UnixMillis) -> [MeshDirective] {
-        tick(now: now)
+        if configuration.weight != .one {
+            for service in configuration.services.keys.sorted() where local[QuotaKey(service: service)] == nil {
+                local[QuotaKey(service: service)] = LocalQuota()
+                local[QuotaKey(service: service)]?.dirty = true
+            }
+        }
+        return tick(now: now)
     }
 
     /// Handles one datagram.
@@ -686,7 +697,7 @@ public struct MeshInstance: Sendable {
         return peers.indices.map { index in
             let info = peers.info(at: index)
             let peer = peers[index]
-            return PeerView(
+            var view = PeerView(
                 name: info.name, key: info.key, endpoint: peers.endpoint(at: index),
                 live: peer.isLive(now: now, timeout: livenessTimeout) && quarantined[info.key] == nil,
                 lastHeardAt: peer.lastHeardAt, records: counts[info.key] ?? 0,
@@ -694,6 +705,10 @@ public struct MeshInstance: Sendable {
                 observationScore: observationScore(of: info.key, now: now), graylisted: graylisted.contains(info.key),
                 members: membership.count(namedBy: info.key),
                 membersAgree: !membersDiffer.contains(info.key))
+            view.claimedWeight = weights.claim(of: info.key)
+            view.vouchedWeight = info.weight
+            view.weight = effectiveWeight(of: info.key)
+            return view
         }.sorted { $0.name < $1.name }
     }
 

@@ -114,4 +114,9 @@ public struct PeerView: Hashable, Sendable {
     public var members: Int? = nil
     /// Whether its member set is this node's (`true` until a record of it says otherwise).
     public var membersAgree = true
+    /// The weight it claims in its records (1 until one says otherwise), the weight this node vouches for
+    /// it, and the smaller of the two, which shares use.
+    public var claimedWeight = Weight.one
+    public var vouchedWeight = Weight.one
+    public var weight = Weight.one
 }

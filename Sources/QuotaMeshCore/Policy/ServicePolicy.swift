@@ -144,6 +144,8 @@ public struct MeshConfiguration: Sendable {
     public var recordSharing: (any RecordSharing)? = nil
     /// Whose introductions of other peers this node trusts without a local `peer add`: nobody's by default.
     public var vouching: VouchingPolicy = .direct
+    /// This node's own weight (`weight`), signed in its records; peers believe at most what they vouch.
+    public var weight: Weight = .one
 
     /// The default retransmit multiplier: memberlist's 4. Duplicates received cut a record's pushes short
     /// (rumor mongering with feedback), so large clusters push far less than this bound.

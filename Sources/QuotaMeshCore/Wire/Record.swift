@@ -82,13 +82,16 @@ public struct QuotaState: Hashable, Sendable, Codable {
     public var ledger: RightsLedger?
     /// The members the origin splits rights among (absent in records signed before it was added).
     public var members: MembersDigest?
+    /// The weight the origin claims for itself (absent: 1). Receivers believe at most what they vouch.
+    public var weight: Weight?
 
     /// Creates a state.
     public init(
         consumption: ConsumptionEntry = .init(), observation: UpstreamObservation? = nil,
         breaker: BreakerRegister = .init(), demand: Demand = .zero, policy: AdvertisedPolicy? = nil,
-        ledger: RightsLedger? = nil, members: MembersDigest? = nil
+        ledger: RightsLedger? = nil, members: MembersDigest? = nil, weight: Weight? = nil
     ) {
+        self.weight = weight
         self.consumption = consumption
         self.observation = observation
         self.breaker = breaker

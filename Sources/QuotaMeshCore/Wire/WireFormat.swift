@@ -468,6 +468,7 @@ public enum WireFormat {
             if state.policy != nil { flags |= 2 }
             if state.ledger != nil { flags |= 4 }
             if state.members != nil { flags |= 8 }
+            if state.weight != nil { flags |= 16 }
             writer.write(flags)
             if let observation = state.observation {
                 writer.write(observation.resetAt)
@@ -502,6 +503,7 @@ public enum WireFormat {
                 writer.write(members.count)
                 writer.write(members.hash)
             }
+            if let weight = state.weight { writer.write(weight.thousandths) }
         }
         return writer.bytes
     }
@@ -539,7 +541,7 @@ public enum WireFormat {
                 guard state.consumption.windowRefund <= state.consumption.windowCount else { throw .malformed("refund") }
             }
             let flags = try reader.readUInt8()
-            guard flags & ~15 == 0 else { throw .malformed("flags") }
+            guard flags & ~31 == 0 else { throw .malformed("flags") }
             if flags & 1 != 0 {
                 state.observation = UpstreamObservation(
                     resetAt: try reader.readInt64(), remaining: try reader.readInt64(), limit: try reader.readInt64(),
@@ -572,6 +574,11 @@ public enum WireFormat {
             }
             if flags & 8 != 0 {
                 state.members = MembersDigest(count: try reader.readUInt32(), hash: try reader.readUInt64())
+            }
+            if flags & 16 != 0 {
+                let thousandths = try reader.readUInt32()
+                guard Weight.allowedThousandths.contains(thousandths) else { throw .malformed("weight") }
+                state.weight = Weight(thousandths: thousandths)
             }
             body = .quota(QuotaKey(service: service, account: account, dimension: dimension), state)
         case nil:

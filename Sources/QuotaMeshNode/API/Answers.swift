@@ -42,11 +42,15 @@ public enum Answers {
 
     /// A peer entry.
     public static func peer(_ peer: PeerView, now: UnixMillis) -> PeersAnswer.Peer {
-        PeersAnswer.Peer(
+        var answer = PeersAnswer.Peer(
             name: peer.name, key: peer.key.base64, endpoint: peer.endpoint?.description, live: peer.live,
             lastHeardSecondsAgo: peer.lastHeardAt.map { seconds(now - $0) }, records: peer.records,
             quarantined: peer.quarantined?.rawValue, observationScore: (peer.observationScore * 100).rounded() / 100,
             graylisted: peer.graylisted, members: peer.members, membersAgree: peer.membersAgree)
+        answer.weight = peer.weight.value
+        answer.claimedWeight = peer.claimedWeight.value
+        answer.vouchedWeight = peer.vouchedWeight.value
+        return answer
     }
 
     /// Milliseconds as seconds with millisecond precision.

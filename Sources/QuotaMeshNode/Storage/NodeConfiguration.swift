@@ -69,7 +69,7 @@ public struct NodeConfiguration: Sendable {
         "cluster", "gossip", "api", "identity", "peers", "state", "allow_remote_api", "api_token_file",
         "api_idle_timeout", "gossip_interval", "fanout", "liveness_timeout", "heartbeat_interval", "max_breaker_open",
         "max_learned_window", "max_packet_age", "max_services", "max_accounts", "max_dimensions", "rights_edge",
-        "rights_lead", "vouching", "metrics_auth",
+        "rights_lead", "vouching", "metrics_auth", "weight",
     ]
 
     /// The environment variable that sets `key`.
@@ -163,6 +163,12 @@ public struct NodeConfiguration: Sendable {
         }
         if let edge = try reader.duration("rights_edge", range: 0...60_000) { config.mesh.rightsEdgeMillis = edge }
         if let lead = try reader.duration("rights_lead", range: 0...60_000) { config.mesh.rightsLeadMillis = lead }
+        if let raw = reader.value("weight") {
+            guard let number = raw.number, let parsed = Weight(number) else {
+                throw reader.error("weight", "must be a number from 0.001 to 1000")
+            }
+            config.mesh.weight = parsed
+        }
         if let vouching = try reader.string("vouching") {
             guard let policy = VouchingPolicy(parsing: vouching) else {
                 throw reader.error(

@@ -97,6 +97,7 @@ public struct TrustStore: Sendable {
         var name: String?
         var key: VerifyingKey?
         var endpoint: Endpoint?
+        var weight = Weight.one
         for (index, rawLine) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
             let lineNumber = index + 1
             let line = rawLine.trimmingCharacters(in: .whitespacesAndNewlines)
@@ -124,12 +125,17 @@ public struct TrustStore: Sendable {
                     throw TrustStoreProblem(file: path, line: lineNumber, reason: "endpoint must be HOST:PORT")
                 }
                 endpoint = parsed
+            case "weight":
+                guard let number = Double(value), let parsed = Weight(number) else {
+                    throw TrustStoreProblem(file: path, line: lineNumber, reason: "weight must be a number from 0.001 to 1000")
+                }
+                weight = parsed
             default:
                 throw TrustStoreProblem(file: path, line: lineNumber, reason: "unknown field `\(field)`")
             }
         }
         guard let key else { throw TrustStoreProblem(file: path, line: 0, reason: "no `key = …` line") }
-        return PeerInfo(name: name ?? fallbackName, key: key, endpoint: endpoint)
+        return PeerInfo(name: name ?? fallbackName, key: key, endpoint: endpoint, weight: weight)
     }
 
     /// `true` for names usable as file names and labels.
@@ -159,6 +165,7 @@ public struct TrustStore: Sendable {
         var text = "# QuotaMesh peer: one vouched node. Format: Peers/README.md\n"
         text += "name = \(peer.name)\nkey = \(peer.key.base64)\n"
         if let endpoint = peer.endpoint { text += "endpoint = \(endpoint)\n" }
+        if peer.weight != .one { text += "weight = \(peer.weight)\n" }
         try Files.writeAtomically(Array(text.utf8), to: path, mode: 0o644)
     }
 

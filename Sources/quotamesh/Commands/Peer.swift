@@ -27,6 +27,9 @@ struct Peer: AsyncParsableCommand {
         @Option(help: "The peer's gossip address, HOST:PORT.")
         var endpoint: String
 
+        @Option(help: "The weight this node vouches for the peer (0.001 to 1000): the most of its own claim believed.")
+        var weight: Double = 1
+
         @OptionGroup var store: PeersOption
 
         func validate() throws {
@@ -37,11 +40,13 @@ struct Peer: AsyncParsableCommand {
             guard let parsed = Endpoint(parsing: endpoint), parsed.port > 0 else {
                 throw ValidationError("--endpoint must be HOST:PORT, got '\(endpoint)'")
             }
+            guard Weight(weight) != nil else { throw ValidationError("--weight must be a number from 0.001 to 1000") }
         }
 
         func run() async throws {
             let peer = PeerInfo(
-                name: name, key: try VerifyingKey(base64: key), endpoint: Endpoint(parsing: endpoint))
+                name: name, key: try VerifyingKey(base64: key), endpoint: Endpoint(parsing: endpoint),
+                weight: Weight(weight) ?? .one)
             do {
                 try TrustStore(directory: store.peers).add(peer)
                 print("trusted \(name) (\(peer.key.shortID)…) at \(endpoint) in \(TrustStore(directory: store.peers).path(for: name))")
@@ -64,13 +69,15 @@ struct Peer: AsyncParsableCommand {
             let contents = TrustStore(directory: store.peers).load()
             if json {
                 let listing = PeerListing(
-                    peers: contents.peers.map { .init(name: $0.name, key: $0.key.base64, endpoint: $0.endpoint?.description) },
+                    peers: contents.peers.map {
+                        .init(name: $0.name, key: $0.key.base64, endpoint: $0.endpoint?.description, weight: $0.weight.value)
+                    },
                     problems: contents.problems.map(\.description))
                 print(try renderJSON(encoding: listing))
             } else {
                 if contents.peers.isEmpty { print("no peers in \(store.peers)") }
                 for peer in contents.peers {
-                    print("\(peer.name)\t\(peer.key.base64)\t\(peer.endpoint?.description ?? "-")")
+                    print("\(peer.name)\t\(peer.key.base64)\t\(peer.endpoint?.description ?? "-")\tweight \(peer.weight)")
                 }
                 for problem in contents.problems { printError("skipped: \(problem)") }
             }
@@ -110,15 +117,18 @@ struct PeerListing: Encodable {
         var key: String
         /// `null` for a peer with no configured endpoint (it is learned when the peer is heard from).
         var endpoint: String?
+        /// The weight this node vouches for the peer.
+        var weight: Double
 
         func encode(to encoder: any Encoder) throws {
             var container = encoder.container(keyedBy: CodingKeys.self)
             try container.encode(name, forKey: .name)
             try container.encode(key, forKey: .key)
             try container.encode(endpoint, forKey: .endpoint)
+            try container.encode(weight, forKey: .weight)
         }
 
-        enum CodingKeys: String, CodingKey { case name, key, endpoint }
+        enum CodingKeys: String, CodingKey { case name, key, endpoint, weight }
     }
 
     var peers: [Peer]

@@ -18,6 +18,9 @@ struct Simulate: AsyncParsableCommand {
     @Option(help: "One-way latency range in ms, MIN-MAX (uniform, so packets reorder).") var latency: String = "1-20"
     @Flag(help: "Zipf-like demand: node i weighs 1/(i+1).") var skewed = false
     @Option(help: "Rotate the demand to other nodes at this fraction of the run (0-1).") var shiftAt: Double?
+    @Option(help: "Each node's weight, e.g. 1,1,2 (repeated across the nodes); default 1.") var weights: String?
+    @Option(help: "The weight every node vouches for each node (repeated likewise); default what each claims.")
+    var vouchedWeights: String?
     @Option(help: "Upstream limit per window.") var limit: Int64 = 100
     @Option(help: "Upstream window, e.g. 10s.") var window: String = "10s"
     @Option(help: "Upstream kind: fixed (window) or bucket (token bucket).") var upstream: String = "fixed"
@@ -74,6 +77,13 @@ struct Simulate: AsyncParsableCommand {
             throw ValidationError("--reserves must be three fractions 0-1, urgent ≤ normal ≤ low, e.g. 0,0.1,0.5")
         }
         if let shiftAt, !(0...1).contains(shiftAt) { throw ValidationError("--shift-at must be 0-1") }
+        for (flag, text) in [("--weights", weights), ("--vouched-weights", vouchedWeights)] {
+            guard let text else { continue }
+            guard let list = Self.weightList(text) else {
+                throw ValidationError("\(flag) must be numbers from 0.001 to 1000 separated by commas, e.g. 1,1,2")
+            }
+            _ = list
+        }
     }
 
     func parseLatency() -> ClosedRange<Int64>? {
@@ -107,6 +117,13 @@ struct Simulate: AsyncParsableCommand {
         return Reserves(urgent: parts[0], normal: parts[1], low: parts[2])
     }
 
+    /// `1,1,2` as weights, `nil` when any is not a number from 0.001 to 1000.
+    static func weightList(_ text: String) -> [Double]? {
+        let values = text.split(separator: ",").map { Double($0.trimmingCharacters(in: .whitespaces)) }
+        guard !values.isEmpty, values.allSatisfy({ $0.flatMap(Weight.init) != nil }) else { return nil }
+        return values.compactMap { $0 }
+    }
+
     func makeConfiguration() -> SimulationConfiguration {
         var configuration = SimulationConfiguration()
         configuration.nodes = nodes
@@ -118,6 +135,8 @@ struct Simulate: AsyncParsableCommand {
         configuration.latencyMillis = parseLatency() ?? 1...20
         configuration.skewedDemand = skewed
         configuration.demandShiftAt = shiftAt
+        configuration.weights = weights.flatMap(Self.weightList)
+        configuration.vouchedWeights = vouchedWeights.flatMap(Self.weightList)
         configuration.limit = limit
         configuration.windowMillis = DurationText.milliseconds(window) ?? 10_000
         configuration.upstream = UpstreamKind(rawValue: upstream) ?? .fixedWindow
@@ -199,7 +218,16 @@ enum SimulationOutput {
             let entry = report.tasks[priority] ?? (0, 0)
             tasks[priority.rawValue] = ["created": entry.created, "succeeded": entry.succeeded]
         }
-        return [
+        var object = unweightedJSON(report, tasks: tasks)
+        if let shares = report.nodeShares, let weighted = report.weightedShares {
+            object["node_shares"] = shares.map { number($0) }
+            object["weighted_shares"] = weighted.map { number($0) }
+        }
+        return object
+    }
+
+    static func unweightedJSON(_ report: SimulationReport, tasks: [String: Any]) -> [String: Any] {
+        [
             "nodes": report.nodes, "seconds": report.seconds, "seed": NSNumber(value: report.seed),
             "convergence_rounds_p50": number(report.convergenceRoundsP50),
             "convergence_rounds_p99": number(report.convergenceRoundsP99),
