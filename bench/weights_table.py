@@ -18,6 +18,8 @@ CONFIGS = [
     ("3 nodes claiming 1, 1, 4, vouched 1, 1, 2", ["--nodes", "3", "--weights", "1,1,4", "--vouched-weights", "1,1,2"]),
     ("10 nodes, one of weight 3", ["--nodes", "10", "--weights", "1,1,1,1,1,1,1,1,1,3"]),
 ]
+# The weight-2 node goes idle half-way: calls accepted per 10 s window (limit 100) before and after.
+IDLE = ["--nodes", "3", "--weights", "1,1,2", "--idle", "2:0.5"]
 SEEDS = range(1, 6)
 
 
@@ -46,6 +48,15 @@ def main():
             print(f"| {name} | {shown(expected)}{suffix} | {shown(served)}{suffix} | {deviation:.3f} "
                   f"| {statistics.mean(utilization):.3f} ({min(utilization):.3f}) | {max(r['max_admitted_ratio'] for r in reports):.2f} |",
                   flush=True)
+        reports = list(pool.map(lambda seed: run(binary, IDLE, seed), SEEDS))
+        print()
+        print("Weights 1, 1, 2, the weight-2 node idle from 30 s: calls accepted per window (limit 100), by seed")
+        print()
+        print("| seed | windows 1-3 | windows 4-5 (after it went idle) | utilization |")
+        print("|---|---|---|---|")
+        for seed, report in zip(SEEDS, reports):
+            accepted = [w["accepted"] for w in report["windows"]]
+            print(f"| {seed} | {accepted[:3]} | {accepted[3:]} | {report['utilization']:.3f} |")
 
 
 if __name__ == "__main__":

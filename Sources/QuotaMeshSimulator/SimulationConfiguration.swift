@@ -76,6 +76,8 @@ public struct SimulationConfiguration: Sendable {
     }
     /// When (fraction of the run) the demand weights rotate to other nodes; `nil` for never.
     public var demandShiftAt: Double?
+    /// A node whose demand stops at a fraction of the run (it goes idle); `nil` for none.
+    public var idle: (node: Int, at: Double)?
     /// Shares of tasks by priority (urgent, normal, low).
     public var priorityMix: (urgent: Double, normal: Double, low: Double) = (0.1, 0.6, 0.3)
     /// The upstream's limit per window.

@@ -255,6 +255,9 @@ public struct Simulator {
     /// The demand rate of node `index` at the current time (tasks per ms).
     func rate(of index: Int) -> Double {
         let total = configuration.demand * Double(configuration.limit) / Double(configuration.windowMillis)
+        if let idle = configuration.idle, idle.node == index, now >= start + Int64(Double(endTime - start) * idle.at) {
+            return 0
+        }
         var weightIndex = index
         if let shift = configuration.demandShiftAt, now >= start + Int64(Double(endTime - start) * shift) {
             weightIndex = (index + nodes.count / 2) % nodes.count

@@ -50,6 +50,28 @@ import QuotaMeshCore
         #expect(report.maxAdmittedRatio <= 1.0)
     }
 
+    @Test(arguments: [UInt64(1), 2])
+    func aHeavyNodeThatGoesIdleLeavesItsShareToTheOthers(seed: UInt64) async throws {
+        var configuration = SimulationConfiguration()
+        configuration.nodes = 3
+        configuration.seconds = 60
+        configuration.seed = seed
+        configuration.demand = 2
+        configuration.probes = 0
+        configuration.priorityMix = (0, 1, 0)
+        configuration.weights = [1, 1, 2]
+        configuration.idle = (node: 2, at: 0.5)
+        let fixed = configuration
+        let report = await onASimulationThread { var simulator = Simulator(fixed); return simulator.run() }
+        // The weight-2 node stops at 30 s, the start of the fourth 10 s window: the two others, whose demand
+        // is above what is left, spend the windows after it in full (its rights move to them within the
+        // window's first second).
+        let after = report.windows.dropFirst(3)
+        #expect(!after.isEmpty)
+        for window in after { #expect(window.accepted >= 95, "seed \(seed): \(report.windows.map(\.accepted))") }
+        #expect(report.maxAdmittedRatio <= 1.0)
+    }
+
     @Test func withoutWeightsTheSharesAreEqual() async throws {
         let report = await Self.run(weights: [1], seed: 1)
         let shares = try #require(report.nodeShares)

@@ -19,6 +19,7 @@ struct Simulate: AsyncParsableCommand {
     @Flag(help: "Zipf-like demand: node i weighs 1/(i+1).") var skewed = false
     @Option(help: "Rotate the demand to other nodes at this fraction of the run (0-1).") var shiftAt: Double?
     @Option(help: "Each node's weight, e.g. 1,1,2 (repeated across the nodes); default 1.") var weights: String?
+    @Option(help: "A node that goes idle at a fraction of the run, NODE:FRACTION, e.g. 2:0.5.") var idle: String?
     @Option(help: "The weight every node vouches for each node (repeated likewise); default what each claims.")
     var vouchedWeights: String?
     @Option(help: "Upstream limit per window.") var limit: Int64 = 100
@@ -77,6 +78,7 @@ struct Simulate: AsyncParsableCommand {
             throw ValidationError("--reserves must be three fractions 0-1, urgent ≤ normal ≤ low, e.g. 0,0.1,0.5")
         }
         if let shiftAt, !(0...1).contains(shiftAt) { throw ValidationError("--shift-at must be 0-1") }
+        if let idle, parseIdle(idle) == nil { throw ValidationError("--idle must be NODE:FRACTION, e.g. 2:0.5") }
         for (flag, text) in [("--weights", weights), ("--vouched-weights", vouchedWeights)] {
             guard let text else { continue }
             guard let list = Self.weightList(text) else {
@@ -117,6 +119,15 @@ struct Simulate: AsyncParsableCommand {
         return Reserves(urgent: parts[0], normal: parts[1], low: parts[2])
     }
 
+    /// `2:0.5` as (node 2, half-way), `nil` for anything else.
+    func parseIdle(_ text: String) -> (node: Int, at: Double)? {
+        let parts = text.split(separator: ":")
+        guard parts.count == 2, let node = Int(parts[0]), (0..<nodes).contains(node), let at = Double(parts[1]),
+            (0...1).contains(at)
+        else { return nil }
+        return (node, at)
+    }
+
     /// `1,1,2` as weights, `nil` when any is not a number from 0.001 to 1000.
     static func weightList(_ text: String) -> [Double]? {
         let values = text.split(separator: ",").map { Double($0.trimmingCharacters(in: .whitespaces)) }
@@ -135,6 +146,7 @@ struct Simulate: AsyncParsableCommand {
         configuration.latencyMillis = parseLatency() ?? 1...20
         configuration.skewedDemand = skewed
         configuration.demandShiftAt = shiftAt
+        configuration.idle = idle.flatMap(parseIdle)
         configuration.weights = weights.flatMap(Self.weightList)
         configuration.vouchedWeights = vouchedWeights.flatMap(Self.weightList)
         configuration.limit = limit
