@@ -75,11 +75,11 @@ export function headerObject(headers) {
     else if (Array.isArray(result[key])) result[key].push(text);
     else result[key] = [result[key], text];
   };
-  if (typeof headers.getSetCookie === "function" && typeof headers.forEach === "function") {
-    // A fetch Headers: it joins repeated values but `set-cookie`; rate-limit headers do not repeat.
-    headers.forEach((value, name) => add(name, value));
-  } else if (Array.isArray(headers)) {
+  if (Array.isArray(headers)) {
     for (const [name, value] of headers) add(name, value);
+  } else if (typeof headers.forEach === "function" && typeof headers.get === "function") {
+    // A fetch Headers (or a Map): it joins repeated values but `set-cookie`; rate-limit headers do not repeat.
+    headers.forEach((value, name) => add(name, value));
   } else {
     for (const [name, value] of Object.entries(headers)) {
       for (const one of Array.isArray(value) ? value : [value]) add(name, one);

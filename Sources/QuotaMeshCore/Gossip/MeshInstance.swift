@@ -222,9 +222,12 @@ public struct MeshInstance: Sendable {
     /// weight it claims before any call (the claim travels in quota records).
     public mutating func start(now: UnixMillis) -> [MeshDirective] {
         if configuration.weight != .one {
-            for service in configuration.services.keys.sorted() where local[QuotaKey(service: service)] == nil {
-                local[QuotaKey(service: service)] = LocalQuota()
-                local[QuotaKey(service: service)]?.dirty = true
+            for (service, policy) in configuration.services.sorted(by: { $0.key < $1.key }) {
+                // The service's first configured account: no other account is made up for it.
+                let key = QuotaKey(service: service, account: policy.accounts.first ?? "default")
+                guard local[key] == nil else { continue }
+                local[key] = LocalQuota()
+                local[key]?.dirty = true
             }
         }
         return tick(now: now)
