@@ -27,3 +27,21 @@ import Testing
         #expect(!accounts.contains("default"), "\(accounts)")
     }
 }
+
+/// An answer's view is worked out for its own key alone, and is the one the service's listing holds.
+@Suite struct SingleKeyViewTests {
+    @Test func theViewOfOneKeyIsTheListingsViewOfIt() {
+        var mesh = TestMesh(count: 2, services: ["api": ServicePolicy(limit: 100, windowMillis: 60_000, accounts: ["a", "b"])])
+        mesh.run(for: 1_000)
+        for _ in 0..<5 { _ = mesh.acquire(0, AcquireRequest(service: "api", priority: .urgent)) }
+        mesh.run(for: 1_000)
+        for node in mesh.nodes {
+            let listing = node.quotas(service: "api", now: mesh.now)
+            #expect(listing.count == 2)
+            for view in listing { #expect(node.quota(of: view.key, now: mesh.now) == view) }
+            #expect(node.quota(of: QuotaKey(service: "api", account: "c"), now: mesh.now) == nil)
+            #expect(node.quota(of: QuotaKey(service: "other"), now: mesh.now) == nil)
+            #expect(node.quota(of: QuotaKey(service: "api", account: "a").counting("tokens"), now: mesh.now) == nil)
+        }
+    }
+}

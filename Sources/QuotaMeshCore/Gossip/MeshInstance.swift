@@ -679,6 +679,16 @@ public struct MeshInstance: Sendable {
     }
 
     /// The merged view of one service: its account with the most remaining first, then the others.
+    /// The merged view of one account's key, as ``quotas(service:now:)`` lists it, worked out alone: an
+    /// acquire's or observe's answer needs only its own key's view. `nil` when the service is unknown or
+    /// the key is not one of its accounts' (requests) keys.
+    public func quota(of key: QuotaKey, now: UnixMillis) -> QuotaView? {
+        guard isKnown(service: key.service), key == QuotaKey(service: key.service, account: key.account),
+            catalog.accounts(of: key.service).contains(key.account)
+        else { return nil }
+        return view(of: key, now: now)
+    }
+
     public func quotas(service: String, now: UnixMillis) -> [QuotaView] {
         catalog.accounts(of: service).map { view(of: QuotaKey(service: service, account: $0), now: now) }
             .sorted { ($0.remaining ?? .max, $1.key) > ($1.remaining ?? .max, $0.key) }

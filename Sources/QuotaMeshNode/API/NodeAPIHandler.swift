@@ -124,7 +124,8 @@ struct NodeAPIHandler: APIProtocol {
 
     /// Q of `key`, if the key is known.
     func quotaAnswer(_ key: QuotaKey?, now: UnixMillis) async -> QuotaAnswer? {
-        guard let key, let view = await node.quotas(service: key.service).first(where: { $0.key == key }) else { return nil }
+        // Only the answer's own key is worked out, not every account of the service.
+        guard let key, let view = await node.quota(of: key) else { return nil }
         return Answers.quota(view, now: now)
     }
 

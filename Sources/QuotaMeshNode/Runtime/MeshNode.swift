@@ -192,6 +192,9 @@ public actor MeshNode {
         return instance.quotas(service: service, now: clock())
     }
 
+    /// One account's view (``MeshInstance/quota(of:now:)``), `nil` if the key is not an account's.
+    public func quota(of key: QuotaKey) -> QuotaView? { instance.quota(of: key, now: clock()) }
+
     /// Every trusted peer.
     public func peers() -> [PeerView] { instance.peerViews(now: clock()) }
 
