@@ -257,8 +257,9 @@ class Client:
         `max_tokens`), waits up to `deadline` seconds when the node says not now, and is reported after,
         with its usage, so the estimate is refunded. Past the deadline the SDK gets a 429 of the node's.
 
-        The client is made with httpx2 where that is installed (anthropic 2 and openai 3 use it, and
-        anthropic refuses httpx's clients), else with httpx; `library="httpx"` or `"httpx2"` chooses.
+        The client is made with the httpx the installed SDKs depend on (httpx2 for anthropic 2 and openai 3,
+        and anthropic refuses httpx's clients; httpx for earlier versions); `library="httpx"` or
+        `"httpx2"` chooses.
         Other keyword arguments go to the client (`timeout`, `headers`, `transport` beneath this one, …).
         """
         from ._transport import http_library, transports

@@ -9,8 +9,9 @@ from __future__ import annotations
 import logging
 import functools
 import math
+import re
 from types import ModuleType
-from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable, Iterator, Optional
+from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable, Iterator, List, Optional
 
 import httpx
 
@@ -205,15 +206,34 @@ def transports(library: ModuleType) -> Any:
 QuotaTransport, AsyncQuotaTransport = transports(httpx)
 
 
+def _sdk_libraries() -> List[str]:
+    """The HTTP libraries the installed openai and anthropic SDKs depend on, by their metadata."""
+    from importlib import metadata
+
+    found: List[str] = []
+    for sdk in ("openai", "anthropic"):
+        try:
+            requirements = metadata.requires(sdk) or []
+        except metadata.PackageNotFoundError:
+            continue
+        names = {re.split(r"[\s;<>=!~\[]", requirement, maxsplit=1)[0].lower() for requirement in requirements}
+        found += [library for library in ("httpx2", "httpx") if library in names]
+    return found
+
+
 def http_library(name: Optional[str]) -> ModuleType:
-    """The module an SDK client is made with: `name` when given, else httpx2 where it is installed (the
-    SDKs that depend on it reject httpx's clients), else httpx."""
+    """The module an SDK client is made with: `name` when given; else the one the installed SDKs depend on
+    (anthropic 2 and openai 3 use httpx2 and anthropic refuses httpx's clients; earlier versions use
+    httpx and want its clients), httpx2 when they differ and it is installed, else httpx."""
     import importlib
 
     if name is not None:
         if name not in ("httpx", "httpx2"):
             raise ValueError(f"library must be 'httpx' or 'httpx2', not {name!r}")
         return importlib.import_module(name)
+    wanted = _sdk_libraries()
+    if wanted and all(library == "httpx" for library in wanted):
+        return httpx
     try:
         return importlib.import_module("httpx2")
     except ImportError:
