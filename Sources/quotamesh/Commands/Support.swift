@@ -165,12 +165,13 @@ func summary(_ quota: QuotaAnswer) -> String {
 }
 
 /// `--cost` and `--usage` as the CLI takes them: a number of requests (`4`), or amounts by dimension
-/// (`requests=1,tokens=1800`), each a label and a whole number, requests 1 to 10⁶, others 0 to 10⁹.
+/// (`requests=1,tokens=1800`), each a label and a whole number, within the limits the API and the core
+/// apply (`AcquireRequest.maxCost` requests, `maxDimensionCost` in another dimension).
 enum CostText {
     static func parse(_ text: String, option: String) -> Result<[String: Int64], ValidationError> {
         if let requests = Int64(text.trimmingCharacters(in: .whitespaces)) {
-            guard (1...1_000_000).contains(requests) else {
-                return .failure(ValidationError("\(option) in requests must be 1 to 1000000, got \(requests)"))
+            guard (1...AcquireRequest.maxCost).contains(requests) else {
+                return .failure(ValidationError("\(option) in requests must be 1 to \(AcquireRequest.maxCost), got \(requests)"))
             }
             return .success(["requests": requests])
         }
@@ -180,7 +181,8 @@ enum CostText {
             guard pair.count == 2, QuotaKey.isValidLabel(pair[0]), let amount = Int64(pair[1]) else {
                 return .failure(ValidationError("\(option) must be a number of requests or DIMENSION=N pairs such as requests=1,tokens=1800; got '\(part)'"))
             }
-            let range: ClosedRange<Int64> = pair[0] == "requests" ? 1...1_000_000 : 0...1_000_000_000
+            let range: ClosedRange<Int64> = pair[0] == "requests"
+                ? 1...AcquireRequest.maxCost : 0...AcquireRequest.maxDimensionCost
             guard range.contains(amount) else {
                 return .failure(ValidationError("\(option): \(pair[0]) must be \(range.lowerBound) to \(range.upperBound), got \(amount)"))
             }
