@@ -183,7 +183,9 @@ func occurs(_ needle: [UInt8], in haystack: [UInt8]) -> Bool {
         let deadline = clock.now + .seconds(10)
         func labelIsOut() -> Bool {
             peer.received.contains { occurs(labelBytes, in: $0) }
-                && (FileManager.default.contents(atPath: statePath).map { occurs(labelBytes, in: [UInt8]($0)) } ?? false)
+                && [statePath, "\(folder)/state/spends.log"].contains { path in
+                    FileManager.default.contents(atPath: path).map { occurs(labelBytes, in: [UInt8]($0)) } ?? false
+                }
         }
         while clock.now < deadline && !labelIsOut() {
             heartbeat()

@@ -9,12 +9,18 @@ public struct PersistedNodeState: Hashable, Sendable, Codable {
     public var quotas: [PersistedQuota]
     /// Quarantined peers (absent in state saved before quarantines existed).
     public var quarantined: [PersistedQuarantine]?
+    /// The last entry of the shell's log of changes that this snapshot includes (absent where no log was
+    /// kept); entries up to it are not applied again on load.
+    public var logSequence: UInt64?
 
     /// Creates a persisted state.
-    public init(incarnation: UInt64, quotas: [PersistedQuota], quarantined: [PersistedQuarantine]? = nil) {
+    public init(
+        incarnation: UInt64, quotas: [PersistedQuota], quarantined: [PersistedQuarantine]? = nil, logSequence: UInt64? = nil
+    ) {
         self.incarnation = incarnation
         self.quotas = quotas
         self.quarantined = quarantined
+        self.logSequence = logSequence
     }
 }
 

@@ -15,6 +15,8 @@ public func wallClockMillis() -> UnixMillis {
 public actor MeshNode {
     private var instance: MeshInstance
     private let stateStore: StateStore?
+    /// Saves the state as a snapshot and a log of changes (nil without a store).
+    private let stateWriter: StateWriter?
     /// Where peers that join with this node's invitation, or that a trusted introducer introduces, are
     /// written (`nil`: not written, for tests); the trust store's reload then makes them peers.
     private let trustStore: TrustStore?
@@ -67,6 +69,7 @@ public actor MeshNode {
             identity: identity, configuration: configuration, peers: peers, restored: restored, now: now,
             seed: secureRandomUInt64())
         self.stateStore = stateStore
+        self.stateWriter = stateStore.map { StateWriter(store: $0, restored: restored) }
         self.trustStore = trustStore
         self.logger = logger
         self.clock = clock
@@ -94,6 +97,7 @@ public actor MeshNode {
         timer = nil
         channel = nil
         releaseWaiters()
+        stateWriter?.compactAtNextSave()
         saveAndRelease()
     }
 
@@ -281,9 +285,9 @@ public actor MeshNode {
     /// Saves the state; `true` when it is on disk (or there is no store).
     @discardableResult
     private func save() -> Bool {
-        guard let stateStore else { return true }
+        guard let stateStore, let stateWriter else { return true }
         do {
-            try stateStore.save(instance.persistedState())
+            try stateWriter.save(instance.persistedState())
             instance.persistenceDidSucceed()
             counters["state_saves", default: 0] += 1
             if persistenceError != nil {

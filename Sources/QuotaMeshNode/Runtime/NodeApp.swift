@@ -57,7 +57,7 @@ public enum NodeApp {
         }
         let store = TrustStore(directory: configuration.peersDirectory)
         let contents = store.load()
-        let stateStore = try StateStore(directory: configuration.stateDirectory)
+        let stateStore = try StateStore(directory: configuration.stateDirectory, durability: configuration.durability)
         let node = try MeshNode(
             identity: identity, configuration: configuration.mesh, peers: contents.peers, stateStore: stateStore,
             trustStore: store, logger: logger)

@@ -33,25 +33,19 @@ enum Files {
         }
     }
 
-    /// Writes `bytes` to a temporary file beside `path`, flushes it to disk and renames it over `path`, so
-    /// a reader (or a restart after SIGKILL) sees the old or the new contents, never a mix.
+    /// Writes `bytes` to a temporary file beside `path` and renames it over `path`, so a reader (or a restart
+    /// after SIGKILL) sees the old or the new contents, never a mix; with `sync`, the file and the rename are
+    /// synced to the device first.
     static func writeAtomically(_ bytes: [UInt8], to path: String, mode: mode_t = 0o600, sync: Bool = true) throws {
         let temporary = path + ".tmp"
         let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC, mode)
         guard fd >= 0 else { throw FileError(path: temporary, reason: String(cString: strerror(errno))) }
-        var written = 0
-        while written < bytes.count {
-            let result = bytes.withUnsafeBytes { buffer in
-                write(fd, buffer.baseAddress.map { $0 + written }, bytes.count - written)
-            }
-            if result < 0 {
-                if errno == EINTR { continue }
-                let reason = String(cString: strerror(errno))
-                close(fd)
-                unlink(temporary)
-                throw FileError(path: temporary, reason: reason)
-            }
-            written += result
+        do {
+            try writeAll(bytes, to: fd, path: temporary)
+        } catch {
+            close(fd)
+            unlink(temporary)
+            throw error
         }
         if sync, fsync(fd) != 0 {
             let reason = String(cString: strerror(errno))
@@ -70,6 +64,55 @@ enum Files {
             unlink(temporary)
             throw FileError(path: path, reason: reason)
         }
+        // The rename itself is durable only once the folder is synced.
+        if sync { try syncDirectory(of: path) }
+    }
+
+    /// Syncs the folder that holds `path`, so that a file created or renamed in it survives a power loss.
+    static func syncDirectory(of path: String) throws {
+        let folder = (path as NSString).deletingLastPathComponent
+        let fd = open(folder.isEmpty ? "." : folder, O_RDONLY | O_DIRECTORY)
+        guard fd >= 0 else { throw FileError(path: folder, reason: String(cString: strerror(errno))) }
+        defer { close(fd) }
+        guard fsync(fd) == 0 else { throw FileError(path: folder, reason: String(cString: strerror(errno))) }
+    }
+
+    /// Opens `path` for appending (created with mode 0600 if missing).
+    static func openForAppending(_ path: String) throws -> Int32 {
+        let fd = open(path, O_WRONLY | O_CREAT | O_APPEND, 0o600)
+        guard fd >= 0 else { throw FileError(path: path, reason: String(cString: strerror(errno))) }
+        return fd
+    }
+
+    /// Appends `bytes` to the open file `fd` (`path` names it in errors), then syncs its data when `sync`.
+    /// On a failure the file may hold part of `bytes`.
+    static func append(_ bytes: [UInt8], to fd: Int32, path: String, sync: Bool) throws {
+        try writeAll(bytes, to: fd, path: path)
+        if sync, fdatasync(fd) != 0 { throw FileError(path: path, reason: String(cString: strerror(errno))) }
+    }
+
+    /// Writes all of `bytes` to `fd` (`path` names it in errors), going on after short writes.
+    private static func writeAll(_ bytes: [UInt8], to fd: Int32, path: String) throws {
+        var written = 0
+        while written < bytes.count {
+            let result = bytes.withUnsafeBytes { buffer in
+                write(fd, buffer.baseAddress.map { $0 + written }, bytes.count - written)
+            }
+            if result < 0 {
+                if errno == EINTR { continue }
+                throw FileError(path: path, reason: String(cString: strerror(errno)))
+            }
+            written += result
+        }
+    }
+
+    /// Empties the file at `path`, synced when `sync`.
+    static func truncate(_ path: String, sync: Bool) throws {
+        let fd = open(path, O_WRONLY)
+        guard fd >= 0 else { throw FileError(path: path, reason: String(cString: strerror(errno))) }
+        defer { close(fd) }
+        guard ftruncate(fd, 0) == 0 else { throw FileError(path: path, reason: String(cString: strerror(errno))) }
+        if sync, fsync(fd) != 0 { throw FileError(path: path, reason: String(cString: strerror(errno))) }
     }
 
     /// The permission bits of `path`.

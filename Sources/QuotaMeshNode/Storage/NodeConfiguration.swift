@@ -27,6 +27,8 @@ public struct NodeConfiguration: Sendable {
     public var peersDirectory = "Peers"
     /// The state folder.
     public var stateDirectory = StateStore.defaultDirectory
+    /// How far a save goes before the grants it counts are answered (`durability`).
+    public var durability = StateStore.Durability.synced
     /// Protocol parameters and services.
     public var mesh = MeshConfiguration()
     /// Allows the API to listen on a non-loopback address (which also requires `apiTokenFile`).
@@ -69,7 +71,7 @@ public struct NodeConfiguration: Sendable {
         "cluster", "gossip", "api", "identity", "peers", "state", "allow_remote_api", "api_token_file",
         "api_idle_timeout", "gossip_interval", "fanout", "liveness_timeout", "heartbeat_interval", "max_breaker_open",
         "max_learned_window", "max_packet_age", "max_services", "max_accounts", "max_dimensions", "rights_edge",
-        "rights_lead", "vouching", "metrics_auth", "weight",
+        "rights_lead", "vouching", "metrics_auth", "weight", "durability",
     ]
 
     /// The environment variable that sets `key`.
@@ -132,6 +134,14 @@ public struct NodeConfiguration: Sendable {
         if let identity = try reader.string("identity") { config.identityPath = identity }
         if let peers = try reader.string("peers") { config.peersDirectory = peers }
         if let state = try reader.string("state") { config.stateDirectory = state }
+        if let durability = try reader.string("durability") {
+            guard let parsed = StateStore.Durability(rawValue: durability) else {
+                throw reader.error(
+                    "durability",
+                    "must be \"synced\" (a grant is synced to the device before it is answered) or \"process\" (written to the kernel: survives the node's crash, not the machine's)")
+            }
+            config.durability = parsed
+        }
         if let remote = try reader.bool("allow_remote_api") { config.allowRemoteAPI = remote }
         if let tokenFile = try reader.string("api_token_file") { config.apiTokenFile = tokenFile }
         if let metricsAuth = try reader.bool("metrics_auth") { config.metricsAuth = metricsAuth }
