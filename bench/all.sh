@@ -44,6 +44,8 @@ python3 bench/simulate_tables.py --binary "$binary" --enforcement-scale ${sim_fl
 if [[ $quick == 0 ]]; then
     section "Simulator: 1,000 nodes for 60 virtual seconds"
     python3 bench/simulate_tables.py --binary "$binary" --scale --repeats 1
+    section "Simulator: rights over more seeds"
+    python3 bench/rights_seeds.py "$binary"
     section "Simulator: 10,000 nodes (about 10 minutes and 12 GB)"
     python3 bench/simulate_tables.py --binary "$binary" --ten-thousand
 fi

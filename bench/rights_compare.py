@@ -2,7 +2,7 @@
 """Enforcement by rights against enforcement by estimate, side by side (issue 18): the same simulator
 runs, same seeds, with two `quotamesh` binaries, printed as one Markdown table.
 
-Usage: python3 bench/rights_compare.py BEFORE_BINARY AFTER_BINARY [--before-label L] [--after-label L]
+Usage: python3 bench/rights_compare.py BEFORE_BINARY AFTER_BINARY [--before-label L] [--after-label L] [--after-only]
 Build the 'before' binary from an older commit, e.g.
   git worktree add /tmp/before 101193d && (cd /tmp/before && swift build -c release --product quotamesh)
 """
@@ -49,12 +49,15 @@ def main():
     parser.add_argument("after")
     parser.add_argument("--before-label", default="estimate")
     parser.add_argument("--after-label", default="rights")
+    parser.add_argument("--after-only", action="store_true", help="print only the after binary's rows (the before rows stay as published)")
     args = parser.parse_args()
     print("| run | enforcement | worst window / limit | partitioned window / limit | utilization | urgent success "
           "| urgent wait p99 (ms) | where rights exist (ms) | Jain | max-min | upstream 429s | bucket depth | bytes/node/s |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for name, flags in RUNS:
         for label, binary in ((args.before_label, args.before), (args.after_label, args.after)):
+            if args.after_only and binary is args.before:
+                continue
             print(row(name, label, simulate(binary, flags)), flush=True)
 
 

@@ -75,6 +75,12 @@ extension Simulator {
                     if rightsExisted(whileWaiting: task.created, until: done) {
                         urgentWaitsWhereRightsExist.append(Double(done - task.created))
                         urgentAcquireWaitsWhereRightsExist.append(Double((task.granted ?? done) - task.created))
+                        if let onUrgentDenial, (task.granted ?? done) - task.created > 30 {
+                            let window = upstreamWindow(task.created)
+                            let offset = task.created - window * configuration.windowMillis
+                            let spent = windowSpentAt[window].map { "\($0 - window * configuration.windowMillis) ms" } ?? "never"
+                            onUrgentDenial("urgent task at node \(task.node), \(offset) ms into window \(window): granted after \((task.granted ?? done) - task.created) ms; the window's last right spent at \(spent)")
+                        }
                     }
                 }
             }

@@ -89,6 +89,23 @@ import QuotaMeshCrypto
         #expect(chain.holding(of: members[2]) == 10)
     }
 
+    /// Where a gift's giver is not covered in a view yet (a ledger that credits it has not arrived), its
+    /// receiver holds nothing of it for spending, but is still believed to hold it when choosing whom to
+    /// ask for rights.
+    @Test func aGiftNotCoveredYetIsBelievedButNotCredited() {
+        let members = Array(Self.keys.prefix(3))
+        let allotment = RightsAllotment(members: members, limit: 30, windowEnd: 10_000)
+        // Member 0 received 10 from member 2 (whose ledger this view lacks) and passed 15 on to member 1.
+        var first = RightsLedger(windowEnd: 10_000)
+        first.give(15, to: members[1])
+        let view = RightsBalances(ledgers: [members[0]: first], allotment: allotment)
+        #expect(view.uncovered == [members[0]])
+        #expect(view.holding(of: members[1]) == 10, "not credited: member 0's books do not balance in this view")
+        #expect(view.believedHolding(of: members[1]) == 25)
+        #expect(view.believedHolding(of: members[0]) == -5, "what it gave counts against it either way")
+        #expect(view.holding(of: members[0]) == view.believedHolding(of: members[0]))
+    }
+
     /// A model of the protocol: each node keeps its own ledger and whatever copies of the others' it has
     /// received (possibly old ones: messages are delayed, lost, duplicated and reordered), spends or gives
     /// only what ``RightsBalances`` says it holds in that view, and restarts from its saved ledger.

@@ -268,20 +268,32 @@ import QuotaMeshCore
     }
 
     @Test func unequalDemandIsSharedMaxMinFairly() async {
-        let seed: UInt64 = 5
-        let report = await run {
-            $0.nodes = 12
-            $0.seconds = 50
-            $0.seed = seed
-            $0.skewedDemand = true
-        }
         // Node i asks for 1/(i+1) of the demand: Jain's index over raw calls is low by design, and the
-        // calls ÷ max-min shares is what says whether the few calls of a quiet node were served. Seeds 1
-        // to 8 give 0.964 to 0.988 (raw Jain 0.85 to 0.91), no node under 0.69 of its share; this seed 0.972
-        // and 0.81.
-        #expect(report.jainIndex < 0.95, "seed \(seed): demand is skewed")
-        #expect(report.maxMinIndex >= 0.95, "seed \(seed)")
-        #expect(report.maxMinWorstRatio >= 0.69, "seed \(seed): \(report.maxMinWorstRatio)")
+        // calls ÷ max-min shares is what says whether the few calls of a quiet node were served. The bounds
+        // are BENCHMARKS.md's ("Fairness under unequal demand"): a median of 0.95 or more, no seed under
+        // 0.92, no node under 0.69 of its share. Seeds 4-6 give 0.978, 0.946 and 0.957 (worst nodes 0.79,
+        // 0.77, 0.73).
+        let seeds: [UInt64] = [4, 5, 6]
+        let reports = await withTaskGroup(of: SimulationReport.self) { group in
+            for seed in seeds {
+                group.addTask {
+                    await run {
+                        $0.nodes = 12
+                        $0.seconds = 50
+                        $0.seed = seed
+                        $0.skewedDemand = true
+                    }
+                }
+            }
+            return await group.reduce(into: []) { $0.append($1) }
+        }
+        let indices = reports.map(\.maxMinIndex).sorted()
+        for report in reports {
+            #expect(report.jainIndex < 0.95, "seed \(report.seed): demand is skewed")
+            #expect(report.maxMinIndex >= 0.92, "seed \(report.seed): \(report.maxMinIndex)")
+            #expect(report.maxMinWorstRatio >= 0.69, "seed \(report.seed): \(report.maxMinWorstRatio)")
+        }
+        #expect(indices[indices.count / 2] >= 0.95, "median of \(indices)")
     }
 
     @Test func maxMinFairnessComparesEachNodeWithItsWaterFilledShare() {

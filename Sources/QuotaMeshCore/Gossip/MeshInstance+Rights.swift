@@ -35,12 +35,15 @@ struct RightsWindow: Sendable, Hashable {
     var unlocked: Int64
     /// When the next right is dealt: the window's end once all are.
     var nextUnlockAt: UnixMillis
+    /// Whether the limit comes back at the window's end or refills over it.
+    var refill: ServicePolicy.Refill
     var windowStart: UnixMillis { windowEnd - windowMillis }
 
     init(limit: Int64, windowMillis: Int64, windowEnd: UnixMillis, refill: ServicePolicy.Refill = .window, now: UnixMillis) {
         self.limit = limit
         self.windowMillis = windowMillis
         self.windowEnd = windowEnd
+        self.refill = refill
         switch refill {
         case .window:
             unlocked = limit
@@ -154,14 +157,15 @@ extension MeshInstance {
         }
         let balances = balances(key, window: window)
         let held = balances.holding(of: publicKey)
-        if held >= cost {
+        let kept = priority == .urgent ? 0 : urgentKeep(window, now: now)
+        if held - kept >= cost {
             rightsWants[key] = nil
             return nil
         }
         // Ask for this call and for what this node's demand will want over the next couple of seconds, so a
         // busy node does not ask once per call.
         let ahead = (local[key]?.demand.total ?? 0) * Double(min(window.windowEnd - now, 2_000)) / 1000
-        let shortfall = UInt64(max(0, cost - max(0, held)))
+        let shortfall = UInt64(max(0, cost - max(0, held - kept)))
         var amount = shortfall + UInt64(max(0, ahead.rounded(.up)))
         if let cap = heldRightsCap(key) {
             // No more than the cap lets it hold, but always the call itself.
@@ -175,7 +179,7 @@ extension MeshInstance {
         want.priority = min(want.priority, priority)
         want.notedAt = now
         rightsWants[key] = want
-        if !live.contains(where: { balances.holding(of: $0) >= 1 }) {
+        if !live.contains(where: { balances.believedHolding(of: $0) >= 1 }) {
             // Nobody this node knows of holds any: the window is spent, as far as it can tell. Its view of
             // the others' ledgers can lag, so look again after a few rounds rather than at the reset.
             // Where rights accrue, the next one dealt may be this node's.
@@ -183,11 +187,33 @@ extension MeshInstance {
             // Urgent work asks live peers at random meanwhile (``askForRights(now:into:)``): it looks again
             // once their answers had time to come, and so waits for them where the agent allows a wait.
             if priority == .urgent && !live.isEmpty { retry = min(retry, now + Self.rightsUrgentAskMillis) }
+            // What this node keeps for urgent calls is its own work's once the window's closing part begins.
+            if kept > 0 { retry = min(retry, urgentKeepReleasedAt(window)) }
             return .deny(.quotaExhausted, key: key, retryAt: retry, detail: .rights)
         }
         // A holder answers at once: look again after about a round trip.
         return .deny(.quotaExhausted, key: key, retryAt: now + Self.rightsRetryMillis, detail: .rights)
     }
+
+    /// The rights a node keeps from its own normal and low work for urgent calls, here or asked for by a
+    /// peer, until the window's closing part: one, where a window that comes back whole at its end has
+    /// ``urgentKeepPerMember`` rights or more per member (with fewer, or rights that accrue, one kept right
+    /// is too large a part of what a node can spend; BENCHMARKS.md, "Urgent work where rights exist").
+    func urgentKeep(_ window: RightsWindow, now: UnixMillis) -> Int64 {
+        guard window.refill == .window, window.limit >= Self.urgentKeepPerMember * Int64(max(1, members.count)) else {
+            return 0
+        }
+        return now < urgentKeepReleasedAt(window) ? 1 : 0
+    }
+
+    /// When what a node keeps for urgent calls goes to its own work: before the window's closing edge, by a
+    /// twentieth of the window at most.
+    func urgentKeepReleasedAt(_ window: RightsWindow) -> UnixMillis {
+        window.windowEnd - rightsEdgeMillis(window) - min(window.windowMillis / 20, Self.urgentKeepReleaseMillis)
+    }
+
+    static let urgentKeepPerMember: Int64 = 8
+    static let urgentKeepReleaseMillis: Int64 = 500
 
     /// How soon a call refused for want of rights asks again while peers have been asked (ms): about a
     /// round trip and a save at the holder.
@@ -201,6 +227,13 @@ extension MeshInstance {
         for peer in live {
             let held = balances.holding(of: peer)
             if held >= 1 { holders.append((peer, held, rng.next())) }
+        }
+        if holders.isEmpty {
+            // None known for sure: those that gifts not yet covered in this view probably made holders.
+            for peer in live {
+                let held = balances.believedHolding(of: peer)
+                if held >= 1 { holders.append((peer, held, rng.next())) }
+            }
         }
         holders.sort { ($0.held, $0.order) > ($1.held, $1.order) }
         return holders.prefix(count).map(\.key)

@@ -206,6 +206,8 @@ public struct RightsBalances: Sendable {
     public private(set) var received: [VerifyingKey: UInt64] = [:]
     /// Givers whose ledgers are not covered (their transfers are not credited).
     public private(set) var uncovered: Set<VerifyingKey> = []
+    /// What each member holds, crediting every transfer seen (``believedHolding(of:)``).
+    private var believed: [VerifyingKey: Int64] = [:]
 
     /// Works the balances out.
     /// - Parameters:
@@ -234,14 +236,28 @@ public struct RightsBalances: Sendable {
         }
         self.received = received
         self.uncovered = Set(current.keys).subtracting(covered)
+        var announced: [VerifyingKey: UInt64] = [:]
+        for ledger in current.values {
+            for transfer in ledger.given {
+                announced[transfer.receiver, default: 0] = announced[transfer.receiver, default: 0].saturatingAdd(transfer.amount)
+            }
+        }
         for member in allotment.members {
             let ledger = current[member]
             let outflow = Int64(clamping: (ledger?.netSpent ?? 0).saturatingAdd(ledger?.totalGiven ?? 0))
             holdings[member] = allotment.initial(of: member)
                 .saturatingAdd(Int64(clamping: received[member] ?? 0)).saturatingSubtract(outflow)
+            believed[member] = allotment.initial(of: member)
+                .saturatingAdd(Int64(clamping: announced[member] ?? 0)).saturatingSubtract(outflow)
         }
     }
 
     /// What `member` holds (0 for one that is not a member).
     public func holding(of member: VerifyingKey) -> Int64 { holdings[member] ?? 0 }
+
+    /// What `member` probably holds: as ``holding(of:)``, crediting every transfer to it that a ledger
+    /// shows, covered or not. Where a giver's books do not balance yet in this view (a ledger it was
+    /// credited by has not arrived), its receivers usually hold them all the same; this is the view to
+    /// choose whom to ask, never what a node may spend.
+    public func believedHolding(of member: VerifyingKey) -> Int64 { believed[member] ?? 0 }
 }

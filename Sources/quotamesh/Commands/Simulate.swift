@@ -193,7 +193,8 @@ struct Simulate: AsyncParsableCommand {
         if ProcessInfo.processInfo.environment["QUOTAMESH_SIM_GRANTS"] != nil {
             simulator.onGrant = { FileHandleWriter.writeStandardError($0 + "\n") }
         }
-        // Diagnosis: QUOTAMESH_SIM_URGENT=1 prints every refusal of an urgent task.
+        // Diagnosis: QUOTAMESH_SIM_URGENT=1 prints every refusal of an urgent task, and at the end every urgent
+        // task counted where rights existed that waited more than 30 ms for its grant.
         if ProcessInfo.processInfo.environment["QUOTAMESH_SIM_URGENT"] != nil {
             simulator.onUrgentDenial = { FileHandleWriter.writeStandardError($0 + "\n") }
         }

@@ -1,0 +1,58 @@
+import QuotaMeshCore
+import Testing
+
+/// The right each node keeps from its own normal and low work for urgent calls, until a window's closing
+/// part, where a member's part of the window is large enough.
+@Suite struct UrgentKeepTests {
+    /// One node alone with `limit` calls per 10 s window, no reserves and no pacing (so that only rights
+    /// decide), at 100 ms into a window.
+    static func mesh(limit: Int64, refill: ServicePolicy.Refill = .window) -> TestMesh {
+        var policy = ServicePolicy(
+            limit: limit, windowMillis: 10_000, reserves: Reserves(urgent: 0, normal: 0, low: 0), burstFraction: 1)
+        policy.refill = refill
+        var mesh = TestMesh(count: 1, services: ["svc": policy])
+        mesh.now = (mesh.now / 10_000 + 1) * 10_000 + 100
+        return mesh
+    }
+
+    /// How many calls of `priority` the node grants in a row before the first refusal, and that refusal.
+    static func grantsInARow(_ mesh: inout TestMesh, _ priority: Priority) -> (count: Int, refusal: AcquireDecision?) {
+        for count in 0..<1_000 {
+            guard let decision = mesh.acquire(0, AcquireRequest(service: "svc", priority: priority)), decision.granted else {
+                return (count, mesh.acquire(0, AcquireRequest(service: "svc", priority: priority)))
+            }
+        }
+        return (1_000, nil)
+    }
+
+    @Test func normalWorkLeavesOneRightForUrgentWorkUntilTheWindowCloses() {
+        var mesh = Self.mesh(limit: 10)
+        let normal = Self.grantsInARow(&mesh, .normal)
+        #expect(normal.count == 9, "one of the node's 10 rights is kept")
+        #expect(normal.refusal?.detail?.kind == .rights)
+        // Refused for the kept right, normal work looks again no later than the window's closing part.
+        let release = (mesh.now / 10_000 + 1) * 10_000 - 50 - 500
+        #expect((normal.refusal?.retryAt ?? .max) <= release, "\(String(describing: normal.refusal))")
+        #expect(Self.grantsInARow(&mesh, .urgent).count == 1, "the kept right goes to an urgent call")
+
+        // In a new window, 1.2 s before its end: the refusal names the release, which comes before the next
+        // look it would otherwise take (a second on), and from then the kept right is normal work's.
+        mesh.now = (mesh.now / 10_000 + 2) * 10_000 - 1_200
+        let late = Self.grantsInARow(&mesh, .normal)
+        #expect(late.count == 9)
+        #expect(late.refusal?.retryAt == (mesh.now / 10_000 + 1) * 10_000 - 50 - 500)
+        mesh.now = (mesh.now / 10_000 + 1) * 10_000 - 50 - 500
+        #expect(Self.grantsInARow(&mesh, .normal).count == 1, "released")
+    }
+
+    @Test func nothingIsKeptWhereAMembersPartIsSmallOrRightsAccrue() {
+        var small = Self.mesh(limit: 7)
+        #expect(Self.grantsInARow(&small, .normal).count == 7, "a part of 7 rights: nothing kept")
+        var bucket = Self.mesh(limit: 10, refill: .continuous)
+        bucket.now += 9_000
+        let accrued = Self.grantsInARow(&bucket, .normal).count
+        var urgent = Self.mesh(limit: 10, refill: .continuous)
+        urgent.now += 9_000
+        #expect(accrued >= 9 && accrued == Self.grantsInARow(&urgent, .urgent).count, "normal work spends what accrued as urgent work does: \(accrued)")
+    }
+}
