@@ -56,3 +56,39 @@ import Testing
         #expect(accrued >= 9 && accrued == Self.grantsInARow(&urgent, .urgent).count, "normal work spends what accrued as urgent work does: \(accrued)")
     }
 }
+
+/// Whom urgent work asks when no live peer is a holder in this node's view: the peers that every transfer it
+/// has seen would make holders (``RightsBalances/believedHolding(of:)``), not peers at random.
+@Suite struct BelievedHoldersTests {
+    @Test func urgentWorkAsksThePeerThatAGiftNotCoveredYetMadeAHolder() throws {
+        // Six members sharing 60 calls a minute: 10 rights each. Node 5 is never heard from (not live).
+        var mesh = TestMesh(count: 6, services: ["svc": ServicePolicy(limit: 60, windowMillis: 60_000, burstFraction: 1)])
+        mesh.now = (mesh.now / 60_000 + 1) * 60_000 + 100
+        for peer in 0..<5 {
+            mesh.cut.insert([5, peer])
+            mesh.cut.insert([peer, 5])
+        }
+        mesh.run(for: 1_000)
+        let windowEnd = (mesh.now / 60_000 + 1) * 60_000
+        // Node 0 spends its own 10.
+        var granted = 0
+        for _ in 0..<10 where mesh.acquire(0, AcquireRequest(service: "svc", priority: .urgent))?.granted == true { granted += 1 }
+        #expect(granted == 10)
+        // What node 0 hears: node 1 spent 5 and gave 15 to node 2 (it had 10 more from node 5, whose ledger
+        // node 0 never saw, so node 1's books do not balance in its view); nodes 2, 3 and 4 spent their 10.
+        let key2 = testKey(2).publicKey
+        let given = RightsLedger(windowEnd: windowEnd, spent: 5, given: [RightsTransfer(receiver: key2, amount: 15)])
+        mesh.deliverSigned(QuotaState(ledger: given), service: "svc", sequence: 1, from: 1, to: 0)
+        for origin in 2...4 {
+            mesh.deliverSigned(QuotaState(ledger: RightsLedger(windowEnd: windowEnd, spent: 10)), service: "svc", sequence: 1, from: origin, to: 0)
+        }
+        mesh.wire = []
+        _ = mesh.acquire(0, AcquireRequest(service: "svc", priority: .urgent))
+        let asked = mesh.wire.filter { entry in
+            guard entry.from == 0, let payload = try? WireFormat.decodePayload(entry.bytes) else { return false }
+            if case .rightsRequest = payload { return true }
+            return false
+        }.map(\.to)
+        #expect(asked == [2], "node 2 holds 15 by every transfer node 0 has seen; asked: \(asked)")
+    }
+}
