@@ -678,7 +678,6 @@ public struct MeshInstance: Sendable {
         catalog.knownKeys().map { view(of: $0, now: now) }
     }
 
-    /// The merged view of one service: its account with the most remaining first, then the others.
     /// The merged view of one account's key, as ``quotas(service:now:)`` lists it, worked out alone: an
     /// acquire's or observe's answer needs only its own key's view. `nil` when the service is unknown or
     /// the key is not one of its accounts' (requests) keys.
@@ -689,6 +688,7 @@ public struct MeshInstance: Sendable {
         return view(of: key, now: now)
     }
 
+    /// The merged view of one service: its account with the most remaining first, then the others.
     public func quotas(service: String, now: UnixMillis) -> [QuotaView] {
         catalog.accounts(of: service).map { view(of: QuotaKey(service: service, account: $0), now: now) }
             .sorted { ($0.remaining ?? .max, $1.key) > ($1.remaining ?? .max, $0.key) }

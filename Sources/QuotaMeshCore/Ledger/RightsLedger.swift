@@ -206,8 +206,8 @@ public struct RightsBalances: Sendable {
     public private(set) var received: [VerifyingKey: UInt64] = [:]
     /// Givers whose ledgers are not covered (their transfers are not credited).
     public private(set) var uncovered: Set<VerifyingKey> = []
-    /// What each member holds, crediting every transfer seen (``believedHolding(of:)``).
-    private var believed: [VerifyingKey: Int64] = [:]
+    /// What each member received by every transfer seen, covered or not (``believedHolding(of:)``).
+    private var announced: [VerifyingKey: UInt64] = [:]
 
     /// Works the balances out.
     /// - Parameters:
@@ -217,6 +217,7 @@ public struct RightsBalances: Sendable {
         let current = ledgers.filter { $0.value.windowEnd == allotment.windowEnd }
         var covered = Set(current.keys)
         var received: [VerifyingKey: UInt64] = [:]
+        var firstPass = true
         while true {
             received = [:]
             for giver in covered {
@@ -224,6 +225,11 @@ public struct RightsBalances: Sendable {
                     received[transfer.receiver, default: 0] = received[transfer.receiver, default: 0]
                         .saturatingAdd(transfer.amount)
                 }
+            }
+            // The first pass, with every giver covered, credits every transfer seen.
+            if firstPass {
+                announced = received
+                firstPass = false
             }
             let failing = covered.filter { giver in
                 guard let ledger = current[giver] else { return true }
@@ -236,19 +242,11 @@ public struct RightsBalances: Sendable {
         }
         self.received = received
         self.uncovered = Set(current.keys).subtracting(covered)
-        var announced: [VerifyingKey: UInt64] = [:]
-        for ledger in current.values {
-            for transfer in ledger.given {
-                announced[transfer.receiver, default: 0] = announced[transfer.receiver, default: 0].saturatingAdd(transfer.amount)
-            }
-        }
         for member in allotment.members {
             let ledger = current[member]
             let outflow = Int64(clamping: (ledger?.netSpent ?? 0).saturatingAdd(ledger?.totalGiven ?? 0))
             holdings[member] = allotment.initial(of: member)
                 .saturatingAdd(Int64(clamping: received[member] ?? 0)).saturatingSubtract(outflow)
-            believed[member] = allotment.initial(of: member)
-                .saturatingAdd(Int64(clamping: announced[member] ?? 0)).saturatingSubtract(outflow)
         }
     }
 
@@ -259,5 +257,9 @@ public struct RightsBalances: Sendable {
     /// shows, covered or not. Where a giver's books do not balance yet in this view (a ledger it was
     /// credited by has not arrived), its receivers usually hold them all the same; this is the view to
     /// choose whom to ask, never what a node may spend.
-    public func believedHolding(of member: VerifyingKey) -> Int64 { believed[member] ?? 0 }
+    public func believedHolding(of member: VerifyingKey) -> Int64 {
+        guard let holding = holdings[member] else { return 0 }
+        let uncredited = (announced[member] ?? 0) - (received[member] ?? 0)
+        return holding.saturatingAdd(Int64(clamping: uncredited))
+    }
 }

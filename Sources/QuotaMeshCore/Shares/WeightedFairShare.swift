@@ -57,7 +57,7 @@ public enum WeightedFairShare {
         guard capacity > 0, claimants.indices.contains(own) else { return 0 }
         var left = capacity
         var granted = 0.0
-        let weights = claimants.map(\.weight)
+        let weights = claimants.map { $0.weight.isFinite && $0.weight > 0 ? $0.weight : 1 }
         for tier in 0..<2 {
             let needs = claimants.map { claim -> Double in
                 if claim.isIdle { return tier == 0 ? floor : 0 }
@@ -72,7 +72,6 @@ public enum WeightedFairShare {
             }
             return granted + allocate(capacity: left, needs: needs, weights: weights)[own]
         }
-        let totalWeight = weights.reduce(0) { $0 + ($1.isFinite && $1 > 0 ? $1 : 1) }
-        return granted + left * (weights[own] > 0 ? weights[own] : 1) / totalWeight
+        return granted + left * weights[own] / weights.reduce(0, +)
     }
 }

@@ -14,8 +14,7 @@ public func wallClockMillis() -> UnixMillis {
 /// Being an actor, it feeds the instance one event at a time.
 public actor MeshNode {
     private var instance: MeshInstance
-    private let stateStore: StateStore?
-    /// Saves the state as a snapshot and a log of changes (nil without a store).
+    /// Saves the state as a snapshot and a log of changes (nil without a state store).
     private let stateWriter: StateWriter?
     /// Where peers that join with this node's invitation, or that a trusted introducer introduces, are
     /// written (`nil`: not written, for tests); the trust store's reload then makes them peers.
@@ -68,7 +67,6 @@ public actor MeshNode {
         self.instance = MeshInstance(
             identity: identity, configuration: configuration, peers: peers, restored: restored, now: now,
             seed: secureRandomUInt64())
-        self.stateStore = stateStore
         self.stateWriter = stateStore.map { StateWriter(store: $0, restored: restored) }
         self.trustStore = trustStore
         self.logger = logger
@@ -242,7 +240,7 @@ public actor MeshNode {
                     pending.removeValue(forKey: ticket)?.resume(returning: decision)
                 }
             case .persist:
-                guard stateStore != nil else { continue }
+                guard stateWriter != nil else { continue }
                 mustSave = true
             case .event(let event):
                 record(event)
@@ -285,7 +283,8 @@ public actor MeshNode {
     /// Saves the state; `true` when it is on disk (or there is no store).
     @discardableResult
     private func save() -> Bool {
-        guard let stateStore, let stateWriter else { return true }
+        guard let stateWriter else { return true }
+        let stateStore = stateWriter.store
         do {
             try stateWriter.save(instance.persistedState())
             instance.persistenceDidSucceed()

@@ -83,11 +83,15 @@ public struct StateStore: Sendable {
     }
 
     /// Writes `state` as the snapshot and empties the log (a compaction); synced when ``durability`` says so.
-    public func save(_ state: PersistedNodeState) throws {
+    /// - Returns: the snapshot's size in bytes.
+    @discardableResult
+    public func save(_ state: PersistedNodeState) throws -> Int {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]
-        try Files.writeAtomically([UInt8](try encoder.encode(state)), to: path, mode: 0o600, sync: durability == .synced)
+        let bytes = [UInt8](try encoder.encode(state))
+        try Files.writeAtomically(bytes, to: path, mode: 0o600, sync: durability == .synced)
         if FileManager.default.fileExists(atPath: logPath) { try Files.truncate(logPath, sync: durability == .synced) }
+        return bytes.count
     }
 }
 
@@ -183,28 +187,20 @@ final class StateWriter {
         if quarantineChanged { savedQuarantined = state.quarantined }
     }
 
-    /// Writes `state` as the snapshot, naming the last log entry it includes, then empties the log.
+    /// Writes `state` as the snapshot, naming the last log entry it includes, and empties the log. Until the
+    /// log is empty nothing is appended to it (a restart skips the entries the snapshot names).
     private func compact(_ state: PersistedNodeState) throws {
-        var snapshot = state
-        snapshot.logSequence = sequence
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys]
-        let bytes = [UInt8](try encoder.encode(snapshot))
-        try Files.writeAtomically(bytes, to: store.path, mode: 0o600, sync: store.durability == .synced)
-        // The snapshot includes every entry: from here the state is on disk even if emptying the log fails
-        // (a restart skips the entries the snapshot names), but the log is not appended to until it is empty.
-        savedQuotas = Dictionary(state.quotas.map { ($0.key, $0) }, uniquingKeysWith: { _, last in last })
-        savedIncarnation = state.incarnation
-        savedQuarantined = state.quarantined
-        snapshotBytes = bytes.count
-        compactions += 1
         if log >= 0 {
             close(log)
             log = -1
         }
-        if FileManager.default.fileExists(atPath: store.logPath) {
-            try Files.truncate(store.logPath, sync: store.durability == .synced)
-        }
+        var snapshot = state
+        snapshot.logSequence = sequence
+        snapshotBytes = try store.save(snapshot)
+        savedQuotas = Dictionary(state.quotas.map { ($0.key, $0) }, uniquingKeysWith: { _, last in last })
+        savedIncarnation = state.incarnation
+        savedQuarantined = state.quarantined
+        compactions += 1
         logBytes = 0
         mustCompact = false
     }
