@@ -398,16 +398,16 @@ import QuotaMeshCrypto
     @Test func grantsNotYetHeardOfAreEstimatedFromTheWindowsPace() {
         let mesh = TestMesh(count: 2, services: ["svc": ServicePolicy(limit: 100, windowMillis: 10_000)])
         let instance = mesh.nodes[0]
-        var merged = MeshInstance.Merged()
+        var merged = QuotaLedger.Merged()
         merged.consumption.add(ConsumptionEntry(total: 50, windowEnd: 10_000, windowCount: 50))
         merged.ownConsumption = ConsumptionEntry(total: 10, windowEnd: 10_000, windowCount: 10)
         #expect(merged.windowTotal(at: 5_000) == 60)
         // 5 s into a 10 s window the others granted 50, 0.01 a ms: over the rounds a grant takes to arrive,
         // that many more are probably granted already. This node's own grants are never unseen.
-        let lag = Double(MeshInstance.propagationRounds * instance.configuration.gossipIntervalMillis)
-        #expect(instance.unseenConsumption(merged, windowTotal: 60, windowLength: 10_000, resetAt: 10_000, now: 5_000) == 0.01 * lag)
+        let lag = Double(QuotaLedger.propagationRounds * instance.configuration.gossipIntervalMillis)
+        #expect(instance.ledger.unseenConsumption(merged, windowTotal: 60, windowLength: 10_000, resetAt: 10_000, now: 5_000) == 0.01 * lag)
         // Too early in the window to tell a pace: nothing is estimated.
-        #expect(instance.unseenConsumption(merged, windowTotal: 60, windowLength: 10_000, resetAt: 10_000, now: Int64(lag) / 2) == 0)
+        #expect(instance.ledger.unseenConsumption(merged, windowTotal: 60, windowLength: 10_000, resetAt: 10_000, now: Int64(lag) / 2) == 0)
     }
 
     @Test func urgentWorkIsNotPacedWhileEveryonesUrgentDemandFits() {
@@ -598,7 +598,7 @@ import QuotaMeshCrypto
             _ = instance.observe(
                 service: "svc", account: nil, status: 200,
                 report: report(limit: 100, remaining: 30, resetAt: start + 3_000_000), now: start + offset)
-            return instance.view(of: QuotaKey(service: "svc"), now: start + offset).remaining
+            return instance.quota(of: QuotaKey(service: "svc"), now: start + offset)?.remaining
         }
         #expect(remainingAfterObserving(restored: saved, at: 100) == 100)
         #expect(remainingAfterObserving(restored: saved, at: 60_000) == 30)

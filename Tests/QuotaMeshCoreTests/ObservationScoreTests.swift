@@ -53,7 +53,7 @@ import QuotaMeshCrypto
             mesh.run(for: 100)
             // This node's own call, made after the liar's statement, finds 80 left.
             observe(&mesh, 1, remaining: 80)
-            #expect(mesh.nodes[1].observationScore(of: liar, now: mesh.now) >= Double(round) - 0.01)
+            #expect(mesh.nodes[1].ledger.observationScore(of: liar, now: mesh.now) >= Double(round) - 0.01)
             mesh.run(for: 200)
         }
         #expect(mesh.nodes[1].graylisted == [liar])

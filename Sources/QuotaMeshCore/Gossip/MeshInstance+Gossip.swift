@@ -69,45 +69,19 @@ extension MeshInstance {
     /// the demand estimate alone wait for `demandUpdateInterval`, so that the records competing for the
     /// cluster's fixed gossip capacity stay few however large the cluster grows.
     mutating func signDirtyRecords(now: UnixMillis) {
-        let demandDue = lastDemandSignAt.map { now.saturatingSubtract($0) >= demandUpdateInterval } ?? true
-        var signedDemand = false
-        for key in local.keys.sorted() {
-            guard var quota = local[key], quota.dirty || (quota.demandDirty && demandDue) else { continue }
-            if quota.state == QuotaState() && quota.demand == Demand.zero && configuration.weight == .one {
-                // Nothing to say yet (a configured key at start): no record, so that a cluster starting
-                // at once does not flood itself with N empty ones. A node of another weight says that.
-                quota.dirty = false
-                quota.demandDirty = false
-                local[key] = quota
-                continue
-            }
-            if !quota.dirty { signedDemand = true }
-            signOwnRecord(key, now: now)
-        }
-        if signedDemand { lastDemandSignAt = now }
+        let (keys, demandOnly) = ledger.keysToSign(now: now)
+        for key in keys { signOwnRecord(key, now: now) }
+        if demandOnly { ledger.lastDemandSignAt = now }
     }
 
     /// Signs and holds a new record of this node's state for `key` now (its demand estimate included) and
     /// returns it; `nil` if the node has no state for the key.
     @discardableResult
     mutating func signOwnRecord(_ key: QuotaKey, now: UnixMillis) -> SignedRecord? {
-        guard var quota = local[key] else { return nil }
-        var state = quota.state
-        state.demand = quota.demand
-        state.members = membership.digest
-        state.weight = configuration.weight == .one ? nil : configuration.weight
-        if state.policy == nil, let configured = configuration.services[key.service],
-            let limit = configured.limit, let window = configured.windowMillis
-        {
-            state.policy = AdvertisedPolicy(limit: limit, windowMillis: window)
-        }
+        guard let state = ledger.stateToSign(key) else { return nil }
         let record = ownRecord(.quota(key, state), now: now)
         store(record, receivedFrom: nil)
-        quota.dirty = false
-        quota.demandDirty = false
-        quota.signedDemand = quota.demand
-        quota.signedDemandAt = now
-        local[key] = quota
+        ledger.noteSigned(key, now: now)
         lastSignedAt = now
         return record
     }
@@ -122,45 +96,7 @@ extension MeshInstance {
             record, for: id, transmits: limit, knownBy: receivedFrom?.prefix64,
             originNumber: peers.directory.index(of: record.origin))
         if record.origin != publicKey, case .quota(let key, let state) = record.body {
-            merge(record.origin, state: state, key: key, stamp: record.timestamp)
-            catalog.note(key)
-            weights.note(state.weight ?? .one, of: record.origin, stamp: record.timestamp)
-            if let digest = state.members, membership.note(digest, of: record.origin, stamp: record.timestamp) {
-                updateMembersAgreement()
-            }
-        }
-    }
-
-    /// Merges a peer's state for `key`, as far as this node believes it, into the key's aggregate (made
-    /// for the key's service, setting aside the breaker claims of `ignoring`, when it is the key's first).
-    mutating func merge(
-        _ origin: VerifyingKey, state: QuotaState, key: QuotaKey, stamp: UnixMillis, ignoring: Set<VerifyingKey> = []
-    ) {
-        if remote[key] == nil {
-            var aggregate = KeyAggregate()
-            aggregate.peerOpenMillis = catalog.policy(key.service).breaker.openMillis
-            aggregate.ignoredBreakers = ignoring
-            remote[key] = aggregate
-        }
-        let openedBefore = remote[key]?.origins[origin]?.breaker.openedAt ?? 0
-        let believed = bounded(state, key: key, stamp: stamp)
-        remote[key, default: KeyAggregate()].update(
-            origin: origin, state: believed, stamp: stamp, countObservation: !graylisted.contains(origin))
-        if graylisted.contains(origin) {
-            remote[key]?.ignoreBreaker(of: origin)
-        } else if believed.breaker.openedAt > openedBefore {
-            judgeBreakerOpening(key, origin: origin, openedAt: believed.breaker.openedAt)
-        }
-    }
-
-    /// Rebuilds every key's aggregate from the held records (after peers were removed).
-    mutating func rebuildAggregates() {
-        let ignored = remote.mapValues(\.ignoredBreakers)
-        remote = [:]
-        for record in records.records where record.origin != publicKey {
-            if case .quota(let key, let state) = record.body {
-                merge(record.origin, state: state, key: key, stamp: record.timestamp, ignoring: ignored[key] ?? [])
-            }
+            ledger.absorb(state, of: record.origin, key: key, stamp: record.timestamp, records: records.records)
         }
     }
 
@@ -197,7 +133,7 @@ extension MeshInstance {
             out.append(.event(.dropped(.quarantined, from: source, sender: sender)))
             return
         }
-        if case .quota(let key, _) = record.body, catalog.refusal(ofNew: key) != nil {
+        if case .quota(let key, _) = record.body, ledger.catalog.refusal(ofNew: key) != nil {
             out.append(.event(.dropped(.overCap, from: source, sender: sender)))
             return
         }
@@ -220,20 +156,7 @@ extension MeshInstance {
                 record.hasValidSignature(cluster: configuration.cluster, scheme: scheme),
                 case .quota(let key, let state) = record.body
             else { return }
-            var quota = local[key] ?? LocalQuota()
-            let before = quota.state.consumption
-            quota.state.consumption = before.merging(state.consumption)
-            quota.state.breaker = quota.state.breaker.merging(state.breaker)
-            // What it spent and gave before the restart, if its saved state missed any of it.
-            let ledgerBefore = quota.state.ledger
-            if let relayed = state.ledger { quota.state.ledger = ledgerBefore.merging(relayed) }
-            if quota.state.ledger != ledgerBefore { ledgerVersion &+= 1 }
-            if quota.state.consumption != before || quota.state.ledger != ledgerBefore {
-                quota.dirty = true
-                pendingPersist = true
-            }
-            local[key] = quota
-            catalog.note(key)
+            ledger.adoptOwnRelayed(state, key: key)
             return
         }
         if let index = heldIndex {
@@ -263,7 +186,7 @@ extension MeshInstance {
         }
         // A newer record must include everything the origin signed before in the same window's ledger: one
         // that takes a gift or a spend back shows different receivers different books.
-        if case .quota(let key, let state) = record.body, let earlier = remote[key]?.origins[record.origin]?.ledger,
+        if case .quota(let key, let state) = record.body, let earlier = ledger.remote[key]?.origins[record.origin]?.ledger,
             let ledger = state.ledger, !ledger.covers(earlier), let index = heldIndex
         {
             quarantine(
@@ -272,16 +195,16 @@ extension MeshInstance {
             return
         }
         let breakerBefore: BreakerRegister? = if case .quota(let key, _) = record.body {
-            remote[key]?.origins[record.origin]?.breaker
+            ledger.remote[key]?.origins[record.origin]?.breaker
         } else { nil }
         store(record, id: id, receivedFrom: sender)
         if case .quota(let key, let state) = record.body, state.breaker != breakerBefore ?? BreakerRegister() {
-            checkBreakerClaims(key, into: &out)
+            ledger.checkBreakerClaims(key, into: &out)
         }
         // Liveness only from what the origin itself signed, never later than now.
         markHeard(record.origin, at: min(now, record.timestamp), now: now, into: &out)
         if case .quota(let key, let state) = record.body, state.policy != nil || state.observation != nil,
-            catalog.learn(key.service)
+            ledger.catalog.learn(key.service)
         {
             out.append(.event(.serviceLearned(key.service)))
         }
@@ -295,9 +218,7 @@ extension MeshInstance {
         guard origin != publicKey, quarantined[origin] == nil else { return }
         quarantined[origin] = evidence
         forgetRecords { $0.origin == origin }
-        membership.forget(origin)
-        updateMembersAgreement()
-        rightsCache = [:]
+        ledger.forget(origin)
         liveness.remove(origin)
         out.append(.event(.peerQuarantined(origin, reason: evidence.reason)))
     }
@@ -305,7 +226,7 @@ extension MeshInstance {
     /// Drops the held records whose slots `isDropped` names, and everything merged from them.
     mutating func forgetRecords(where isDropped: (SlotID) -> Bool) {
         recordStore.forget(where: isDropped)
-        rebuildAggregates()
+        ledger.rebuildAggregates(from: records.records)
     }
 
     /// Handles an exact copy of the record held at `index` (at `version`), sent by `sender`.
@@ -343,7 +264,11 @@ extension MeshInstance {
 
     mutating func refreshLiveness(now: UnixMillis, into out: inout [MeshDirective]) {
         let quarantined = self.quarantined
-        let down = liveness.refresh(&peers, now: now, timeout: livenessTimeout) { !quarantined.isEmpty && quarantined[$0] != nil }
+        let timeout = livenessTimeout
+        // Worked on a copy: the refresh marks peers in the table, and the ledger hears of the new list once.
+        var next = liveness
+        let down = next.refresh(&peers, now: now, timeout: timeout) { !quarantined.isEmpty && quarantined[$0] != nil }
+        liveness = next
         for key in down { out.append(.event(.peerDown(key))) }
     }
 
@@ -435,7 +360,7 @@ extension MeshInstance {
         // (classic push gossip: a new record reaches `fanout` peers in its first round), then moves down
         // by the number of pushes.
         // Each candidate is looked up once; the targets then pick from this list.
-        let withheld = withheldSlots()
+        let withheld = ledger.withheldSlots()
         var candidates = recordStore.pushCandidates(
             wanted: targets.count * 12 * Self.pushPacketsPerTarget, isWithheld: withheld)
         let budget = Self.pushPacketsPerTarget * WireFormat.maxPayloadBytes
@@ -494,7 +419,7 @@ extension MeshInstance {
     ) {
         var toSend: [SignedRecord] = []
         var wants: [DigestEntry] = []
-        let withheld = withheldSlots()
+        let withheld = ledger.withheldSlots()
         // A first digest is answered with a digest too, which leaves out the slots this one named.
         if !isReply { recordStore.beginDigestMarks() }
         for entry in entries {

@@ -1,344 +1,25 @@
 import QuotaMeshCrypto
 
-/// A key's window split and every member's balance, as worked out from the ledgers last seen.
-struct RightsCache: Sendable {
-    var allotment: RightsAllotment
-    var aggregateVersion: UInt64
-    var ownVersion: UInt64
-    var balances: RightsBalances
-}
-
-/// Rights this node lacks for calls its agents asked for.
-struct RightsWant: Sendable {
-    /// The window they are for.
-    var windowEnd: UnixMillis
-    /// How many to ask for.
-    var amount: UInt64
-    /// The highest priority waiting.
-    var priority: Priority
-    /// When a call last found too few rights (a want nobody renews is dropped).
-    var notedAt: UnixMillis
-    /// When peers were last asked.
-    var askedAt: UnixMillis = .min
-    /// The priority they were last asked for.
-    var askedPriority: Priority = .low
-}
-
-/// The window a key's rights are counted in: its limit, length and end, and how many of its rights exist
-/// yet.
-struct RightsWindow: Sendable, Hashable {
-    var limit: Int64
-    var windowMillis: Int64
-    var windowEnd: UnixMillis
-    /// The rights dealt so far: the limit, or for an upstream that refills continuously, the limit times
-    /// the part of the window gone by (rounded down).
-    var unlocked: Int64
-    /// When the next right is dealt: the window's end once all are.
-    var nextUnlockAt: UnixMillis
-    /// Whether the limit comes back at the window's end or refills over it.
-    var refill: ServicePolicy.Refill
-    var windowStart: UnixMillis { windowEnd - windowMillis }
-
-    init(limit: Int64, windowMillis: Int64, windowEnd: UnixMillis, refill: ServicePolicy.Refill = .window, now: UnixMillis) {
-        self.limit = limit
-        self.windowMillis = windowMillis
-        self.windowEnd = windowEnd
-        self.refill = refill
-        switch refill {
-        case .window:
-            unlocked = limit
-            nextUnlockAt = windowEnd
-        case .continuous:
-            let elapsed = max(0, min(windowMillis, now.saturatingSubtract(windowEnd - windowMillis)))
-            // In 128 bits: a limit of 10¹² and a window of a month overflow 64.
-            let product = limit.multipliedFullWidth(by: elapsed)
-            unlocked = min(limit, Int64(truncatingIfNeeded: windowMillis.dividingFullWidth(product).quotient))
-            if unlocked >= limit {
-                nextUnlockAt = windowEnd
-            } else {
-                // The first ms at which limit × elapsed ÷ window reaches unlocked + 1.
-                let next = windowMillis.multipliedFullWidth(by: unlocked + 1)
-                let (quotient, remainder) = limit.dividingFullWidth(next)
-                nextUnlockAt = windowEnd - windowMillis + Int64(truncatingIfNeeded: quotient) + (remainder > 0 ? 1 : 0)
-            }
-        }
-    }
-}
-
 extension MeshInstance {
-    // MARK: - Rights (escrow)
+    // MARK: - Rights between peers
 
-    /// How long before a window's end no rights of it are spent: a call granted in the last moments reaches
-    /// the upstream after the reset. At most a twentieth of the window. (Its start keeps
-    /// `rightsLeadMillis` clear, for clocks a little ahead.)
-    func rightsEdgeMillis(_ window: RightsWindow) -> Int64 {
-        min(configuration.rightsEdgeMillis, window.windowMillis / 20)
-    }
-
-    /// The window `key`'s rights are counted in at `now`: the key's limit and window (configured, else the
-    /// lowest any origin advertises; never raised by an observation), aligned to the epoch so that every
-    /// node names it alike. `nil` when no limit is known: nothing to split.
-    func rightsWindow(_ key: QuotaKey, now: UnixMillis) -> RightsWindow? {
-        let configured = configuration.services[key.service]?.configuredLimit(key.dimension)
-        var policy = configured
-        if policy == nil {
-            policy = remote[key]?.lowestPolicy
-            if let own = local[key]?.state.policy { policy = KeyAggregate.lower(policy, own) }
-        }
-        guard let policy, policy.limit > 0, policy.windowMillis > 0 else { return nil }
-        let end = (now / policy.windowMillis + 1).saturatingMultiply(policy.windowMillis)
-        // A configured refill holds for the configured requests limit; dimensions and learned limits are
-        // counted per window.
-        let refill = configured != nil && key.dimension == QuotaKey.requests
-            ? configuration.services[key.service]?.refill ?? .window : .window
-        return RightsWindow(
-            limit: policy.limit, windowMillis: policy.windowMillis, windowEnd: end, refill: refill, now: now)
-    }
-
-    /// Every member's balance in `window` of `key`, from the ledgers held (cached until one changes).
-    mutating func balances(_ key: QuotaKey, window: RightsWindow) -> RightsBalances {
-        let aggregateVersion = remote[key]?.ledgerVersion ?? 0
-        let cached = rightsCache[key]
-        if let cached, cached.allotment.windowEnd == window.windowEnd, cached.allotment.limit == window.limit,
-            cached.allotment.unlocked == window.unlocked, cached.aggregateVersion == aggregateVersion,
-            cached.ownVersion == ledgerVersion
-        {
-            return cached.balances
-        }
-        let allotment = cached.flatMap {
-            $0.allotment.windowEnd == window.windowEnd && $0.allotment.limit == window.limit
-                ? $0.allotment.dealing(window.unlocked) : nil
-        } ?? RightsAllotment(members: members, limit: window.limit, windowEnd: window.windowEnd, unlocked: window.unlocked)
-        let balances = computeBalances(key, allotment: allotment)
-        rightsCache[key] = RightsCache(
-            allotment: allotment, aggregateVersion: aggregateVersion, ownVersion: ledgerVersion, balances: balances)
-        return balances
-    }
-
-    /// ``balances(_:window:)`` worked out afresh, changing nothing.
-    func computeBalances(_ key: QuotaKey, allotment: RightsAllotment) -> RightsBalances {
-        var ledgers: [VerifyingKey: RightsLedger] = [:]
-        if let aggregate = remote[key] {
-            for (origin, entry) in aggregate.origins {
-                if let ledger = entry.ledger, ledger.windowEnd == allotment.windowEnd { ledgers[origin] = ledger }
-            }
-        }
-        if let own = local[key]?.state.ledger, own.windowEnd == allotment.windowEnd { ledgers[publicKey] = own }
-        return RightsBalances(ledgers: ledgers, allotment: allotment)
-    }
-
-    /// The rights this node holds for `key` now, `nil` when the key has no known limit (for the API).
-    func rightsHeld(_ key: QuotaKey, now: UnixMillis) -> Int64? {
-        guard let window = rightsWindow(key, now: now) else { return nil }
-        let allotment = RightsAllotment(
-            members: members, limit: window.limit, windowEnd: window.windowEnd, unlocked: window.unlocked)
-        return max(0, computeBalances(key, allotment: allotment).holding(of: publicKey))
-    }
-
-    /// This node's ledger of `key` for `window`: the one held if it is for that window, else an empty one.
-    func ownLedger(_ key: QuotaKey, window: RightsWindow) -> RightsLedger {
-        if let ledger = local[key]?.state.ledger, ledger.windowEnd == window.windowEnd { return ledger }
-        return RightsLedger(windowEnd: window.windowEnd)
-    }
-
-    /// Why a call of `cost` on `key` may not spend rights now, or `nil` when this node holds enough. A
-    /// shortfall is noted, and peers that hold rights are asked for them when the call's directives are
-    /// finished (``askForRights(now:into:)``).
-    mutating func rightsDenial(
-        _ key: QuotaKey, window: RightsWindow, cost: Int64, priority: Priority, now: UnixMillis
-    ) -> AcquireDecision? {
-        let edge = rightsEdgeMillis(window)
-        let lead = min(configuration.rightsLeadMillis, window.windowMillis / 20)
-        if now < window.windowStart + lead {
-            return .deny(.quotaExhausted, key: key, retryAt: window.windowStart + lead, detail: .windowEdge)
-        }
-        if now >= window.windowEnd - edge {
-            return .deny(.quotaExhausted, key: key, retryAt: window.windowEnd + lead, detail: .windowEdge)
-        }
-        let balances = balances(key, window: window)
-        let held = balances.holding(of: publicKey)
-        let kept = priority == .urgent ? 0 : urgentKeep(window, now: now)
-        if held - kept >= cost {
-            rightsWants[key] = nil
-            return nil
-        }
-        // Ask for this call and for what this node's demand will want over the next couple of seconds, so a
-        // busy node does not ask once per call.
-        let ahead = (local[key]?.demand.total ?? 0) * Double(min(window.windowEnd - now, 2_000)) / 1000
-        let shortfall = UInt64(max(0, cost - max(0, held - kept)))
-        var amount = shortfall + UInt64(max(0, ahead.rounded(.up)))
-        if let cap = heldRightsCap(key) {
-            // No more than the cap lets it hold, but always the call itself.
-            amount = max(shortfall, min(amount, UInt64(max(0, cap - max(0, held)))))
-        }
-        var want = rightsWants[key] ?? RightsWant(windowEnd: window.windowEnd, amount: amount, priority: priority, notedAt: now)
-        if want.windowEnd != window.windowEnd {
-            want = RightsWant(windowEnd: window.windowEnd, amount: amount, priority: priority, notedAt: now)
-        }
-        want.amount = max(want.amount, amount)
-        want.priority = min(want.priority, priority)
-        want.notedAt = now
-        rightsWants[key] = want
-        if !live.contains(where: { balances.believedHolding(of: $0) >= 1 }) {
-            // Nobody this node knows of holds any: the window is spent, as far as it can tell. Its view of
-            // the others' ledgers can lag, so look again after a few rounds rather than at the reset.
-            // Where rights accrue, the next one dealt may be this node's.
-            var retry = min(window.windowEnd + lead, now + 5 * configuration.gossipIntervalMillis, max(now + 1, window.nextUnlockAt))
-            // Urgent work asks live peers at random meanwhile (``askForRights(now:into:)``): it looks again
-            // once their answers had time to come, and so waits for them where the agent allows a wait.
-            if priority == .urgent && !live.isEmpty { retry = min(retry, now + Self.rightsUrgentAskMillis) }
-            // What this node keeps for urgent calls is its own work's once the window's closing part begins.
-            if kept > 0 { retry = min(retry, urgentKeepReleasedAt(window)) }
-            return .deny(.quotaExhausted, key: key, retryAt: retry, detail: .rights)
-        }
-        // A holder answers at once: look again after about a round trip.
-        return .deny(.quotaExhausted, key: key, retryAt: now + Self.rightsRetryMillis, detail: .rights)
-    }
-
-    /// The rights a node keeps from its own normal and low work for urgent calls, here or asked for by a
-    /// peer, until the window's closing part: one, where a window that comes back whole at its end has
-    /// ``urgentKeepPerMember`` rights or more per member (with fewer, or rights that accrue, one kept right
-    /// is too large a part of what a node can spend; BENCHMARKS.md, "Urgent work where rights exist").
-    func urgentKeep(_ window: RightsWindow, now: UnixMillis) -> Int64 {
-        guard window.refill == .window, window.limit >= Self.urgentKeepPerMember * Int64(max(1, members.count)) else {
-            return 0
-        }
-        return now < urgentKeepReleasedAt(window) ? 1 : 0
-    }
-
-    /// When what a node keeps for urgent calls goes to its own work: before the window's closing edge, by a
-    /// twentieth of the window at most.
-    func urgentKeepReleasedAt(_ window: RightsWindow) -> UnixMillis {
-        window.windowEnd - rightsEdgeMillis(window) - min(window.windowMillis / 20, Self.urgentKeepReleaseMillis)
-    }
-
-    static let urgentKeepPerMember: Int64 = 8
-    static let urgentKeepReleaseMillis: Int64 = 500
-
-    /// How soon a call refused for want of rights asks again while peers have been asked (ms): about a
-    /// round trip and a save at the holder.
-    static let rightsRetryMillis: Int64 = 20
-
-    /// Live peers believed to hold at least one right for `key` in the window, most first (at most `count`);
-    /// among equal holdings in a random order, so that many nodes short of rights do not all ask the same
-    /// few holders (where nodes outnumber the calls, most holders hold one right each).
-    mutating func rightsHolders(_ key: QuotaKey, balances: RightsBalances, count: Int) -> [VerifyingKey] {
-        var holders: [(key: VerifyingKey, held: Int64, order: UInt64)] = []
-        for peer in live {
-            let held = balances.holding(of: peer)
-            if held >= 1 { holders.append((peer, held, rng.next())) }
-        }
-        if holders.isEmpty {
-            // None known for sure: those that gifts not yet covered in this view probably made holders.
-            for peer in live {
-                let held = balances.believedHolding(of: peer)
-                if held >= 1 { holders.append((peer, held, rng.next())) }
-            }
-        }
-        holders.sort { ($0.held, $0.order) > ($1.held, $1.order) }
-        return holders.prefix(count).map(\.key)
-    }
-
-    /// Replaces this node's ledger of `key`: re-signed at the next round, saved before it leaves the node,
-    /// and the balances worked out again.
-    mutating func setOwnLedger(_ ledger: RightsLedger, of key: QuotaKey) {
-        local[key, default: LocalQuota()].state.ledger = ledger
-        local[key, default: LocalQuota()].dirty = true
-        undurableLedgers.insert(key)
-        ledgerVersion &+= 1
-    }
-
-    /// Counts a granted call's cost against this node's rights for `key`.
-    mutating func spendRights(_ key: QuotaKey, cost: Int64, now: UnixMillis) {
-        guard let window = rightsWindow(key, now: now) else { return }
-        var ledger = ownLedger(key, window: window)
-        ledger.spent = ledger.spent.saturatingAdd(UInt64(max(1, cost)))
-        setOwnLedger(ledger, of: key)
-    }
-
-    /// Corrects what this node spent of `key`'s rights in the current window by what a call really cost
-    /// minus what its acquire reserved: more spent when it cost more, a refund (never more than was spent)
-    /// when it cost less.
-    mutating func correctRights(_ key: QuotaKey, by delta: Int64, now: UnixMillis) {
-        guard delta != 0, let window = rightsWindow(key, now: now),
-            var ledger = local[key]?.state.ledger, ledger.windowEnd == window.windowEnd
-        else { return }
-        if delta > 0 {
-            ledger.spent = ledger.spent.saturatingAdd(UInt64(delta))
-        } else {
-            ledger.refunded = min(ledger.spent, ledger.refunded.saturatingAdd(delta.magnitude))
-        }
-        setOwnLedger(ledger, of: key)
-    }
-
-    /// Moves `amount` of this node's rights for `key` in `window` to `receiver`; `false` if its ledger has
-    /// no room for another receiver this window.
-    mutating func giveRights(
-        _ amount: UInt64, of key: QuotaKey, window: RightsWindow, to receiver: VerifyingKey
-    ) -> Bool {
-        var ledger = ownLedger(key, window: window)
-        guard amount > 0, ledger.give(amount, to: receiver) else { return false }
-        setOwnLedger(ledger, of: key)
-        pendingPersist = true
-        return true
-    }
-
-    /// What this node can spare of `key`'s rights for work of `priority` elsewhere: what it holds less
-    /// what its own work of that priority or higher is expected to need over `horizon` ms.
-    mutating func spareRights(_ key: QuotaKey, window: RightsWindow, priority: Priority, horizon: Int64, now: UnixMillis) -> Int64 {
-        let held = balances(key, window: window).holding(of: publicKey)
-        let demand = local[key]?.demand ?? Demand.zero
-        let waiting = waitQueue.cost(of: key.service, atOrAbove: priority)
-        let rate = Priority.allCases.filter { $0 <= priority }.reduce(0.0) { $0 + demand[$1] }
-        // Calls waiting are kept for in full; expected ones only in whole calls, so that a node expecting a
-        // fraction of a call still passes on the right it holds (it can ask for one when a call comes).
-        let expected = waiting + (rate * Double(max(0, min(horizon, window.windowEnd - now))) / 1000).rounded(.down)
-        // A holder whose part of the burst is a call or more keeps one, so that its own first call goes at
-        // once; not from urgent work elsewhere, nor in the window's last moments, where a right kept for a
-        // call that may not come is a right the window loses.
-        let burst = (configuration.services[key.service]?.burstFraction ?? 0.1) * Double(window.limit)
-            / Double(max(1, members.count))
-        let closing = window.windowEnd - now <= Self.rightsKeepMillis
-        let keep = priority == .urgent || closing ? expected : max(expected, min(burst.rounded(.down), 1))
-        let spare = held - Int64(keep.rounded(.up))
-        // What it holds over the cap goes, whatever it expects to need.
-        guard let cap = heldRightsCap(key) else { return spare }
-        return max(spare, held - cap)
-    }
-
-    /// The most rights of `key` one node holds (``ServicePolicy/maxHeldRights``; requests only).
-    func heldRightsCap(_ key: QuotaKey) -> Int64? {
-        key.dimension == QuotaKey.requests ? configuration.services[key.service]?.maxHeldRights : nil
-    }
-
-    /// How far ahead a holder keeps rights for its own work when asked for them (ms).
-    static let rightsKeepMillis: Int64 = 2_000
-
-    /// Answers a peer's request for rights: gives what this node can spare for work of the request's
-    /// priority, signs its ledger at once and sends the record straight back (after it is saved: the
-    /// persist directive comes first). When nothing can be spared, the answer is this node's ledger as it
-    /// stands, so that the asker stops counting on rights this node no longer holds and asks others.
+    /// Answers a peer's request for rights (``QuotaLedger/answer(_:from:now:)``): a gift is signed at once
+    /// and the record sent straight back (after it is saved: the persist directive comes first); with
+    /// nothing to spare, the ledger as it stands goes back, so that the asker stops counting on rights
+    /// this node no longer holds and asks others.
     mutating func answerRightsRequest(
         _ request: RightsRequest, from sender: VerifyingKey, now: UnixMillis, into out: inout [MeshDirective]
     ) {
-        guard !persistenceFailing, request.amount > 0, let window = rightsWindow(request.key, now: now),
-            window.windowEnd == request.windowEnd, now < window.windowEnd - rightsEdgeMillis(window)
-        else { return }
-        var spare = spareRights(
-            request.key, window: window, priority: request.priority, horizon: Self.rightsKeepMillis, now: now)
-        if weightsApply {
-            // An asker short of its weighted part gets what this node holds beyond its own.
-            let (excess, shortfalls) = weightedExcess(request.key, window: window, now: now)
-            if let short = shortfalls.first(where: { $0.peer == sender }) { spare = max(spare, min(excess, short.amount)) }
-        }
-        if spare >= 1, giveRights(min(UInt64(spare), request.amount), of: request.key, window: window, to: sender),
-            let record = signOwnRecord(request.key, now: now)
-        {
-            sendRecords([record] + rightsSupport(request.key, window: window), to: sender, now: now, into: &out)
+        switch ledger.answer(request, from: sender, now: now) {
+        case .ignored:
             return
+        case .gave(let window):
+            guard let record = signOwnRecord(request.key, now: now) else { return }
+            sendRecords([record] + rightsSupport(request.key, window: window), to: sender, now: now, into: &out)
+        case .nothingToSpare:
+            guard let record = currentOwnRecord(request.key, now: now) else { return }
+            sendRecords([record], to: sender, now: now, into: &out)
         }
-        guard let record = currentOwnRecord(request.key, now: now) else { return }
-        sendRecords([record], to: sender, now: now, into: &out)
     }
 
     /// The records that show where this node's rights for `key` in `window` came from: the ledgers of the
@@ -346,7 +27,7 @@ extension MeshInstance {
     /// credits a gift only once it can see that the giver's books balance, which needs those ledgers; sent
     /// with the gift, they spare it waiting for gossip to bring them (seconds where nodes are many).
     func rightsSupport(_ key: QuotaKey, window: RightsWindow) -> [SignedRecord] {
-        guard let aggregate = remote[key] else { return [] }
+        guard let aggregate = ledger.remote[key] else { return [] }
         var givers: [(origin: VerifyingKey, ledger: RightsLedger)] = []
         for (origin, entry) in aggregate.origins {
             if let ledger = entry.ledger, ledger.windowEnd == window.windowEnd, !ledger.given.isEmpty {
@@ -378,161 +59,21 @@ extension MeshInstance {
 
     /// This node's latest record for `key`: the one held, or a new one if its state changed since.
     mutating func currentOwnRecord(_ key: QuotaKey, now: UnixMillis) -> SignedRecord? {
-        guard let quota = local[key] else { return nil }
+        guard let quota = ledger.local[key] else { return nil }
         if !quota.dirty, let index = records.index(of: SlotID(origin: publicKey, slot: .quota(key))) {
             return records.records[index]
         }
         return signOwnRecord(key, now: now)
     }
 
-    /// Asks peers that hold rights for what this node's agents wait for: each want goes to the holder
-    /// believed to hold most, again each round while it lasts. Wants no call renewed for two rounds are
-    /// dropped.
+    /// Sends the ledger's requests for rights (``QuotaLedger/rightsAsks(now:rng:)``) to the holders it
+    /// names.
     mutating func askForRights(now: UnixMillis, into out: inout [MeshDirective]) {
-        guard !rightsWants.isEmpty else { return }
-        for key in rightsWants.keys.sorted() {
-            guard var want = rightsWants[key] else { continue }
-            let window = rightsWindow(key, now: now)
-            guard let window, window.windowEnd == want.windowEnd,
-                now.saturatingSubtract(want.notedAt) <= 2 * configuration.gossipIntervalMillis
-            else {
-                rightsWants[key] = nil
-                continue
-            }
-            // Asked again each round; urgent work sooner, once an answer had time to come, and at once when
-            // a more urgent call joins what was asked for.
-            let again = want.priority == .urgent ? Self.rightsUrgentAskMillis : configuration.gossipIntervalMillis
-            guard want.priority < want.askedPriority || now.saturatingSubtract(want.askedAt) >= again else { continue }
-            let balances = balances(key, window: window)
-            var holders = rightsHolders(key, balances: balances, count: Self.rightsAskPeers)
-            if holders.isEmpty && want.priority == .urgent {
-                // Nobody is known to hold any, but this node's view of the others' ledgers can lag (where
-                // many nodes share few calls, a right changes hands every few rounds): ask live peers at
-                // random; those that hold none say so with their ledger.
-                var picked = Set<Int>()
-                while picked.count < min(Self.rightsAskPeers, live.count) {
-                    picked.insert(Int(rng.next() % UInt64(live.count)))
-                }
-                holders = picked.sorted().map { live[$0] }
-            }
-            guard !holders.isEmpty else { continue }
-            want.askedAt = now
-            want.askedPriority = want.priority
-            rightsWants[key] = want
-            let request = RightsRequest(key: key, windowEnd: window.windowEnd, amount: want.amount, priority: want.priority)
-            for holder in holders {
-                guard let address = endpoint(of: holder) else { continue }
-                out.append(.send(encode(.rightsRequest(request), now: now), to: address))
-            }
+        guard !ledger.rightsWants.isEmpty else { return }
+        for ask in ledger.rightsAsks(now: now, rng: &rng) {
+            guard let address = endpoint(of: ask.holder) else { continue }
+            out.append(.send(encode(.rightsRequest(ask.request), now: now), to: address))
         }
-    }
-
-    /// How soon peers are asked again for urgent work that their answers did not cover (ms): a round trip
-    /// and a save at the holder, with room to spare.
-    static let rightsUrgentAskMillis: Int64 = 50
-
-    /// How many holders one want is sent to at once.
-    static let rightsAskPeers = 2
-
-    /// Every fifth round: rights this node will not need before the window ends go to live peers whose
-    /// signed demand their holdings do not cover, urgent demand first, so that rights follow demand without
-    /// waiting to be asked.
-    ///
-    /// Not where the nodes outnumber a window's calls: there a node re-signs its demand only every
-    /// N × half a round, so the demand seen is seconds old, and a gift rides gossip for as many rounds as
-    /// the mesh needs to spread a record: the surplus passed at a window's start would sit in transit and
-    /// then at nodes no longer busy (BENCHMARKS.md, "Rights"). There the calls waiting ask for rights and
-    /// holders answer at once (``answerRightsRequest(_:from:now:into:)``).
-    mutating func passSurplusRights(now: UnixMillis) {
-        guard !persistenceFailing, !live.isEmpty else { return }
-        for key in local.keys.sorted() {
-            guard let window = rightsWindow(key, now: now), now < window.windowEnd - rightsEdgeMillis(window),
-                let aggregate = remote[key], !outnumber(window, claimants: live.count + 1)
-            else { continue }
-            let timeLeft = Double(window.windowEnd - now) / 1000
-            if weightsApply {
-                passRightsByWeight(key, window: window, now: now)
-                continue
-            }
-            var spare = spareRights(key, window: window, priority: .low, horizon: window.windowMillis, now: now)
-            guard spare >= 1 else { continue }
-            let balances = balances(key, window: window)
-            let freshAfter = now.saturatingSubtract(window.windowMillis)
-            var needs: [(peer: VerifyingKey, urgent: Double, total: Double)] = []
-            for peer in live {
-                let demand = aggregate.origins[peer]?.demand(signedAfter: freshAfter) ?? Demand.zero
-                let held = Double(balances.holding(of: peer))
-                let total = demand.total * timeLeft - held
-                guard total >= 1 else { continue }
-                needs.append((peer, demand.urgent * timeLeft - held, total))
-            }
-            needs.sort { ($0.urgent, $0.total, $1.peer) > ($1.urgent, $1.total, $0.peer) }
-            let cap = heldRightsCap(key)
-            for need in needs.prefix(Self.rightsPassPeers) where spare >= 1 {
-                var amount = min(spare, Int64(need.total.rounded(.down)))
-                if let cap { amount = min(amount, cap - balances.holding(of: need.peer)) }
-                guard amount >= 1, giveRights(UInt64(amount), of: key, window: window, to: need.peer) else { continue }
-                spare -= amount
-            }
-        }
-    }
-
-    /// Where weights apply, what this node holds beyond its weighted max-min fair part of the rights the
-    /// live members hold (their signed demand over the rest of the window as needs, effective weights), and
-    /// how far each live peer holds less than its part. A node gives only rights it holds, so whatever
-    /// weights each node believes, the rights in the window stay what they were (docs/PROTOCOL.md,
-    /// "Weights").
-    mutating func weightedExcess(
-        _ key: QuotaKey, window: RightsWindow, now: UnixMillis
-    ) -> (spare: Int64, shortfalls: [(peer: VerifyingKey, amount: Int64, held: Int64)]) {
-        let balances = balances(key, window: window)
-        let freshAfter = now.saturatingSubtract(window.windowMillis)
-        let timeLeft = Double(max(0, window.windowEnd - now)) / 1000
-        let members = [publicKey] + live
-        let held = members.map { max(0, balances.holding(of: $0)) }
-        let needs = members.map { member -> Double in
-            let demand = member == publicKey
-                ? (local[key]?.demand ?? Demand.zero)
-                : (remote[key]?.origins[member]?.demand(signedAfter: freshAfter) ?? Demand.zero)
-            return demand.total * timeLeft
-        }
-        let entitled = WeightedFairShare.allocate(
-            capacity: Double(held.reduce(0, +)), needs: needs, weights: members.map { effectiveWeight(of: $0).value })
-        // Calls waiting here are part of this node's demand, so its part already counts them.
-        let spare = held[0] - Int64(entitled[0].rounded(.up))
-        let shortfalls = members.indices.dropFirst()
-            .map { (peer: members[$0], amount: Int64(entitled[$0].rounded(.down)) - held[$0], held: held[$0]) }
-            .filter { $0.amount >= 1 }
-            .sorted { ($0.amount, $1.peer) > ($1.amount, $0.peer) }
-        return (spare, shortfalls)
-    }
-
-    /// Where weights apply: what this node holds beyond its weighted part goes to the live peers holding
-    /// less than theirs, the largest shortfall first (``weightedExcess(_:window:now:)``).
-    mutating func passRightsByWeight(_ key: QuotaKey, window: RightsWindow, now: UnixMillis) {
-        var (spare, shortfalls) = weightedExcess(key, window: window, now: now)
-        let cap = heldRightsCap(key)
-        for receiver in shortfalls where spare >= 1 {
-            var amount = min(spare, receiver.amount)
-            if let cap { amount = min(amount, cap - receiver.held) }
-            guard amount >= 1, giveRights(UInt64(amount), of: key, window: window, to: receiver.peer) else { continue }
-            spare -= amount
-        }
-    }
-
-    /// Whether `claimants` nodes outnumber the calls of `window`.
-    func outnumber(_ window: RightsWindow, claimants: Int) -> Bool { Int64(claimants) > window.limit }
-
-    /// How many peers one round's surplus goes to, per key.
-    static let rightsPassPeers = 2
-
-    // MARK: - Members
-
-    /// Works out again which trusted peers name another member set than this node's, with an event when
-    /// that changes.
-    mutating func updateMembersAgreement() {
-        let quarantined = self.quarantined
-        pendingEvents += membership.reconcile { quarantined[$0] != nil }
     }
 
     // MARK: - Durability
@@ -541,25 +82,36 @@ extension MeshInstance {
     /// and gives no rights until a save succeeds, and it withholds the records of keys whose ledger changed
     /// since the last good save, so that nothing it could forget in a crash reaches its peers.
     public mutating func persistenceDidFail() {
-        persistenceFailing = true
+        ledger.persistenceDidFail()
     }
 
     /// Tells the instance that its state (as ``persistedState()`` gave it) was saved.
     public mutating func persistenceDidSucceed() {
-        persistenceFailing = false
-        undurableLedgers = []
+        ledger.persistenceDidSucceed()
     }
 
-    /// Which slots' records must not leave this node yet: its own, for keys whose ledger changed since the
-    /// last good save, while saves fail. A predicate that holds what it needs, so that the record store
-    /// can apply it while it changes.
-    func withheldSlots() -> (SlotID) -> Bool {
-        guard persistenceFailing, !undurableLedgers.isEmpty else { return { _ in false } }
-        let own = publicKey
-        let undurable = undurableLedgers
-        return { id in
-            guard id.origin == own, case .quota(let key) = id.slot else { return false }
-            return undurable.contains(key)
+    /// Set by the shell while state cannot be saved: no grant and no transfer until a save succeeds.
+    public var persistenceFailing: Bool { ledger.persistenceFailing }
+
+    // MARK: - Finishing
+
+    /// Completes an input's directives: the ledger's events and pending save first, the requests for
+    /// rights ahead of everything (they carry nothing that must be saved first), and the next wake-up.
+    mutating func finish(_ directives: consuming [MeshDirective], now: UnixMillis) -> [MeshDirective] {
+        var out = directives
+        if !ledger.pendingEvents.isEmpty {
+            out += ledger.pendingEvents.map { .event($0) }
+            ledger.pendingEvents = []
         }
+        if ledger.pendingPersist {
+            out.insert(.persist, at: 0)
+            ledger.pendingPersist = false
+        }
+        var asks: [MeshDirective] = []
+        askForRights(now: now, into: &asks)
+        if !asks.isEmpty { out.insert(contentsOf: asks, at: 0) }
+        let wake = min(nextGossipAt, ledger.waitQueue.wake(after: now) ?? .max)
+        out.append(.wake(at: max(wake, now + 1)))
+        return out
     }
 }

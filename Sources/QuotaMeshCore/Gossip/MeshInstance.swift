@@ -12,12 +12,16 @@ import QuotaMeshCrypto
 /// `retransmitMultiplier × ⌈log2(N+1)⌉` times, memberlist-style) to `fanout` random live peers, and sends
 /// one anti-entropy digest (van Renesse et al., "Efficient Reconciliation and Flow Control for
 /// Anti-Entropy Protocols") to one peer, so a node that was down or partitioned catches up.
+///
+/// The instance is the dissemination half (peers, liveness, records, the wire) and the router to the
+/// ledger half, ``QuotaLedger``, which decides and accounts: a record accepted here is absorbed there, a
+/// change there is signed into a record here, and both halves' directives come out of one call.
 public struct MeshInstance: Sendable {
     /// This node's identity.
     public let identity: SigningKey
     /// The protocol's parameters.
     public internal(set) var configuration: MeshConfiguration {
-        didSet { catalog.configure(configuration) }
+        didSet { ledger.configuration = configuration }
     }
     /// The incarnation this run signs with.
     public let incarnation: UInt64
@@ -25,19 +29,14 @@ public struct MeshInstance: Sendable {
     var sequence: UInt64 = 0
     var packetSequence: UInt64 = 0
     var rng: SplitMix64
+    /// The ledger half: services, own and merged state, rights, demand, shares, breakers and waiters.
+    var ledger: QuotaLedger
     /// The trusted peers and what this node knows of each.
     var peers: PeerTable
     /// The records held, their push queue and digest marks.
     var recordStore = RecordStore(maxDigestEntries: MeshInstance.maxDigestEntries)
     /// The newest record per origin and slot, each at a dense index (digests rotate in index order).
     var records: RecordTable { recordStore.table }
-    /// Peers' states per key, merged incrementally.
-    var remote: [QuotaKey: KeyAggregate] = [:]
-    /// The services, accounts and dimensions known, and each service's entry for the decision path.
-    var catalog: ServiceCatalog
-    var local: [QuotaKey: LocalQuota] = [:]
-    /// Acquires waiting for a grant.
-    var waitQueue = WaitQueue()
     var nextGossipAt: UnixMillis
     var lastHeartbeatAt: UnixMillis?
     /// When the first heartbeat is due: at start in a small cluster; in a large one, at a random point in
@@ -45,56 +44,32 @@ public struct MeshInstance: Sendable {
     var firstHeartbeatAt: UnixMillis
     /// When this node last signed any record (a signed record is liveness evidence too).
     var lastSignedAt: UnixMillis?
-    var lastDemandSignAt: UnixMillis?
-    var demandWindowStart: UnixMillis
-    var pendingPersist = false
-    /// Which peers are live.
-    var liveness = Liveness()
+    /// Which peers are live; the ledger is told whenever that changes.
+    var liveness = Liveness() {
+        didSet {
+            ledger.mesh.live = liveness.live
+            ledger.mesh.liveVersion = liveness.version
+            ledger.mesh.unheard = liveness.unheard
+        }
+    }
     /// Live peers, sorted; refreshed when one can have timed out and extended when a peer comes up.
     var live: [VerifyingKey] { liveness.live }
-    /// Bumped whenever ``live`` changes.
-    var liveVersion: UInt64 { liveness.version }
-    /// Peers never heard from since start; while the start is recent they still count for fair shares.
-    var unheard: Int { liveness.unheard }
-    let startedAt: UnixMillis
-    /// Whether this start restored a saved state (a restart, not a first start): the node then had a view
-    /// of the others' consumption before and has lost it until it hears it again.
-    let isRestart: Bool
-    var round: UInt64 = 0
-    var shareCache: [QuotaKey: ShareCache] = [:]
-    /// The members a window's rights are split among, and whether the peers name the same.
-    var membership = Membership()
-    /// This node and every peer in its trust store, sorted: the members a window's rights are split among.
-    var members: [VerifyingKey] { membership.members }
+    var round: UInt64 = 0 {
+        didSet { ledger.mesh.round = round }
+    }
     /// Trusted peers whose member set is not this node's.
-    public var membersDiffer: Set<VerifyingKey> { membership.differ }
+    public var membersDiffer: Set<VerifyingKey> { ledger.membership.differ }
     /// Whether this node spends no rights because its member set is the odd one out (``Membership``).
-    public var rightsStopped: Bool { membership.stopped }
-    /// Bumped when this node's own ledger of any key changes.
-    var ledgerVersion: UInt64 = 0
-    /// Per key, the window's split and every member's balance, kept until a ledger or the members change.
-    var rightsCache: [QuotaKey: RightsCache] = [:]
-    /// Rights this node lacks for calls it was asked for, by key: asked of peers from ``finish``.
-    var rightsWants: [QuotaKey: RightsWant] = [:]
-    /// Set by the shell while state cannot be saved: no grant and no transfer until a save succeeds.
-    public internal(set) var persistenceFailing = false
-    /// Keys whose own ledger changed since the last save the shell confirmed.
-    var undurableLedgers: Set<QuotaKey> = []
+    public var rightsStopped: Bool { ledger.membership.stopped }
     /// Failed signature checks spent per source: floods naming a vouched key are refused before Ed25519.
     var verificationBudget = VerificationBudget()
     /// Peers that signed records contradicting each other, with the proof: nothing from them is accepted.
     public internal(set) var quarantined: [VerifyingKey: QuarantineEvidence] = [:]
-    /// Per origin, how often its upstream observations contradicted this node's own, and the graylist.
-    var scores = ObservationScores()
     /// Origins whose upstream observations and breaker claims do not count (their score reached
     /// ``ObservationScores/graylistScore``).
-    public var graylisted: Set<VerifyingKey> { scores.graylisted }
-    /// Events noted where no directives are at hand, handed out with the next directives.
-    var pendingEvents: [MeshEvent] = []
+    public var graylisted: Set<VerifyingKey> { ledger.graylisted }
     /// Peers this node asked the shell to trust, and introductions it set aside.
     var introductions = IntroductionBook()
-    /// The weights peers claim in their records.
-    var weights = ClaimedWeights()
 
     /// The public key of this node.
     public var publicKey: VerifyingKey { identity.publicKey }
@@ -130,50 +105,23 @@ public struct MeshInstance: Sendable {
     ) {
         self.identity = identity
         self.configuration = configuration
-        self.catalog = ServiceCatalog(configuration)
         self.peers = PeerTable(directory: directory, own: identity.publicKey)
+        self.ledger = QuotaLedger(
+            owner: identity.publicKey, configuration: configuration, directory: directory, restored: restored, now: now)
         // Strictly greater than any incarnation used before, even if the state folder was lost (the clock
         // in seconds is a floor), so peers accept the new records and packets.
         self.incarnation = max((restored?.incarnation ?? 0).saturatingAdd(1), UInt64(max(0, now / 1000)))
         self.rng = SplitMix64(seed: seed)
         self.nextGossipAt = now
         self.firstHeartbeatAt = now
-        self.startedAt = now
-        self.isRestart = restored != nil
-        self.demandWindowStart = now
-        for entry in restored?.quotas ?? []
-        where QuotaKey.isValidLabel(entry.service) && QuotaKey.isValidLabel(entry.account)
-            && QuotaKey.isValidLabel(entry.dimension ?? QuotaKey.requests)
-        {
-            var quota = LocalQuota()
-            quota.state = entry.state
-            quota.state.demand = Demand.zero
-            quota.restoredClusterConsumed = max(entry.clusterConsumed ?? 0, entry.state.consumption.total)
-            quota.dirty = true
-            local[entry.key] = quota
-            // A policy of its own is one this node's agents reported (a peer's is not kept in local state).
-            if entry.state.policy != nil { catalog.noteReported(entry.key) } else { catalog.note(entry.key) }
-            if entry.state.policy != nil { catalog.learn(entry.service) }
-        }
-        for (service, policy) in configuration.services {
-            for account in policy.accounts + policy.scopes.keys.sorted().map({ ServicePolicy.scopePrefix + $0 }) {
-                let key = QuotaKey(service: service, account: account)
-                catalog.note(key)
-                if local[key] == nil {
-                    var quota = LocalQuota()
-                    quota.dirty = true
-                    local[key] = quota
-                }
-            }
-        }
+        ledger.mesh.peerCount = peers.count
         liveness.reset(self.peers)
-        membership.update(directory, own: identity.publicKey)
         for saved in restored?.quarantined ?? [] {
             if let (key, evidence) = Self.restoredQuarantine(saved), self.peers.contains(key) { quarantined[key] = evidence }
         }
+        ledger.setAside = Set(quarantined.keys)
         let spread = heartbeatInterval - max(0, configuration.heartbeatIntervalMillis)
         firstHeartbeatAt = spread > 0 ? now + Int64.random(in: 0..<spread, using: &rng) : now
-        pendingPersist = true
     }
 
     // MARK: - Inputs
@@ -188,32 +136,20 @@ public struct MeshInstance: Sendable {
     /// known peers keep their liveness and replay state.
     public mutating func replacePeers(_ directory: PeerDirectory) {
         peers = peers.moved(to: directory, own: publicKey)
+        ledger.mesh.peerCount = peers.count
         let table = peers
         let own = publicKey
         let isUntrusted: (SlotID) -> Bool = { $0.origin != own && !table.contains($0.origin) }
-        if records.ids.contains(where: isUntrusted) {
-            // What was saved of the cluster's consumption before may include the removed peers' claims:
-            // start again from this node's own, and let the peers still trusted fill the rest in.
-            for key in Array(local.keys) {
-                let own = local[key]?.state.consumption.total ?? 0
-                local[key]?.restoredClusterConsumed = own
-            }
-            forgetRecords(where: isUntrusted)
+        let removed = records.ids.contains(where: isUntrusted)
+        if removed {
+            recordStore.forget(where: isUntrusted)
         }
         let directory = peers.directory
         recordStore.renumberOrigins { directory.index(of: $0) }
-        if membership.update(directory, own: publicKey) {
-            // Every record this node signs names its members: the peers learn of the new set at once.
-            for key in Array(local.keys) { local[key]?.dirty = true }
-        }
         // A peer taken out of the trust store leaves its quarantine behind: added again, it starts afresh.
         quarantined = quarantined.filter { peers.contains($0.key) }
         introductions.trustStoreReloaded()
-        let trusted = peers
-        scores.keep { trusted.contains($0) }
-        weights.keep { trusted.contains($0) }
-        rightsCache = [:]
-        updateMembersAgreement()
+        ledger.peersReplaced(directory, trusted: peers, records: removed ? records.records : nil)
         liveness.reset(peers)
     }
 
@@ -225,9 +161,9 @@ public struct MeshInstance: Sendable {
             for (service, policy) in configuration.services.sorted(by: { $0.key < $1.key }) {
                 // The service's first configured account: no other account is made up for it.
                 let key = QuotaKey(service: service, account: policy.accounts.first ?? "default")
-                guard local[key] == nil else { continue }
-                local[key] = LocalQuota()
-                local[key]?.dirty = true
+                guard ledger.local[key] == nil else { continue }
+                ledger.local[key] = LocalQuota()
+                ledger.local[key]?.dirty = true
             }
         }
         return tick(now: now)
@@ -320,11 +256,11 @@ public struct MeshInstance: Sendable {
                     accept(record, from: header.sender, source: source, now: now, into: &out)
                 }
             }
-            if pendingPersist {
+            if ledger.pendingPersist {
                 out.append(.persist)
-                pendingPersist = false
+                ledger.pendingPersist = false
             }
-            serveWaiters(now: now, into: &out)
+            ledger.serveWaiters(now: now, rng: &rng, into: &out)
         case .digest(let isReply, let entries):
             answerDigest(entries, isReply: isReply, from: header.sender, now: now, into: &out)
         case .rightsRequest(let request):
@@ -364,7 +300,7 @@ public struct MeshInstance: Sendable {
     /// acquires. Call it at (or after) the last `wake(at:)` time.
     public mutating func tick(now: UnixMillis) -> [MeshDirective] {
         var out: [MeshDirective] = []
-        updateDemand(now: now)
+        ledger.updateDemand(now: now)
         if now >= nextGossipAt {
             round += 1
             // Liveness changes on a scale of seconds: refresh it every fifth round.
@@ -372,7 +308,7 @@ public struct MeshInstance: Sendable {
             if round % 5 == 1 { liftGraylists(now: now) }
             // Surplus rights move at the pace of liveness checks: often enough to follow demand (agents that
             // run short ask at once), seldom enough that transfers do not crowd the gossip.
-            if round % 5 == 0 { passSurplusRights(now: now) }
+            if round % 5 == 0 { ledger.passSurplusRights(now: now) }
             signDirtyRecords(now: now)
             // A heartbeat only when nothing else this node signed lately says it is alive.
             // The first heartbeat waits for its random start-up slot, and a record signed meanwhile
@@ -389,7 +325,7 @@ public struct MeshInstance: Sendable {
             askForIntroductions(now: now, into: &out)
             nextGossipAt = max(nextGossipAt.saturatingAdd(configuration.gossipIntervalMillis), now + 1)
         }
-        serveWaiters(now: now, into: &out)
+        ledger.serveWaiters(now: now, rng: &rng, into: &out)
         return finish(out, now: now)
     }
 
@@ -406,40 +342,26 @@ public struct MeshInstance: Sendable {
         request.waitMillis = min(max(request.waitMillis, 0), AcquireRequest.maxWaitMillis)
         var out: [MeshDirective] = []
         out.reserveCapacity(4)
-        let entry = catalog.entry(request.service)
-        noteDemand(request, entry: entry)
-        let decision = decide(request, entry: entry, now: now)
+        let entry = ledger.catalog.entry(request.service)
+        ledger.noteDemand(request, entry: entry)
+        let decision = ledger.decide(request, entry: entry, now: now, rng: &rng)
         if decision.granted {
             out.append(.persist)
-            pendingPersist = false
+            ledger.pendingPersist = false
             out.append(.reply(ticket: ticket, decision))
-        } else if let wait = waitAllowed(request, decision: decision), let retryAt = decision.retryAt,
+        } else if let wait = QuotaLedger.waitAllowed(request, decision: decision), let retryAt = decision.retryAt,
             retryAt <= now + wait
         {
-            waitQueue.enqueue(ticket: ticket, request: request, deadline: now + wait, decision: decision)
+            ledger.waitQueue.enqueue(ticket: ticket, request: request, deadline: now + wait, decision: decision)
         } else {
             out.append(.reply(ticket: ticket, decision))
         }
         return finish(out, now: now)
     }
 
-    /// How long a refused acquire may wait for a grant, `nil` if it is answered at once: what the agent
-    /// allows, and at least ``rightsWaitMillis`` when only rights are missing and peers holding some were
-    /// asked (their answer is a round trip away, far sooner than any agent's retry).
-    func waitAllowed(_ request: AcquireRequest, decision: AcquireDecision) -> Int64? {
-        guard decision.reason != .unknownService, decision.detail?.kind != .costExceedsLimit else { return nil }
-        // For the account's requests, or another dimension or the scope of the call.
-        let lacksRights = decision.detail?.kind == .rights
-        let wait = lacksRights ? max(request.waitMillis, Self.rightsWaitMillis) : request.waitMillis
-        return wait > 0 ? wait : nil
-    }
-
-    /// How long an acquire waits for rights asked of peers before it is refused (ms).
-    static let rightsWaitMillis: Int64 = 250
-
     /// Abandons a waiting acquire (the agent went away); nothing is charged.
     public mutating func cancel(ticket: UInt64) {
-        waitQueue.cancel(ticket: ticket)
+        ledger.waitQueue.cancel(ticket: ticket)
     }
 
     /// What `observe` understood.
@@ -459,7 +381,7 @@ public struct MeshInstance: Sendable {
     }
 
     /// Takes an upstream response the agent reports: merges what its rate-limit headers say and drives
-    /// the shared breaker.
+    /// the shared breaker (``QuotaLedger/observe(service:account:status:report:corrections:now:rng:into:)``).
     /// - Parameters:
     ///   - service: the upstream service.
     ///   - account: the account used, if the agent names one.
@@ -473,209 +395,22 @@ public struct MeshInstance: Sendable {
         corrections: [String: Int64] = [:], now: UnixMillis
     ) -> (directives: [MeshDirective], outcome: ObserveOutcome) {
         var out: [MeshDirective] = []
-        var outcome = ObserveOutcome(key: nil, serviceKnown: false, openedBreaker: false, closedBreaker: false)
-        if let policy = configuration.services[service], let account, !policy.accounts.contains(account) {
-            outcome.refused = .unconfiguredAccount
-            return (finish(out, now: now), outcome)
-        }
-        // Requests are counted under the service's key; every other dimension (tokens, and each window the
-        // upstream states over requests, such as an hourly and a daily IETF policy) under a key of its own.
-        // A response whose only statement about requests is one IETF policy describes the requests quota
-        // itself (as most IETF upstreams send one), unless this node's agents reported it under a key of
-        // its own before.
-        var counted = report.dimensions.filter { $0.name != QuotaKey.requests }
-        var primary = report.dimensions.first { $0.name == QuotaKey.requests }
-        let windows = counted.filter { ServiceCatalog.countsRequests($0.name, configured: configuration.services[service]) }
-        if primary == nil, windows.count == 1, let only = windows.first, !catalog.hasReported(only.name, of: service) {
-            primary = RateLimitDimension(
-                name: QuotaKey.requests, limit: only.limit, remaining: only.remaining, resetAt: only.resetAt,
-                windowSeconds: only.windowSeconds)
-            counted.removeAll { $0.name == only.name }
-        }
-        if !isKnown(service: service) {
-            guard (primary.map { [$0] } ?? []).contains(where: { $0.limit != nil || $0.remaining != nil })
-                || counted.contains(where: { $0.limit != nil || $0.remaining != nil })
-            else {
-                return (finish(out, now: now), outcome)
-            }
-            if let refusal = catalog.refusal(ofNew: QuotaKey(service: service, account: account ?? "default")) {
-                outcome.refused = refusal
-                return (finish(out, now: now), outcome)
-            }
-            catalog.learn(service)
-            out.append(.event(.serviceLearned(service)))
-        }
-        outcome.serviceKnown = true
-        let key = QuotaKey(service: service, account: account ?? catalog.accounts(of: service).first ?? "default")
-        if let refusal = catalog.refusal(ofNew: key) {
-            outcome.refused = refusal
-            return (finish(out, now: now), outcome)
-        }
-        outcome.key = key
-        absorb(
-            status: status, report: report, primary: primary, counted: counted, corrections: corrections, into: key,
-            outcome: &outcome, out: &out, now: now)
-        // What the upstream says about an account of a scope holds for the scope: its limits, and a 429
-        // that must hold back every account the provider counts together.
-        if let scope = catalog.policy(service).scopeAccount(of: key.account) {
-            var scoped = outcome
-            absorb(
-                status: status, report: report, primary: primary, counted: counted, corrections: corrections,
-                into: QuotaKey(service: service, account: scope), outcome: &scoped, out: &out, now: now)
-        }
-        out.append(.persist)
-        pendingPersist = false
-        serveWaiters(now: now, into: &out)
+        let outcome = ledger.observe(
+            service: service, account: account, status: status, report: report, corrections: corrections, now: now,
+            records: records.records, rng: &rng, into: &out)
         return (finish(out, now: now), outcome)
-    }
-
-    /// Merges one upstream response into `key` (an account, or a scope) and its token dimensions: the
-    /// observations, the usage corrections and the shared breaker.
-    private mutating func absorb(
-        status: Int, report: RateLimitReport, primary: RateLimitDimension?, counted: [RateLimitDimension],
-        corrections: [String: Int64], into key: QuotaKey, outcome: inout ObserveOutcome, out: inout [MeshDirective],
-        now: UnixMillis
-    ) {
-        catalog.note(key)
-        var quota = local[key] ?? LocalQuota()
-        let merged = mergedView(key, now: now)
-
-        // An observation of a call that went through is compared with what peers observed.
-        let made = primary.flatMap { record($0, into: &quota, key: key, merged: merged, now: now) }
-        let observed = (200...399).contains(status) ? made : nil
-        for dimension in counted {
-            let partKey = key.counting(dimension.name)
-            if let refusal = catalog.refusal(ofNew: partKey) {
-                outcome.ignored.append(IgnoredHeader(
-                    name: dimension.name, reason: "dimension `\(dimension.name)` not recorded: \(refusal.rawValue) (max_dimensions)"))
-                continue
-            }
-            catalog.noteReported(partKey)
-            var part = local[partKey] ?? LocalQuota()
-            let before = part.state
-            record(dimension, into: &part, key: partKey, merged: mergedView(partKey, now: now), now: now)
-            part.noteReported(since: before, urgent: false)
-            local[partKey] = part
-        }
-        for (dimension, delta) in corrections where delta != 0 && dimension != QuotaKey.requests {
-            let partKey = key.counting(dimension)
-            guard var part = local[partKey] else { continue }
-            part.state.consumption.correct(by: delta, now: now)
-            part.dirty = true
-            local[partKey] = part
-            correctRights(partKey, by: delta, now: now)
-        }
-
-        let policy = catalog.policy(key.service)
-        let breakerNow = merged.breaker.state(at: now)
-        let failed = status == 429 || status == 529 || (500...599).contains(status) || report.isRateLimited
-            || report.isOverloaded
-        if failed {
-            quota.consecutiveFailures += 1
-            var openUntil: UnixMillis?
-            if let retryAt = report.retryAt, status == 429 || status == 503 || status == 529 || report.isRateLimited {
-                openUntil = retryAt
-            } else if status == 429 || report.isRateLimited {
-                let exhausted = ((primary.map { [$0] } ?? []) + counted).filter { $0.remaining == 0 }
-                if let reset = exhausted.compactMap(\.resetAt).max() {
-                    openUntil = reset
-                } else {
-                    openUntil = now + policy.breaker.openMillis
-                }
-            } else if quota.consecutiveFailures >= policy.breaker.failureThreshold || breakerNow == .halfOpen {
-                openUntil = now + policy.breaker.openMillis
-            }
-            if let until = openUntil.map({ min($0, now.saturatingAdd(configuration.maxBreakerOpenMillis)) }), until > now {
-                let openedAt = max(now, merged.breaker.openedAt.saturatingAdd(1), merged.breaker.closedAt.saturatingAdd(1))
-                quota.state.breaker = quota.state.breaker.merging(
-                    BreakerRegister(openedAt: openedAt, openUntil: until, closedAt: 0))
-                outcome.openedBreaker = true
-                out.append(.event(.breakerOpened(key, until: until)))
-            }
-        } else if (200...399).contains(status) {
-            quota.consecutiveFailures = 0
-            // A call of this node's own that succeeded closes the breaker, half-open or still open: the
-            // upstream serves, whatever the statement that opened it said.
-            if breakerNow != .closed {
-                quota.state.breaker = quota.state.breaker.merging(
-                    BreakerRegister(openedAt: 0, openUntil: 0, closedAt: max(now, merged.breaker.openedAt.saturatingAdd(1))))
-                quota.probeGrantedAt = nil
-                outcome.closedBreaker = true
-                out.append(.event(.breakerClosed(key)))
-            }
-        }
-        quota.noteReported(since: local[key]?.state ?? QuotaState(), urgent: failed)
-        local[key] = quota
-        if outcome.closedBreaker { checkBreakerClaims(key, into: &out) }
-        if let observed { judgeObservations(key, own: observed, now: now, into: &out) }
     }
 
     /// The merged views of a service's scopes (accounts the provider limits together).
     public func scopeQuotas(service: String, now: UnixMillis) -> [QuotaView] {
-        catalog.scopeKeys(of: service).map { view(of: $0, now: now) }
-    }
-
-    /// Merges one reported dimension into `quota` (an observation, and the limit it implies when none is
-    /// configured); returns the observation made, if one was.
-    @discardableResult
-    private func record(
-        _ dimension: RateLimitDimension, into quota: inout LocalQuota, key: QuotaKey, merged: Merged, now: UnixMillis
-    ) -> UpstreamObservation? {
-        guard let remaining = dimension.remaining else {
-            // A limit stated without what is left (the remaining field malformed, or not sent) still
-            // teaches the limit; no observation is made of it. A remaining without a limit invents none.
-            learnLimit(dimension, into: &quota, key: key, now: now)
-            return nil
-        }
-        // Just after a restart this node has not yet heard again what the others consumed: an observation
-        // anchored on that partial view would make every node that merges it count the calls before it
-        // twice, and the window would be believed spent early. So none is
-        // kept until learning ends, unless it says nothing is left (which no anchor can overstate); what
-        // the upstream said still drives the breaker. Any restart counts, also of a node that had granted
-        // nothing and so saved no cluster consumption: its view of the others is just as partial. (At a
-        // node's first start there is no saved state; at a cluster's, nothing was consumed before.)
-        guard remaining <= 0 || !isRestart || !isLearning(now: now) else { return nil }
-        let windowMillis = min(
-            dimension.windowSeconds.map { $0.saturatingMultiply(1000) } ?? merged.policy?.windowMillis ?? 0,
-            claimHorizon(key))
-        let limit = dimension.limit ?? merged.policy?.limit ?? 0
-        let resetAt = dimension.resetAt ?? (merged.window?.resetAt ?? now + max(windowMillis, 1000))
-        // A statement that its window resets further ahead than any window of the key is not believed at
-        // all (its other numbers come from the same misreading); the status still drives the breaker.
-        guard resetAt <= now.saturatingAdd(claimHorizon(key)) else { return nil }
-        // What an agent reports may lower what is enforced, never lift it: a configured limit caps it.
-        let observation = bounded(
-            UpstreamObservation(
-                resetAt: resetAt, remaining: max(0, limit > 0 ? min(remaining, limit) : remaining), limit: limit,
-                windowMillis: windowMillis, observedAt: now,
-                consumedTotalAtObservation: max(merged.lifetimeTotal, quota.restoredClusterConsumed)),
-            key: key)
-        quota.state.observation = quota.state.observation.merging(observation)
-        if configuration.services[key.service]?.configuredLimit(key.dimension) == nil, limit > 0 {
-            // Without a stated window, the time to reset (in whole seconds) is the best estimate.
-            let window = windowMillis > 0 ? windowMillis : max(1000, (resetAt - now + 999) / 1000 * 1000)
-            quota.state.policy = AdvertisedPolicy(limit: limit, windowMillis: window)
-        }
-        return observation
-    }
-
-    /// Learns `dimension`'s limit and window when the configuration sets none: the stated window, else
-    /// the time to the stated reset (in whole seconds); nothing when neither is stated.
-    private func learnLimit(_ dimension: RateLimitDimension, into quota: inout LocalQuota, key: QuotaKey, now: UnixMillis) {
-        guard configuration.services[key.service]?.configuredLimit(key.dimension) == nil,
-            let limit = dimension.limit, limit > 0
-        else { return }
-        var window = dimension.windowSeconds.map { $0.saturatingMultiply(1000) } ?? 0
-        if window <= 0, let resetAt = dimension.resetAt, resetAt > now { window = (resetAt - now + 999) / 1000 * 1000 }
-        guard window > 0, window <= claimHorizon(key) else { return }
-        quota.state.policy = AdvertisedPolicy(limit: limit, windowMillis: window)
+        ledger.catalog.scopeKeys(of: service).map { ledger.view(of: $0, now: now, rng: rng) }
     }
 
     // MARK: - Queries
 
     /// The merged view of every known key, sorted.
     public func quotas(now: UnixMillis) -> [QuotaView] {
-        catalog.knownKeys().map { view(of: $0, now: now) }
+        ledger.catalog.knownKeys().map { ledger.view(of: $0, now: now, rng: rng) }
     }
 
     /// The merged view of one account's key, as ``quotas(service:now:)`` lists it, worked out alone: an
@@ -683,20 +418,20 @@ public struct MeshInstance: Sendable {
     /// the key is not one of its accounts' (requests) keys.
     public func quota(of key: QuotaKey, now: UnixMillis) -> QuotaView? {
         guard isKnown(service: key.service), key == QuotaKey(service: key.service, account: key.account),
-            catalog.accounts(of: key.service).contains(key.account)
+            ledger.catalog.accounts(of: key.service).contains(key.account)
         else { return nil }
-        return view(of: key, now: now)
+        return ledger.view(of: key, now: now, rng: rng)
     }
 
     /// The merged view of one service: its account with the most remaining first, then the others.
     public func quotas(service: String, now: UnixMillis) -> [QuotaView] {
-        catalog.accounts(of: service).map { view(of: QuotaKey(service: service, account: $0), now: now) }
+        ledger.catalog.accounts(of: service).map { ledger.view(of: QuotaKey(service: service, account: $0), now: now, rng: rng) }
             .sorted { ($0.remaining ?? .max, $1.key) > ($1.remaining ?? .max, $0.key) }
     }
 
     /// Whether a configuration, an observation or a peer's record names `service`.
     public func isKnown(service: String) -> Bool {
-        catalog.isKnown(service)
+        ledger.catalog.isKnown(service)
     }
 
     /// Every trusted peer.
@@ -715,12 +450,12 @@ public struct MeshInstance: Sendable {
                 live: peer.isLive(now: now, timeout: livenessTimeout) && quarantined[info.key] == nil,
                 lastHeardAt: peer.lastHeardAt, records: counts[info.key] ?? 0,
                 newestRecordAt: newest[info.key], quarantined: quarantined[info.key]?.reason,
-                observationScore: observationScore(of: info.key, now: now), graylisted: graylisted.contains(info.key),
-                members: membership.count(namedBy: info.key),
+                observationScore: ledger.observationScore(of: info.key, now: now),
+                graylisted: graylisted.contains(info.key), members: ledger.membership.count(namedBy: info.key),
                 membersAgree: !membersDiffer.contains(info.key))
-            view.claimedWeight = weights.claim(of: info.key)
+            view.claimedWeight = ledger.weights.claim(of: info.key)
             view.vouchedWeight = info.weight
-            view.weight = effectiveWeight(of: info.key)
+            view.weight = ledger.effectiveWeight(of: info.key)
             return view
         }.sorted { $0.name < $1.name }
     }
@@ -729,13 +464,7 @@ public struct MeshInstance: Sendable {
     public func persistedState() -> PersistedNodeState {
         PersistedNodeState(
             incarnation: incarnation,
-            quotas: local.sorted { $0.key < $1.key }.map { key, quota in
-                PersistedQuota(
-                    key: key, state: quota.state,
-                    clusterConsumed: max(
-                        (remote[key]?.consumption.lifetimeTotal ?? 0).saturatingAdd(quota.state.consumption.total),
-                        quota.restoredClusterConsumed))
-            },
+            quotas: ledger.persistedQuotas(),
             quarantined: quarantined.isEmpty ? nil : quarantined.sorted { $0.key < $1.key }.map { key, evidence in
                 PersistedQuarantine(
                     key: key.base64, reason: evidence.reason, earlier: Base64.encode(evidence.earlier.wire),
@@ -765,40 +494,39 @@ public struct MeshInstance: Sendable {
         records.index(of: SlotID(origin: origin, slot: slot)).map { records.version(at: $0) }
     }
 
-    /// The heartbeat interval in force: the configured one, stretched with the cluster's size so that
-    /// heartbeats (N²/interval deliveries a second) stay within the gossip capacity (about
-    /// N × fanout × records per packet per round). Liveness timeouts stretch with it.
-    public var heartbeatInterval: Int64 {
-        max(configuration.heartbeatIntervalMillis, Int64(peers.count + 1) * configuration.gossipIntervalMillis)
-    }
+    /// The heartbeat interval in force (``MeshConfiguration/heartbeatInterval(peerCount:)``).
+    public var heartbeatInterval: Int64 { configuration.heartbeatInterval(peerCount: peers.count) }
 
-    /// How often a change in the demand estimate alone may be signed: the cluster can spread only a
-    /// fixed number of records a second (about fanout × records per packet per round, whatever N is),
-    /// so each node's share of that budget shrinks as N grows.
-    public var demandUpdateInterval: Int64 {
-        max(configuration.demandIntervalMillis, Int64(peers.count + 1) * configuration.gossipIntervalMillis / 2)
-    }
+    /// How often a change in the demand estimate alone may be signed
+    /// (``MeshConfiguration/demandUpdateInterval(peerCount:)``).
+    public var demandUpdateInterval: Int64 { configuration.demandUpdateInterval(peerCount: peers.count) }
 
-    /// Rounds between anti-entropy digests: the configured period divided by about log10(N + 1). Pushes
-    /// miss a small fraction of nodes whatever N is, so more nodes miss each record as N grows, and
-    /// digests (which name recently updated slots first) are how they catch up: every 5 rounds up to a
-    /// few dozen nodes, every 2 or 3 from a hundred.
-    public var digestPeriodRounds: Int {
-        // log10 by decades, linear within a decade (the core imports no maths library).
-        var value = Double(peers.count + 2)
-        var scale = 0.0
-        while value >= 10 {
-            value /= 10
-            scale += 1
-        }
-        scale += (value - 1) / 9
-        let configured = Double(max(1, configuration.antiEntropyEveryRounds))
-        return max(1, Int((configured / max(1, scale)).rounded()))
-    }
+    /// Rounds between anti-entropy digests (``MeshConfiguration/digestPeriodRounds(peerCount:)``).
+    public var digestPeriodRounds: Int { configuration.digestPeriodRounds(peerCount: peers.count) }
 
     /// The liveness timeout in force (at least four heartbeat intervals).
-    public var livenessTimeout: Int64 { max(configuration.livenessTimeoutMillis, 4 * heartbeatInterval) }
+    public var livenessTimeout: Int64 { configuration.livenessTimeout(peerCount: peers.count) }
 
     /// How many waiting acquires there are.
-    public var waitingCount: Int { waitQueue.count }
+    public var waitingCount: Int { ledger.waitQueue.count }
+
+    /// `peer`'s weight here: the smaller of what it claims and what this node vouches for it
+    /// (``QuotaLedger/effectiveWeight(of:)``).
+    public func effectiveWeight(of peer: VerifyingKey) -> Weight { ledger.effectiveWeight(of: peer) }
+
+    /// Lifts the graylist of origins whose count has decayed to half the threshold (the instance does so
+    /// every fifth round; tests call it with a later time).
+    mutating func liftGraylists(now: UnixMillis) {
+        ledger.liftGraylists(now: now, records: records.records)
+    }
+
+    /// The pieces of the remaining estimate for `key`, for diagnosis (``QuotaLedger/remainingBreakdown(_:now:)``).
+    public func remainingBreakdown(_ key: QuotaKey, now: UnixMillis) -> [String: Int64] {
+        ledger.remainingBreakdown(key, now: now)
+    }
+
+    /// The inputs of this node's pacing for `key`, for diagnosis (``QuotaLedger/pacingBreakdown(_:now:)``).
+    public mutating func pacingBreakdown(_ key: QuotaKey, now: UnixMillis) -> [String: Double] {
+        ledger.pacingBreakdown(key, now: now)
+    }
 }

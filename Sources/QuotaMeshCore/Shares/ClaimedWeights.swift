@@ -23,12 +23,12 @@ struct ClaimedWeights: Sendable {
     }
 }
 
-extension MeshInstance {
+extension QuotaLedger {
     /// `peer`'s weight here: the smaller of what it claims and what this node vouches for it, so that no
     /// node raises its own entitlement by saying so. This node's own is its configured weight.
-    public func effectiveWeight(of peer: VerifyingKey) -> Weight {
+    func effectiveWeight(of peer: VerifyingKey) -> Weight {
         if peer == publicKey { return configuration.weight }
-        let vouched = peers.index(of: peer).map { peers.info(at: $0).weight } ?? .one
+        let vouched = directory.index(of: peer).map { directory.infos[$0].weight } ?? .one
         return min(weights.claim(of: peer), vouched)
     }
 

@@ -91,7 +91,7 @@ struct ObservationScores: Sendable {
     }
 }
 
-extension MeshInstance {
+extension QuotaLedger {
     // MARK: - Observation scores
 
     /// How far apart an origin's observation and this node's may be made and still be compared (ms).
@@ -103,7 +103,9 @@ extension MeshInstance {
     /// later that says more, contradicts it (beyond a slack for refunds, rounding and, for a continuous
     /// refill, what refilled in between); so does a different limit for the same window. Each such
     /// observation counts once against its origin.
-    mutating func judgeObservations(_ key: QuotaKey, own: UpstreamObservation, now: UnixMillis, into out: inout [MeshDirective]) {
+    mutating func judgeObservations(
+        _ key: QuotaKey, own: UpstreamObservation, now: UnixMillis, records: [SignedRecord], into out: inout [MeshDirective]
+    ) {
         guard let aggregate = remote[key], own.observedAt == now else { return }
         let policy = configuration.services[key.service]
         let continuous = policy?.refill == .continuous && key.dimension == QuotaKey.requests
@@ -126,15 +128,15 @@ extension MeshInstance {
             let otherLimit = theirs.limit > 0 && own.limit > 0 && theirs.limit != own.limit
             guard earlierSaysLess || laterSaysMore || otherLimit else { continue }
             scores.noteJudgedObservation(of: origin, key: key, observedAt: theirs.observedAt)
-            if let event = countContradiction(by: origin, now: now) { out.append(.event(event)) }
+            if let event = countContradiction(by: origin, now: now, records: records) { out.append(.event(event)) }
         }
     }
 
     /// Counts one contradiction against `origin` at `now`; when that graylists it, its observations are
     /// merged again without it and the event is returned.
-    mutating func countContradiction(by origin: VerifyingKey, now: UnixMillis) -> MeshEvent? {
+    mutating func countContradiction(by origin: VerifyingKey, now: UnixMillis, records: [SignedRecord]) -> MeshEvent? {
         guard let score = scores.count(against: origin, now: now) else { return nil }
-        rebuildAggregates()
+        rebuildAggregates(from: records)
         return .peerGraylisted(origin, score: score)
     }
 
@@ -143,7 +145,9 @@ extension MeshInstance {
     /// left than the mesh could have spent in between, contradicts it. A liar that opens the breaker again
     /// and again (each run short enough that no probe falls in it) is so graylisted after three, and its
     /// breaker claims stop counting.
-    mutating func judgeBreakerOpening(_ key: QuotaKey, origin: VerifyingKey, openedAt: UnixMillis) {
+    mutating func judgeBreakerOpening(
+        _ key: QuotaKey, origin: VerifyingKey, openedAt: UnixMillis, records: [SignedRecord]
+    ) {
         guard let quota = local[key], quota.consecutiveFailures == 0,
             let own = quota.state.observation, own.resetAt > openedAt, own.observedAt <= openedAt,
             openedAt.saturatingSubtract(own.observedAt) <= Self.comparableMillis,
@@ -152,13 +156,13 @@ extension MeshInstance {
         let limit = max(own.limit, 0)
         let spendable = Self.calls(in: openedAt - own.observedAt + clockSpread, limit: limit, window: judgedWindow(key, own: own))
         guard own.remaining > max(2, limit / 20).saturatingAdd(spendable) else { return }
-        if let event = countContradiction(by: origin, now: openedAt) { pendingEvents.append(event) }
+        if let event = countContradiction(by: origin, now: openedAt, records: records) { pendingEvents.append(event) }
     }
 
     /// Lifts the graylist of origins whose count has decayed to half the threshold.
-    mutating func liftGraylists(now: UnixMillis) {
+    mutating func liftGraylists(now: UnixMillis, records: [SignedRecord]) {
         guard !scores.graylisted.isEmpty, scores.liftDecayed(now: now) else { return }
-        rebuildAggregates()
+        rebuildAggregates(from: records)
     }
 
     /// The window length `key`'s observations are judged in (ms): the configured one, else `own`'s.

@@ -1,6 +1,6 @@
 import QuotaMeshCrypto
 
-extension MeshInstance {
+extension QuotaLedger {
     // MARK: - Merged state
 
     struct Window {
@@ -144,12 +144,14 @@ extension MeshInstance {
         var turnSlot: Int64 = .min
     }
 
-    mutating func decide(_ request: AcquireRequest, now: UnixMillis) -> AcquireDecision {
-        decide(request, entry: catalog.entry(request.service), now: now)
+    mutating func decide(_ request: AcquireRequest, now: UnixMillis, rng: inout SplitMix64) -> AcquireDecision {
+        decide(request, entry: catalog.entry(request.service), now: now, rng: &rng)
     }
 
     /// ``decide(_:now:)`` with the service's entry already looked up.
-    mutating func decide(_ request: AcquireRequest, entry: ServiceEntry, now: UnixMillis) -> AcquireDecision {
+    mutating func decide(
+        _ request: AcquireRequest, entry: ServiceEntry, now: UnixMillis, rng: inout SplitMix64
+    ) -> AcquireDecision {
         guard let policy = entry.policy else {
             return .deny(
                 .unknownService, key: nil, retryAt: now + 1000, detail: .unknownService)
@@ -157,7 +159,7 @@ extension MeshInstance {
         if entry.keys.count == 1, request.costs.isEmpty, policy.scopes.isEmpty, entry.requestWindows.isEmpty {
             // The common case, one account counting requests only: the loop below, without its bookkeeping.
             let key = entry.keys[0]
-            let assessment = assess(key, request: request, policy: policy, now: now)
+            let assessment = assess(key, request: request, policy: policy, now: now, rng: &rng)
             if assessment.decision.granted { commit(key, request: request, assessment: assessment, now: now) }
             return assessment.decision
         }
@@ -166,7 +168,7 @@ extension MeshInstance {
         let counted = request.costs.isEmpty ? [] : catalog.dimensions(of: request.service)
         for key in entry.keys {
             let account = key.account
-            var assessment = assess(key, request: request, policy: policy, now: now)
+            var assessment = assess(key, request: request, policy: policy, now: now, rng: &rng)
             // Every other dimension the call costs, and whose limit is known, must grant too; so must the
             // account's scope, in every dimension, when the provider limits it with other accounts.
             var parts: [(QuotaKey, AcquireRequest, Assessment)] = []
@@ -188,7 +190,7 @@ extension MeshInstance {
             }
             if assessment.decision.granted {
                 for (partKey, part) in checks {
-                    let partAssessment = assess(partKey, request: part, policy: policy, now: now)
+                    let partAssessment = assess(partKey, request: part, policy: policy, now: now, rng: &rng)
                     guard partAssessment.decision.granted else {
                         var decision = partAssessment.decision
                         decision.key = key
@@ -220,13 +222,15 @@ extension MeshInstance {
     }
 
     /// Everything needed to decide for one key, without changing anything.
-    mutating func assess(_ key: QuotaKey, request: AcquireRequest, now: UnixMillis) -> Assessment {
-        assess(key, request: request, policy: catalog.policy(key.service), now: now)
+    mutating func assess(_ key: QuotaKey, request: AcquireRequest, now: UnixMillis, rng: inout SplitMix64) -> Assessment {
+        assess(key, request: request, policy: catalog.policy(key.service), now: now, rng: &rng)
     }
 
     /// ``assess(_:request:now:)`` with the service's policy already looked up: the estimate's decision,
     /// then the rights a grant must hold (``rightsDenial(_:window:cost:priority:now:)``).
-    mutating func assess(_ key: QuotaKey, request: AcquireRequest, policy: ServicePolicy, now: UnixMillis) -> Assessment {
+    mutating func assess(
+        _ key: QuotaKey, request: AcquireRequest, policy: ServicePolicy, now: UnixMillis, rng: inout SplitMix64
+    ) -> Assessment {
         if persistenceFailing {
             // A grant is answered only once its spending is on disk: none while saves fail.
             return Assessment(
@@ -240,7 +244,7 @@ extension MeshInstance {
                 decision: .deny(.quotaExhausted, key: key, retryAt: now + 1000, detail: .trustStoresDiffer),
                 headroom: 0, rate: 0, resetAt: 0)
         }
-        var assessment = assessEstimate(key, request: request, policy: policy, byRights: rights != nil, now: now)
+        var assessment = assessEstimate(key, request: request, policy: policy, byRights: rights != nil, now: now, rng: &rng)
         guard assessment.decision.granted, let rights else { return assessment }
         guard let denial = rightsDenial(key, window: rights, cost: max(1, request.cost), priority: request.priority, now: now)
         else {
@@ -256,7 +260,8 @@ extension MeshInstance {
     /// whether the key's grants also need rights (a known limit), which makes the estimate's own guards
     /// against overshoot (unseen grants, turns) unnecessary.
     mutating func assessEstimate(
-        _ key: QuotaKey, request: AcquireRequest, policy: ServicePolicy, byRights: Bool, now: UnixMillis
+        _ key: QuotaKey, request: AcquireRequest, policy: ServicePolicy, byRights: Bool, now: UnixMillis,
+        rng: inout SplitMix64
     ) -> Assessment {
         let own = local[key]
         // A learned service's default policy configures no limit, so this is the configured limit or nil.
@@ -661,7 +666,7 @@ extension MeshInstance {
     /// gossip's spread; ``Simulator`` measures it), at least one.
     var spreadMillis: Double {
         let fanout = Double(max(2, configuration.fanout))
-        let rounds = max(1, Self.roughLog2(Double(peers.count + 1)) / Self.roughLog2(fanout))
+        let rounds = max(1, Self.roughLog2(Double(mesh.peerCount + 1)) / Self.roughLog2(fanout))
         return rounds * Double(configuration.gossipIntervalMillis)
     }
 
@@ -734,8 +739,10 @@ extension MeshInstance {
         return urgent.totalNeed(scale: scale, floor: 0) + own <= remaining
     }
 
-    func view(of key: QuotaKey, now: UnixMillis) -> QuotaView {
+    /// The merged view of `key` for the API; `rng` is the instance's generator, copied (nothing changes).
+    func view(of key: QuotaKey, now: UnixMillis, rng: SplitMix64) -> QuotaView {
         var scratch = self
+        var rng = rng
         let merged = scratch.mergedView(key, now: now)
         let remainingCount = scratch.remaining(merged, now: now)
         var next: [Priority: Int64] = [:]
@@ -745,7 +752,7 @@ extension MeshInstance {
             // The latest any dimension a call counts in could grant it.
             var wait: Int64 = 0
             for partKey in [key] + windows.map({ key.counting($0) }) {
-                let decision = scratch.assess(partKey, request: probe, now: now).decision
+                let decision = scratch.assess(partKey, request: probe, now: now, rng: &rng).decision
                 if !decision.granted { wait = max(wait, (decision.retryAt ?? now).saturatingSubtract(now)) }
             }
             next[priority] = wait
@@ -764,7 +771,7 @@ extension MeshInstance {
             resetAt: merged.window?.resetAt, nextAvailableMillis: next, consumedGlobal: merged.windowTotal(at: now),
             consumedLocal: local[key]?.state.consumption.count(at: now) ?? 0, breakerState: breakerState,
             breakerOpenUntil: breakerState == .closed ? nil : merged.breaker.openUntil,
-            peersLive: live.count, peersKnown: peers.count, observation: merged.observation, share: share)
+            peersLive: live.count, peersKnown: mesh.peerCount, observation: merged.observation, share: share)
         view.rights = rightsHeld(key, now: now)
         if key.dimension == QuotaKey.requests {
             view.dimensions = catalog.dimensions(of: key.service).map { name in
@@ -790,7 +797,7 @@ extension MeshInstance {
     func isLearning(now: UnixMillis) -> Bool {
         // The digest period is at most the configured one: past twice that, no need to work it out.
         let latest = startedAt + 2 * Int64(max(1, configuration.antiEntropyEveryRounds)) * configuration.gossipIntervalMillis
-        return now < latest && !peers.isEmpty && now < learningEndsAt
+        return now < latest && mesh.peerCount > 0 && now < learningEndsAt
     }
 
     // MARK: - Demand and waiting
@@ -851,14 +858,28 @@ extension MeshInstance {
         }
     }
 
+    /// How long a refused acquire may wait for a grant, `nil` if it is answered at once: what the agent
+    /// allows, and at least ``rightsWaitMillis`` when only rights are missing and peers holding some were
+    /// asked (their answer is a round trip away, far sooner than any agent's retry).
+    static func waitAllowed(_ request: AcquireRequest, decision: AcquireDecision) -> Int64? {
+        guard decision.reason != .unknownService, decision.detail?.kind != .costExceedsLimit else { return nil }
+        // For the account's requests, or another dimension or the scope of the call.
+        let lacksRights = decision.detail?.kind == .rights
+        let wait = lacksRights ? max(request.waitMillis, rightsWaitMillis) : request.waitMillis
+        return wait > 0 ? wait : nil
+    }
+
+    /// How long an acquire waits for rights asked of peers before it is refused (ms).
+    static let rightsWaitMillis: Int64 = 250
+
     /// Decides the waiting acquires again and answers those granted or out of time (a save before each
     /// grant's answer).
-    mutating func serveWaiters(now: UnixMillis, into out: inout [MeshDirective]) {
+    mutating func serveWaiters(now: UnixMillis, rng: inout SplitMix64, into out: inout [MeshDirective]) {
         guard !waitQueue.isEmpty else { return }
         // The queue is taken out while it is served: each decision changes this instance.
         var queue = waitQueue
         waitQueue = WaitQueue()
-        let answers = queue.serve(now: now) { decide($0, now: now) }
+        let answers = queue.serve(now: now) { decide($0, now: now, rng: &rng) }
         waitQueue = queue
         var grantedAny = false
         for answer in answers {
@@ -869,25 +890,6 @@ extension MeshInstance {
             out.append(.reply(ticket: answer.ticket, answer.decision))
         }
         if grantedAny { pendingPersist = false }
-    }
-
-    mutating func finish(_ directives: consuming [MeshDirective], now: UnixMillis) -> [MeshDirective] {
-        var out = directives
-        if !pendingEvents.isEmpty {
-            out += pendingEvents.map { .event($0) }
-            pendingEvents = []
-        }
-        if pendingPersist {
-            out.insert(.persist, at: 0)
-            pendingPersist = false
-        }
-        // Requests for rights carry nothing that must be saved first: they go ahead of any save.
-        var asks: [MeshDirective] = []
-        askForRights(now: now, into: &asks)
-        if !asks.isEmpty { out.insert(contentsOf: asks, at: 0) }
-        let wake = min(nextGossipAt, waitQueue.wake(after: now) ?? .max)
-        out.append(.wake(at: max(wake, now + 1)))
-        return out
     }
 }
 
@@ -900,10 +902,10 @@ extension Int64 {
     }
 }
 
-extension MeshInstance {
+extension QuotaLedger {
     /// The pieces of the remaining estimate for `key`, for diagnosis: (limit − window total, observation
     /// estimate, window total, lifetime total, the observation's anchor and remaining) and the estimate.
-    public func remainingBreakdown(_ key: QuotaKey, now: UnixMillis) -> [String: Int64] {
+    func remainingBreakdown(_ key: QuotaKey, now: UnixMillis) -> [String: Int64] {
         let merged = mergedView(key, now: now)
         var out: [String: Int64] = [
             "window_total": Int64(clamping: merged.windowTotal(at: now)),
@@ -921,11 +923,11 @@ extension MeshInstance {
     }
 }
 
-extension MeshInstance {
+extension QuotaLedger {
     /// The inputs of this node's pacing for `key`, for diagnosis: live peers, peers not heard from yet,
     /// what is left, the unseen-grant estimate, this node's fraction, and its pace for a normal call (calls
     /// per second), worked out by the same functions as ``assess(_:request:policy:now:)``.
-    public mutating func pacingBreakdown(_ key: QuotaKey, now: UnixMillis) -> [String: Double] {
+    mutating func pacingBreakdown(_ key: QuotaKey, now: UnixMillis) -> [String: Double] {
         let policy = catalog.policy(key.service)
         let merged = mergedView(key, own: local[key], configuredLimit: policy.configuredLimit(key.dimension), now: now)
         let total = merged.windowTotal(at: now)

@@ -3,7 +3,7 @@ import QuotaMeshCrypto
 /// Bounds on what a statement may claim, from this node's configuration: a peer's signed record or an
 /// agent's report may lower what the node enforces, never lift it, and no claim reaches further ahead than
 /// one window (or the longest a breaker may stay open).
-extension MeshInstance {
+extension QuotaLedger {
     /// How far ahead of its statement a claim about `key` may reach: its configured window, else
     /// `maxLearnedWindowMillis`.
     func claimHorizon(_ key: QuotaKey) -> Int64 {
