@@ -153,6 +153,37 @@ import QuotaMeshCrypto
         }
     }
 
+    @Test func aSpendTakenIntoAccountInPlaceGivesTheBalancesWorkedOutAfresh() async {
+        // Random ledgers of six members (some givers uncovered); one member spends: where `noteSpent`
+        // accepts the spend, the balances are exactly those worked out again from the new ledger, and
+        // where it refuses (the member uncovered, or holding less), it changed nothing.
+        let input = zip(Self.ledger.array(of: 6), Gen.int(in: 0...5), Gen.uint64(in: 1...8), Gen.int64(in: 0...40))
+        var accepted = 0
+        await propertyCheck(count: 400, input: input) { ledgers, spender, amount, limit in
+            let allotment = RightsAllotment(members: Self.keys, limit: limit, windowEnd: 0)
+            var view: [VerifyingKey: RightsLedger] = [:]
+            for (index, ledger) in ledgers.enumerated() where ledger.windowEnd == 0 { view[Self.keys[index]] = ledger }
+            var balances = RightsBalances(ledgers: view, allotment: allotment)
+            let before = balances
+            var spent = view[Self.keys[spender]] ?? RightsLedger(windowEnd: 0)
+            spent.spent += amount
+            view[Self.keys[spender]] = spent
+            let afresh = RightsBalances(ledgers: view, allotment: allotment)
+            if balances.noteSpent(amount, by: Self.keys[spender]) {
+                accepted += 1
+                #expect(balances.holdings == afresh.holdings)
+                #expect(balances.received == afresh.received)
+                #expect(balances.uncovered == afresh.uncovered)
+                #expect(Self.keys.allSatisfy { balances.believedHolding(of: $0) == afresh.believedHolding(of: $0) })
+            } else {
+                #expect(balances.holdings == before.holdings)
+                #expect(before.holding(of: Self.keys[spender]) < Int64(amount)
+                    || before.uncovered.contains(Self.keys[spender]))
+            }
+        }
+        #expect(accepted >= 40, "the property was checked on spends taken in place (\(accepted) of 400)")
+    }
+
     @Test func aLedgerRoundTripsOnTheWire() throws {
         var ledger = RightsLedger(windowEnd: 1_800_000_010_000, spent: 7, refunded: 2)
         ledger.give(3, to: Self.keys[2])

@@ -254,8 +254,21 @@ extension QuotaLedger {
     mutating func spendRights(_ key: QuotaKey, cost: Int64, now: UnixMillis) {
         guard let window = rightsWindow(key, now: now) else { return }
         var ledger = ownLedger(key, window: window)
-        ledger.spent = ledger.spent.saturatingAdd(UInt64(max(1, cost)))
+        let amount = UInt64(max(1, cost))
+        ledger.spent = ledger.spent.saturatingAdd(amount)
+        let before = ledgerVersion
         setOwnLedger(ledger, of: key)
+        // A spend of rights held changes this node's holding alone: the cached balances follow it, so a
+        // grant does not make the next decision work out every member's balance again.
+        // Taken out of the cache while it changes: a copy would copy every member's holding to change one.
+        if var cached = rightsCache.removeValue(forKey: key) {
+            if cached.ownVersion == before, cached.allotment.windowEnd == window.windowEnd,
+                cached.balances.noteSpent(amount, by: owner)
+            {
+                cached.ownVersion = ledgerVersion
+            }
+            rightsCache[key] = cached
+        }
     }
 
     /// Corrects what this node spent of `key`'s rights in the current window by what a call really cost

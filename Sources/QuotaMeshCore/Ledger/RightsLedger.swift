@@ -253,6 +253,18 @@ public struct RightsBalances: Sendable {
     /// What `member` holds (0 for one that is not a member).
     public func holding(of member: VerifyingKey) -> Int64 { holdings[member] ?? 0 }
 
+    /// Takes a spend of `amount` by `member` into account without working everything out again: `true`
+    /// when it could, which is when the member is covered and holds at least `amount` (its books still
+    /// balance, so every giver's coverage, and so every credit, stays as it was); `false` leaves the
+    /// balances unchanged, to be worked out afresh.
+    public mutating func noteSpent(_ amount: UInt64, by member: VerifyingKey) -> Bool {
+        guard let held = holdings[member], !uncovered.contains(member),
+            held >= Int64(clamping: amount)
+        else { return false }
+        holdings[member] = held - Int64(clamping: amount)
+        return true
+    }
+
     /// What `member` probably holds: as ``holding(of:)``, crediting every transfer to it that a ledger
     /// shows, covered or not. Where a giver's books do not balance yet in this view (a ledger it was
     /// credited by has not arrived), its receivers usually hold them all the same; this is the view to
