@@ -6,7 +6,8 @@ extension MeshInstance {
     /// Answers a peer's request for rights (``QuotaLedger/answer(_:from:now:)``): a gift is signed at once
     /// and the record sent straight back (after it is saved: the persist directive comes first); with
     /// nothing to spare, the ledger as it stands goes back, so that the asker stops counting on rights
-    /// this node no longer holds and asks others.
+    /// this node no longer holds and asks others, with (for urgent work) the records of the peers this
+    /// node believes hold some.
     mutating func answerRightsRequest(
         _ request: RightsRequest, from sender: VerifyingKey, now: UnixMillis, into out: inout [MeshDirective]
     ) {
@@ -16,9 +17,12 @@ extension MeshInstance {
         case .gave(let window):
             guard let record = signOwnRecord(request.key, now: now) else { return }
             sendRecords([record] + rightsSupport(request.key, window: window), to: sender, now: now, into: &out)
-        case .nothingToSpare:
+        case .nothingToSpare(let hints):
             guard let record = currentOwnRecord(request.key, now: now) else { return }
-            sendRecords([record], to: sender, now: now, into: &out)
+            let hinted = hints.compactMap { holder in
+                records.index(of: SlotID(origin: holder, slot: .quota(request.key))).map { records.records[$0] }
+            }
+            sendRecords([record] + hinted, to: sender, now: now, into: &out)
         }
     }
 

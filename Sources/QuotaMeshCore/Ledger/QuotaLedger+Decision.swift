@@ -134,6 +134,8 @@ extension QuotaLedger {
 
     // MARK: - Enforcement
 
+    /// A decision for one key, worked out without changing anything, with what acting on it changes
+    /// (``apply(_:to:)``; a grant is then charged by ``commit(_:request:assessment:now:)``).
     struct Assessment {
         var decision: AcquireDecision
         var headroom: Double
@@ -142,6 +144,27 @@ extension QuotaLedger {
         var resetAt: UnixMillis
         /// The turn a grant of one of a window's last calls took, `.min` if none.
         var turnSlot: Int64 = .min
+        /// The key's pacing bucket as it stands after this decision (a window entered, a wait, a hold), when
+        /// it changed.
+        var bucket: LeakyBucket? = nil
+        /// The other nodes' demand tiers worked out for the key, when they were not cached.
+        var shareCache: ShareCache? = nil
+        /// Every member's balance worked out for the key, when it was not cached.
+        var rightsCache: RightsCache? = nil
+        /// What becomes of the rights this node lacks for the key.
+        var want: RightsWantChange = .unchanged
+    }
+
+    /// Stores what deciding `key` changed: its bucket, the caches worked out, and the rights it lacks.
+    mutating func apply(_ assessment: Assessment, to key: QuotaKey) {
+        if let bucket = assessment.bucket { local[key, default: LocalQuota()].bucket = bucket }
+        if let cache = assessment.shareCache { shareCache[key] = cache }
+        if let cache = assessment.rightsCache { rightsCache[key] = cache }
+        switch assessment.want {
+        case .unchanged: break
+        case .met: rightsWants[key] = nil
+        case .noted(let want): rightsWants[key] = want
+        }
     }
 
     mutating func decide(_ request: AcquireRequest, now: UnixMillis, rng: inout SplitMix64) -> AcquireDecision {
@@ -160,6 +183,7 @@ extension QuotaLedger {
             // The common case, one account counting requests only: the loop below, without its bookkeeping.
             let key = entry.keys[0]
             let assessment = assess(key, request: request, policy: policy, now: now, rng: &rng)
+            apply(assessment, to: key)
             if assessment.decision.granted { commit(key, request: request, assessment: assessment, now: now) }
             return assessment.decision
         }
@@ -169,6 +193,7 @@ extension QuotaLedger {
         for key in entry.keys {
             let account = key.account
             var assessment = assess(key, request: request, policy: policy, now: now, rng: &rng)
+            apply(assessment, to: key)
             // Every other dimension the call costs, and whose limit is known, must grant too; so must the
             // account's scope, in every dimension, when the provider limits it with other accounts.
             var parts: [(QuotaKey, AcquireRequest, Assessment)] = []
@@ -191,6 +216,7 @@ extension QuotaLedger {
             if assessment.decision.granted {
                 for (partKey, part) in checks {
                     let partAssessment = assess(partKey, request: part, policy: policy, now: now, rng: &rng)
+                    apply(partAssessment, to: partKey)
                     guard partAssessment.decision.granted else {
                         var decision = partAssessment.decision
                         decision.key = key
@@ -222,13 +248,15 @@ extension QuotaLedger {
     }
 
     /// Everything needed to decide for one key, without changing anything.
-    mutating func assess(_ key: QuotaKey, request: AcquireRequest, now: UnixMillis, rng: inout SplitMix64) -> Assessment {
+    /// The decision for `key`, changing nothing (``Assessment`` says what acting on it changes). `rng` is
+    /// the generator a random draw comes from; it moves on only by what was drawn.
+    func assess(_ key: QuotaKey, request: AcquireRequest, now: UnixMillis, rng: inout SplitMix64) -> Assessment {
         assess(key, request: request, policy: catalog.policy(key.service), now: now, rng: &rng)
     }
 
     /// ``assess(_:request:now:)`` with the service's policy already looked up: the estimate's decision,
     /// then the rights a grant must hold (``rightsDenial(_:window:cost:priority:now:)``).
-    mutating func assess(
+    func assess(
         _ key: QuotaKey, request: AcquireRequest, policy: ServicePolicy, now: UnixMillis, rng: inout SplitMix64
     ) -> Assessment {
         if persistenceFailing {
@@ -246,8 +274,10 @@ extension QuotaLedger {
         }
         var assessment = assessEstimate(key, request: request, policy: policy, byRights: rights != nil, now: now, rng: &rng)
         guard assessment.decision.granted, let rights else { return assessment }
-        guard let denial = rightsDenial(key, window: rights, cost: max(1, request.cost), priority: request.priority, now: now)
-        else {
+        let verdict = rightsVerdict(key, window: rights, cost: max(1, request.cost), priority: request.priority, now: now)
+        assessment.rightsCache = verdict.cache
+        assessment.want = verdict.want
+        guard let denial = verdict.denial else {
             assessment.decision.windowEnd = rights.windowEnd
             return assessment
         }
@@ -259,7 +289,7 @@ extension QuotaLedger {
     /// The decision from the estimate of what is left: breaker, reserves, fair share and pacing. `byRights`:
     /// whether the key's grants also need rights (a known limit), which makes the estimate's own guards
     /// against overshoot (unseen grants, turns) unnecessary.
-    mutating func assessEstimate(
+    func assessEstimate(
         _ key: QuotaKey, request: AcquireRequest, policy: ServicePolicy, byRights: Bool, now: UnixMillis,
         rng: inout SplitMix64
     ) -> Assessment {
@@ -269,8 +299,12 @@ extension QuotaLedger {
         let quota = own ?? LocalQuota()
         let cost = Double(max(1, request.cost))
         let resetAt = merged.window?.resetAt ?? 0
+        // The demand tiers worked out for the share (not cached yet), once they are.
+        var sharesWorkedOut: ShareCache?
         func result(_ decision: AcquireDecision, headroom: Double = 0, rate: Double = 0) -> Assessment {
-            Assessment(decision: decision, headroom: headroom, rate: rate, resetAt: resetAt)
+            var assessment = Assessment(decision: decision, headroom: headroom, rate: rate, resetAt: resetAt)
+            assessment.shareCache = sharesWorkedOut
+            return assessment
         }
         switch merged.breaker.state(at: now) {
         case .open:
@@ -359,9 +393,11 @@ extension QuotaLedger {
         if remaining - cost < floor {
             return result(.deny(.reservedForHigherPriority, key: key, retryAt: window.resetAt, detail: .reserve))
         }
-        let share = fairShare(
+        let shares = shareOfWhatIsLeft(
             key, remaining: remaining, limit: limit, policy: policy, resetAt: window.resetAt, windowMillis: windowLength,
             now: now)
+        let share = shares.share
+        sharesWorkedOut = shares.cache
         let usable = share * (remaining - floor)
         // The node's share is enforced by pacing it over the rest of the window: calls are spaced
         // `cost ÷ rate` apart, with rate = share × what is left ÷ time left (reserves are enforced above,
@@ -375,11 +411,15 @@ extension QuotaLedger {
             // No pace, so nothing of the bucket's debt is paid meanwhile: paid on at the last rate, the debt
             // of every node would run out while their shares were nothing, and they would all grant at once
             // when the shares came back (BENCHMARKS.md, "Enforcement as N grows").
+            var held: LeakyBucket?
             if quota.bucket.windowEnd == window.resetAt {
-                local[key, default: LocalQuota()].bucket.hold(now: now)
+                held = quota.bucket
+                held?.hold(now: now)
             }
             let retry = min(window.resetAt, now + max(configuration.gossipIntervalMillis * 5, 1000))
-            return result(.deny(.quotaExhausted, key: key, retryAt: retry, detail: .share))
+            var denied = result(.deny(.quotaExhausted, key: key, retryAt: retry, detail: .share))
+            denied.bucket = held
+            return denied
         }
         // A window's last calls go by turns when nodes outnumber them: independent grants of the last one or
         // two calls, each made before the others' reached it, bunch past the limit. Where nodes outnumber
@@ -435,7 +475,7 @@ extension QuotaLedger {
         // when it charges it, so the bucket is stored here only when a window begins or the call waits.
         let entered = bucket.windowEnd != quota.bucket.windowEnd
         bucket.retime(ratePerMillisecond: rate, now: now)
-        if entered { local[key, default: LocalQuota()].bucket = bucket }
+        let stored: LeakyBucket? = entered ? bucket : nil
         // Urgent calls may run a few calls ahead of the pacing while a healthy part of the normal reserve
         // is left (that reserve exists for them), so that a burst of them is not queued behind the pace;
         // they are charged to it, so the node's other work slows.
@@ -447,14 +487,16 @@ extension QuotaLedger {
             // While every node's urgent demand fits in what is left, urgent work is not paced at all: the
             // first tier has already set that much aside for it, and every other node's pace shrinks as it
             // is spent. Only when urgent demand alone exceeds what is left is it paced like the rest.
-            if urgentDemandFits(key, remaining: remaining, resetAt: window.resetAt, now: now) { tolerance = .infinity }
+            let tiers = sharesWorkedOut?.tiers ?? shareCache[key]?.tiers
+            if urgentDemandFits(key, remaining: remaining, resetAt: window.resetAt, tiers: tiers, now: now) {
+                tolerance = .infinity
+            }
         }
         // Where rights apply, what urgent work may spend is what this node holds or is given: it goes at once,
         // and rights (which follow urgent demand first) share it out when it exceeds the limit.
         if request.priority == .urgent && byRights { tolerance = .infinity }
         let earliest = bucket.earliestAdmission(tolerance: tolerance)
         if earliest > Double(now) {
-            if !entered { local[key, default: LocalQuota()].bucket = bucket }
             var retry = earliest < 9e15 ? UnixMillis(earliest.rounded(.up)) : window.resetAt
             // Paced at an idle node's floor while its own demand is not signed yet: its share grows once it
             // is, so the wait is no longer than that (an agent waiting that long is then served).
@@ -462,10 +504,13 @@ extension QuotaLedger {
             // Where the window's last slot goes by turns, a waiting call asks again when it opens.
             let lastSlot = closingEdge - Int64(turnSlotMillis)
             if (lastSlotByTurns || (byRights && outnumbered)) && now < lastSlot { retry = min(retry, lastSlot) }
-            return result(.deny(.quotaExhausted, key: key, retryAt: min(retry, window.resetAt), detail: .paced))
+            var paced = result(.deny(.quotaExhausted, key: key, retryAt: min(retry, window.resetAt), detail: .paced))
+            paced.bucket = bucket
+            return paced
         }
         var granted = result(.grant(key), headroom: usable - cost, rate: rate)
         granted.turnSlot = turnSlot
+        granted.bucket = stored
         return granted
     }
 
@@ -574,18 +619,32 @@ extension QuotaLedger {
         _ key: QuotaKey, remaining: Double, limit: Double, policy: ServicePolicy, resetAt: UnixMillis,
         windowMillis: Double, now: UnixMillis
     ) -> Double {
-        guard remaining > 0 else { return 0 }
+        let shares = shareOfWhatIsLeft(
+            key, remaining: remaining, limit: limit, policy: policy, resetAt: resetAt, windowMillis: windowMillis, now: now)
+        if let cache = shares.cache { shareCache[key] = cache }
+        return shares.share
+    }
+
+    /// ``fairShare(_:remaining:limit:policy:resetAt:windowMillis:now:)`` changing nothing: the share, and
+    /// the other nodes' demand tiers when they were worked out rather than taken from the cache.
+    func shareOfWhatIsLeft(
+        _ key: QuotaKey, remaining: Double, limit: Double, policy: ServicePolicy, resetAt: UnixMillis,
+        windowMillis: Double, now: UnixMillis
+    ) -> (share: Double, cache: ShareCache?) {
+        guard remaining > 0 else { return (0, nil) }
         // Until a liveness timeout has passed since start, peers not heard from yet still count (with no
         // demand): a node that has just started must not believe it is alone and spend everyone's share.
         let pending = pendingClaimants(now: now)
-        if live.isEmpty && pending == 0 { return 1 }
+        if live.isEmpty && pending == 0 { return (1, nil) }
         if weightsApply {
-            return weightedFairShare(
+            let share = weightedFairShare(
                 key, remaining: remaining, limit: limit, policy: policy, resetAt: resetAt, windowMillis: windowMillis,
                 pending: pending, now: now)
+            return (share, nil)
         }
         // Other live nodes' demand rates per tier, sorted, cached for the round.
         let tiers: [TierRates]
+        var workedOut: ShareCache?
         if let cached = shareCache[key], cached.round == round, cached.liveVersion == liveVersion,
             cached.claimants == live.count + pending
         {
@@ -601,7 +660,7 @@ extension QuotaLedger {
             tiers = [
                 TierRates(busy.map(\.urgent), idle: idle), TierRates(busy.map { $0.normal + $0.low }, idle: idle),
             ]
-            shareCache[key] = ShareCache(round: round, liveVersion: liveVersion, claimants: live.count + pending, tiers: tiers)
+            workedOut = ShareCache(round: round, liveVersion: liveVersion, claimants: live.count + pending, tiers: tiers)
         }
         let own = local[key]?.signedDemand(signedAfter: now.saturatingSubtract(Int64(windowMillis))) ?? Demand.zero
         let seconds = Double(max(resetAt - now, 1)) / 1000
@@ -611,7 +670,7 @@ extension QuotaLedger {
         let ownNeeds: InlineArray<2, Double> = [own.urgent * scales[0], (own.normal + own.low) * scales[1]]
         let allocation = FairShare.tieredAllocation(
             capacity: remaining, ownNeeds: ownNeeds, others: tiers, scales: scales, floor: floorNeed, claimants: count)
-        return min(1, allocation / remaining)
+        return (min(1, allocation / remaining), workedOut)
     }
 
     /// ``fairShare(_:remaining:limit:policy:resetAt:windowMillis:now:)`` where some node's weight is not 1:
@@ -731,11 +790,13 @@ extension QuotaLedger {
     /// Whether the urgent demand of every live node (this one's included), over the rest of the window,
     /// fits in what is left: the first tier of ``fairShare(_:remaining:limit:policy:resetAt:now:)`` is
     /// then met in full.
-    func urgentDemandFits(_ key: QuotaKey, remaining: Double, resetAt: UnixMillis, now: UnixMillis) -> Bool {
+    func urgentDemandFits(
+        _ key: QuotaKey, remaining: Double, resetAt: UnixMillis, tiers: [TierRates]?, now: UnixMillis
+    ) -> Bool {
         let seconds = Double(max(resetAt - now, 1)) / 1000
         let scale = seconds * Self.urgentHeadroom
         let own = (local[key]?.signedDemand.urgent ?? 0) * scale
-        guard let tiers = shareCache[key]?.tiers, let urgent = tiers.first else { return own <= remaining }
+        guard let tiers, let urgent = tiers.first else { return own <= remaining }
         return urgent.totalNeed(scale: scale, floor: 0) + own <= remaining
     }
 
@@ -752,7 +813,9 @@ extension QuotaLedger {
             // The latest any dimension a call counts in could grant it.
             var wait: Int64 = 0
             for partKey in [key] + windows.map({ key.counting($0) }) {
-                let decision = scratch.assess(partKey, request: probe, now: now, rng: &rng).decision
+                let assessment = scratch.assess(partKey, request: probe, now: now, rng: &rng)
+                scratch.apply(assessment, to: partKey)
+                let decision = assessment.decision
                 if !decision.granted { wait = max(wait, (decision.retryAt ?? now).saturatingSubtract(now)) }
             }
             next[priority] = wait

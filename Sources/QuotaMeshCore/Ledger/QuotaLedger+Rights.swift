@@ -22,6 +22,8 @@ struct RightsWant: Sendable {
     var askedAt: UnixMillis = .min
     /// The priority they were last asked for.
     var askedPriority: Priority = .low
+    /// The peers last asked that have not answered yet (no record of theirs for the key since).
+    var awaiting: Set<VerifyingKey> = []
 }
 
 /// The window a key's rights are counted in: its limit, length and end, and how many of its rights exist
@@ -97,22 +99,31 @@ extension QuotaLedger {
 
     /// Every member's balance in `window` of `key`, from the ledgers held (cached until one changes).
     mutating func balances(_ key: QuotaKey, window: RightsWindow) -> RightsBalances {
+        let (balances, workedOut) = currentBalances(key, window: window)
+        if let workedOut { rightsCache[key] = workedOut }
+        return balances
+    }
+
+    /// ``balances(_:window:)`` changing nothing: the balances, and the cache entry when they were worked
+    /// out rather than taken from the cache.
+    func currentBalances(_ key: QuotaKey, window: RightsWindow) -> (RightsBalances, RightsCache?) {
         let aggregateVersion = remote[key]?.ledgerVersion ?? 0
         let cached = rightsCache[key]
         if let cached, cached.allotment.windowEnd == window.windowEnd, cached.allotment.limit == window.limit,
             cached.allotment.unlocked == window.unlocked, cached.aggregateVersion == aggregateVersion,
             cached.ownVersion == ledgerVersion
         {
-            return cached.balances
+            return (cached.balances, nil)
         }
         let allotment = cached.flatMap {
             $0.allotment.windowEnd == window.windowEnd && $0.allotment.limit == window.limit
                 ? $0.allotment.dealing(window.unlocked) : nil
         } ?? RightsAllotment(members: members, limit: window.limit, windowEnd: window.windowEnd, unlocked: window.unlocked)
         let balances = computeBalances(key, allotment: allotment)
-        rightsCache[key] = RightsCache(
-            allotment: allotment, aggregateVersion: aggregateVersion, ownVersion: ledgerVersion, balances: balances)
-        return balances
+        return (
+            balances,
+            RightsCache(allotment: allotment, aggregateVersion: aggregateVersion, ownVersion: ledgerVersion, balances: balances)
+        )
     }
 
     /// ``balances(_:window:)`` worked out afresh, changing nothing.
@@ -141,26 +152,41 @@ extension QuotaLedger {
         return RightsLedger(windowEnd: window.windowEnd)
     }
 
-    /// Why a call of `cost` on `key` may not spend rights now, or `nil` when this node holds enough. A
-    /// shortfall is noted, and peers that hold rights are asked for them when the call's directives are
-    /// finished (``askForRights(now:into:)``).
+    /// Why a call of `cost` on `key` may not spend rights now, or `nil` when this node holds enough
+    /// (``rightsVerdict(_:window:cost:priority:now:)``, acted on).
     mutating func rightsDenial(
         _ key: QuotaKey, window: RightsWindow, cost: Int64, priority: Priority, now: UnixMillis
     ) -> AcquireDecision? {
+        let verdict = rightsVerdict(key, window: window, cost: cost, priority: priority, now: now)
+        if let cache = verdict.cache { rightsCache[key] = cache }
+        switch verdict.want {
+        case .unchanged: break
+        case .met: rightsWants[key] = nil
+        case .noted(let want): rightsWants[key] = want
+        }
+        return verdict.denial
+    }
+
+    /// Why a call of `cost` on `key` may not spend rights now (`nil` when this node holds enough), changing
+    /// nothing: with what becomes of the rights it lacks (a shortfall is noted, and peers that hold rights
+    /// are asked for them when the call's directives are finished, ``rightsAsks(now:rng:)``) and the
+    /// balances when they were worked out rather than cached.
+    func rightsVerdict(
+        _ key: QuotaKey, window: RightsWindow, cost: Int64, priority: Priority, now: UnixMillis
+    ) -> (denial: AcquireDecision?, want: RightsWantChange, cache: RightsCache?) {
         let edge = rightsEdgeMillis(window)
         let lead = min(configuration.rightsLeadMillis, window.windowMillis / 20)
         if now < window.windowStart + lead {
-            return .deny(.quotaExhausted, key: key, retryAt: window.windowStart + lead, detail: .windowEdge)
+            return (.deny(.quotaExhausted, key: key, retryAt: window.windowStart + lead, detail: .windowEdge), .unchanged, nil)
         }
         if now >= window.windowEnd - edge {
-            return .deny(.quotaExhausted, key: key, retryAt: window.windowEnd + lead, detail: .windowEdge)
+            return (.deny(.quotaExhausted, key: key, retryAt: window.windowEnd + lead, detail: .windowEdge), .unchanged, nil)
         }
-        let balances = balances(key, window: window)
+        let (balances, cache) = currentBalances(key, window: window)
         let held = balances.holding(of: publicKey)
         let kept = priority == .urgent ? 0 : urgentKeep(window, now: now)
         if held - kept >= cost {
-            rightsWants[key] = nil
-            return nil
+            return (nil, .met, cache)
         }
         // Ask for this call and for what this node's demand will want over the next couple of seconds, so a
         // busy node does not ask once per call.
@@ -178,7 +204,6 @@ extension QuotaLedger {
         want.amount = max(want.amount, amount)
         want.priority = min(want.priority, priority)
         want.notedAt = now
-        rightsWants[key] = want
         if !live.contains(where: { balances.believedHolding(of: $0) >= 1 }) {
             // Nobody this node knows of holds any: the window is spent, as far as it can tell. Its view of
             // the others' ledgers can lag, so look again after a few rounds rather than at the reset.
@@ -189,10 +214,10 @@ extension QuotaLedger {
             if priority == .urgent && !live.isEmpty { retry = min(retry, now + Self.rightsUrgentAskMillis) }
             // What this node keeps for urgent calls is its own work's once the window's closing part begins.
             if kept > 0 { retry = min(retry, urgentKeepReleasedAt(window)) }
-            return .deny(.quotaExhausted, key: key, retryAt: retry, detail: .rights)
+            return (.deny(.quotaExhausted, key: key, retryAt: retry, detail: .rights), .noted(want), cache)
         }
         // A holder answers at once: look again after about a round trip.
-        return .deny(.quotaExhausted, key: key, retryAt: now + Self.rightsRetryMillis, detail: .rights)
+        return (.deny(.quotaExhausted, key: key, retryAt: now + Self.rightsRetryMillis, detail: .rights), .noted(want), cache)
     }
 
     /// The rights a node keeps from its own normal and low work for urgent calls, here or asked for by a
@@ -346,8 +371,18 @@ extension QuotaLedger {
         if spare >= 1, giveRights(min(UInt64(spare), request.amount), of: request.key, window: window, to: sender) {
             return .gave(window)
         }
-        return .nothingToSpare
+        guard request.priority == .urgent else { return .nothingToSpare(hints: []) }
+        // Urgent work is pointed at the live peers this node believes hold rights, so that the asker's next
+        // request goes where they are rather than where its own (older) view put them.
+        let balances = balances(request.key, window: window)
+        var holders = live.filter { $0 != sender }.map { (peer: $0, held: balances.believedHolding(of: $0)) }
+            .filter { $0.held >= 1 }
+        holders.sort { ($0.held, $1.peer) > ($1.held, $0.peer) }
+        return .nothingToSpare(hints: holders.prefix(Self.rightsHints).map(\.peer))
     }
+
+    /// How many believed holders a node that has no rights to spare points urgent work at.
+    static let rightsHints = 2
 
     /// Which peers to ask for the rights this node's agents wait for, and what to ask: each want goes to
     /// the holders believed to hold most, again each round while it lasts (urgent work sooner, and at once
@@ -365,7 +400,10 @@ extension QuotaLedger {
                 continue
             }
             let again = want.priority == .urgent ? Self.rightsUrgentAskMillis : configuration.gossipIntervalMillis
-            guard want.priority < want.askedPriority || now.saturatingSubtract(want.askedAt) >= again else { continue }
+            // Urgent work asks again as soon as every peer asked has answered without covering it.
+            let answered = want.priority == .urgent && want.askedAt != .min && want.awaiting.isEmpty
+            guard want.priority < want.askedPriority || answered || now.saturatingSubtract(want.askedAt) >= again
+            else { continue }
             let balances = balances(key, window: window)
             var holders = rightsHolders(key, balances: balances, count: Self.rightsAskPeers, rng: &rng)
             if holders.isEmpty && want.priority == .urgent {
@@ -381,6 +419,7 @@ extension QuotaLedger {
             guard !holders.isEmpty else { continue }
             want.askedAt = now
             want.askedPriority = want.priority
+            want.awaiting = Set(holders)
             rightsWants[key] = want
             let request = RightsRequest(key: key, windowEnd: window.windowEnd, amount: want.amount, priority: want.priority)
             asks += holders.map { (holder: $0, request: request) }
@@ -514,6 +553,16 @@ extension QuotaLedger {
     }
 }
 
+/// What deciding a call does to the rights a node lacks for its key (``QuotaLedger/rightsVerdict(_:window:cost:priority:now:)``).
+enum RightsWantChange: Sendable {
+    /// Nothing (the call was refused before rights were looked at).
+    case unchanged
+    /// The node holds enough: nothing is wanted.
+    case met
+    /// The node lacks rights: this want is to be asked of peers.
+    case noted(RightsWant)
+}
+
 /// What a node does with a peer's request for rights (``QuotaLedger/answer(_:from:now:)``).
 enum RightsAnswer: Sendable, Hashable {
     /// Not for the current window's open part, or saves fail: no answer.
@@ -521,6 +570,7 @@ enum RightsAnswer: Sendable, Hashable {
     /// Rights of `window` were given: the new ledger goes back with the records that show where they
     /// came from.
     case gave(RightsWindow)
-    /// None to spare: the ledger as it stands goes back, so that the asker asks others.
-    case nothingToSpare
+    /// None to spare: the ledger as it stands goes back, so that the asker asks others, with the records
+    /// of the peers named in `hints` (for urgent work: those this node believes hold rights).
+    case nothingToSpare(hints: [VerifyingKey])
 }

@@ -1,0 +1,113 @@
+import QuotaMeshCrypto
+import Testing
+
+@testable import QuotaMeshCore
+
+/// How urgent work finds rights it does not hold: a peer with none to spare points it at the holders it
+/// knows of, and it asks again as soon as every peer it asked has answered, not a timer later.
+@Suite struct UrgentAskTests {
+    static let key = QuotaKey(service: "svc")
+    static let members = (0..<6).map { testKey($0).publicKey }
+    static let start: UnixMillis = 1_800_000_000_000
+
+    /// Node 0's ledger among six members sharing 60 calls a minute (10 rights each), 1 s into a window,
+    /// with every peer live. Node 0 spent its 10; peers 1 and 2 are known to have spent theirs, peer 3 six
+    /// of them and peer 4 eight; peer 5 signed nothing (it holds its 10, as far as node 0 knows).
+    static func ledger() -> (QuotaLedger, RightsWindow) {
+        let policy = ServicePolicy(limit: 60, windowMillis: 60_000, burstFraction: 1)
+        let infos = members.indices.map { PeerInfo(name: "n\($0)", key: members[$0], endpoint: endpoint($0)) }
+        let now = start + 1_000
+        var ledger = QuotaLedger(
+            owner: members[0], configuration: MeshConfiguration(services: ["svc": policy]),
+            directory: PeerDirectory(infos), restored: nil, now: now)
+        ledger.mesh = MeshFacts(live: Array(members.dropFirst()).sorted(), liveVersion: 1, unheard: 0, peerCount: 5, round: 1)
+        let window = ledger.rightsWindow(key, now: now)!
+        ledger.setOwnLedger(RightsLedger(windowEnd: window.windowEnd, spent: 10), of: key)
+        for (peer, spent) in [(1, 10), (2, 10), (3, 4), (4, 8)] {
+            ledger.absorb(spent: UInt64(spent), by: peer, window: window, now: now)
+        }
+        return (ledger, window)
+    }
+
+    @Test func aPeerWithNoneToSparePointsUrgentWorkAtTheHoldersItKnows() {
+        var (ledger, window) = Self.ledger()
+        let now = Self.start + 1_000
+        let urgent = RightsRequest(key: Self.key, windowEnd: window.windowEnd, amount: 1, priority: .urgent)
+        // Holders by what node 0 believes: peer 5 holds 10, peer 3 six, peer 4 two; the asker is left out.
+        #expect(ledger.answer(urgent, from: Self.members[3], now: now) == .nothingToSpare(hints: [Self.members[5], Self.members[4]]))
+        #expect(ledger.answer(urgent, from: Self.members[1], now: now) == .nothingToSpare(hints: [Self.members[5], Self.members[3]]))
+        var normal = urgent
+        normal.priority = .normal
+        #expect(ledger.answer(normal, from: Self.members[1], now: now) == .nothingToSpare(hints: []), "only urgent work is pointed")
+    }
+
+    @Test func urgentWorkAsksAgainOnceEveryPeerAskedHasAnswered() {
+        var (ledger, window) = Self.ledger()
+        var rng = SplitMix64(seed: 1)
+        let now = Self.start + 1_000
+        #expect(ledger.rightsDenial(Self.key, window: window, cost: 1, priority: .urgent, now: now)?.detail?.kind == .rights)
+        let first = Set(ledger.rightsAsks(now: now, rng: &rng).map(\.holder))
+        #expect(first == [Self.members[5], Self.members[3]], "the two believed to hold most")
+        #expect(ledger.rightsAsks(now: now + 5, rng: &rng).isEmpty, "no answer yet: the next ask waits")
+        // Peer 5 answers: it has spent its rights since. One of the two asked has answered: still waiting.
+        ledger.absorb(spent: 10, by: 5, window: window, now: now + 6)
+        #expect(ledger.rightsAsks(now: now + 6, rng: &rng).isEmpty)
+        // Peer 3 answers likewise: every peer asked has answered without covering the call, so the next
+        // holder (peer 4) is asked at once, well before the 50 ms an unanswered ask waits.
+        ledger.absorb(spent: 10, by: 3, window: window, now: now + 8)
+        #expect(ledger.rightsAsks(now: now + 8, rng: &rng).map(\.holder) == [Self.members[4]])
+    }
+
+    @Test func normalWorkWaitsForItsTimerEvenWhenAnswered() {
+        var (ledger, window) = Self.ledger()
+        var rng = SplitMix64(seed: 1)
+        let now = Self.start + 1_000
+        _ = ledger.rightsDenial(Self.key, window: window, cost: 1, priority: .normal, now: now)
+        let asked = ledger.rightsAsks(now: now, rng: &rng).map(\.holder)
+        #expect(!asked.isEmpty)
+        for peer in asked { ledger.absorb(spent: 10, by: Self.members.firstIndex(of: peer)!, window: window, now: now + 5) }
+        _ = ledger.rightsDenial(Self.key, window: window, cost: 1, priority: .normal, now: now + 6)
+        #expect(ledger.rightsAsks(now: now + 6, rng: &rng).isEmpty, "a round, not an answer, paces normal work")
+    }
+
+    @Test func theAnswerCarriesTheRecordsOfTheHoldersItNames() throws {
+        // Four nodes sharing 40 calls a minute (10 each). Nodes 2 and 3 spend one each, so node 1 holds
+        // their records; node 1 spends all of its own.
+        var mesh = TestMesh(count: 4, services: ["svc": ServicePolicy(limit: 40, windowMillis: 60_000, burstFraction: 1)])
+        mesh.now = (mesh.now / 60_000 + 1) * 60_000 + 100
+        mesh.run(for: 1_000)
+        for node in [2, 3] { #expect(mesh.acquire(node, AcquireRequest(service: "svc", priority: .urgent))?.granted == true) }
+        for _ in 0..<10 { #expect(mesh.acquire(1, AcquireRequest(service: "svc", priority: .urgent))?.granted == true) }
+        mesh.run(for: 1_000)
+        let windowEnd = (mesh.now / 60_000 + 1) * 60_000
+
+        func answer(to priority: Priority, sequence: UInt64) throws -> [VerifyingKey] {
+            let asker = testKey(0)
+            let packet = WireFormat.encodePacket(
+                header: PacketHeader(sender: asker.publicKey, incarnation: 9_000_000_000, sequence: sequence, sentAt: mesh.now),
+                payload: .rightsRequest(RightsRequest(key: Self.key, windowEnd: windowEnd, amount: 1, priority: priority)),
+                signingKey: asker, cluster: "quotamesh")
+            let sent = mesh.nodes[1].receive(datagram: packet, from: endpoint(0), now: mesh.now).compactMap { directive in
+                if case .send(let bytes, endpoint(0)) = directive { return bytes }
+                return nil
+            }
+            return try sent.flatMap { bytes -> [VerifyingKey] in
+                guard case .records(let records) = try WireFormat.decodePayload(bytes) else { return [] }
+                return records.map(\.origin)
+            }
+        }
+        let urgent = try answer(to: .urgent, sequence: 1)
+        #expect(urgent.first == testKey(1).publicKey, "its own ledger first")
+        #expect(Set(urgent.dropFirst()) == [testKey(2).publicKey, testKey(3).publicKey], "then the holders it knows: \(urgent)")
+        #expect(try answer(to: .normal, sequence: 2) == [testKey(1).publicKey])
+    }
+}
+
+extension QuotaLedger {
+    /// Takes a record of peer `index` saying it spent `spent` of `window`'s rights.
+    fileprivate mutating func absorb(spent: UInt64, by index: Int, window: RightsWindow, now: UnixMillis) {
+        absorb(
+            QuotaState(ledger: RightsLedger(windowEnd: window.windowEnd, spent: spent)), of: UrgentAskTests.members[index],
+            key: UrgentAskTests.key, stamp: now, records: [])
+    }
+}
