@@ -44,14 +44,35 @@ import QuotaMeshCrypto
         #expect(mesh.acquire(1, AcquireRequest(service: "openai", priority: .normal))?.granted == false)
     }
 
+    @Test func observationsCloserThanTheClocksMayBeApartAreNotJudgedByTheirOrder() {
+        // Node 2 finds nothing left; 100 ms later by node 1's clock, node 1 finds 80. The clocks may be a
+        // round and the rights' lead apart, and a burst of unpaced calls can spend 80 in less: node 1's
+        // call may have come first, so node 2 is not held to have said less than was left. (Before this,
+        // an honest node was graylisted in one seeded fault run: 10× all-urgent demand, 40 ms of skew.)
+        var mesh = TestMesh(count: 3, services: Self.services)
+        mesh.run(for: 3_000)
+        let honest = testKey(2).publicKey
+        observe(&mesh, 2, remaining: 0)
+        mesh.run(for: 100, step: 100)
+        #expect(mesh.nodes[1].heldVersion(origin: honest, slot: .quota(QuotaKey(service: "openai"))) != nil)
+        observe(&mesh, 1, remaining: 80)
+        #expect(mesh.nodes[1].ledger.observationScore(of: honest, now: mesh.now) == 0)
+        // Further apart than that, the same two say different things about one window: node 2 is judged.
+        observe(&mesh, 2, remaining: 0)
+        mesh.run(for: 400, step: 100)
+        observe(&mesh, 1, remaining: 80)
+        #expect(mesh.nodes[1].ledger.observationScore(of: honest, now: mesh.now) > 0.9)
+    }
+
     @Test func aPeerThatKeepsSayingNothingIsLeftWhileTheUpstreamSaysOtherwiseIsGraylisted() {
         var mesh = TestMesh(count: 3, services: Self.services)
         mesh.run(for: 3_000)
         let liar = testKey(0).publicKey
         for round in 1...3 {
             lie(&mesh, remaining: 0, sequence: UInt64(round), to: 1)
-            mesh.run(for: 100)
-            // This node's own call, made after the liar's statement, finds 80 left.
+            mesh.run(for: 400)
+            // This node's own call, made after the liar's statement (further apart than the clocks may be,
+            // so that which came first is known), finds 80 left.
             observe(&mesh, 1, remaining: 80)
             #expect(mesh.nodes[1].ledger.observationScore(of: liar, now: mesh.now) >= Double(round) - 0.01)
             mesh.run(for: 200)

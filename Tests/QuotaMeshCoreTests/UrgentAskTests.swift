@@ -13,10 +13,10 @@ import Testing
     /// Node 0's ledger among six members sharing 60 calls a minute (10 rights each), 1 s into a window,
     /// with every peer live. Node 0 spent its 10; peers 1 and 2 are known to have spent theirs, peer 3 six
     /// of them and peer 4 eight; peer 5 signed nothing (it holds its 10, as far as node 0 knows).
-    static func ledger() -> (QuotaLedger, RightsWindow) {
-        let policy = ServicePolicy(limit: 60, windowMillis: 60_000, burstFraction: 1)
+    static func ledger(refill: ServicePolicy.Refill = .window, at now: UnixMillis = start + 1_000) -> (QuotaLedger, RightsWindow) {
+        var policy = ServicePolicy(limit: 60, windowMillis: 60_000, burstFraction: 1)
+        policy.refill = refill
         let infos = members.indices.map { PeerInfo(name: "n\($0)", key: members[$0], endpoint: endpoint($0)) }
-        let now = start + 1_000
         var ledger = QuotaLedger(
             owner: members[0], configuration: MeshConfiguration(services: ["svc": policy]),
             directory: PeerDirectory(infos), restored: nil, now: now)
@@ -70,6 +70,24 @@ import Testing
         #expect(ledger.rightsAsks(now: now + 6, rng: &rng).isEmpty, "a round, not an answer, paces normal work")
     }
 
+    @Test func whereRightsAccrueUrgentWorkIsNeitherPointedNorAskedAgainAtOnce() {
+        // Half-way through a window whose rights accrue: a right dealt is spent within moments there, so no
+        // view of holders is current, and asks that chased the answers cut a token bucket's utilization
+        // (0.99 → 0.80 on one seed). Both stay with windows that come back whole.
+        let now = Self.start + 30_000
+        var (ledger, window) = Self.ledger(refill: .continuous, at: now)
+        #expect(window.refill == .continuous)
+        var rng = SplitMix64(seed: 1)
+        let urgent = RightsRequest(key: Self.key, windowEnd: window.windowEnd, amount: 1, priority: .urgent)
+        #expect(ledger.answer(urgent, from: Self.members[1], now: now) == .nothingToSpare(hints: []))
+        _ = ledger.rightsDenial(Self.key, window: window, cost: 1, priority: .urgent, now: now)
+        let asked = ledger.rightsAsks(now: now, rng: &rng).map(\.holder)
+        #expect(!asked.isEmpty)
+        for peer in asked { ledger.absorb(spent: 10, by: Self.members.firstIndex(of: peer)!, window: window, now: now + 5) }
+        #expect(ledger.rightsAsks(now: now + 8, rng: &rng).isEmpty, "answered, but asked again only on its timer")
+        #expect(!ledger.rightsAsks(now: now + 50, rng: &rng).isEmpty)
+    }
+
     @Test func theAnswerCarriesTheRecordsOfTheHoldersItNames() throws {
         // Four nodes sharing 40 calls a minute (10 each). Nodes 2 and 3 spend one each, so node 1 holds
         // their records; node 1 spends all of its own.
@@ -109,5 +127,19 @@ extension QuotaLedger {
         absorb(
             QuotaState(ledger: RightsLedger(windowEnd: window.windowEnd, spent: spent)), of: UrgentAskTests.members[index],
             key: UrgentAskTests.key, stamp: now, records: [])
+    }
+}
+
+/// What the ledger knows of the peers is dissemination's, from the start on.
+@Suite struct LedgerFactsTests {
+    @Test func aNodeJustStartedCountsThePeersItHasNotHeardFromYet() {
+        // Until a liveness timeout has passed, peers not heard from yet count for fair shares: a node that
+        // has just started must not act as if alone. (Checked to fail when the start does not hand the
+        // ledger its first facts: it then saw no peer at all until the first packet.)
+        var mesh = TestMesh(count: 6, services: ["svc": ServicePolicy(limit: 60, windowMillis: 60_000)])
+        let pieces = mesh.nodes[0].pacingBreakdown(QuotaKey(service: "svc"), now: mesh.now)
+        #expect(pieces["unheard"] == 5)
+        #expect(pieces["live"] == 0)
+        #expect((pieces["share"] ?? 1) < 1, "a share of what is left, not all of it: \(pieces)")
     }
 }

@@ -16,13 +16,13 @@ extension MeshInstance {
             return
         case .gave(let window):
             guard let record = signOwnRecord(request.key, now: now) else { return }
-            sendRecords([record] + rightsSupport(request.key, window: window), to: sender, now: now, into: &out)
+            dissemination.sendRecords([record] + rightsSupport(request.key, window: window), to: sender, now: now, into: &out)
         case .nothingToSpare(let hints):
             guard let record = currentOwnRecord(request.key, now: now) else { return }
             let hinted = hints.compactMap { holder in
                 records.index(of: SlotID(origin: holder, slot: .quota(request.key))).map { records.records[$0] }
             }
-            sendRecords([record] + hinted, to: sender, now: now, into: &out)
+            dissemination.sendRecords([record] + hinted, to: sender, now: now, into: &out)
         }
     }
 
@@ -75,8 +75,8 @@ extension MeshInstance {
     mutating func askForRights(now: UnixMillis, into out: inout [MeshDirective]) {
         guard !ledger.rightsWants.isEmpty else { return }
         for ask in ledger.rightsAsks(now: now, rng: &rng) {
-            guard let address = endpoint(of: ask.holder) else { continue }
-            out.append(.send(encode(.rightsRequest(ask.request), now: now), to: address))
+            guard let address = dissemination.endpoint(of: ask.holder) else { continue }
+            out.append(.send(dissemination.encode(.rightsRequest(ask.request), now: now), to: address))
         }
     }
 
@@ -103,6 +103,7 @@ extension MeshInstance {
     /// rights ahead of everything (they carry nothing that must be saved first), and the next wake-up.
     mutating func finish(_ directives: consuming [MeshDirective], now: UnixMillis) -> [MeshDirective] {
         var out = directives
+        syncFacts()
         if !ledger.pendingEvents.isEmpty {
             out += ledger.pendingEvents.map { .event($0) }
             ledger.pendingEvents = []
@@ -114,7 +115,7 @@ extension MeshInstance {
         var asks: [MeshDirective] = []
         askForRights(now: now, into: &asks)
         if !asks.isEmpty { out.insert(contentsOf: asks, at: 0) }
-        let wake = min(nextGossipAt, ledger.waitQueue.wake(after: now) ?? .max)
+        let wake = min(dissemination.nextGossipAt, ledger.waitQueue.wake(after: now) ?? .max)
         out.append(.wake(at: max(wake, now + 1)))
         return out
     }

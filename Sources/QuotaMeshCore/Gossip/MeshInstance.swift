@@ -13,66 +13,43 @@ import QuotaMeshCrypto
 /// one anti-entropy digest (van Renesse et al., "Efficient Reconciliation and Flow Control for
 /// Anti-Entropy Protocols") to one peer, so a node that was down or partitioned catches up.
 ///
-/// The instance is the dissemination half (peers, liveness, records, the wire) and the router to the
-/// ledger half, ``QuotaLedger``, which decides and accounts: a record accepted here is absorbed there, a
-/// change there is signed into a record here, and both halves' directives come out of one call.
+/// The instance is a router between two halves with their own state: dissemination (peers, liveness,
+/// records, the wire) and the ledger, ``QuotaLedger``, which decides and accounts. A record dissemination
+/// accepts is absorbed by the ledger, a change in the ledger is signed into a record dissemination
+/// spreads, and both halves' directives come out of one call.
 public struct MeshInstance: Sendable {
-    /// This node's identity.
-    public let identity: SigningKey
     /// The protocol's parameters.
     public internal(set) var configuration: MeshConfiguration {
-        didSet { ledger.configuration = configuration }
-    }
-    /// The incarnation this run signs with.
-    public let incarnation: UInt64
-
-    var sequence: UInt64 = 0
-    var packetSequence: UInt64 = 0
-    var rng: SplitMix64
-    /// The ledger half: services, own and merged state, rights, demand, shares, breakers and waiters.
-    var ledger: QuotaLedger
-    /// The trusted peers and what this node knows of each.
-    var peers: PeerTable
-    /// The records held, their push queue and digest marks.
-    var recordStore = RecordStore(maxDigestEntries: MeshInstance.maxDigestEntries)
-    /// The newest record per origin and slot, each at a dense index (digests rotate in index order).
-    var records: RecordTable { recordStore.table }
-    var nextGossipAt: UnixMillis
-    var lastHeartbeatAt: UnixMillis?
-    /// When the first heartbeat is due: at start in a small cluster; in a large one, at a random point in
-    /// the part of the heartbeat interval that was stretched for the cluster's size.
-    var firstHeartbeatAt: UnixMillis
-    /// When this node last signed any record (a signed record is liveness evidence too).
-    var lastSignedAt: UnixMillis?
-    /// Which peers are live; the ledger is told whenever that changes.
-    var liveness = Liveness() {
         didSet {
-            ledger.mesh.live = liveness.live
-            ledger.mesh.liveVersion = liveness.version
-            ledger.mesh.unheard = liveness.unheard
+            ledger.configuration = configuration
+            dissemination.configuration = configuration
         }
     }
-    /// Live peers, sorted; refreshed when one can have timed out and extended when a peer comes up.
-    var live: [VerifyingKey] { liveness.live }
-    var round: UInt64 = 0 {
-        didSet { ledger.mesh.round = round }
-    }
+    /// Every random choice of both halves draws from this one seeded generator, lent to the calls that
+    /// draw, so that a run is reproduced exactly by its seed.
+    var rng: SplitMix64
+    /// The dissemination half: peers, liveness, records, quarantine, introductions, the wire.
+    var dissemination: Dissemination
+    /// The ledger half: services, own and merged state, rights, demand, shares, breakers and waiters.
+    var ledger: QuotaLedger
+
+    /// This node's identity.
+    public var identity: SigningKey { dissemination.identity }
+    /// The incarnation this run signs with.
+    public var incarnation: UInt64 { dissemination.incarnation }
+    /// The public key of this node.
+    public var publicKey: VerifyingKey { dissemination.publicKey }
+    /// The records held, newest per origin and slot.
+    var records: RecordTable { dissemination.records }
+    /// Peers that signed records contradicting each other, with the proof: nothing from them is accepted.
+    public var quarantined: [VerifyingKey: QuarantineEvidence] { dissemination.quarantined }
     /// Trusted peers whose member set is not this node's.
     public var membersDiffer: Set<VerifyingKey> { ledger.membership.differ }
     /// Whether this node spends no rights because its member set is the odd one out (``Membership``).
     public var rightsStopped: Bool { ledger.membership.stopped }
-    /// Failed signature checks spent per source: floods naming a vouched key are refused before Ed25519.
-    var verificationBudget = VerificationBudget()
-    /// Peers that signed records contradicting each other, with the proof: nothing from them is accepted.
-    public internal(set) var quarantined: [VerifyingKey: QuarantineEvidence] = [:]
     /// Origins whose upstream observations and breaker claims do not count (their score reached
     /// ``ObservationScores/graylistScore``).
     public var graylisted: Set<VerifyingKey> { ledger.graylisted }
-    /// Peers this node asked the shell to trust, and introductions it set aside.
-    var introductions = IntroductionBook()
-
-    /// The public key of this node.
-    public var publicKey: VerifyingKey { identity.publicKey }
 
     /// Creates an instance.
     /// - Parameters:
@@ -103,25 +80,22 @@ public struct MeshInstance: Sendable {
         identity: SigningKey, configuration: MeshConfiguration, directory: PeerDirectory,
         restored: PersistedNodeState?, now: UnixMillis, seed: UInt64
     ) {
-        self.identity = identity
         self.configuration = configuration
-        self.peers = PeerTable(directory: directory, own: identity.publicKey)
+        var rng = SplitMix64(seed: seed)
+        self.dissemination = Dissemination(
+            identity: identity, configuration: configuration, directory: directory, restored: restored, now: now,
+            rng: &rng)
+        self.rng = rng
         self.ledger = QuotaLedger(
             owner: identity.publicKey, configuration: configuration, directory: directory, restored: restored, now: now)
-        // Strictly greater than any incarnation used before, even if the state folder was lost (the clock
-        // in seconds is a floor), so peers accept the new records and packets.
-        self.incarnation = max((restored?.incarnation ?? 0).saturatingAdd(1), UInt64(max(0, now / 1000)))
-        self.rng = SplitMix64(seed: seed)
-        self.nextGossipAt = now
-        self.firstHeartbeatAt = now
-        ledger.mesh.peerCount = peers.count
-        liveness.reset(self.peers)
-        for saved in restored?.quarantined ?? [] {
-            if let (key, evidence) = Self.restoredQuarantine(saved), self.peers.contains(key) { quarantined[key] = evidence }
-        }
-        ledger.setAside = Set(quarantined.keys)
-        let spread = heartbeatInterval - max(0, configuration.heartbeatIntervalMillis)
-        firstHeartbeatAt = spread > 0 ? now + Int64.random(in: 0..<spread, using: &rng) : now
+        ledger.setAside = Set(dissemination.quarantined.keys)
+        syncFacts()
+    }
+
+    /// Tells the ledger what dissemination now knows of the peers (live, how many, the round): after
+    /// every step of dissemination that can change it, before the ledger next decides.
+    mutating func syncFacts() {
+        ledger.mesh = dissemination.facts
     }
 
     // MARK: - Inputs
@@ -135,22 +109,22 @@ public struct MeshInstance: Sendable {
     /// Replaces the trust store with `directory`. Records of origins no longer trusted are forgotten;
     /// known peers keep their liveness and replay state.
     public mutating func replacePeers(_ directory: PeerDirectory) {
-        peers = peers.moved(to: directory, own: publicKey)
-        ledger.mesh.peerCount = peers.count
-        let table = peers
+        dissemination.peers = dissemination.peers.moved(to: directory, own: publicKey)
+        let table = dissemination.peers
         let own = publicKey
         let isUntrusted: (SlotID) -> Bool = { $0.origin != own && !table.contains($0.origin) }
         let removed = records.ids.contains(where: isUntrusted)
         if removed {
-            recordStore.forget(where: isUntrusted)
+            dissemination.recordStore.forget(where: isUntrusted)
         }
-        let directory = peers.directory
-        recordStore.renumberOrigins { directory.index(of: $0) }
+        let directory = table.directory
+        dissemination.recordStore.renumberOrigins { directory.index(of: $0) }
         // A peer taken out of the trust store leaves its quarantine behind: added again, it starts afresh.
-        quarantined = quarantined.filter { peers.contains($0.key) }
-        introductions.trustStoreReloaded()
-        ledger.peersReplaced(directory, trusted: peers, records: removed ? records.records : nil)
-        liveness.reset(peers)
+        dissemination.quarantined = dissemination.quarantined.filter { table.contains($0.key) }
+        dissemination.introductions.trustStoreReloaded()
+        ledger.peersReplaced(directory, trusted: table, records: removed ? records.records : nil)
+        dissemination.liveness.reset(table)
+        syncFacts()
     }
 
     /// The first directives after start: persist the new incarnation, then gossip at once. A node whose
@@ -178,122 +152,33 @@ public struct MeshInstance: Sendable {
         var out: [MeshDirective] = []
         // An event per record, a wake and often a reply: room for a full packet's worth at once.
         out.reserveCapacity(16)
-        let header: PacketHeader
-        do {
-            header = try WireFormat.decodeHeader(datagram)
-        } catch {
-            out.append(.event(.dropped(DropReason(error), from: source, sender: nil)))
+        guard let packet = dissemination.authenticate(datagram, from: source, now: now, into: &out) else {
             return finish(out, now: now)
         }
-        guard header.sender != publicKey else {
-            out.append(.event(.dropped(.fromSelf, from: source, sender: header.sender)))
-            return finish(out, now: now)
-        }
-        if WireFormat.isJoinRequest(datagram) {
-            answerJoin(datagram, header: header, from: source, now: now, into: &out)
-            return finish(out, now: now)
-        }
-        guard let peerIndex = peers.index(of: header.sender) else {
-            out.append(.event(.dropped(.unknownSender, from: source, sender: header.sender)))
-            return finish(out, now: now)
-        }
-        guard quarantined[header.sender] == nil else {
-            out.append(.event(.dropped(.quarantined, from: source, sender: header.sender)))
-            return finish(out, now: now)
-        }
-        var peer = peers[peerIndex]
-        // Cheap checks before the signature.
-        guard peer.replay.isFresh(incarnation: header.incarnation, sequence: header.sequence) else {
-            out.append(.event(.dropped(.replayed, from: source, sender: header.sender)))
-            return finish(out, now: now)
-        }
-        guard header.sentAt <= now.saturatingAdd(configuration.maxClockSkewMillis) else {
-            out.append(.event(.dropped(.fromFuture, from: source, sender: header.sender)))
-            return finish(out, now: now)
-        }
-        // A vouched peer flooding valid packets: past its rate, they are not checked.
-        guard peer.mayBeChecked(now: now) else {
-            out.append(.event(.dropped(.rateLimited, from: source, sender: header.sender)))
-            return finish(out, now: now)
-        }
-        guard isSignedBySender(datagram, header: header, from: source, now: now, into: &out) else {
-            return finish(out, now: now)
-        }
-        verificationBudget.noteVerified(source, now: now)
-        peer.noteVerifiedPacket(now: now)
-        // Only the newest packet moves the peer's address, so a re-sent older packet cannot redirect it.
-        let newest = !peer.replay.hasStarted || header.incarnation > peer.replay.incarnation
-            || header.sequence > peer.replay.highest
-        peer.replay.accept(incarnation: header.incarnation, sequence: header.sequence)
-        // A packet held back and delivered late (its records are still welcome: they are signed and
-        // versioned) says nothing about where the sender is now, nor that it is alive.
-        let timely = header.sentAt >= now.saturatingSubtract(configuration.maxPacketAgeMillis)
-        if newest && timely { peers.observe(source, at: peerIndex) }
-        if timely { markHeard(&peer, key: header.sender, at: min(now, header.sentAt), now: now, into: &out) }
-        peers[peerIndex] = peer
-
-        let payload: WireFormat.ArrivingPayload
-        do throws(DecodeError) {
-            payload = try WireFormat.decodeArriving(datagram) { origin, version, wire in
-                guard origin != self.publicKey, let number = self.peers.directory.index(of: origin) else { return nil }
-                return self.records.index(ofCopy: wire, originNumber: number, version: version)
-            }
-        } catch {
-            out.append(.event(.dropped(DropReason(error), from: source, sender: header.sender)))
-            return finish(out, now: now)
-        }
-        switch payload {
+        syncFacts()
+        switch packet.payload {
         case .records(let incoming):
-            let renumbered = recordStore.renumbered
-            for arriving in incoming {
-                switch arriving {
-                case .copy(let index, let version):
-                    // A record earlier in the packet can quarantine its origin, which drops records: the
-                    // copies' slot numbers are then stale, and a copy only confirms what is held anyway.
-                    guard recordStore.renumbered == renumbered else { continue }
-                    noteCopy(at: index, version: version, from: header.sender, into: &out)
-                case .record(let record):
-                    accept(record, from: header.sender, source: source, now: now, into: &out)
-                }
-            }
+            dissemination.receive(incoming, from: packet.sender, source: source, now: now, ledger: &ledger, into: &out)
+            syncFacts()
             if ledger.pendingPersist {
                 out.append(.persist)
                 ledger.pendingPersist = false
             }
             ledger.serveWaiters(now: now, rng: &rng, into: &out)
         case .digest(let isReply, let entries):
-            answerDigest(entries, isReply: isReply, from: header.sender, now: now, into: &out)
+            dissemination.answerDigest(
+                entries, isReply: isReply, from: packet.sender, now: now, withheld: ledger.withheldSlots(), into: &out)
         case .rightsRequest(let request):
-            answerRightsRequest(request, from: header.sender, now: now, into: &out)
+            answerRightsRequest(request, from: packet.sender, now: now, into: &out)
         case .introductionsRequest:
-            answerIntroductionsRequest(from: header.sender, now: now, into: &out)
+            dissemination.answerIntroductionsRequest(from: packet.sender, now: now, rng: &rng, into: &out)
         case .introductions(let introduced):
-            receiveIntroductions(introduced, from: header.sender, into: &out)
+            dissemination.receiveIntroductions(introduced, from: packet.sender, into: &out)
         case .join, .welcome:
-            // A join is answered above; a welcome is for `quotamesh join`, not for a running node.
+            // A join is answered by dissemination; a welcome is for `quotamesh join`, not for a running node.
             break
         }
         return finish(out, now: now)
-    }
-
-    /// Whether the packet's signature is its sender's, checked only while `source` is within its
-    /// verification budget; a refusal is noted in the budget and as a drop event.
-    mutating func isSignedBySender(
-        _ datagram: [UInt8], header: PacketHeader, from source: Endpoint, now: UnixMillis, into out: inout [MeshDirective]
-    ) -> Bool {
-        guard verificationBudget.mayVerify(source, now: now) else {
-            out.append(.event(.dropped(.overBudget, from: source, sender: header.sender)))
-            return false
-        }
-        guard
-            WireFormat.hasValidPacketSignature(
-                datagram, sender: header.sender, cluster: configuration.cluster, scheme: configuration.signatures)
-        else {
-            verificationBudget.noteFailed(source, now: now)
-            out.append(.event(.dropped(.badSignature, from: source, sender: header.sender)))
-            return false
-        }
-        return true
     }
 
     /// Handles the passage of time: demand estimates, heartbeats, gossip rounds, liveness and waiting
@@ -301,32 +186,50 @@ public struct MeshInstance: Sendable {
     public mutating func tick(now: UnixMillis) -> [MeshDirective] {
         var out: [MeshDirective] = []
         ledger.updateDemand(now: now)
-        if now >= nextGossipAt {
-            round += 1
+        if now >= dissemination.nextGossipAt {
+            dissemination.round += 1
+            syncFacts()
+            let round = dissemination.round
             // Liveness changes on a scale of seconds: refresh it every fifth round.
-            if round % 5 == 1 && now >= liveness.checkAt { refreshLiveness(now: now, into: &out) }
+            if round % 5 == 1 && now >= dissemination.liveness.checkAt {
+                dissemination.refreshLiveness(now: now, into: &out)
+                syncFacts()
+            }
             if round % 5 == 1 { liftGraylists(now: now) }
             // Surplus rights move at the pace of liveness checks: often enough to follow demand (agents that
             // run short ask at once), seldom enough that transfers do not crowd the gossip.
             if round % 5 == 0 { ledger.passSurplusRights(now: now) }
             signDirtyRecords(now: now)
-            // A heartbeat only when nothing else this node signed lately says it is alive.
-            // The first heartbeat waits for its random start-up slot, and a record signed meanwhile
-            // stands in for it: a cluster that starts at once does not flood itself with N heartbeats.
-            if lastHeartbeatAt == nil, lastSignedAt != nil {
-                lastHeartbeatAt = lastSignedAt
-            }
-            let latest = max(lastHeartbeatAt ?? .min, lastSignedAt ?? .min)
-            if lastHeartbeatAt == nil ? now >= firstHeartbeatAt : now.saturatingSubtract(latest) >= heartbeatInterval {
-                lastHeartbeatAt = now
-                store(ownRecord(.heartbeat, now: now), receivedFrom: nil)
-            }
-            gossipRound(now: now, into: &out)
-            askForIntroductions(now: now, into: &out)
-            nextGossipAt = max(nextGossipAt.saturatingAdd(configuration.gossipIntervalMillis), now + 1)
+            dissemination.heartbeatIfDue(now: now, ledger: &ledger)
+            dissemination.gossipRound(now: now, withheld: ledger.withheldSlots(), rng: &rng, into: &out)
+            dissemination.askForIntroductions(now: now, into: &out)
+            dissemination.nextGossipAt = max(
+                dissemination.nextGossipAt.saturatingAdd(configuration.gossipIntervalMillis), now + 1)
         }
         ledger.serveWaiters(now: now, rng: &rng, into: &out)
         return finish(out, now: now)
+    }
+
+    /// Signs new records for keys whose state changed. Changes to consumption, observations, the breaker
+    /// or the policy go out at the next round (they are bounded by the upstream's own rate); changes to
+    /// the demand estimate alone wait for `demandUpdateInterval`, so that the records competing for the
+    /// cluster's fixed gossip capacity stay few however large the cluster grows.
+    mutating func signDirtyRecords(now: UnixMillis) {
+        let (keys, demandOnly) = ledger.keysToSign(now: now)
+        for key in keys { signOwnRecord(key, now: now) }
+        if demandOnly { ledger.lastDemandSignAt = now }
+    }
+
+    /// Signs and holds a new record of this node's state for `key` now (its demand estimate included) and
+    /// returns it; `nil` if the node has no state for the key.
+    @discardableResult
+    mutating func signOwnRecord(_ key: QuotaKey, now: UnixMillis) -> SignedRecord? {
+        guard let state = ledger.stateToSign(key) else { return nil }
+        let record = dissemination.ownRecord(.quota(key, state), now: now)
+        dissemination.store(record, receivedFrom: nil, ledger: &ledger)
+        ledger.noteSigned(key, now: now)
+        dissemination.lastSignedAt = now
+        return record
     }
 
     /// Decides an agent's acquire. The reply comes as a `.reply(ticket:_:)` directive, at once or, when
@@ -442,6 +345,7 @@ public struct MeshInstance: Sendable {
             counts[id.origin, default: 0] += 1
             newest[id.origin] = max(newest[id.origin] ?? .min, record.timestamp)
         }
+        let peers = dissemination.peers
         return peers.indices.map { index in
             let info = peers.info(at: index)
             let peer = peers[index]
@@ -495,17 +399,17 @@ public struct MeshInstance: Sendable {
     }
 
     /// The heartbeat interval in force (``MeshConfiguration/heartbeatInterval(peerCount:)``).
-    public var heartbeatInterval: Int64 { configuration.heartbeatInterval(peerCount: peers.count) }
+    public var heartbeatInterval: Int64 { dissemination.heartbeatInterval }
 
     /// How often a change in the demand estimate alone may be signed
     /// (``MeshConfiguration/demandUpdateInterval(peerCount:)``).
-    public var demandUpdateInterval: Int64 { configuration.demandUpdateInterval(peerCount: peers.count) }
+    public var demandUpdateInterval: Int64 { configuration.demandUpdateInterval(peerCount: dissemination.peers.count) }
 
     /// Rounds between anti-entropy digests (``MeshConfiguration/digestPeriodRounds(peerCount:)``).
-    public var digestPeriodRounds: Int { configuration.digestPeriodRounds(peerCount: peers.count) }
+    public var digestPeriodRounds: Int { dissemination.digestPeriodRounds }
 
     /// The liveness timeout in force (at least four heartbeat intervals).
-    public var livenessTimeout: Int64 { configuration.livenessTimeout(peerCount: peers.count) }
+    public var livenessTimeout: Int64 { dissemination.livenessTimeout }
 
     /// How many waiting acquires there are.
     public var waitingCount: Int { ledger.waitQueue.count }

@@ -371,9 +371,10 @@ extension QuotaLedger {
         if spare >= 1, giveRights(min(UInt64(spare), request.amount), of: request.key, window: window, to: sender) {
             return .gave(window)
         }
-        guard request.priority == .urgent else { return .nothingToSpare(hints: []) }
         // Urgent work is pointed at the live peers this node believes hold rights, so that the asker's next
-        // request goes where they are rather than where its own (older) view put them.
+        // request goes where they are rather than where its own (older) view put them; not where rights
+        // accrue (a right dealt is spent within moments, so no view of holders is current).
+        guard request.priority == .urgent, window.refill == .window else { return .nothingToSpare(hints: []) }
         let balances = balances(request.key, window: window)
         var holders = live.filter { $0 != sender }.map { (peer: $0, held: balances.believedHolding(of: $0)) }
             .filter { $0.held >= 1 }
@@ -400,8 +401,11 @@ extension QuotaLedger {
                 continue
             }
             let again = want.priority == .urgent ? Self.rightsUrgentAskMillis : configuration.gossipIntervalMillis
-            // Urgent work asks again as soon as every peer asked has answered without covering it.
+            // Urgent work asks again as soon as every peer asked has answered without covering it; not where
+            // rights accrue, where the answers come as fast as rights are dealt and the asks chased them
+            // round the mesh (BENCHMARKS.md, "Urgent work asks again once answered").
             let answered = want.priority == .urgent && want.askedAt != .min && want.awaiting.isEmpty
+                && window.refill == .window
             guard want.priority < want.askedPriority || answered || now.saturatingSubtract(want.askedAt) >= again
             else { continue }
             let balances = balances(key, window: window)

@@ -123,8 +123,11 @@ extension QuotaLedger {
             if continuous {
                 slack = slack.saturatingAdd(Self.calls(in: abs(apart), limit: limit, window: window) + 1)
             }
-            let earlierSaysLess = apart >= 0 && theirs.remaining.saturatingAdd(slack) < own.remaining
-            let laterSaysMore = apart <= 0 && theirs.remaining > own.remaining.saturatingAdd(slack)
+            // Which of the two came first is known only when they are further apart than the clocks may be:
+            // closer, either may be the earlier (a burst of unpaced calls can spend the window in less time
+            // than that), and neither contradicts the other by what is left.
+            let earlierSaysLess = apart > clockSpread && theirs.remaining.saturatingAdd(slack) < own.remaining
+            let laterSaysMore = apart < -clockSpread && theirs.remaining > own.remaining.saturatingAdd(slack)
             let otherLimit = theirs.limit > 0 && own.limit > 0 && theirs.limit != own.limit
             guard earlierSaysLess || laterSaysMore || otherLimit else { continue }
             scores.noteJudgedObservation(of: origin, key: key, observedAt: theirs.observedAt)

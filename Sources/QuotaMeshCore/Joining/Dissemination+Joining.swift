@@ -1,6 +1,6 @@
 import QuotaMeshCrypto
 
-extension MeshInstance {
+extension Dissemination {
     // MARK: - Joins
 
     /// Answers a join request (``PacketPayload/join(_:)``), the one packet read from a sender this node
@@ -73,7 +73,9 @@ extension MeshInstance {
     /// Answers a trusted peer's request for introductions with the peers this node trusts (the asker
     /// aside), as many as one packet holds, in a random order, so that a larger trust store is told in
     /// parts over successive requests.
-    mutating func answerIntroductionsRequest(from asker: VerifyingKey, now: UnixMillis, into out: inout [MeshDirective]) {
+    mutating func answerIntroductionsRequest(
+        from asker: VerifyingKey, now: UnixMillis, rng: inout SplitMix64, into out: inout [MeshDirective]
+    ) {
         guard let address = endpoint(of: asker) else { return }
         var batch: [PeerIntroduction] = []
         var size = 1

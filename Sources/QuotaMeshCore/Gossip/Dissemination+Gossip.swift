@@ -1,49 +1,6 @@
 import QuotaMeshCrypto
 
-/// Bounds on what a signed record may claim; records outside them are dropped as `absurd_values`, so a
-/// buggy or compromised peer cannot make arithmetic overflow or switch enforcement off.
-enum Plausible {
-    /// How far in the past a record's time stamp may be.
-    static let maxAgeMillis: Int64 = 30 * 86_400_000
-    /// How far a reset, an open-until or a window end may lie ahead of the record.
-    static let maxAheadMillis: Int64 = 400 * 86_400_000
-    /// The largest limit, remaining or count.
-    static let maxCount: Int64 = 1_000_000_000_000_000
-    /// The longest window.
-    static let maxWindowMillis: Int64 = 400 * 86_400_000
-
-    static func isPlausible(_ state: QuotaState, stamped timestamp: UnixMillis) -> Bool {
-        let latest = timestamp.saturatingAdd(maxAheadMillis)
-        let time: (Int64) -> Bool = { $0 >= 0 && $0 <= latest }
-        let count: (UInt64) -> Bool = { $0 <= UInt64(maxCount) }
-        guard time(state.consumption.windowEnd), count(state.consumption.total), count(state.consumption.windowCount)
-        else { return false }
-        if let observation = state.observation {
-            guard time(observation.resetAt), time(observation.observedAt),
-                (0...maxCount).contains(observation.limit), (-maxCount...maxCount).contains(observation.remaining),
-                (0...maxWindowMillis).contains(observation.windowMillis),
-                count(observation.consumedTotalAtObservation)
-            else { return false }
-        }
-        guard time(state.breaker.openedAt), time(state.breaker.openUntil), time(state.breaker.closedAt),
-            state.breaker.openedAt <= timestamp.saturatingAdd(Plausible.maxAgeMillis),
-            state.breaker.closedAt <= timestamp.saturatingAdd(Plausible.maxAgeMillis)
-        else { return false }
-        if let policy = state.policy {
-            guard (1...maxCount).contains(policy.limit), (1...maxWindowMillis).contains(policy.windowMillis) else {
-                return false
-            }
-        }
-        if let ledger = state.ledger {
-            guard time(ledger.windowEnd), count(ledger.spent), ledger.given.allSatisfy({ count($0.amount) }),
-                count(ledger.totalGiven)
-            else { return false }
-        }
-        return true
-    }
-}
-
-extension MeshInstance {
+extension Dissemination {
     // MARK: - Records
 
     /// memberlist's retransmit limit: `retransmitMultiplier × ⌈log10(N + 1)⌉` pushes per record per node.
@@ -64,31 +21,11 @@ extension MeshInstance {
             with: identity, cluster: configuration.cluster, scheme: configuration.signatures)
     }
 
-    /// Signs new records for keys whose state changed. Changes to consumption, observations, the breaker
-    /// or the policy go out at the next round (they are bounded by the upstream's own rate); changes to
-    /// the demand estimate alone wait for `demandUpdateInterval`, so that the records competing for the
-    /// cluster's fixed gossip capacity stay few however large the cluster grows.
-    mutating func signDirtyRecords(now: UnixMillis) {
-        let (keys, demandOnly) = ledger.keysToSign(now: now)
-        for key in keys { signOwnRecord(key, now: now) }
-        if demandOnly { ledger.lastDemandSignAt = now }
-    }
-
-    /// Signs and holds a new record of this node's state for `key` now (its demand estimate included) and
-    /// returns it; `nil` if the node has no state for the key.
-    @discardableResult
-    mutating func signOwnRecord(_ key: QuotaKey, now: UnixMillis) -> SignedRecord? {
-        guard let state = ledger.stateToSign(key) else { return nil }
-        let record = ownRecord(.quota(key, state), now: now)
-        store(record, receivedFrom: nil)
-        ledger.noteSigned(key, now: now)
-        lastSignedAt = now
-        return record
-    }
-
     /// Holds `record` (in slot `id`, computed from it when not given: a slot identity costs a hash) and
     /// queues it for pushes.
-    mutating func store(_ record: SignedRecord, id: SlotID? = nil, receivedFrom: VerifyingKey?) {
+    mutating func store(
+        _ record: SignedRecord, id: SlotID? = nil, receivedFrom: VerifyingKey?, ledger: inout QuotaLedger
+    ) {
         let record = receivedFrom == nil ? record : (configuration.recordSharing?.share(record) ?? record)
         let id = id ?? SlotID(origin: record.origin, slot: record.body.slot)
         let limit = retransmitLimit()
@@ -102,7 +39,7 @@ extension MeshInstance {
 
     mutating func accept(
         _ record: SignedRecord, from sender: VerifyingKey, source: Endpoint, now: UnixMillis,
-        into out: inout [MeshDirective]
+        ledger: inout QuotaLedger, into out: inout [MeshDirective]
     ) {
         let scheme = configuration.signatures
         // A held slot is found through its origin's few slots, and its identity reused; only a new slot
@@ -176,7 +113,7 @@ extension MeshInstance {
                 out.append(.event(.dropped(.equivocation, from: source, sender: sender)))
                 quarantine(
                     QuarantineEvidence(reason: .equivocation, earlier: records.records[index], later: record, at: now),
-                    of: record.origin, into: &out)
+                    of: record.origin, ledger: &ledger, into: &out)
                 return
             }
         }
@@ -187,17 +124,17 @@ extension MeshInstance {
         // A newer record must include everything the origin signed before in the same window's ledger: one
         // that takes a gift or a spend back shows different receivers different books.
         if case .quota(let key, let state) = record.body, let earlier = ledger.remote[key]?.origins[record.origin]?.ledger,
-            let ledger = state.ledger, !ledger.covers(earlier), let index = heldIndex
+            let signed = state.ledger, !signed.covers(earlier), let index = heldIndex
         {
             quarantine(
                 QuarantineEvidence(reason: .ledgerRegressed, earlier: records.records[index], later: record, at: now),
-                of: record.origin, into: &out)
+                of: record.origin, ledger: &ledger, into: &out)
             return
         }
         let breakerBefore: BreakerRegister? = if case .quota(let key, _) = record.body {
             ledger.remote[key]?.origins[record.origin]?.breaker
         } else { nil }
-        store(record, id: id, receivedFrom: sender)
+        store(record, id: id, receivedFrom: sender, ledger: &ledger)
         if case .quota(let key, let state) = record.body, state.breaker != breakerBefore ?? BreakerRegister() {
             ledger.checkBreakerClaims(key, into: &out)
         }
@@ -214,17 +151,19 @@ extension MeshInstance {
     /// Sets a peer aside for good (until it is removed from the trust store and added again; the quarantine
     /// is saved, so it outlives a restart): its records and everything derived from them are forgotten, it
     /// counts for nobody's share, and nothing it sends is accepted. The proof is kept for the operator.
-    mutating func quarantine(_ evidence: QuarantineEvidence, of origin: VerifyingKey, into out: inout [MeshDirective]) {
+    mutating func quarantine(
+        _ evidence: QuarantineEvidence, of origin: VerifyingKey, ledger: inout QuotaLedger, into out: inout [MeshDirective]
+    ) {
         guard origin != publicKey, quarantined[origin] == nil else { return }
         quarantined[origin] = evidence
-        forgetRecords { $0.origin == origin }
+        forgetRecords(ledger: &ledger) { $0.origin == origin }
         ledger.forget(origin)
         liveness.remove(origin)
         out.append(.event(.peerQuarantined(origin, reason: evidence.reason)))
     }
 
     /// Drops the held records whose slots `isDropped` names, and everything merged from them.
-    mutating func forgetRecords(where isDropped: (SlotID) -> Bool) {
+    mutating func forgetRecords(ledger: inout QuotaLedger, where isDropped: (SlotID) -> Bool) {
         recordStore.forget(where: isDropped)
         ledger.rebuildAggregates(from: records.records)
     }
@@ -279,7 +218,7 @@ extension MeshInstance {
         return peers.endpoint(at: index)
     }
 
-    mutating func chooseTargets(now: UnixMillis) -> [VerifyingKey] {
+    mutating func chooseTargets(now: UnixMillis, rng: inout SplitMix64) -> [VerifyingKey] {
         var targets: [VerifyingKey] = []
         if live.count <= configuration.fanout {
             targets = live.filter { endpoint(of: $0) != nil }
@@ -352,15 +291,16 @@ extension MeshInstance {
             scheme: configuration.signatures)
     }
 
-    mutating func gossipRound(now: UnixMillis, into out: inout [MeshDirective]) {
-        let targets = chooseTargets(now: now)
+    mutating func gossipRound(
+        now: UnixMillis, withheld: (SlotID) -> Bool, rng: inout SplitMix64, into out: inout [MeshDirective]
+    ) {
+        let targets = chooseTargets(now: now, rng: &rng)
         guard !targets.isEmpty else { return }
         // Candidates in memberlist's order: fewest pushes first, newest first within a level, so that
         // every record gets its turn however many arrive. Within a round a record goes to every target
         // (classic push gossip: a new record reaches `fanout` peers in its first round), then moves down
         // by the number of pushes.
         // Each candidate is looked up once; the targets then pick from this list.
-        let withheld = ledger.withheldSlots()
         var candidates = recordStore.pushCandidates(
             wanted: targets.count * 12 * Self.pushPacketsPerTarget, isWithheld: withheld)
         let budget = Self.pushPacketsPerTarget * WireFormat.maxPayloadBytes
@@ -415,11 +355,10 @@ extension MeshInstance {
 
     mutating func answerDigest(
         _ entries: [DigestEntry], isReply: Bool, from sender: VerifyingKey, now: UnixMillis,
-        into out: inout [MeshDirective]
+        withheld: (SlotID) -> Bool, into out: inout [MeshDirective]
     ) {
         var toSend: [SignedRecord] = []
         var wants: [DigestEntry] = []
-        let withheld = ledger.withheldSlots()
         // A first digest is answered with a digest too, which leaves out the slots this one named.
         if !isReply { recordStore.beginDigestMarks() }
         for entry in entries {
