@@ -9,7 +9,7 @@ import QuotaMeshCrypto
 /// with a version `(incarnation, sequence)`. Receivers keep only the newest record per origin and slot
 /// and merge the records into CRDTs (per-origin consumption counters, observation and breaker lattices).
 /// Each round (200 ms by default) a node pushes records that are still "hot" (sent fewer than
-/// `retransmitMultiplier × ⌈log2(N+1)⌉` times, memberlist-style) to `fanout` random live peers, and sends
+/// `retransmitMultiplier × ⌈log10(N+1)⌉` times, memberlist-style) to `fanout` random live peers, and sends
 /// one anti-entropy digest (van Renesse et al., "Efficient Reconciliation and Flow Control for
 /// Anti-Entropy Protocols") to one peer, so a node that was down or partitioned catches up.
 ///

@@ -269,6 +269,8 @@ public struct QuotaLedger: Sendable {
         for key in local.keys.sorted() {
             guard var quota = local[key], quota.dirty || (quota.demandDirty && demandDue) else { continue }
             if quota.state == QuotaState() && quota.demand == Demand.zero && configuration.weight == .one {
+                // Nothing to say yet (a configured key at start): no record, so that a cluster starting at
+                // once does not flood itself with N empty ones. A node of another weight says that.
                 quota.dirty = false
                 quota.demandDirty = false
                 local[key] = quota
