@@ -160,11 +160,7 @@ extension QuotaLedger {
         if let bucket = assessment.bucket { local[key, default: LocalQuota()].bucket = bucket }
         if let cache = assessment.shareCache { shareCache[key] = cache }
         if let cache = assessment.rightsCache { rightsCache[key] = cache }
-        switch assessment.want {
-        case .unchanged: break
-        case .met: rightsWants[key] = nil
-        case .noted(let want): rightsWants[key] = want
-        }
+        note(assessment.want, of: key)
     }
 
     mutating func decide(_ request: AcquireRequest, now: UnixMillis, rng: inout SplitMix64) -> AcquireDecision {

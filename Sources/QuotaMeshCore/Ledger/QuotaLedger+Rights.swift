@@ -141,9 +141,8 @@ extension QuotaLedger {
     /// The rights this node holds for `key` now, `nil` when the key has no known limit (for the API).
     func rightsHeld(_ key: QuotaKey, now: UnixMillis) -> Int64? {
         guard let window = rightsWindow(key, now: now) else { return nil }
-        let allotment = RightsAllotment(
-            members: members, limit: window.limit, windowEnd: window.windowEnd, unlocked: window.unlocked)
-        return max(0, computeBalances(key, allotment: allotment).holding(of: publicKey))
+        // The cached balances while they are current: an answer's view need not work out every member's.
+        return max(0, currentBalances(key, window: window).0.holding(of: publicKey))
     }
 
     /// This node's ledger of `key` for `window`: the one held if it is for that window, else an empty one.
@@ -159,12 +158,17 @@ extension QuotaLedger {
     ) -> AcquireDecision? {
         let verdict = rightsVerdict(key, window: window, cost: cost, priority: priority, now: now)
         if let cache = verdict.cache { rightsCache[key] = cache }
-        switch verdict.want {
+        note(verdict.want, of: key)
+        return verdict.denial
+    }
+
+    /// Records what deciding a call did to the rights this node lacks for `key`.
+    mutating func note(_ change: RightsWantChange, of key: QuotaKey) {
+        switch change {
         case .unchanged: break
         case .met: rightsWants[key] = nil
         case .noted(let want): rightsWants[key] = want
         }
-        return verdict.denial
     }
 
     /// Why a call of `cost` on `key` may not spend rights now (`nil` when this node holds enough), changing

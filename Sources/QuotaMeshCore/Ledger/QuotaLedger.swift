@@ -127,7 +127,7 @@ public struct QuotaLedger: Sendable {
         _ state: QuotaState, of origin: VerifyingKey, key: QuotaKey, stamp: UnixMillis, records: [SignedRecord]
     ) {
         merge(origin, state: state, key: key, stamp: stamp, records: records)
-        if rightsWants[key]?.awaiting.contains(origin) == true { rightsWants[key]?.awaiting.remove(origin) }
+        rightsWants[key]?.awaiting.remove(origin)
         catalog.note(key)
         weights.note(state.weight ?? .one, of: origin, stamp: stamp)
         if let digest = state.members, membership.note(digest, of: origin, stamp: stamp) {
