@@ -33,6 +33,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-openapi-urlsession", from: "1.4.0"),
         .package(url: "https://github.com/hummingbird-project/swift-openapi-hummingbird", from: "2.1.0"),
         .package(url: "https://github.com/apple/swift-configuration", from: "1.4.0"),
+        // Child processes in the integration tests (nodes, the CLI, strace, mount, ip netns).
+        .package(url: "https://github.com/swiftlang/swift-subprocess", from: "1.0.2"),
     ],
     targets: [
         // libsodium, the only source of cryptography.
@@ -159,7 +161,10 @@ let package = Package(
         .testTarget(name: "QuotaMeshSimulatorTests", dependencies: ["QuotaMeshSimulator", "QuotaMeshCore"]),
         .testTarget(
             name: "QuotaMeshIntegrationTests",
-            dependencies: ["QuotaMeshCrypto", "QuotaMeshClient", "QuotaMeshDemo", "quotamesh"]
+            dependencies: [
+                "QuotaMeshCrypto", "QuotaMeshClient", "QuotaMeshDemo", "quotamesh",
+                .product(name: "Subprocess", package: "swift-subprocess"),
+            ]
         ),
     ],
     swiftLanguageModes: [.v6]

@@ -36,13 +36,13 @@ import Glibc
     }
 
     @Test func aSlowClientIsCutOffWhileOthersAreServedAndTheTokenIsRequired() async throws {
-        let node = try NodeProcess(name: "solo", root: makeRoot())
+        let node = try await NodeProcess(name: "solo", root: makeRoot())
         let token = node.directory + "/api-token"
         try "a-token-of-twenty-four-chars".write(toFile: token, atomically: true, encoding: .utf8)
         chmod(token, 0o600)
         try node.writeConfig(#"{"api_idle_timeout": "1s", "api_token_file": "api-token"}"#)
-        try node.start()
-        defer { node.kill(signal: SIGTERM) }
+        try await node.start()
+        defer { node.signal(SIGTERM) }
         // Any answer means the API is up (it is 401 here: the helper sends no token).
         try await node.waitUntil("the API", timeout: .seconds(60)) { try await node.request("GET", "/healthz").0 != 0 }
 
@@ -51,9 +51,9 @@ import Glibc
         defer { close(slow) }
 
         // Meanwhile other agents are answered: with the token, and refused without it.
-        let withToken = try runCLI(["quota", "--api", node.api, "--token-file", token], in: node.directory)
+        let withToken = try await runCLI(["quota", "--api", node.api, "--token-file", token], in: node.directory)
         #expect(withToken.status == 0, "\(withToken.output)")
-        let without = try runCLI(["quota", "--api", node.api], in: node.directory)
+        let without = try await runCLI(["quota", "--api", node.api], in: node.directory)
         #expect(without.status == 77)
         #expect(without.output.contains("requires an API token"))
         let (status, body) = try await node.request("GET", "/v1/quota")
@@ -77,14 +77,14 @@ import Glibc
 
     @Test func aPeerAddedIsTrustedATornFileKeepsTheLastGoodVersionARemovalIsHonoured() async throws {
         let root = makeRoot()
-        let node = try NodeProcess(name: "host", root: root)
-        let friend = try NodeProcess(name: "friend", root: root)
-        try node.start()
-        defer { node.kill(signal: SIGTERM) }
+        let node = try await NodeProcess(name: "host", root: root)
+        let friend = try await NodeProcess(name: "friend", root: root)
+        try await node.start()
+        defer { node.signal(SIGTERM) }
         try await node.waitForAPI()
         #expect(try await peerNames(node).isEmpty)
 
-        try node.trust(friend)
+        try await node.trust(friend)
         try await node.waitUntil("the new peer to be trusted") { try await peerNames(node)["friend"] == friend.publicKey }
         // Each peer says whether it is quarantined or graylisted, and its observation score.
         let (_, listing) = try await node.request("GET", "/v1/peers")
@@ -102,7 +102,7 @@ import Glibc
         }
         #expect(try await peerNames(node)["friend"] == friend.publicKey)
 
-        let removed = try runCLI(["peer", "remove", "friend"], in: node.directory)
+        let removed = try await runCLI(["peer", "remove", "friend"], in: node.directory)
         #expect(removed.status == 0, "\(removed.output)")
         try await node.waitUntil("the removal to be honoured") { try await peerNames(node).isEmpty }
     }
@@ -112,9 +112,9 @@ import Glibc
 /// exits at once.
 @Suite(.serialized, .timeLimit(.minutes(5))) struct ShutdownTests {
     @Test func sigtermAnswersWaitingAgentsAndExitsCleanly() async throws {
-        let node = try NodeProcess(name: "term", root: makeRoot())
+        let node = try await NodeProcess(name: "term", root: makeRoot())
         try node.writeConfig(#"{"services": {"api": {"limit": 1, "window": "10m"}}}"#)
-        try node.start()
+        try await node.start()
         try await node.waitForAPI()
         #expect(try await node.request("POST", "/v1/acquire", body: ["service": "api", "priority": "urgent"]).0 == 200)
 
@@ -139,8 +139,8 @@ import Glibc
     }
 
     @Test func aSecondSignalExitsAtOnce() async throws {
-        let node = try NodeProcess(name: "twice", root: makeRoot())
-        try node.start()
+        let node = try await NodeProcess(name: "twice", root: makeRoot())
+        try await node.start()
         try await node.waitForAPI()
         // Half a request keeps the HTTP server's graceful shutdown waiting (until its idle timeout).
         let slow = try APIHardeningTests().connectAndSend(port: node.apiPort, "POST /v1/acquire HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{")

@@ -1,80 +1,112 @@
 import Foundation
+import Subprocess
 import Synchronization
+
+#if canImport(System)
+import System
+#else
+import SystemPackage
+#endif
 
 #if canImport(Glibc)
 import Glibc
 #endif
 
-/// A child process whose exit is observed through `terminationHandler`, installed before `run()` so that
-/// a fast exit is never missed, and whose every wait has a deadline.
+/// A child process run by swift-subprocess in a task of its own, which ends when the child exits; every
+/// wait on it has a deadline.
 ///
-/// These tests never call `Process.waitUntilExit()`: on Linux it spins a run loop on the calling thread,
-/// and called from a pool thread under load it can wait for ever for a child that has already exited.
-/// One CI run hung so until its time ran out. Output goes to a file, not a pipe, so a child that writes a
-/// lot never blocks, and a grandchild that keeps the descriptor cannot hold a reader.
-final class ChildProcess: @unchecked Sendable {
-    // `process` is configured before `run()` and only read afterwards.
-    let process: Process
-    private let exited = DispatchGroup()
-    private let done = ExitFlag()
-    /// Where standard output (and standard error, unless discarded) go, when captured.
+/// Output goes to a file, not a pipe, so a child that writes a lot never blocks, and a grandchild that
+/// keeps the descriptor cannot hold a reader.
+final class ChildProcess: Sendable {
+    let pid: Int32
+    /// Where standard output (and standard error, unless discarded) go, when kept.
     let outputPath: String?
+    /// The command line, for messages.
+    let command: String
+    private let exit: ExitStatus
 
-    /// A child running `executable` with `arguments` in `directory`.
-    /// - Parameters:
-    ///   - output: `.capture` writes both streams to a temporary file, `.file` appends them to a file,
-    ///     `.discard` drops them, `.captureStandardOutput` keeps only standard output.
-    init(_ executable: String, _ arguments: [String], in directory: String? = nil, output: Output = .capture) throws {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: executable)
-        process.arguments = arguments
-        if let directory { process.currentDirectoryURL = URL(fileURLWithPath: directory) }
-        switch output {
-        case .discard:
-            process.standardOutput = FileHandle.nullDevice
-            process.standardError = FileHandle.nullDevice
-            outputPath = nil
-        case .capture, .captureStandardOutput:
-            let path = NSTemporaryDirectory() + "quotamesh-child-\(UUID().uuidString.prefix(12)).out"
-            guard FileManager.default.createFile(atPath: path, contents: nil),
-                let handle = FileHandle(forWritingAtPath: path)
-            else { throw TestFailure("cannot create \(path)") }
-            process.standardOutput = handle
-            process.standardError = output == .capture ? handle : FileHandle.nullDevice
-            outputPath = path
-        case .append(let path):
-            if !FileManager.default.fileExists(atPath: path) {
-                _ = FileManager.default.createFile(atPath: path, contents: nil)
-            }
-            guard let handle = FileHandle(forWritingAtPath: path) else { throw TestFailure("cannot open \(path)") }
-            handle.seekToEndOfFile()
-            process.standardOutput = handle
-            process.standardError = handle
-            outputPath = path
-        }
-        self.process = process
-        exited.enter()
-        process.terminationHandler = { [exited, done] _ in
-            done.value.withLock { $0 = true }
-            exited.leave()
-        }
+    private init(pid: Int32, outputPath: String?, command: String, exit: ExitStatus) {
+        self.pid = pid
+        self.outputPath = outputPath
+        self.command = command
+        self.exit = exit
     }
 
     /// Where a child's output goes.
     enum Output: Equatable {
-        case capture, captureStandardOutput, discard
+        /// Both streams to a temporary file.
+        case capture
+        /// Standard output to a temporary file, standard error dropped.
+        case captureStandardOutput
+        case discard
+        /// Both streams appended to the file at this path.
         case append(String)
     }
 
-    func run() throws { try process.run() }
-
-    var pid: Int32 { process.processIdentifier }
-    var hasExited: Bool { done.value.withLock { $0 } }
-    /// The exit status, or 128 + the signal that ended it; `nil` while running.
-    var status: Int32? {
-        guard hasExited else { return nil }
-        return process.terminationReason == .uncaughtSignal ? 128 + process.terminationStatus : process.terminationStatus
+    /// Starts `executable` with `arguments` in `directory`, with `environment` added to this process's.
+    static func start(
+        _ executable: String, _ arguments: [String], in directory: String? = nil, output: Output = .capture,
+        environment: [String: String] = [:]
+    ) async throws -> ChildProcess {
+        let (outputPath, standardOutput, standardError) = try open(output)
+        let exit = ExitStatus()
+        let (started, reportStart) = AsyncStream<Int32>.makeStream()
+        let updates = Dictionary(uniqueKeysWithValues: environment.compactMap { name, value in
+            Environment.Key(rawValue: name).map { ($0, Optional(value)) }
+        })
+        Task {
+            do {
+                let result = try await Subprocess.run(
+                    .path(FilePath(executable)), arguments: Arguments(arguments),
+                    environment: .inherit.updating(updates), workingDirectory: directory.map { FilePath($0) },
+                    input: .none, output: standardOutput, error: standardError
+                ) { execution in
+                    reportStart.yield(execution.processIdentifier.value)
+                    reportStart.finish()
+                }
+                switch result.terminationStatus {
+                case .exited(let code): exit.set(code)
+                case .signaled(let signal): exit.set(128 + signal)
+                }
+            } catch {
+                exit.set(-1, failure: "\(error)")
+                reportStart.finish()
+            }
+        }
+        var pids = started.makeAsyncIterator()
+        guard let pid = await pids.next() else {
+            throw TestFailure("cannot start \(executable): \(exit.failure ?? "unknown error")")
+        }
+        return ChildProcess(
+            pid: pid, outputPath: outputPath, command: ([executable] + arguments).joined(separator: " "), exit: exit)
     }
+
+    private static func open(_ output: Output) throws -> (String?, FileDescriptorOutput, FileDescriptorOutput) {
+        func append(to path: String) throws -> FileDescriptor {
+            try FileDescriptor.open(
+                FilePath(path), .writeOnly, options: [.create, .append], permissions: [.ownerReadWrite, .groupRead])
+        }
+        switch output {
+        case .discard:
+            let null = try FileDescriptor.open("/dev/null", .writeOnly)
+            return (nil, .fileDescriptor(null, closeAfterSpawningProcess: true),
+                .fileDescriptor(try FileDescriptor.open("/dev/null", .writeOnly), closeAfterSpawningProcess: true))
+        case .capture, .captureStandardOutput:
+            let path = NSTemporaryDirectory() + "quotamesh-child-\(UUID().uuidString.prefix(12)).out"
+            let file = try append(to: path)
+            let error = output == .capture ? try file.duplicate() : try FileDescriptor.open("/dev/null", .writeOnly)
+            return (path, .fileDescriptor(file, closeAfterSpawningProcess: true),
+                .fileDescriptor(error, closeAfterSpawningProcess: true))
+        case .append(let path):
+            let file = try append(to: path)
+            return (path, .fileDescriptor(file, closeAfterSpawningProcess: true),
+                .fileDescriptor(try file.duplicate(), closeAfterSpawningProcess: true))
+        }
+    }
+
+    var hasExited: Bool { exit.status != nil }
+    /// The exit status, or 128 + the signal that ended it; `nil` while running.
+    var status: Int32? { exit.status }
 
     /// What the child wrote (for `.capture`, `.captureStandardOutput` and `.append`).
     var output: String {
@@ -82,7 +114,7 @@ final class ChildProcess: @unchecked Sendable {
         return String(decoding: data, as: UTF8.self)
     }
 
-    /// Waits without blocking a thread; `true` once the child has exited, `false` at the deadline.
+    /// `true` once the child has exited, `false` at the deadline; holds no thread while it waits.
     func waitForExit(timeout: Duration) async -> Bool {
         let clock = ContinuousClock()
         let deadline = clock.now + timeout
@@ -93,59 +125,49 @@ final class ChildProcess: @unchecked Sendable {
         return true
     }
 
-    /// Blocks the calling thread until the child exits or `timeout` passes; for synchronous callers.
-    func waitForExitBlocking(timeout: Duration) -> Bool {
-        let seconds = Double(timeout.components.seconds) + Double(timeout.components.attoseconds) / 1e18
-        return exited.wait(timeout: .now() + seconds) == .success
-    }
-
     /// Sends `signal` if the child is still running.
     func signal(_ signal: Int32) {
         if !hasExited { kill(pid, signal) }
     }
 
-    /// SIGKILLs the child (if running) and waits a bounded time for the exit to be observed.
-    func killAndWait() {
+    /// SIGKILLs the child (if running) and waits a bounded time for its exit.
+    func killAndWait() async {
         guard !hasExited else { return }
         kill(pid, SIGKILL)
-        _ = waitForExitBlocking(timeout: .seconds(10))
+        _ = await waitForExit(timeout: .seconds(10))
     }
 
     /// Kills the child that ran past `timeout` and says so, with the end of its output.
-    func overran(_ timeout: Duration) -> TestFailure {
-        killAndWait()
-        let command = ([process.executableURL?.path ?? "?"] + (process.arguments ?? [])).joined(separator: " ")
+    func overran(_ timeout: Duration) async -> TestFailure {
+        await killAndWait()
         return TestFailure("`\(command)` did not finish within \(timeout): \(output.suffix(2000))")
     }
 
     deinit {
+        // A child still running when its owner goes is killed; its run task reaps it.
+        if !hasExited { kill(pid, SIGKILL) }
         if let outputPath, outputPath.contains("quotamesh-child-") { try? FileManager.default.removeItem(atPath: outputPath) }
     }
 }
 
-/// Set once the child's exit has been observed.
-private final class ExitFlag: Sendable {
-    let value = Mutex(false)
+/// How a child ended: set once, by its run task.
+private final class ExitStatus: Sendable {
+    private let state = Mutex<(status: Int32?, failure: String?)>((nil, nil))
+
+    func set(_ status: Int32, failure: String? = nil) {
+        state.withLock { $0 = (status, failure) }
+    }
+
+    var status: Int32? { state.withLock { $0.status } }
+    var failure: String? { state.withLock { $0.failure } }
 }
 
 /// Runs `executable` to completion (killed after `timeout`) and returns its status and output.
 func runToCompletion(
     _ executable: String, _ arguments: [String], in directory: String? = nil, output: ChildProcess.Output = .capture,
-    timeout: Duration = .seconds(120)
-) throws -> (status: Int32, output: String) {
-    let child = try ChildProcess(executable, arguments, in: directory, output: output)
-    try child.run()
-    guard child.waitForExitBlocking(timeout: timeout) else { throw child.overran(timeout) }
-    return (child.status ?? -1, child.output)
-}
-
-/// Runs `executable` to completion without blocking a thread while it runs: for long commands, which
-/// would otherwise hold one of the few threads every test shares.
-func runWithoutBlocking(
-    _ executable: String, _ arguments: [String], in directory: String? = nil, timeout: Duration
+    environment: [String: String] = [:], timeout: Duration = .seconds(120)
 ) async throws -> (status: Int32, output: String) {
-    let child = try ChildProcess(executable, arguments, in: directory, output: .capture)
-    try child.run()
-    guard await child.waitForExit(timeout: timeout) else { throw child.overran(timeout) }
+    let child = try await ChildProcess.start(executable, arguments, in: directory, output: output, environment: environment)
+    guard await child.waitForExit(timeout: timeout) else { throw await child.overran(timeout) }
     return (child.status ?? -1, child.output)
 }

@@ -8,13 +8,13 @@ import FoundationNetworking
 /// The Swift client library against a real node process.
 @Suite(.serialized, .timeLimit(.minutes(5))) struct ClientLibraryTests {
     @Test func acquireObserveAndQuotaThroughTheClient() async throws {
-        let node = try NodeProcess(name: "client", root: makeRoot())
+        let node = try await NodeProcess(name: "client", root: makeRoot())
         try node.writeConfig(#"""
             {"services": {"api": {"limit": 2, "window": "10m", "burst": 1},
                           "llm": {"limit": 100, "window": "10m", "burst": 1, "limits": {"tokens": {"limit": 5000, "window": "10m"}}}}}
             """#)
-        try node.start()
-        defer { node.kill(signal: SIGTERM) }
+        try await node.start()
+        defer { node.signal(SIGTERM) }
         try await node.waitForAPI()
         let client = QuotaMeshClient(endpoint: URL(string: "http://\(node.api)"))
 
@@ -50,9 +50,9 @@ import FoundationNetworking
             service: "llm", account: grant.account, status: 200, headers: [:], usage: ["tokens": 500], costs: ["tokens": 3000])
         #expect(try await tokens.acquire(service: "llm", priority: .urgent, costs: ["tokens": 3000]).granted)
         // The CLI names the dimension it shows when the tightest is not requests: 5,000 - 500 - 3,000 left.
-        let table = try runCLI(["quota", "llm", "--api", node.api], in: node.directory)
+        let table = try await runCLI(["quota", "llm", "--api", node.api], in: node.directory)
         #expect(table.output.contains("1500 tokens"), "\(table.output)")
-        let line = try runCLI(["acquire", "llm", "--priority", "urgent", "--api", node.api], in: node.directory)
+        let line = try await runCLI(["acquire", "llm", "--priority", "urgent", "--api", node.api], in: node.directory)
         #expect(line.output.contains("of 5000 tokens"), "\(line.output)")
 
         // Bad input is an error with the node's message, not a decision.

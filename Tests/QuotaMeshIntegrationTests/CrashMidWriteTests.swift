@@ -9,11 +9,11 @@ let strace = "/usr/bin/strace"
 
 /// Whether this machine can cap a child's file size (prlimit) and stop it at a chosen system call (strace,
 /// which needs ptrace).
-let canKillMidWrite: Bool = {
+func canKillMidWrite() async -> Bool {
     let fileManager = FileManager.default
     guard fileManager.isExecutableFile(atPath: prlimit), fileManager.isExecutableFile(atPath: strace) else { return false }
-    return (try? runToCompletion(strace, ["-o", "/dev/null", "/bin/true"], output: .discard, timeout: .seconds(30)).status) == 0
-}()
+    return (try? await runToCompletion(strace, ["-o", "/dev/null", "/bin/true"], output: .discard, timeout: .seconds(30)).status) == 0
+}
 
 /// A node killed in the middle of writing its state file.
 @Suite(.serialized, .timeLimit(.minutes(5))) struct CrashMidWriteTests {
@@ -21,18 +21,18 @@ let canKillMidWrite: Bool = {
     /// first write of the new state stops part way, and strace SIGKILLs it as it makes the next `write` to
     /// finish. The state file is still the last good one, byte for byte, and the next start loads it: the
     /// 4 grants made before, no fewer and no more.
-    @Test(.enabled(if: canKillMidWrite, "needs prlimit and strace (with ptrace allowed) to kill a node inside a write"))
+    @Test(.enabled("needs prlimit and strace (with ptrace allowed) to kill a node inside a write") { await canKillMidWrite() })
     func aNodeKilledInTheMiddleOfWritingItsStateRestartsFromTheLastGoodState() async throws {
-        let node = try NodeProcess(name: "crash", root: makeRoot())
+        let node = try await NodeProcess(name: "crash", root: makeRoot())
         try node.writeConfig(ProcessMeshTests.config)
-        try node.start()
-        defer { node.kill(signal: SIGTERM) }
+        try await node.start()
+        defer { node.signal(SIGTERM) }
         try await node.waitForAPI()
         for _ in 0..<4 {
             let (status, json) = try await node.request("POST", "/v1/acquire", body: ["service": "openai", "priority": "urgent"])
             #expect(status == 200, "\(json)")
         }
-        node.kill(signal: SIGTERM)
+        await node.kill(signal: SIGTERM)
         let statePath = node.directory + "/.quotamesh/state.json"
         let temporaryPath = statePath + ".tmp"
         let lastGood = try #require(FileManager.default.contents(atPath: statePath))
@@ -42,23 +42,22 @@ let canKillMidWrite: Bool = {
         // (the kernel writes up to the cap and returns), and strace kills the node as it enters the second
         // `write` to either file. Its output is discarded: a log file would be capped too.
         let cap = lastGood.count / 2
-        let crashing = try ChildProcess(
+        let crashing = try await ChildProcess.start(
             prlimit,
             ["--fsize=\(cap)", "--", strace, "-f", "-qq", "-o", "/dev/null", "-P", statePath, "-P", temporaryPath,
                 "-e", "trace=write", "-e", "inject=write:signal=SIGKILL:when=2",
                 try quotameshBinary(), "run", "--gossip", "127.0.0.1:\(node.gossipPort)", "--api", node.api,
                 "--config", "config.json"],
             in: node.directory, output: .discard)
-        try crashing.run()
         let killed = await crashing.waitForExit(timeout: .seconds(60))
-        crashing.killAndWait()
+        await crashing.killAndWait()
         #expect(killed && crashing.status == 128 + SIGKILL, "killed inside the write, not \(String(describing: crashing.status))")
         let partial = FileManager.default.contents(atPath: temporaryPath)
         #expect(partial?.count == cap, "the write was cut at the cap: \(String(describing: partial?.count)) of \(lastGood.count) bytes")
         #expect(FileManager.default.contents(atPath: statePath) == lastGood, "the state file is the last good one")
 
         // A normal start loads the last good state and saves over the partial file.
-        try node.start()
+        try await node.start()
         let clock = ContinuousClock()
         let deadline = clock.now + .seconds(60)
         var up = false

@@ -6,7 +6,7 @@ import Testing
 @Suite(.serialized, .timeLimit(.minutes(5))) struct DemoTests {
     @Test func theShortDemoRunsAgreesAndCleansUp() async throws {
         let root = makeRoot()
-        let run = try await runWithoutBlocking(
+        let run = try await runToCompletion(
             try quotameshBinary(),
             ["demo", "--nodes", "3", "--seconds", "8", "--limit", "60", "--window", "10s", "--demand", "2", "--json"],
             in: root, timeout: .seconds(120))
@@ -58,12 +58,12 @@ import Testing
         #expect(lines.contains { $0.hasPrefix("limit ") && $0.split(separator: " ").dropFirst().allSatisfy { $0 == "\(defaults.limit)" } })
     }
 
-    @Test func badFlagsAreRefusedWithAMessage() throws {
-        let result = try runCLI(["demo", "--nodes", "0"], in: makeRoot())
+    @Test func badFlagsAreRefusedWithAMessage() async throws {
+        let result = try await runCLI(["demo", "--nodes", "0"], in: makeRoot())
         #expect(result.status == 64)
         #expect(result.output.contains("--nodes must be between 1 and 20"))
         for window in ["soon", "1.5s", "2h"] {
-            let refused = try runCLI(["demo", "--window", window], in: makeRoot())
+            let refused = try await runCLI(["demo", "--window", window], in: makeRoot())
             #expect(refused.status == 64, "\(window)")
             #expect(refused.output.contains("--window must be whole seconds"), "\(window): \(refused.output)")
         }

@@ -5,16 +5,17 @@ import Testing
 import Glibc
 #endif
 
-/// Mounts a tiny tmpfs at `path`; `false` without the privilege (the test is then skipped, saying why).
+/// Mounts a tiny tmpfs at `path` (mount(2)); `false` without the privilege (the test is then skipped,
+/// saying why).
 func mountTinyFileSystem(at path: String, kilobytes: Int) -> Bool {
     guard getuid() == 0 else { return false }
     try? FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
-    let mounted = try? runToCompletion("/bin/mount", ["-t", "tmpfs", "-o", "size=\(kilobytes)k", "tmpfs", path], timeout: .seconds(30))
-    return mounted?.status == 0
+    return mount("tmpfs", path, "tmpfs", 0, "size=\(kilobytes)k") == 0
 }
 
+/// Unmounts what is mounted at `path` (lazily, so an open file cannot keep it).
 func unmount(_ path: String) {
-    _ = try? runToCompletion("/bin/umount", [path], timeout: .seconds(30))
+    _ = umount2(path, Int32(MNT_DETACH))
 }
 
 let canMount: Bool = {
@@ -56,13 +57,13 @@ let canMount: Bool = {
 
     @Test(.enabled(if: canMount, "needs root (CAP_SYS_ADMIN) to mount a tmpfs for the state folder"))
     func aFullDiskIsReportedAndTheLastGoodStateIsKept() async throws {
-        let node = try NodeProcess(name: "full", root: makeRoot())
+        let node = try await NodeProcess(name: "full", root: makeRoot())
         let state = node.directory + "/statefs"
         #expect(mountTinyFileSystem(at: state, kilobytes: 64))
         defer { unmount(state) }
         try node.writeConfig(#"{"state": "statefs", "services": {"api": {"limit": 1000, "window": "1h"}}}"#)
-        try node.start()
-        defer { node.kill(signal: SIGTERM) }
+        try await node.start()
+        defer { node.signal(SIGTERM) }
         try await node.waitForAPI()
 
         func acquire() async throws -> Int {

@@ -10,16 +10,15 @@ import Glibc
     /// The `fdatasync` and `fsync` calls a node made on its state files while it answered `grants` acquires
     /// one after the other and stopped, traced by strace (`-y` names each call's file).
     func syncCalls(durability: String, grants: Int) async throws -> [String] {
-        let node = try NodeProcess(name: "durable", root: makeRoot())
+        let node = try await NodeProcess(name: "durable", root: makeRoot())
         try node.writeConfig(#"{"durability": "\#(durability)", "services": {"api": {"limit": 1000, "window": "1h"}}}"#)
         let tracePath = node.directory + "/syscalls.trace"
-        let traced = try ChildProcess(
+        let traced = try await ChildProcess.start(
             strace,
             ["-f", "-qq", "-y", "-e", "trace=fdatasync,fsync", "-o", tracePath, try quotameshBinary(), "run",
                 "--gossip", "127.0.0.1:\(node.gossipPort)", "--api", node.api, "--config", "config.json"],
             in: node.directory, output: .append(node.logPath))
-        try traced.run()
-        defer { traced.killAndWait() }
+        defer { traced.signal(SIGKILL) }
         try await node.waitForAPI()
         for _ in 0..<grants {
             let (status, answer) = try await node.request("POST", "/v1/acquire", body: ["service": "api", "priority": "urgent"])
@@ -34,7 +33,7 @@ import Glibc
         return trace.split(separator: "\n").map(String.init).filter { $0.contains("sync(") && $0.contains("/.quotamesh") }
     }
 
-    @Test(.enabled(if: canKillMidWrite, "needs strace (with ptrace allowed) to see the node's system calls"))
+    @Test(.enabled("needs strace (with ptrace allowed) to see the node's system calls") { await canKillMidWrite() })
     func syncedGrantsAreSyncedBeforeTheyAreAnswered() async throws {
         let calls = try await syncCalls(durability: "synced", grants: 3)
         let logSyncs = calls.filter { $0.contains("fdatasync(") && $0.contains("spends.log") }
@@ -44,7 +43,7 @@ import Glibc
         #expect(calls.contains { $0.contains("fsync(") && $0.contains("state.json.tmp") }, "\(calls)")
     }
 
-    @Test(.enabled(if: canKillMidWrite, "needs strace (with ptrace allowed) to see the node's system calls"))
+    @Test(.enabled("needs strace (with ptrace allowed) to see the node's system calls") { await canKillMidWrite() })
     func processDurabilitySyncsNothing() async throws {
         let calls = try await syncCalls(durability: "process", grants: 3)
         #expect(calls.isEmpty, "\(calls)")

@@ -60,8 +60,8 @@ private func probePort(udp: Bool) -> Int {
 
 /// Runs a `quotamesh` subcommand to completion (killed, and the test failed, after `timeout`).
 @discardableResult
-func runCLI(_ arguments: [String], in directory: String, timeout: Duration = .seconds(60)) throws -> (status: Int32, output: String) {
-    try runToCompletion(try quotameshBinary(), arguments, in: directory, timeout: timeout)
+func runCLI(_ arguments: [String], in directory: String, timeout: Duration = .seconds(60)) async throws -> (status: Int32, output: String) {
+    try await runToCompletion(try quotameshBinary(), arguments, in: directory, timeout: timeout)
 }
 
 /// One real node process in its own folder.
@@ -74,22 +74,22 @@ final class NodeProcess: @unchecked Sendable {
     var child: ChildProcess?
     var publicKey = ""
 
-    init(name: String, root: String) throws {
+    init(name: String, root: String) async throws {
         self.name = name
         self.directory = root + "/" + name
         self.gossipPort = freePort(udp: true)
         self.apiPort = freePort(udp: false)
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        let keygen = try runCLI(["keygen"], in: directory)
+        let keygen = try await runCLI(["keygen"], in: directory)
         guard keygen.status == 0 else { throw TestFailure("keygen failed: \(keygen.output)") }
-        let id = try runCLI(["id", "--name", name, "--endpoint", "127.0.0.1:\(gossipPort)"], in: directory)
+        let id = try await runCLI(["id", "--name", name, "--endpoint", "127.0.0.1:\(gossipPort)"], in: directory)
         publicKey = id.output.split(separator: "\n").first.map(String.init) ?? ""
     }
 
     var api: String { "127.0.0.1:\(apiPort)" }
 
-    func trust(_ other: NodeProcess, weight: Double? = nil) throws {
-        let result = try runCLI(
+    func trust(_ other: NodeProcess, weight: Double? = nil) async throws {
+        let result = try await runCLI(
             ["peer", "add", other.name, "--key", other.publicKey, "--endpoint", "127.0.0.1:\(other.gossipPort)"]
                 + (weight.map { ["--weight", "\($0)"] } ?? []), in: directory)
         guard result.status == 0 else { throw TestFailure("peer add failed: \(result.output)") }
@@ -99,24 +99,25 @@ final class NodeProcess: @unchecked Sendable {
         try json.write(toFile: directory + "/config.json", atomically: true, encoding: .utf8)
     }
 
-    func start() throws {
+    func start() async throws {
         var arguments = ["run", "--gossip", "127.0.0.1:\(gossipPort)", "--api", api]
         if FileManager.default.fileExists(atPath: directory + "/config.json") { arguments += ["--config", "config.json"] }
-        let child = try ChildProcess(try quotameshBinary(), arguments, in: directory, output: .append(logPath))
-        try child.run()
-        self.child = child
+        child = try await ChildProcess.start(try quotameshBinary(), arguments, in: directory, output: .append(logPath))
     }
 
     var logPath: String { directory + "/node.log" }
 
-    /// Sends `signal` and waits (bounded) for the node to exit.
-    func kill(signal: Int32 = SIGKILL) {
+    /// Sends `signal` and waits (bounded) for the node to exit; SIGKILL after 30 s.
+    func kill(signal: Int32 = SIGKILL) async {
         guard let child, !child.hasExited else { return }
         child.signal(signal)
-        if !child.waitForExitBlocking(timeout: .seconds(30)) { child.killAndWait() }
+        if await !child.waitForExit(timeout: .seconds(30)) { await child.killAndWait() }
     }
 
-    deinit { child?.killAndWait() }
+    /// Sends `signal` without waiting: for a test's last word to its node (`defer`).
+    func signal(_ signal: Int32) {
+        child?.signal(signal)
+    }
 
     // MARK: HTTP
 
@@ -180,13 +181,23 @@ func makeRoot() -> String {
 /// Builds `count` nodes that all trust each other, with the same configuration, and starts them.
 func startMesh(count: Int, config: String?) async throws -> [NodeProcess] {
     let root = makeRoot()
-    let nodes = try (0..<count).map { try NodeProcess(name: "node\($0)", root: root) }
+    var nodes: [NodeProcess] = []
+    for index in 0..<count { nodes.append(try await NodeProcess(name: "node\(index)", root: root)) }
     for node in nodes {
-        for other in nodes where other !== node { try node.trust(other) }
+        for other in nodes where other !== node { try await node.trust(other) }
         if let config { try node.writeConfig(config) }
     }
-    for node in nodes { try node.start() }
+    for node in nodes { try await node.start() }
     for node in nodes { try await node.waitForAPI() }
     for node in nodes { try await node.waitForLivePeers(count - 1) }
     return nodes
+}
+
+extension Sequence {
+    /// `map` with an asynchronous transform, in order.
+    func asyncMap<T>(_ transform: (Element) async throws -> T) async rethrows -> [T] {
+        var results: [T] = []
+        for element in self { results.append(try await transform(element)) }
+        return results
+    }
 }

@@ -13,8 +13,8 @@ import Glibc
 
     @Test func a429WithRetryAfterAtOneNodeOpensTheBreakerOnTheOtherTwo() async throws {
         let nodes = try await startMesh(count: 3, config: Self.config)
-        defer { nodes.forEach { $0.kill(signal: SIGTERM) } }
-        let observed = try runCLI(
+        defer { nodes.forEach { $0.signal(SIGTERM) } }
+        let observed = try await runCLI(
             ["observe", "openai", "--status", "429", "--header", "Retry-After: 30", "--api", nodes[0].api],
             in: nodes[0].directory)
         #expect(observed.status == 0, "\(observed.output)")
@@ -24,7 +24,7 @@ import Glibc
                 let quota = try await node.quota("openai")
                 return (quota["breaker"] as? [String: Any])?["state"] as? String == "open"
             }
-            let acquire = try runCLI(["acquire", "openai", "--priority", "urgent", "--api", node.api], in: node.directory)
+            let acquire = try await runCLI(["acquire", "openai", "--priority", "urgent", "--api", node.api], in: node.directory)
             #expect(acquire.status == 75, "\(acquire.output)")
             #expect(acquire.output.contains("breaker_open"))
         }
@@ -32,7 +32,7 @@ import Glibc
 
     @Test func consumptionAtTwoNodesIsGlobalConsumptionAtTheThirdAndViewsAgree() async throws {
         let nodes = try await startMesh(count: 3, config: Self.config)
-        defer { nodes.forEach { $0.kill(signal: SIGTERM) } }
+        defer { nodes.forEach { $0.signal(SIGTERM) } }
         // Three quick calls at node 0 estimate to more urgent demand than the hour has calls, so node 1's
         // second call may wait for its share until its own demand has been signed (a second or two).
         for (node, calls) in [(nodes[0], 3), (nodes[1], 2)] {
@@ -43,7 +43,7 @@ import Glibc
                 }
             }
             for _ in 0..<calls {
-                let result = try runCLI(
+                let result = try await runCLI(
                     ["acquire", "openai", "--priority", "urgent", "--wait", "10s", "--api", node.api], in: node.directory)
                 #expect(result.status == 0, "\(result.output)")
             }
@@ -70,9 +70,9 @@ import Glibc
         let nodes = try await startMesh(count: 1, config: """
             {"services": {"openai": {"limit": 100, "window": "30d", "limits": {"tokens": {"limit": 100000, "window": "30d"}}}}}
             """)
-        defer { nodes.forEach { $0.kill(signal: SIGTERM) } }
+        defer { nodes.forEach { $0.signal(SIGTERM) } }
         let node = nodes[0]
-        let acquired = try runCLI(
+        let acquired = try await runCLI(
             ["acquire", "openai", "--priority", "urgent", "--cost", "requests=1,tokens=1800", "--wait", "5s", "--json", "--api", node.api],
             in: node.directory)
         #expect(acquired.status == 0, "\(acquired.output)")
@@ -82,23 +82,23 @@ import Glibc
             return (limits.first { $0["name"] as? String == "tokens" }?["consumed"] as? [String: Any])?["local"] as? Int
         }
         #expect(try await tokens() == 1800)
-        let observed = try runCLI(
+        let observed = try await runCLI(
             ["observe", "openai", "--status", "200", "--usage", "tokens=300", "--cost", "tokens=1800", "--api", node.api],
             in: node.directory)
         #expect(observed.status == 0, "\(observed.output)")
         #expect(try await tokens() == 300, "1,500 refunded")
         for bad in [["acquire", "openai", "--cost", "tokens=-1"], ["acquire", "openai", "--cost", "requests=0"],
                     ["acquire", "openai", "--cost", "tokens"], ["observe", "openai", "--status", "200", "--cost", "tokens=5"]] {
-            let refused = try runCLI(bad + ["--api", node.api], in: node.directory)
+            let refused = try await runCLI(bad + ["--api", node.api], in: node.directory)
             #expect(refused.status == 64, "\(bad): \(refused.output)")
         }
     }
 
     @Test func aSecondNodeOnATakenGossipPortRefusesToStart() async throws {
         let nodes = try await startMesh(count: 1, config: Self.config)
-        defer { nodes.forEach { $0.kill(signal: SIGTERM) } }
-        let intruder = try NodeProcess(name: "intruder", root: makeRoot())
-        let result = try runCLI(
+        defer { nodes.forEach { $0.signal(SIGTERM) } }
+        let intruder = try await NodeProcess(name: "intruder", root: makeRoot())
+        let result = try await runCLI(
             ["run", "--gossip", "127.0.0.1:\(nodes[0].gossipPort)", "--api", "127.0.0.1:\(freePort(udp: false))"],
             in: intruder.directory, timeout: .seconds(30))
         #expect(result.status != 0, "\(result.output)")
@@ -110,14 +110,14 @@ import Glibc
     @Test func consumptionSurvivesSigkillAndRestart() async throws {
         let nodes = try await startMesh(count: 1, config: Self.config)
         let node = nodes[0]
-        defer { node.kill(signal: SIGTERM) }
+        defer { node.signal(SIGTERM) }
         for _ in 0..<4 {
-            let result = try runCLI(["acquire", "openai", "--priority", "urgent", "--api", node.api], in: node.directory)
+            let result = try await runCLI(["acquire", "openai", "--priority", "urgent", "--api", node.api], in: node.directory)
             #expect(result.status == 0, "\(result.output)")
         }
         let (_, before) = try await node.request("GET", "/healthz")
-        node.kill(signal: SIGKILL)
-        try node.start()
+        await node.kill(signal: SIGKILL)
+        try await node.start()
         try await node.waitForAPI()
         let quota = try await node.quota("openai")
         #expect((quota["consumed"] as? [String: Any])?["local"] as? Int == 4)
@@ -129,15 +129,14 @@ import Glibc
     @Test func runStartsWithNoConfigurationAndCreatesAnIdentity() async throws {
         let root = makeRoot()
         let api = "127.0.0.1:\(freePort(udp: false))"
-        let node = try ChildProcess(
+        let node = try await ChildProcess.start(
             try quotameshBinary(), ["run", "--gossip", "127.0.0.1:\(freePort(udp: true))", "--api", api], in: root)
-        try node.run()
-        defer { node.killAndWait() }
+        defer { node.signal(SIGKILL) }
         let clock = ContinuousClock()
         let deadline = clock.now + .seconds(20)
         var healthy = false
         while clock.now < deadline && !healthy {
-            healthy = (try? runCLI(["quota", "--api", api], in: root).status) == 0
+            healthy = (try? await runCLI(["quota", "--api", api], in: root).status) == 0
             if !healthy { try await Task.sleep(for: .milliseconds(100)) }
         }
         #expect(healthy)
@@ -156,18 +155,16 @@ import Glibc
         let api = "127.0.0.1:\(freePort(udp: false))"
         try Data(#"{"api": "127.0.0.1:1", "services": {"svc": {"limit": 7, "window": "1m"}}}"#.utf8)
             .write(to: URL(fileURLWithPath: root + "/node.json"))
-        let node = try ChildProcess(try quotameshBinary(), ["run", "--gossip", "127.0.0.1:\(freePort(udp: true))"], in: root)
-        node.process.environment = ProcessInfo.processInfo.environment.merging([
-            "QUOTAMESH_CONFIG": root + "/node.json", "QUOTAMESH_API": api, "QUOTAMESH_GOSSIP": "127.0.0.1:1",
-        ]) { _, new in new }
-        try node.run()
-        defer { node.killAndWait() }
+        let node = try await ChildProcess.start(
+            try quotameshBinary(), ["run", "--gossip", "127.0.0.1:\(freePort(udp: true))"], in: root,
+            environment: ["QUOTAMESH_CONFIG": root + "/node.json", "QUOTAMESH_API": api, "QUOTAMESH_GOSSIP": "127.0.0.1:1"])
+        defer { node.signal(SIGKILL) }
         // The file's service, at the variable's API address (the flag's gossip address won over the variable's).
         let clock = ContinuousClock()
         let deadline = clock.now + .seconds(20)
         var answer: (status: Int32, output: String) = (1, "")
         while clock.now < deadline {
-            answer = try runCLI(["quota", "svc", "--api", api], in: root)
+            answer = try await runCLI(["quota", "svc", "--api", api], in: root)
             if answer.status == 0 { break }
             try await Task.sleep(for: .milliseconds(100))
         }
@@ -175,40 +172,38 @@ import Glibc
         #expect(answer.output.contains("7"), "\(answer.output)")
         #expect(!node.output.contains("127.0.0.1:1 "), "the variable's gossip address was not overridden by the flag")
 
-        let bad = try ChildProcess(try quotameshBinary(), ["run"], in: root)
-        bad.process.environment = ProcessInfo.processInfo.environment.merging(["QUOTAMESH_FANOUT": "many"]) { _, new in new }
-        try bad.run()
+        let bad = try await ChildProcess.start(try quotameshBinary(), ["run"], in: root, environment: ["QUOTAMESH_FANOUT": "many"])
         #expect(await bad.waitForExit(timeout: .seconds(30)))
         #expect(bad.status == 78)
         #expect(bad.output.contains("$QUOTAMESH_FANOUT"), "\(bad.output)")
     }
 
-    @Test func versionIsPrinted() throws {
-        let result = try runCLI(["--version"], in: makeRoot())
+    @Test func versionIsPrinted() async throws {
+        let result = try await runCLI(["--version"], in: makeRoot())
         #expect(result.status == 0)
         #expect(result.output.trimmingCharacters(in: .whitespacesAndNewlines).split(separator: ".").count == 3, "\(result.output)")
     }
 
-    @Test func worldReadableIdentityStopsTheNodeWithAClearMessage() throws {
+    @Test func worldReadableIdentityStopsTheNodeWithAClearMessage() async throws {
         let root = makeRoot()
-        #expect(try runCLI(["keygen"], in: root).status == 0)
+        #expect(try await runCLI(["keygen"], in: root).status == 0)
         chmod(root + "/.quotamesh/identity", 0o644)
-        let result = try runCLI(["run", "--gossip", "127.0.0.1:0", "--api", "127.0.0.1:0"], in: root)
+        let result = try await runCLI(["run", "--gossip", "127.0.0.1:0", "--api", "127.0.0.1:0"], in: root)
         #expect(result.status != 0)
         #expect(result.output.contains("readable by others"))
     }
 
-    @Test func peerCommandsRejectBadInput() throws {
+    @Test func peerCommandsRejectBadInput() async throws {
         let root = makeRoot()
-        let badKey = try runCLI(["peer", "add", "bob", "--key", "nope", "--endpoint", "127.0.0.1:1"], in: root)
+        let badKey = try await runCLI(["peer", "add", "bob", "--key", "nope", "--endpoint", "127.0.0.1:1"], in: root)
         #expect(badKey.status == 64)
         #expect(badKey.output.contains("--key"))
-        let badEndpoint = try runCLI(["peer", "add", "bob", "--key", String(repeating: "A", count: 43) + "=", "--endpoint", "x"], in: root)
+        let badEndpoint = try await runCLI(["peer", "add", "bob", "--key", String(repeating: "A", count: 43) + "=", "--endpoint", "x"], in: root)
         #expect(badEndpoint.status == 64)
         // `peer list --json` prints the peers as JSON (it printed an empty line once).
         let key = String(repeating: "A", count: 43) + "="
-        #expect(try runCLI(["peer", "add", "carol", "--key", key, "--endpoint", "127.0.0.1:7"], in: root).status == 0)
-        let listed = try runCLI(["peer", "list", "--json"], in: root)
+        #expect(try await runCLI(["peer", "add", "carol", "--key", key, "--endpoint", "127.0.0.1:7"], in: root).status == 0)
+        let listed = try await runCLI(["peer", "list", "--json"], in: root)
         #expect(listed.status == 0)
         let object = try JSONSerialization.jsonObject(with: Data(listed.output.utf8)) as? [String: Any]
         let peers = object?["peers"] as? [[String: Any]]
@@ -217,9 +212,9 @@ import Glibc
         #expect(peers?.first?["key"] as? String == key)
         #expect(peers?.first?["endpoint"] as? String == "127.0.0.1:7")
         #expect(object?["problems"] as? [Any] != nil)
-        let missing = try runCLI(["peer", "remove", "nobody"], in: root)
+        let missing = try await runCLI(["peer", "remove", "nobody"], in: root)
         #expect(missing.status != 0)
-        let unreachable = try runCLI(["acquire", "openai", "--api", "127.0.0.1:\(freePort(udp: false))"], in: root)
+        let unreachable = try await runCLI(["acquire", "openai", "--api", "127.0.0.1:\(freePort(udp: false))"], in: root)
         #expect(unreachable.status == 69)
         #expect(unreachable.output.contains("cannot reach"))
     }
@@ -230,22 +225,22 @@ import Glibc
     static let python = ["/usr/bin/python3", "/usr/local/bin/python3"].first { FileManager.default.isExecutableFile(atPath: $0) }
 
     @Test(.enabled(if: python != nil, "needs python3 to cross-check"))
-    func theLabelMatchesPythonsBlake2b() throws {
+    func theLabelMatchesPythonsBlake2b() async throws {
         let root = makeRoot()
         let salt = root + "/salt"
         try Data((0..<32).map { UInt8(truncatingIfNeeded: $0 &* 37 &+ 11) }).write(to: URL(fileURLWithPath: salt))
         try "sk-test-key-123\n".write(toFile: root + "/key", atomically: true, encoding: .utf8)
-        let ours = try runToCompletion(
+        let ours = try await runToCompletion(
             "/bin/sh", ["-c", "\"$0\" fingerprint --salt-file salt < key", try quotameshBinary()], in: root)
         #expect(ours.status == 0, "\(ours.output)")
-        let theirs = try runToCompletion(
+        let theirs = try await runToCompletion(
             Self.python ?? "python3",
             ["-c", "import hashlib; print('fp-' + hashlib.blake2b(b'sk-test-key-123', key=open('salt','rb').read(), digest_size=16).hexdigest())"],
             in: root)
         #expect(theirs.status == 0, "\(theirs.output)")
         #expect(ours.output == theirs.output)
         try Data([1, 2, 3, 4, 5, 6, 7, 8]).write(to: URL(fileURLWithPath: root + "/short"))
-        let short = try runCLI(["fingerprint", "--salt-file", "short"], in: root)
+        let short = try await runCLI(["fingerprint", "--salt-file", "short"], in: root)
         #expect(short.status == 64)
         #expect(short.output.contains("the salt must be 16 to 64 bytes"))
     }

@@ -44,7 +44,7 @@ import Glibc
 
     @Test func concurrentBurstsAtEveryNodeNeverGrantMoreThanTheLimitInAWindow() async throws {
         let nodes = try await startMesh(count: 3, config: Self.config)
-        defer { nodes.forEach { $0.kill(signal: SIGTERM) } }
+        defer { nodes.forEach { $0.signal(SIGTERM) } }
         let counter = GrantCounter()
         let deadline = ContinuousClock.now + .seconds(9)
         await withTaskGroup(of: Void.self) { group in
@@ -63,7 +63,7 @@ import Glibc
 
     @Test func aNodeKilledAndRestartedMidWindowDoesNotLetTheWindowGoOver() async throws {
         let nodes = try await startMesh(count: 3, config: Self.config)
-        defer { nodes.forEach { $0.kill(signal: SIGTERM) } }
+        defer { nodes.forEach { $0.signal(SIGTERM) } }
         let counter = GrantCounter()
         let end = ContinuousClock.now + .seconds(10)
         await withTaskGroup(of: Void.self) { group in
@@ -71,9 +71,9 @@ import Glibc
             group.addTask {
                 // Node 2 spends for a while, is killed without warning, and comes back a second later.
                 await self.burst(nodes[2], workers: 4, until: ContinuousClock.now + .milliseconds(2_500), into: counter)
-                nodes[2].kill(signal: SIGKILL)
+                await nodes[2].kill(signal: SIGKILL)
                 try? await Task.sleep(for: .seconds(1))
-                try? nodes[2].start()
+                try? await nodes[2].start()
                 try? await nodes[2].waitForAPI()
                 await self.burst(nodes[2], workers: 4, until: end, into: counter)
             }

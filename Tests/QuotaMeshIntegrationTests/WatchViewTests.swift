@@ -12,8 +12,8 @@ let hasTmux = FileManager.default.isExecutableFile(atPath: "/usr/bin/tmux")
     /// A tmux server of this test's own (`tmux -L`), so no other server is touched or reused.
     let server = "qmwatch\(getpid())"
 
-    func capture(_ session: String) throws -> String {
-        try shell(["tmux", "-L", server, "capture-pane", "-p", "-t", session])
+    func capture(_ session: String) async throws -> String {
+        try await shell(["tmux", "-L", server, "capture-pane", "-p", "-t", session])
     }
 
     /// The cells of the table row for `service` (columns split on two or more spaces).
@@ -25,40 +25,40 @@ let hasTmux = FileManager.default.isExecutableFile(atPath: "/usr/bin/tmux")
 
     @Test(.enabled(if: hasTmux, "needs tmux to capture the terminal"))
     func theWatchViewShowsWhatTheAPISaysAndRefreshes() async throws {
-        let node = try NodeProcess(name: "watched", root: makeRoot())
+        let node = try await NodeProcess(name: "watched", root: makeRoot())
         try node.writeConfig(#"{"services": {"api": {"limit": 40, "window": "1h", "burst": 1}}}"#)
-        try node.start()
-        defer { node.kill(signal: SIGTERM) }
+        try await node.start()
+        defer { node.signal(SIGTERM) }
         try await node.waitForAPI()
         for _ in 0..<3 { _ = try await node.request("POST", "/v1/acquire", body: ["service": "api", "priority": "urgent"]) }
 
         let session = "watch"
-        defer { _ = try? shell(["tmux", "-L", server, "kill-server"]) }
+        defer { Task { _ = try? await shell(["tmux", "-L", server, "kill-server"]) } }
         // The tmux server outlives the client that starts it, and would keep every descriptor the client
-        // inherited, among them the one Foundation watches to learn that the client has exited. So the
+        // inherited, among them the test's hold on the client's output. So the
         // client is started from a shell that closes every descriptor above 2 first.
         // A time zone where it is 3 pm now: the header must say 15, not 03 (a 12-hour clock without AM/PM).
         let utcHour = Calendar(identifier: .gregorian).dateComponents(in: TimeZone(identifier: "UTC")!, from: Date()).hour ?? 0
         let offset = (15 - utcHour + 36) % 24 - 12  // -12...11 hours from UTC; Etc/GMT-3 is UTC+3
         let zone = offset >= 0 ? "Etc/GMT-\(offset)" : "Etc/GMT+\(-offset)"
         let command = "env TZ=\(zone) \(try quotameshBinary()) quota --watch --interval 200ms --api \(node.api)"
-        let started = try runToCompletion(
+        let started = try await runToCompletion(
             "/bin/bash",
             ["-c", #"for fd in /proc/$$/fd/*; do n=${fd##*/}; [ "$n" -gt 2 ] && eval "exec $n>&-"; done; exec "$@""#,
              "bash", "tmux", "-L", server, "new-session", "-d", "-s", session, "-x", "160", "-y", "12", command],
             output: .discard, timeout: .seconds(30))
         #expect(started.status == 0)
         // The server and the watching process end with the test, whatever tmux's kill-server does to them.
-        let owned = (try? shell(["tmux", "-L", server, "display-message", "-p", "-t", session, "#{pid} #{pane_pid}"])) ?? ""
+        let owned = (try? await shell(["tmux", "-L", server, "display-message", "-p", "-t", session, "#{pid} #{pane_pid}"])) ?? ""
         defer { for pid in owned.split(whereSeparator: \.isWhitespace).compactMap({ Int32($0) }) { kill(pid, SIGKILL) } }
 
         // The view matches the API: remaining, limit, the bar, breaker, consumption, peers.
         let api = try await node.quota("api")
         let remaining = api["remaining"] as? Int ?? -1
         try await node.waitUntil("the watch view to show the table") {
-            row(try capture(session), service: "api")?.count ?? 0 >= 10
+            row(try await capture(session), service: "api")?.count ?? 0 >= 10
         }
-        let screen = try capture(session)
+        let screen = try await capture(session)
         #expect(screen.contains("quotamesh quota: node \(node.api), 15:") || screen.contains("quotamesh quota: node \(node.api), 16:"),
                 "24-hour time in the header: \(screen.split(separator: "\n").first ?? "")")
         let cells = row(screen, service: "api") ?? []
@@ -78,7 +78,7 @@ let hasTmux = FileManager.default.isExecutableFile(atPath: "/usr/bin/tmux")
         // It refreshes: an acquire shows up without touching the terminal.
         _ = try await node.request("POST", "/v1/acquire", body: ["service": "api", "priority": "urgent"])
         try await node.waitUntil("the watch view to refresh") {
-            row(try capture(session), service: "api")?[2] == "\(remaining - 1)"
+            row(try await capture(session), service: "api")?[2] == "\(remaining - 1)"
         }
     }
 }

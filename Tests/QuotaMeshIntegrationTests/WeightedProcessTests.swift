@@ -17,16 +17,16 @@ import Glibc
     @Test func weightsOneOneTwoWithEqualDemandAreServedByWeight() async throws {
         let weights = [1.0, 1.0, 2.0]
         let root = makeRoot()
-        let nodes = try (0..<3).map { try NodeProcess(name: "node\($0)", root: root) }
+        let nodes = try await (0..<3).asyncMap { try await NodeProcess(name: "node\($0)", root: root) }
         for (index, node) in nodes.enumerated() {
-            for (other, peer) in nodes.enumerated() where other != index { try node.trust(peer, weight: weights[other]) }
+            for (other, peer) in nodes.enumerated() where other != index { try await node.trust(peer, weight: weights[other]) }
             try node.writeConfig("""
                 {"gossip_interval": "100ms", "liveness_timeout": "3s", "weight": \(weights[index]),
                  "services": {"api": {"limit": \(Self.limit), "window": "4s"}}}
                 """)
         }
-        for node in nodes { try node.start() }
-        defer { nodes.forEach { $0.kill(signal: SIGTERM) } }
+        for node in nodes { try await node.start() }
+        defer { nodes.forEach { $0.signal(SIGTERM) } }
         for node in nodes { try await node.waitForAPI() }
         for node in nodes { try await node.waitForLivePeers(2) }
         // Each node's peers show the weight it vouches and the one it claims.
