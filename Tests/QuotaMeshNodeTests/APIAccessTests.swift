@@ -14,7 +14,7 @@ import QuotaMeshCrypto
 
     func tokenFile(_ text: String = token, mode: mode_t = 0o600) -> String {
         let path = temporaryDirectory() + "/api-token"
-        FileManager.default.createFile(atPath: path, contents: Data(text.utf8))
+        _ = FileManager.default.createFile(atPath: path, contents: Data(text.utf8))
         chmod(path, mode)
         return path
     }

@@ -1,72 +1,5 @@
 import QuotaMeshCrypto
 
-/// A key's window split and every member's balance, as worked out from the ledgers last seen.
-struct RightsCache: Sendable {
-    var allotment: RightsAllotment
-    var aggregateVersion: UInt64
-    var ownVersion: UInt64
-    var balances: RightsBalances
-}
-
-/// Rights this node lacks for calls its agents asked for.
-struct RightsWant: Sendable {
-    /// The window they are for.
-    var windowEnd: UnixMillis
-    /// How many to ask for.
-    var amount: UInt64
-    /// The highest priority waiting.
-    var priority: Priority
-    /// When a call last found too few rights (a want nobody renews is dropped).
-    var notedAt: UnixMillis
-    /// When peers were last asked.
-    var askedAt: UnixMillis = .min
-    /// The priority they were last asked for.
-    var askedPriority: Priority = .low
-    /// The peers last asked that have not answered yet (no record of theirs for the key since).
-    var awaiting: Set<VerifyingKey> = []
-}
-
-/// The window a key's rights are counted in: its limit, length and end, and how many of its rights exist
-/// yet.
-struct RightsWindow: Sendable, Hashable {
-    var limit: Int64
-    var windowMillis: Int64
-    var windowEnd: UnixMillis
-    /// The rights dealt so far: the limit, or for an upstream that refills continuously, the limit times
-    /// the part of the window gone by (rounded down).
-    var unlocked: Int64
-    /// When the next right is dealt: the window's end once all are.
-    var nextUnlockAt: UnixMillis
-    /// Whether the limit comes back at the window's end or refills over it.
-    var refill: ServicePolicy.Refill
-    var windowStart: UnixMillis { windowEnd - windowMillis }
-
-    init(limit: Int64, windowMillis: Int64, windowEnd: UnixMillis, refill: ServicePolicy.Refill = .window, now: UnixMillis) {
-        self.limit = limit
-        self.windowMillis = windowMillis
-        self.windowEnd = windowEnd
-        self.refill = refill
-        switch refill {
-        case .window:
-            unlocked = limit
-            nextUnlockAt = windowEnd
-        case .continuous:
-            let elapsed = max(0, min(windowMillis, now.saturatingSubtract(windowEnd - windowMillis)))
-            // In 128 bits: a limit of 10¹² and a window of a month overflow 64.
-            let product = limit.multipliedFullWidth(by: elapsed)
-            unlocked = min(limit, Int64(truncatingIfNeeded: windowMillis.dividingFullWidth(product).quotient))
-            if unlocked >= limit {
-                nextUnlockAt = windowEnd
-            } else {
-                // The first ms at which limit × elapsed ÷ window reaches unlocked + 1.
-                let next = windowMillis.multipliedFullWidth(by: unlocked + 1)
-                let (quotient, remainder) = limit.dividingFullWidth(next)
-                nextUnlockAt = windowEnd - windowMillis + Int64(truncatingIfNeeded: quotient) + (remainder > 0 ? 1 : 0)
-            }
-        }
-    }
-}
-
 extension QuotaLedger {
     // MARK: - Rights (escrow)
 
@@ -559,26 +492,4 @@ extension QuotaLedger {
             return undurable.contains(key)
         }
     }
-}
-
-/// What deciding a call does to the rights a node lacks for its key (``QuotaLedger/rightsVerdict(_:window:cost:priority:now:)``).
-enum RightsWantChange: Sendable {
-    /// Nothing (the call was refused before rights were looked at).
-    case unchanged
-    /// The node holds enough: nothing is wanted.
-    case met
-    /// The node lacks rights: this want is to be asked of peers.
-    case noted(RightsWant)
-}
-
-/// What a node does with a peer's request for rights (``QuotaLedger/answer(_:from:now:)``).
-enum RightsAnswer: Sendable, Hashable {
-    /// Not for the current window's open part, or saves fail: no answer.
-    case ignored
-    /// Rights of `window` were given: the new ledger goes back with the records that show where they
-    /// came from.
-    case gave(RightsWindow)
-    /// None to spare: the ledger as it stands goes back, so that the asker asks others, with the records
-    /// of the peers named in `hints` (for urgent work: those this node believes hold rights).
-    case nothingToSpare(hints: [VerifyingKey])
 }

@@ -254,7 +254,7 @@ public actor MeshNode {
             // After the work already queued on this actor: the acquires waiting to run decide first, and
             // one write then covers their grants too.
             saveScheduled = true
-            Task { await self.saveAndRelease() }
+            Task { self.saveAndRelease() }
         }
     }
 

@@ -1,0 +1,29 @@
+import QuotaMeshCrypto
+
+/// Rights this node lacks for calls its agents asked for.
+struct RightsWant: Sendable {
+    /// The window they are for.
+    var windowEnd: UnixMillis
+    /// How many to ask for.
+    var amount: UInt64
+    /// The highest priority waiting.
+    var priority: Priority
+    /// When a call last found too few rights (a want nobody renews is dropped).
+    var notedAt: UnixMillis
+    /// When peers were last asked.
+    var askedAt: UnixMillis = .min
+    /// The priority they were last asked for.
+    var askedPriority: Priority = .low
+    /// The peers last asked that have not answered yet (no record of theirs for the key since).
+    var awaiting: Set<VerifyingKey> = []
+}
+
+/// What deciding a call does to the rights a node lacks for its key (``QuotaLedger/rightsVerdict(_:window:cost:priority:now:)``).
+enum RightsWantChange: Sendable {
+    /// Nothing (the call was refused before rights were looked at).
+    case unchanged
+    /// The node holds enough: nothing is wanted.
+    case met
+    /// The node lacks rights: this want is to be asked of peers.
+    case noted(RightsWant)
+}
