@@ -153,6 +153,9 @@ extension QuotaLedger {
         var rightsCache: RightsCache? = nil
         /// What becomes of the rights this node lacks for the key.
         var want: RightsWantChange = .unchanged
+        /// The window whose rights a grant spends (`nil`: none apply), when the decision worked it out.
+        var rights: RightsWindow? = nil
+        var rightsKnown = false
     }
 
     /// Stores what deciding `key` changed: its bucket, the caches worked out, and the rights it lacks.
@@ -269,6 +272,8 @@ extension QuotaLedger {
                 headroom: 0, rate: 0, resetAt: 0)
         }
         var assessment = assessEstimate(key, request: request, policy: policy, byRights: rights != nil, now: now, rng: &rng)
+        assessment.rights = rights
+        assessment.rightsKnown = true
         guard assessment.decision.granted, let rights else { return assessment }
         let verdict = rightsVerdict(key, window: rights, cost: max(1, request.cost), priority: request.priority, now: now)
         assessment.rightsCache = verdict.cache
@@ -559,16 +564,26 @@ extension QuotaLedger {
     }
 
     mutating func commit(_ key: QuotaKey, request: AcquireRequest, assessment: Assessment, now: UnixMillis) {
+        let rights = assessment.rightsKnown ? assessment.rights : rightsWindow(key, now: now)
+        let before = ledgerVersion
         // In place: one look-up of the key, not a read and a write.
-        Self.charge(&local[key, default: LocalQuota()], request: request, assessment: assessment, now: now)
-        spendRights(key, cost: request.cost, now: now)
+        Self.charge(&local[key, default: LocalQuota()], request: request, assessment: assessment, rights: rights, now: now)
+        if let rights { noteRightsSpent(key, amount: UInt64(max(1, request.cost)), window: rights, versionBefore: before) }
     }
 
-    /// Counts a granted call in `quota`: its consumption in the window and its pacing bucket.
+    /// Counts a granted call in `quota`: its consumption in the window, its pacing bucket, and the rights
+    /// of `rights` it spends.
     private static func charge(
-        _ quota: inout LocalQuota, request: AcquireRequest, assessment: Assessment, now: UnixMillis
+        _ quota: inout LocalQuota, request: AcquireRequest, assessment: Assessment, rights: RightsWindow?,
+        now: UnixMillis
     ) {
         let cost = UInt64(max(1, request.cost))
+        if let rights {
+            var ledger = quota.state.ledger.flatMap { $0.windowEnd == rights.windowEnd ? $0 : nil }
+                ?? RightsLedger(windowEnd: rights.windowEnd)
+            ledger.spent = ledger.spent.saturatingAdd(cost)
+            quota.state.ledger = ledger
+        }
         var entry = quota.state.consumption
         entry.total = entry.total.saturatingAdd(cost)
         if assessment.resetAt > entry.windowEnd && now >= entry.windowEnd {

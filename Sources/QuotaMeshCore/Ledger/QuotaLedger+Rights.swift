@@ -14,7 +14,8 @@ extension QuotaLedger {
     /// lowest any origin advertises; never raised by an observation), aligned to the epoch so that every
     /// node names it alike. `nil` when no limit is known: nothing to split.
     func rightsWindow(_ key: QuotaKey, now: UnixMillis) -> RightsWindow? {
-        let configured = configuration.services[key.service]?.configuredLimit(key.dimension)
+        let service = configuration.services[key.service]
+        let configured = service?.configuredLimit(key.dimension)
         var policy = configured
         if policy == nil {
             policy = remote[key]?.lowestPolicy
@@ -25,7 +26,7 @@ extension QuotaLedger {
         // A configured refill holds for the configured requests limit; dimensions and learned limits are
         // counted per window.
         let refill = configured != nil && key.dimension == QuotaKey.requests
-            ? configuration.services[key.service]?.refill ?? .window : .window
+            ? service?.refill ?? .window : .window
         return RightsWindow(
             limit: policy.limit, windowMillis: policy.windowMillis, windowEnd: end, refill: refill, now: now)
     }
@@ -99,7 +100,7 @@ extension QuotaLedger {
     mutating func note(_ change: RightsWantChange, of key: QuotaKey) {
         switch change {
         case .unchanged: break
-        case .met: rightsWants[key] = nil
+        case .met: if !rightsWants.isEmpty { rightsWants[key] = nil }
         case .noted(let want): rightsWants[key] = want
         }
     }
@@ -212,14 +213,12 @@ extension QuotaLedger {
         ledgerVersion &+= 1
     }
 
-    /// Counts a granted call's cost against this node's rights for `key`.
-    mutating func spendRights(_ key: QuotaKey, cost: Int64, now: UnixMillis) {
-        guard let window = rightsWindow(key, now: now) else { return }
-        var ledger = ownLedger(key, window: window)
-        let amount = UInt64(max(1, cost))
-        ledger.spent = ledger.spent.saturatingAdd(amount)
-        let before = ledgerVersion
-        setOwnLedger(ledger, of: key)
+    /// Notes that this node spent `amount` of its rights of `key` in `window` (its ledger already
+    /// charged, its version `versionBefore` until then): the ledger is to be saved and re-signed, and the
+    /// cached balances follow the spend.
+    mutating func noteRightsSpent(_ key: QuotaKey, amount: UInt64, window: RightsWindow, versionBefore before: UInt64) {
+        undurableLedgers.insert(key)
+        ledgerVersion &+= 1
         // A spend of rights held changes this node's holding alone: the cached balances follow it, so a
         // grant does not make the next decision work out every member's balance again.
         // Taken out of the cache while it changes: a copy would copy every member's holding to change one.
