@@ -264,7 +264,7 @@ extension QuotaLedger {
                 decision: .deny(.quotaExhausted, key: key, retryAt: now + 1000, detail: .persistence), headroom: 0,
                 rate: 0, resetAt: 0)
         }
-        let rights = rightsWindow(key, now: now)
+        let rights = rightsWindow(key, policy: policy, now: now)
         if rights != nil && membership.stopped {
             // This node's trust store is the odd one out: its part of the split may be too large.
             return Assessment(

@@ -14,7 +14,12 @@ extension QuotaLedger {
     /// lowest any origin advertises; never raised by an observation), aligned to the epoch so that every
     /// node names it alike. `nil` when no limit is known: nothing to split.
     func rightsWindow(_ key: QuotaKey, now: UnixMillis) -> RightsWindow? {
-        let service = configuration.services[key.service]
+        rightsWindow(key, policy: configuration.services[key.service], now: now)
+    }
+
+    /// ``rightsWindow(_:now:)`` with the service's policy already looked up (the configured one, or a
+    /// learned service's default, which configures no limit).
+    func rightsWindow(_ key: QuotaKey, policy service: ServicePolicy?, now: UnixMillis) -> RightsWindow? {
         let configured = service?.configuredLimit(key.dimension)
         var policy = configured
         if policy == nil {
@@ -221,15 +226,9 @@ extension QuotaLedger {
         ledgerVersion &+= 1
         // A spend of rights held changes this node's holding alone: the cached balances follow it, so a
         // grant does not make the next decision work out every member's balance again.
-        // Taken out of the cache while it changes: a copy would copy every member's holding to change one.
-        if var cached = rightsCache.removeValue(forKey: key) {
-            if cached.ownVersion == before, cached.allotment.windowEnd == window.windowEnd,
-                cached.balances.noteSpent(amount, by: owner)
-            {
-                cached.ownVersion = ledgerVersion
-            }
-            rightsCache[key] = cached
-        }
+        // Changed in place: a copy would copy every member's holding to change one.
+        let (after, spender) = (ledgerVersion, owner)
+        rightsCache[key]?.follow(spent: amount, by: spender, windowEnd: window.windowEnd, versionBefore: before, versionAfter: after)
     }
 
     /// Corrects what this node spent of `key`'s rights in the current window by what a call really cost

@@ -6,6 +6,16 @@ struct RightsCache: Sendable {
     var aggregateVersion: UInt64
     var ownVersion: UInt64
     var balances: RightsBalances
+
+    /// Follows this node's spend of `amount` rights it held (its ledger at version `versionBefore` until
+    /// then, `versionAfter` since), where the cache was current for the window ending at `windowEnd`.
+    mutating func follow(
+        spent amount: UInt64, by owner: VerifyingKey, windowEnd: UnixMillis, versionBefore: UInt64, versionAfter: UInt64
+    ) {
+        if ownVersion == versionBefore, allotment.windowEnd == windowEnd, balances.noteSpent(amount, by: owner) {
+            ownVersion = versionAfter
+        }
+    }
 }
 
 /// The window a key's rights are counted in: its limit, length and end, and how many of its rights exist
