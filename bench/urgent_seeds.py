@@ -4,7 +4,7 @@ configuration, the mean (min) utilization, the median, 75th percentile and worst
 wait p99 to the node's grant while the mesh had a right it could spend
 (`urgent_acquire_wait_p99_where_rights_exist_ms`), and in how many seeds that p99 was at most 50 ms.
 
-Usage: python3 bench/urgent_seeds.py BEFORE_BINARY AFTER_BINARY [--before-label L] [--after-label L]
+Usage: python3 bench/urgent_seeds.py BEFORE_BINARY AFTER_BINARY [--before-label L] [--after-label L] [--only TEXT]
 """
 import argparse
 import os
@@ -22,6 +22,8 @@ CONFIGS = [
     ("N = 12 skewed, seeds 1-18", ["--nodes", "12", "--demand", "2", "--skewed"], range(1, 19)),
     ("N = 20, seeds 1-12", ["--nodes", "20", "--demand", "2"], range(1, 13)),
     ("N = 10, token bucket, seeds 1-6", ["--nodes", "10", "--demand", "2", "--upstream", "bucket"], range(1, 7)),
+    ("N = 10, token bucket at 5× demand, seeds 1-6", ["--nodes", "10", "--demand", "5", "--upstream", "bucket"], range(1, 7)),
+    ("N = 20, token bucket, seeds 1-6", ["--nodes", "20", "--demand", "2", "--upstream", "bucket"], range(1, 7)),
 ]
 
 
@@ -36,12 +38,15 @@ def main():
     for name in ("before", "after"):
         parser.add_argument(name)
         parser.add_argument(f"--{name}-label", default=name)
+    parser.add_argument("--only", help="run only the configurations whose name contains this text")
     args = parser.parse_args()
     print("| runs | build | utilization mean (min) | urgent wait p99 to the grant, median / p75 / worst over seeds "
           "| seeds ≤ 50 ms | worst window | 429s |")
     print("|---|---|---|---|---|---|---|")
     with ThreadPoolExecutor(2) as pool:
         for name, flags, seeds in CONFIGS:
+            if args.only and args.only not in name:
+                continue
             for label, binary in ((args.before_label, args.before), (args.after_label, args.after)):
                 reports = list(pool.map(run, [(binary, flags, seed) for seed in seeds]))
                 utilization = [r["utilization"] for r in reports]

@@ -45,15 +45,45 @@ import Testing
         #expect(Self.grantsInARow(&mesh, .normal).count == 1, "released")
     }
 
-    @Test func nothingIsKeptWhereAMembersPartIsSmallOrRightsAccrue() {
+    @Test func nothingIsKeptWhereAMembersPartIsSmall() {
         var small = Self.mesh(limit: 7)
         #expect(Self.grantsInARow(&small, .normal).count == 7, "a part of 7 rights: nothing kept")
+    }
+
+    /// Where rights accrue (a token bucket) one is kept too: normal work spends all that accrued but one.
+    @Test func oneRightIsKeptWhereRightsAccrue() {
         var bucket = Self.mesh(limit: 10, refill: .continuous)
         bucket.now += 9_000
-        let accrued = Self.grantsInARow(&bucket, .normal).count
+        let normal = Self.grantsInARow(&bucket, .normal).count
         var urgent = Self.mesh(limit: 10, refill: .continuous)
         urgent.now += 9_000
-        #expect(accrued >= 9 && accrued == Self.grantsInARow(&urgent, .urgent).count, "normal work spends what accrued as urgent work does: \(accrued)")
+        let accrued = Self.grantsInARow(&urgent, .urgent).count
+        #expect(accrued >= 9 && normal == accrued - 1, "normal \(normal), urgent \(accrued)")
+        #expect(Self.grantsInARow(&bucket, .urgent).count == 1, "the kept right goes to an urgent call")
+    }
+
+    /// A token bucket's answer says how many tokens it held and when it will be full, not when a window
+    /// ends: no token left holds calls back only until the bucket has refilled one, not until it is full.
+    @Test func aBucketThatSaidNoTokenWasLeftIsTakenToRefill() {
+        var mesh = Self.mesh(limit: 10, refill: .continuous)
+        mesh.now += 3_000
+        let report = RateLimitHeaderParser.parse(
+            headers: [("ratelimit-policy", #""default";q=10;w=10"#), ("ratelimit", #""default";r=0;t=10"#)],
+            status: 200, now: mesh.now)
+        mesh.observe(0, service: "svc", status: 200, report: report)
+        let refused = mesh.acquire(0, AcquireRequest(service: "svc", priority: .urgent))
+        #expect(refused?.granted == false, "the upstream just said no token is left")
+        mesh.now += 1_500
+        let granted = mesh.acquire(0, AcquireRequest(service: "svc", priority: .urgent))
+        #expect(granted?.granted == true, "a token refilled since: \(String(describing: granted))")
+        // The count of what was consumed closes with the configured window, not ten seconds after the last
+        // answer: in the next window, with a fresh answer that the bucket refilled, calls go again.
+        mesh.now = (mesh.now / 10_000 + 1) * 10_000 + 3_000
+        let fresh = RateLimitHeaderParser.parse(
+            headers: [("ratelimit-policy", #""default";q=10;w=10"#), ("ratelimit", #""default";r=5;t=5"#)],
+            status: 200, now: mesh.now)
+        mesh.observe(0, service: "svc", status: 200, report: fresh)
+        #expect(mesh.view(0, "svc")?.resetAt == (mesh.now / 10_000 + 1) * 10_000, "the configured window's end")
     }
 }
 

@@ -20,6 +20,9 @@ extension QuotaLedger {
         var breaker = BreakerRegister()
         var policy: AdvertisedPolicy?
         var window: Window?
+        /// For a configured limit that refills continuously (a token bucket): the refill per ms, by which
+        /// what an observation said was left grows until a newer one says otherwise; 0 otherwise.
+        var refillPerMillisecond: Double = 0
 
         func windowTotal(at now: UnixMillis) -> UInt64 {
             consumption.windowTotal(at: now).saturatingAdd(ownConsumption.count(at: now))
@@ -29,14 +32,18 @@ extension QuotaLedger {
     }
 
     func mergedView(_ key: QuotaKey, now: UnixMillis) -> Merged {
-        mergedView(
-            key, own: local[key], configuredLimit: configuration.services[key.service]?.configuredLimit(key.dimension),
-            now: now)
+        let configured = configuration.services[key.service]
+        return mergedView(
+            key, own: local[key], configuredLimit: configured?.configuredLimit(key.dimension),
+            refill: configured?.refill ?? .window, now: now)
     }
 
     /// ``mergedView(_:now:)`` with this node's own state of the key and its configured limit already
     /// looked up.
-    func mergedView(_ key: QuotaKey, own: LocalQuota?, configuredLimit: AdvertisedPolicy?, now: UnixMillis) -> Merged {
+    func mergedView(
+        _ key: QuotaKey, own: LocalQuota?, configuredLimit: AdvertisedPolicy?, refill: ServicePolicy.Refill = .window,
+        now: UnixMillis
+    ) -> Merged {
         var merged = Merged()
         var advertised: AdvertisedPolicy?
         let ownObservation = own?.state.observation.map(KeyAggregate.sanitized)
@@ -55,10 +62,21 @@ extension QuotaLedger {
         }
         if let configured = configuredLimit {
             merged.policy = configured
+            if refill == .continuous && key.dimension == QuotaKey.requests && configured.windowMillis > 0 {
+                merged.refillPerMillisecond = Double(configured.limit) / Double(configured.windowMillis)
+            }
         } else {
             merged.policy = advertised
         }
-        merged.window = Self.window(observation: merged.observation, policy: merged.policy, now: now)
+        if merged.refillPerMillisecond > 0, let policy = merged.policy {
+            // A bucket's observation says when it will be full, not when a window ends: counting toward that
+            // moment, which every call's answer moves later, would never close the count. Its windows are
+            // the configured ones, aligned to the epoch as the rights' are.
+            let length = policy.windowMillis
+            merged.window = Window(resetAt: (now / length + 1).saturatingMultiply(length), limit: policy.limit, windowMillis: length)
+        } else {
+            merged.window = Self.window(observation: merged.observation, policy: merged.policy, now: now)
+        }
         return merged
     }
 
@@ -108,7 +126,14 @@ extension QuotaLedger {
             let lifetime = merged.lifetimeTotal
             let since = lifetime >= observation.consumedTotalAtObservation
                 ? lifetime - observation.consumedTotalAtObservation : 0
-            let fromUpstream = observation.remaining.saturatingSubtract(Int64(clamping: since))
+            var said = observation.remaining
+            if merged.refillPerMillisecond > 0 {
+                // A token bucket refills while no call reports on it: what it held then, plus what it gained.
+                let gained = merged.refillPerMillisecond * Double(max(0, now.saturatingSubtract(observation.observedAt)))
+                let full = observation.limit > 0 ? observation.limit : (merged.window?.limit ?? .max)
+                said = min(full, said.saturatingAdd(Int64(gained.rounded(.down))))
+            }
+            let fromUpstream = said.saturatingSubtract(Int64(clamping: since))
             if let counted = estimate {
                 let outside = max(0, counted.saturatingSubtract(fromUpstream).saturatingSubtract(max(0, recount)))
                 estimate = counted.saturatingSubtract(outside)
@@ -296,7 +321,8 @@ extension QuotaLedger {
     ) -> Assessment {
         let own = local[key]
         // A learned service's default policy configures no limit, so this is the configured limit or nil.
-        let merged = mergedView(key, own: own, configuredLimit: policy.configuredLimit(key.dimension), now: now)
+        let merged = mergedView(
+            key, own: own, configuredLimit: policy.configuredLimit(key.dimension), refill: policy.refill, now: now)
         let quota = own ?? LocalQuota()
         let cost = Double(max(1, request.cost))
         let resetAt = merged.window?.resetAt ?? 0
@@ -1003,7 +1029,8 @@ extension QuotaLedger {
     /// per second), worked out by the same functions as ``assess(_:request:policy:now:)``.
     mutating func pacingBreakdown(_ key: QuotaKey, now: UnixMillis) -> [String: Double] {
         let policy = catalog.policy(key.service)
-        let merged = mergedView(key, own: local[key], configuredLimit: policy.configuredLimit(key.dimension), now: now)
+        let merged = mergedView(
+            key, own: local[key], configuredLimit: policy.configuredLimit(key.dimension), refill: policy.refill, now: now)
         let total = merged.windowTotal(at: now)
         guard let window = merged.window, let left = remaining(merged, windowTotal: total, now: now) else { return [:] }
         let limit = Double(window.limit ?? left)

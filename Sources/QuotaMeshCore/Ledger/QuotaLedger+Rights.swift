@@ -164,11 +164,12 @@ extension QuotaLedger {
     }
 
     /// The rights a node keeps from its own normal and low work for urgent calls, here or asked for by a
-    /// peer, until the window's closing part: one, where a window that comes back whole at its end has
-    /// ``urgentKeepPerMember`` rights or more per member (with fewer, or rights that accrue, one kept right
-    /// is too large a part of what a node can spend; BENCHMARKS.md, "Urgent work where rights exist").
+    /// peer, until the window's closing part: one, where a window has ``urgentKeepPerMember`` rights or
+    /// more per member, rights that accrue included (a kept right waits for an urgent call, and the next
+    /// right dealt takes its place); with fewer, one kept right is too large a part of what a node can
+    /// spend (BENCHMARKS.md, "Urgent work where rights exist" and "Token buckets: windows that close").
     func urgentKeep(_ window: RightsWindow, now: UnixMillis) -> Int64 {
-        guard window.refill == .window, window.limit >= Self.urgentKeepPerMember * Int64(max(1, members.count)) else {
+        guard window.limit >= Self.urgentKeepPerMember * Int64(max(1, members.count)) else {
             return 0
         }
         return now < urgentKeepReleasedAt(window) ? 1 : 0
