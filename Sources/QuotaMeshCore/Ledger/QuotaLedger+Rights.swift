@@ -165,11 +165,12 @@ extension QuotaLedger {
 
     /// The rights a node keeps from its own normal and low work for urgent calls, here or asked for by a
     /// peer, until the window's closing part: one, where a window has ``urgentKeepPerMember`` rights or
-    /// more per member, rights that accrue included (a kept right waits for an urgent call, and the next
-    /// right dealt takes its place); with fewer, one kept right is too large a part of what a node can
-    /// spend (BENCHMARKS.md, "Urgent work where rights exist" and "Token buckets: windows that close").
+    /// more per member, or ``urgentKeepPerMemberWhereRightsAccrue`` where rights accrue (a kept right waits
+    /// for an urgent call, and the next right dealt takes its place); with fewer, one kept right is too
+    /// large a part of what a node can spend (BENCHMARKS.md, "Urgent work where rights exist" and "Token buckets: windows that close").
     func urgentKeep(_ window: RightsWindow, now: UnixMillis) -> Int64 {
-        guard window.limit >= Self.urgentKeepPerMember * Int64(max(1, members.count)) else {
+        let perMember = window.refill == .continuous ? Self.urgentKeepPerMemberWhereRightsAccrue : Self.urgentKeepPerMember
+        guard window.limit >= perMember * Int64(max(1, members.count)) else {
             return 0
         }
         return now < urgentKeepReleasedAt(window) ? 1 : 0
@@ -182,6 +183,9 @@ extension QuotaLedger {
     }
 
     static let urgentKeepPerMember: Int64 = 8
+    /// Where rights accrue, a kept right is taken back by the next one dealt rather than lost to a window's
+    /// normal work, so a smaller part keeps one (BENCHMARKS.md, "Token buckets: windows that close").
+    static let urgentKeepPerMemberWhereRightsAccrue: Int64 = 4
     static let urgentKeepReleaseMillis: Int64 = 500
 
     /// How soon a call refused for want of rights asks again while peers have been asked (ms): about a
