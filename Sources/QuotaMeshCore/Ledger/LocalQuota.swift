@@ -40,4 +40,11 @@ struct LocalQuota: Sendable {
             demandDirty = true
         }
     }
+
+    /// This node's rights ledger for the window ending at `windowEnd`: the one held if it is for that
+    /// window, else an empty one.
+    func rightsLedger(windowEnd: UnixMillis) -> RightsLedger {
+        if let ledger = state.ledger, ledger.windowEnd == windowEnd { return ledger }
+        return RightsLedger(windowEnd: windowEnd)
+    }
 }

@@ -68,15 +68,12 @@ extension QuotaLedger {
         } else {
             merged.policy = advertised
         }
-        if merged.refillPerMillisecond > 0, let policy = merged.policy {
-            // A bucket's observation says when it will be full, not when a window ends: counting toward that
-            // moment, which every call's answer moves later, would never close the count. Its windows are
-            // the configured ones, aligned to the epoch as the rights' are.
-            let length = policy.windowMillis
-            merged.window = Window(resetAt: (now / length + 1).saturatingMultiply(length), limit: policy.limit, windowMillis: length)
-        } else {
-            merged.window = Self.window(observation: merged.observation, policy: merged.policy, now: now)
-        }
+        // A bucket's observation says when it will be full, not when a window ends: counting toward that
+        // moment, which every call's answer moves later, would never close the count. Its windows are the
+        // configured ones, aligned to the epoch as the rights' are.
+        let observationShapesWindow = merged.refillPerMillisecond == 0
+        merged.window = Self.window(
+            observation: observationShapesWindow ? merged.observation : nil, policy: merged.policy, now: now)
         return merged
     }
 
@@ -178,9 +175,9 @@ extension QuotaLedger {
         var rightsCache: RightsCache? = nil
         /// What becomes of the rights this node lacks for the key.
         var want: RightsWantChange = .unchanged
-        /// The window whose rights a grant spends (`nil`: none apply), when the decision worked it out.
+        /// The window whose rights a grant spends (`nil`: none apply); ``assess(_:request:policy:now:rng:)``
+        /// sets it on every decision that can grant.
         var rights: RightsWindow? = nil
-        var rightsKnown = false
     }
 
     /// Stores what deciding `key` changed: its bucket, the caches worked out, and the rights it lacks.
@@ -298,7 +295,6 @@ extension QuotaLedger {
         }
         var assessment = assessEstimate(key, request: request, policy: policy, byRights: rights != nil, now: now, rng: &rng)
         assessment.rights = rights
-        assessment.rightsKnown = true
         guard assessment.decision.granted, let rights else { return assessment }
         let verdict = rightsVerdict(key, window: rights, cost: max(1, request.cost), priority: request.priority, now: now)
         assessment.rightsCache = verdict.cache
@@ -590,7 +586,7 @@ extension QuotaLedger {
     }
 
     mutating func commit(_ key: QuotaKey, request: AcquireRequest, assessment: Assessment, now: UnixMillis) {
-        let rights = assessment.rightsKnown ? assessment.rights : rightsWindow(key, now: now)
+        let rights = assessment.rights
         let before = ledgerVersion
         // In place: one look-up of the key, not a read and a write.
         Self.charge(&local[key, default: LocalQuota()], request: request, assessment: assessment, rights: rights, now: now)
@@ -605,8 +601,7 @@ extension QuotaLedger {
     ) {
         let cost = UInt64(max(1, request.cost))
         if let rights {
-            var ledger = quota.state.ledger.flatMap { $0.windowEnd == rights.windowEnd ? $0 : nil }
-                ?? RightsLedger(windowEnd: rights.windowEnd)
+            var ledger = quota.rightsLedger(windowEnd: rights.windowEnd)
             ledger.spent = ledger.spent.saturatingAdd(cost)
             quota.state.ledger = ledger
         }

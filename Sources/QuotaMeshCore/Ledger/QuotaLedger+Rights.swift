@@ -86,8 +86,7 @@ extension QuotaLedger {
 
     /// This node's ledger of `key` for `window`: the one held if it is for that window, else an empty one.
     func ownLedger(_ key: QuotaKey, window: RightsWindow) -> RightsLedger {
-        if let ledger = local[key]?.state.ledger, ledger.windowEnd == window.windowEnd { return ledger }
-        return RightsLedger(windowEnd: window.windowEnd)
+        local[key]?.rightsLedger(windowEnd: window.windowEnd) ?? RightsLedger(windowEnd: window.windowEnd)
     }
 
     /// Why a call of `cost` on `key` may not spend rights now, or `nil` when this node holds enough
@@ -167,7 +166,8 @@ extension QuotaLedger {
     /// peer, until the window's closing part: one, where a window has ``urgentKeepPerMember`` rights or
     /// more per member, or ``urgentKeepPerMemberWhereRightsAccrue`` where rights accrue (a kept right waits
     /// for an urgent call, and the next right dealt takes its place); with fewer, one kept right is too
-    /// large a part of what a node can spend (BENCHMARKS.md, "Urgent work where rights exist" and "Token buckets: windows that close").
+    /// large a part of what a node can spend (BENCHMARKS.md, "Urgent work where rights exist" and "Token
+    /// buckets: windows that close").
     func urgentKeep(_ window: RightsWindow, now: UnixMillis) -> Int64 {
         let perMember = window.refill == .continuous ? Self.urgentKeepPerMemberWhereRightsAccrue : Self.urgentKeepPerMember
         guard window.limit >= perMember * Int64(max(1, members.count)) else {
