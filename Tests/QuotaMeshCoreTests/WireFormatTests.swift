@@ -16,6 +16,13 @@ import QuotaMeshCrypto
             policy: AdvertisedPolicy(limit: 100, windowMillis: 60_000))
     }
 
+    /// A quota record of `sampleState()` signed by `origin`.
+    func sampleRecord(signedBy origin: SigningKey) -> SignedRecord {
+        SignedRecord(
+            signing: .quota(QuotaKey(service: "openai"), sampleState()), version: RecordVersion(incarnation: 3, sequence: 9),
+            timestamp: 1_800_000_000_000, with: origin, cluster: cluster)
+    }
+
     @Test func recordBodiesRoundTrip() throws {
         let bodies: [RecordBody] = [
             .heartbeat,
@@ -70,9 +77,7 @@ import QuotaMeshCrypto
     @Test func recordsPacketRoundTripsWithValidSignatures() throws {
         let origin = testKey(0)
         let relay = testKey(1)
-        let record = SignedRecord(
-            signing: .quota(QuotaKey(service: "openai"), sampleState()), version: RecordVersion(incarnation: 3, sequence: 9),
-            timestamp: 1_800_000_000_000, with: origin, cluster: cluster)
+        let record = sampleRecord(signedBy: origin)
         let header = PacketHeader(sender: relay.publicKey, incarnation: 1, sequence: 2, sentAt: 1_800_000_000_000)
         let bytes = WireFormat.encodePacket(header: header, payload: .records([record]), signingKey: relay, cluster: cluster)
         #expect(bytes.count <= WireFormat.maxPacketBytes)
@@ -95,6 +100,47 @@ import QuotaMeshCrypto
         let bytes = WireFormat.encodePacket(header: header, payload: .digest(isReply: true, entries: entries), signingKey: key, cluster: cluster)
         #expect(bytes.count <= WireFormat.maxPacketBytes)
         #expect(try WireFormat.decodePayload(bytes) == .digest(isReply: true, entries: entries))
+    }
+
+    @Test func pushPacketRoundTripsWithAnnouncementsAndAFilter() throws {
+        let origin = testKey(0)
+        let relay = testKey(1)
+        let record = sampleRecord(signedBy: origin)
+        let announced = (0..<16).map {
+            DigestEntry(slotHash: UInt64($0) &* 0x9E37_79B9, version: RecordVersion(incarnation: 1_800_000_000, sequence: UInt64($0)))
+        }
+        var filter = HeldFilter()
+        filter.insert(slotHash: 7, version: RecordVersion(incarnation: 1, sequence: 2))
+        let header = PacketHeader(sender: relay.publicKey, incarnation: 1, sequence: 2, sentAt: 1_800_000_000_000)
+        for holds in [filter, nil] {
+            let payload = PacketPayload.push(records: [record, record], announced: announced, holds: holds)
+            let bytes = WireFormat.encodePacket(header: header, payload: payload, signingKey: relay, cluster: cluster)
+            #expect(bytes.count <= WireFormat.maxPacketBytes)
+            #expect(WireFormat.hasValidPacketSignature(bytes, sender: relay.publicKey, cluster: cluster))
+            #expect(try WireFormat.decodePayload(bytes) == payload)
+        }
+        // A version whose parts do not fit in 32 bits each is left out of the announcement, not cut short.
+        let wide = DigestEntry(slotHash: 1, version: RecordVersion(incarnation: UInt64(UInt32.max) + 1, sequence: 1))
+        let bytes = WireFormat.encodePacket(
+            header: header, payload: .push(records: [], announced: [wide] + announced.prefix(1), holds: nil),
+            signingKey: relay, cluster: cluster)
+        #expect(try WireFormat.decodePayload(bytes) == .push(records: [], announced: Array(announced.prefix(1)), holds: nil))
+    }
+
+    @Test func aPushWithABadFilterFlagOrCutShortIsRejected() throws {
+        let key = testKey(0)
+        let header = PacketHeader(sender: key.publicKey, incarnation: 1, sequence: 1, sentAt: 1)
+        let entry = DigestEntry(slotHash: 9, version: RecordVersion(incarnation: 1, sequence: 1))
+        let bytes = WireFormat.encodePacket(
+            header: header, payload: .push(records: [], announced: [entry], holds: HeldFilter()), signingKey: key,
+            cluster: cluster)
+        // The flag sits after the record count, the announcement count and one announcement.
+        var flagged = bytes
+        flagged[WireFormat.headerBytes + 2 + WireFormat.announcementBytes] = 2
+        #expect(throws: DecodeError.malformed("push filter flag")) { try WireFormat.decodePayload(flagged) }
+        for length in (WireFormat.headerBytes + Signature.byteCount)..<bytes.count {
+            #expect((try? WireFormat.decodePayload(Array(bytes.prefix(length)))) == nil)
+        }
     }
 
     @Test func everyTruncationIsRejectedWithoutCrashing() throws {

@@ -285,6 +285,16 @@ extension Dissemination {
         if !batch.isEmpty { out.append(.send(encode(.records(batch), now: now), to: address)) }
     }
 
+    /// Sends one push to `target`: `chosen` records (one packet's worth), the `announced` slots and the
+    /// filter of what this node received lately.
+    mutating func sendPush(
+        _ chosen: [SignedRecord], announced: [DigestEntry], holds: HeldFilter?, to target: VerifyingKey,
+        now: UnixMillis, into out: inout [MeshDirective]
+    ) {
+        guard let address = endpoint(of: target) else { return }
+        out.append(.send(encode(.push(records: chosen, announced: announced, holds: holds), now: now), to: address))
+    }
+
     mutating func encode(_ payload: PacketPayload, now: UnixMillis) -> [UInt8] {
         WireFormat.encodePacket(
             header: nextPacketHeader(now: now), payload: payload, signingKey: identity, cluster: configuration.cluster,
@@ -303,9 +313,14 @@ extension Dissemination {
         // Each candidate is looked up once; the targets then pick from this list.
         var candidates = recordStore.pushCandidates(
             wanted: targets.count * 12 * Self.pushPacketsPerTarget, isWithheld: withheld)
-        let budget = Self.pushPacketsPerTarget * WireFormat.maxPayloadBytes
+        // In a large cluster a push also carries a filter of what this node received lately and announces
+        // what it had no room for (``PacketPayload/push(records:announced:holds:)``).
+        let lazy = spreadsLazily
+        let heldFilter = lazy ? recordStore.heldFilter(latest: Self.heldFilterUpdates) : nil
+        let budget = lazy ? Self.lazyPushRecordBytes : Self.pushPacketsPerTarget * WireFormat.maxPayloadBytes
         for target in targets {
             var chosen: [SignedRecord] = []
+            var chosenSlots: [Int] = []
             var size = 0
             for index in candidates.indices {
                 let slot = candidates[index].index
@@ -316,12 +331,29 @@ extension Dissemination {
                 let count = record.encodedCount
                 guard size + count <= budget else { break }
                 chosen.append(record)
+                chosenSlots.append(slot)
                 size += count
                 candidates[index].pushes += 1
             }
-            sendRecords(chosen, to: target, now: now, into: &out)
+            guard lazy else {
+                sendRecords(chosen, to: target, now: now, into: &out)
+                continue
+            }
+            let room = (WireFormat.maxPayloadBytes - 3 - HeldFilter.byteCount - size) / WireFormat.announcementBytes
+            let announced = recordStore.announcements(
+                count: min(room, Self.maxAnnouncedPerPush), to: target, leavingOut: chosenSlots, isWithheld: withheld)
+            sendPush(chosen, announced: announced, holds: heldFilter, to: target, now: now, into: &out)
         }
         recordStore.notePushed(candidates)
+        // Announced slots still missing: asked for again, of a peer other than the one that announced them.
+        let table = records
+        let due = pendingWants.due(round: round) { hash in table.index(ofHash: hash).map { table.version(at: $0) } }
+        if !due.isEmpty {
+            let target = targets[Int.random(in: 0..<targets.count, using: &rng)]
+            if let address = endpoint(of: target) {
+                out.append(.send(encode(.digest(isReply: true, entries: due), now: now), to: address))
+            }
+        }
         // Anti-entropy: a digest to one of the targets every few rounds.
         guard round % UInt64(digestPeriodRounds) == 0 else { return }
         let target = targets[Int.random(in: 0..<targets.count, using: &rng)]
@@ -333,6 +365,48 @@ extension Dissemination {
             }
         }
     }
+
+    /// Whether pushes carry a filter and announcements: in a cluster of more than ``largeClusterDigests``
+    /// digests' worth of nodes, where pushes miss a few nodes of every record and digests, which name a
+    /// few dozen of thousands of slots, take many rounds to reach them. Smaller clusters push records
+    /// only.
+    var spreadsLazily: Bool { peers.count + 1 > Self.largeClusterDigests * Self.maxDigestEntries }
+
+    /// The room for records in a push that carries a filter and announcements: a quarter of a packet, so
+    /// about one small record. In a large cluster most copies a push carries arrive where the record is
+    /// held already; there records spread mostly by pulls (answers to filters and announcements), which
+    /// carry only what their receiver lacks.
+    static let lazyPushRecordBytes = WireFormat.maxPayloadBytes / 4
+
+    /// How many of the latest updates a push's filter holds.
+    static let heldFilterUpdates = 128
+    /// How many of its latest updates a node checks against a push's filter.
+    static let pullCandidates = 48
+
+    /// Sends `sender` the records of this node's latest updates that `filter` (of the versions `sender`
+    /// received lately) lacks: a push is answered with what its sender missed.
+    mutating func answerHeldFilter(
+        _ filter: HeldFilter, from sender: VerifyingKey, now: UnixMillis, withheld: (SlotID) -> Bool,
+        into out: inout [MeshDirective]
+    ) {
+        var missing: [SignedRecord] = []
+        var size = 1
+        for slot in recordStore.latestSlots(Self.pullCandidates) {
+            let id = records.ids[slot]
+            let version = records.version(at: slot)
+            guard id.origin != sender, !records.isKnown(at: slot, by: sender), !withheld(id),
+                !filter.mayContain(slotHash: id.hash, version: version)
+            else { continue }
+            let record = records.records[slot]
+            guard size + record.encodedCount <= WireFormat.maxPayloadBytes else { break }
+            size += record.encodedCount
+            missing.append(record)
+        }
+        sendRecords(missing, to: sender, now: now, into: &out)
+    }
+
+    /// The most slots one push announces (``PacketPayload/push(records:announced:)``).
+    static let maxAnnouncedPerPush = 16
 
     /// Packets of pushed records per target per round, at most: two, so that a burst of updates (a
     /// cluster of a thousand nodes spends about 25 records a second) drains instead of queueing.
@@ -351,6 +425,34 @@ extension Dissemination {
     mutating func digestSample(count: Int) -> [DigestEntry] {
         let recent = peers.count + 1 > Self.largeClusterDigests * count ? count * 3 / 4 : count / 2
         return recordStore.digestSample(count: count, recent: recent)
+    }
+
+    /// Asks `sender` for the announced slots this node lacks or holds an older version of, with a reply
+    /// digest naming the versions held (answered with records only); the rest are noted as held by it,
+    /// so pushes pass it over.
+    mutating func answerAnnouncements(
+        _ announced: [DigestEntry], from sender: VerifyingKey, now: UnixMillis, withheld: (SlotID) -> Bool,
+        into out: inout [MeshDirective]
+    ) {
+        var wants: [DigestEntry] = []
+        for entry in announced {
+            guard let slot = records.index(ofHash: entry.slotHash) else {
+                wants.append(DigestEntry(slotHash: entry.slotHash, version: .zero))
+                pendingWants.note(entry.slotHash, held: .zero, announced: entry.version, round: round)
+                continue
+            }
+            let held = records.meta[slot]
+            guard WireFormat.isAnnounceable(DigestEntry(slotHash: entry.slotHash, version: held.version)) else { continue }
+            if held.version < entry.version {
+                wants.append(DigestEntry(slotHash: entry.slotHash, version: held.version))
+                pendingWants.note(entry.slotHash, held: held.version, announced: entry.version, round: round)
+            } else if held.version == entry.version && held.transmitsLeft > 0 {
+                recordStore.noteKnown(at: slot, by: sender)
+            }
+        }
+        if !wants.isEmpty, let address = endpoint(of: sender) {
+            out.append(.send(encode(.digest(isReply: true, entries: wants), now: now), to: address))
+        }
     }
 
     mutating func answerDigest(

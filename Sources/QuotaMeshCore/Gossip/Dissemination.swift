@@ -17,6 +17,8 @@ struct Dissemination: Sendable {
     var peers: PeerTable
     /// The records held, their push queue and digest marks.
     var recordStore = RecordStore(maxDigestEntries: Dissemination.maxDigestEntries)
+    /// Announced slots this node lacks, asked for again until they arrive.
+    var pendingWants = PendingWants()
     var nextGossipAt: UnixMillis
     var lastHeartbeatAt: UnixMillis?
     /// When the first heartbeat is due: at start in a small cluster; in a large one, at a random point in
@@ -72,8 +74,12 @@ struct Dissemination: Sendable {
     }
     /// The heartbeat interval in force (``MeshConfiguration/heartbeatInterval(peerCount:)``).
     var heartbeatInterval: Int64 { configuration.heartbeatInterval(peerCount: peers.count) }
-    /// Rounds between anti-entropy digests (``MeshConfiguration/digestPeriodRounds(peerCount:)``).
-    var digestPeriodRounds: Int { configuration.digestPeriodRounds(peerCount: peers.count) }
+    /// Rounds between anti-entropy digests (``MeshConfiguration/digestPeriodRounds(peerCount:)``), twice
+    /// that where every push is also a pull (``spreadsLazily``): digests are then left the slots pulls
+    /// missed, which are few.
+    var digestPeriodRounds: Int {
+        configuration.digestPeriodRounds(peerCount: peers.count) * (spreadsLazily ? 2 : 1)
+    }
     /// The liveness timeout in force (at least four heartbeat intervals).
     var livenessTimeout: Int64 { configuration.livenessTimeout(peerCount: peers.count) }
 

@@ -158,13 +158,12 @@ public struct MeshInstance: Sendable {
         syncFacts()
         switch packet.payload {
         case .records(let incoming):
-            dissemination.receive(incoming, from: packet.sender, source: source, now: now, ledger: &ledger, into: &out)
-            syncFacts()
-            if ledger.pendingPersist {
-                out.append(.persist)
-                ledger.pendingPersist = false
-            }
-            ledger.serveWaiters(now: now, rng: &rng, into: &out)
+            receiveRecords(incoming, from: packet.sender, source: source, now: now, into: &out)
+        case .push(let incoming, let announced, let holds):
+            receiveRecords(incoming, from: packet.sender, source: source, now: now, into: &out)
+            let withheld = ledger.withheldSlots()
+            dissemination.answerAnnouncements(announced, from: packet.sender, now: now, withheld: withheld, into: &out)
+            if let holds { dissemination.answerHeldFilter(holds, from: packet.sender, now: now, withheld: withheld, into: &out) }
         case .digest(let isReply, let entries):
             dissemination.answerDigest(
                 entries, isReply: isReply, from: packet.sender, now: now, withheld: ledger.withheldSlots(), into: &out)
@@ -179,6 +178,20 @@ public struct MeshInstance: Sendable {
             break
         }
         return finish(out, now: now)
+    }
+
+    /// Stores the records of a packet, then saves and serves waiting acquires as they call for.
+    private mutating func receiveRecords(
+        _ incoming: [WireFormat.ArrivingRecord], from sender: VerifyingKey, source: Endpoint, now: UnixMillis,
+        into out: inout [MeshDirective]
+    ) {
+        dissemination.receive(incoming, from: sender, source: source, now: now, ledger: &ledger, into: &out)
+        syncFacts()
+        if ledger.pendingPersist {
+            out.append(.persist)
+            ledger.pendingPersist = false
+        }
+        ledger.serveWaiters(now: now, rng: &rng, into: &out)
     }
 
     /// Handles the passage of time: demand estimates, heartbeats, gossip rounds, liveness and waiting

@@ -15,6 +15,8 @@ struct RecordStore: Sendable {
     /// pairs with k pushes left, newest last. Entries whose record moved on (superseded, or pushed and so
     /// moved down a level) are skipped and compacted away.
     private var hotLevels: [[(index: Int, version: RecordVersion)]] = []
+    /// Per held slot, how many pushes have announced its current version.
+    private var announceCounts: [UInt8] = []
     private var digestCursor = 0
     /// Per held slot, the generation of the last digest that named it (see ``beginDigestMarks()``).
     private var digestMarks: [UInt32] = []
@@ -39,6 +41,10 @@ struct RecordStore: Sendable {
         _ record: SignedRecord, for id: SlotID, transmits: Int, knownBy: UInt64?, originNumber: Int?
     ) -> Int {
         let index = table.put(record, for: id, transmits: transmits, knownBy: knownBy, originNumber: originNumber)
+        if announceCounts.count <= index {
+            announceCounts.append(contentsOf: repeatElement(0, count: index + 1 - announceCounts.count))
+        }
+        announceCounts[index] = 0
         enqueue(index, version: record.version, level: transmits)
         recentSlots.append(index)
         if recentSlots.count > 4 * maxDigestEntries {
@@ -52,6 +58,9 @@ struct RecordStore: Sendable {
         let remap = table.removeAll(where: isDropped)
         renumbered &+= 1
         recentSlots = recentSlots.compactMap { remap[$0] }
+        var counts = [UInt8](repeating: 0, count: table.count)
+        for (old, new) in remap.enumerated() { if let new, old < announceCounts.count { counts[new] = announceCounts[old] } }
+        announceCounts = counts
         hotLevels = hotLevels.map { level in level.compactMap { entry in remap[entry.index].map { ($0, entry.version) } } }
     }
 
@@ -136,6 +145,64 @@ struct RecordStore: Sendable {
         }
     }
 
+    /// Up to `count` slots updated lately, newest first, to announce in a push to `target`: not those in
+    /// the push itself (`leavingOut`), nor `target`'s own, nor any it is known to hold, nor withheld ones.
+    /// Only the last ``announceWindow`` updates are looked at: announcements are for news.
+    mutating func announcements(
+        count: Int, to target: VerifyingKey, leavingOut: [Int], isWithheld: (SlotID) -> Bool
+    ) -> [DigestEntry] {
+        guard count > 0, !recentSlots.isEmpty else { return [] }
+        beginDigestMarks()
+        for slot in leavingOut { digestMarks[slot] = digestGeneration }
+        var entries: [DigestEntry] = []
+        for slot in takeRecent(window: Self.announceWindow, limit: .max) where entries.count < count {
+            let id = table.ids[slot]
+            guard announceCounts[slot] < Self.announcesPerUpdate, id.origin != target, !table.isKnown(at: slot, by: target),
+                !isWithheld(id)
+            else { continue }
+            let entry = DigestEntry(slotHash: id.hash, version: table.version(at: slot))
+            if WireFormat.isAnnounceable(entry) {
+                entries.append(entry)
+                announceCounts[slot] += 1
+            }
+        }
+        return entries
+    }
+
+    /// A filter of the versions of the latest `latest` distinct slots updated.
+    mutating func heldFilter(latest: Int) -> HeldFilter {
+        var filter = HeldFilter()
+        for slot in latestSlots(latest) { filter.insert(slotHash: table.ids[slot].hash, version: table.version(at: slot)) }
+        return filter
+    }
+
+    /// The latest `count` distinct slots updated, newest first.
+    mutating func latestSlots(_ count: Int) -> [Int] {
+        beginDigestMarks()
+        return takeRecent(window: recentSlots.count, limit: count)
+    }
+
+    /// Up to `limit` distinct slots among the last `window` updates, newest first, leaving out and then
+    /// marking those marked since ``beginDigestMarks()``.
+    private mutating func takeRecent(window: Int, limit: Int) -> [Int] {
+        var slots: [Int] = []
+        var position = recentSlots.count - 1
+        let oldest = max(0, recentSlots.count - window)
+        while position >= oldest && slots.count < limit {
+            let slot = recentSlots[position]
+            position -= 1
+            guard digestMarks[slot] != digestGeneration else { continue }
+            digestMarks[slot] = digestGeneration
+            slots.append(slot)
+        }
+        return slots
+    }
+
+    /// How many of the latest updates a push's announcements are drawn from.
+    static let announceWindow = 128
+    /// How many pushes announce one update, at most.
+    static let announcesPerUpdate: UInt8 = 12
+
     // MARK: - Digests
 
     /// A digest's entries: `recent` of the most recently updated slots (so a node that missed a recent
@@ -145,14 +212,8 @@ struct RecordStore: Sendable {
     /// are left out.
     mutating func digestSample(count: Int, recent: Int) -> [DigestEntry] {
         guard count > 0, !table.isEmpty else { return [] }
-        var entries: [DigestEntry] = []
-        var index = recentSlots.count - 1
-        while index >= 0 && entries.count < recent {
-            let slot = recentSlots[index]
-            index -= 1
-            guard digestMarks[slot] != digestGeneration else { continue }
-            digestMarks[slot] = digestGeneration
-            entries.append(DigestEntry(slotHash: table.ids[slot].hash, version: table.version(at: slot)))
+        var entries = takeRecent(window: recentSlots.count, limit: recent).map { slot in
+            DigestEntry(slotHash: table.ids[slot].hash, version: table.version(at: slot))
         }
         let total = table.count
         var offset = 0

@@ -17,8 +17,12 @@ public struct DigestEntry: Hashable, Sendable {
 
 /// What a packet carries after its header.
 public enum PacketPayload: Hashable, Sendable {
-    /// Signed records, pushed or sent in answer to a digest.
+    /// Signed records, sent in answer to a digest or a request.
     case records([SignedRecord])
+    /// A gossip push: signed records, and the slots of other records the sender updated lately that it
+    /// had no room to send (Plumtree's lazy push). The receiver asks for those it lacks with a reply
+    /// digest, so a record the pushes missed reaches it within a round or two of the announcement.
+    case push(records: [SignedRecord], announced: [DigestEntry], holds: HeldFilter?)
     /// An anti-entropy digest. A first digest (`isReply == false`) is answered with the records the
     /// sender lacks and a reply digest naming what the receiver lacks; a reply is answered with records
     /// only, so an exchange ends after three packets.

@@ -21,6 +21,9 @@ public enum WireFormat {
     public static let maxPayloadBytes = maxPacketBytes - headerBytes - Signature.byteCount
     /// Bytes per digest entry.
     public static let digestEntryBytes = 8 + 8 + 8
+    /// Bytes per slot announced in a push: the slot's hash, and its version's incarnation and sequence
+    /// in 32 bits each (a version that does not fit is not announced; digests still name it).
+    public static let announcementBytes = 8 + 4 + 4
 
     static let magic: [UInt8] = [0x51, 0x4D]  // "QM"
     static let packetDomain = Array("quotamesh/packet/v1".utf8) + [0]
@@ -34,6 +37,7 @@ public enum WireFormat {
         case welcome = 5
         case introductions = 6
         case introductionsRequest = 7
+        case push = 8
     }
 
     // MARK: Packets
@@ -48,6 +52,7 @@ public enum WireFormat {
         writer.write(version)
         switch payload {
         case .records: writer.write(Kind.records.rawValue)
+        case .push: writer.write(Kind.push.rawValue)
         case .digest: writer.write(Kind.digest.rawValue)
         case .rightsRequest: writer.write(Kind.rightsRequest.rawValue)
         case .join: writer.write(Kind.join.rawValue)
@@ -63,6 +68,18 @@ public enum WireFormat {
         case .records(let records):
             writer.write(UInt8(records.count))
             for record in records { encode(record: record, into: &writer) }
+        case .push(let records, let announced, let holds):
+            writer.write(UInt8(records.count))
+            for record in records { encode(record: record, into: &writer) }
+            let fitting = announced.filter(isAnnounceable).prefix(255)
+            writer.write(UInt8(fitting.count))
+            for entry in fitting {
+                writer.write(entry.slotHash)
+                writer.write(UInt32(entry.version.incarnation))
+                writer.write(UInt32(entry.version.sequence))
+            }
+            writer.write(UInt8(holds == nil ? 0 : 1))
+            for word in holds?.words ?? [] { writer.write(word) }
         case .digest(let isReply, let entries):
             writer.write(UInt8(isReply ? 1 : 0))
             writer.write(UInt16(entries.count))
@@ -131,6 +148,10 @@ public enum WireFormat {
         switch try decodeArriving(bytes, heldCopy: { _, _, _ in nil }) {
         case .records(let arriving):
             return .records(arriving.compactMap { if case .record(let record) = $0 { record } else { nil } })
+        case .push(let arriving, let announced, let holds):
+            return .push(
+                records: arriving.compactMap { if case .record(let record) = $0 { record } else { nil } },
+                announced: announced, holds: holds)
         case .digest(let isReply, let entries):
             return .digest(isReply: isReply, entries: entries)
         case .rightsRequest(let request):
@@ -163,6 +184,7 @@ public enum WireFormat {
     /// What an arriving packet carries.
     enum ArrivingPayload {
         case records([ArrivingRecord])
+        case push([ArrivingRecord], announced: [DigestEntry], holds: HeldFilter?)
         case digest(isReply: Bool, entries: [DigestEntry])
         case rightsRequest(RightsRequest)
         case join(JoinRequest)
@@ -188,17 +210,29 @@ public enum WireFormat {
         let payload: ArrivingPayload
         switch Kind(rawValue: kind) {
         case .records:
+            payload = .records(try readRecords(from: &reader, heldCopy: heldCopy))
+        case .push:
+            let records = try readRecords(from: &reader, heldCopy: heldCopy)
             let count = Int(try reader.readUInt8())
-            var records: [ArrivingRecord] = []
-            records.reserveCapacity(count)
+            guard count * announcementBytes <= reader.remainingCount else { throw .truncated }
+            var announced: [DigestEntry] = []
+            announced.reserveCapacity(count)
             for _ in 0..<count {
-                if let copy = readHeldCopy(from: &reader, matching: heldCopy) {
-                    records.append(copy)
-                } else {
-                    records.append(.record(try decodeRecord(from: &reader)))
-                }
+                let hash = try reader.readUInt64()
+                let incarnation = UInt64(try reader.readUInt32())
+                let version = RecordVersion(incarnation: incarnation, sequence: UInt64(try reader.readUInt32()))
+                announced.append(DigestEntry(slotHash: hash, version: version))
             }
-            payload = .records(records)
+            var holds: HeldFilter?
+            switch try reader.readUInt8() {
+            case 0: holds = nil
+            case 1:
+                var words: [UInt64] = []
+                for _ in 0..<(HeldFilter.byteCount / 8) { words.append(try reader.readUInt64()) }
+                holds = HeldFilter(words: words)
+            default: throw .malformed("push filter flag")
+            }
+            payload = .push(records, announced: announced, holds: holds)
         case .digest:
             let flags = try reader.readUInt8()
             guard flags <= 1 else { throw .malformed("digest flags") }
@@ -252,6 +286,28 @@ public enum WireFormat {
         }
         guard reader.isAtEnd else { throw .trailingBytes }
         return payload
+    }
+
+    /// A count byte and that many records; a record `heldCopy` names is passed over unread.
+    private static func readRecords(
+        from reader: inout ByteReader, heldCopy: (VerifyingKey, RecordVersion, ArraySlice<UInt8>) -> Int?
+    ) throws(DecodeError) -> [ArrivingRecord] {
+        let count = Int(try reader.readUInt8())
+        var records: [ArrivingRecord] = []
+        records.reserveCapacity(count)
+        for _ in 0..<count {
+            if let copy = readHeldCopy(from: &reader, matching: heldCopy) {
+                records.append(copy)
+            } else {
+                records.append(.record(try decodeRecord(from: &reader)))
+            }
+        }
+        return records
+    }
+
+    /// Whether a push can announce `entry`: its version's parts fit the announcement's 32 bits each.
+    static func isAnnounceable(_ entry: DigestEntry) -> Bool {
+        entry.version.incarnation <= UInt64(UInt32.max) && entry.version.sequence <= UInt64(UInt32.max)
     }
 
     /// A `HOST:PORT` with a port from 1 to 65535.
