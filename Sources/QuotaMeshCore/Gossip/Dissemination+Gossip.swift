@@ -317,7 +317,7 @@ extension Dissemination {
         // what it had no room for (``PacketPayload/push(records:announced:holds:)``).
         let lazy = spreadsLazily
         let heldFilter = lazy ? recordStore.heldFilter(latest: Self.heldFilterUpdates) : nil
-        let budget = lazy ? Self.lazyPushRecordBytes : Self.pushPacketsPerTarget * WireFormat.maxPayloadBytes
+        let budget = Self.pushPacketsPerTarget * WireFormat.maxPayloadBytes - (lazy ? Self.lazyPushRoom : 0)
         for target in targets {
             var chosen: [SignedRecord] = []
             var chosenSlots: [Int] = []
@@ -329,6 +329,8 @@ extension Dissemination {
                 else { continue }
                 let record = records.records[slot]
                 let count = record.encodedCount
+                // Relayed records take a quarter of a lazy push; this node's own take what room is left.
+                if lazy && record.origin != publicKey && size + count > Self.lazyPushRecordBytes { continue }
                 guard size + count <= budget else { break }
                 chosen.append(record)
                 chosenSlots.append(slot)
@@ -377,6 +379,8 @@ extension Dissemination {
     /// held already; there records spread mostly by pulls (answers to filters and announcements), which
     /// carry only what their receiver lacks.
     static let lazyPushRecordBytes = WireFormat.maxPayloadBytes / 4
+    /// What a lazy push keeps from its records' room: the filter and a full set of announcements.
+    static let lazyPushRoom = 3 + HeldFilter.byteCount + maxAnnouncedPerPush * WireFormat.announcementBytes
 
     /// How many of the latest updates a push's filter holds.
     static let heldFilterUpdates = 128
