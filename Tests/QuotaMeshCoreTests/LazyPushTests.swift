@@ -24,8 +24,8 @@ import QuotaMeshCrypto
     @Test func aWantIsAskedAgainFromTheRoundAfterNextUntilItArrivesOrHasBeenAskedEnough() {
         var wants = PendingWants()
         var held: [UInt64: RecordVersion] = [:]
-        wants.note(1, held: .zero, announced: version(5), round: 10)
-        wants.note(2, held: .zero, announced: version(7), round: 10)
+        wants.note(1, announced: version(5), round: 10)
+        wants.note(2, announced: version(7), round: 10)
         // The announcement's own want went in round 10: its answer has the next round to arrive.
         #expect(wants.due(round: 11) { held[$0] }.isEmpty)
         #expect(wants.due(round: 12) { held[$0] }.map(\.slotHash) == [1, 2])
@@ -43,7 +43,7 @@ import QuotaMeshCrypto
 
     @Test func wantsAreBoundedWhateverIsAnnounced() {
         var wants = PendingWants()
-        for hash in 0..<UInt64(PendingWants.capacity * 4) { wants.note(hash, held: .zero, announced: version(1), round: 1) }
+        for hash in 0..<UInt64(PendingWants.capacity * 4) { wants.note(hash, announced: version(1), round: 1) }
         #expect(wants.wants.count == PendingWants.capacity)
         // The oldest gave way.
         #expect(wants.wants[0] == nil && wants.wants[UInt64(PendingWants.capacity * 4 - 1)] != nil)

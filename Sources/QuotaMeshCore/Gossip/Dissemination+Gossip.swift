@@ -409,7 +409,7 @@ extension Dissemination {
         sendRecords(missing, to: sender, now: now, into: &out)
     }
 
-    /// The most slots one push announces (``PacketPayload/push(records:announced:)``).
+    /// The most slots one push announces (``PacketPayload/push(records:announced:holds:)``).
     static let maxAnnouncedPerPush = 16
 
     /// Packets of pushed records per target per round, at most: two, so that a burst of updates (a
@@ -435,21 +435,20 @@ extension Dissemination {
     /// digest naming the versions held (answered with records only); the rest are noted as held by it,
     /// so pushes pass it over.
     mutating func answerAnnouncements(
-        _ announced: [DigestEntry], from sender: VerifyingKey, now: UnixMillis, withheld: (SlotID) -> Bool,
-        into out: inout [MeshDirective]
+        _ announced: [DigestEntry], from sender: VerifyingKey, now: UnixMillis, into out: inout [MeshDirective]
     ) {
         var wants: [DigestEntry] = []
         for entry in announced {
             guard let slot = records.index(ofHash: entry.slotHash) else {
                 wants.append(DigestEntry(slotHash: entry.slotHash, version: .zero))
-                pendingWants.note(entry.slotHash, held: .zero, announced: entry.version, round: round)
+                pendingWants.note(entry.slotHash, announced: entry.version, round: round)
                 continue
             }
             let held = records.meta[slot]
             guard WireFormat.isAnnounceable(DigestEntry(slotHash: entry.slotHash, version: held.version)) else { continue }
             if held.version < entry.version {
                 wants.append(DigestEntry(slotHash: entry.slotHash, version: held.version))
-                pendingWants.note(entry.slotHash, held: held.version, announced: entry.version, round: round)
+                pendingWants.note(entry.slotHash, announced: entry.version, round: round)
             } else if held.version == entry.version && held.transmitsLeft > 0 {
                 recordStore.noteKnown(at: slot, by: sender)
             }

@@ -2,7 +2,7 @@
 /// answers with the records of its own latest updates that the filter lacks (push-pull on every push, so
 /// a node that a record's pushes missed pulls it from the next peer it pushes to).
 ///
-/// 1,024 bits and 6 probes: about 1% false positives at 128 entries (a record then waits for the next
+/// 1,024 bits and 6 probes: about 2% false positives at 128 entries (a record then waits for the next
 /// exchange, or an announcement). A false negative cannot happen; a forged filter (a vouched peer's) can
 /// only ask its receiver for records the receiver would send on request anyway.
 public struct HeldFilter: Hashable, Sendable {

@@ -161,9 +161,10 @@ public struct MeshInstance: Sendable {
             receiveRecords(incoming, from: packet.sender, source: source, now: now, into: &out)
         case .push(let incoming, let announced, let holds):
             receiveRecords(incoming, from: packet.sender, source: source, now: now, into: &out)
-            let withheld = ledger.withheldSlots()
-            dissemination.answerAnnouncements(announced, from: packet.sender, now: now, withheld: withheld, into: &out)
-            if let holds { dissemination.answerHeldFilter(holds, from: packet.sender, now: now, withheld: withheld, into: &out) }
+            dissemination.answerAnnouncements(announced, from: packet.sender, now: now, into: &out)
+            if let holds {
+                dissemination.answerHeldFilter(holds, from: packet.sender, now: now, withheld: ledger.withheldSlots(), into: &out)
+            }
         case .digest(let isReply, let entries):
             dissemination.answerDigest(
                 entries, isReply: isReply, from: packet.sender, now: now, withheld: ledger.withheldSlots(), into: &out)

@@ -7,9 +7,7 @@
 /// of slots that do not exist (a vouched peer's lie) cost a few small packets and are forgotten.
 struct PendingWants: Sendable {
     struct Want: Sendable {
-        /// The version this node holds of the slot (`.zero`: none); a record newer than it ends the want.
-        var held: RecordVersion
-        /// The version announced: what the node waits for.
+        /// The version announced: what the node waits for (a record at least as new ends the want).
         var announced: RecordVersion
         /// The round it was last asked for.
         var askedInRound: UInt64
@@ -30,17 +28,16 @@ struct PendingWants: Sendable {
 
     var isEmpty: Bool { wants.isEmpty }
 
-    /// Notes that `hash` was announced at `announced` and asked for (once) in `round`, holding `held`.
-    mutating func note(_ hash: UInt64, held: RecordVersion, announced: RecordVersion, round: UInt64) {
+    /// Notes that `hash` was announced at `announced` and asked for (once) in `round`.
+    mutating func note(_ hash: UInt64, announced: RecordVersion, round: UInt64) {
         if var want = wants[hash] {
             guard announced > want.announced else { return }
             want.announced = announced
-            want.held = held
             wants[hash] = want
             return
         }
         if wants.count >= Self.capacity { evictOldest() }
-        wants[hash] = Want(held: held, announced: announced, askedInRound: round, asks: 1)
+        wants[hash] = Want(announced: announced, askedInRound: round, asks: 1)
         order.append(hash)
     }
 
@@ -57,7 +54,6 @@ struct PendingWants: Sendable {
                 continue
             }
             guard want.askedInRound + 1 < round, entries.count < Self.maxPerAsk else { continue }
-            want.held = held
             want.asks += 1
             want.askedInRound = round
             wants[hash] = want
