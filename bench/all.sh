@@ -6,7 +6,8 @@
 #
 # Builds the release binary into .build-release, then runs: the scenario (naive, central and quotamesh
 # side by side) against a fixed-window and a token-bucket upstream, the simulator tables, the
-# ordo-one/benchmark micro-benchmarks, and acquire over the loopback HTTP API (when wrk is installed).
+# ordo-one/benchmark micro-benchmarks, and acquire over the loopback HTTP API (when wrk is installed); with
+# matplotlib, the plots in bench/plots/ (the quick mode draws them into a temporary folder).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 quick=0
@@ -50,12 +51,31 @@ if [[ $quick == 0 ]]; then
     python3 bench/simulate_tables.py --binary "$binary" --ten-thousand
 fi
 
+section "Plot: convergence by N and loss (bench/plots/convergence.png)"
+if python3 -c "import matplotlib" 2>/dev/null; then
+    if [[ $quick == 1 ]]; then
+        python3 bench/plot_convergence.py "$binary" --quick --out "$(mktemp -d)/convergence.png"
+    else
+        python3 bench/plot_convergence.py "$binary"
+    fi
+else
+    echo "skipped: matplotlib is not installed (python3 -m pip install matplotlib)"
+fi
+
 section "Micro-benchmarks (ordo-one/benchmark)"
 swift package --package-path Benchmarks benchmark --format markdown --no-progress ${micro_flags[@]+"${micro_flags[@]}"}
 
 section "Acquire over the loopback HTTP API"
 if command -v wrk >/dev/null; then
     bash bench/acquire_http.sh "$binary" 16 10
+    if python3 -c "import matplotlib" 2>/dev/null; then
+        section "Plot: the acquire latency distribution (bench/plots/acquire_latency.png)"
+        if [[ $quick == 1 ]]; then
+            python3 bench/plot_acquire_latency.py "$binary" --repeats 1 --seconds 5 --out "$(mktemp -d)/acquire_latency.png"
+        else
+            python3 bench/plot_acquire_latency.py "$binary"
+        fi
+    fi
 else
     echo "skipped: wrk is not installed (apt-get install -y wrk)"
 fi

@@ -148,35 +148,50 @@ struct LoneNode {
         #expect(after.isEmpty)
     }
 
-    @Test(arguments: [(10, false), (200, true)])
-    func largeClustersPushAFilterAndAnnouncementsSmallOnesRecordsOnly(count: Int, lazy: Bool) {
+    @Test(arguments: [3, 10, 200])
+    func everyPushCarriesAFilterAndAnnouncementsWhateverTheClusterSize(count: Int) {
         var cluster = LoneNode(count: count)
-        let news = (1...12).map { cluster.record(of: 2 + $0 % 3, service: "service\($0)", sequence: UInt64($0)) }
+        let news = (1...12).map { cluster.record(of: 1 + $0 % (count - 1), service: "service\($0)", sequence: UInt64($0)) }
+        // Peer 1 sends every record, so it is known to hold them; the others signed some and lack the rest.
         for start in stride(from: 0, to: news.count, by: 4) { _ = cluster.deliver(.records(Array(news[start..<start + 4])), from: 1) }
         for record in news { #expect(cluster.node.heldVersion(origin: record.origin, slot: record.body.slot) == record.version) }
-        // Peer 1 sent every record, so it is known to hold them; peers 2-4 signed some and lack the rest.
         let pushes = cluster.tick(rounds: 1).filter { $0.to != endpoint(1) }
         #expect(!pushes.isEmpty)
         for push in pushes {
-            switch push.payload {
-            case .push(let records, let announced, let holds):
-                #expect(lazy)
-                // About one relayed record (the node's own take what room is left); the rest of the eight
-                // it lacks announced, none both pushed and announced.
-                let relayed = records.filter { $0.origin != testKey(0).publicKey }
-                #expect(relayed.count <= 1)
-                #expect(announced.count + relayed.count >= 8)
-                #expect(Set(announced.map(\.slotHash)).isDisjoint(with: records.map { cluster.entry(of: $0).slotHash }))
-                for record in news {
-                    let entry = cluster.entry(of: record)
-                    #expect(holds?.mayContain(slotHash: entry.slotHash, version: entry.version) == true)
-                }
-            case .records(let records):
-                #expect(!lazy)
-                #expect(records.count >= 4)
-            default:
-                break
+            guard case .push(let records, let announced, let holds) = push.payload else {
+                #expect(Bool(false), "a push of plain records to \(push.to)")
+                continue
+            }
+            let target = (0..<count).first { endpoint($0) == push.to }!
+            let lacked = news.filter { $0.origin != testKey(target).publicKey }
+            // About one relayed record (the node's own take what room is left); the rest of what the target
+            // lacks announced, none both pushed and announced.
+            let relayed = records.filter { $0.origin != testKey(0).publicKey }
+            #expect(relayed.count <= 1)
+            #expect(announced.count + relayed.count >= min(lacked.count, Dissemination.maxAnnouncedPerPush))
+            #expect(Set(announced.map(\.slotHash)).isDisjoint(with: records.map { cluster.entry(of: $0).slotHash }))
+            for record in news {
+                let entry = cluster.entry(of: record)
+                #expect(holds?.mayContain(slotHash: entry.slotHash, version: entry.version) == true)
             }
         }
+    }
+
+    @Test func aSlotSeveralPeersAnnounceInOneRoundIsAskedOfOneAndOfAnotherTheRoundAfter() {
+        var cluster = LoneNode(count: 10)
+        let missed = cluster.record(of: 5, service: "github", sequence: 4)
+        let announced = cluster.entry(of: missed)
+        let want = DigestEntry(slotHash: announced.slotHash, version: .zero)
+        func asked(_ sent: [(to: Endpoint, payload: PacketPayload)]) -> [Endpoint] {
+            sent.filter { $0.payload == .digest(isReply: true, entries: [want]) }.map(\.to)
+        }
+        var askedOf: [Endpoint] = []
+        for peer in 1...3 {
+            askedOf += asked(cluster.deliver(.push(records: [], announced: [announced], holds: nil), from: peer))
+        }
+        #expect(askedOf == [endpoint(1)])
+        // The answer was lost: a round later, the next peer to announce it is asked.
+        _ = cluster.tick(rounds: 1)
+        #expect(asked(cluster.deliver(.push(records: [], announced: [announced], holds: nil), from: 4)) == [endpoint(4)])
     }
 }

@@ -19,11 +19,17 @@ import QuotaMeshCrypto
         return packet.bytes
     }
 
-    func isRecords(_ bytes: [UInt8]) -> Bool {
-        if case .records(let records)? = try? WireFormat.decodePayload(bytes) {
-            return records.contains { if case .quota = $0.body { return true } else { return false } }
+    func isRecords(_ bytes: [UInt8]) -> Bool { !quotaRecords(in: bytes).isEmpty }
+
+    /// The quota records a packet of records, or a push, carries.
+    func quotaRecords(in bytes: [UInt8]) -> [SignedRecord] {
+        let records: [SignedRecord]
+        switch try? WireFormat.decodePayload(bytes) {
+        case .records(let carried)?: records = carried
+        case .push(let carried, _, _)?: records = carried
+        default: records = []
         }
-        return false
+        return records.filter { if case .quota = $0.body { true } else { false } }
     }
 
     @Test func packetFromUnknownSenderIsDroppedAndCounted() {
@@ -56,9 +62,7 @@ import QuotaMeshCrypto
     @Test func relayedRecordWithOneBitChangedIsRejected() throws {
         var mesh = TestMesh(count: 3, services: services)
         let original = signedPushFromNode0(&mesh)
-        guard case .records(let records)? = try? WireFormat.decodePayload(original),
-            let record = records.first(where: { if case .quota = $0.body { return true } else { return false } })
-        else {
+        guard let record = quotaRecords(in: original).first else {
             Issue.record("no quota record")
             return
         }

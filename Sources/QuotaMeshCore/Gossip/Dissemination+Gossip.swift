@@ -313,11 +313,10 @@ extension Dissemination {
         // Each candidate is looked up once; the targets then pick from this list.
         var candidates = recordStore.pushCandidates(
             wanted: targets.count * 12 * Self.pushPacketsPerTarget, isWithheld: withheld)
-        // In a large cluster a push also carries a filter of what this node received lately and announces
-        // what it had no room for (``PacketPayload/push(records:announced:holds:)``).
-        let lazy = spreadsLazily
-        let heldFilter = lazy ? recordStore.heldFilter(latest: Self.heldFilterUpdates) : nil
-        let budget = Self.pushPacketsPerTarget * WireFormat.maxPayloadBytes - (lazy ? Self.lazyPushRoom : 0)
+        // Every push also carries a filter of what this node received lately and announces what it had no
+        // room for (``PacketPayload/push(records:announced:holds:)``).
+        let heldFilter = recordStore.heldFilter(latest: Self.heldFilterUpdates)
+        let budget = Self.pushPacketsPerTarget * WireFormat.maxPayloadBytes - Self.pullRoom
         for target in targets {
             var chosen: [SignedRecord] = []
             var chosenSlots: [Int] = []
@@ -329,17 +328,13 @@ extension Dissemination {
                 else { continue }
                 let record = records.records[slot]
                 let count = record.encodedCount
-                // Relayed records take a quarter of a lazy push; this node's own take what room is left.
-                if lazy && record.origin != publicKey && size + count > Self.lazyPushRecordBytes { continue }
+                // Relayed records take a quarter of a push; this node's own take what room is left.
+                if record.origin != publicKey && size + count > Self.relayedPushBytes { continue }
                 guard size + count <= budget else { break }
                 chosen.append(record)
                 chosenSlots.append(slot)
                 size += count
                 candidates[index].pushes += 1
-            }
-            guard lazy else {
-                sendRecords(chosen, to: target, now: now, into: &out)
-                continue
             }
             let room = (WireFormat.maxPayloadBytes - 3 - HeldFilter.byteCount - size) / WireFormat.announcementBytes
             let announced = recordStore.announcements(
@@ -368,19 +363,12 @@ extension Dissemination {
         }
     }
 
-    /// Whether pushes carry a filter and announcements: in a cluster of more than ``largeClusterDigests``
-    /// digests' worth of nodes, where pushes miss a few nodes of every record and digests, which name a
-    /// few dozen of thousands of slots, take many rounds to reach them. Smaller clusters push records
-    /// only.
-    var spreadsLazily: Bool { peers.count + 1 > Self.largeClusterDigests * Self.maxDigestEntries }
-
-    /// The room for records in a push that carries a filter and announcements: a quarter of a packet, so
-    /// about one small record. In a large cluster most copies a push carries arrive where the record is
-    /// held already; there records spread mostly by pulls (answers to filters and announcements), which
-    /// carry only what their receiver lacks.
-    static let lazyPushRecordBytes = WireFormat.maxPayloadBytes / 4
-    /// What a lazy push keeps from its records' room: the filter and a full set of announcements.
-    static let lazyPushRoom = 3 + HeldFilter.byteCount + maxAnnouncedPerPush * WireFormat.announcementBytes
+    /// The room for relayed records in a push: a quarter of a packet, so about one small record. Most copies
+    /// a push carries arrive where the record is held already; records spread mostly by pulls (answers to
+    /// filters and announcements), which carry only what their receiver lacks.
+    static let relayedPushBytes = WireFormat.maxPayloadBytes / 4
+    /// What a push keeps from its records' room for the pull it carries: the filter and a full set of announcements.
+    static let pullRoom = 3 + HeldFilter.byteCount + maxAnnouncedPerPush * WireFormat.announcementBytes
 
     /// How many of the latest updates a push's filter holds.
     static let heldFilterUpdates = 128
@@ -439,6 +427,8 @@ extension Dissemination {
     ) {
         var wants: [DigestEntry] = []
         for entry in announced {
+            // Several peers announce a new record in the same round: it is asked of the first only.
+            if pendingWants.isAwaiting(entry.slotHash, version: entry.version, round: round) { continue }
             guard let slot = records.index(ofHash: entry.slotHash) else {
                 wants.append(DigestEntry(slotHash: entry.slotHash, version: .zero))
                 pendingWants.note(entry.slotHash, announced: entry.version, round: round)

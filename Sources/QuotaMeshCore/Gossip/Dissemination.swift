@@ -74,12 +74,9 @@ struct Dissemination: Sendable {
     }
     /// The heartbeat interval in force (``MeshConfiguration/heartbeatInterval(peerCount:)``).
     var heartbeatInterval: Int64 { configuration.heartbeatInterval(peerCount: peers.count) }
-    /// Rounds between anti-entropy digests (``MeshConfiguration/digestPeriodRounds(peerCount:)``), twice
-    /// that where every push is also a pull (``spreadsLazily``): digests are then left the slots pulls
-    /// missed, which are few.
-    var digestPeriodRounds: Int {
-        configuration.digestPeriodRounds(peerCount: peers.count) * (spreadsLazily ? 2 : 1)
-    }
+    /// Rounds between anti-entropy digests: twice ``MeshConfiguration/digestPeriodRounds(peerCount:)``,
+    /// since every push is also a pull and digests are left the slots pulls missed, which are few.
+    var digestPeriodRounds: Int { configuration.digestPeriodRounds(peerCount: peers.count) * 2 }
     /// The liveness timeout in force (at least four heartbeat intervals).
     var livenessTimeout: Int64 { configuration.livenessTimeout(peerCount: peers.count) }
 

@@ -28,17 +28,24 @@ struct PendingWants: Sendable {
 
     var isEmpty: Bool { wants.isEmpty }
 
-    /// Notes that `hash` was announced at `announced` and asked for (once) in `round`.
+    /// Notes that `hash` was announced at `announced` and asked for in `round`.
     mutating func note(_ hash: UInt64, announced: RecordVersion, round: UInt64) {
         if var want = wants[hash] {
-            guard announced > want.announced else { return }
-            want.announced = announced
+            want.announced = max(want.announced, announced)
+            want.askedInRound = max(want.askedInRound, round)
             wants[hash] = want
             return
         }
         if wants.count >= Self.capacity { evictOldest() }
         wants[hash] = Want(announced: announced, askedInRound: round, asks: 1)
         order.append(hash)
+    }
+
+    /// Whether `hash` was asked for, at `version` or newer, in `round`: the answer may still be on its way,
+    /// so another announcer of the same round is not asked too. A round later it may be asked again.
+    func isAwaiting(_ hash: UInt64, version: RecordVersion, round: UInt64) -> Bool {
+        guard let want = wants[hash] else { return false }
+        return want.announced >= version && want.askedInRound >= round
     }
 
     /// The wants to ask for again in `round` (asked last before the previous round, fewer than
