@@ -64,16 +64,20 @@ def main():
         at = dict(median_run)
         print(f"| {label} | {rps:.0f} | {at[50.0]:.2f} ms | {at[90.0]:.2f} ms | {at[99.0]:.2f} ms | {at[99.9]:.2f} ms "
               f"| {at[100.0]:.2f} ms |")
-        for number, (run_rps, percentiles) in enumerate(runs[label]):
+        for run_rps, percentiles in runs[label]:
             points = [(p, ms) for p, ms in percentiles if p < 100]
-            # x = 1 / (1 - p): the tail spread out, as HdrHistogram plots it.
+            median = (run_rps, percentiles) == ordered[len(ordered) // 2]
+            # x = 1 / (1 - p): the tail spread out, as HdrHistogram plots it; the median run bold.
             axis.plot([1 / (1 - p / 100) for p, _ in points], [ms for _, ms in points], marker=".",
-                      color=colours[index % len(colours)], alpha=1 if (run_rps, percentiles) == ordered[len(ordered) // 2] else 0.35,
-                      label=f"{label} ({run_rps:,.0f} requests/s)" if number == 0 or len(runs[label]) == 1 else None)
+                      color=colours[index % len(colours)], alpha=1 if median else 0.35,
+                      label=f"{label}, median of {len(ordered)} runs ({run_rps:,.0f} requests/s)" if median else None)
     ticks = [0, 50, 90, 99, 99.9, 99.99]
     axis.set_xscale("log")
     axis.set_yscale("log")
     axis.set_xticks([1 / (1 - t / 100) for t in ticks], [f"p{t:g}" for t in ticks])
+    from matplotlib.ticker import FuncFormatter
+    axis.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    axis.yaxis.set_minor_formatter(FuncFormatter(lambda value, _: f"{value:g}" if str(value)[0] in "2357" else ""))
     axis.axhline(2, color="black", linestyle=":", label="issue 22's p99 target (2 ms)")
     axis.set_xlabel("percentile")
     axis.set_ylabel("latency (ms)")
