@@ -19,8 +19,10 @@ cat > "$dir/post.lua" <<'LUA'
 wrk.method = "POST"
 wrk.body = '{"service":"bench","priority":"urgent","cost":1}'
 wrk.headers["Content-Type"] = "application/json"
--- The whole latency distribution, for bench/plot_acquire_latency.py: "percentile P MICROSECONDS" lines.
+-- The whole latency distribution, for bench/plot_acquire_latency.py (which sets
+-- QUOTAMESH_BENCH_PERCENTILES): "percentile P MICROSECONDS" lines.
 done = function(summary, latency, requests)
+  if not os.getenv("QUOTAMESH_BENCH_PERCENTILES") then return end
   for _, p in ipairs({1, 5, 10, 20, 30, 40, 50, 60, 70, 75, 80, 85, 90, 95, 97, 98, 99, 99.5, 99.9, 99.95, 99.99}) do
     io.write(string.format("percentile %g %d\n", p, latency:percentile(p)))
   end

@@ -22,7 +22,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 def run(binary, connections, seconds):
     """One wrk run: requests per second and the latency (ms) at each percentile wrk was asked for."""
     out = subprocess.run(["bash", os.path.join(HERE, "acquire_http.sh"), binary, str(connections), str(seconds)],
-                         check=True, capture_output=True, text=True).stdout
+                         check=True, capture_output=True, text=True,
+                         env={**os.environ, "QUOTAMESH_BENCH_PERCENTILES": "1"}).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     percentiles = [(float(p), int(us) / 1000) for p, us in re.findall(r"^percentile ([\d.]+) (\d+)$", out, re.M)]
     if not percentiles:
