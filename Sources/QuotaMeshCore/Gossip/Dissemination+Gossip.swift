@@ -288,7 +288,7 @@ extension Dissemination {
     /// Sends one push to `target`: `chosen` records (one packet's worth), the `announced` slots and the
     /// filter of what this node received lately.
     mutating func sendPush(
-        _ chosen: [SignedRecord], announced: [DigestEntry], holds: HeldFilter?, to target: VerifyingKey,
+        _ chosen: [SignedRecord], announced: [DigestEntry], holds: HeldFilter, to target: VerifyingKey,
         now: UnixMillis, into out: inout [MeshDirective]
     ) {
         guard let address = endpoint(of: target) else { return }
@@ -312,11 +312,11 @@ extension Dissemination {
         // by the number of pushes.
         // Each candidate is looked up once; the targets then pick from this list.
         var candidates = recordStore.pushCandidates(
-            wanted: targets.count * 12 * Self.pushPacketsPerTarget, isWithheld: withheld)
+            wanted: targets.count * 12, isWithheld: withheld)
         // Every push also carries a filter of what this node received lately and announces what it had no
         // room for (``PacketPayload/push(records:announced:holds:)``).
         let heldFilter = recordStore.heldFilter(latest: Self.heldFilterUpdates)
-        let budget = Self.pushPacketsPerTarget * WireFormat.maxPayloadBytes - Self.pullRoom
+        let budget = WireFormat.maxPayloadBytes - Self.pullRoom
         for target in targets {
             var chosen: [SignedRecord] = []
             var chosenSlots: [Int] = []
@@ -336,7 +336,7 @@ extension Dissemination {
                 size += count
                 candidates[index].pushes += 1
             }
-            let room = (WireFormat.maxPayloadBytes - 3 - HeldFilter.byteCount - size) / WireFormat.announcementBytes
+            let room = (WireFormat.maxPayloadBytes - Self.pushFilterBytes - size) / WireFormat.announcementBytes
             let announced = recordStore.announcements(
                 count: min(room, Self.maxAnnouncedPerPush), to: target, leavingOut: chosenSlots, isWithheld: withheld)
             sendPush(chosen, announced: announced, holds: heldFilter, to: target, now: now, into: &out)
@@ -368,7 +368,9 @@ extension Dissemination {
     /// filters and announcements), which carry only what their receiver lacks.
     static let relayedPushBytes = WireFormat.maxPayloadBytes / 4
     /// What a push keeps from its records' room for the pull it carries: the filter and a full set of announcements.
-    static let pullRoom = 3 + HeldFilter.byteCount + maxAnnouncedPerPush * WireFormat.announcementBytes
+    static let pullRoom = pushFilterBytes + maxAnnouncedPerPush * WireFormat.announcementBytes
+    /// What a push's filter takes of the packet, with the push's counts and flag.
+    static let pushFilterBytes = 3 + HeldFilter.byteCount
 
     /// How many of the latest updates a push's filter holds.
     static let heldFilterUpdates = 128
@@ -399,10 +401,6 @@ extension Dissemination {
 
     /// The most slots one push announces (``PacketPayload/push(records:announced:holds:)``).
     static let maxAnnouncedPerPush = 16
-
-    /// Packets of pushed records per target per round, at most: two, so that a burst of updates (a
-    /// cluster of a thousand nodes spends about 25 records a second) drains instead of queueing.
-    static let pushPacketsPerTarget = 1
 
     /// How many digests' worth of nodes a cluster holds before digests favour recent updates (see
     /// ``digestSample(count:)``).
