@@ -91,7 +91,17 @@ extension MeshInstance {
 
     /// Tells the instance that its state (as ``persistedState()`` gave it) was saved.
     public mutating func persistenceDidSucceed() {
-        ledger.persistenceDidSucceed()
+        ledger.persistenceDidSucceed(upTo: ledger.ledgerVersion)
+    }
+
+    /// Where the ledger stands: taken with ``persistedState()`` when the state is saved while the instance
+    /// goes on, and handed back to ``persistenceDidSucceed(upTo:)`` once that state is on disk.
+    public var persistenceMark: UInt64 { ledger.ledgerVersion }
+
+    /// Tells the instance that its state as it stood at `mark` (``persistenceMark``, taken with
+    /// ``persistedState()``) was saved: changes made since are still to be saved.
+    public mutating func persistenceDidSucceed(upTo mark: UInt64) {
+        ledger.persistenceDidSucceed(upTo: mark)
     }
 
     /// Set by the shell while state cannot be saved: no grant and no transfer until a save succeeds.

@@ -219,16 +219,16 @@ extension QuotaLedger {
     mutating func setOwnLedger(_ ledger: RightsLedger, of key: QuotaKey) {
         local[key, default: LocalQuota()].state.ledger = ledger
         local[key, default: LocalQuota()].dirty = true
-        undurableLedgers.insert(key)
         ledgerVersion &+= 1
+        undurableLedgers[key] = ledgerVersion
     }
 
     /// Notes that this node spent `amount` of its rights of `key` in `window` (its ledger already
     /// charged, its version `versionBefore` until then): the ledger is to be saved and re-signed, and the
     /// cached balances follow the spend.
     mutating func noteRightsSpent(_ key: QuotaKey, amount: UInt64, window: RightsWindow, versionBefore before: UInt64) {
-        undurableLedgers.insert(key)
         ledgerVersion &+= 1
+        undurableLedgers[key] = ledgerVersion
         // A spend of rights held changes this node's holding alone: the cached balances follow it, so a
         // grant does not make the next decision work out every member's balance again.
         // Changed in place: a copy would copy every member's holding to change one.
@@ -477,10 +477,11 @@ extension QuotaLedger {
         persistenceFailing = true
     }
 
-    /// The state was saved: every ledger change so far is durable.
-    mutating func persistenceDidSucceed() {
+    /// The state as it stood at `mark` (``ledgerVersion`` when it was taken) was saved: the ledger changes
+    /// up to then are durable; those made while it was being written are not yet.
+    mutating func persistenceDidSucceed(upTo mark: UInt64) {
         persistenceFailing = false
-        undurableLedgers = []
+        undurableLedgers = undurableLedgers.filter { $0.value > mark }
     }
 
     /// Which slots' records must not leave this node yet: its own, for keys whose ledger changed since the
@@ -492,7 +493,7 @@ extension QuotaLedger {
         let undurable = undurableLedgers
         return { id in
             guard id.origin == own, case .quota(let key) = id.slot else { return false }
-            return undurable.contains(key)
+            return undurable[key] != nil
         }
     }
 }

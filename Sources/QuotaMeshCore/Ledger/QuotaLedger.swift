@@ -35,8 +35,9 @@ public struct QuotaLedger: Sendable {
     var rightsWants: [QuotaKey: RightsWant] = [:]
     /// Set while state cannot be saved: no grant and no transfer until a save succeeds.
     var persistenceFailing = false
-    /// Keys whose own ledger changed since the last save the shell confirmed.
-    var undurableLedgers: Set<QuotaKey> = []
+    /// Keys whose own ledger changed since the last save the shell confirmed, each with the
+    /// ``ledgerVersion`` of its last change (a save covers the changes up to the version it was made at).
+    var undurableLedgers: [QuotaKey: UInt64] = [:]
     /// Per origin, how often its upstream observations contradicted this node's own, and the graylist.
     var scores = ObservationScores()
     /// The weights peers claim in their records.

@@ -18,9 +18,9 @@ struct NodeAPIHandler: APIProtocol {
         case .success(let value): request = value
         case .failure(let error): return .badRequest(.init(body: .json(problem(error.status, error.message))))
         }
-        let decision = await node.acquire(request)
+        let (decision, view) = await node.acquireWithQuota(request)
         let now = node.now()
-        let quota = await quotaAnswer(decision.key, now: now)
+        let quota = view.map { Answers.quota($0, now: now) }
         if decision.granted {
             // What was charged, by dimension: pass it back as `cost` with the call's `usage` to `observe`.
             var cost = request.costs

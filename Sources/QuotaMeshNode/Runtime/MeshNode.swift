@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import NIOCore
+import NIOPosix
 import QuotaMeshCore
 import QuotaMeshCrypto
 
@@ -25,7 +26,8 @@ public actor MeshNode {
     private var addresses: [Endpoint: SocketAddress] = [:]
     private var pending: [UInt64: CheckedContinuation<AcquireDecision, Never>] = [:]
     /// Group commit: replies and datagrams held until the state that includes their grants and transfers
-    /// is saved. Every grant decided while a save is pending joins it, so one write serves all of them.
+    /// is saved. Every grant decided while a save is pending or being written joins the next save, so one
+    /// write serves all of them.
     private var awaitingSave: [HeldEffect] = []
 
     /// An effect that may not happen before a save.
@@ -33,7 +35,14 @@ public actor MeshNode {
         case reply(ticket: UInt64, decision: AcquireDecision)
         case send(bytes: [UInt8], endpoint: Endpoint)
     }
+    /// A save was asked for since the last one was prepared.
+    private var saveWanted = false
+    /// The next save is queued on the actor.
     private var saveScheduled = false
+    /// A save's file work is under way off the actor (``StateWrite``).
+    private var writing = false
+    /// Who waits for the write under way to finish (``stop()``).
+    private var writeWaiters: [CheckedContinuation<Void, Never>] = []
     private var nextTicket: UInt64 = 1
     private var timer: Task<Void, Never>?
     private var scheduledWake: UnixMillis = .max
@@ -89,14 +98,18 @@ public actor MeshNode {
         apply(instance.start(now: clock()))
     }
 
-    /// Stops the timer and answers every waiting agent; call on shutdown.
-    public func stop() {
+    /// Stops the timer, answers every waiting agent and saves the state as one snapshot (after the write
+    /// under way, if any); call on shutdown.
+    public func stop() async {
         timer?.cancel()
         timer = nil
         channel = nil
         releaseWaiters()
+        while writing {
+            await withCheckedContinuation { writeWaiters.append($0) }
+        }
         stateWriter?.compactAtNextSave()
-        saveAndRelease()
+        await saveAndRelease()
     }
 
     /// Answers every waiting acquire with a denial (`shutting_down`, retry in a second); from then on no
@@ -119,6 +132,17 @@ public actor MeshNode {
 
     /// Asks for a grant; returns when the instance answers (at once, or after waiting).
     public func acquire(_ request: AcquireRequest) async -> AcquireDecision {
+        await decide(request)
+    }
+
+    /// ``acquire(_:)`` with the view of the decision's key as it stands once the decision is answered (`nil`
+    /// when no key is known), worked out in the same turn on the actor: the API's answer needs both.
+    public func acquireWithQuota(_ request: AcquireRequest) async -> (decision: AcquireDecision, quota: QuotaView?) {
+        let decision = await decide(request)
+        return (decision, decision.key.flatMap { instance.quota(of: $0, now: clock()) })
+    }
+
+    private func decide(_ request: AcquireRequest) async -> AcquireDecision {
         var request = request
         if draining { request.waitMillis = 0 }
         let ticket = nextTicket
@@ -221,14 +245,14 @@ public actor MeshNode {
 
     private func apply(_ directives: [MeshDirective]) {
         // Replies and datagrams that follow a save wait for it (a datagram may carry rights this node gave,
-        // which it must not forget in a crash), and so do datagrams while a save is still to be written;
-        // the rest go at once.
+        // which it must not forget in a crash), and so do datagrams while a save is still to be written or
+        // being written; the rest go at once.
         var mustSave = false
         for directive in directives {
             switch directive {
             case .send(let bytes, let endpoint):
                 // A datagram signed while an earlier save is still to be written may carry what it saves.
-                if mustSave || saveScheduled {
+                if mustSave || saveWanted || saveScheduled || writing {
                     awaitingSave.append(.send(bytes: bytes, endpoint: endpoint))
                 } else {
                     send(bytes, to: endpoint)
@@ -250,22 +274,32 @@ public actor MeshNode {
                 trust(peer, introducedBy: introducer)
             }
         }
-        if mustSave && !saveScheduled {
-            // After the work already queued on this actor: the acquires waiting to run decide first, and
-            // one write then covers their grants too.
-            saveScheduled = true
-            Task { self.saveAndRelease() }
-        }
+        if mustSave { saveWanted = true }
+        scheduleSave()
     }
 
-    /// Saves the state once for every grant decided since the last save, then sends their replies and the
-    /// datagrams held for it. When the save fails, nothing it held goes out: grants are answered with a
-    /// denial (`persistence`) and the instance grants and gives nothing until a save succeeds.
-    private func saveAndRelease() {
+    /// Queues the next save when one is wanted (or effects wait for one) and none is queued or being
+    /// written: after the work already queued on this actor, so that the acquires waiting to run decide
+    /// first and one write covers their grants too. While a write is under way, what is decided meanwhile
+    /// waits for the save queued when it finishes.
+    private func scheduleSave() {
+        guard saveWanted || !awaitingSave.isEmpty, !saveScheduled, !writing else { return }
+        saveScheduled = true
+        Task { await self.saveAndRelease() }
+    }
+
+    /// Saves the state once for every grant decided since the last save was prepared, then sends their
+    /// replies and the datagrams held for it. When the save fails, nothing it held goes out: grants are
+    /// answered with a denial (`persistence`) and the instance grants and gives nothing until a save
+    /// succeeds.
+    private func saveAndRelease() async {
         saveScheduled = false
+        // One write at a time: the save under way queues the next when it finishes.
+        guard !writing else { return }
         let released = awaitingSave
         awaitingSave = []
-        let saved = save()
+        saveWanted = false
+        let saved = await save()
         for effect in released {
             switch effect {
             case .reply(let ticket, var decision):
@@ -278,32 +312,57 @@ public actor MeshNode {
                 if saved { send(bytes, to: endpoint) }
             }
         }
+        scheduleSave()
     }
 
-    /// Saves the state; `true` when it is on disk (or there is no store).
-    @discardableResult
-    private func save() -> Bool {
+    /// Saves the state as it stands now; `true` when it is on disk (or there is no store). The write runs
+    /// off the actor, which goes on deciding meanwhile; what it decides is saved by the next save.
+    private func save() async -> Bool {
         guard let stateWriter else { return true }
         let stateStore = stateWriter.store
+        let mark = instance.persistenceMark
+        var failure: (any Error)?
         do {
-            try stateWriter.save(instance.persistedState())
-            instance.persistenceDidSucceed()
+            if let write = try stateWriter.prepare(instance.persistedState()) {
+                writing = true
+                failure = await Self.perform(write)
+                writing = false
+                stateWriter.finish(write, error: failure)
+                let waiters = writeWaiters
+                writeWaiters = []
+                for waiter in waiters { waiter.resume() }
+            }
+        } catch {
+            failure = error
+        }
+        guard let failure else {
+            instance.persistenceDidSucceed(upTo: mark)
             counters["state_saves", default: 0] += 1
             if persistenceError != nil {
                 logger.notice("State saved again", metadata: ["state.path": "\(stateStore.path)"])
             }
             persistenceError = nil
             return true
+        }
+        if persistenceError == nil {
+            logger.error(
+                "Cannot save state; keeping the last good copy",
+                metadata: ["state.path": "\(stateStore.path)", "error": "\(failure)"])
+        }
+        persistenceError = "\(failure)"
+        counters["persist_failures", default: 0] += 1
+        instance.persistenceDidFail()
+        return false
+    }
+
+    /// Carries out a save's file work on NIO's blocking-I/O thread pool, not on the cooperative pool that
+    /// runs the node and the API (two threads on a two-core machine, which a slow `fdatasync` would halve).
+    private nonisolated static func perform(_ write: StateWrite) async -> (any Error)? {
+        do {
+            try await NIOThreadPool.singleton.runIfActive { try write.perform() }
+            return nil
         } catch {
-            if persistenceError == nil {
-                logger.error(
-                    "Cannot save state; keeping the last good copy",
-                    metadata: ["state.path": "\(stateStore.path)", "error": "\(error)"])
-            }
-            persistenceError = "\(error)"
-            counters["persist_failures", default: 0] += 1
-            instance.persistenceDidFail()
-            return false
+            return error
         }
     }
 
@@ -447,9 +506,12 @@ public actor MeshNode {
     private func fire() {
         timer = nil
         scheduledWake = .max
+        apply(instance.tick(now: clock()))
         // While saves fail the instance grants nothing: try again every round, so it resumes once the disk
         // has room.
-        if persistenceError != nil && !saveScheduled { save() }
-        apply(instance.tick(now: clock()))
+        if persistenceError != nil && !saveScheduled && !writing {
+            saveScheduled = true
+            Task { await self.saveAndRelease() }
+        }
     }
 }

@@ -10,6 +10,10 @@ public struct StateStore: Sendable {
     /// What a save promises: on disk for the kernel (`.process`) or synced to the device (`.synced`).
     public let durability: Durability
 
+    /// Called on the writing thread as each save's file work begins: a test's way to hold a write and see
+    /// what the node does meanwhile.
+    var writeObserver: (@Sendable () -> Void)?
+
     /// The default state folder, relative to the working directory.
     public static let defaultDirectory = ".quotamesh"
 
@@ -86,12 +90,22 @@ public struct StateStore: Sendable {
     /// - Returns: the snapshot's size in bytes.
     @discardableResult
     public func save(_ state: PersistedNodeState) throws -> Int {
+        let bytes = try snapshotBytes(state)
+        try writeSnapshot(bytes)
+        return bytes.count
+    }
+
+    /// `state` as the snapshot's bytes.
+    func snapshotBytes(_ state: PersistedNodeState) throws -> [UInt8] {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]
-        let bytes = [UInt8](try encoder.encode(state))
+        return [UInt8](try encoder.encode(state))
+    }
+
+    /// Replaces the snapshot with `bytes` and empties the log; synced when ``durability`` says so.
+    func writeSnapshot(_ bytes: [UInt8]) throws {
         try Files.writeAtomically(bytes, to: path, mode: 0o600, sync: durability == .synced)
         if FileManager.default.fileExists(atPath: logPath) { try Files.truncate(logPath, sync: durability == .synced) }
-        return bytes.count
     }
 }
 
@@ -124,8 +138,12 @@ extension PersistedNodeState {
 /// Saves the node's state for ``StateStore``: each save appends what changed since the last one as one log
 /// line (one `write`, synced with `fdatasync` where the store's durability says so), so a grant costs the
 /// bytes of its key and not a rewrite of every key. The log is compacted into a new snapshot when it has
-/// grown to several snapshots' size, at the first save of a run, and after an append failed (so that a
+/// grown to several snapshots' size, at the first save of a run, and after a write failed (so that a
 /// partial line is never followed by good ones).
+///
+/// A save is three steps, so that the blocking file work can run off the node's actor: ``prepare(_:)``
+/// works out what to write, ``StateWrite/perform()`` writes it, ``finish(_:error:)`` takes the result
+/// into account. One write at a time: the next is prepared only once the last is finished.
 final class StateWriter {
     let store: StateStore
     /// What the files hold together, by key.
@@ -155,16 +173,37 @@ final class StateWriter {
         if log >= 0 { close(log) }
     }
 
-    /// Saves `state`: nothing when nothing changed, one appended line when some keys did, a snapshot when
-    /// the log is due for compaction. Throws when it is not on disk (as durable as the store promises).
+    /// Saves `state` at once, on the caller's thread: ``prepare(_:)``, the write, ``finish(_:error:)``.
+    /// Throws when it is not on disk (as durable as the store promises).
     func save(_ state: PersistedNodeState) throws {
+        guard let write = try prepare(state) else { return }
+        do {
+            try write.perform()
+        } catch {
+            finish(write, error: error)
+            throw error
+        }
+        finish(write, error: nil)
+    }
+
+    /// What saving `state` takes: nothing (`nil`) when nothing changed, one line for the log when some keys
+    /// did, a snapshot when the log is due for compaction.
+    func prepare(_ state: PersistedNodeState) throws -> StateWrite? {
         if mustCompact || logBytes > max(Self.minimumLogBytes, Self.compactionRatio * snapshotBytes) {
-            try compact(state)
-            return
+            // Nothing is appended to the log until the snapshot that empties it is written.
+            if log >= 0 {
+                close(log)
+                log = -1
+            }
+            var snapshot = state
+            snapshot.logSequence = sequence
+            return StateWrite(
+                operation: .snapshot(bytes: try store.snapshotBytes(snapshot)), store: store, quotas: state.quotas,
+                incarnation: state.incarnation, quarantined: state.quarantined, quarantineChanged: true)
         }
         let changed = state.quotas.filter { savedQuotas[$0.key] != $0 }
         let quarantineChanged = state.quarantined != savedQuarantined
-        guard !changed.isEmpty || quarantineChanged || state.incarnation != savedIncarnation else { return }
+        guard !changed.isEmpty || quarantineChanged || state.incarnation != savedIncarnation else { return nil }
         let entry = StateLogEntry(
             sequence: sequence + 1, incarnation: state.incarnation, quotas: changed,
             quarantined: quarantineChanged ? (state.quarantined ?? []) : nil)
@@ -172,37 +211,38 @@ final class StateWriter {
         line.append(UInt8(ascii: "\n"))
         do {
             try openLog()
-            try Files.append(line, to: log, path: store.logPath, sync: store.durability == .synced)
         } catch {
-            // Whatever part of the line reached the file must not be followed by good lines: the next save
-            // writes a snapshot and empties the log.
             mustCompact = true
             throw error
         }
-        sequence += 1
-        logBytes += line.count
-        appends += 1
-        for quota in changed { savedQuotas[quota.key] = quota }
-        savedIncarnation = state.incarnation
-        if quarantineChanged { savedQuarantined = state.quarantined }
+        return StateWrite(
+            operation: .append(line: line, log: log), store: store, quotas: changed, incarnation: state.incarnation,
+            quarantined: state.quarantined, quarantineChanged: quarantineChanged)
     }
 
-    /// Writes `state` as the snapshot, naming the last log entry it includes, and empties the log. Until the
-    /// log is empty nothing is appended to it (a restart skips the entries the snapshot names).
-    private func compact(_ state: PersistedNodeState) throws {
-        if log >= 0 {
-            close(log)
-            log = -1
+    /// Takes a performed write into account: what the files hold now, or (`error` set) that the next save
+    /// must write a snapshot, since whatever part of a line reached the log must not be followed by good
+    /// lines.
+    func finish(_ write: StateWrite, error: (any Error)?) {
+        guard error == nil else {
+            mustCompact = true
+            return
         }
-        var snapshot = state
-        snapshot.logSequence = sequence
-        snapshotBytes = try store.save(snapshot)
-        savedQuotas = Dictionary(state.quotas.map { ($0.key, $0) }, uniquingKeysWith: { _, last in last })
-        savedIncarnation = state.incarnation
-        savedQuarantined = state.quarantined
-        compactions += 1
-        logBytes = 0
-        mustCompact = false
+        switch write.operation {
+        case .append(let line, _):
+            sequence += 1
+            logBytes += line.count
+            appends += 1
+            for quota in write.quotas { savedQuotas[quota.key] = quota }
+        case .snapshot(let bytes):
+            snapshotBytes = bytes.count
+            savedQuotas = Dictionary(write.quotas.map { ($0.key, $0) }, uniquingKeysWith: { _, last in last })
+            compactions += 1
+            logBytes = 0
+            mustCompact = false
+        }
+        savedIncarnation = write.incarnation
+        if write.quarantineChanged { savedQuarantined = write.quarantined }
     }
 
     /// Makes the next save a snapshot (at shutdown, so that `state.json` alone is the whole state).
@@ -214,5 +254,36 @@ final class StateWriter {
         guard log < 0 else { return }
         log = try Files.openForAppending(store.logPath)
         logBytes = Int(lseek(log, 0, SEEK_END))
+    }
+}
+
+/// One save's file work, as ``StateWriter/prepare(_:)`` worked it out: blocking I/O (a write and, where the
+/// store promises "synced", an `fdatasync`) that the node runs off its actor, so that a slow disk holds up
+/// the grants that wait for this save and nothing else.
+struct StateWrite: Sendable {
+    enum Operation: Sendable {
+        /// A line appended to the open log.
+        case append(line: [UInt8], log: Int32)
+        /// The whole state as the new snapshot, and the log emptied.
+        case snapshot(bytes: [UInt8])
+    }
+
+    let operation: Operation
+    let store: StateStore
+    /// The keys written: those that changed for a line, every key for a snapshot.
+    fileprivate let quotas: [PersistedQuota]
+    fileprivate let incarnation: UInt64
+    fileprivate let quarantined: [PersistedQuarantine]?
+    fileprivate let quarantineChanged: Bool
+
+    /// Writes it; throws when it is not on disk as durable as the store promises.
+    func perform() throws {
+        store.writeObserver?()
+        switch operation {
+        case .append(let line, let log):
+            try Files.append(line, to: log, path: store.logPath, sync: store.durability == .synced)
+        case .snapshot(let bytes):
+            try store.writeSnapshot(bytes)
+        }
     }
 }
