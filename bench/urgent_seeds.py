@@ -21,6 +21,7 @@ CONFIGS = [
     ("N = 10 at 5× demand, seeds 1-12", ["--nodes", "10", "--demand", "5"], range(1, 13)),
     ("N = 12 skewed, seeds 1-18", ["--nodes", "12", "--demand", "2", "--skewed"], range(1, 19)),
     ("N = 20, seeds 1-12", ["--nodes", "20", "--demand", "2"], range(1, 13)),
+    ("N = 100, seeds 1-8", ["--nodes", "100", "--demand", "2"], range(1, 9)),
     ("N = 10, token bucket, seeds 1-6", ["--nodes", "10", "--demand", "2", "--upstream", "bucket"], range(1, 7)),
     ("N = 10, token bucket at 5× demand, seeds 1-6", ["--nodes", "10", "--demand", "5", "--upstream", "bucket"], range(1, 7)),
     ("N = 20, token bucket, seeds 1-6", ["--nodes", "20", "--demand", "2", "--upstream", "bucket"], range(1, 7)),

@@ -251,16 +251,30 @@ extension QuotaLedger {
         setOwnLedger(ledger, of: key)
     }
 
-    /// Moves `amount` of this node's rights for `key` in `window` to `receiver`; `false` if its ledger has
-    /// no room for another receiver this window.
+    /// Moves `amount` of this node's rights for `key` in `window` to `receiver`, or more when `receiver`
+    /// takes the ledger's last place; returns what was given, 0 if its ledger has no room for another
+    /// receiver this window.
+    @discardableResult
     mutating func giveRights(
-        _ amount: UInt64, of key: QuotaKey, window: RightsWindow, to receiver: VerifyingKey
-    ) -> Bool {
+        _ amount: UInt64, of key: QuotaKey, window: RightsWindow, to receiver: VerifyingKey, now: UnixMillis
+    ) -> UInt64 {
         var ledger = ownLedger(key, window: window)
-        guard amount > 0, ledger.give(amount, to: receiver) else { return false }
+        var amount = amount
+        if amount > 0, ledger.given.count == RightsLedger.maxReceivers - 1, ledger.given(to: receiver) == 0 {
+            // The ledger's last receiver this window: what this node can spare for any work goes with the
+            // gift, since after it this node can give nobody new anything and its surplus would be stranded
+            // here; the receiver has a whole ledger of receivers to pass it on to.
+            var surplus = spareRights(key, window: window, priority: .low, horizon: Self.rightsKeepMillis, now: now)
+            if let cap = heldRightsCap(key) {
+                // Not beyond what one node may hold.
+                surplus = min(surplus, cap - balances(key, window: window).holding(of: receiver))
+            }
+            amount = max(amount, UInt64(clamping: surplus))
+        }
+        guard amount > 0, ledger.give(amount, to: receiver) else { return 0 }
         setOwnLedger(ledger, of: key)
         pendingPersist = true
-        return true
+        return amount
     }
 
     /// What this node can spare of `key`'s rights for work of `priority` elsewhere: what it holds less
@@ -308,7 +322,7 @@ extension QuotaLedger {
             let (excess, shortfalls) = weightedExcess(request.key, window: window, now: now)
             if let short = shortfalls.first(where: { $0.peer == sender }) { spare = max(spare, min(excess, short.amount)) }
         }
-        if spare >= 1, giveRights(min(UInt64(spare), request.amount), of: request.key, window: window, to: sender) {
+        if spare >= 1, giveRights(min(UInt64(spare), request.amount), of: request.key, window: window, to: sender, now: now) > 0 {
             return .gave(window)
         }
         // Urgent work is pointed at the live peers this node believes hold rights, so that the asker's next
@@ -415,8 +429,8 @@ extension QuotaLedger {
             for need in needs.prefix(Self.rightsPassPeers) where spare >= 1 {
                 var amount = min(spare, Int64(need.total.rounded(.down)))
                 if let cap { amount = min(amount, cap - balances.holding(of: need.peer)) }
-                guard amount >= 1, giveRights(UInt64(amount), of: key, window: window, to: need.peer) else { continue }
-                spare -= amount
+                guard amount >= 1 else { continue }
+                spare -= Int64(clamping: giveRights(UInt64(amount), of: key, window: window, to: need.peer, now: now))
             }
         }
     }
@@ -459,8 +473,8 @@ extension QuotaLedger {
         for receiver in shortfalls where spare >= 1 {
             var amount = min(spare, receiver.amount)
             if let cap { amount = min(amount, cap - receiver.held) }
-            guard amount >= 1, giveRights(UInt64(amount), of: key, window: window, to: receiver.peer) else { continue }
-            spare -= amount
+            guard amount >= 1 else { continue }
+            spare -= Int64(clamping: giveRights(UInt64(amount), of: key, window: window, to: receiver.peer, now: now))
         }
     }
 
