@@ -167,9 +167,15 @@ extension QuotaLedger {
     /// more per member, or ``urgentKeepPerMemberWhereRightsAccrue`` where rights accrue (a kept right waits
     /// for an urgent call, and the next right dealt takes its place); with fewer, one kept right is too
     /// large a part of what a node can spend (BENCHMARKS.md, "Urgent work where rights exist" and "Token
-    /// buckets: windows that close").
+    /// buckets: windows that close"). Where the members outnumber a window's calls, one through the
+    /// window's last slot, in which holders spend whatever their pace: without it the window went in that
+    /// slot's first second and urgent calls later in it found none (BENCHMARKS.md, "A right kept through
+    /// the last slot").
     func urgentKeep(_ window: RightsWindow, now: UnixMillis) -> Int64 {
         let perMember = window.refill == .continuous ? Self.urgentKeepPerMemberWhereRightsAccrue : Self.urgentKeepPerMember
+        if window.refill == .window && window.limit < Int64(members.count) {
+            return now >= lastSlotOpensAt(window) && now < urgentKeepReleasedAt(window) ? 1 : 0
+        }
         guard window.limit >= perMember * Int64(max(1, members.count)) else {
             return 0
         }
@@ -181,6 +187,15 @@ extension QuotaLedger {
     func urgentKeepReleasedAt(_ window: RightsWindow) -> UnixMillis {
         window.windowEnd - rightsEdgeMillis(window) - min(window.windowMillis / 20, Self.urgentKeepReleaseMillis)
     }
+
+    /// Where the members outnumber a window's calls, about when its last slot opens (``assessEstimate``: a
+    /// turn slot and a spread before the closing edge, which normal work keeps up to 500 ms clear of the end).
+    func lastSlotOpensAt(_ window: RightsWindow) -> UnixMillis {
+        window.windowEnd - Int64((turnSlotMillis + spreadMillis).rounded(.up)) - Self.normalEdgeAllowanceMillis
+    }
+
+    /// The most normal work keeps clear of an observed window's end (``windowEdge``), for ``lastSlotOpensAt(_:)``.
+    static let normalEdgeAllowanceMillis: Int64 = 500
 
     static let urgentKeepPerMember: Int64 = 8
     /// Where rights accrue, a kept right is taken back by the next one dealt rather than lost to a window's

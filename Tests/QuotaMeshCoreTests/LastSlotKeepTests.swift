@@ -1,0 +1,38 @@
+@testable import QuotaMeshCore
+import Testing
+
+/// Where the members outnumber a window's calls, the window's last slot lets every holder spend whatever
+/// its pace: each node keeps one right for urgent calls through that slot, until the closing part.
+@Suite struct LastSlotKeepTests {
+    static func mesh(nodes: Int, limit: Int64) -> TestMesh {
+        let policy = ServicePolicy(
+            limit: limit, windowMillis: 10_000, reserves: Reserves(urgent: 0, normal: 0, low: 0), burstFraction: 1)
+        var mesh = TestMesh(count: nodes, services: ["svc": policy])
+        mesh.now = (mesh.now / 10_000 + 1) * 10_000 + 100
+        return mesh
+    }
+
+    @Test func oneRightIsKeptThroughTheLastSlotWhereNodesOutnumberTheCalls() throws {
+        let mesh = Self.mesh(nodes: 30, limit: 10)
+        let key = QuotaKey(service: "svc", account: "default")
+        let ledger = mesh.nodes[0].ledger
+        let window = try #require(ledger.rightsWindow(key, now: mesh.now))
+        let opens = ledger.lastSlotOpensAt(window)
+        let released = ledger.urgentKeepReleasedAt(window)
+        #expect(opens > mesh.now && opens < released, "the slot opens within the window, before the release")
+        #expect(ledger.urgentKeep(window, now: mesh.now) == 0, "not before the last slot")
+        #expect(ledger.urgentKeep(window, now: opens - 1) == 0)
+        #expect(ledger.urgentKeep(window, now: opens) == 1)
+        #expect(ledger.urgentKeep(window, now: released - 1) == 1)
+        #expect(ledger.urgentKeep(window, now: released) == 0, "the closing part is normal work's again")
+    }
+
+    @Test func aMeshWithMoreCallsThanNodesKeepsNoneWhereItsPartIsSmall() throws {
+        // 20 nodes sharing 100 calls: 5 a member, under the 8 that the keep takes; not outnumbered either.
+        let mesh = Self.mesh(nodes: 20, limit: 100)
+        let key = QuotaKey(service: "svc", account: "default")
+        let ledger = mesh.nodes[0].ledger
+        let window = try #require(ledger.rightsWindow(key, now: mesh.now))
+        #expect(ledger.urgentKeep(window, now: ledger.lastSlotOpensAt(window)) == 0)
+    }
+}
