@@ -89,11 +89,6 @@ extension MeshInstance {
         ledger.persistenceDidFail()
     }
 
-    /// Tells the instance that its state (as ``persistedState()`` gave it) was saved.
-    public mutating func persistenceDidSucceed() {
-        ledger.persistenceDidSucceed(upTo: ledger.ledgerVersion)
-    }
-
     /// Where the ledger stands: taken with ``persistedState()`` when the state is saved while the instance
     /// goes on, and handed back to ``persistenceDidSucceed(upTo:)`` once that state is on disk.
     public var persistenceMark: UInt64 { ledger.ledgerVersion }

@@ -282,8 +282,9 @@ public actor MeshNode {
     /// written: after the work already queued on this actor, so that the acquires waiting to run decide
     /// first and one write covers their grants too. While a write is under way, what is decided meanwhile
     /// waits for the save queued when it finishes.
-    private func scheduleSave() {
-        guard saveWanted || !awaitingSave.isEmpty, !saveScheduled, !writing else { return }
+    /// `retrying`: after a failed save, with nothing new to save (a retry holds no datagram back).
+    private func scheduleSave(retrying: Bool = false) {
+        guard retrying || saveWanted || !awaitingSave.isEmpty, !saveScheduled, !writing else { return }
         saveScheduled = true
         Task { await self.saveAndRelease() }
     }
@@ -509,9 +510,6 @@ public actor MeshNode {
         apply(instance.tick(now: clock()))
         // While saves fail the instance grants nothing: try again every round, so it resumes once the disk
         // has room.
-        if persistenceError != nil && !saveScheduled && !writing {
-            saveScheduled = true
-            Task { await self.saveAndRelease() }
-        }
+        if persistenceError != nil { scheduleSave(retrying: true) }
     }
 }
