@@ -35,27 +35,34 @@ struct TestFailure: Error, CustomStringConvertible {
 /// Ports handed out in this test process, so two nodes never get the same one.
 private let handedOut = Mutex<Set<Int>>([])
 
-/// A free loopback port (UDP or TCP), found by binding port 0, never one handed out before.
+/// The ports this test process picks from: below the kernel's ephemeral range, so no socket bound to port 0
+/// (an embedded node's, a client's) can take a node's port while the node is stopped between two runs.
+private let testPorts: Range<Int> = {
+    let range = (try? String(contentsOfFile: "/proc/sys/net/ipv4/ip_local_port_range", encoding: .utf8))?
+        .split(whereSeparator: \.isWhitespace).compactMap { Int($0) }
+    let ephemeralLow = min(range?.first ?? 32768, 32768)
+    return 10_000..<max(ephemeralLow, 10_001)
+}()
+
+/// A free loopback port (UDP or TCP) outside the ephemeral range, never one handed out before.
 func freePort(udp: Bool) -> Int {
-    for _ in 0..<50 {
-        let port = probePort(udp: udp)
-        let fresh = handedOut.withLock { ports in ports.insert(port).inserted }
-        if fresh { return port }
+    for _ in 0..<1000 {
+        let port = Int.random(in: testPorts)
+        guard canBind(port, udp: udp) else { continue }
+        if handedOut.withLock({ ports in ports.insert(port).inserted }) { return port }
     }
-    return probePort(udp: udp)
+    fatalError("no free loopback port in \(testPorts)")
 }
 
-private func probePort(udp: Bool) -> Int {
+private func canBind(_ port: Int, udp: Bool) -> Bool {
     let fd = socket(AF_INET, Int32(udp ? SOCK_DGRAM.rawValue : SOCK_STREAM.rawValue), 0)
     defer { close(fd) }
     var address = sockaddr_in()
     address.sin_family = sa_family_t(AF_INET)
-    address.sin_port = 0
+    address.sin_port = UInt16(port).bigEndian
     address.sin_addr.s_addr = inet_addr("127.0.0.1")
-    var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-    _ = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) } }
-    _ = withUnsafeMutablePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) } }
-    return Int(UInt16(bigEndian: address.sin_port))
+    let length = socklen_t(MemoryLayout<sockaddr_in>.size)
+    return withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) } } == 0
 }
 
 /// Runs a `quotamesh` subcommand to completion (killed, and the test failed, after `timeout`).
