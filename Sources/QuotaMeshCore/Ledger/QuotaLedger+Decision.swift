@@ -417,8 +417,8 @@ extension QuotaLedger {
             return result(.deny(.reservedForHigherPriority, key: key, retryAt: window.resetAt, detail: .reserve))
         }
         let shares = shareOfWhatIsLeft(
-            key, remaining: remaining, limit: limit, policy: policy, resetAt: window.resetAt, windowMillis: windowLength,
-            now: now)
+            key, own: own, remaining: remaining, limit: limit, policy: policy, resetAt: window.resetAt,
+            windowMillis: windowLength, now: now)
         let share = shares.share
         sharesWorkedOut = shares.cache
         let usable = share * (remaining - floor)
@@ -505,7 +505,11 @@ extension QuotaLedger {
         let urgentMargin = policy.reserves.normal * limit * timeLeft / 2
         let burst = share * policy.burstFraction * limit
         var tolerance = burst / rate
-        if request.priority == .urgent && remaining - cost >= urgentMargin {
+        // Where rights apply, what urgent work may spend is what this node holds or is given: it goes at once,
+        // and rights (which follow urgent demand first) share it out when it exceeds the limit.
+        if request.priority == .urgent && byRights {
+            tolerance = .infinity
+        } else if request.priority == .urgent && remaining - cost >= urgentMargin {
             tolerance += Self.urgentBurstCalls * cost / rate
             // While every node's urgent demand fits in what is left, urgent work is not paced at all: the
             // first tier has already set that much aside for it, and every other node's pace shrinks as it
@@ -515,9 +519,6 @@ extension QuotaLedger {
                 tolerance = .infinity
             }
         }
-        // Where rights apply, what urgent work may spend is what this node holds or is given: it goes at once,
-        // and rights (which follow urgent demand first) share it out when it exceeds the limit.
-        if request.priority == .urgent && byRights { tolerance = .infinity }
         let earliest = bucket.earliestAdmission(tolerance: tolerance)
         if earliest > Double(now) {
             var retry = earliest < 9e15 ? UnixMillis(earliest.rounded(.up)) : window.resetAt
@@ -652,15 +653,17 @@ extension QuotaLedger {
         windowMillis: Double, now: UnixMillis
     ) -> Double {
         let shares = shareOfWhatIsLeft(
-            key, remaining: remaining, limit: limit, policy: policy, resetAt: resetAt, windowMillis: windowMillis, now: now)
+            key, own: local[key], remaining: remaining, limit: limit, policy: policy, resetAt: resetAt,
+            windowMillis: windowMillis, now: now)
         if let cache = shares.cache { shareCache[key] = cache }
         return shares.share
     }
 
     /// ``fairShare(_:remaining:limit:policy:resetAt:windowMillis:now:)`` changing nothing: the share, and
-    /// the other nodes' demand tiers when they were worked out rather than taken from the cache.
+    /// the other nodes' demand tiers when they were worked out rather than taken from the cache. `own`: this
+    /// node's state of `key`, already looked up.
     func shareOfWhatIsLeft(
-        _ key: QuotaKey, remaining: Double, limit: Double, policy: ServicePolicy, resetAt: UnixMillis,
+        _ key: QuotaKey, own ownQuota: LocalQuota?, remaining: Double, limit: Double, policy: ServicePolicy, resetAt: UnixMillis,
         windowMillis: Double, now: UnixMillis
     ) -> (share: Double, cache: ShareCache?) {
         guard remaining > 0 else { return (0, nil) }
@@ -694,7 +697,7 @@ extension QuotaLedger {
             ]
             workedOut = ShareCache(round: round, liveVersion: liveVersion, claimants: live.count + pending, tiers: tiers)
         }
-        let own = local[key]?.signedDemand(signedAfter: now.saturatingSubtract(Int64(windowMillis))) ?? Demand.zero
+        let own = ownQuota?.signedDemand(signedAfter: now.saturatingSubtract(Int64(windowMillis))) ?? Demand.zero
         let seconds = Double(max(resetAt - now, 1)) / 1000
         let count = live.count + pending + 1
         let floorNeed = min(remaining, policy.burstFraction * limit) / Double(count)

@@ -258,10 +258,11 @@ public struct RightsBalances: Sendable {
     /// balance, so every giver's coverage, and so every credit, stays as it was); `false` leaves the
     /// balances unchanged, to be worked out afresh.
     public mutating func noteSpent(_ amount: UInt64, by member: VerifyingKey) -> Bool {
-        guard let held = holdings[member], !uncovered.contains(member),
-            held >= Int64(clamping: amount)
+        // One look-up of the member, and none in `uncovered` when every giver is covered (the usual case).
+        guard let index = holdings.index(forKey: member), uncovered.isEmpty || !uncovered.contains(member),
+            holdings.values[index] >= Int64(clamping: amount)
         else { return false }
-        holdings[member] = held - Int64(clamping: amount)
+        holdings.values[index] -= Int64(clamping: amount)
         return true
     }
 
