@@ -663,8 +663,8 @@ extension QuotaLedger {
     /// the other nodes' demand tiers when they were worked out rather than taken from the cache. `own`: this
     /// node's state of `key`, already looked up.
     func shareOfWhatIsLeft(
-        _ key: QuotaKey, own ownQuota: LocalQuota?, remaining: Double, limit: Double, policy: ServicePolicy, resetAt: UnixMillis,
-        windowMillis: Double, now: UnixMillis
+        _ key: QuotaKey, own ownQuota: LocalQuota?, remaining: Double, limit: Double, policy: ServicePolicy,
+        resetAt: UnixMillis, windowMillis: Double, now: UnixMillis
     ) -> (share: Double, cache: ShareCache?) {
         guard remaining > 0 else { return (0, nil) }
         // Until a liveness timeout has passed since start, peers not heard from yet still count (with no
