@@ -27,6 +27,27 @@ import Testing
         #expect(ledger.urgentKeep(window, now: released) == 0, "the closing part is normal work's again")
     }
 
+    /// The keep starts where the estimate's last slot opens: a turn slot and a spread before the closing edge
+    /// that normal work keeps from an observed window's end (``QuotaLedger/windowEdge(_:length:priority:)``),
+    /// which is a tenth of a short window, not the 500 ms of a long one.
+    @Test(arguments: [2_000, 10_000] as [Int64])
+    func theKeepStartsWhereTheEstimatesLastSlotOpens(windowMillis: Int64) throws {
+        let policy = ServicePolicy(
+            limit: 5, windowMillis: windowMillis, reserves: Reserves(urgent: 0, normal: 0, low: 0), burstFraction: 1)
+        var mesh = TestMesh(count: 12, services: ["svc": policy])
+        mesh.now = (mesh.now / windowMillis + 1) * windowMillis + 10
+        let key = QuotaKey(service: "svc", account: "default")
+        let ledger = mesh.nodes[0].ledger
+        let window = try #require(ledger.rightsWindow(key, now: mesh.now))
+        let observed = QuotaLedger.Window(resetAt: window.windowEnd, limit: 5, windowMillis: windowMillis, observed: true)
+        let closingEdge = window.windowEnd
+            - Int64(ledger.windowEdge(observed, length: Double(windowMillis), priority: .normal).rounded(.up))
+        let opens = ledger.lastSlotOpensAt(window)
+        #expect(closingEdge - opens == Int64((ledger.turnSlotMillis + ledger.spreadMillis).rounded(.up)))
+        #expect(ledger.urgentKeep(window, now: opens - 1) == 0)
+        #expect(ledger.urgentKeep(window, now: opens) == 1)
+    }
+
     @Test func aMeshWithMoreCallsThanNodesKeepsNoneWhereItsPartIsSmall() throws {
         // 20 nodes sharing 100 calls: 5 a member, under the 8 that the keep takes; not outnumbered either.
         let mesh = Self.mesh(nodes: 20, limit: 100)

@@ -744,7 +744,13 @@ extension QuotaLedger {
     /// tenth of the window, for normal and low calls in a window whose edges are the upstream's own; 0 for
     /// urgent calls and for windows this node aligns to the epoch on its own.
     func windowEdge(_ window: Window, length: Double, priority: Priority) -> Double {
-        priority == .urgent || !window.observed ? 0 : min(Double(configuration.windowEdgeMillis), length / 10)
+        priority == .urgent || !window.observed ? 0 : normalEdgeMillis(length: length)
+    }
+
+    /// How far normal and low work keeps from each edge of an observed window `length` ms long:
+    /// `windowEdgeMillis`, at most a tenth of the window.
+    func normalEdgeMillis(length: Double) -> Double {
+        min(Double(configuration.windowEdgeMillis), length / 10)
     }
 
     /// The pace (calls per ms) at which this node spends `share` of `remaining` over the rest of the window:

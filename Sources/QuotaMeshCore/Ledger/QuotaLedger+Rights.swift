@@ -188,14 +188,13 @@ extension QuotaLedger {
         window.windowEnd - rightsEdgeMillis(window) - min(window.windowMillis / 20, Self.urgentKeepReleaseMillis)
     }
 
-    /// Where the members outnumber a window's calls, about when its last slot opens (``assessEstimate``: a
-    /// turn slot and a spread before the closing edge, which normal work keeps up to 500 ms clear of the end).
+    /// Where the members outnumber a window's calls, when its last slot opens (``assessEstimate``: a turn
+    /// slot and a spread before the closing edge that normal work keeps from an observed window's end,
+    /// ``normalEdgeMillis(length:)``).
     func lastSlotOpensAt(_ window: RightsWindow) -> UnixMillis {
-        window.windowEnd - Int64((turnSlotMillis + spreadMillis).rounded(.up)) - Self.normalEdgeAllowanceMillis
+        window.windowEnd - Int64(normalEdgeMillis(length: Double(window.windowMillis)).rounded(.up))
+            - Int64((turnSlotMillis + spreadMillis).rounded(.up))
     }
-
-    /// The most normal work keeps clear of an observed window's end (``windowEdge``), for ``lastSlotOpensAt(_:)``.
-    static let normalEdgeAllowanceMillis: Int64 = 500
 
     static let urgentKeepPerMember: Int64 = 8
     /// Where rights accrue, a kept right is taken back by the next one dealt rather than lost to a window's
