@@ -322,6 +322,13 @@ def run_mode(mode, binary, seconds, agents, seed, upstream_kind):
             "killed_agent": f"{sum(1 for r in mine if r[0] == KILLED and r[3] is not None)}/{sum(1 for r in mine if r[0] == KILLED)}"
             if mode == "quotamesh" else "-",
         }
+    # When each window's LIMIT-th call reached the upstream (absent: the window was never spent).
+    spent_at, counts = {}, {}
+    for t, _ in sorted(calls):
+        w = int(t // WINDOW)
+        counts[w] = counts.get(w, 0) + 1
+        if counts[w] == LIMIT:
+            spent_at[w] = t
     for priority in ("urgent", "normal", "low"):
         mine = [r for r in results if r[1] == priority]
         waits = sorted(r[3] - r[2] for r in mine if r[3] is not None)
@@ -332,6 +339,19 @@ def run_mode(mode, binary, seconds, agents, seed, upstream_kind):
             "told_not_now": sum(r[4] for r in mine),
             "unanswered": sum(1 for r in mine if not r[5]),
         }
+    # Urgent tasks made while their window still had a call left: before its LIMIT-th call, and 50 ms
+    # clear of its end (the nodes spend no rights in a window's last 50 ms), the simulator's "where
+    # rights exist" seen from the upstream. A task that then waited (failed ones count as 30 s) is the
+    # tail that rights should remove.
+    left = [r for r in results if r[1] == "urgent" and (r[2] % WINDOW) < WINDOW - 0.05
+            and r[2] < spent_at.get(int(r[2] // WINDOW), float("inf"))]
+    waits = sorted((r[3] - r[2]) if r[3] is not None else 30.0 for r in left)
+    summary["urgent_where_calls_were_left"] = {
+        "tasks": len(waits),
+        "p50_s": round(waits[len(waits) // 2], 3) if waits else None,
+        "p99_s": round(waits[min(len(waits) - 1, int(len(waits) * 0.99))], 3) if waits else None,
+        "max_s": round(waits[-1], 3) if waits else None,
+    }
     return summary
 
 
@@ -371,6 +391,15 @@ def print_tables(rows):
         unanswered = sum(r["priorities"][p]["unanswered"] for p in r["priorities"])
         print(f"| {r['mode']} | {r['upstream_calls']} | {r['upstream_429s']} | {r['max_admitted_ratio']} | {r['utilization']} | "
               + " | ".join(cells) + f" | {told} | {unanswered} |")
+    print()
+    print("Urgent tasks made while their window still had a call left (before its 100th call, 50 ms clear of its end):")
+    print()
+    print("| mode | tasks | wait p50 s | wait p99 s | max s |")
+    print("|---|---|---|---|---|")
+    for r in rows:
+        u = r.get("urgent_where_calls_were_left")
+        if u:
+            print(f"| {r['mode']} | {u['tasks']} | {u['p50_s']} | {u['p99_s']} | {u['max_s']} |")
     print()
     print("Before and after the kill (tasks by creation time; windows wholly on one side):")
     print()
