@@ -322,12 +322,15 @@ def run_mode(mode, binary, seconds, agents, seed, upstream_kind):
             "killed_agent": f"{sum(1 for r in mine if r[0] == KILLED and r[3] is not None)}/{sum(1 for r in mine if r[0] == KILLED)}"
             if mode == "quotamesh" else "-",
         }
-    # When each window's LIMIT-th call reached the upstream (absent: the window was never spent).
+    # When the last call the connected nodes could make in each window reached the upstream (absent: they
+    # never made it): the LIMIT-th call, or in quotamesh mode, in the windows wholly after the kill, the
+    # call before the killed node's part (its rights stay with it until the window ends).
     spent_at, counts = {}, {}
     for t, _ in sorted(calls):
         w = int(t // WINDOW)
         counts[w] = counts.get(w, 0) + 1
-        if counts[w] == LIMIT:
+        reachable = LIMIT - LIMIT // agents if mode == "quotamesh" and w > kill_window else LIMIT
+        if counts[w] == reachable:
             spent_at[w] = t
     for priority in ("urgent", "normal", "low"):
         mine = [r for r in results if r[1] == priority]
@@ -339,9 +342,9 @@ def run_mode(mode, binary, seconds, agents, seed, upstream_kind):
             "told_not_now": sum(r[4] for r in mine),
             "unanswered": sum(1 for r in mine if not r[5]),
         }
-    # Urgent tasks made while their window still had a call left: before its LIMIT-th call, and 50 ms
-    # clear of its end (the nodes spend no rights in a window's last 50 ms), the simulator's "where
-    # rights exist" seen from the upstream. A task that then waited (failed ones count as 30 s) is the
+    # Urgent tasks made while their window still had a call left that the connected nodes could make
+    # (above), and 50 ms clear of its end (the nodes spend no rights in a window's last 50 ms): the
+    # simulator's "where rights exist" seen from the upstream. A task that then waited (failed ones count as 30 s) is the
     # tail that rights should remove.
     left = [r for r in results if r[1] == "urgent" and (r[2] % WINDOW) < WINDOW - 0.05
             and r[2] < spent_at.get(int(r[2] // WINDOW), float("inf"))]
@@ -392,7 +395,8 @@ def print_tables(rows):
         print(f"| {r['mode']} | {r['upstream_calls']} | {r['upstream_429s']} | {r['max_admitted_ratio']} | {r['utilization']} | "
               + " | ".join(cells) + f" | {told} | {unanswered} |")
     print()
-    print("Urgent tasks made while their window still had a call left (before its 100th call, 50 ms clear of its end):")
+    print("Urgent tasks made while their window still had a call left that the live nodes could make (in quotamesh mode the")
+    print("killed node keeps its part of every window after the kill), 50 ms clear of the window's end:")
     print()
     print("| mode | tasks | wait p50 s | wait p99 s | max s |")
     print("|---|---|---|---|---|")
