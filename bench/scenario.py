@@ -201,6 +201,13 @@ def window_stats(calls, first, last):
     return (max(c[0] for c in windows.values()) / LIMIT, statistics.mean(c[1] for c in windows.values()) / LIMIT)
 
 
+def quantiles(values):
+    """(p50, p99) of `values` (sorted), to 3 places; (None, None) when empty."""
+    if not values:
+        return None, None
+    return round(values[len(values) // 2], 3), round(values[min(len(values) - 1, int(len(values) * 0.99))], 3)
+
+
 def rounded(value):
     """`value` to 3 places, or "-" when there was nothing to measure."""
     return "-" if value is None else round(value, 3)
@@ -335,25 +342,21 @@ def run_mode(mode, binary, seconds, agents, seed, upstream_kind):
     for priority in ("urgent", "normal", "low"):
         mine = [r for r in results if r[1] == priority]
         waits = sorted(r[3] - r[2] for r in mine if r[3] is not None)
+        p50, p99 = quantiles(waits)
         summary["priorities"][priority] = {
-            "tasks": len(mine), "succeeded": len(waits),
-            "p50_s": round(waits[len(waits) // 2], 3) if waits else None,
-            "p99_s": round(waits[min(len(waits) - 1, int(len(waits) * 0.99))], 3) if waits else None,
+            "tasks": len(mine), "succeeded": len(waits), "p50_s": p50, "p99_s": p99,
             "told_not_now": sum(r[4] for r in mine),
             "unanswered": sum(1 for r in mine if not r[5]),
         }
     # Urgent tasks made while their window still had a call left that the connected nodes could make
     # (above), and 50 ms clear of its end (the nodes spend no rights in a window's last 50 ms): the
-    # simulator's "where rights exist" seen from the upstream. A task that then waited (failed ones count as 30 s) is the
-    # tail that rights should remove.
+    # simulator's "where rights exist" seen from the upstream. A task that never succeeded counts as 30 s.
     left = [r for r in results if r[1] == "urgent" and (r[2] % WINDOW) < WINDOW - 0.05
             and r[2] < spent_at.get(int(r[2] // WINDOW), float("inf"))]
     waits = sorted((r[3] - r[2]) if r[3] is not None else 30.0 for r in left)
+    p50, p99 = quantiles(waits)
     summary["urgent_where_calls_were_left"] = {
-        "tasks": len(waits),
-        "p50_s": round(waits[len(waits) // 2], 3) if waits else None,
-        "p99_s": round(waits[min(len(waits) - 1, int(len(waits) * 0.99))], 3) if waits else None,
-        "max_s": round(waits[-1], 3) if waits else None,
+        "tasks": len(waits), "p50_s": p50, "p99_s": p99, "max_s": round(waits[-1], 3) if waits else None,
     }
     return summary
 

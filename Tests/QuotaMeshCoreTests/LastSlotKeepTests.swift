@@ -4,11 +4,11 @@ import Testing
 /// Where the members outnumber a window's calls, the window's last slot lets every holder spend whatever
 /// its pace: each node keeps one right for urgent calls through that slot, until the closing part.
 @Suite struct LastSlotKeepTests {
-    static func mesh(nodes: Int, limit: Int64) -> TestMesh {
+    static func mesh(nodes: Int, limit: Int64, windowMillis: Int64 = 10_000) -> TestMesh {
         let policy = ServicePolicy(
-            limit: limit, windowMillis: 10_000, reserves: Reserves(urgent: 0, normal: 0, low: 0), burstFraction: 1)
+            limit: limit, windowMillis: windowMillis, reserves: Reserves(urgent: 0, normal: 0, low: 0), burstFraction: 1)
         var mesh = TestMesh(count: nodes, services: ["svc": policy])
-        mesh.now = (mesh.now / 10_000 + 1) * 10_000 + 100
+        mesh.now = (mesh.now / windowMillis + 1) * windowMillis + 100
         return mesh
     }
 
@@ -32,10 +32,7 @@ import Testing
     /// which is a tenth of a short window, not the 500 ms of a long one.
     @Test(arguments: [2_000, 10_000] as [Int64])
     func theKeepStartsWhereTheEstimatesLastSlotOpens(windowMillis: Int64) throws {
-        let policy = ServicePolicy(
-            limit: 5, windowMillis: windowMillis, reserves: Reserves(urgent: 0, normal: 0, low: 0), burstFraction: 1)
-        var mesh = TestMesh(count: 12, services: ["svc": policy])
-        mesh.now = (mesh.now / windowMillis + 1) * windowMillis + 10
+        let mesh = Self.mesh(nodes: 12, limit: 5, windowMillis: windowMillis)
         let key = QuotaKey(service: "svc", account: "default")
         let ledger = mesh.nodes[0].ledger
         let window = try #require(ledger.rightsWindow(key, now: mesh.now))
