@@ -108,10 +108,13 @@ import QuotaMeshCrypto
 
     /// A model of the protocol: each node keeps its own ledger and whatever copies of the others' it has
     /// received (possibly old ones: messages are delayed, lost, duplicated and reordered), spends or gives
-    /// only what ``RightsBalances`` says it holds in that view, and restarts from its saved ledger.
+    /// only what ``RightsBalances`` says it holds in that view (with the versions it credited before),
+    /// and restarts from its saved ledger. In half the runs member 0 lies: it signs gifts and spends
+    /// whatever its books say (its versions still only grow: a fork is quarantined where it is seen), and
+    /// the honest members together still spend no more than the limit.
     @Test func nodesActingOnStaleViewsNeverSpendMoreThanTheLimitTogether() async {
-        let input = zip(Gen.uint64(in: 0...UInt64.max), Gen.int(in: 2...6), Gen.int64(in: 1...40))
-        await propertyCheck(count: 200, input: input) { seed, count, limit in
+        let input = zip(Gen.uint64(in: 0...UInt64.max), Gen.int(in: 2...6), Gen.int64(in: 1...40), Gen.bool)
+        await propertyCheck(count: 300, input: input) { seed, count, limit, withLiar in
             var rng = SplitMix64(seed: seed)
             let members = Array(Self.keys.prefix(count))
             let allotment = RightsAllotment(members: members, limit: limit, windowEnd: 10_000)
@@ -119,18 +122,23 @@ import QuotaMeshCrypto
             // Every version of every ledger ever signed, so that deliveries can be old ones.
             var history = own.map { [$0] }
             var views: [[VerifyingKey: RightsLedger]] = members.map { _ in [:] }
+            var credited: [[VerifyingKey: RightsLedger]] = members.map { _ in [:] }
+            let honest = withLiar ? 1..<count : 0..<count
             for _ in 0..<300 {
                 let node = Int.random(in: 0..<count, using: &rng)
                 var view = views[node]
                 view[members[node]] = own[node]
-                let held = RightsBalances(ledgers: view, allotment: allotment).holding(of: members[node])
+                let balances = RightsBalances(ledgers: view, allotment: allotment, credited: credited[node])
+                credited[node] = balances.creditedLedgers
+                let lying = withLiar && node == 0
+                let held = lying ? Int64.max : balances.holding(of: members[node])
                 switch Int.random(in: 0..<4, using: &rng) {
                 case 0:
                     let cost = Int64.random(in: 1...3, using: &rng)
                     if held >= cost { own[node].spent += UInt64(cost) }
                 case 1:
                     let receiver = Int.random(in: 0..<count, using: &rng)
-                    let amount = Int64.random(in: 1...5, using: &rng)
+                    let amount = Int64.random(in: 1...(lying ? 40 : 5), using: &rng)
                     if receiver != node, held >= amount { own[node].give(UInt64(amount), to: members[receiver]) }
                 case 2:
                     // A copy of some version of another's ledger arrives (merged, as records are).
@@ -142,15 +150,61 @@ import QuotaMeshCrypto
                     }
                 default:
                     // A crash: the node restarts from its saved ledger (saved before any spend or gift) and
-                    // has lost its copies of the others'.
+                    // has lost its copies of the others' and what it credited.
                     views[node] = [:]
+                    credited[node] = [:]
                 }
                 history[node].append(own[node])
-                let spent = own.reduce(UInt64(0)) { $0 + $1.netSpent }
+                let spent = honest.reduce(UInt64(0)) { $0 + own[$1].netSpent }
                 #expect(spent <= UInt64(limit), "seed \(seed): \(spent) spent of \(limit)")
                 if spent > UInt64(limit) { return }
             }
         }
+    }
+
+    /// A giver's newer ledger that arrives before the ledgers crediting it does not take back what an
+    /// earlier version of it gave (and what was spent of that downstream); its newer gifts wait until its
+    /// books balance, and a version its ledger no longer covers (a fork) is not credited.
+    @Test func aGiverAheadOfTheViewKeepsItsEarlierGiftsCredited() {
+        let members = Array(Self.keys.prefix(4))
+        let (a, b, c, d) = (members[0], members[1], members[2], members[3])
+        let allotment = RightsAllotment(members: members, limit: 40, windowEnd: 10_000)
+        var early = RightsLedger(windowEnd: 10_000)
+        early.give(5, to: c)
+        var spender = RightsLedger(windowEnd: 10_000, spent: 12)
+        let first = RightsBalances(ledgers: [b: early, c: spender], allotment: allotment)
+        #expect(first.holding(of: c) == 3)
+        // B then received 5 from A and gave 10 to D; A's ledger has not arrived.
+        var later = early
+        later.give(10, to: d)
+        let ahead: [VerifyingKey: RightsLedger] = [b: later, c: spender]
+        let withoutCredits = RightsBalances(ledgers: ahead, allotment: allotment)
+        #expect(withoutCredits.holding(of: c) == -2, "the rule alone takes C's credit back")
+        let kept = RightsBalances(ledgers: ahead, allotment: allotment, credited: first.creditedLedgers)
+        #expect(kept.holding(of: c) == 3)
+        #expect(kept.holding(of: d) == 10, "B's newer gift waits")
+        #expect(kept.uncovered == [b])
+        #expect(kept.creditedLedgers[b] == early)
+        // A's ledger arrives: B's books balance, and its newer gift is credited.
+        var giver = RightsLedger(windowEnd: 10_000)
+        giver.give(5, to: b)
+        let whole = RightsBalances(
+            ledgers: [a: giver, b: later, c: spender], allotment: allotment, credited: kept.creditedLedgers)
+        #expect(whole.holding(of: d) == 20)
+        #expect(whole.uncovered.isEmpty)
+        #expect(whole.creditedLedgers[b] == later)
+        // A version the giver's ledger does not cover is not credited: its gift to C went elsewhere.
+        var fork = RightsLedger(windowEnd: 10_000)
+        fork.give(10, to: d)
+        spender.spent = 10
+        let forked = RightsBalances(ledgers: [b: fork, c: spender], allotment: allotment, credited: first.creditedLedgers)
+        #expect(forked.holding(of: c) == 0)
+        // A giver that then spends more than it holds burns its own: what it gave C before still counts.
+        var overspent = early
+        overspent.spent = 30
+        let burnt = RightsBalances(
+            ledgers: [b: overspent, c: spender], allotment: allotment, credited: first.creditedLedgers)
+        #expect(burnt.holding(of: c) == 5)
     }
 
     @Test func aSpendTakenIntoAccountInPlaceGivesTheBalancesWorkedOutAfresh() async {

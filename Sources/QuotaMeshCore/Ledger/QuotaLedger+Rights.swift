@@ -58,15 +58,20 @@ extension QuotaLedger {
             $0.allotment.windowEnd == window.windowEnd && $0.allotment.limit == window.limit
                 ? $0.allotment.dealing(window.unlocked) : nil
         } ?? RightsAllotment(members: members, limit: window.limit, windowEnd: window.windowEnd, unlocked: window.unlocked)
-        let balances = computeBalances(key, allotment: allotment)
+        // The versions credited before still count while they balance (``RightsBalances``).
+        let credited = cached.flatMap { $0.allotment.windowEnd == window.windowEnd ? $0.balances.creditedLedgers : nil }
+        let balances = computeBalances(key, allotment: allotment, credited: credited ?? [:])
         return (
             balances,
             RightsCache(allotment: allotment, aggregateVersion: aggregateVersion, ownVersion: ledgerVersion, balances: balances)
         )
     }
 
-    /// ``balances(_:window:)`` worked out afresh, changing nothing.
-    func computeBalances(_ key: QuotaKey, allotment: RightsAllotment) -> RightsBalances {
+    /// ``balances(_:window:)`` worked out afresh, changing nothing; `credited`: the versions of the givers'
+    /// ledgers credited before in the same window.
+    func computeBalances(
+        _ key: QuotaKey, allotment: RightsAllotment, credited: [VerifyingKey: RightsLedger] = [:]
+    ) -> RightsBalances {
         var ledgers: [VerifyingKey: RightsLedger] = [:]
         if let aggregate = remote[key] {
             for (origin, entry) in aggregate.origins {
@@ -74,7 +79,7 @@ extension QuotaLedger {
             }
         }
         if let own = local[key]?.state.ledger, own.windowEnd == allotment.windowEnd { ledgers[publicKey] = own }
-        return RightsBalances(ledgers: ledgers, allotment: allotment)
+        return RightsBalances(ledgers: ledgers, allotment: allotment, credited: credited)
     }
 
     /// The rights this node holds for `key` now, `nil` when the key has no known limit (for the API).

@@ -193,19 +193,28 @@ public struct RightsAllotment: Sendable, Hashable {
 /// The balance of every member in one window, from every origin's ledger: what each holds, and what
 /// each received from givers whose own books balance.
 ///
-/// A giver's transfers count only while its ledger is covered: `initial + received ≥ spent + given`,
-/// with `received` counted the same way. A ledger that is not covered is either ahead of this node's
-/// view (transfers to it not heard of yet) or a liar's; either way, crediting it could create rights
-/// that do not exist, so its transfers wait. The credits are the greatest fixpoint of that rule,
-/// found by removing uncovered givers until none is left: crediting never exceeds what the covered
-/// givers can pay, so the balances this node acts on never add up to more than the limit.
+/// A giver's transfers count only from a version of its ledger whose books balance in this view:
+/// `initial + received ≥ spent + given`, with `received` counted the same way. A ledger that does not
+/// balance is either ahead of this node's view (transfers to it not heard of yet) or a liar's; either way,
+/// crediting it could create rights that do not exist, so its newer transfers wait. Where an earlier
+/// version of the giver's ledger was credited (`credited`, the ``creditedLedgers`` of the balances worked
+/// out before), its transfers count while that version still balances: every count only grows, so it is
+/// the giver's own signed word, covered by the newer one. Without it, one giver's newer record arriving
+/// before the records that credit it took back every credit downstream of it (N = 100: a node's view
+/// lost the credits of half the mesh at once; BENCHMARKS.md, "Credits that stay"). The credits are the
+/// greatest fixpoint of that rule, found by stepping givers down (latest, last credited, none) until every
+/// version credited balances: crediting never exceeds what the credited versions can pay, so the
+/// balances this node acts on never add up to more than the limit.
 public struct RightsBalances: Sendable {
     /// What each member holds: initial + credited − spent − given (may be negative for an uncovered one).
     public private(set) var holdings: [VerifyingKey: Int64] = [:]
-    /// What each member received from covered givers.
+    /// What each member received from credited versions of its givers' ledgers.
     public private(set) var received: [VerifyingKey: UInt64] = [:]
-    /// Givers whose ledgers are not covered (their transfers are not credited).
+    /// Givers whose latest ledgers do not balance (their newer transfers are not credited).
     public private(set) var uncovered: Set<VerifyingKey> = []
+    /// The version of each giver's ledger whose transfers are credited: its latest where that balances,
+    /// else the earlier one still credited. Pass them to the next balances of the same window.
+    public private(set) var creditedLedgers: [VerifyingKey: RightsLedger] = [:]
     /// What each member received by every transfer seen, covered or not (``believedHolding(of:)``).
     private var announced: [VerifyingKey: UInt64] = [:]
 
@@ -213,35 +222,48 @@ public struct RightsBalances: Sendable {
     /// - Parameters:
     ///   - ledgers: every origin's ledger for the window (others for other windows are passed over).
     ///   - allotment: the window's initial split.
-    public init(ledgers: [VerifyingKey: RightsLedger], allotment: RightsAllotment) {
+    ///   - credited: the versions credited when the balances were last worked out (``creditedLedgers``);
+    ///     one counts only while the origin's ledger in `ledgers` covers it and it still balances.
+    public init(
+        ledgers: [VerifyingKey: RightsLedger], allotment: RightsAllotment,
+        credited: [VerifyingKey: RightsLedger] = [:]
+    ) {
         let current = ledgers.filter { $0.value.windowEnd == allotment.windowEnd }
-        var covered = Set(current.keys)
+        // Each giver's version in force, stepped down from its latest to the one last credited (while the
+        // latest covers it), then to none.
+        var inForce = current
+        var fallback: [VerifyingKey: RightsLedger] = [:]
+        for (origin, earlier) in credited where earlier.windowEnd == allotment.windowEnd && earlier != current[origin] {
+            if let latest = current[origin], latest.covers(earlier) { fallback[origin] = earlier }
+        }
         var received: [VerifyingKey: UInt64] = [:]
         var firstPass = true
         while true {
             received = [:]
-            for giver in covered {
-                for transfer in current[giver]?.given ?? [] {
+            for (_, ledger) in inForce {
+                for transfer in ledger.given {
                     received[transfer.receiver, default: 0] = received[transfer.receiver, default: 0]
                         .saturatingAdd(transfer.amount)
                 }
             }
-            // The first pass, with every giver covered, credits every transfer seen.
+            // The first pass, with every latest ledger in force, credits every transfer seen.
             if firstPass {
                 announced = received
                 firstPass = false
             }
-            let failing = covered.filter { giver in
-                guard let ledger = current[giver] else { return true }
+            let failing = inForce.filter { giver, ledger in
                 let inflow = Int64(clamping: received[giver] ?? 0)
                 let outflow = Int64(clamping: ledger.netSpent.saturatingAdd(ledger.totalGiven))
                 return allotment.initial(of: giver).saturatingAdd(inflow) < outflow
             }
             if failing.isEmpty { break }
-            covered.subtract(failing)
+            for giver in failing.keys {
+                inForce[giver] = fallback.removeValue(forKey: giver)
+            }
         }
         self.received = received
-        self.uncovered = Set(current.keys).subtracting(covered)
+        self.creditedLedgers = inForce
+        self.uncovered = Set(current.keys.filter { inForce[$0] != current[$0] })
         for member in allotment.members {
             let ledger = current[member]
             let outflow = Int64(clamping: (ledger?.netSpent ?? 0).saturatingAdd(ledger?.totalGiven ?? 0))
