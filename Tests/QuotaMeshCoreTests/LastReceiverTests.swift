@@ -29,3 +29,41 @@ import Testing
         #expect(ledger.giveRights(1, of: key, window: window, to: last, now: mesh.now) == 1)
     }
 }
+
+/// A holder whose ledger names its last receiver can give nobody new anything: asked for urgent work by
+/// a node it does not name, it gives through a receiver it names that can still give the asker some.
+@Suite struct RelayedRightsTests {
+    static let key = QuotaKey(service: "svc")
+    static let members = (0..<15).map { testKey($0).publicKey }
+
+    @Test func aFullLedgerPassesUrgentWorkItsRightsThroughAReceiverItNames() throws {
+        let now: UnixMillis = 1_800_000_000_100
+        let policy = ServicePolicy(
+            limit: 300, windowMillis: 10_000, reserves: Reserves(urgent: 0, normal: 0, low: 0), burstFraction: 1)
+        let infos = Self.members.indices.map { PeerInfo(name: "n\($0)", key: Self.members[$0], endpoint: endpoint($0)) }
+        var ledger = QuotaLedger(
+            owner: Self.members[0], configuration: MeshConfiguration(services: ["svc": policy]),
+            directory: PeerDirectory(infos), restored: nil, now: now)
+        ledger.mesh = MeshFacts(
+            live: Array(Self.members.dropFirst()).sorted(), liveVersion: 1, unheard: 0, peerCount: 14, round: 1)
+        let window = try #require(ledger.rightsWindow(Self.key, now: now))
+        // Node 0 holds 20 and names receivers 1-12; the twelfth takes what it can spare, one right stays.
+        for receiver in 1...RightsLedger.maxReceivers {
+            #expect(ledger.giveRights(1, of: Self.key, window: window, to: Self.members[receiver], now: now) >= 1)
+        }
+        #expect(ledger.balances(Self.key, window: window).holding(of: Self.members[0]) == 1)
+        let urgent = RightsRequest(key: Self.key, windowEnd: window.windowEnd, amount: 1, priority: .urgent)
+        // Receiver 1's ledger in view names twelve others, not node 13: it could not give node 13 anything.
+        var full = RightsLedger(windowEnd: window.windowEnd)
+        for peer in [2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 14] { _ = full.give(1, to: Self.members[peer]) }
+        #expect(full.given.count == RightsLedger.maxReceivers)
+        ledger.absorb(QuotaState(ledger: full), of: Self.members[1], key: Self.key, stamp: now, records: [])
+        // Asked by node 13, it gives its right to the receiver that holds least and can still give node 13
+        // some: receivers 2-11 hold 22 each, receiver 1 is full, receiver 12 holds the surplus.
+        // (among equal holdings, the least key).
+        let relay = try #require(Self.members[2...11].min())
+        #expect(ledger.answer(urgent, from: Self.members[13], now: now) == .relayed(window, through: relay))
+        #expect(ledger.ownLedger(Self.key, window: window).given(to: relay) == 2)
+        #expect(ledger.balances(Self.key, window: window).holding(of: Self.members[0]) == 0)
+    }
+}

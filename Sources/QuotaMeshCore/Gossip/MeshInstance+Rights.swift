@@ -17,6 +17,12 @@ extension MeshInstance {
         case .gave(let window):
             guard let record = signOwnRecord(request.key, now: now) else { return }
             dissemination.sendRecords([record] + rightsSupport(request.key, window: window), to: sender, now: now, into: &out)
+        case .relayed(let window, let relay):
+            guard let record = signOwnRecord(request.key, now: now) else { return }
+            let support = rightsSupport(request.key, window: window)
+            dissemination.sendRecords([record] + support, to: relay, now: now, into: &out)
+            let relayed = records.index(of: SlotID(origin: relay, slot: .quota(request.key))).map { [records.records[$0]] } ?? []
+            dissemination.sendRecords([record] + support + relayed, to: sender, now: now, into: &out)
         case .nothingToSpare(let hints):
             guard let record = currentOwnRecord(request.key, now: now) else { return }
             let hinted = hints.compactMap { holder in

@@ -233,6 +233,27 @@ extension QuotaLedger {
         return holders.prefix(count).map(\.key)
     }
 
+    /// Where this node's ledger of `key` names its last receiver and `asker` is not one of them: a live
+    /// receiver it names that can still give `asker` rights, as far as its ledger in view says (the one
+    /// that holds least first, so that the relayed rights do not pile up where rights already are).
+    func relay(_ key: QuotaKey, window: RightsWindow, for asker: VerifyingKey) -> VerifyingKey? {
+        let ledger = ownLedger(key, window: window)
+        guard !ledger.canGive(to: asker) else { return nil }
+        let live = Set(self.live)
+        let balances = currentBalances(key, window: window).0
+        return ledger.given.map(\.receiver)
+            .filter { $0 != asker && live.contains($0) && mayGive($0, to: asker, key: key, windowEnd: window.windowEnd) }
+            .min { (balances.holding(of: $0), $0) < (balances.holding(of: $1), $1) }
+    }
+
+    /// Whether `peer` can give `receiver` rights of `key` in the window ending at `windowEnd`, as far as
+    /// its ledger in view says: not once it names its last receiver (``RightsLedger/maxReceivers``) and
+    /// `receiver` is not one of them. Receivers only grow within a window, so a full ledger stays full.
+    func mayGive(_ peer: VerifyingKey, to receiver: VerifyingKey, key: QuotaKey, windowEnd: UnixMillis) -> Bool {
+        guard let ledger = remote[key]?.origins[peer]?.ledger, ledger.windowEnd == windowEnd else { return true }
+        return ledger.canGive(to: receiver)
+    }
+
     /// Replaces this node's ledger of `key`: re-signed at the next round, saved before it leaves the node,
     /// and the balances worked out again.
     mutating func setOwnLedger(_ ledger: RightsLedger, of key: QuotaKey) {
@@ -341,8 +362,16 @@ extension QuotaLedger {
             let (excess, shortfalls) = weightedExcess(request.key, window: window, now: now)
             if let short = shortfalls.first(where: { $0.peer == sender }) { spare = max(spare, min(excess, short.amount)) }
         }
-        if spare >= 1, giveRights(min(UInt64(spare), request.amount), of: request.key, window: window, to: sender, now: now) > 0 {
-            return .gave(window)
+        if spare >= 1 {
+            let amount = min(UInt64(spare), request.amount)
+            if giveRights(amount, of: request.key, window: window, to: sender, now: now) > 0 { return .gave(window) }
+            // A full ledger strands what it holds: urgent work elsewhere gets it through a receiver it names.
+            if request.priority == .urgent, window.refill == .window,
+                let relay = relay(request.key, window: window, for: sender),
+                giveRights(amount, of: request.key, window: window, to: relay, now: now) > 0
+            {
+                return .relayed(window, through: relay)
+            }
         }
         // Urgent work is pointed at the live peers this node believes hold rights, so that the asker's next
         // request goes where they are rather than where its own (older) view put them; not where rights
