@@ -4,19 +4,19 @@ of the urgent wait p99 while the mesh had a right it could spend (`urgent_wait_p
 to the upstream's answer, and `urgent_acquire_wait_p99_where_rights_exist_ms`, to the node's grant), for the
 configurations of BENCHMARKS.md's "Over more seeds" table.
 
-Usage: python3 bench/rights_seeds.py BINARY
+Usage: python3 bench/rights_seeds.py BINARY [--only TEXT]   (--only: the configurations whose name has TEXT)
 """
+import argparse
 import json
 import statistics
 import subprocess
-import sys
 from concurrent.futures import ThreadPoolExecutor
 
 CONFIGS = [
     ("N = 10, seeds 1-8", ["--nodes", "10", "--demand", "2"], range(1, 9)),
     ("N = 12 skewed, seeds 1-6", ["--nodes", "12", "--demand", "2", "--skewed"], range(1, 7)),
     ("N = 60 sharing 20, seeds 1-3", ["--nodes", "60", "--limit", "20", "--demand", "2"], range(1, 4)),
-    ("N = 100, seeds 1-3", ["--nodes", "100", "--demand", "2"], range(1, 4)),
+    ("N = 100, seeds 1-8", ["--nodes", "100", "--demand", "2"], range(1, 9)),
     ("N = 1000, 40 s, seeds 1-3", ["--nodes", "1000", "--demand", "2", "--seconds", "40"], range(1, 4)),
 ]
 
@@ -29,7 +29,11 @@ def summary(reports, field):
 
 
 def main():
-    binary = sys.argv[1]
+    parser = argparse.ArgumentParser()
+    parser.add_argument("binary")
+    parser.add_argument("--only", default="")
+    args = parser.parse_args()
+    binary = args.binary
 
     def run(args):
         flags, seed = args
@@ -42,7 +46,7 @@ def main():
           "| to the grant only | worst window | 429s |")
     print("|---|---|---|---|---|---|")
     with ThreadPoolExecutor(2) as pool:
-        for name, flags, seeds in CONFIGS:
+        for name, flags, seeds in (c for c in CONFIGS if args.only in c[0]):
             reports = list(pool.map(run, [(flags, seed) for seed in seeds]))
             utilization = [r["utilization"] for r in reports]
             wait = summary(reports, "urgent_wait_p99_where_rights_exist_ms")
