@@ -272,8 +272,11 @@ extension QuotaLedger {
         // A spend of rights held changes this node's holding alone: the cached balances follow it, so a
         // grant does not make the next decision work out every member's balance again.
         // Changed in place: a copy would copy every member's holding to change one.
-        let (after, spender) = (ledgerVersion, owner)
-        rightsCache[key]?.follow(spent: amount, by: spender, windowEnd: window.windowEnd, versionBefore: before, versionAfter: after)
+        // Through the values by index: the subscript's `modify` by key held the whole cache in a coroutine
+        // frame that it allocated, three allocations a grant.
+        guard let index = rightsCache.index(forKey: key) else { return }
+        rightsCache.values[index].follow(
+            spent: amount, by: owner, windowEnd: window.windowEnd, versionBefore: before, versionAfter: ledgerVersion)
     }
 
     /// Corrects what this node spent of `key`'s rights in the current window by what a call really cost
