@@ -66,4 +66,39 @@ import Testing
         #expect(ledger.ownLedger(Self.key, window: window).given(to: relay) == 2)
         #expect(ledger.balances(Self.key, window: window).holding(of: Self.members[0]) == 0)
     }
+
+    @Test func theRelayedRightGoesToTheRelayAndTheAskerIsShownWhere() throws {
+        // Fifteen nodes sharing 3,000 calls a minute (200 each: none is short, so none is given any unasked).
+        // Node 1 names nodes 2-13 this window.
+        var mesh = TestMesh(count: 15, services: ["svc": ServicePolicy(
+            limit: 3_000, windowMillis: 60_000, reserves: Reserves(urgent: 0, normal: 0, low: 0), burstFraction: 1)])
+        mesh.now = (mesh.now / 60_000 + 1) * 60_000 + 100
+        mesh.run(for: 1_000)
+        for node in 2...13 { #expect(mesh.acquire(node, AcquireRequest(service: "svc", priority: .urgent))?.granted == true) }
+        mesh.run(for: 2_000)
+        let window = try #require(mesh.nodes[1].ledger.rightsWindow(Self.key, now: mesh.now))
+        for receiver in 2...13 {
+            #expect(mesh.nodes[1].ledger.giveRights(1, of: Self.key, window: window, to: testKey(receiver).publicKey, now: mesh.now) >= 1)
+        }
+        #expect(mesh.nodes[1].ledger.ownLedger(Self.key, window: window).given.count == RightsLedger.maxReceivers)
+        #expect(mesh.nodes[1].ledger.balances(Self.key, window: window).holding(of: testKey(1).publicKey) == 1)
+        // Node 0 asks it for urgent work.
+        let asker = testKey(0)
+        let packet = WireFormat.encodePacket(
+            header: PacketHeader(sender: asker.publicKey, incarnation: 9_000_000_000, sequence: 1, sentAt: mesh.now),
+            payload: .rightsRequest(RightsRequest(key: Self.key, windowEnd: window.windowEnd, amount: 1, priority: .urgent)),
+            signingKey: asker, cluster: "quotamesh")
+        var sent: [Endpoint: [VerifyingKey]] = [:]
+        for directive in mesh.nodes[1].receive(datagram: packet, from: endpoint(0), now: mesh.now) {
+            if case .send(let bytes, let destination) = directive, case .records(let records) = try WireFormat.decodePayload(bytes) {
+                sent[destination, default: []] += records.map(\.origin)
+            }
+        }
+        let given = mesh.nodes[1].ledger.ownLedger(Self.key, window: window).given
+        let relay = try #require(given.first { $0.amount == 2 }?.receiver, "one receiver was given one more")
+        let relayIndex = try #require((2...13).first { testKey($0).publicKey == relay })
+        #expect(sent[endpoint(relayIndex)]?.first == testKey(1).publicKey, "the gift goes to the relay")
+        #expect(sent[endpoint(0)]?.first == testKey(1).publicKey, "the asker gets the new ledger")
+        #expect(sent[endpoint(0)]?.contains(relay) == true, "and the relay's record: \(sent[endpoint(0)] ?? [])")
+    }
 }
