@@ -272,8 +272,8 @@ extension QuotaLedger {
         // A spend of rights held changes this node's holding alone: the cached balances follow it, so a
         // grant does not make the next decision work out every member's balance again.
         // Changed in place: a copy would copy every member's holding to change one.
-        // Through the values by index: the subscript's `modify` by key held the whole cache in a coroutine
-        // frame that it allocated, three allocations a grant.
+        // Through the values by index: the subscript's `modify` by key allocates a coroutine frame that
+        // holds the whole entry.
         guard let index = rightsCache.index(forKey: key) else { return }
         rightsCache.values[index].follow(
             spent: amount, by: owner, windowEnd: window.windowEnd, versionBefore: before, versionAfter: ledgerVersion)

@@ -200,8 +200,8 @@ public struct RightsAllotment: Sendable, Hashable {
 /// version of the giver's ledger was credited (`credited`, the ``creditedLedgers`` of the balances worked
 /// out before), its transfers count while that version still balances: every count only grows, so it is
 /// the giver's own signed word, covered by the newer one. Without it, one giver's newer record arriving
-/// before the records that credit it took back every credit downstream of it (N = 100: a node's view
-/// lost the credits of half the mesh at once; BENCHMARKS.md, "Credits that stay"). The credits are the
+/// before the records that credit it took back every credit downstream of it (docs/PROTOCOL.md,
+/// "Rights"). The credits are the
 /// greatest fixpoint of that rule, found by stepping givers down (latest, last credited, none) until every
 /// version credited balances: crediting never exceeds what the credited versions can pay, so the
 /// balances this node acts on never add up to more than the limit.
