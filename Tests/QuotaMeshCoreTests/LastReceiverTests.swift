@@ -40,12 +40,7 @@ import Testing
         let now: UnixMillis = 1_800_000_000_100
         let policy = ServicePolicy(
             limit: 300, windowMillis: 10_000, reserves: Reserves(urgent: 0, normal: 0, low: 0), burstFraction: 1)
-        let infos = Self.members.indices.map { PeerInfo(name: "n\($0)", key: Self.members[$0], endpoint: endpoint($0)) }
-        var ledger = QuotaLedger(
-            owner: Self.members[0], configuration: MeshConfiguration(services: ["svc": policy]),
-            directory: PeerDirectory(infos), restored: nil, now: now)
-        ledger.mesh = MeshFacts(
-            live: Array(Self.members.dropFirst()).sorted(), liveVersion: 1, unheard: 0, peerCount: 14, round: 1)
+        var ledger = ledgerAmongLivePeers(count: Self.members.count, policy: policy, now: now)
         let window = try #require(ledger.rightsWindow(Self.key, now: now))
         // Node 0 holds 20 and names receivers 1-12; the twelfth takes what it can spare, one right stays.
         for receiver in 1...RightsLedger.maxReceivers {

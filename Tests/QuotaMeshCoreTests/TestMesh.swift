@@ -1,4 +1,4 @@
-import QuotaMeshCore
+@testable import QuotaMeshCore
 import QuotaMeshCrypto
 
 /// A deterministic key for test node `index`.
@@ -8,6 +8,18 @@ func testKey(_ index: Int) -> SigningKey {
 }
 
 func endpoint(_ index: Int) -> Endpoint { Endpoint(host: "10.0.0.\(index + 1)", port: 9720) }
+
+/// Test node 0's ledger alone, among `count` test nodes that are all live, with `policy` for `svc`.
+func ledgerAmongLivePeers(count: Int, policy: ServicePolicy, now: UnixMillis) -> QuotaLedger {
+    let members = (0..<count).map { testKey($0).publicKey }
+    let infos = members.indices.map { PeerInfo(name: "n\($0)", key: members[$0], endpoint: endpoint($0)) }
+    var ledger = QuotaLedger(
+        owner: members[0], configuration: MeshConfiguration(services: ["svc": policy]),
+        directory: PeerDirectory(infos), restored: nil, now: now)
+    ledger.mesh = MeshFacts(
+        live: Array(members.dropFirst()).sorted(), liveVersion: 1, unheard: 0, peerCount: count - 1, round: 1)
+    return ledger
+}
 
 /// Several real `MeshInstance`s wired through an in-memory network with virtual time.
 struct TestMesh {

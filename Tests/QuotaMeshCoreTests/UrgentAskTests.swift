@@ -16,11 +16,7 @@ import Testing
     static func ledger(refill: ServicePolicy.Refill = .window, at now: UnixMillis = start + 1_000) -> (QuotaLedger, RightsWindow) {
         var policy = ServicePolicy(limit: 60, windowMillis: 60_000, burstFraction: 1)
         policy.refill = refill
-        let infos = members.indices.map { PeerInfo(name: "n\($0)", key: members[$0], endpoint: endpoint($0)) }
-        var ledger = QuotaLedger(
-            owner: members[0], configuration: MeshConfiguration(services: ["svc": policy]),
-            directory: PeerDirectory(infos), restored: nil, now: now)
-        ledger.mesh = MeshFacts(live: Array(members.dropFirst()).sorted(), liveVersion: 1, unheard: 0, peerCount: 5, round: 1)
+        var ledger = ledgerAmongLivePeers(count: members.count, policy: policy, now: now)
         let window = ledger.rightsWindow(key, now: now)!
         ledger.setOwnLedger(RightsLedger(windowEnd: window.windowEnd, spent: 10), of: key)
         for (peer, spent) in [(1, 10), (2, 10), (3, 4), (4, 8)] {

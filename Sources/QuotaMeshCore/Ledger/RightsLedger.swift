@@ -237,6 +237,7 @@ public struct RightsBalances: Sendable {
             if let latest = current[origin], latest.covers(earlier) { fallback[origin] = earlier }
         }
         var received: [VerifyingKey: UInt64] = [:]
+        var steppedDown: Set<VerifyingKey> = []
         var firstPass = true
         while true {
             received = [:]
@@ -259,11 +260,12 @@ public struct RightsBalances: Sendable {
             if failing.isEmpty { break }
             for giver in failing.keys {
                 inForce[giver] = fallback.removeValue(forKey: giver)
+                steppedDown.insert(giver)
             }
         }
         self.received = received
         self.creditedLedgers = inForce
-        self.uncovered = Set(current.keys.filter { inForce[$0] != current[$0] })
+        self.uncovered = steppedDown
         for member in allotment.members {
             let ledger = current[member]
             let outflow = Int64(clamping: (ledger?.netSpent ?? 0).saturatingAdd(ledger?.totalGiven ?? 0))
