@@ -54,12 +54,60 @@ import Testing
         #expect(ledger.rightsAsks(now: now + 8, rng: &rng).map(\.holder) == [Self.members[4]])
     }
 
-    @Test func normalWorkWaitsForItsTimerEvenWhenAnswered() {
+    /// ``ledger(refill:at:)`` once a call of `priority` found too few rights and its first ask went out.
+    static func firstAsk(_ priority: Priority) -> (QuotaLedger, RightsWindow, SplitMix64, asked: [VerifyingKey]) {
         var (ledger, window) = Self.ledger()
         var rng = SplitMix64(seed: 1)
+        _ = ledger.rightsDenial(Self.key, window: window, cost: 1, priority: priority, now: start + 1_000)
+        let asked = ledger.rightsAsks(now: start + 1_000, rng: &rng).map(\.holder)
+        return (ledger, window, rng, asked)
+    }
+
+    @Test func answeredAsksGoAtOnceOnlyAFewTimesInARow() {
+        var (ledger, window, rng, asked) = Self.firstAsk(.urgent)
         let now = Self.start + 1_000
-        _ = ledger.rightsDenial(Self.key, window: window, cost: 1, priority: .normal, now: now)
-        let asked = ledger.rightsAsks(now: now, rng: &rng).map(\.holder)
+        // Every peer asked answers at once, each time with nothing to spare: the want asks again at once
+        // `rightsAnsweredAsks` times, then waits for its timer (a refusal comes back within a loopback round
+        // trip, so without the cap a waiting call would ask without end).
+        for again in 0...QuotaLedger.rightsAnsweredAsks {
+            #expect(!asked.isEmpty)
+            for peer in asked { ledger.absorb(spent: 10, by: Self.members.firstIndex(of: peer)!, window: window, now: now) }
+            asked = ledger.rightsAsks(now: now, rng: &rng).map(\.holder)
+            #expect(asked.isEmpty == (again == QuotaLedger.rightsAnsweredAsks), "answered ask \(again + 1)")
+        }
+        #expect(!ledger.rightsAsks(now: now + QuotaLedger.rightsUrgentAskMillis, rng: &rng).isEmpty, "then on its timer")
+    }
+
+    @Test func aRefusalWithARecordTheAskerHoldsAlreadyIsAnAnswerToo() throws {
+        // Three nodes sharing 30 calls a minute (10 each). Node 0 spends its 10; nodes 1 and 2 spend 9 in a
+        // burst of urgent work, so each keeps its last right for its own urgent calls expected next; all
+        // hear of each other's ledgers. Node 0's next urgent call asks both peers; each refuses, from the
+        // second ask on with the record node 0 already holds. Those answers bring nothing new, but they are
+        // answers: node 0 asks again at once (it waited 50 ms for its timer when only a new record counted).
+        var mesh = TestMesh(count: 3, services: ["svc": ServicePolicy(limit: 30, windowMillis: 60_000, burstFraction: 1)])
+        mesh.now = (mesh.now / 60_000 + 1) * 60_000 + 100
+        mesh.run(for: 1_000)
+        for (node, calls) in [(0, 10), (1, 9), (2, 9)] {
+            for _ in 0..<calls { #expect(mesh.acquire(node, AcquireRequest(service: "svc", priority: .urgent))?.granted == true) }
+        }
+        mesh.run(for: 1_000)
+        func rightsRequests(from node: Int, after sent: Int) throws -> Int {
+            try mesh.wire[sent...].filter { datagram in
+                guard datagram.from == node, case .rightsRequest = try WireFormat.decodePayload(datagram.bytes) else { return false }
+                return true
+            }.count
+        }
+        let sent = mesh.wire.count
+        var request = AcquireRequest(service: "svc", priority: .urgent)
+        request.waitMillis = 1_000
+        #expect(mesh.acquire(0, request) == nil, "the call waits for rights")
+        // The first ask and the answered ones, two peers each; none of the records the answers carried was new.
+        #expect(try rightsRequests(from: 0, after: sent) == 2 * (1 + QuotaLedger.rightsAnsweredAsks))
+    }
+
+    @Test func normalWorkWaitsForItsTimerEvenWhenAnswered() {
+        var (ledger, window, rng, asked) = Self.firstAsk(.normal)
+        let now = Self.start + 1_000
         #expect(!asked.isEmpty)
         for peer in asked { ledger.absorb(spent: 10, by: Self.members.firstIndex(of: peer)!, window: window, now: now + 5) }
         _ = ledger.rightsDenial(Self.key, window: window, cost: 1, priority: .normal, now: now + 6)

@@ -76,6 +76,25 @@ extension MeshInstance {
         return signOwnRecord(key, now: now)
     }
 
+    /// Counts a packet that carries `sender`'s own record of a key this node wants rights of as its answer,
+    /// whether or not the record is new here: a holder that refuses again answers with the record it sent
+    /// before, and its refusal must free urgent work to ask others at once as much as a first one does.
+    mutating func noteRightsAnswers(_ incoming: [WireFormat.ArrivingRecord], from sender: VerifyingKey) {
+        for arriving in incoming {
+            let record: SignedRecord
+            switch arriving {
+            case .copy(let index, _):
+                guard index < records.records.count else { continue }
+                record = records.records[index]
+            case .record(let arrived):
+                record = arrived
+            }
+            if record.origin == sender, case .quota(let key) = record.body.slot {
+                ledger.noteAnswered(key, by: sender)
+            }
+        }
+    }
+
     /// Sends the ledger's requests for rights (``QuotaLedger/rightsAsks(now:rng:)``) to the holders it
     /// names.
     mutating func askForRights(now: UnixMillis, into out: inout [MeshDirective]) {

@@ -128,12 +128,19 @@ public struct QuotaLedger: Sendable {
         _ state: QuotaState, of origin: VerifyingKey, key: QuotaKey, stamp: UnixMillis, records: [SignedRecord]
     ) {
         merge(origin, state: state, key: key, stamp: stamp, records: records)
-        rightsWants[key]?.awaiting.remove(origin)
+        noteAnswered(key, by: origin)
         catalog.note(key)
         weights.note(state.weight ?? .one, of: origin, stamp: stamp)
         if let digest = state.members, membership.note(digest, of: origin, stamp: stamp) {
             updateMembersAgreement()
         }
+    }
+
+    /// Notes that `origin`'s ledger for `key` as it stands has reached this node: a want no longer waits
+    /// for its answer.
+    mutating func noteAnswered(_ key: QuotaKey, by origin: VerifyingKey) {
+        guard rightsWants[key] != nil else { return }
+        rightsWants[key]?.awaiting.remove(origin)
     }
 
     /// Merges a peer's state for `key`, as far as this node believes it, into the key's aggregate (made

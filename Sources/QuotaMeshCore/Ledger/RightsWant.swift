@@ -16,6 +16,8 @@ struct RightsWant: Sendable {
     var askedPriority: Priority = .low
     /// The peers last asked that have not answered yet (no record of theirs for the key since).
     var awaiting: Set<VerifyingKey> = []
+    /// Asks made in a row because every peer asked had answered, since the last one the timer made.
+    var answeredAsks = 0
 }
 
 /// What deciding a call does to the rights a node lacks for its key (``QuotaLedger/rightsVerdict(_:window:cost:priority:now:)``).
