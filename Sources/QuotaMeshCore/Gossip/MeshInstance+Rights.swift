@@ -131,8 +131,7 @@ extension MeshInstance {
 
     /// Completes an input's directives: the ledger's events and pending save first, the requests for
     /// rights ahead of everything (they carry nothing that must be saved first), and the next wake-up.
-    mutating func finish(_ directives: consuming [MeshDirective], now: UnixMillis) -> [MeshDirective] {
-        var out = directives
+    mutating func finish(_ out: consuming [MeshDirective], now: UnixMillis) -> [MeshDirective] {
         syncFacts()
         if !ledger.pendingEvents.isEmpty {
             out += ledger.pendingEvents.map { .event($0) }

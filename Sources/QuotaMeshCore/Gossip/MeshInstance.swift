@@ -153,7 +153,7 @@ public struct MeshInstance: Sendable {
         // An event per record, a wake and often a reply: room for a full packet's worth at once.
         out.reserveCapacity(16)
         guard let packet = dissemination.authenticate(datagram, from: source, now: now, into: &out) else {
-            return finish(out, now: now)
+            return finish(consume out, now: now)
         }
         syncFacts()
         switch packet.payload {
@@ -178,7 +178,7 @@ public struct MeshInstance: Sendable {
             // A join is answered by dissemination; a welcome is for `quotamesh join`, not for a running node.
             break
         }
-        return finish(out, now: now)
+        return finish(consume out, now: now)
     }
 
     /// Stores the records of a packet, then saves and serves waiting acquires as they call for.
@@ -222,7 +222,7 @@ public struct MeshInstance: Sendable {
                 dissemination.nextGossipAt.saturatingAdd(configuration.gossipIntervalMillis), now + 1)
         }
         ledger.serveWaiters(now: now, rng: &rng, into: &out)
-        return finish(out, now: now)
+        return finish(consume out, now: now)
     }
 
     /// Signs new records for keys whose state changed. Changes to consumption, observations, the breaker
@@ -274,7 +274,7 @@ public struct MeshInstance: Sendable {
         } else {
             out.append(.reply(ticket: ticket, decision))
         }
-        return finish(out, now: now)
+        return finish(consume out, now: now)
     }
 
     /// Abandons a waiting acquire (the agent went away); nothing is charged.

@@ -172,8 +172,16 @@ struct ServiceCatalog: Sendable {
 
 /// A service's policy (`nil` while the service is unknown), the requests keys of the accounts calls
 /// rotate across, and the other dimensions every call is charged to (``ServiceCatalog/countsRequests(_:configured:)``).
-struct ServiceEntry: Sendable {
-    var policy: ServicePolicy?
-    var keys: [QuotaKey]
-    var requestWindows: [String] = []
+/// A class: every decision takes its service's entry, and a reference is passed where the struct (a policy
+/// and two arrays) was copied several times per call.
+final class ServiceEntry: Sendable {
+    let policy: ServicePolicy?
+    let keys: [QuotaKey]
+    let requestWindows: [String]
+
+    init(policy: ServicePolicy?, keys: [QuotaKey], requestWindows: [String] = []) {
+        self.policy = policy
+        self.keys = keys
+        self.requestWindows = requestWindows
+    }
 }
