@@ -139,7 +139,6 @@ public struct QuotaLedger: Sendable {
     /// Notes that `origin`'s ledger for `key` as it stands has reached this node: a want no longer waits
     /// for its answer.
     mutating func noteAnswered(_ key: QuotaKey, by origin: VerifyingKey) {
-        guard rightsWants[key] != nil else { return }
         rightsWants[key]?.awaiting.remove(origin)
     }
 

@@ -41,8 +41,8 @@ public struct QuotaKey: Hashable, Comparable, Sendable, Codable, CustomStringCon
 
     /// What dictionaries and sets hash a key by, in place of a `Hasher` run over ``hash(into:)`` (the
     /// standard library's hook for this, which its own integers use): the fingerprint is already a seeded
-    /// SipHash of the labels, so mixing in the table's seed is enough, and a decision's nine look-ups by
-    /// key skip a hasher's set-up and finalization each.
+    /// SipHash of the labels, so mixing in the table's seed is enough, and a look-up by key skips a
+    /// hasher's set-up and finalization.
     public func _rawHashValue(seed: Int) -> Int {
         var mixed = UInt64(bitPattern: Int64(fingerprint ^ seed))
         mixed = (mixed ^ (mixed >> 30)) &* 0xbf58_476d_1ce4_e5b9

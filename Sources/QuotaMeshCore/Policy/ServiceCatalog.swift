@@ -172,8 +172,8 @@ struct ServiceCatalog: Sendable {
 
 /// A service's policy (`nil` while the service is unknown), the requests keys of the accounts calls
 /// rotate across, and the other dimensions every call is charged to (``ServiceCatalog/countsRequests(_:configured:)``).
-/// A class: every decision takes its service's entry, and a reference is passed where the struct (a policy
-/// and two arrays) was copied several times per call.
+/// A class, so that a decision passes its service's entry on by reference rather than copying a policy
+/// and two arrays at every step.
 final class ServiceEntry: Sendable {
     let policy: ServicePolicy?
     let keys: [QuotaKey]
