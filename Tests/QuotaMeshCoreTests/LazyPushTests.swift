@@ -129,6 +129,25 @@ struct LoneNode {
         }
     }
 
+    @Test func aPushIsAnsweredOldestFirstWhenWhatItsFilterLacksDoesNotFitOnePacket() {
+        var cluster = LoneNode(count: 200)
+        // Forty new records of forty origins, received one after another: more than one packet holds.
+        let news = (3..<43).map { cluster.record(of: $0, service: "openai", sequence: 1) }
+        for record in news { _ = cluster.deliver(.records([record]), from: 2) }
+        let answers = cluster.deliver(.push(records: [], announced: [], holds: HeldFilter()), from: 1)
+        let sentRecords = answers.filter { $0.to == endpoint(1) }.flatMap { answer -> [SignedRecord] in
+            if case .records(let records) = answer.payload { records } else { [] }
+        }
+        // The answer is one packet, not all forty.
+        #expect(!sentRecords.isEmpty && sentRecords.count < news.count)
+        // Among the latest updates it checks, the oldest the asker lacks go first: the newest are still
+        // spreading and reach it anyway, while one its pushes missed would otherwise be crowded out by
+        // each round's new records and wait for a digest.
+        let firstChecked = news.count - min(news.count, Dissemination.pullCandidates)
+        let positions = sentRecords.compactMap { news.firstIndex(of: $0) }
+        #expect(positions == Array(firstChecked..<(firstChecked + sentRecords.count)))
+    }
+
     @Test func anAnnouncedSlotTheNodeLacksIsAskedForAtOnceAndAgainUntilItArrives() {
         var cluster = LoneNode(count: 200)
         let missed = cluster.record(of: 5, service: "github", sequence: 4)

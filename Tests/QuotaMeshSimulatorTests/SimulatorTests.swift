@@ -82,9 +82,11 @@ import QuotaMeshCore
         #expect(report.probesConverged == report.probes, "seed \(seed)")
         if loss > 0 {
             // Every push is also a pull, so a node the pushes missed pulls a record from the next peer it
-            // pushes to: over seeds 1-12 the slowest of six probes took 4-5 rounds (the estimate is 4.6),
-            // where pushes of records alone took 21-41 (BENCHMARKS.md, "Every push a pull, at every size").
-            #expect(report.convergenceRoundsP50 <= report.theoreticalRounds, "seed \(seed)")
+            // pushes to, where pushes of records alone took 21-41 rounds (BENCHMARKS.md, "Every push a
+            // pull, at every size"). Pulls are answered oldest first: over seeds 1-12 the slowest of six
+            // probes took 5-6 rounds (4-8 newest first; the estimate is 4.6) and the median one 4-5, a
+            // round more than newest first (BENCHMARKS.md, "Pulls answered oldest first").
+            #expect(report.convergenceRoundsP50 <= report.theoreticalRounds + 1, "seed \(seed)")
             #expect(report.convergenceRoundsP99 <= 1.5 * report.theoreticalRounds, "seed \(seed): \(report.convergenceRoundsP99) rounds")
         } else {
             #expect(report.convergenceRoundsP50 <= 2 * report.theoreticalRounds, "seed \(seed)")

@@ -378,14 +378,17 @@ extension Dissemination {
     static let pullCandidates = 48
 
     /// Sends `sender` the records of this node's latest updates that `filter` (of the versions `sender`
-    /// received lately) lacks: a push is answered with what its sender missed.
+    /// received lately) lacks, oldest first, as many as a packet holds: a push is answered with what its
+    /// sender missed.
     mutating func answerHeldFilter(
         _ filter: HeldFilter, from sender: VerifyingKey, now: UnixMillis, withheld: (SlotID) -> Bool,
         into out: inout [MeshDirective]
     ) {
         var missing: [SignedRecord] = []
         var size = 1
-        for slot in recordStore.latestSlots(Self.pullCandidates) {
+        // Oldest first: the newest are still spreading and reach the sender anyway, while a record its pushes
+        // missed would be crowded out of the packet by each round's new records and wait for a digest.
+        for slot in recordStore.latestSlots(Self.pullCandidates).reversed() {
             let id = records.ids[slot]
             let version = records.version(at: slot)
             guard id.origin != sender, !records.isKnown(at: slot, by: sender), !withheld(id),
