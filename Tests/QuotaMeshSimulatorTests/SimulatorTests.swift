@@ -69,16 +69,21 @@ import QuotaMeshCore
         #expect(withSharing.windows.map(\.sent) == own.windows.map(\.sent))
     }
 
-    @Test(arguments: [(UInt64(1), 0.0), (UInt64(2), 0.2)])
-    func observationsReachEveryNode(seed: UInt64, loss: Double) async {
-        let report = await run {
-            $0.nodes = 40
-            $0.seconds = 20
+    /// A run at half demand (the convergence benchmark's load) with `probes` probes.
+    func convergenceRun(nodes: Int, seconds: Double, loss: Double, seed: UInt64, probes: Int) async -> SimulationReport {
+        await run {
+            $0.nodes = nodes
+            $0.seconds = seconds
             $0.loss = loss
             $0.seed = seed
-            $0.probes = 6
+            $0.probes = probes
             $0.demand = 0.5
         }
+    }
+
+    @Test(arguments: [(UInt64(1), 0.0), (UInt64(2), 0.2)])
+    func observationsReachEveryNode(seed: UInt64, loss: Double) async {
+        let report = await convergenceRun(nodes: 40, seconds: 20, loss: loss, seed: seed, probes: 6)
         #expect(report.probesConverged == report.probes, "seed \(seed)")
         if loss > 0 {
             // Every push is also a pull, so a node the pushes missed pulls a record from the next peer it
@@ -99,14 +104,7 @@ import QuotaMeshCore
         // 240 nodes: pushes carry a filter of what their sender received lately and announce what they had
         // no room for, so a node the pushes missed pulls a record from the next peer it pushes to. Before
         // pushes pulled (64f7f7a) these seeds took 15 and 21 rounds at p99 (BENCHMARKS.md, "Every push a pull").
-        let report = await run {
-            $0.nodes = 240
-            $0.seconds = 16
-            $0.loss = 0.2
-            $0.seed = seed
-            $0.probes = 6
-            $0.demand = 0.5
-        }
+        let report = await convergenceRun(nodes: 240, seconds: 16, loss: 0.2, seed: seed, probes: 6)
         #expect(report.probesConverged == report.probes, "seed \(seed)")
         #expect(report.convergenceRoundsP50 <= report.theoreticalRounds, "seed \(seed)")
         #expect(report.convergenceRoundsP99 <= 1.5 * report.theoreticalRounds, "seed \(seed): \(report.convergenceRoundsP99) rounds")
@@ -118,14 +116,7 @@ import QuotaMeshCore
         // lacks while they spread) filled each answer, and a record a node's pushes had missed waited for a
         // digest. fbf4e78 (newest first) takes these seeds to 42 and 18 rounds at p99; oldest first, 10
         // and 8 (BENCHMARKS.md, "Pulls answered oldest first"; the estimate is 5.7).
-        let report = await run {
-            $0.nodes = 100
-            $0.seconds = 30
-            $0.loss = 0.1
-            $0.seed = seed
-            $0.probes = 10
-            $0.demand = 0.5
-        }
+        let report = await convergenceRun(nodes: 100, seconds: 30, loss: 0.1, seed: seed, probes: 10)
         #expect(report.probesConverged == report.probes, "seed \(seed)")
         #expect(report.convergenceRoundsP99 <= 2 * report.theoreticalRounds, "seed \(seed): \(report.convergenceRoundsP99) rounds")
     }
