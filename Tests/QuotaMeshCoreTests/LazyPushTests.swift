@@ -95,6 +95,13 @@ struct LoneNode {
         return out
     }
 
+    /// The records among `sent` that went to peer `peer`.
+    static func records(sentTo peer: Int, in sent: [(to: Endpoint, payload: PacketPayload)]) -> [SignedRecord] {
+        sent.filter { $0.to == endpoint(peer) }.flatMap { answer -> [SignedRecord] in
+            if case .records(let records) = answer.payload { records } else { [] }
+        }
+    }
+
     func sent(_ directives: [MeshDirective]) -> [(to: Endpoint, payload: PacketPayload)] {
         directives.compactMap { directive in
             guard case .send(let bytes, let target) = directive, let payload = try? WireFormat.decodePayload(bytes) else {
@@ -112,10 +119,7 @@ struct LoneNode {
         _ = cluster.deliver(.records([news]), from: 2)
         // Peer 1's filter lacks it: the push is answered with it.
         let answers = cluster.deliver(.push(records: [], announced: [], holds: HeldFilter()), from: 1)
-        let sentRecords = answers.filter { $0.to == endpoint(1) }.flatMap { answer -> [SignedRecord] in
-            if case .records(let records) = answer.payload { records } else { [] }
-        }
-        #expect(sentRecords == [news])
+        #expect(LoneNode.records(sentTo: 1, in: answers) == [news])
         // Peer 4's filter holds it: nothing to answer.
         var holds = HeldFilter()
         let held = cluster.entry(of: news)
@@ -135,9 +139,7 @@ struct LoneNode {
         let news = (3..<43).map { cluster.record(of: $0, service: "openai", sequence: 1) }
         for record in news { _ = cluster.deliver(.records([record]), from: 2) }
         let answers = cluster.deliver(.push(records: [], announced: [], holds: HeldFilter()), from: 1)
-        let sentRecords = answers.filter { $0.to == endpoint(1) }.flatMap { answer -> [SignedRecord] in
-            if case .records(let records) = answer.payload { records } else { [] }
-        }
+        let sentRecords = LoneNode.records(sentTo: 1, in: answers)
         // The answer is one packet, not all forty.
         #expect(!sentRecords.isEmpty && sentRecords.count < news.count)
         // Among the latest updates it checks, the oldest the asker lacks go first: the newest are still
