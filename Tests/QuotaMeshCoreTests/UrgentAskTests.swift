@@ -54,6 +54,62 @@ import Testing
         #expect(ledger.rightsAsks(now: now + 8, rng: &rng).map(\.holder) == [Self.members[4]])
     }
 
+    @Test func aPeerThatAnsweredIsNotAskedAgainAtOnceForAGiftItCannotCreditYet() {
+        // Every right of the window is spent as far as node 0 can tell, but peer 3's ledger names gifts of 5
+        // to peers 1 and 2 that its books do not cover in this view (it spent its 10 too): neither can
+        // credit them yet, yet node 0 believes each holds 5. It asks them; each answers with its ledger,
+        // nothing to spare. Asking them again at once went round that loop until the window's records
+        // reached everyone (seconds in a mesh of 1,000 that had just started); now the next ask goes to
+        // other peers, and they are asked again only a round later. (Checked to fail without it: the
+        // answered ask went to peers 1 and 2 again.)
+        var policy = ServicePolicy(limit: 60, windowMillis: 60_000, burstFraction: 1)
+        policy.refill = .window
+        let now = Self.start + 1_000
+        var ledger = ledgerAmongLivePeers(count: Self.members.count, policy: policy, now: now)
+        let window = ledger.rightsWindow(Self.key, now: now)!
+        ledger.setOwnLedger(RightsLedger(windowEnd: window.windowEnd, spent: 10), of: Self.key)
+        for peer in [1, 2, 4, 5] { ledger.absorb(spent: 10, by: peer, window: window, now: now) }
+        let uncovered = RightsLedger(
+            windowEnd: window.windowEnd, spent: 10,
+            given: [RightsTransfer(receiver: Self.members[1], amount: 5), RightsTransfer(receiver: Self.members[2], amount: 5)])
+        ledger.absorb(QuotaState(ledger: uncovered), of: Self.members[3], key: Self.key, stamp: now, records: [])
+        let balances = ledger.balances(Self.key, window: window)
+        #expect(balances.holding(of: Self.members[1]) == 0 && balances.believedHolding(of: Self.members[1]) == 5)
+
+        var rng = SplitMix64(seed: 1)
+        #expect(ledger.rightsDenial(Self.key, window: window, cost: 1, priority: .urgent, now: now)?.detail?.kind == .rights)
+        let believed: Set = [Self.members[1], Self.members[2]]
+        #expect(Set(ledger.rightsAsks(now: now, rng: &rng).map(\.holder)) == believed)
+        for peer in believed { ledger.noteAnswered(Self.key, by: peer, directlyAt: now + 6) }
+        let next = Set(ledger.rightsAsks(now: now + 6, rng: &rng).map(\.holder))
+        #expect(!next.isEmpty, "every peer asked answered: it asks again at once")
+        #expect(next.isDisjoint(with: believed), "others, not the two that just answered: \(next)")
+        for peer in next { ledger.noteAnswered(Self.key, by: peer, directlyAt: now + 12) }
+        // A round after they answered, the two are asked again (a gift may be covered by then).
+        _ = ledger.rightsDenial(Self.key, window: window, cost: 1, priority: .urgent, now: now + 6 + QuotaLedger.rightsRefusalMillis)
+        #expect(Set(ledger.rightsAsks(now: now + 6 + QuotaLedger.rightsRefusalMillis, rng: &rng).map(\.holder)) == believed)
+    }
+
+    @Test func aNodeJustStartedAsksThePeersTheSplitDealtRightsTo() throws {
+        // Three nodes sharing 30 calls a minute (10 each), just started: none has heard from another, so
+        // none is live to node 0, but the window's split is known at once. Node 0 spends its 10; its next
+        // urgent call asks the peers the split dealt rights to, and the gift lets the call after it go.
+        // (Checked to fail without it: no live peer, so no ask, and the calls waited for liveness, seconds
+        // where nodes are many.)
+        var mesh = TestMesh(count: 3, services: ["svc": ServicePolicy(limit: 30, windowMillis: 60_000, burstFraction: 1)])
+        mesh.now = (mesh.now / 60_000 + 1) * 60_000 + 100
+        let urgent = AcquireRequest(service: "svc", priority: .urgent)
+        for _ in 0..<10 { #expect(mesh.acquire(0, urgent)?.granted == true) }
+        let sent = mesh.wire.count
+        _ = mesh.acquire(0, urgent)
+        let asked = try Set(mesh.wire[sent...].compactMap { datagram -> Int? in
+            guard datagram.from == 0, case .rightsRequest = try WireFormat.decodePayload(datagram.bytes) else { return nil }
+            return datagram.to
+        })
+        #expect(asked == [1, 2])
+        #expect(mesh.acquire(0, urgent)?.granted == true, "a peer gave it rights")
+    }
+
     /// ``ledger(refill:at:)`` once a call of `priority` found too few rights and its first ask went out.
     static func firstAsk(_ priority: Priority) -> (QuotaLedger, RightsWindow, SplitMix64, asked: [VerifyingKey]) {
         var (ledger, window) = Self.ledger()

@@ -79,7 +79,7 @@ extension MeshInstance {
     /// Counts a packet that carries `sender`'s own record of a key this node wants rights of as its answer,
     /// whether or not the record is new here: a holder that refuses again answers with the record it sent
     /// before, and its refusal must free urgent work to ask others at once as much as a first one does.
-    mutating func noteRightsAnswers(_ incoming: [WireFormat.ArrivingRecord], from sender: VerifyingKey) {
+    mutating func noteRightsAnswers(_ incoming: [WireFormat.ArrivingRecord], from sender: VerifyingKey, now: UnixMillis) {
         for arriving in incoming {
             let record: SignedRecord
             switch arriving {
@@ -90,7 +90,7 @@ extension MeshInstance {
                 record = arrived
             }
             if record.origin == sender, case .quota(let key) = record.body.slot {
-                ledger.noteAnswered(key, by: sender)
+                ledger.noteAnswered(key, by: sender, directlyAt: now)
             }
         }
     }
@@ -99,7 +99,8 @@ extension MeshInstance {
     /// names.
     mutating func askForRights(now: UnixMillis, into out: inout [MeshDirective]) {
         guard !ledger.rightsWants.isEmpty else { return }
-        for ask in ledger.rightsAsks(now: now, rng: &rng) {
+        let peers = dissemination.peers
+        for ask in ledger.rightsAsks(now: now, rng: &rng, neverHeard: { peers.neverHeard($0) }) {
             guard let address = dissemination.endpoint(of: ask.holder) else { continue }
             out.append(.send(dissemination.encode(.rightsRequest(ask.request), now: now), to: address))
         }

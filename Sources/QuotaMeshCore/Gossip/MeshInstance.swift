@@ -186,7 +186,7 @@ public struct MeshInstance: Sendable {
         _ incoming: [WireFormat.ArrivingRecord], from sender: VerifyingKey, source: Endpoint, now: UnixMillis,
         into out: inout [MeshDirective]
     ) {
-        if !ledger.rightsWants.isEmpty { noteRightsAnswers(incoming, from: sender) }
+        if !ledger.rightsWants.isEmpty { noteRightsAnswers(incoming, from: sender, now: now) }
         dissemination.receive(incoming, from: sender, source: source, now: now, ledger: &ledger, into: &out)
         syncFacts()
         if ledger.pendingPersist {

@@ -131,6 +131,12 @@ struct PeerTable: Sendable {
 
     func contains(_ key: VerifyingKey) -> Bool { index(of: key) != nil }
 
+    /// Whether `key` is a trusted peer this node has not heard from since it started.
+    func neverHeard(_ key: VerifyingKey) -> Bool {
+        guard let index = index(of: key) else { return false }
+        return self[index].lastHeardAt == nil
+    }
+
     /// The directory index of the `position`-th peer in key order (0 ..< count), passing over this node.
     func index(atPosition position: Int) -> Int {
         guard let own = ownIndex, position >= own else { return position }

@@ -213,9 +213,14 @@ extension QuotaLedger {
 
     /// Live peers believed to hold at least one right for `key` in the window, most first (at most `count`);
     /// among equal holdings in a random order, so that many nodes short of rights do not all ask the same
-    /// few holders (where nodes outnumber the calls, most holders hold one right each).
+    /// few holders (where nodes outnumber the calls, most holders hold one right each). While this node
+    /// knows of none, the peers it has not heard from since it started (`neverHeard`) that the window's
+    /// split dealt rights to: in a mesh that has just started, liveness comes with each peer's first
+    /// record, seconds after the first window opens where nodes are many, while the split is known at once.
+    /// Peers in `refused` (they answered lately) count only for the rights this view credits them with.
     mutating func rightsHolders(
-        _ key: QuotaKey, balances: RightsBalances, count: Int, rng: inout SplitMix64
+        _ key: QuotaKey, balances: RightsBalances, count: Int, rng: inout SplitMix64,
+        excluding refused: Set<VerifyingKey> = [], neverHeard: (VerifyingKey) -> Bool = { _ in false }
     ) -> [VerifyingKey] {
         var holders: [(key: VerifyingKey, held: Int64, order: UInt64)] = []
         for peer in live {
@@ -224,8 +229,14 @@ extension QuotaLedger {
         }
         if holders.isEmpty {
             // None known for sure: those that gifts not yet covered in this view probably made holders.
-            for peer in live {
+            for peer in live where !refused.contains(peer) {
                 let held = balances.believedHolding(of: peer)
+                if held >= 1 { holders.append((peer, held, rng.next())) }
+            }
+        }
+        if holders.isEmpty && mesh.unheard > 0 {
+            for peer in members where peer != publicKey && !refused.contains(peer) && neverHeard(peer) {
+                let held = balances.holding(of: peer)
                 if held >= 1 { holders.append((peer, held, rng.next())) }
             }
         }
@@ -393,7 +404,9 @@ extension QuotaLedger {
     /// Which peers to ask for the rights this node's agents wait for, and what to ask: each want goes to
     /// the holders believed to hold most, again each round while it lasts (urgent work sooner, and at once
     /// when a more urgent call joins it). Wants no call renewed for two rounds are dropped.
-    mutating func rightsAsks(now: UnixMillis, rng: inout SplitMix64) -> [(holder: VerifyingKey, request: RightsRequest)] {
+    mutating func rightsAsks(
+        now: UnixMillis, rng: inout SplitMix64, neverHeard: (VerifyingKey) -> Bool = { _ in false }
+    ) -> [(holder: VerifyingKey, request: RightsRequest)] {
         guard !rightsWants.isEmpty else { return [] }
         var asks: [(holder: VerifyingKey, request: RightsRequest)] = []
         for key in rightsWants.keys.sorted() {
@@ -416,14 +429,22 @@ extension QuotaLedger {
             let due = want.priority < want.askedPriority || now.saturatingSubtract(want.askedAt) >= again
             guard due || answered else { continue }
             let balances = balances(key, window: window)
-            var holders = rightsHolders(key, balances: balances, count: Self.rightsAskPeers, rng: &rng)
+            // Where rights accrue, a peer that just answered may be dealt the next right in moments: no
+            // answer stands (BENCHMARKS.md, "Asked peers that answered, and a mesh just started").
+            let refused = window.refill == .window ? want.refused(within: Self.rightsRefusalMillis, now: now) : []
+            var holders = rightsHolders(
+                key, balances: balances, count: Self.rightsAskPeers, rng: &rng, excluding: refused,
+                neverHeard: neverHeard)
             if holders.isEmpty && want.priority == .urgent {
                 // Nobody is known to hold any, but this node's view of the others' ledgers can lag (where
                 // many nodes share few calls, a right changes hands every few rounds): ask live peers at
-                // random; those that hold none say so with their ledger.
+                // random; those that hold none say so with their ledger (and are not asked again for it).
                 var picked = Set<Int>()
-                while picked.count < min(Self.rightsAskPeers, live.count) {
-                    picked.insert(Int(rng.next() % UInt64(live.count)))
+                var draws = 0
+                while picked.count < min(Self.rightsAskPeers, live.count) && draws < 8 * Self.rightsAskPeers {
+                    draws += 1
+                    let index = Int(rng.next() % UInt64(live.count))
+                    if !refused.contains(live[index]) { picked.insert(index) }
                 }
                 holders = picked.sorted().map { live[$0] }
             }
@@ -447,6 +468,10 @@ extension QuotaLedger {
     /// it waits for ``rightsUrgentAskMillis`` (a round trip in the simulator is 10-25 ms, on loopback a
     /// tenth of a millisecond).
     static let rightsAnsweredAsks = 3
+
+    /// How long a peer that answered a want without covering it is not asked again for it (ms): a round,
+    /// long enough to ask others, short enough that a peer given rights since is asked again.
+    static let rightsRefusalMillis: Int64 = 200
 
     /// How many holders one want is sent to at once.
     static let rightsAskPeers = 2

@@ -137,9 +137,11 @@ public struct QuotaLedger: Sendable {
     }
 
     /// Notes that `origin`'s ledger for `key` as it stands has reached this node: a want no longer waits
-    /// for its answer.
-    mutating func noteAnswered(_ key: QuotaKey, by origin: VerifyingKey) {
-        rightsWants[key]?.awaiting.remove(origin)
+    /// for its answer; sent by `origin` itself (`directlyAt` the time it came), it is the answer, and
+    /// whatever it gave is credited by then, so `origin` is not asked again for a while.
+    mutating func noteAnswered(_ key: QuotaKey, by origin: VerifyingKey, directlyAt now: UnixMillis? = nil) {
+        guard rightsWants[key]?.awaiting.remove(origin) != nil, let now else { return }
+        rightsWants[key]?.refused[origin] = now
     }
 
     /// Merges a peer's state for `key`, as far as this node believes it, into the key's aggregate (made

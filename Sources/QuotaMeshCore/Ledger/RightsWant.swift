@@ -18,6 +18,16 @@ struct RightsWant: Sendable {
     var awaiting: Set<VerifyingKey> = []
     /// Asks made in a row because every peer asked had answered, since the last one the timer made.
     var answeredAsks = 0
+    /// Peers asked that answered it, and when: for ``QuotaLedger/rightsRefusalMillis`` they are asked again
+    /// only if this node's view credits them with rights, not on the strength of gifts it cannot credit
+    /// yet. Their answer carried their own ledger; asking them again at once went round loops of peers
+    /// that each counted on a gift to the other that neither could credit yet.
+    var refused: [VerifyingKey: UnixMillis] = [:]
+
+    /// The peers that refused it within `millis` before `now`.
+    func refused(within millis: Int64, now: UnixMillis) -> Set<VerifyingKey> {
+        Set(refused.lazy.filter { now.saturatingSubtract($0.value) < millis }.map(\.key))
+    }
 }
 
 /// What deciding a call does to the rights a node lacks for its key (``QuotaLedger/rightsVerdict(_:window:cost:priority:now:)``).
