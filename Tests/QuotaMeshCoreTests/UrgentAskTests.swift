@@ -93,21 +93,35 @@ import Testing
     @Test func aNodeJustStartedAsksThePeersTheSplitDealtRightsTo() throws {
         // Three nodes sharing 30 calls a minute (10 each), just started: none has heard from another, so
         // none is live to node 0, but the window's split is known at once. Node 0 spends its 10; its next
-        // urgent call asks the peers the split dealt rights to, and the gift lets the call after it go.
-        // (Checked to fail without it: no live peer, so no ask, and the calls waited for liveness, seconds
-        // where nodes are many.)
-        var mesh = TestMesh(count: 3, services: ["svc": ServicePolicy(limit: 30, windowMillis: 60_000, burstFraction: 1)])
-        mesh.now = (mesh.now / 60_000 + 1) * 60_000 + 100
+        // urgent call asks the peers the split dealt rights to, and the gift lets it go. (Checked to fail
+        // without it: no live peer, so no ask, and the calls waited for liveness, seconds where nodes are
+        // many.)
+        // Started 100 ms into a window.
+        var mesh = TestMesh(
+            count: 3, services: ["svc": ServicePolicy(limit: 30, windowMillis: 60_000, burstFraction: 1)],
+            now: (1_800_000_000_000 / 60_000 + 1) * 60_000 + 100)
         let urgent = AcquireRequest(service: "svc", priority: .urgent)
         for _ in 0..<10 { #expect(mesh.acquire(0, urgent)?.granted == true) }
         let sent = mesh.wire.count
-        _ = mesh.acquire(0, urgent)
+        #expect(mesh.acquire(0, urgent)?.granted == true, "a peer gave it rights")
         let asked = try Set(mesh.wire[sent...].compactMap { datagram -> Int? in
             guard datagram.from == 0, case .rightsRequest = try WireFormat.decodePayload(datagram.bytes) else { return nil }
             return datagram.to
         })
         #expect(asked == [1, 2])
-        #expect(mesh.acquire(0, urgent)?.granted == true, "a peer gave it rights")
+    }
+
+    @Test func anUrgentCallAtANodeThatHeardFromNobodyLooksAgainOnceItsAsksHadTimeToBeAnswered() throws {
+        // Node 0 spent its rights and has heard from none of its five peers yet: it asks those the split
+        // dealt rights to, so a refused urgent call is told to look again after an ask's round trip, not
+        // five rounds later as where nobody can be asked. (Checked to fail without it: 1,000 ms.)
+        var (ledger, window) = Self.ledger()
+        let now = Self.start + 1_000
+        ledger.mesh = MeshFacts(live: [], liveVersion: ledger.liveVersion + 1, unheard: 5, peerCount: 5)
+        let decided = ledger.rightsDenial(Self.key, window: window, cost: 1, priority: .urgent, now: now)
+        let denial = try #require(decided)
+        #expect(denial.detail?.kind == .rights)
+        #expect(try #require(denial.retryAt) <= now + QuotaLedger.rightsUrgentAskMillis)
     }
 
     /// ``ledger(refill:at:)`` once a call of `priority` found too few rights and its first ask went out.

@@ -156,9 +156,12 @@ extension QuotaLedger {
             // the others' ledgers can lag, so look again after a few rounds rather than at the reset.
             // Where rights accrue, the next one dealt may be this node's.
             var retry = min(window.windowEnd + lead, now + 5 * configuration.gossipIntervalMillis, max(now + 1, window.nextUnlockAt))
-            // Urgent work asks live peers at random meanwhile (``askForRights(now:into:)``): it looks again
-            // once their answers had time to come, and so waits for them where the agent allows a wait.
-            if priority == .urgent && !live.isEmpty { retry = min(retry, now + Self.rightsUrgentAskMillis) }
+            // Urgent work asks live peers at random meanwhile, or the peers the split dealt rights to that
+            // this node has not heard from yet (``rightsHolders``): it looks again once their answers had
+            // time to come, and so waits for them where the agent allows a wait.
+            if priority == .urgent && (!live.isEmpty || pendingClaimants(now: now) > 0) {
+                retry = min(retry, now + Self.rightsUrgentAskMillis)
+            }
             // What this node keeps for urgent calls is its own work's once the window's closing part begins.
             if kept > 0 { retry = min(retry, urgentKeepReleasedAt(window)) }
             return (.deny(.quotaExhausted, key: key, retryAt: retry, detail: .rights), .noted(want), cache)
@@ -214,34 +217,47 @@ extension QuotaLedger {
     /// Live peers believed to hold at least one right for `key` in the window, most first (at most `count`);
     /// among equal holdings in a random order, so that many nodes short of rights do not all ask the same
     /// few holders (where nodes outnumber the calls, most holders hold one right each). While this node
-    /// knows of none, the peers it has not heard from since it started (`neverHeard`) that the window's
-    /// split dealt rights to: in a mesh that has just started, liveness comes with each peer's first
-    /// record, seconds after the first window opens where nodes are many, while the split is known at once.
-    /// Peers in `refused` (they answered lately) count only for the rights this view credits them with.
+    /// knows of none its view credits: the peers it has not heard from since it started (`neverHeard`; only
+    /// where `askUnheard`, while the start is recent) that the window's split dealt rights to, taken in
+    /// turn with the peers that gifts not covered in this view would make holders. A gift from the first is
+    /// credited at once, one from the second only once the records that cover it arrive; in a mesh that
+    /// has just started, liveness and those records come seconds after the first window opens where nodes
+    /// are many, while the split is known at once. Peers in `refused` (they answered lately) count only for
+    /// the rights this view credits them with.
     mutating func rightsHolders(
         _ key: QuotaKey, balances: RightsBalances, count: Int, rng: inout SplitMix64,
-        excluding refused: Set<VerifyingKey> = [], neverHeard: (VerifyingKey) -> Bool = { _ in false }
+        excluding refused: Set<VerifyingKey> = [], askUnheard: Bool = false,
+        neverHeard: (VerifyingKey) -> Bool = { _ in false }
     ) -> [VerifyingKey] {
         var holders: [(key: VerifyingKey, held: Int64, order: UInt64)] = []
         for peer in live {
             let held = balances.holding(of: peer)
             if held >= 1 { holders.append((peer, held, rng.next())) }
         }
-        if holders.isEmpty {
-            // None known for sure: those that gifts not yet covered in this view probably made holders.
-            for peer in live where !refused.contains(peer) {
-                let held = balances.believedHolding(of: peer)
-                if held >= 1 { holders.append((peer, held, rng.next())) }
-            }
+        if !holders.isEmpty {
+            holders.sort { ($0.held, $0.order) > ($1.held, $1.order) }
+            return holders.prefix(count).map(\.key)
         }
-        if holders.isEmpty && mesh.unheard > 0 {
+        var dealt: [(key: VerifyingKey, held: Int64, order: UInt64)] = []
+        if askUnheard && mesh.unheard > 0 {
             for peer in members where peer != publicKey && !refused.contains(peer) && neverHeard(peer) {
                 let held = balances.holding(of: peer)
-                if held >= 1 { holders.append((peer, held, rng.next())) }
+                if held >= 1 { dealt.append((peer, held, rng.next())) }
             }
         }
+        for peer in live where !refused.contains(peer) {
+            let held = balances.believedHolding(of: peer)
+            if held >= 1 { holders.append((peer, held, rng.next())) }
+        }
+        dealt.sort { ($0.held, $0.order) > ($1.held, $1.order) }
         holders.sort { ($0.held, $0.order) > ($1.held, $1.order) }
-        return holders.prefix(count).map(\.key)
+        var picked: [VerifyingKey] = []
+        var (first, second) = (dealt[...], holders[...])
+        while picked.count < count, !first.isEmpty || !second.isEmpty {
+            if let next = first.popFirst() { picked.append(next.key) }
+            if picked.count < count, let next = second.popFirst() { picked.append(next.key) }
+        }
+        return picked
     }
 
     /// Where this node's ledger of `key` names its last receiver and `asker` is not one of them: a live
@@ -432,9 +448,11 @@ extension QuotaLedger {
             // Where rights accrue, a peer that just answered may be dealt the next right in moments: no
             // answer stands (BENCHMARKS.md, "Asked peers that answered, and a mesh just started").
             let refused = window.refill == .window ? want.refused(within: Self.rightsRefusalMillis, now: now) : []
+            // Peers not heard from count only while the start is recent (as for fair shares): one down
+            // since then is not asked for ever.
             var holders = rightsHolders(
                 key, balances: balances, count: Self.rightsAskPeers, rng: &rng, excluding: refused,
-                neverHeard: neverHeard)
+                askUnheard: pendingClaimants(now: now) > 0, neverHeard: neverHeard)
             if holders.isEmpty && want.priority == .urgent {
                 // Nobody is known to hold any, but this node's view of the others' ledgers can lag (where
                 // many nodes share few calls, a right changes hands every few rounds): ask live peers at
