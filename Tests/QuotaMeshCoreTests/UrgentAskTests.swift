@@ -90,6 +90,18 @@ import Testing
         #expect(Set(ledger.rightsAsks(now: now + 6 + QuotaLedger.rightsRefusalMillis, rng: &rng).map(\.holder)) == believed)
     }
 
+    @Test func aWantKeepsOnlyARoundOfAnswers() {
+        // A want can last a long window while calls keep coming: it remembers the answers of the last round
+        // only, not every answer since it began.
+        var want = RightsWant(windowEnd: Self.start + 60_000, amount: 1, priority: .urgent, notedAt: Self.start)
+        let round = QuotaLedger.rightsRefusalMillis
+        for (index, offset) in [0, 100, round + 50].enumerated() {
+            want.noteRefused(by: Self.members[index + 1], at: Self.start + offset, keepingFor: round)
+        }
+        #expect(Set(want.refused.keys) == [Self.members[2], Self.members[3]])
+        #expect(want.refused(within: round, now: Self.start + round + 50) == [Self.members[2], Self.members[3]])
+    }
+
     @Test func aNodeJustStartedAsksThePeersTheSplitDealtRightsTo() throws {
         // Three nodes sharing 30 calls a minute (10 each), just started: none has heard from another, so
         // none is live to node 0, but the window's split is known at once. Node 0 spends its 10; its next

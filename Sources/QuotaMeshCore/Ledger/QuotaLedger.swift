@@ -141,7 +141,7 @@ public struct QuotaLedger: Sendable {
     /// whatever it gave is credited by then, so `origin` is not asked again for a while.
     mutating func noteAnswered(_ key: QuotaKey, by origin: VerifyingKey, directlyAt now: UnixMillis? = nil) {
         guard rightsWants[key]?.awaiting.remove(origin) != nil, let now else { return }
-        rightsWants[key]?.refused[origin] = now
+        rightsWants[key]?.noteRefused(by: origin, at: now, keepingFor: Self.rightsRefusalMillis)
     }
 
     /// Merges a peer's state for `key`, as far as this node believes it, into the key's aggregate (made

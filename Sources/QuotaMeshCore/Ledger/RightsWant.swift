@@ -24,6 +24,13 @@ struct RightsWant: Sendable {
     /// that each counted on a gift to the other that neither could credit yet.
     var refused: [VerifyingKey: UnixMillis] = [:]
 
+    /// Notes that `peer` answered it at `now`, forgetting answers older than `millis` (a want that lasts a
+    /// long window keeps only a round's worth).
+    mutating func noteRefused(by peer: VerifyingKey, at now: UnixMillis, keepingFor millis: Int64) {
+        refused = refused.filter { now.saturatingSubtract($0.value) < millis }
+        refused[peer] = now
+    }
+
     /// The peers that refused it within `millis` before `now`.
     func refused(within millis: Int64, now: UnixMillis) -> Set<VerifyingKey> {
         Set(refused.lazy.filter { now.saturatingSubtract($0.value) < millis }.map(\.key))
