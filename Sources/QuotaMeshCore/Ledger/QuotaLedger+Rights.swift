@@ -218,7 +218,7 @@ extension QuotaLedger {
     /// among equal holdings in a random order, so that many nodes short of rights do not all ask the same
     /// few holders (where nodes outnumber the calls, most holders hold one right each). While this node
     /// knows of none its view credits: the peers it has not heard from since it started (`neverHeard`; only
-    /// where `askUnheard`, while the start is recent) that the window's split dealt rights to, taken in
+    /// where `askUnheard`: some are and the start is recent) that the window's split dealt rights to, taken in
     /// turn with the peers that gifts not covered in this view would make holders. A gift from the first is
     /// credited at once, one from the second only once the records that cover it arrive; in a mesh that
     /// has just started, liveness and those records come seconds after the first window opens where nodes
@@ -229,17 +229,19 @@ extension QuotaLedger {
         excluding refused: Set<VerifyingKey> = [], askUnheard: Bool = false,
         neverHeard: (VerifyingKey) -> Bool = { _ in false }
     ) -> [VerifyingKey] {
-        var holders: [(key: VerifyingKey, held: Int64, order: UInt64)] = []
+        typealias Holder = (key: VerifyingKey, held: Int64, order: UInt64)
+        let mostFirst: (Holder, Holder) -> Bool = { ($0.held, $0.order) > ($1.held, $1.order) }
+        var holders: [Holder] = []
         for peer in live {
             let held = balances.holding(of: peer)
             if held >= 1 { holders.append((peer, held, rng.next())) }
         }
         if !holders.isEmpty {
-            holders.sort { ($0.held, $0.order) > ($1.held, $1.order) }
+            holders.sort(by: mostFirst)
             return holders.prefix(count).map(\.key)
         }
-        var dealt: [(key: VerifyingKey, held: Int64, order: UInt64)] = []
-        if askUnheard && mesh.unheard > 0 {
+        var dealt: [Holder] = []
+        if askUnheard {
             for peer in members where peer != publicKey && !refused.contains(peer) && neverHeard(peer) {
                 let held = balances.holding(of: peer)
                 if held >= 1 { dealt.append((peer, held, rng.next())) }
@@ -249,8 +251,8 @@ extension QuotaLedger {
             let held = balances.believedHolding(of: peer)
             if held >= 1 { holders.append((peer, held, rng.next())) }
         }
-        dealt.sort { ($0.held, $0.order) > ($1.held, $1.order) }
-        holders.sort { ($0.held, $0.order) > ($1.held, $1.order) }
+        dealt.sort(by: mostFirst)
+        holders.sort(by: mostFirst)
         var picked: [VerifyingKey] = []
         var (first, second) = (dealt[...], holders[...])
         while picked.count < count, !first.isEmpty || !second.isEmpty {
