@@ -9,15 +9,17 @@ func testKey(_ index: Int) -> SigningKey {
 
 func endpoint(_ index: Int) -> Endpoint { Endpoint(host: "10.0.0.\(index + 1)", port: 9720) }
 
-/// Test node 0's ledger alone, among `count` test nodes that are all live, with `policy` for `svc`.
-func ledgerAmongLivePeers(count: Int, policy: ServicePolicy, now: UnixMillis) -> QuotaLedger {
+/// Test node `owner`'s ledger alone (node 0's unless named), among `count` test nodes that are all live,
+/// with `policy` for `svc`.
+func ledgerAmongLivePeers(count: Int, policy: ServicePolicy, now: UnixMillis, owner: Int = 0) -> QuotaLedger {
     let members = (0..<count).map { testKey($0).publicKey }
     let infos = members.indices.map { PeerInfo(name: "n\($0)", key: members[$0], endpoint: endpoint($0)) }
     var ledger = QuotaLedger(
-        owner: members[0], configuration: MeshConfiguration(services: ["svc": policy]),
+        owner: members[owner], configuration: MeshConfiguration(services: ["svc": policy]),
         directory: PeerDirectory(infos), restored: nil, now: now)
     ledger.mesh = MeshFacts(
-        live: Array(members.dropFirst()).sorted(), liveVersion: 1, unheard: 0, peerCount: count - 1, round: 1)
+        live: members.indices.filter { $0 != owner }.map { members[$0] }.sorted(), liveVersion: 1, unheard: 0,
+        peerCount: count - 1, round: 1)
     return ledger
 }
 

@@ -131,7 +131,7 @@ extension QuotaLedger {
         }
         let (balances, cache) = currentBalances(key, window: window)
         let held = balances.holding(of: publicKey)
-        let kept = priority == .urgent ? 0 : urgentKeep(window, now: now)
+        let kept = priority == .urgent ? 0 : max(urgentKeep(window, now: now), closingKeep(window, balances: balances, now: now))
         if held - kept >= cost {
             return (nil, .met, cache)
         }
@@ -190,6 +190,45 @@ extension QuotaLedger {
         return now < urgentKeepReleasedAt(window) ? 1 : 0
     }
 
+    /// Where the members outnumber a window's calls, how many of the holders of the rights kept through its
+    /// last slot (``urgentKeep(_:now:)``) keep theirs past the release, through the closing part to the
+    /// spend edge, for urgent calls made there: one per ``closingKeepPerRights`` rights of the window, and
+    /// one more, since views of who holds differ at the release by a gift or a spend here and there. 0
+    /// where that is none, or rights accrue. Released, every kept right went to its holder's own normal
+    /// work within moments, and an urgent call made in the closing part waited for the next window.
+    func closingKeepers(_ window: RightsWindow) -> Int {
+        guard window.refill == .window, window.limit < Int64(members.count) else { return 0 }
+        let keepers = Int(window.limit / Self.closingKeepPerRights)
+        return keepers > 0 ? keepers + 1 : 0
+    }
+
+    /// The holders that keep their right through the closing part (``closingKeepers(_:)``) as this view
+    /// has them: the first in the window's dealing order among the members credited with a right. Rights
+    /// kept through the last slot stay put, so the holders' views of each other mostly agree at the
+    /// release; an urgent call in the closing part asks these, one at a time, in this order.
+    func closingHolders(_ window: RightsWindow, balances: RightsBalances) -> [VerifyingKey] {
+        let count = closingKeepers(window)
+        guard count > 0 else { return [] }
+        var holders: [(key: VerifyingKey, place: Int)] = []
+        for member in members where balances.holding(of: member) >= 1 {
+            if let place = balances.allotment.place(of: member) { holders.append((member, place)) }
+        }
+        holders.sort { $0.place < $1.place }
+        return holders.prefix(count).map(\.key)
+    }
+
+    /// The right this node keeps from normal and low work, its own and its peers', from the release to the
+    /// spend edge: one where it is among the window's ``closingHolders(_:balances:)``.
+    func closingKeep(_ window: RightsWindow, balances: RightsBalances, now: UnixMillis) -> Int64 {
+        guard now >= urgentKeepReleasedAt(window), now < window.windowEnd - rightsEdgeMillis(window),
+            balances.holding(of: owner) >= 1
+        else { return 0 }
+        return closingHolders(window, balances: balances).contains(owner) ? 1 : 0
+    }
+
+    /// A right kept through the closing part per this many rights of a window (``closingKeepers(_:)``).
+    static let closingKeepPerRights: Int64 = 50
+
     /// When what a node keeps for urgent calls goes to its own work: before the window's closing edge, by a
     /// twentieth of the window at most.
     func urgentKeepReleasedAt(_ window: RightsWindow) -> UnixMillis {
@@ -223,18 +262,26 @@ extension QuotaLedger {
     /// credited at once, one from the second only once the records that cover it arrive; in a mesh that
     /// has just started, liveness and those records come seconds after the first window opens where nodes
     /// are many, while the split is known at once. Peers in `refused` (they answered lately) count only for
-    /// the rights this view credits them with.
+    /// the rights this view credits them with. `keepers`: the holders that keep a right for urgent calls
+    /// through the window's closing part (``closingHolders(_:balances:)``), in the order every node ranks
+    /// them; the first not in `refused` is asked, alone of them, with the holders most credited.
     mutating func rightsHolders(
         _ key: QuotaKey, balances: RightsBalances, count: Int, rng: inout SplitMix64,
         excluding refused: Set<VerifyingKey> = [], askUnheard: Bool = false,
-        neverHeard: (VerifyingKey) -> Bool = { _ in false }
+        neverHeard: (VerifyingKey) -> Bool = { _ in false }, keepers: [VerifyingKey] = []
     ) -> [VerifyingKey] {
         typealias Holder = (key: VerifyingKey, held: Int64, order: UInt64)
         let mostFirst: (Holder, Holder) -> Bool = { ($0.held, $0.order) > ($1.held, $1.order) }
         var holders: [Holder] = []
         for peer in live {
             let held = balances.holding(of: peer)
-            if held >= 1 { holders.append((peer, held, rng.next())) }
+            if held >= 1 && !keepers.contains(peer) { holders.append((peer, held, rng.next())) }
+        }
+        if let keeper = keepers.first(where: { $0 != owner && !refused.contains($0) }) {
+            // One keeper at a time, in the order every node ranks them: asked at once, two would each give
+            // the one call a right, and the second would be lost with the window.
+            holders.sort(by: mostFirst)
+            return [keeper] + holders.prefix(count - 1).map(\.key)
         }
         if !holders.isEmpty {
             holders.sort(by: mostFirst)
@@ -352,7 +399,8 @@ extension QuotaLedger {
     /// What this node can spare of `key`'s rights for work of `priority` elsewhere: what it holds less
     /// what its own work of that priority or higher is expected to need over `horizon` ms.
     mutating func spareRights(_ key: QuotaKey, window: RightsWindow, priority: Priority, horizon: Int64, now: UnixMillis) -> Int64 {
-        let held = balances(key, window: window).holding(of: publicKey)
+        let balances = balances(key, window: window)
+        let held = balances.holding(of: publicKey)
         let demand = local[key]?.demand ?? Demand.zero
         let waiting = waitQueue.cost(of: key.service, atOrAbove: priority)
         let rate = Priority.allCases.filter { $0 <= priority }.reduce(0.0) { $0 + demand[$1] }
@@ -366,7 +414,9 @@ extension QuotaLedger {
             / Double(max(1, members.count))
         let closing = window.windowEnd - now <= Self.rightsKeepMillis
         let keep = priority == .urgent || closing ? expected : max(expected, min(burst.rounded(.down), 1))
-        let spare = held - Int64(keep.rounded(.up))
+        // A closing keeper's right is for urgent work alone.
+        let kept = priority == .urgent ? 0 : closingKeep(window, balances: balances, now: now)
+        let spare = held - Int64(keep.rounded(.up)) - kept
         // What it holds over the cap goes, whatever it expects to need.
         guard let cap = heldRightsCap(key) else { return spare }
         return max(spare, held - cap)
@@ -454,7 +504,9 @@ extension QuotaLedger {
             // since then is not asked for ever.
             var holders = rightsHolders(
                 key, balances: balances, count: Self.rightsAskPeers, rng: &rng, excluding: refused,
-                askUnheard: pendingClaimants(now: now) > 0, neverHeard: neverHeard)
+                askUnheard: pendingClaimants(now: now) > 0, neverHeard: neverHeard,
+                keepers: want.priority == .urgent && now >= urgentKeepReleasedAt(window)
+                    ? closingHolders(window, balances: balances) : [])
             if holders.isEmpty && want.priority == .urgent {
                 // Nobody is known to hold any, but this node's view of the others' ledgers can lag (where
                 // many nodes share few calls, a right changes hands every few rounds): ask live peers at

@@ -183,6 +183,10 @@ public struct RightsAllotment: Sendable, Hashable {
         return unlocked / count + (Int64(place) < unlocked % count ? 1 : 0)
     }
 
+    /// `member`'s place in the window's dealing order (`nil` for a key that is not a member): every node
+    /// ranks the members alike for the window.
+    public func place(of member: VerifyingKey) -> Int? { place[member] }
+
     static func rank(_ member: VerifyingKey, salt: UInt64) -> UInt64 {
         var mixer = SplitMix64(
             seed: member.words.0 ^ (member.words.1 &* 3) ^ (member.words.2 &* 5) ^ (member.words.3 &* 7) ^ salt)
@@ -217,6 +221,8 @@ public struct RightsBalances: Sendable {
     public private(set) var creditedLedgers: [VerifyingKey: RightsLedger] = [:]
     /// What each member received by every transfer seen, covered or not (``believedHolding(of:)``).
     private var announced: [VerifyingKey: UInt64] = [:]
+    /// The window's initial split the balances start from.
+    public let allotment: RightsAllotment
 
     /// Works the balances out.
     /// - Parameters:
@@ -228,6 +234,7 @@ public struct RightsBalances: Sendable {
         ledgers: [VerifyingKey: RightsLedger], allotment: RightsAllotment,
         credited: [VerifyingKey: RightsLedger] = [:]
     ) {
+        self.allotment = allotment
         let current = ledgers.filter { $0.value.windowEnd == allotment.windowEnd }
         // Each giver's version in force, stepped down from its latest to the one last credited (while the
         // latest covers it), then to none.
