@@ -142,5 +142,10 @@ import Testing
         }
         let next = ledger.rightsAsks(now: now + 5, rng: &rng).map(\.holder)
         #expect(next.first == Self.members[order[1]])
+
+        // The second keeper does not answer (down, or the ask was lost): the timer's next ask passes it over
+        // for the third, where a holder not heard from would be asked again.
+        let later = ledger.rightsAsks(now: now + 5 + QuotaLedger.rightsUrgentAskMillis, rng: &rng).map(\.holder)
+        #expect(later.first == Self.members[order[2]])
     }
 }

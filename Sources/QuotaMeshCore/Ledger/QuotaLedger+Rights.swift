@@ -203,14 +203,15 @@ extension QuotaLedger {
     }
 
     /// The holders that keep their right through the closing part (``closingKeepers(_:)``) as this view
-    /// has them: the first in the window's dealing order among the members credited with a right. Rights
-    /// kept through the last slot stay put, so the holders' views of each other mostly agree at the
-    /// release; an urgent call in the closing part asks these, one at a time, in this order.
+    /// has them: the first in the window's dealing order among the members credited with a right (not
+    /// those set aside, whose ledgers are not heard). Rights kept through the last slot stay put, so the
+    /// holders' views of each other mostly agree at the release; an urgent call in the closing part asks
+    /// these, one at a time, in this order.
     func closingHolders(_ window: RightsWindow, balances: RightsBalances) -> [VerifyingKey] {
         let count = closingKeepers(window)
         guard count > 0 else { return [] }
         var holders: [(key: VerifyingKey, place: Int)] = []
-        for member in members where balances.holding(of: member) >= 1 {
+        for member in members where balances.holding(of: member) >= 1 && !setAside.contains(member) {
             if let place = balances.allotment.place(of: member) { holders.append((member, place)) }
         }
         holders.sort { $0.place < $1.place }
@@ -506,7 +507,9 @@ extension QuotaLedger {
                 key, balances: balances, count: Self.rightsAskPeers, rng: &rng, excluding: refused,
                 askUnheard: pendingClaimants(now: now) > 0, neverHeard: neverHeard,
                 keepers: want.priority == .urgent && now >= urgentKeepReleasedAt(window)
-                    ? closingHolders(window, balances: balances) : [])
+                    // A keeper asked last time that has not answered (down, or the ask was lost) is passed
+                    // over for the next: unlike a holder, it would otherwise be asked first at every ask.
+                    ? closingHolders(window, balances: balances).filter { !want.awaiting.contains($0) } : [])
             if holders.isEmpty && want.priority == .urgent {
                 // Nobody is known to hold any, but this node's view of the others' ledgers can lag (where
                 // many nodes share few calls, a right changes hands every few rounds): ask live peers at
