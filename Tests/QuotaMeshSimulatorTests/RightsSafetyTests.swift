@@ -48,6 +48,26 @@ import QuotaMeshCore
             #expect(report.honestGraylistings == 0, "seed \(seed): an honest node's observations were graylisted")
         }
     }
+
+    /// The same faults where the members outnumber a window's 50 or more calls, so that holders keep rights
+    /// through the window's closing part for urgent calls (``QuotaLedger/closingKeepers(_:)``), which the runs
+    /// above, at most 12 nodes, never reach.
+    @Test(arguments: 0..<2)
+    func noWindowEverAdmitsMoreThanTheLimitWhereRightsAreKeptThroughTheClose(batch: Int) async {
+        for seed in UInt64(batch * 4 + 1)...UInt64(batch * 4 + 4) {
+            var configuration = Self.configuration(seed: seed)
+            var rng = SplitMix64(seed: seed)
+            configuration.nodes = Int.random(in: 56...64, using: &rng)
+            configuration.limit = Int64.random(in: 50...55, using: &rng)
+            let report = await onASimulationThread { [configuration] in
+                var simulator = Simulator(configuration)
+                return simulator.run()
+            }
+            let worst = max(report.maxAdmittedRatio, report.partitionMaxAdmittedRatio ?? 0)
+            #expect(worst <= 1.0, "seed \(seed): \(worst) × the limit (nodes \(configuration.nodes), limit \(configuration.limit))")
+            #expect(report.upstream429s == 0, "seed \(seed): \(report.upstream429s) answered 429")
+        }
+    }
 }
 
 /// One lying vouched peer in a mesh of 5 and of 50 (issue 19): whatever it signs (absurd limits, resets and

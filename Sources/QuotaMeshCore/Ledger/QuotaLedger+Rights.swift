@@ -181,7 +181,7 @@ extension QuotaLedger {
     /// the last slot").
     func urgentKeep(_ window: RightsWindow, now: UnixMillis) -> Int64 {
         let perMember = window.refill == .continuous ? Self.urgentKeepPerMemberWhereRightsAccrue : Self.urgentKeepPerMember
-        if window.refill == .window && window.limit < Int64(members.count) {
+        if window.refill == .window && outnumber(window, claimants: members.count) {
             return now >= lastSlotOpensAt(window) && now < urgentKeepReleasedAt(window) ? 1 : 0
         }
         guard window.limit >= perMember * Int64(max(1, members.count)) else {
@@ -197,7 +197,7 @@ extension QuotaLedger {
     /// where that is none, or rights accrue. Released, every kept right went to its holder's own normal
     /// work within moments, and an urgent call made in the closing part waited for the next window.
     func closingKeepers(_ window: RightsWindow) -> Int {
-        guard window.refill == .window, window.limit < Int64(members.count) else { return 0 }
+        guard window.refill == .window, outnumber(window, claimants: members.count) else { return 0 }
         let keepers = Int(window.limit / Self.closingKeepPerRights)
         return keepers > 0 ? keepers + 1 : 0
     }
